@@ -1,0 +1,176 @@
+//! D1 access: the only place SQL lives. One submodule per table; this module holds the
+//! statement plumbing (binding arguments, reading `meta`).
+
+use serde::de::DeserializeOwned;
+use wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, D1Result};
+
+use crate::{bindings, Error, Result};
+
+/// A bound SQL argument.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    /// SQL NULL.
+    Null,
+    /// An integer (times are integer milliseconds).
+    Int(i64),
+    /// A real.
+    Real(f64),
+    /// Text.
+    Text(String),
+}
+
+impl Arg {
+    fn to_js(&self) -> JsValue {
+        match self {
+            Arg::Null => JsValue::NULL,
+            // D1 stores JS numbers; integers up to 2^53 round-trip exactly.
+            Arg::Int(i) => JsValue::from_f64(*i as f64),
+            Arg::Real(f) => JsValue::from_f64(*f),
+            Arg::Text(s) => JsValue::from_str(s),
+        }
+    }
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<u64> for Arg {
+    fn from(v: u64) -> Self {
+        Arg::Int(v as i64)
+    }
+}
+impl From<u32> for Arg {
+    fn from(v: u32) -> Self {
+        Arg::Int(v.into())
+    }
+}
+impl From<bool> for Arg {
+    fn from(v: bool) -> Self {
+        Arg::Int(v.into())
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(v.to_string())
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(v)
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Self {
+        Arg::Text(v.clone())
+    }
+}
+impl<T: Into<Arg>> From<Option<T>> for Arg {
+    fn from(v: Option<T>) -> Self {
+        v.map(Into::into).unwrap_or(Arg::Null)
+    }
+}
+
+/// What a statement cost and changed (D1 bills rows read and written).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Meta {
+    /// Rows changed: 1 on a guarded UPDATE means this caller won the claim.
+    pub changes: u64,
+    /// Rows read.
+    pub rows_read: u64,
+    /// Rows written.
+    pub rows_written: u64,
+}
+
+impl std::ops::AddAssign for Meta {
+    fn add_assign(&mut self, other: Meta) {
+        self.changes += other.changes;
+        self.rows_read += other.rows_read;
+        self.rows_written += other.rows_written;
+    }
+}
+
+/// The D1 database.
+pub struct Db(D1Database);
+
+/// A statement ready to run or to batch.
+pub struct Stmt(D1PreparedStatement);
+
+impl Db {
+    /// Opens the `DB` binding.
+    pub fn from_env(env: &worker::Env) -> Result<Self> {
+        env.d1(bindings::DB)
+            .map(Db)
+            .map_err(|e| Error::Binding { name: bindings::DB, cause: e.to_string() })
+    }
+
+    /// Prepares `sql` with positional arguments (`?1`, `?2`, ... or `?`).
+    pub fn stmt(&self, sql: &str, args: &[Arg]) -> Result<Stmt> {
+        let js: Vec<JsValue> = args.iter().map(Arg::to_js).collect();
+        self.0
+            .prepare(sql)
+            .bind(&js)
+            .map(Stmt)
+            .map_err(|e| Error::Storage(format!("binding arguments: {e}")))
+    }
+
+    /// Runs a statement for its effect.
+    pub async fn run(&self, sql: &str, args: &[Arg]) -> Result<Meta> {
+        let result = self.stmt(sql, args)?.0.run().await.map_err(storage_error)?;
+        Ok(meta_of(&result))
+    }
+
+    /// Runs a query and decodes every row.
+    pub async fn all<T: DeserializeOwned>(&self, sql: &str, args: &[Arg]) -> Result<(Vec<T>, Meta)> {
+        let result = self.stmt(sql, args)?.0.all().await.map_err(storage_error)?;
+        let rows = result.results::<T>().map_err(|e| Error::Storage(format!("decoding rows: {e}")))?;
+        Ok((rows, meta_of(&result)))
+    }
+
+    /// Runs a query and decodes the first row, if any.
+    pub async fn first<T: DeserializeOwned>(&self, sql: &str, args: &[Arg]) -> Result<Option<T>> {
+        let (rows, _) = self.all::<T>(sql, args).await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Runs statements in order as one transaction: all take effect or none.
+    pub async fn batch(&self, stmts: Vec<Stmt>) -> Result<Vec<Meta>> {
+        if stmts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let results = self.0.batch(stmts.into_iter().map(|s| s.0).collect()).await.map_err(storage_error)?;
+        Ok(results.iter().map(meta_of).collect())
+    }
+
+    /// Runs a batch and decodes the rows of each statement as JSON values.
+    pub async fn batch_rows(&self, stmts: Vec<Stmt>) -> Result<Vec<(Vec<serde_json::Value>, Meta)>> {
+        if stmts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let results = self.0.batch(stmts.into_iter().map(|s| s.0).collect()).await.map_err(storage_error)?;
+        results
+            .iter()
+            .map(|r| {
+                let rows = r.results::<serde_json::Value>().map_err(|e| Error::Storage(format!("decoding rows: {e}")))?;
+                Ok((rows, meta_of(r)))
+            })
+            .collect()
+    }
+}
+
+fn storage_error(e: worker::Error) -> Error {
+    Error::Storage(e.to_string())
+}
+
+fn meta_of(result: &D1Result) -> Meta {
+    match result.meta() {
+        Ok(Some(m)) => Meta {
+            changes: m.changes.unwrap_or(0) as u64,
+            rows_read: m.rows_read.unwrap_or(0) as u64,
+            rows_written: m.rows_written.unwrap_or(0) as u64,
+        },
+        _ => Meta::default(),
+    }
+}

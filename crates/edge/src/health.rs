@@ -1,0 +1,51 @@
+//! Binding probes for the workers' health endpoints.
+
+use serde::Serialize;
+
+use crate::{bindings, d1::Db, kv::Kv};
+
+/// The outcome of probing one binding.
+#[derive(Debug, Serialize)]
+pub struct Probe {
+    /// The binding name.
+    pub binding: &'static str,
+    /// What was tried: "query", "get", "present".
+    pub check: &'static str,
+    /// Whether it worked.
+    pub ok: bool,
+    /// The error, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn probe(binding: &'static str, check: &'static str, outcome: Result<(), String>) -> Probe {
+    Probe { binding, check, ok: outcome.is_ok(), error: outcome.err() }
+}
+
+/// D1: runs `SELECT 1`.
+pub async fn probe_d1(env: &worker::Env) -> Probe {
+    let outcome = match Db::from_env(env) {
+        Ok(db) => db.run("SELECT 1", &[]).await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    probe(bindings::DB, "query", outcome)
+}
+
+/// KV: reads a key (absent is fine).
+pub async fn probe_kv(env: &worker::Env) -> Probe {
+    let outcome = match Kv::from_env(env) {
+        Ok(kv) => kv.get_text(bindings::kv_keys::LAST_RUN).await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    probe(bindings::KV, "get", outcome)
+}
+
+/// A queue producer: the binding is present.
+pub fn probe_queue(env: &worker::Env, name: &'static str) -> Probe {
+    probe(name, "present", env.queue(name).map(|_| ()).map_err(|e| e.to_string()))
+}
+
+/// A service binding: the binding is present.
+pub fn probe_service(env: &worker::Env, name: &'static str) -> Probe {
+    probe(name, "present", env.service(name).map(|_| ()).map_err(|e| e.to_string()))
+}

@@ -1,0 +1,17 @@
+//! baton-edge: the one place that talks to Cloudflare bindings.
+//!
+//! Every worker parses its input, calls `baton-core` for decisions and uses this crate to
+//! persist and act. Invariants: SQL lives only in [`d1`]; binding names live only in
+//! [`bindings`]; errors become HTTP responses only in [`error::Error::to_response`].
+
+pub mod auth;
+pub mod bindings;
+pub mod clock;
+pub mod d1;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod kv;
+pub mod queues;
+
+pub use error::{Error, Result};

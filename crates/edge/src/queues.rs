@@ -1,0 +1,39 @@
+//! Queue producers. Only core's message structs are sent.
+
+use serde::Serialize;
+use worker::Queue;
+
+use crate::{bindings, Error, Result};
+
+/// Opens a queue producer binding.
+pub fn producer(env: &worker::Env, name: &'static str) -> Result<Queue> {
+    env.queue(name).map_err(|e| Error::Binding { name, cause: e.to_string() })
+}
+
+/// Sends one message.
+pub async fn send<T: Serialize>(queue: &Queue, message: &T) -> Result<()> {
+    queue.send(message).await.map_err(|e| Error::Queue(e.to_string()))
+}
+
+/// Sends messages in batches of at most 100 (the platform's limit per sendBatch).
+pub async fn send_all<T: Serialize + Clone>(queue: &Queue, messages: &[T]) -> Result<()> {
+    for chunk in messages.chunks(100) {
+        if chunk.len() == 1 {
+            send(queue, &chunk[0]).await?;
+            continue;
+        }
+        let batch: Vec<worker::SendMessage<T>> = chunk.iter().cloned().map(worker::SendMessage::from).collect();
+        queue.send_batch(batch).await.map_err(|e| Error::Queue(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The task queue producer.
+pub fn task_queue(env: &worker::Env) -> Result<Queue> {
+    producer(env, bindings::TASK_QUEUE)
+}
+
+/// The analysis queue producer.
+pub fn analysis_queue(env: &worker::Env) -> Result<Queue> {
+    producer(env, bindings::LLM_ANALYSIS_QUEUE)
+}

