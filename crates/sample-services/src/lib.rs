@@ -1,11 +1,41 @@
-//! Stand-ins for the external services and the key-account service.
+//! Stand-ins for the external services and the key-account service, so the whole suite
+//! runs and is tested locally.
+//!
+//! One worker plays every service under a path prefix: `/{service}/api/handshake`,
+//! `/{service}/api/process`, `/{service}/api/progress/{executionId}`; and the key-account
+//! service at `/api/master-templates/{name}`. Outputs are deterministic, derived from a hash
+//! of the domain. Behaviour is steerable per request through the run's parameters (see
+//! [`behaviour::Behaviour`]).
 
-use worker::{event, Context, Env, Request, Response};
+mod behaviour;
+mod outputs;
+mod protocol;
+mod templates;
+
+use serde_json::json;
+use worker::{event, Context, Env, Method, Request, Response};
 
 #[event(fetch)]
-async fn fetch(req: Request, _env: Env, _ctx: Context) -> worker::Result<Response> {
-    match req.path().as_str() {
-        "/health" => Response::from_json(&serde_json::json!({ "status": "ok", "worker": "sample-services" })),
-        _ => Ok(Response::from_json(&serde_json::json!({ "success": false }))?.with_status(404)),
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let path = req.path();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (Method::Get, ["health"]) => Response::from_json(&json!({
+            "status": "ok",
+            "worker": "sample-services",
+            "services": outputs::SERVICES,
+            "templates": templates::names(),
+        })),
+        (Method::Get, ["api", "master-templates", name]) => templates::get(name),
+        (Method::Post, [service, "api", "handshake"]) if outputs::is_known(service) => {
+            protocol::handshake(req, &env, service).await
+        }
+        (Method::Post, [service, "api", "process"]) if outputs::is_known(service) => {
+            protocol::process(req, env, ctx, service).await
+        }
+        (Method::Get, [service, "api", "progress", execution_id]) if outputs::is_known(service) => {
+            protocol::progress(service, execution_id)
+        }
+        _ => protocol::error(404, "not_found", &format!("no route {} {path}", req.method())),
     }
 }

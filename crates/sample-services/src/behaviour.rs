@@ -1,0 +1,79 @@
+//! Per-request steering for tests and demos, read from the run's parameters:
+//!
+//! ```json
+//! {"sample_behaviour": {"technical-seo": {"fail_transient": 1}, "*": {"latency_ms": 50}}}
+//! ```
+//! The entry for the service wins over `"*"`.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// How a sample service behaves for one request.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Behaviour {
+    /// Work time before answering (capped at 30 s).
+    pub latency_ms: u64,
+    /// Attempts up to this number fail with 503 (transient).
+    pub fail_transient: u32,
+    /// Attempts up to this number fail with 429 (transient).
+    pub rate_limit: u32,
+    /// Every attempt fails with 400 and this message (permanent); `true` uses the default message.
+    pub fail_permanent: Option<Value>,
+    /// Attempts up to this number are refused at handshake (`accepted: false`).
+    pub reject: u32,
+    /// Process answers 202 and never reports a result (exercises timeouts).
+    pub never_answer: bool,
+    /// Process answers 202 and reports the result later with a signed callback.
+    #[serde(rename = "async")]
+    pub asynchronous: bool,
+}
+
+/// The message of a permanent failure when none is given.
+pub const DEFAULT_PERMANENT_ERROR: &str = "Worker config invalid: No API key found";
+
+impl Behaviour {
+    /// Reads the behaviour for `service` from the run parameters (absent or malformed: default).
+    pub fn for_service(parameters: &Value, service: &str) -> Behaviour {
+        let table = &parameters["sample_behaviour"];
+        let entry = if table.get(service).is_some() { &table[service] } else { &table["*"] };
+        serde_json::from_value(entry.clone()).unwrap_or_default()
+    }
+
+    /// The permanent failure message, if this request must fail permanently.
+    pub fn permanent_error(&self) -> Option<String> {
+        match &self.fail_permanent {
+            None | Some(Value::Bool(false)) | Some(Value::Null) => None,
+            Some(Value::String(message)) => Some(message.clone()),
+            Some(_) => Some(DEFAULT_PERMANENT_ERROR.to_string()),
+        }
+    }
+
+    /// Work time, capped.
+    pub fn latency_ms(&self) -> u64 {
+        self.latency_ms.min(30_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_service_entry_wins_over_the_wildcard() {
+        let params = json!({"sample_behaviour": {"a": {"fail_transient": 2}, "*": {"latency_ms": 5}}});
+        assert_eq!(Behaviour::for_service(&params, "a").fail_transient, 2);
+        assert_eq!(Behaviour::for_service(&params, "a").latency_ms, 0);
+        assert_eq!(Behaviour::for_service(&params, "b").latency_ms, 5);
+        assert_eq!(Behaviour::for_service(&json!({}), "b"), Behaviour::default());
+    }
+
+    #[test]
+    fn permanent_failure_messages() {
+        let b = |v: Value| Behaviour { fail_permanent: Some(v), ..Behaviour::default() }.permanent_error();
+        assert_eq!(b(json!(true)).as_deref(), Some(DEFAULT_PERMANENT_ERROR));
+        assert_eq!(b(json!("boom")).as_deref(), Some("boom"));
+        assert_eq!(b(json!(false)), None);
+    }
+}
