@@ -45,7 +45,8 @@ CREATE TABLE steps (
     wave            INTEGER NOT NULL,
     status          TEXT NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
-    started_at      INTEGER,
+    started_at      INTEGER,                   -- first dispatch
+    claimed_at      INTEGER,                   -- a consumer claimed the current attempt (NULL until then)
     finished_at     INTEGER,
     deadline_at     INTEGER,                   -- this attempt's timeout
     next_attempt_at INTEGER,                   -- retry backoff
@@ -57,6 +58,10 @@ CREATE TABLE steps (
     progress        TEXT,                      -- JSON progress reported by a long-running service
     PRIMARY KEY (run_id, service)
 ) WITHOUT ROWID;
+-- The poller's ways into steps: running attempts past their timeout, retries whose backoff
+-- elapsed. Partial indexes hold only the rows in those states, never history.
+CREATE INDEX steps_running_deadline ON steps (deadline_at) WHERE status = 'running';
+CREATE INDEX steps_retry_due ON steps (next_attempt_at) WHERE status = 'retrying';
 
 -- Knowledge-base events: lifecycle events (run_status), service results, the diagnosis.
 CREATE TABLE kbase_events (

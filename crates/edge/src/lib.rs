@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bindings;
 pub mod clock;
 pub mod d1;
+pub mod engine;
 pub mod error;
 pub mod health;
 pub mod http;

@@ -1,6 +1,10 @@
 //! D1 access: the only place SQL lives. One submodule per table; this module holds the
 //! statement plumbing (binding arguments, reading `meta`).
 
+pub mod events;
+pub mod runs;
+pub mod steps;
+
 use serde::de::DeserializeOwned;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, D1Result};

@@ -1,0 +1,48 @@
+//! baton-core: every decision Baton makes, as pure functions over plain data.
+//!
+//! Invariants (what this crate must never do):
+//! - **No Workers.** No `worker`, no `wasm-bindgen`, no async, no I/O. It builds natively and
+//!   for `wasm32-unknown-unknown`.
+//! - **No clock, no entropy.** `now` ([`time::Millis`]) and randomness
+//!   ([`retry::RandomSource`], id `random` bytes) are parameters; `SystemTime::now()` panics on
+//!   wasm32 and is never called.
+//! - **Decisions as data.** Functions return what to do ([`scheduler::Schedule`],
+//!   [`fanin::FanIn`], [`state::StepOutcome`]); the workers persist and act.
+//! - **Typed errors.** Each area has its error type naming the offending field or value; all
+//!   convert into [`Error`].
+//!
+//! Module map:
+//! - [`plan`]: plans, drafts, validation (every problem), built-in plans.
+//! - [`template`]: master templates (`pipeline_stages`) compiled into plans.
+//! - [`state`]: run and step statuses, the step record, transitions.
+//! - [`scheduler`]: ready steps, dependency skips, waves.
+//! - [`fanin`]: wait / aggregate / fail, with deadline and attempt timeouts.
+//! - [`retry`]: retry policy with full-jitter backoff; random sources.
+//! - [`summary`], [`events`]: the run summary, confidence, lifecycle event payloads.
+//! - [`config`]: environment and KV-override configuration.
+//! - [`ids`], [`time`]: identifier newtypes; instants and RFC 3339.
+//! - [`messages`]: queue message shapes.
+//! - [`request`]: run and execution request validation.
+//! - [`signature`]: signed result callbacks (HMAC-SHA256).
+//! - [`synthesis`]: the rule-based analysis (signals, rules, findings, recommendations).
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod fanin;
+pub mod ids;
+pub mod messages;
+pub mod plan;
+pub mod request;
+pub mod retry;
+pub mod scheduler;
+pub mod signature;
+pub mod state;
+pub mod summary;
+pub mod synthesis;
+pub mod template;
+pub mod time;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1021 @@
+//! Run plans: which services (steps) a run calls, their dependencies, timeouts and retries.
+//!
+//! A [`PlanDraft`] is what a client sends (`POST /api/orchestration/plans`, snake_case JSON);
+//! [`validate`] turns it into a [`Plan`] or reports **every** problem at once. A `Plan` is
+//! valid by construction (ids well-formed, dependencies known, acyclic, timeouts within the
+//! run), so the scheduler and fan-in never re-check it. Deserialising a `Plan` validates too.
+//!
+//! Limits: at most [`MAX_STEPS`] steps; names and display names at most
+//! [`MAX_NAME_CHARS`] characters, descriptions [`MAX_DESCRIPTION_CHARS`], actions
+//! [`MAX_ACTION_CHARS`]; runs at most [`MAX_RUN_DURATION_MS`] (7 days, the job-timeout bound).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::ids::{IdError, PlanId, ServiceSlug, WorkerKey};
+use crate::retry::{RetryPolicy, RetryPolicyError};
+use crate::time::MINUTE_MS;
+
+/// At most this many steps per plan.
+pub const MAX_STEPS: usize = 50;
+/// Longest plan name or step display name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Longest plan description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 2000;
+/// Longest step action (template reference), in characters.
+pub const MAX_ACTION_CHARS: usize = 128;
+/// Longest run: 7 days (10080 minutes, the `JOB_TIMEOUT_MINUTES` bound).
+pub const MAX_RUN_DURATION_MS: u64 = 10_080 * MINUTE_MS;
+/// A step's timeout when the draft gives none (capped at the run's duration).
+pub const DEFAULT_STEP_TIMEOUT_MS: u64 = 60_000;
+
+/// The plan a run uses when the request names none.
+pub const DEFAULT_PLAN_ID: &str = STANDARD_PLAN_ID;
+/// The built-in complete diagnostic.
+pub const STANDARD_PLAN_ID: &str = "standard-v1";
+/// The built-in fast diagnostic.
+pub const QUICK_PLAN_ID: &str = "quick-v1";
+
+/// One step of a valid plan: a service to call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepSpec {
+    /// The step's slug, unique in the plan.
+    pub service: ServiceSlug,
+    /// Human name.
+    pub display_name: String,
+    /// Which worker to call.
+    pub worker_key: WorkerKey,
+    /// Steps that must complete first.
+    pub depends_on: Vec<ServiceSlug>,
+    /// Whether the diagnosis needs it (missing required steps cost more confidence).
+    pub required: bool,
+    /// Longest one attempt may take.
+    pub timeout_ms: u64,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// The handshake `action` (a pipeline stage's `template_ref`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+impl StepSpec {
+    /// A step with every default: display name and worker key from the slug, no dependencies,
+    /// required, [`DEFAULT_STEP_TIMEOUT_MS`], the default retry policy, no action.
+    pub fn new(service: ServiceSlug) -> Self {
+        StepSpec {
+            display_name: display_name_from_slug(&service),
+            worker_key: WorkerKey::from_slug(&service),
+            service,
+            depends_on: Vec::new(),
+            required: true,
+            timeout_ms: DEFAULT_STEP_TIMEOUT_MS,
+            retry: RetryPolicy::default(),
+            action: None,
+        }
+    }
+}
+
+/// `serp-intelligence` → `Serp Intelligence`.
+pub fn display_name_from_slug(slug: &ServiceSlug) -> String {
+    slug.as_str()
+        .split(['-', '_'])
+        .filter(|word| !word.is_empty())
+        .map(|word| {
+            let mut chars = word.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A validated plan. Serialises as the API shows it (snake_case); deserialises through
+/// [`PlanDraft`] and [`validate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "PlanDraft")]
+pub struct Plan {
+    plan_id: PlanId,
+    name: String,
+    description: String,
+    max_run_duration_ms: u64,
+    services: Vec<StepSpec>,
+    /// Step positions, dependencies first.
+    #[serde(skip)]
+    order: Vec<usize>,
+    /// Wave of each step, by position (1 = no dependencies).
+    #[serde(skip)]
+    waves: Vec<u32>,
+}
+
+impl Plan {
+    /// The plan's id.
+    pub fn plan_id(&self) -> &PlanId {
+        &self.plan_id
+    }
+
+    /// Human name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Human description.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Longest a run of this plan may take.
+    pub fn max_run_duration_ms(&self) -> u64 {
+        self.max_run_duration_ms
+    }
+
+    /// The steps, in plan order.
+    pub fn steps(&self) -> &[StepSpec] {
+        &self.services
+    }
+
+    /// The step called `service`.
+    pub fn step(&self, service: &str) -> Option<&StepSpec> {
+        self.position(service).map(|i| &self.services[i])
+    }
+
+    /// The position of step `service` in plan order.
+    pub fn position(&self, service: &str) -> Option<usize> {
+        self.services.iter().position(|s| s.service == service)
+    }
+
+    /// The step slugs, in plan order.
+    pub fn service_slugs(&self) -> Vec<ServiceSlug> {
+        self.services.iter().map(|s| s.service.clone()).collect()
+    }
+
+    /// Step positions ordered so that every step comes after its dependencies (ties in plan order).
+    pub fn topological_order(&self) -> &[usize] {
+        &self.order
+    }
+
+    /// Each step's wave, by position: 1 for no dependencies, else 1 + the highest wave among
+    /// its dependencies. For display and for the `steps.wave` column.
+    pub fn waves(&self) -> &[u32] {
+        &self.waves
+    }
+
+    /// The wave of step `service`.
+    pub fn wave(&self, service: &str) -> Option<u32> {
+        self.position(service).map(|i| self.waves[i])
+    }
+
+    /// Positions of the dependencies of the step at `position`.
+    pub fn dependency_positions(&self, position: usize) -> Vec<usize> {
+        self.services
+            .get(position)
+            .map(|step| step.depends_on.iter().filter_map(|d| self.position(d.as_str())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The draft this plan validates from (every default spelled out).
+    pub fn to_draft(&self) -> PlanDraft {
+        PlanDraft {
+            plan_id: self.plan_id.to_string(),
+            name: self.name.clone(),
+            description: self.description.clone(),
+            max_run_duration_ms: self.max_run_duration_ms,
+            services: self
+                .services
+                .iter()
+                .map(|s| StepDraft {
+                    service: s.service.to_string(),
+                    display_name: Some(s.display_name.clone()),
+                    worker_key: Some(s.worker_key.to_string()),
+                    depends_on: s.depends_on.iter().map(ToString::to_string).collect(),
+                    required: s.required,
+                    timeout_ms: Some(s.timeout_ms),
+                    retry: Some(s.retry.clone()),
+                    action: s.action.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<PlanDraft> for Plan {
+    type Error = PlanProblems;
+
+    fn try_from(draft: PlanDraft) -> Result<Self, Self::Error> {
+        validate(&draft)
+    }
+}
+
+fn default_required() -> bool {
+    true
+}
+
+/// A plan as a client sends it, unvalidated. Unknown fields are rejected (a typo such as
+/// `dependsOn` should not silently mean "no dependencies"). `max_duration_ms` (the seed's
+/// listing name) is accepted for `max_run_duration_ms`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanDraft {
+    /// `[a-z0-9_-]{1,64}`.
+    pub plan_id: String,
+    /// 1..=200 characters.
+    pub name: String,
+    /// At most 2000 characters; default empty.
+    #[serde(default)]
+    pub description: String,
+    /// 1..=7 days.
+    #[serde(alias = "max_duration_ms")]
+    pub max_run_duration_ms: u64,
+    /// 1..=50 steps.
+    #[serde(default)]
+    pub services: Vec<StepDraft>,
+}
+
+/// A step as a client sends it. Defaults: `display_name` and `worker_key` from the slug,
+/// `depends_on` empty, `required` true, `timeout_ms` min(60 s, the run's duration), `retry`
+/// the default policy (any of its fields may be given alone), no `action`
+/// (`template_ref` is accepted as its name).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDraft {
+    /// The step's slug, `[a-z0-9_-]{1,64}`.
+    pub service: String,
+    /// Human name, 1..=200 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The worker to call, `[A-Za-z0-9_.-]{1,64}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_key: Option<String>,
+    /// Slugs of steps that must complete first.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Whether the diagnosis needs this step.
+    #[serde(default = "default_required")]
+    pub required: bool,
+    /// Longest one attempt may take; 1..=the run's duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// The handshake action, 1..=128 characters.
+    #[serde(default, alias = "template_ref", skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+impl StepDraft {
+    /// A draft step with only its slug (every other field defaulted).
+    pub fn new(service: impl Into<String>) -> Self {
+        StepDraft { service: service.into(), required: true, ..StepDraft::default() }
+    }
+}
+
+/// One thing wrong with a plan draft. `code()` is stable for machines, `field()` is a path into
+/// the draft (`services[2].depends_on[0]`), `Display` is for humans.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanProblem {
+    /// No steps.
+    #[error("the plan has no services")]
+    EmptyPlan,
+    /// More than [`MAX_STEPS`] steps.
+    #[error("the plan has {count} services, at most {max} allowed")]
+    TooManySteps {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A malformed plan id, service slug, dependency or worker key.
+    #[error("{field}: {error}")]
+    InvalidId {
+        /// Where.
+        field: String,
+        /// What.
+        error: IdError,
+    },
+    /// An empty (or blank) name.
+    #[error("{field} must not be empty")]
+    EmptyText {
+        /// Where.
+        field: String,
+    },
+    /// A text longer than its limit.
+    #[error("{field} is {len} characters long, at most {max} allowed")]
+    TextTooLong {
+        /// Where.
+        field: String,
+        /// Its length in characters.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A zero run duration or step timeout.
+    #[error("{field} must be greater than 0")]
+    ZeroDuration {
+        /// Where.
+        field: String,
+    },
+    /// A run duration above [`MAX_RUN_DURATION_MS`].
+    #[error("{field} is {value_ms} ms, at most {max_ms} ms allowed")]
+    DurationTooLong {
+        /// Where.
+        field: String,
+        /// The value.
+        value_ms: u64,
+        /// The limit.
+        max_ms: u64,
+    },
+    /// A step timeout longer than the whole run.
+    #[error("service {service}: timeout_ms {timeout_ms} exceeds the plan's max_run_duration_ms {max_run_duration_ms}")]
+    StepTimeoutExceedsRun {
+        /// Step position.
+        index: usize,
+        /// Step slug.
+        service: String,
+        /// Its timeout.
+        timeout_ms: u64,
+        /// The run's duration.
+        max_run_duration_ms: u64,
+    },
+    /// The same slug twice.
+    #[error("service {service} appears twice (first at services[{first_index}])")]
+    DuplicateService {
+        /// Position of the repeat.
+        index: usize,
+        /// The slug.
+        service: String,
+        /// Position of the first occurrence.
+        first_index: usize,
+    },
+    /// A step depending on itself.
+    #[error("service {service} depends on itself")]
+    SelfDependency {
+        /// Step position.
+        index: usize,
+        /// Position in its `depends_on`.
+        dependency_index: usize,
+        /// The slug.
+        service: String,
+    },
+    /// A dependency that is not a step of the plan.
+    #[error("service {service} depends on {dependency}, which is not in the plan")]
+    UnknownDependency {
+        /// Step position.
+        index: usize,
+        /// Position in its `depends_on`.
+        dependency_index: usize,
+        /// The step.
+        service: String,
+        /// The unknown slug.
+        dependency: String,
+    },
+    /// The same dependency listed twice.
+    #[error("service {service} lists dependency {dependency} twice")]
+    DuplicateDependency {
+        /// Step position.
+        index: usize,
+        /// Position of the repeat in its `depends_on`.
+        dependency_index: usize,
+        /// The step.
+        service: String,
+        /// The repeated slug.
+        dependency: String,
+    },
+    /// Steps that depend on each other in a circle. `path` reads "depends on" along the arrows
+    /// and ends where it starts, beginning at the step earliest in the plan.
+    #[error("dependency cycle: {}", .path.join(" -> "))]
+    DependencyCycle {
+        /// Position of the first step on the path.
+        index: usize,
+        /// Position, in that step's `depends_on`, of the edge to the next step.
+        dependency_index: usize,
+        /// The slugs along the cycle, first repeated at the end: `a -> b -> c -> a`.
+        path: Vec<String>,
+    },
+    /// A bad retry policy field.
+    #[error("service {service}: {error}")]
+    InvalidRetry {
+        /// Step position.
+        index: usize,
+        /// The step.
+        service: String,
+        /// What is wrong.
+        error: RetryPolicyError,
+    },
+}
+
+impl PlanProblem {
+    /// Stable machine code, e.g. `dependency_cycle`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PlanProblem::EmptyPlan => "empty_plan",
+            PlanProblem::TooManySteps { .. } => "too_many_steps",
+            PlanProblem::InvalidId { .. } => "invalid_id",
+            PlanProblem::EmptyText { .. } => "empty_text",
+            PlanProblem::TextTooLong { .. } => "text_too_long",
+            PlanProblem::ZeroDuration { .. } => "zero_duration",
+            PlanProblem::DurationTooLong { .. } => "duration_too_long",
+            PlanProblem::StepTimeoutExceedsRun { .. } => "step_timeout_exceeds_run",
+            PlanProblem::DuplicateService { .. } => "duplicate_service",
+            PlanProblem::SelfDependency { .. } => "self_dependency",
+            PlanProblem::UnknownDependency { .. } => "unknown_dependency",
+            PlanProblem::DuplicateDependency { .. } => "duplicate_dependency",
+            PlanProblem::DependencyCycle { .. } => "dependency_cycle",
+            PlanProblem::InvalidRetry { .. } => "invalid_retry",
+        }
+    }
+
+    /// Path of the offending field in the draft, e.g. `services[2].depends_on[0]`.
+    pub fn field(&self) -> String {
+        match self {
+            PlanProblem::EmptyPlan | PlanProblem::TooManySteps { .. } => "services".to_string(),
+            PlanProblem::InvalidId { field, .. }
+            | PlanProblem::EmptyText { field }
+            | PlanProblem::TextTooLong { field, .. }
+            | PlanProblem::ZeroDuration { field }
+            | PlanProblem::DurationTooLong { field, .. } => field.clone(),
+            PlanProblem::StepTimeoutExceedsRun { index, .. } => format!("services[{index}].timeout_ms"),
+            PlanProblem::DuplicateService { index, .. } => format!("services[{index}].service"),
+            PlanProblem::SelfDependency { index, dependency_index, .. }
+            | PlanProblem::UnknownDependency { index, dependency_index, .. }
+            | PlanProblem::DuplicateDependency { index, dependency_index, .. }
+            | PlanProblem::DependencyCycle { index, dependency_index, .. } => {
+                format!("services[{index}].depends_on[{dependency_index}]")
+            }
+            PlanProblem::InvalidRetry { index, error, .. } => format!("services[{index}].retry.{}", error.field()),
+        }
+    }
+}
+
+impl Serialize for PlanProblem {
+    /// `{"code", "field", "message"}`: the shape of an API error's details.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("PlanProblem", 3)?;
+        out.serialize_field("code", self.code())?;
+        out.serialize_field("field", &self.field())?;
+        out.serialize_field("message", &self.to_string())?;
+        out.end()
+    }
+}
+
+/// Every problem found in a plan draft (never empty when returned as an error).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct PlanProblems(pub Vec<PlanProblem>);
+
+impl fmt::Display for PlanProblems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid plan ({} problem{})", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        for (i, problem) in self.0.iter().enumerate() {
+            write!(f, "{} {problem}", if i == 0 { ":" } else { ";" })?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PlanProblems {}
+
+impl PlanProblems {
+    /// The machine codes, in order (handy in tests and logs).
+    pub fn codes(&self) -> Vec<&'static str> {
+        self.0.iter().map(PlanProblem::code).collect()
+    }
+}
+
+fn invalid_id(field: impl Into<String>, error: IdError) -> PlanProblem {
+    PlanProblem::InvalidId { field: field.into(), error }
+}
+
+/// Checks a text's length; `must_have_content` rejects empty and blank texts.
+fn check_text(field: String, text: &str, max: usize, must_have_content: bool, problems: &mut Vec<PlanProblem>) {
+    if must_have_content && text.trim().is_empty() {
+        problems.push(PlanProblem::EmptyText { field });
+        return;
+    }
+    let len = text.chars().count();
+    if len > max {
+        problems.push(PlanProblem::TextTooLong { field, len, max });
+    }
+}
+
+/// Turns a draft into a valid plan, or reports every problem (in draft order; cycles last).
+pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
+    let mut problems = Vec::new();
+
+    let plan_id = PlanId::new(draft.plan_id.as_str()).map_err(|e| problems.push(invalid_id("plan_id", e))).ok();
+    check_text("name".into(), &draft.name, MAX_NAME_CHARS, true, &mut problems);
+    check_text("description".into(), &draft.description, MAX_DESCRIPTION_CHARS, false, &mut problems);
+    let max_run = draft.max_run_duration_ms;
+    if max_run == 0 {
+        problems.push(PlanProblem::ZeroDuration { field: "max_run_duration_ms".into() });
+    } else if max_run > MAX_RUN_DURATION_MS {
+        problems.push(PlanProblem::DurationTooLong {
+            field: "max_run_duration_ms".into(),
+            value_ms: max_run,
+            max_ms: MAX_RUN_DURATION_MS,
+        });
+    }
+    if draft.services.is_empty() {
+        problems.push(PlanProblem::EmptyPlan);
+    } else if draft.services.len() > MAX_STEPS {
+        problems.push(PlanProblem::TooManySteps { count: draft.services.len(), max: MAX_STEPS });
+    }
+
+    // Slugs first: dependencies refer to them.
+    let slugs: Vec<Option<ServiceSlug>> = draft
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            ServiceSlug::new(step.service.as_str())
+                .map_err(|e| problems.push(invalid_id(format!("services[{i}].service"), e)))
+                .ok()
+        })
+        .collect();
+    let mut first_position: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, slug) in slugs.iter().enumerate() {
+        let Some(slug) = slug else { continue };
+        match first_position.get(slug.as_str()) {
+            Some(&first_index) => {
+                problems.push(PlanProblem::DuplicateService { index: i, service: slug.to_string(), first_index })
+            }
+            None => {
+                first_position.insert(slug.as_str(), i);
+            }
+        }
+    }
+
+    let default_timeout = if max_run == 0 { DEFAULT_STEP_TIMEOUT_MS } else { DEFAULT_STEP_TIMEOUT_MS.min(max_run) };
+    let mut specs = Vec::with_capacity(draft.services.len());
+    // edges[i] = (position of dependency, index in depends_on), for cycle detection.
+    let mut edges: Vec<Vec<(usize, usize)>> = vec![Vec::new(); draft.services.len()];
+    for (i, step) in draft.services.iter().enumerate() {
+        let label = step.service.as_str();
+        let display_name = match &step.display_name {
+            Some(name) => {
+                check_text(format!("services[{i}].display_name"), name, MAX_NAME_CHARS, true, &mut problems);
+                Some(name.clone())
+            }
+            None => slugs[i].as_ref().map(display_name_from_slug),
+        };
+        let worker_key = match &step.worker_key {
+            Some(key) => WorkerKey::new(key.as_str())
+                .map_err(|e| problems.push(invalid_id(format!("services[{i}].worker_key"), e)))
+                .ok(),
+            None => slugs[i].as_ref().map(WorkerKey::from_slug),
+        };
+        let timeout_ms = step.timeout_ms.unwrap_or(default_timeout);
+        if timeout_ms == 0 {
+            problems.push(PlanProblem::ZeroDuration { field: format!("services[{i}].timeout_ms") });
+        } else if max_run > 0 && timeout_ms > max_run {
+            problems.push(PlanProblem::StepTimeoutExceedsRun {
+                index: i,
+                service: label.to_string(),
+                timeout_ms,
+                max_run_duration_ms: max_run,
+            });
+        }
+        let retry = step.retry.clone().unwrap_or_default();
+        for error in retry.problems() {
+            problems.push(PlanProblem::InvalidRetry { index: i, service: label.to_string(), error });
+        }
+        if let Some(action) = &step.action {
+            check_text(format!("services[{i}].action"), action, MAX_ACTION_CHARS, true, &mut problems);
+        }
+
+        let mut depends_on = Vec::with_capacity(step.depends_on.len());
+        let mut seen = BTreeSet::new();
+        for (j, dependency) in step.depends_on.iter().enumerate() {
+            let dependency_slug = match ServiceSlug::new(dependency.as_str()) {
+                Ok(slug) => slug,
+                Err(e) => {
+                    problems.push(invalid_id(format!("services[{i}].depends_on[{j}]"), e));
+                    continue;
+                }
+            };
+            if dependency == label {
+                problems.push(PlanProblem::SelfDependency {
+                    index: i,
+                    dependency_index: j,
+                    service: label.to_string(),
+                });
+            } else if !first_position.contains_key(dependency.as_str()) {
+                problems.push(PlanProblem::UnknownDependency {
+                    index: i,
+                    dependency_index: j,
+                    service: label.to_string(),
+                    dependency: dependency.clone(),
+                });
+            } else if !seen.insert(dependency.as_str()) {
+                problems.push(PlanProblem::DuplicateDependency {
+                    index: i,
+                    dependency_index: j,
+                    service: label.to_string(),
+                    dependency: dependency.clone(),
+                });
+            } else {
+                // Repeated steps keep their own edges out of the graph: their slug maps to the first.
+                if first_position.get(label) == Some(&i) {
+                    edges[i].push((first_position[dependency.as_str()], j));
+                }
+                depends_on.push(dependency_slug);
+            }
+        }
+
+        if let (Some(service), Some(display_name), Some(worker_key)) = (slugs[i].clone(), display_name, worker_key) {
+            specs.push(StepSpec {
+                service,
+                display_name,
+                worker_key,
+                depends_on,
+                required: step.required,
+                timeout_ms,
+                retry,
+                action: step.action.clone(),
+            });
+        }
+    }
+
+    for cycle in find_cycles(&edges) {
+        let Some(&(index, dependency_index)) = cycle.first() else { continue };
+        let mut path: Vec<String> = cycle.iter().map(|&(node, _)| draft.services[node].service.clone()).collect();
+        path.push(draft.services[index].service.clone());
+        problems.push(PlanProblem::DependencyCycle { index, dependency_index, path });
+    }
+
+    match plan_id {
+        Some(plan_id) if problems.is_empty() => {
+            let order = topological_order(&edges);
+            let mut waves = vec![1u32; specs.len()];
+            for &node in &order {
+                waves[node] = 1 + edges[node].iter().map(|&(dep, _)| waves[dep]).max().unwrap_or(0);
+            }
+            Ok(Plan {
+                plan_id,
+                name: draft.name.clone(),
+                description: draft.description.clone(),
+                max_run_duration_ms: max_run,
+                services: specs,
+                order,
+                waves,
+            })
+        }
+        _ => Err(PlanProblems(problems)),
+    }
+}
+
+/// Cycles found by a depth-first search, one per back edge. Each cycle is a list of
+/// `(step position, index in its depends_on of the edge to the next step)`, rotated to start
+/// at the lowest position. Iterative, so a huge draft cannot exhaust the stack.
+fn find_cycles(edges: &[Vec<(usize, usize)>]) -> Vec<Vec<(usize, usize)>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    let mut marks = vec![Mark::New; edges.len()];
+    let mut cycles = Vec::new();
+    for root in 0..edges.len() {
+        if marks[root] != Mark::New {
+            continue;
+        }
+        // (node, how many of its edges were followed)
+        let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+        marks[root] = Mark::OnPath;
+        while let Some(&(node, followed)) = path.last() {
+            let Some(&(target, _)) = edges[node].get(followed) else {
+                marks[node] = Mark::Done;
+                path.pop();
+                continue;
+            };
+            if let Some(top) = path.last_mut() {
+                top.1 += 1;
+            }
+            match marks[target] {
+                Mark::New => {
+                    marks[target] = Mark::OnPath;
+                    path.push((target, 0));
+                }
+                Mark::OnPath => {
+                    let start = path.iter().position(|&(n, _)| n == target).unwrap_or(0);
+                    let mut cycle: Vec<(usize, usize)> =
+                        path[start..].iter().map(|&(n, followed)| (n, edges[n][followed - 1].1)).collect();
+                    if let Some(lowest) = (0..cycle.len()).min_by_key(|&k| cycle[k].0) {
+                        cycle.rotate_left(lowest);
+                    }
+                    cycles.push(cycle);
+                }
+                Mark::Done => {}
+            }
+        }
+    }
+    cycles
+}
+
+/// Positions with dependencies first; among steps ready together, plan order. Assumes no cycle.
+fn topological_order(edges: &[Vec<(usize, usize)>]) -> Vec<usize> {
+    let mut placed = vec![false; edges.len()];
+    let mut order = Vec::with_capacity(edges.len());
+    while order.len() < edges.len() {
+        let before = order.len();
+        for node in 0..edges.len() {
+            if !placed[node] && edges[node].iter().all(|&(dep, _)| placed[dep]) {
+                placed[node] = true;
+                order.push(node);
+            }
+        }
+        if order.len() == before {
+            break; // a cycle; validate never gets here
+        }
+    }
+    order
+}
+
+fn builtin_step(service: &str, display_name: &str, depends_on: &[&str]) -> StepDraft {
+    StepDraft {
+        display_name: Some(display_name.to_string()),
+        depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+        timeout_ms: Some(DEFAULT_STEP_TIMEOUT_MS),
+        ..StepDraft::new(service)
+    }
+}
+
+/// The drafts of the built-in plans (as in the run-orchestration design).
+pub fn builtin_drafts() -> Vec<PlanDraft> {
+    vec![
+        PlanDraft {
+            plan_id: STANDARD_PLAN_ID.into(),
+            name: "Standard Diagnostic Run".into(),
+            description: "Complete SEO diagnostic across all services".into(),
+            max_run_duration_ms: 5 * MINUTE_MS,
+            services: vec![
+                builtin_step("serp-intelligence", "SERP Intelligence", &[]),
+                builtin_step("technical-seo", "Technical SEO", &[]),
+                builtin_step("domain-authority", "Domain Authority", &[]),
+                builtin_step("competitive-intelligence", "Competitive Intelligence", &["serp-intelligence"]),
+                builtin_step("vitals-monitor", "Vitals Monitor", &[]),
+            ],
+        },
+        PlanDraft {
+            plan_id: QUICK_PLAN_ID.into(),
+            name: "Quick Diagnostic Run".into(),
+            description: "Fast diagnostic with critical services only".into(),
+            max_run_duration_ms: 2 * MINUTE_MS,
+            services: vec![
+                builtin_step("serp-intelligence", "SERP Intelligence", &[]),
+                builtin_step("technical-seo", "Technical SEO", &[]),
+                builtin_step("vitals-monitor", "Vitals Monitor", &[]),
+            ],
+        },
+    ]
+}
+
+/// The built-in plans: `standard-v1` and `quick-v1`.
+pub fn builtin_plans() -> Vec<Plan> {
+    // The drafts are constants checked by a test, so nothing is dropped here in practice.
+    builtin_drafts().iter().filter_map(|draft| validate(draft).ok()).collect()
+}
+
+/// The built-in plan `plan_id`, if there is one.
+pub fn builtin_plan(plan_id: &str) -> Option<Plan> {
+    builtin_drafts().iter().find(|d| d.plan_id == plan_id).and_then(|d| validate(d).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(service: &str, depends_on: &[&str]) -> StepDraft {
+        StepDraft { depends_on: depends_on.iter().map(|d| d.to_string()).collect(), ..StepDraft::new(service) }
+    }
+
+    fn draft(services: Vec<StepDraft>) -> PlanDraft {
+        PlanDraft {
+            plan_id: "custom-v1".into(),
+            name: "Custom".into(),
+            description: String::new(),
+            max_run_duration_ms: 180_000,
+            services,
+        }
+    }
+
+    /// Validates and compares `(code, field)` of every problem, in order.
+    fn check(draft: PlanDraft, expected: &[(&str, &str)]) {
+        let got: Vec<(String, String)> = match validate(&draft) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.0.iter().map(|p| (p.code().to_string(), p.field())).collect(),
+        };
+        let want: Vec<(String, String)> = expected.iter().map(|(c, f)| (c.to_string(), f.to_string())).collect();
+        assert_eq!(got, want, "problems of {draft:?}");
+    }
+
+    #[test]
+    fn builtins_are_exactly_the_seed_plans() {
+        let plans = builtin_plans();
+        assert_eq!(plans.len(), 2, "every built-in draft validates");
+        let standard = builtin_plan("standard-v1").unwrap();
+        assert_eq!(standard.name(), "Standard Diagnostic Run");
+        assert_eq!(standard.description(), "Complete SEO diagnostic across all services");
+        assert_eq!(standard.max_run_duration_ms(), 300_000);
+        let slugs: Vec<String> = standard.service_slugs().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            slugs,
+            ["serp-intelligence", "technical-seo", "domain-authority", "competitive-intelligence", "vitals-monitor"]
+        );
+        assert_eq!(standard.step("competitive-intelligence").unwrap().depends_on, ["serp-intelligence"]);
+        assert!(standard.steps().iter().all(|s| s.required && s.timeout_ms == 60_000));
+        assert_eq!(standard.waves(), [1, 1, 1, 2, 1]);
+
+        let quick = builtin_plan("quick-v1").unwrap();
+        assert_eq!(quick.name(), "Quick Diagnostic Run");
+        assert_eq!(quick.description(), "Fast diagnostic with critical services only");
+        assert_eq!(quick.max_run_duration_ms(), 120_000);
+        let slugs: Vec<String> = quick.service_slugs().iter().map(ToString::to_string).collect();
+        assert_eq!(slugs, ["serp-intelligence", "technical-seo", "vitals-monitor"]);
+        assert!(builtin_plan("nope").is_none());
+    }
+
+    #[test]
+    fn a_valid_draft_fills_defaults() {
+        let plan = validate(&draft(vec![step("serp-intelligence", &[]), step("b", &["serp-intelligence"])])).unwrap();
+        let first = &plan.steps()[0];
+        assert_eq!(first.display_name, "Serp Intelligence");
+        assert_eq!(first.worker_key, "serp_intelligence");
+        assert!(first.required);
+        assert_eq!(first.timeout_ms, 60_000);
+        assert_eq!(first.retry, RetryPolicy::default());
+        assert_eq!(plan.topological_order(), [0, 1]);
+        assert_eq!(plan.waves(), [1, 2]);
+    }
+
+    #[test]
+    fn default_step_timeout_is_capped_at_the_run() {
+        let mut d = draft(vec![step("a", &[])]);
+        d.max_run_duration_ms = 30_000;
+        assert_eq!(validate(&d).unwrap().steps()[0].timeout_ms, 30_000);
+    }
+
+    #[test]
+    fn each_problem_kind_is_reported_with_its_field() {
+        check(draft(vec![]), &[("empty_plan", "services")]);
+        check(draft(vec![step("a", &[]), step("a", &[])]), &[("duplicate_service", "services[1].service")]);
+        check(draft(vec![step("a", &["ghost"])]), &[("unknown_dependency", "services[0].depends_on[0]")]);
+        check(draft(vec![step("a", &["a"])]), &[("self_dependency", "services[0].depends_on[0]")]);
+        check(
+            draft(vec![step("a", &[]), step("b", &["a", "a"])]),
+            &[("duplicate_dependency", "services[1].depends_on[1]")],
+        );
+        check(
+            draft(vec![step("a", &[]), StepDraft { timeout_ms: Some(500_000), ..step("b", &[]) }]),
+            &[("step_timeout_exceeds_run", "services[1].timeout_ms")],
+        );
+        check(
+            draft(vec![StepDraft { timeout_ms: Some(0), ..step("a", &[]) }]),
+            &[("zero_duration", "services[0].timeout_ms")],
+        );
+        check(
+            PlanDraft { max_run_duration_ms: 0, ..draft(vec![step("a", &[])]) },
+            &[("zero_duration", "max_run_duration_ms")],
+        );
+        check(
+            PlanDraft { max_run_duration_ms: MAX_RUN_DURATION_MS + 1, ..draft(vec![step("a", &[])]) },
+            &[("duration_too_long", "max_run_duration_ms")],
+        );
+        check(PlanDraft { plan_id: "Custom V1".into(), ..draft(vec![step("a", &[])]) }, &[("invalid_id", "plan_id")]);
+        check(PlanDraft { plan_id: String::new(), ..draft(vec![step("a", &[])]) }, &[("invalid_id", "plan_id")]);
+        check(PlanDraft { plan_id: "p".repeat(65), ..draft(vec![step("a", &[])]) }, &[("invalid_id", "plan_id")]);
+        check(draft(vec![step("Bad Slug", &[])]), &[("invalid_id", "services[0].service")]);
+        check(draft(vec![step("a", &["B"])]), &[("invalid_id", "services[0].depends_on[0]")]);
+        check(
+            draft(vec![StepDraft { worker_key: Some("no/slash".into()), ..step("a", &[]) }]),
+            &[("invalid_id", "services[0].worker_key")],
+        );
+        check(PlanDraft { name: "  ".into(), ..draft(vec![step("a", &[])]) }, &[("empty_text", "name")]);
+        check(
+            draft(vec![StepDraft { display_name: Some("x".repeat(201)), ..step("a", &[]) }]),
+            &[("text_too_long", "services[0].display_name")],
+        );
+        check(
+            draft(vec![StepDraft { action: Some(String::new()), ..step("a", &[]) }]),
+            &[("empty_text", "services[0].action")],
+        );
+        check(draft((0..51).map(|i| step(&format!("s{i}"), &[])).collect()), &[("too_many_steps", "services")]);
+        check(
+            draft(vec![StepDraft {
+                retry: Some(RetryPolicy { max_attempts: 0, backoff_coefficient: 0.5, ..RetryPolicy::default() }),
+                ..step("a", &[])
+            }]),
+            &[
+                ("invalid_retry", "services[0].retry.backoff_coefficient"),
+                ("invalid_retry", "services[0].retry.max_attempts"),
+            ],
+        );
+    }
+
+    #[test]
+    fn three_node_cycle_is_reported_with_its_path() {
+        let problems = validate(&draft(vec![step("a", &["b"]), step("b", &["c"]), step("c", &["a"])])).unwrap_err();
+        assert_eq!(problems.codes(), ["dependency_cycle"]);
+        assert_eq!(problems.0[0].to_string(), "dependency cycle: a -> b -> c -> a");
+        assert_eq!(problems.0[0].field(), "services[0].depends_on[0]");
+    }
+
+    #[test]
+    fn cycle_path_starts_at_the_earliest_step_whatever_the_search_order() {
+        // The search starts at x (outside the cycle) and enters the cycle at c.
+        let problems =
+            validate(&draft(vec![step("x", &["c"]), step("a", &["b"]), step("b", &["c"]), step("c", &["a"])]))
+                .unwrap_err();
+        assert_eq!(problems.0.len(), 1);
+        assert_eq!(problems.0[0].to_string(), "dependency cycle: a -> b -> c -> a");
+        assert_eq!(problems.0[0].field(), "services[1].depends_on[0]");
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let mut d = draft(vec![step("a", &["ghost"]), step("a", &[]), step("b", &["c"]), step("c", &["b"])]);
+        d.plan_id = "BAD".into();
+        d.max_run_duration_ms = 0;
+        let problems = validate(&d).unwrap_err();
+        assert_eq!(
+            problems.codes(),
+            ["invalid_id", "zero_duration", "duplicate_service", "unknown_dependency", "dependency_cycle"]
+        );
+        let message = problems.to_string();
+        assert!(message.starts_with("invalid plan (5 problems): plan_id: invalid plan id \"BAD\""), "{message}");
+    }
+
+    #[test]
+    fn problems_serialise_as_code_field_message() {
+        let problems = validate(&draft(vec![step("a", &["a"])])).unwrap_err();
+        assert_eq!(
+            serde_json::to_value(&problems).unwrap(),
+            serde_json::json!([{
+                "code": "self_dependency",
+                "field": "services[0].depends_on[0]",
+                "message": "service a depends on itself",
+            }])
+        );
+    }
+
+    #[test]
+    fn api_json_round_trips_and_fills_defaults() {
+        let body = r#"{
+            "plan_id": "custom-v1", "name": "Custom", "description": "d", "max_run_duration_ms": 180000,
+            "services": [
+                {"service": "serp-intelligence"},
+                {"service": "competitive-intelligence", "depends_on": ["serp-intelligence"],
+                 "required": false, "timeout_ms": 30000, "retry": {"max_attempts": 5}, "template_ref": "v1"}
+            ]
+        }"#;
+        let plan: Plan = serde_json::from_str(body).unwrap();
+        let second = &plan.steps()[1];
+        assert!(!second.required);
+        assert_eq!(second.retry.max_attempts, 5);
+        assert_eq!(second.action.as_deref(), Some("v1"));
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["services"][0]["display_name"], "Serp Intelligence");
+        assert_eq!(json["services"][0]["worker_key"], "serp_intelligence");
+        assert_eq!(json["services"][1]["action"], "v1");
+        assert!(json.get("order").is_none());
+        let again: Plan = serde_json::from_value(json).unwrap();
+        assert_eq!(again, plan);
+        assert_eq!(validate(&plan.to_draft()).unwrap(), plan);
+    }
+
+    #[test]
+    fn deserialising_an_invalid_plan_fails_with_its_problems() {
+        let error = serde_json::from_str::<Plan>(
+            r#"{"plan_id": "p", "name": "P", "max_run_duration_ms": 1000, "services": []}"#,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("the plan has no services"), "{error}");
+        let typo = serde_json::from_str::<PlanDraft>(
+            r#"{"plan_id": "p", "name": "P", "max_run_duration_ms": 1000, "services": [{"service": "a", "dependsOn": []}]}"#,
+        );
+        assert!(typo.is_err());
+    }
+
+    #[test]
+    fn seed_listing_field_name_is_accepted() {
+        let d: PlanDraft =
+            serde_json::from_str(r#"{"plan_id": "p", "name": "P", "max_duration_ms": 1000, "services": [{"service": "a", "timeout_ms": 1000}]}"#)
+                .unwrap();
+        assert_eq!(d.max_run_duration_ms, 1000);
+    }
+
+    #[test]
+    fn waves_follow_the_longest_dependency_chain() {
+        let plan =
+            validate(&draft(vec![step("d", &["b", "c"]), step("c", &["a"]), step("b", &[]), step("a", &[])])).unwrap();
+        assert_eq!(plan.waves(), [3, 2, 1, 1]);
+        assert_eq!(plan.topological_order(), [2, 3, 1, 0]);
+        assert_eq!(plan.wave("d"), Some(3));
+        assert_eq!(plan.dependency_positions(0), [2, 1]);
+    }
+}

@@ -1,0 +1,429 @@
+//! Property tests: random valid DAGs driven to their end under random outcomes, plus plan
+//! validation, retry, ids and time invariants.
+
+// The driver and generators are helpers outside `#[test]` functions; a panic there is the
+// failure report, as in the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use baton_core::fanin::{decide, run_deadline, FanInConfig, FanInDecision, RunView};
+use baton_core::ids::{EventId, ExecutionId, RunId};
+use baton_core::plan::{validate, Plan, PlanDraft, StepDraft};
+use baton_core::retry::{RandomSource, RetryPolicy, SplitMix64};
+use baton_core::scheduler::schedule;
+use baton_core::state::{
+    apply, ErrorKind, RunEvent, RunOutcome, RunStatus, StepError, StepEvent, StepOutcome, StepRecord, StepStatus,
+};
+use baton_core::summary::{RunFacts, RunSummary};
+use baton_core::time::{Millis, MAX_RFC3339_MS};
+use proptest::prelude::*;
+
+const START: Millis = Millis::new(1_737_972_000_000);
+
+/// What a service does on one attempt.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Succeed {
+        after_ms: u64,
+    },
+    FailTransient {
+        after_ms: u64,
+    },
+    FailPermanent {
+        after_ms: u64,
+    },
+    /// Never answers: the attempt's own timeout (or the run's deadline) ends it.
+    Hang,
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        6 => (0u64..12_000).prop_map(|after_ms| Outcome::Succeed { after_ms }),
+        2 => (0u64..12_000).prop_map(|after_ms| Outcome::FailTransient { after_ms }),
+        1 => (0u64..12_000).prop_map(|after_ms| Outcome::FailPermanent { after_ms }),
+        1 => Just(Outcome::Hang),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    plan: Plan,
+    /// Per step (plan order), the outcome of attempts 1, 2, 3.
+    scripts: Vec<[Outcome; 3]>,
+    config: FanInConfig,
+    seed: u64,
+    /// Deliver each result twice (a duplicate callback / redelivered message).
+    duplicate_results: bool,
+}
+
+/// A random valid plan: step `i` of a hidden topological order may depend on any earlier one;
+/// the plan lists the steps in a shuffled order.
+fn plan_strategy() -> impl Strategy<Value = Plan> {
+    (1usize..=8)
+        .prop_flat_map(|n| {
+            (
+                prop::collection::vec(any::<u8>(), n),
+                Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
+                prop::collection::vec(any::<bool>(), n),
+                prop::collection::vec(2_000u64..20_000, n),
+                20_000u64..120_000,
+                1u32..=3,
+                0u64..3_000,
+            )
+        })
+        .prop_map(|(masks, order, required, timeouts, max_run, attempts, initial)| {
+            let services = order
+                .iter()
+                .map(|&i| StepDraft {
+                    depends_on: (0..i).filter(|j| masks[i] & (1 << j) != 0).map(|j| format!("s{j}")).collect(),
+                    required: required[i],
+                    timeout_ms: Some(timeouts[i]),
+                    retry: Some(RetryPolicy {
+                        initial_interval_ms: initial,
+                        max_interval_ms: initial * 4,
+                        max_attempts: attempts,
+                        ..RetryPolicy::default()
+                    }),
+                    ..StepDraft::new(format!("s{i}"))
+                })
+                .collect();
+            validate(&PlanDraft {
+                plan_id: "random".into(),
+                name: "Random".into(),
+                description: String::new(),
+                max_run_duration_ms: max_run,
+                services,
+            })
+            .expect("generated plans are valid")
+        })
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    plan_strategy().prop_flat_map(|plan| {
+        let n = plan.steps().len();
+        (
+            Just(plan),
+            prop::collection::vec([outcome(), outcome(), outcome()], n),
+            prop::bool::weighted(0.75),
+            10_000u64..150_000,
+            any::<u64>(),
+            any::<bool>(),
+        )
+            .prop_map(|(plan, scripts, enable_partial_data, job_timeout_ms, seed, duplicate_results)| {
+                Scenario {
+                    plan,
+                    scripts,
+                    config: FanInConfig { enable_partial_data, job_timeout_ms },
+                    seed,
+                    duplicate_results,
+                }
+            })
+    })
+}
+
+/// What the simulated workers observed while driving a run.
+struct Trace {
+    run: RunStatus,
+    steps: Vec<StepRecord>,
+    terminal_decisions: usize,
+    completed_at: Millis,
+}
+
+/// Drives one run the way the workers do: deliver due results, schedule, fan in, act on the
+/// decision (claim, then finalize), advance the clock to the next thing that can happen.
+fn drive(s: &Scenario) -> Result<Trace, TestCaseError> {
+    let plan = &s.plan;
+    let mut rng = SplitMix64::new(s.seed);
+    let mut steps: Vec<StepRecord> = plan.service_slugs().into_iter().map(StepRecord::pending).collect();
+    let mut run = RunStatus::Started;
+    let mut now = START;
+    let deadline = run_deadline(plan, START, &s.config);
+    let mut dispatched: BTreeSet<(usize, u32)> = BTreeSet::new();
+    // position → (attempt, outcome, when the result arrives)
+    let mut in_flight: BTreeMap<usize, (u32, Outcome, Millis)> = BTreeMap::new();
+    let mut terminal_decisions = 0;
+    let mut completed_at = None;
+
+    for _ in 0..10_000 {
+        // 1. Results that are due.
+        let due: Vec<usize> = in_flight.iter().filter(|(_, (_, _, at))| *at <= now).map(|(p, _)| *p).collect();
+        for position in due {
+            let Some((attempt, outcome, _)) = in_flight.remove(&position) else { continue };
+            let event = match outcome {
+                Outcome::Succeed { .. } => StepEvent::Succeeded,
+                Outcome::FailTransient { .. } => StepEvent::Failed { error: StepError::transient("503") },
+                Outcome::FailPermanent { .. } => StepEvent::Failed { error: StepError::permanent("400") },
+                Outcome::Hang => continue,
+            };
+            let deliveries = if s.duplicate_results { 2 } else { 1 };
+            for _ in 0..deliveries {
+                let record = &steps[position];
+                // A consumer drops results of attempts that are no longer current.
+                let current = record.attempts == attempt && record.status == StepStatus::Running;
+                if !current && !record.status.is_terminal() {
+                    continue;
+                }
+                match apply(record, event.clone(), now, &plan.steps()[position], &mut rng) {
+                    Ok(StepOutcome::Applied(next)) => steps[position] = next,
+                    Ok(StepOutcome::AlreadyTerminal) => prop_assert!(record.status.is_terminal()),
+                    Err(e) => return Err(TestCaseError::fail(format!("result rejected: {e}"))),
+                }
+            }
+        }
+
+        // 2. Schedule (only while the run can still make progress).
+        if matches!(run, RunStatus::Started | RunStatus::Running) {
+            let decision = schedule(plan, &steps, now);
+            for service in &decision.skip {
+                let position = plan.position(service.as_str()).expect("planned");
+                match apply(&steps[position], StepEvent::Skipped, now, &plan.steps()[position], &mut rng) {
+                    Ok(StepOutcome::Applied(next)) => steps[position] = next,
+                    other => return Err(TestCaseError::fail(format!("skip of {service} refused: {other:?}"))),
+                }
+            }
+            for service in &decision.dispatch {
+                let position = plan.position(service.as_str()).expect("planned");
+                for dep in plan.dependency_positions(position) {
+                    prop_assert_eq!(steps[dep].status, StepStatus::Completed, "{} dispatched before {}", service, dep);
+                }
+                let next = match apply(&steps[position], StepEvent::Dispatched, now, &plan.steps()[position], &mut rng)
+                {
+                    Ok(StepOutcome::Applied(next)) => next,
+                    other => return Err(TestCaseError::fail(format!("dispatch of {service} refused: {other:?}"))),
+                };
+                prop_assert!(
+                    dispatched.insert((position, next.attempts)),
+                    "{} attempt {} dispatched twice",
+                    service,
+                    next.attempts
+                );
+                let script = s.scripts[position][(next.attempts as usize - 1).min(2)];
+                let arrives = match script {
+                    Outcome::Succeed { after_ms }
+                    | Outcome::FailTransient { after_ms }
+                    | Outcome::FailPermanent { after_ms } => now.saturating_add(after_ms),
+                    Outcome::Hang => Millis::new(u64::MAX),
+                };
+                in_flight.insert(position, (next.attempts, script, arrives));
+                steps[position] = next;
+                match run.apply(RunEvent::Dispatched) {
+                    Ok(RunOutcome::Applied(status)) => run = status,
+                    other => return Err(TestCaseError::fail(format!("run refused dispatch: {other:?}"))),
+                }
+            }
+        }
+
+        // 3. Fan in.
+        let fan_in = decide(plan, &RunView { status: run, started_at: START }, &steps, now, &s.config, &mut rng);
+        for update in fan_in.step_updates {
+            let position = plan.position(update.service.as_str()).expect("planned");
+            prop_assert!(!steps[position].status.is_terminal(), "fan-in changed terminal step {}", update.service);
+            steps[position] = update;
+        }
+        match &fan_in.decision {
+            FanInDecision::Wait => {}
+            FanInDecision::Aggregate { .. } | FanInDecision::Fail { .. } => {
+                terminal_decisions += 1;
+                prop_assert!(steps.iter().all(|r| r.status.is_terminal()), "decided with steps in flight");
+                let claimed = match fan_in.decision {
+                    FanInDecision::Aggregate { .. } => run.apply(RunEvent::Claimed),
+                    _ => run.apply(RunEvent::Failed),
+                };
+                run = match claimed {
+                    Ok(RunOutcome::Applied(status)) => status,
+                    other => return Err(TestCaseError::fail(format!("run refused the decision: {other:?}"))),
+                };
+                // The decision must stay final: deciding again yields nothing.
+                let again = decide(plan, &RunView { status: run, started_at: START }, &steps, now, &s.config, &mut rng);
+                prop_assert_eq!(again.decision, FanInDecision::Wait);
+                prop_assert!(again.step_updates.is_empty());
+                if run == RunStatus::Aggregating {
+                    let status = fan_in.decision.final_status().expect("aggregate has a final status");
+                    run = match run.apply(RunEvent::Finalized { status }) {
+                        Ok(RunOutcome::Applied(status)) => status,
+                        other => return Err(TestCaseError::fail(format!("finalize refused: {other:?}"))),
+                    };
+                }
+                completed_at = Some(now);
+            }
+        }
+        if run.is_terminal() {
+            break;
+        }
+
+        // 4. Advance the clock to the next thing that can happen.
+        let mut next = deadline;
+        for (_, _, at) in in_flight.values() {
+            next = next.min(*at);
+        }
+        for record in &steps {
+            for at in [record.deadline_at, record.next_attempt_at].into_iter().flatten() {
+                next = next.min(at);
+            }
+        }
+        prop_assert!(now <= deadline, "the clock passed the run deadline without ending the run");
+        now = if next > now { next } else { now.saturating_add(1) };
+    }
+
+    prop_assert!(run.is_terminal(), "run never ended: {:?}", run);
+    Ok(Trace { run, steps, terminal_decisions, completed_at: completed_at.unwrap_or(now) })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_run_ends_with_exactly_one_decision_and_consistent_counts(s in scenario()) {
+        let trace = drive(&s)?;
+        prop_assert_eq!(trace.terminal_decisions, 1);
+        prop_assert!(matches!(trace.run, RunStatus::Completed | RunStatus::Timeout | RunStatus::Failed));
+        prop_assert!(trace.steps.iter().all(|r| r.status.is_terminal()));
+        let any_completed = trace.steps.iter().any(|r| r.status == StepStatus::Completed);
+        if !any_completed {
+            prop_assert_eq!(trace.run, RunStatus::Failed);
+        }
+        if trace.run == RunStatus::Failed && any_completed {
+            prop_assert!(!s.config.enable_partial_data, "failed with data while partial data is enabled");
+        }
+        // Dependents of a step that did not complete never ran.
+        for (position, record) in trace.steps.iter().enumerate() {
+            if record.status == StepStatus::Skipped {
+                prop_assert_eq!(record.attempts, 0);
+            }
+            if record.attempts > 0 {
+                for dep in s.plan.dependency_positions(position) {
+                    prop_assert_eq!(trace.steps[dep].status, StepStatus::Completed);
+                }
+            }
+            prop_assert!(record.attempts <= s.plan.steps()[position].retry.max_attempts);
+        }
+        let summary = RunSummary::new(
+            RunFacts {
+                run_id: RunId::from_parts(START, [7; 8]),
+                website_id: "site".parse().unwrap(),
+                domain: "example.com".into(),
+                plan_id: s.plan.plan_id().clone(),
+                status: trace.run,
+                started_at: START,
+                completed_at: Some(trace.completed_at),
+                diagnosis_event_id: None,
+                error: None,
+            },
+            &s.plan,
+            &trace.steps,
+        );
+        prop_assert!(summary.counts_add_up());
+        prop_assert_eq!(summary.services_total as usize, s.plan.steps().len());
+    }
+
+    #[test]
+    fn validation_accepts_exactly_the_acyclic_graphs(
+        n in 1usize..=7,
+        edges in prop::collection::vec((0usize..7, 0usize..7), 0..14),
+    ) {
+        let edges: BTreeSet<(usize, usize)> = edges.into_iter().filter(|(a, b)| a < &n && b < &n && a != b).collect();
+        let draft = PlanDraft {
+            plan_id: "g".into(),
+            name: "G".into(),
+            description: String::new(),
+            max_run_duration_ms: 60_000,
+            services: (0..n)
+                .map(|i| StepDraft {
+                    depends_on: edges.iter().filter(|(a, _)| *a == i).map(|(_, b)| format!("n{b}")).collect(),
+                    ..StepDraft::new(format!("n{i}"))
+                })
+                .collect(),
+        };
+        // Kahn's algorithm decides acyclicity independently.
+        let mut placed = vec![false; n];
+        loop {
+            let ready: Vec<usize> = (0..n).filter(|&i| !placed[i] && edges.iter().all(|&(a, b)| a != i || placed[b])).collect();
+            if ready.is_empty() { break; }
+            for i in ready { placed[i] = true; }
+        }
+        let acyclic = placed.iter().all(|p| *p);
+        match validate(&draft) {
+            Ok(plan) => {
+                prop_assert!(acyclic);
+                let order = plan.topological_order();
+                for &(a, b) in &edges {
+                    let pa = order.iter().position(|&x| x == a).unwrap();
+                    let pb = order.iter().position(|&x| x == b).unwrap();
+                    prop_assert!(pb < pa, "dependency n{} after n{}", b, a);
+                    prop_assert!(plan.waves()[a] > plan.waves()[b]);
+                }
+            }
+            Err(problems) => {
+                prop_assert!(!acyclic);
+                prop_assert!(problems.0.iter().all(|p| p.code() == "dependency_cycle"));
+                for problem in &problems.0 {
+                    let baton_core::plan::PlanProblem::DependencyCycle { path, .. } = problem else { unreachable!() };
+                    prop_assert_eq!(path.first(), path.last());
+                    for pair in path.windows(2) {
+                        let a: usize = pair[0][1..].parse().unwrap();
+                        let b: usize = pair[1][1..].parse().unwrap();
+                        prop_assert!(edges.contains(&(a, b)), "{} -> {} is not an edge", pair[0], pair[1]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn retry_delays_stay_within_the_cap(
+        initial in 0u64..10_000,
+        extra in 0u64..100_000,
+        coefficient in 1.0f64..4.0,
+        max_attempts in 1u32..=20,
+        attempt in 1u32..=25,
+        seed in any::<u64>(),
+    ) {
+        let policy = RetryPolicy {
+            initial_interval_ms: initial,
+            backoff_coefficient: coefficient,
+            max_interval_ms: initial + extra,
+            max_attempts,
+            ..RetryPolicy::default()
+        };
+        prop_assert_eq!(policy.validate(), Ok(()));
+        let first = policy.next_delay(attempt, &mut SplitMix64::new(seed));
+        let second = policy.next_delay(attempt, &mut SplitMix64::new(seed));
+        prop_assert_eq!(first, second, "same seed, same delay");
+        match first {
+            None => prop_assert!(attempt >= max_attempts),
+            Some(delay) => {
+                prop_assert!(attempt < max_attempts);
+                prop_assert!(delay <= policy.backoff_cap_ms(attempt));
+                prop_assert!(delay <= policy.max_interval_ms);
+            }
+        }
+        prop_assert_eq!(policy.delay_after(attempt, &ErrorKind::Permanent, &mut SplitMix64::new(seed)), None);
+    }
+
+    #[test]
+    fn seeded_sources_repeat(seed in any::<u64>()) {
+        let mut a = SplitMix64::new(seed);
+        let mut b = SplitMix64::from_bytes(seed.to_le_bytes());
+        for _ in 0..16 {
+            prop_assert_eq!(a.next_u64(), b.next_u64());
+        }
+    }
+
+    #[test]
+    fn generated_ids_round_trip(ms in 0u64..10_000_000_000_000, random in any::<[u8; 8]>()) {
+        let run = RunId::from_parts(Millis::new(ms), random);
+        prop_assert_eq!(run.as_str().parse::<RunId>().unwrap(), run.clone());
+        let exec = ExecutionId::from_parts(Millis::new(ms), [random[0], random[1], random[2], random[3], random[4], random[5]]);
+        prop_assert_eq!(exec.as_str().parse::<ExecutionId>().unwrap(), exec);
+        let event = EventId::from_parts(Millis::new(ms), random);
+        prop_assert_eq!(event.as_str().parse::<EventId>().unwrap().timestamp(), Millis::new(ms));
+    }
+
+    #[test]
+    fn rfc3339_round_trips(ms in 0u64..=MAX_RFC3339_MS) {
+        let text = Millis::new(ms).to_rfc3339();
+        prop_assert!(text.ends_with('Z') && text.len() == 24, "{}", text);
+        prop_assert_eq!(Millis::parse_rfc3339(&text), Ok(Millis::new(ms)));
+    }
+}

@@ -1,0 +1,61 @@
+//! `kbase_events`: lifecycle events, the diagnosis, service results.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Arg, Db, Stmt};
+use crate::Result;
+
+/// One event row. `payload` is JSON text.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventRow {
+    pub id: String,
+    pub website_id: String,
+    pub run_id: String,
+    pub service: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub payload: String,
+    pub created_at: i64,
+    /// Events that must exist at most once per run carry a key (`run:{id}:finish`, ...).
+    pub dedupe_key: Option<String>,
+}
+
+/// Inserts an event; a second event with the same `dedupe_key` is ignored (`changes` = 0).
+pub fn insert(db: &Db, e: &EventRow) -> Result<Stmt> {
+    db.stmt(
+        "INSERT OR IGNORE INTO kbase_events (id, website_id, run_id, service, type, payload, created_at, dedupe_key) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        &[
+            Arg::from(&e.id),
+            Arg::from(&e.website_id),
+            Arg::from(&e.run_id),
+            Arg::from(&e.service),
+            Arg::from(&e.kind),
+            Arg::from(&e.payload),
+            Arg::Int(e.created_at),
+            Arg::from(e.dedupe_key.clone()),
+        ],
+    )
+}
+
+/// A run's events, oldest first.
+pub async fn of_run(db: &Db, run_id: &str) -> Result<Vec<EventRow>> {
+    let (rows, _) = db
+        .all::<EventRow>(
+            "SELECT id, website_id, run_id, service, type, payload, created_at, dedupe_key \
+             FROM kbase_events WHERE run_id = ?1 ORDER BY created_at, id",
+            &[Arg::from(run_id)],
+        )
+        .await?;
+    Ok(rows)
+}
+
+/// The event with this dedupe key, if written.
+pub async fn by_dedupe_key(db: &Db, key: &str) -> Result<Option<EventRow>> {
+    db.first::<EventRow>(
+        "SELECT id, website_id, run_id, service, type, payload, created_at, dedupe_key \
+         FROM kbase_events WHERE dedupe_key = ?1",
+        &[Arg::from(key)],
+    )
+    .await
+}

@@ -1,0 +1,137 @@
+//! `steps`: one row per step (service) of a run.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Arg, Db, Stmt};
+use crate::Result;
+
+/// Every column of a step row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRow {
+    pub run_id: String,
+    pub service: String,
+    pub position: i64,
+    pub wave: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub started_at: Option<i64>,
+    pub claimed_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub deadline_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+    pub error_kind: Option<String>,
+    pub output: Option<String>,
+    pub usage: Option<String>,
+    pub progress: Option<String>,
+}
+
+const COLUMNS: &str = "run_id, service, position, wave, status, attempts, started_at, claimed_at, finished_at, deadline_at, \
+    next_attempt_at, duration_ms, error, error_kind, output, usage, progress";
+
+/// Inserts a step.
+pub fn insert(db: &Db, s: &StepRow) -> Result<Stmt> {
+    db.stmt(
+        &format!("INSERT INTO steps ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+        &[
+            Arg::from(&s.run_id),
+            Arg::from(&s.service),
+            Arg::Int(s.position),
+            Arg::Int(s.wave),
+            Arg::from(&s.status),
+            Arg::Int(s.attempts),
+            Arg::from(s.started_at),
+            Arg::from(s.claimed_at),
+            Arg::from(s.finished_at),
+            Arg::from(s.deadline_at),
+            Arg::from(s.next_attempt_at),
+            Arg::from(s.duration_ms),
+            Arg::from(s.error.clone()),
+            Arg::from(s.error_kind.clone()),
+            Arg::from(s.output.clone()),
+            Arg::from(s.usage.clone()),
+            Arg::from(s.progress.clone()),
+        ],
+    )
+}
+
+/// A run's steps in plan order.
+pub async fn of_run(db: &Db, run_id: &str) -> Result<Vec<StepRow>> {
+    let (rows, _) = db
+        .all(&format!("SELECT {COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY position"), &[Arg::from(run_id)])
+        .await?;
+    Ok(rows)
+}
+
+/// Writes a step's new state only if it is still in the state it was read in
+/// (same status and attempt count): compare-and-set, so of two racing writers exactly one
+/// wins (`changes` = 1) and the other learns it lost. A new attempt clears `claimed_at`.
+pub fn compare_and_set(db: &Db, expected_status: &str, expected_attempts: i64, new: &StepRow) -> Result<Stmt> {
+    db.stmt(
+        "UPDATE steps SET status = ?3, attempts = ?4, started_at = ?5, finished_at = ?6, deadline_at = ?7, \
+         next_attempt_at = ?8, duration_ms = ?9, error = ?10, error_kind = ?11, output = ?12, usage = ?13, progress = ?14, \
+         claimed_at = CASE WHEN attempts = ?4 THEN claimed_at ELSE NULL END WHERE run_id = ?1 AND service = ?2 AND status = ?15 AND attempts = ?16",
+        &[
+            Arg::from(&new.run_id),
+            Arg::from(&new.service),
+            Arg::from(&new.status),
+            Arg::Int(new.attempts),
+            Arg::from(new.started_at),
+            Arg::from(new.finished_at),
+            Arg::from(new.deadline_at),
+            Arg::from(new.next_attempt_at),
+            Arg::from(new.duration_ms),
+            Arg::from(new.error.clone()),
+            Arg::from(new.error_kind.clone()),
+            Arg::from(new.output.clone()),
+            Arg::from(new.usage.clone()),
+            Arg::from(new.progress.clone()),
+            Arg::from(expected_status),
+            Arg::Int(expected_attempts),
+        ],
+    )
+}
+
+/// A consumer claims the execution of a dispatched attempt: only the first delivery of a
+/// task message for that attempt wins (`changes` = 1); duplicates see 0 and do nothing.
+pub fn claim_start(db: &Db, run_id: &str, service: &str, attempt: i64, now: i64) -> Result<Stmt> {
+    db.stmt(
+        "UPDATE steps SET claimed_at = ?4 WHERE run_id = ?1 AND service = ?2 AND status = 'running' \
+         AND attempts = ?3 AND claimed_at IS NULL",
+        &[Arg::from(run_id), Arg::from(service), Arg::Int(attempt), Arg::Int(now)],
+    )
+}
+
+/// Running attempts past their timeout, earliest first (partial index `steps_running_deadline`).
+pub async fn overdue(db: &Db, now: i64, limit: u32) -> Result<(Vec<(String, String)>, super::Meta)> {
+    #[derive(Deserialize)]
+    struct Key {
+        run_id: String,
+        service: String,
+    }
+    let (rows, meta) = db
+        .all::<Key>(
+            "SELECT run_id, service FROM steps WHERE status = 'running' AND deadline_at <= ?1 ORDER BY deadline_at LIMIT ?2",
+            &[Arg::Int(now), Arg::from(limit)],
+        )
+        .await?;
+    Ok((rows.into_iter().map(|k| (k.run_id, k.service)).collect(), meta))
+}
+
+/// Retries whose backoff elapsed more than `grace_ms` ago (their delayed message was lost).
+pub async fn stale_retries(db: &Db, now: i64, grace_ms: i64, limit: u32) -> Result<(Vec<StepRow>, super::Meta)> {
+    db.all(
+        &format!(
+            "SELECT {COLUMNS} FROM steps WHERE status = 'retrying' AND next_attempt_at <= ?1 \
+             ORDER BY next_attempt_at LIMIT ?2"
+        ),
+        &[Arg::Int(now - grace_ms), Arg::from(limit)],
+    )
+    .await
+}
+
+/// `SELECT` of a run's steps in plan order, for batching with other statements.
+pub fn select_of_run(db: &Db, run_id: &str) -> Result<Stmt> {
+    db.stmt(&format!("SELECT {COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY position"), &[Arg::from(run_id)])
+}

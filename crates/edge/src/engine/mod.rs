@@ -1,0 +1,12 @@
+//! The run engine: carries out core's decisions against D1 and the queues. Shared by every
+//! worker so a result, a timeout and a dispatch go through the same transitions whoever
+//! observes them (orchestrator callbacks, consumer, poller).
+//!
+//! The pattern for every change: read → core decides → compare-and-set in D1 (guarded by the
+//! state that was read) → act only on the writes this caller won (`changes` = 1).
+
+mod rows;
+mod run;
+
+pub use rows::{record_of, row_with_record};
+pub use run::{AdvanceReport, Engine, Loaded, RecordOutcome, Report};

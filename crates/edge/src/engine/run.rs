@@ -1,0 +1,496 @@
+//! Loading a run, recording step results, and advancing a run (skips, dispatches, fan-in).
+
+use std::collections::BTreeMap;
+
+use baton_core::config::{apply_override, Config};
+use baton_core::events::{finish_dedupe_key, RunFinish, RunFinishedPayload, RUN_STATUS_EVENT_TYPE};
+use baton_core::fanin::{self, FanInDecision, RunView};
+use baton_core::ids::{EventId, RunId, ServiceSlug};
+use baton_core::messages::{AnalysisMessage, TaskMessage};
+use baton_core::plan::Plan;
+use baton_core::retry::SplitMix64;
+use baton_core::scheduler;
+use baton_core::state::{self, RunStatus, StepError, StepEvent, StepOutcome, StepRecord, StepStatus};
+use baton_core::time::Millis;
+use serde_json::Value;
+use worker::Env;
+
+use super::rows::{record_of, row_with_record};
+use crate::d1::events::{self as event_rows, EventRow};
+use crate::d1::runs::{self, RunRow};
+use crate::d1::steps::{self, StepRow};
+use crate::d1::{Arg, Db, Stmt};
+use crate::kv::Kv;
+use crate::{bindings, clock, queues, Error, Result};
+
+/// How long an analysis may take before the poller sends its message again.
+pub const ANALYSIS_TIMEOUT_MS: u64 = 2 * 60 * 1000;
+
+/// A run with its plan and steps, as read from D1.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The run row.
+    pub run: RunRow,
+    /// Its plan (as it was when the run started).
+    pub plan: Plan,
+    /// Its steps in plan order.
+    pub steps: Vec<StepRow>,
+}
+
+impl Loaded {
+    /// The run id.
+    pub fn run_id(&self) -> Result<RunId> {
+        self.run.run_id.parse().map_err(|e| Error::Storage(format!("run id {}: {e}", self.run.run_id)))
+    }
+
+    /// The run status.
+    pub fn status(&self) -> Result<RunStatus> {
+        self.run.status.parse().map_err(|e| Error::Storage(format!("run {} status: {e}", self.run.run_id)))
+    }
+
+    /// The core records of every step.
+    pub fn records(&self) -> Result<Vec<StepRecord>> {
+        self.steps.iter().map(record_of).collect()
+    }
+
+    /// One step's row.
+    pub fn step(&self, service: &str) -> Option<&StepRow> {
+        self.steps.iter().find(|s| s.service == service)
+    }
+
+    /// When the run started.
+    pub fn started_at(&self) -> Millis {
+        Millis::new(self.run.started_at.max(0) as u64)
+    }
+}
+
+/// What a service reported for a step attempt.
+#[derive(Debug, Clone)]
+pub enum Report {
+    /// It produced a result.
+    Succeeded { output: Value, usage: Option<Value>, duration_ms: Option<u64> },
+    /// It failed.
+    Failed(StepError),
+}
+
+/// What recording a report did.
+#[derive(Debug, Clone)]
+pub enum RecordOutcome {
+    /// The step changed; the run was advanced.
+    Recorded { step: StepRecord, advance: AdvanceReport },
+    /// The step had already ended: a duplicate or late report, acknowledged and ignored.
+    AlreadyTerminal,
+    /// The report is for another attempt, or another writer changed the step first.
+    Stale,
+    /// No such run or step.
+    NotFound,
+}
+
+/// What advancing a run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AdvanceReport {
+    /// Steps dispatched (messages sent).
+    pub dispatched: Vec<String>,
+    /// Steps skipped because a dependency did not complete.
+    pub skipped: Vec<String>,
+    /// Steps timed out.
+    pub timed_out: Vec<String>,
+    /// Steps whose timed-out attempt will be retried.
+    pub retrying: Vec<String>,
+    /// The fan-in claim this caller won: `Some(partial)`.
+    pub aggregated: Option<bool>,
+    /// Fan-in is due but left to the poller (event-driven fan-in is off).
+    pub deferred: bool,
+    /// The run failed without analysis.
+    pub failed: bool,
+}
+
+/// Who is advancing a run: the poller claims fan-in even when event-driven fan-in is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The orchestrator or the consumer, right after a change.
+    EventDriven,
+    /// The poller.
+    Poller,
+}
+
+/// The engine for one event (request, queue batch, cron tick): bindings, config, clock.
+pub struct Engine<'a> {
+    env: &'a Env,
+    /// The database.
+    pub db: Db,
+    /// The effective configuration (env + KV override).
+    pub config: Config,
+    /// Why the KV override was ignored, if it was.
+    pub rejected_override: Option<String>,
+    rng: SplitMix64,
+}
+
+impl<'a> Engine<'a> {
+    /// Resolves bindings and configuration once per event. A bad or unreadable override is
+    /// ignored (and reported in `rejected_override`): it never stops work.
+    pub async fn new(env: &'a Env) -> Result<Engine<'a>> {
+        let db = Db::from_env(env)?;
+        let (config, rejected_override) = resolve_config(env).await;
+        let rng = SplitMix64::new(clock::random_u64()?);
+        Ok(Engine { env, db, config, rejected_override, rng })
+    }
+
+    /// The worker's environment.
+    pub fn env(&self) -> &Env {
+        self.env
+    }
+
+    /// Now, from the JS clock.
+    pub fn now(&self) -> Millis {
+        Millis::new(clock::now_ms())
+    }
+
+    /// Loads a run, its plan and its steps in one round trip.
+    pub async fn load(&self, run_id: &str) -> Result<Option<Loaded>> {
+        let results = self
+            .db
+            .batch_rows(vec![runs::select(&self.db, run_id)?, steps::select_of_run(&self.db, run_id)?])
+            .await?;
+        let mut results = results.into_iter();
+        let (run_rows, _) = results.next().unwrap_or_default();
+        let (step_rows, _) = results.next().unwrap_or_default();
+        let Some(run) = run_rows.into_iter().next() else { return Ok(None) };
+        let run: RunRow = serde_json::from_value(run).map_err(|e| Error::Storage(format!("decoding run: {e}")))?;
+        let steps = decode_steps(step_rows)?;
+        let plan: Plan = serde_json::from_str(&run.plan_json)
+            .map_err(|e| Error::Storage(format!("run {} has an unreadable plan: {e}", run.run_id)))?;
+        Ok(Some(Loaded { run, plan, steps }))
+    }
+
+    /// Records what a service reported for `service`'s attempt `attempt` (any attempt when
+    /// `None`), then advances the run.
+    pub async fn record(&mut self, run_id: &str, service: &str, attempt: Option<u32>, report: Report) -> Result<RecordOutcome> {
+        let Some(mut loaded) = self.load(run_id).await? else { return Ok(RecordOutcome::NotFound) };
+        let Some(row) = loaded.step(service).cloned() else { return Ok(RecordOutcome::NotFound) };
+        let record = record_of(&row)?;
+        if record.status.is_terminal() {
+            return Ok(RecordOutcome::AlreadyTerminal);
+        }
+        if attempt.is_some_and(|a| a != record.attempts) {
+            return Ok(RecordOutcome::Stale);
+        }
+        let Some(spec) = loaded.plan.step(service).cloned() else { return Ok(RecordOutcome::NotFound) };
+        let (event, output, usage, reported_duration) = match report {
+            Report::Succeeded { output, usage, duration_ms } => (StepEvent::Succeeded, Some(output), usage, duration_ms),
+            Report::Failed(error) => (StepEvent::Failed { error }, None, None, None),
+        };
+        let now = self.now();
+        let next = match state::apply(&record, event, now, &spec, &mut self.rng) {
+            Ok(StepOutcome::Applied(next)) => next,
+            Ok(StepOutcome::AlreadyTerminal) => return Ok(RecordOutcome::AlreadyTerminal),
+            // E.g. a result for a step that was never dispatched.
+            Err(_) => return Ok(RecordOutcome::Stale),
+        };
+        let mut new_row = row_with_record(&row, &next);
+        if let Some(output) = &output {
+            new_row.output = Some(output.to_string());
+        }
+        if let Some(usage) = &usage {
+            new_row.usage = Some(usage.to_string());
+        }
+        if next.status == StepStatus::Completed {
+            // The service's own measure of its work, when it gives one.
+            new_row.duration_ms = reported_duration.map(|d| d as i64).or(new_row.duration_ms);
+        }
+        // Write, then read the run's steps in the same transaction: deciding on what is in
+        // D1 after our write means two racing last results cannot both miss the fan-in.
+        let results = self
+            .db
+            .batch_rows(vec![
+                steps::compare_and_set(&self.db, &row.status, row.attempts, &new_row)?,
+                steps::select_of_run(&self.db, run_id)?,
+            ])
+            .await?;
+        let mut results = results.into_iter();
+        let (_, write) = results.next().unwrap_or_default();
+        if write.changes == 0 {
+            return Ok(RecordOutcome::Stale);
+        }
+        let (fresh, _) = results.next().unwrap_or_default();
+        loaded.steps = decode_steps(fresh)?;
+        let advance = self.advance(&loaded, Caller::EventDriven).await?;
+        Ok(RecordOutcome::Recorded { step: next, advance })
+    }
+
+    /// Carries out the consequences of the run's current step states: time-outs, skips,
+    /// dispatch of ready steps, and the fan-in decision (claim → analysis, or fail).
+    pub async fn advance(&mut self, loaded: &Loaded, caller: Caller) -> Result<AdvanceReport> {
+        let mut report = AdvanceReport::default();
+        let status = loaded.status()?;
+        if !matches!(status, RunStatus::Started | RunStatus::Running) {
+            return Ok(report);
+        }
+        let now = self.now();
+        let plan = &loaded.plan;
+        let original = loaded.records()?;
+        let run_view = RunView { status, started_at: loaded.started_at() };
+        let fan_in = fanin::decide(plan, &run_view, &original, now, &self.config.fan_in(), &mut self.rng);
+
+        let mut records: BTreeMap<String, StepRecord> =
+            original.iter().map(|r| (r.service.as_str().to_string(), r.clone())).collect();
+        for update in &fan_in.step_updates {
+            records.insert(update.service.as_str().to_string(), update.clone());
+        }
+        report.timed_out = names(fan_in.timed_out());
+        report.retrying = names(fan_in.retrying());
+        report.skipped = names(fan_in.skipped());
+
+        let mut dispatching = Vec::new();
+        if fan_in.decision == FanInDecision::Wait {
+            let current: Vec<StepRecord> = records.values().cloned().collect();
+            let schedule = scheduler::schedule(plan, &current, now);
+            for service in schedule.skip.iter().chain(&schedule.dispatch) {
+                let (Some(record), Some(spec)) = (records.get(service.as_str()), plan.step(service.as_str())) else {
+                    continue;
+                };
+                let event = if schedule.dispatch.contains(service) { StepEvent::Dispatched } else { StepEvent::Skipped };
+                if let Ok(StepOutcome::Applied(next)) = state::apply(record, event.clone(), now, spec, &mut self.rng) {
+                    if event == StepEvent::Dispatched {
+                        dispatching.push(service.as_str().to_string());
+                    } else {
+                        report.skipped.push(service.as_str().to_string());
+                    }
+                    records.insert(service.as_str().to_string(), next);
+                }
+            }
+        }
+
+        // Step writes, each guarded by the state it was read in.
+        let mut statements: Vec<Stmt> = Vec::new();
+        let mut written: Vec<String> = Vec::new();
+        for row in &loaded.steps {
+            let Some(next) = records.get(&row.service) else { continue };
+            if record_of(row)? == *next {
+                continue;
+            }
+            statements.push(steps::compare_and_set(&self.db, &row.status, row.attempts, &row_with_record(row, next))?);
+            written.push(row.service.clone());
+        }
+        let run_id = loaded.run.run_id.as_str();
+        if !dispatching.is_empty() && status == RunStatus::Started {
+            statements.push(runs::transition(&self.db, run_id, &["started"], "running", &[])?);
+        }
+        let final_records: Vec<StepRecord> = records.values().cloned().collect();
+        // (kind, index in the batch) of the run-level statement whose `changes` we act on.
+        let mut run_statement: Option<(&'static str, usize)> = None;
+        match &fan_in.decision {
+            FanInDecision::Wait => {}
+            FanInDecision::Aggregate { partial, missing, .. } => {
+                if caller == Caller::Poller || self.config.event_driven_fanin {
+                    let missing_json = Value::from(names(missing.iter())).to_string();
+                    run_statement = Some(("claim", statements.len()));
+                    statements.push(runs::claim_fan_in(
+                        &self.db,
+                        run_id,
+                        now.as_u64() as i64,
+                        *partial,
+                        &missing_json,
+                        now.saturating_add(ANALYSIS_TIMEOUT_MS).as_u64() as i64,
+                    )?);
+                } else {
+                    statements.push(runs::set_due(&self.db, run_id, now.as_u64() as i64)?);
+                    report.deferred = true;
+                }
+            }
+            FanInDecision::Fail { reason } => {
+                run_statement = Some(("fail", statements.len()));
+                statements.push(runs::fail_if_settled(&self.db, run_id, now.as_u64() as i64, &reason.to_string())?);
+                let finish = RunFinishedPayload::new(
+                    RunFinish {
+                        status: RunStatus::Failed,
+                        domain: loaded.run.domain.clone(),
+                        started_at: loaded.started_at(),
+                        completed_at: now,
+                        diagnosis_event_id: None,
+                        synthesis_error: None,
+                    },
+                    plan,
+                    &final_records,
+                );
+                statements.push(event_rows::insert(&self.db, &self.finish_event_row(loaded, &finish, now)?)?);
+            }
+        }
+        if statements.is_empty() {
+            return Ok(report);
+        }
+        let metas = self.db.batch(statements).await?;
+        let won = |i: usize| metas.get(i).is_some_and(|m| m.changes > 0);
+
+        let dispatched_won: Vec<&String> =
+            written.iter().enumerate().filter(|(i, s)| won(*i) && dispatching.contains(s)).map(|(_, s)| s).collect();
+        if !dispatched_won.is_empty() {
+            let messages: Vec<TaskMessage> = dispatched_won
+                .iter()
+                .filter_map(|service| {
+                    let attempt = records.get(service.as_str())?.attempts;
+                    Some(TaskMessage::new(self.run_id(loaded).ok()?, service.parse().ok()?, attempt))
+                })
+                .collect();
+            if let Err(e) = self.send_tasks(&messages).await {
+                worker::console_error!("run {run_id}: dispatch send failed ({e}); leaving it to the poller");
+                self.undo_dispatch(loaded, &records, &dispatched_won).await?;
+            } else {
+                report.dispatched = dispatched_won.iter().map(|s| s.to_string()).collect();
+            }
+        }
+        match (run_statement, &fan_in.decision) {
+            (Some(("claim", i)), FanInDecision::Aggregate { partial, missing, .. }) if won(i) => {
+                let message = AnalysisMessage::new(self.run_id(loaded)?, *partial, missing.clone());
+                match queues::analysis_queue(self.env) {
+                    Ok(queue) => match queues::send(&queue, &message).await {
+                        Ok(()) => report.aggregated = Some(*partial),
+                        Err(e) => self.release_claim(run_id, &e).await?,
+                    },
+                    Err(e) => self.release_claim(run_id, &e).await?,
+                }
+            }
+            (Some(("fail", i)), _) if won(i) => {
+                report.failed = true;
+                if let Some(reloaded) = self.load(run_id).await? {
+                    self.write_snapshot(&reloaded).await;
+                }
+            }
+            _ => {}
+        }
+        Ok(report)
+    }
+
+    fn run_id(&self, loaded: &Loaded) -> Result<RunId> {
+        loaded.run_id()
+    }
+
+    /// The finish event row for a run (written once: its dedupe key is per run).
+    pub fn finish_event_row(&self, loaded: &Loaded, payload: &RunFinishedPayload, now: Millis) -> Result<EventRow> {
+        let run_id = self.run_id(loaded)?;
+        let id = EventId::from_parts(now, clock::random_bytes::<8>()?);
+        Ok(EventRow {
+            id: id.as_str().to_string(),
+            website_id: loaded.run.website_id.clone(),
+            run_id: run_id.as_str().to_string(),
+            service: self.orchestrator_service_name(),
+            kind: RUN_STATUS_EVENT_TYPE.to_string(),
+            payload: serde_json::to_string(payload).map_err(|e| Error::Internal(e.to_string()))?,
+            created_at: now.as_u64() as i64,
+            dedupe_key: Some(finish_dedupe_key(&run_id)),
+        })
+    }
+
+    /// The `service` of lifecycle events (`ORCHESTRATOR_SERVICE_NAME`, default "orchestrator").
+    pub fn orchestrator_service_name(&self) -> String {
+        self.env
+            .var("ORCHESTRATOR_SERVICE_NAME")
+            .map(|v| v.to_string())
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "orchestrator".to_string())
+    }
+
+    /// Sends task messages on the task queue.
+    pub async fn send_tasks(&self, messages: &[TaskMessage]) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let queue = queues::task_queue(self.env)?;
+        queues::send_all(&queue, messages).await
+    }
+
+    /// Puts dispatched steps back as they were, and makes the run due now, so the poller
+    /// dispatches them again: a failed send loses nothing.
+    async fn undo_dispatch(&self, loaded: &Loaded, records: &BTreeMap<String, StepRecord>, services: &[&String]) -> Result<()> {
+        let mut statements = Vec::new();
+        for service in services {
+            let (Some(row), Some(record)) = (loaded.step(service), records.get(service.as_str())) else { continue };
+            let dispatched = row_with_record(row, record);
+            statements.push(steps::compare_and_set(&self.db, &dispatched.status, dispatched.attempts, row)?);
+        }
+        statements.push(runs::set_due(&self.db, &loaded.run.run_id, self.now().as_u64() as i64)?);
+        self.db.batch(statements).await?;
+        Ok(())
+    }
+
+    async fn release_claim(&self, run_id: &str, cause: &Error) -> Result<()> {
+        worker::console_error!("run {run_id}: analysis send failed ({cause}); releasing the fan-in claim");
+        let now = self.now().as_u64() as i64;
+        let statement = runs::transition(
+            &self.db,
+            run_id,
+            &["aggregating"],
+            "running",
+            &[("claimed_at", Arg::Null), ("due_at", Arg::Int(now))],
+        )?;
+        self.db.batch(vec![statement]).await?;
+        Ok(())
+    }
+
+    /// Mirrors the run's summary into KV (`job:{traceId}`) for fast reads. Best effort: KV
+    /// never decides anything, so a failure is logged, not raised.
+    pub async fn write_snapshot(&self, loaded: &Loaded) {
+        let outcome = async {
+            let snapshot = snapshot_of(loaded)?;
+            Kv::from_env(self.env)?.put_json(&bindings::kv_keys::job(&loaded.run.run_id), &snapshot).await
+        }
+        .await;
+        if let Err(e) = outcome {
+            worker::console_warn!("run {}: KV snapshot not written: {e}", loaded.run.run_id);
+        }
+    }
+}
+
+/// The `job:{traceId}` snapshot: the run's summary and its steps' statuses.
+pub fn snapshot_of(loaded: &Loaded) -> Result<Value> {
+    let steps: Vec<Value> = loaded
+        .steps
+        .iter()
+        .map(|s| serde_json::json!({ "service": s.service, "status": s.status, "attempts": s.attempts }))
+        .collect();
+    Ok(serde_json::json!({
+        "traceId": loaded.run.run_id,
+        "status": loaded.run.status,
+        "planId": loaded.run.plan_id,
+        "websiteId": loaded.run.website_id,
+        "diagnosisEventId": loaded.run.diagnosis_event_id,
+        "completedAt": loaded.run.completed_at,
+        "steps": steps,
+    }))
+}
+
+fn names<'s>(services: impl IntoIterator<Item = &'s ServiceSlug>) -> Vec<String> {
+    services.into_iter().map(|s| s.as_str().to_string()).collect()
+}
+
+fn decode_steps(rows: Vec<Value>) -> Result<Vec<StepRow>> {
+    rows.into_iter()
+        .map(|r| serde_json::from_value(r).map_err(|e| Error::Storage(format!("decoding step: {e}"))))
+        .collect()
+}
+
+async fn resolve_config(env: &Env) -> (Config, Option<String>) {
+    let base = Config::from_lookup(|key| env.var(key).ok().map(|v| v.to_string())).unwrap_or_else(|e| {
+        worker::console_error!("invalid configuration variable ({e}); using defaults");
+        Config::default()
+    });
+    let override_text = match Kv::from_env(env) {
+        Ok(kv) => kv.get_text(bindings::kv_keys::CONFIG).await,
+        Err(e) => Err(e),
+    };
+    match override_text {
+        Ok(None) => (base, None),
+        Ok(Some(text)) => match apply_override(&base, &text) {
+            Ok(config) => (config, None),
+            Err(e) => {
+                worker::console_warn!("ignoring KV orchestration:config: {e}");
+                (base, Some(e.to_string()))
+            }
+        },
+        Err(e) => {
+            worker::console_warn!("could not read KV orchestration:config ({e}); using env config");
+            (base, Some(format!("unreadable: {e}")))
+        }
+    }
+}
