@@ -2,3 +2,4 @@
 //! test binary; tests that need a stack of their own start one).
 
 mod foundation;
+mod runs;

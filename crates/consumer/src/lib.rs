@@ -1,13 +1,54 @@
-//! The queue consumer worker: step dispatch and analysis.
+//! The queue consumer worker. One module per queue:
+//! - [`tasks`]: `baton-tasks` — dispatch a step attempt to its service (handshake protocol).
+//! - [`dead_letters`]: `baton-tasks-dlq` and `llm-analysis-dlq` — record what exhausted its retries.
+//! - [`analysis`]: `llm-analysis` — the diagnosis and the run's finalisation.
+//!
+//! Every message is decoded on its own (a malformed one is logged and acknowledged, never
+//! failing the batch), and acknowledged, retried with a delay, or recorded per message.
 
+mod analysis;
+mod dead_letters;
+mod services;
+mod tasks;
+
+use baton_edge::bindings::queue_names;
+use baton_edge::engine::Engine;
 use baton_edge::{bindings, health, http, Error};
-use serde_json::json;
-use worker::{event, Context, Env, MessageBatch, MessageExt, Method, Request, Response};
+use serde_json::{json, Value};
+use worker::{event, Context, Env, MessageBatch, MessageExt, Method, RawMessage, Request, Response};
+
+/// A raw message's body as JSON (queue bodies are JSON-serialisable values).
+pub(crate) fn body_json(message: &RawMessage) -> Result<Value, String> {
+    let text = worker::js_sys::JSON::stringify(&message.body())
+        .map_err(|_| "message body is not JSON-serialisable".to_string())?;
+    let text: String = text.into();
+    serde_json::from_str(&text).map_err(|e| format!("message body is not JSON: {e}"))
+}
 
 #[event(queue)]
-async fn queue(batch: MessageBatch<serde_json::Value>, _env: Env, _ctx: Context) -> worker::Result<()> {
-    for message in batch.raw_iter() {
-        message.ack();
+async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> worker::Result<()> {
+    let queue = batch.queue();
+    let mut engine = match Engine::new(&env).await {
+        Ok(engine) => engine,
+        Err(e) => {
+            // Nothing was done: let every message come back later.
+            worker::console_error!("consumer: cannot start ({e}); retrying the batch of {queue}");
+            batch.retry_all();
+            return Ok(());
+        }
+    };
+    let messages: Vec<RawMessage> = batch.raw_iter().collect();
+    for message in &messages {
+        match queue.as_str() {
+            queue_names::TASKS => tasks::handle(&mut engine, message).await,
+            queue_names::ANALYSIS => analysis::handle(&mut engine, message, false).await,
+            queue_names::TASKS_DLQ => dead_letters::task(&mut engine, message).await,
+            queue_names::ANALYSIS_DLQ => analysis::handle(&mut engine, message, true).await,
+            other => {
+                worker::console_error!("consumer: message from unexpected queue {other}; acknowledged");
+                message.ack();
+            }
+        }
     }
     Ok(())
 }
@@ -18,7 +59,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
         (Method::Get, "/health") => health(&env).await,
         (_, path) => Err(Error::NotFound { what: format!("route {path}") }),
     };
-    result.or_else(|e| e.to_response().map_err(Into::into))
+    result.or_else(|e| e.to_response())
 }
 
 async fn health(env: &Env) -> baton_edge::Result<Response> {
@@ -30,5 +71,8 @@ async fn health(env: &Env) -> baton_edge::Result<Response> {
         health::probe_service(env, bindings::SERVICES),
     ];
     let ok = probes.iter().all(|p| p.ok);
-    http::json(if ok { 200 } else { 503 }, &json!({ "status": if ok { "ok" } else { "degraded" }, "worker": "consumer", "bindings": probes }))
+    http::json(
+        if ok { 200 } else { 503 },
+        &json!({ "status": if ok { "ok" } else { "degraded" }, "worker": "consumer", "bindings": probes }),
+    )
 }

@@ -546,6 +546,11 @@ pub fn apply(
         // A late result of the previous attempt still counts while backing off.
         (Running | Retrying, StepEvent::Succeeded) => next.finish(Completed, now, None),
         (Running, StepEvent::Failed { error }) => end_attempt(&mut next, error, Failed, now, spec, rng),
+        // A failure that must not be retried ends a step even while it backs off (e.g. its
+        // task message was dead-lettered); a retryable one changes nothing.
+        (Retrying, StepEvent::Failed { error }) if !spec.retry.is_retryable(&error.kind) => {
+            next.finish(Failed, now, Some((error.kind, error.message)))
+        }
         (Running, StepEvent::AttemptTimedOut) => {
             let error = StepError::new(
                 ErrorKind::Timeout,
@@ -646,6 +651,7 @@ mod tests {
         check(record(Retrying, 1), StepEvent::Dispatched, Ok(Some(Running)));
         check(record(Retrying, 1), StepEvent::Succeeded, Ok(Some(Completed)));
         check(record(Retrying, 1), transient.clone(), Err(()));
+        check(record(Retrying, 1), permanent.clone(), Ok(Some(Failed)));
         check(record(Retrying, 1), StepEvent::TimedOut, Ok(Some(Timeout)));
         check(record(Retrying, 1), StepEvent::Cancelled, Ok(Some(Cancelled)));
         for terminal in [Completed, Failed, Timeout, Skipped, Cancelled] {

@@ -86,6 +86,7 @@ pub async fn handshake(req: Request, env: &Env, service: &str) -> worker::Result
     let accepted = stage.attempt > behaviour.reject;
     Response::from_json(&json!({
         "executionId": stage.execution_id,
+        "stageId": stage.stage_id,
         "workerId": format!("sample-{service}"),
         "accepted": accepted,
         "reason": if accepted { Value::Null } else { json!("at capacity, try again later") },

@@ -59,3 +59,25 @@ pub async fn by_dedupe_key(db: &Db, key: &str) -> Result<Option<EventRow>> {
     )
     .await
 }
+
+/// Inserts an event only if the run now has this status and this diagnosis: used in the
+/// finalisation batch so only the delivery that finalised the run writes its events.
+pub fn insert_if_run_status(db: &Db, e: &EventRow, run_status: &str, diagnosis_event_id: &str) -> Result<Stmt> {
+    db.stmt(
+        "INSERT OR IGNORE INTO kbase_events (id, website_id, run_id, service, type, payload, created_at, dedupe_key) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS \
+         (SELECT 1 FROM runs WHERE run_id = ?3 AND status = ?9 AND diagnosis_event_id = ?10)",
+        &[
+            Arg::from(&e.id),
+            Arg::from(&e.website_id),
+            Arg::from(&e.run_id),
+            Arg::from(&e.service),
+            Arg::from(&e.kind),
+            Arg::from(&e.payload),
+            Arg::Int(e.created_at),
+            Arg::from(e.dedupe_key.clone()),
+            Arg::from(run_status),
+            Arg::from(diagnosis_event_id),
+        ],
+    )
+}

@@ -2,6 +2,7 @@
 //! statement plumbing (binding arguments, reading `meta`).
 
 pub mod events;
+pub mod plans;
 pub mod runs;
 pub mod steps;
 

@@ -152,3 +152,20 @@ pub fn fail_if_settled(db: &Db, run_id: &str, now: i64, error: &str) -> Result<S
         &[Arg::from(run_id), Arg::Int(now), Arg::from(error)],
     )
 }
+
+/// Active runs and those overdue (`due_at` passed), counted through the `runs_due` index.
+pub async fn count_active(db: &Db, now: i64) -> Result<(u64, u64)> {
+    #[derive(Deserialize)]
+    struct Counts {
+        active: Option<i64>,
+        overdue: Option<i64>,
+    }
+    let counts = db
+        .first::<Counts>(
+            "SELECT COUNT(*) AS active, SUM(CASE WHEN due_at <= ?1 THEN 1 ELSE 0 END) AS overdue \
+             FROM runs WHERE due_at IS NOT NULL",
+            &[Arg::Int(now)],
+        )
+        .await?;
+    Ok(counts.map(|c| (c.active.unwrap_or(0) as u64, c.overdue.unwrap_or(0) as u64)).unwrap_or((0, 0)))
+}

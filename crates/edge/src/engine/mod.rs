@@ -7,6 +7,8 @@
 
 mod rows;
 mod run;
+mod start;
 
 pub use rows::{record_of, row_with_record};
-pub use run::{AdvanceReport, Engine, Loaded, RecordOutcome, Report};
+pub use run::{snapshot_of, summary_of, AdvanceReport, Caller, Engine, Loaded, RecordOutcome, Report, ANALYSIS_TIMEOUT_MS};
+pub use start::{NewRun, Started};

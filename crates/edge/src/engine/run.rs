@@ -10,6 +10,7 @@ use baton_core::messages::{AnalysisMessage, TaskMessage};
 use baton_core::plan::Plan;
 use baton_core::retry::SplitMix64;
 use baton_core::scheduler;
+use baton_core::summary::{RunFacts, RunSummary};
 use baton_core::state::{self, RunStatus, StepError, StepEvent, StepOutcome, StepRecord, StepStatus};
 use baton_core::time::Millis;
 use serde_json::Value;
@@ -402,7 +403,7 @@ impl<'a> Engine<'a> {
 
     /// Puts dispatched steps back as they were, and makes the run due now, so the poller
     /// dispatches them again: a failed send loses nothing.
-    async fn undo_dispatch(&self, loaded: &Loaded, records: &BTreeMap<String, StepRecord>, services: &[&String]) -> Result<()> {
+    pub(super) async fn undo_dispatch(&self, loaded: &Loaded, records: &BTreeMap<String, StepRecord>, services: &[&String]) -> Result<()> {
         let mut statements = Vec::new();
         for service in services {
             let (Some(row), Some(record)) = (loaded.step(service), records.get(service.as_str())) else { continue };
@@ -442,6 +443,26 @@ impl<'a> Engine<'a> {
     }
 }
 
+/// The run's summary in core's shape (camelCase, RFC 3339 times).
+pub fn summary_of(loaded: &Loaded) -> Result<RunSummary> {
+    let corrupt = |what: &str, e: String| Error::Storage(format!("run {}: {what}: {e}", loaded.run.run_id));
+    let facts = RunFacts {
+        run_id: loaded.run_id()?,
+        website_id: loaded.run.website_id.parse().map_err(|e: baton_core::ids::IdError| corrupt("website_id", e.to_string()))?,
+        domain: loaded.run.domain.clone(),
+        plan_id: loaded.plan.plan_id().clone(),
+        status: loaded.status()?,
+        started_at: loaded.started_at(),
+        completed_at: loaded.run.completed_at.map(|ms| Millis::new(ms.max(0) as u64)),
+        diagnosis_event_id: match &loaded.run.diagnosis_event_id {
+            Some(id) => Some(id.parse().map_err(|e: baton_core::ids::IdError| corrupt("diagnosis_event_id", e.to_string()))?),
+            None => None,
+        },
+        error: loaded.run.error.clone(),
+    };
+    Ok(RunSummary::new(facts, &loaded.plan, &loaded.records()?))
+}
+
 /// The `job:{traceId}` snapshot: the run's summary and its steps' statuses.
 pub fn snapshot_of(loaded: &Loaded) -> Result<Value> {
     let steps: Vec<Value> = loaded
@@ -449,15 +470,7 @@ pub fn snapshot_of(loaded: &Loaded) -> Result<Value> {
         .iter()
         .map(|s| serde_json::json!({ "service": s.service, "status": s.status, "attempts": s.attempts }))
         .collect();
-    Ok(serde_json::json!({
-        "traceId": loaded.run.run_id,
-        "status": loaded.run.status,
-        "planId": loaded.run.plan_id,
-        "websiteId": loaded.run.website_id,
-        "diagnosisEventId": loaded.run.diagnosis_event_id,
-        "completedAt": loaded.run.completed_at,
-        "steps": steps,
-    }))
+    Ok(serde_json::json!({ "traceId": loaded.run.run_id, "summary": summary_of(loaded)?, "steps": steps }))
 }
 
 fn names<'s>(services: impl IntoIterator<Item = &'s ServiceSlug>) -> Vec<String> {

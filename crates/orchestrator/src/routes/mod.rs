@@ -1,15 +1,18 @@
 //! The route table.
 
 mod admin;
+mod callbacks;
 mod health;
+mod input;
+mod runs;
 mod test_hooks;
 
 use baton_edge::{Error, Result};
-use worker::{Env, Method, Request, Response};
+use worker::{Context, Env, Method, Request, Response};
 
 /// Dispatches a request by method and path; unknown paths are 404, known paths with
 /// another method are 405.
-pub async fn route(req: Request, env: &Env) -> Result<Response> {
+pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
     let path = req.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
@@ -17,6 +20,22 @@ pub async fn route(req: Request, env: &Env) -> Result<Response> {
         ["health"] | ["api", "orchestration", "health"] => match method {
             Method::Get => return health::health(env).await,
             _ => &[Method::Get],
+        },
+        ["api", "orchestration", "run"] => match method {
+            Method::Post => return runs::start(req, env, ctx).await,
+            _ => &[Method::Post],
+        },
+        ["api", "orchestration", "runs", run_id] => match method {
+            Method::Get => return runs::get(req, env, run_id).await,
+            _ => &[Method::Get],
+        },
+        ["api", "orchestration", "runs", run_id, "events"] => match method {
+            Method::Get => return runs::events(req, env, run_id).await,
+            _ => &[Method::Get],
+        },
+        ["api", "jobs", trace_id, "results", service] => match method {
+            Method::Post => return callbacks::result(req, env, trace_id, service).await,
+            _ => &[Method::Post],
         },
         ["admin", "poller", action @ ("cron" | "tick")] => match method {
             Method::Post => return admin::poller(req, env, action).await,

@@ -1,0 +1,116 @@
+//! The client side of the handshake protocol with a service.
+
+use baton_core::state::{ErrorKind, StepError};
+use serde_json::{json, Value};
+use worker::{Env, Headers, Method, RequestInit};
+
+use baton_edge::bindings;
+
+/// What a service did with an attempt.
+#[derive(Debug)]
+pub enum ServiceOutcome {
+    /// It answered with the result.
+    Done { output: Value, usage: Option<Value>, duration_ms: Option<u64> },
+    /// It accepted the work and will report with a callback.
+    Accepted,
+    /// It failed; the kind says whether to retry.
+    Failed(StepError),
+}
+
+/// One attempt of one step, as sent to the service.
+pub struct Attempt<'a> {
+    pub run_id: &'a str,
+    pub service: &'a str,
+    pub attempt: u32,
+    pub action: Option<&'a str>,
+    pub timeout_ms: u64,
+    pub estimated_tokens: u64,
+    /// `{"inputData": ...}` or `{"dataReference": ...}`.
+    pub input: Value,
+}
+
+fn base_url(service: &str) -> String {
+    format!("https://services.internal/{service}")
+}
+
+async fn post(env: &Env, url: &str, body: &Value) -> Result<(u16, Value), StepError> {
+    let fetcher = env
+        .service(bindings::SERVICES)
+        .map_err(|e| StepError::new(ErrorKind::Transient, format!("service binding SERVICES unavailable: {e}")))?;
+    let headers = Headers::new();
+    let _ = headers.set("Content-Type", "application/json");
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.to_string().into()));
+    let mut response = fetcher
+        .fetch(url, Some(init))
+        .await
+        .map_err(|e| StepError::new(ErrorKind::Transient, format!("network error calling {url}: {e}")))?;
+    let status = response.status_code();
+    let text = response.text().await.unwrap_or_default();
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+fn error_message(body: &Value) -> String {
+    body["error"]["message"]
+        .as_str()
+        .or_else(|| body["error"].as_str())
+        .or_else(|| body.as_str())
+        .unwrap_or("no error message")
+        .to_string()
+}
+
+/// Maps an HTTP failure to a step error: 429 rate limited and 5xx transient (retried),
+/// other 4xx permanent (e.g. "Worker config invalid: No API key found").
+fn failure(phase: &str, status: u16, body: &Value) -> StepError {
+    let message = error_message(body);
+    match status {
+        429 => StepError::new(ErrorKind::RateLimited, format!("{phase}: 429 {message}")),
+        500..=599 => StepError::new(ErrorKind::Transient, format!("{phase}: {status} {message}")),
+        _ => StepError::new(ErrorKind::Permanent, message),
+    }
+}
+
+/// Runs the handshake, then process.
+pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
+    let stage_id = format!("{}:{}", attempt.run_id, attempt.service);
+    let mut common = json!({
+        "executionId": attempt.run_id,
+        "stageId": stage_id,
+        "attempt": attempt.attempt,
+        "action": attempt.action,
+    });
+    if let (Value::Object(common), Value::Object(input)) = (&mut common, &attempt.input) {
+        common.extend(input.clone());
+    }
+    let mut handshake = common.clone();
+    handshake["resourceRequirements"] =
+        json!({ "estimatedTokens": attempt.estimated_tokens, "timeoutMs": attempt.timeout_ms });
+    handshake["validationConfig"] = json!({ "requireOutput": true });
+    let base = base_url(attempt.service);
+    match post(env, &format!("{base}/api/handshake"), &handshake).await {
+        Err(error) => return ServiceOutcome::Failed(error),
+        Ok((200..=299, body)) => {
+            if body["accepted"] != Value::Bool(true) {
+                let reason = body["reason"].as_str().unwrap_or("no reason given");
+                return ServiceOutcome::Failed(StepError::new(
+                    ErrorKind::Rejected,
+                    format!("handshake not accepted: {reason}"),
+                ));
+            }
+        }
+        Ok((status, body)) => return ServiceOutcome::Failed(failure("handshake", status, &body)),
+    }
+    match post(env, &format!("{base}/api/process"), &common).await {
+        Err(error) => ServiceOutcome::Failed(error),
+        Ok((202, _)) => ServiceOutcome::Accepted,
+        Ok((200..=299, body)) => match body["status"].as_str() {
+            Some("failed") => ServiceOutcome::Failed(StepError::new(ErrorKind::Permanent, error_message(&body))),
+            _ => ServiceOutcome::Done {
+                output: body.get("output").cloned().unwrap_or(Value::Null),
+                usage: body.get("usage").cloned().filter(|u| !u.is_null()),
+                duration_ms: body["duration_ms"].as_u64(),
+            },
+        },
+        Ok((status, body)) => ServiceOutcome::Failed(failure("process", status, &body)),
+    }
+}

@@ -1,0 +1,170 @@
+//! Starting a run: rows for the run, its steps and its start event in one transaction, then
+//! the first wave on the task queue.
+
+use std::collections::BTreeMap;
+
+use baton_core::events::{start_dedupe_key, RunStartedPayload, RUN_STATUS_EVENT_TYPE};
+use baton_core::fanin;
+use baton_core::ids::{EventId, RunId};
+use baton_core::messages::TaskMessage;
+use baton_core::plan::Plan;
+use baton_core::scheduler;
+use baton_core::state::{self, StepEvent, StepOutcome, StepRecord};
+use serde_json::Value;
+
+use super::rows::row_with_record;
+use super::run::{Engine, Loaded};
+use crate::d1::events::{self as event_rows, EventRow};
+use crate::d1::runs::{self, RunRow};
+use crate::d1::steps::{self, StepRow};
+use crate::{clock, Error, Result};
+
+/// What a new run is made of.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Its id (a run id or an execution id).
+    pub run_id: RunId,
+    /// `diagnostic` or `pipeline`.
+    pub kind: &'static str,
+    /// The client that started it.
+    pub client_id: String,
+    /// The website it is about.
+    pub website_id: String,
+    /// The domain it is about.
+    pub domain: String,
+    /// The plan to run.
+    pub plan: Plan,
+    /// Free-form parameters passed to every service.
+    pub parameters: Value,
+    /// Client-chosen key that makes starting idempotent.
+    pub idempotency_key: Option<String>,
+    /// 0 low … 3 critical.
+    pub priority: i64,
+}
+
+/// The run that a start request resolved to.
+#[derive(Debug, Clone)]
+pub enum Started {
+    /// A new run.
+    New(RunRow),
+    /// The run this client already started with the same idempotency key.
+    Existing(RunRow),
+}
+
+impl Engine<'_> {
+    /// Starts a run: one D1 transaction writes the run, its steps (the first wave already
+    /// dispatched) and the start event; then the first wave goes on the task queue. If that
+    /// send fails the wave is put back and the run made due, so the poller dispatches it.
+    pub async fn start_run(&mut self, new: NewRun) -> Result<Started> {
+        if let Some(key) = &new.idempotency_key {
+            if let Some(existing) = runs::by_idempotency_key(&self.db, &new.client_id, new.kind, key).await? {
+                return Ok(Started::Existing(existing));
+            }
+        }
+        let now = self.now();
+        let plan = &new.plan;
+        let deadline = fanin::run_deadline(plan, now, &self.config.fan_in());
+        let pending: Vec<StepRecord> = plan.steps().iter().map(|s| StepRecord::pending(s.service.clone())).collect();
+        let mut records: BTreeMap<String, StepRecord> =
+            pending.iter().map(|r| (r.service.as_str().to_string(), r.clone())).collect();
+        let schedule = scheduler::schedule(plan, &pending, now);
+        let mut rng = baton_core::retry::SplitMix64::new(clock::random_u64()?);
+        for service in &schedule.dispatch {
+            let (Some(record), Some(spec)) = (records.get(service.as_str()), plan.step(service.as_str())) else { continue };
+            if let Ok(StepOutcome::Applied(next)) = state::apply(record, StepEvent::Dispatched, now, spec, &mut rng) {
+                records.insert(service.as_str().to_string(), next);
+            }
+        }
+        let run_id = new.run_id.as_str().to_string();
+        let plan_json = serde_json::to_string(plan).map_err(|e| Error::Internal(e.to_string()))?;
+        let run = RunRow {
+            run_id: run_id.clone(),
+            kind: new.kind.to_string(),
+            client_id: new.client_id.clone(),
+            website_id: new.website_id.clone(),
+            domain: new.domain.clone(),
+            plan_id: plan.plan_id().as_str().to_string(),
+            plan_name: plan.name().to_string(),
+            plan_json,
+            parameters: new.parameters.to_string(),
+            idempotency_key: new.idempotency_key.clone(),
+            status: if schedule.dispatch.is_empty() { "started" } else { "running" }.to_string(),
+            priority: new.priority,
+            created_at: now.as_u64() as i64,
+            started_at: now.as_u64() as i64,
+            deadline_at: deadline.as_u64() as i64,
+            due_at: Some(deadline.as_u64() as i64),
+            claimed_at: None,
+            completed_at: None,
+            partial: None,
+            missing: None,
+            diagnosis_event_id: None,
+            synthesis_error: None,
+            error: None,
+        };
+        let pending_rows: Vec<StepRow> = plan
+            .steps()
+            .iter()
+            .zip(plan.waves())
+            .enumerate()
+            .map(|(position, (spec, wave))| StepRow {
+                run_id: run_id.clone(),
+                service: spec.service.as_str().to_string(),
+                position: position as i64,
+                wave: i64::from(*wave),
+                status: "pending".to_string(),
+                attempts: 0,
+                started_at: None,
+                claimed_at: None,
+                finished_at: None,
+                deadline_at: None,
+                next_attempt_at: None,
+                duration_ms: None,
+                error: None,
+                error_kind: None,
+                output: None,
+                usage: None,
+                progress: None,
+            })
+            .collect();
+        let start_payload = RunStartedPayload::new(plan, &new.domain, now, deadline);
+        let event = EventRow {
+            id: EventId::from_parts(now, clock::random_bytes::<8>()?).as_str().to_string(),
+            website_id: new.website_id.clone(),
+            run_id: run_id.clone(),
+            service: self.orchestrator_service_name(),
+            kind: RUN_STATUS_EVENT_TYPE.to_string(),
+            payload: serde_json::to_string(&start_payload).map_err(|e| Error::Internal(e.to_string()))?,
+            created_at: now.as_u64() as i64,
+            dedupe_key: Some(start_dedupe_key(&new.run_id)),
+        };
+        let mut statements = vec![runs::insert(&self.db, &run)?];
+        for row in &pending_rows {
+            let initial = records.get(&row.service).map(|r| row_with_record(row, r)).unwrap_or_else(|| row.clone());
+            statements.push(steps::insert(&self.db, &initial)?);
+        }
+        statements.push(event_rows::insert(&self.db, &event)?);
+        if let Err(e) = self.db.batch(statements).await {
+            // Two requests with the same idempotency key raced: the other one won.
+            if let Some(key) = &new.idempotency_key {
+                if let Some(existing) = runs::by_idempotency_key(&self.db, &new.client_id, new.kind, key).await? {
+                    return Ok(Started::Existing(existing));
+                }
+            }
+            return Err(e);
+        }
+        let messages: Vec<TaskMessage> = schedule
+            .dispatch
+            .iter()
+            .filter_map(|s| Some(TaskMessage::new(new.run_id.clone(), s.clone(), records.get(s.as_str())?.attempts)))
+            .collect();
+        if let Err(e) = self.send_tasks(&messages).await {
+            worker::console_error!("run {run_id}: first wave not sent ({e}); leaving it to the poller");
+            let loaded = Loaded { run: run.clone(), plan: plan.clone(), steps: pending_rows };
+            let dispatched: Vec<String> = schedule.dispatch.iter().map(|s| s.as_str().to_string()).collect();
+            let dispatched_refs: Vec<&String> = dispatched.iter().collect();
+            self.undo_dispatch(&loaded, &records, &dispatched_refs).await?;
+        }
+        Ok(Started::New(run))
+    }
+}

@@ -1,0 +1,77 @@
+//! `POST /api/jobs/:trace_id/results/:service`: a service reports a step's outcome
+//! asynchronously. Authenticated by HMAC-SHA256 (`WORKER_SECRET`) over timestamp + body.
+
+use baton_core::signature::{self, DEFAULT_MAX_SKEW_MS, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use baton_core::state::{ErrorKind, StepError};
+use baton_core::time::Millis;
+use baton_edge::engine::{Engine, RecordOutcome, Report};
+use baton_edge::{clock, http, Error, Result};
+use serde_json::{json, Value};
+use worker::{Env, Request, Response};
+
+use super::input;
+
+pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) -> Result<Response> {
+    let body = http::read_body(&mut req).await?;
+    let secret = env
+        .secret("WORKER_SECRET")
+        .map(|s| s.to_string())
+        .map_err(|_| Error::Binding { name: "WORKER_SECRET", cause: "secret not set".into() })?;
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    signature::verify(
+        &secret,
+        header(TIMESTAMP_HEADER).as_deref(),
+        header(SIGNATURE_HEADER).as_deref(),
+        &body,
+        Millis::new(clock::now_ms()),
+        DEFAULT_MAX_SKEW_MS,
+    )
+    .map_err(|e| Error::Unauthorized(format!("result callback refused: {e}")))?;
+
+    let map = input::object(http::parse_json(&body)?, &["status", "output", "error", "duration_ms", "usage", "attempt"])?;
+    let attempt = match map.get("attempt") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|a| *a >= 1 && *a <= u64::from(u32::MAX)).ok_or_else(|| {
+            Error::bad_request("invalid_field", "attempt", "`attempt` must be a positive integer")
+        })? as u32),
+    };
+    let duration_ms = match map.get("duration_ms") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            Error::bad_request("invalid_field", "duration_ms", "`duration_ms` must be a non-negative integer")
+        })?),
+    };
+    let report = match input::optional_string(&map, "status")?.as_deref() {
+        Some("completed") => Report::Succeeded {
+            output: map.get("output").cloned().unwrap_or(Value::Null),
+            usage: map.get("usage").cloned().filter(|u| !u.is_null()),
+            duration_ms,
+        },
+        Some("failed") => {
+            let message = match map.get("error") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Object(o)) => o.get("message").and_then(Value::as_str).unwrap_or("service reported failure").to_string(),
+                _ => "service reported failure".to_string(),
+            };
+            let retryable = map.get("error").and_then(|e| e.get("retryable")).and_then(Value::as_bool).unwrap_or(false);
+            Report::Failed(StepError::new(if retryable { ErrorKind::Transient } else { ErrorKind::Permanent }, message))
+        }
+        Some(other) => {
+            return Err(Error::bad_request("invalid_field", "status", format!("`status` must be \"completed\" or \"failed\", got {other:?}")))
+        }
+        None => return Err(Error::bad_request("missing_field", "status", "`status` is required")),
+    };
+    let mut engine = Engine::new(env).await?;
+    let outcome = engine.record(trace_id, service, attempt, report).await?;
+    let (code, recorded) = match &outcome {
+        RecordOutcome::Recorded { .. } => (200, "recorded"),
+        RecordOutcome::AlreadyTerminal => (200, "already_recorded"),
+        RecordOutcome::Stale => (200, "stale"),
+        RecordOutcome::NotFound => return Err(Error::NotFound { what: format!("step {service} of job {trace_id}") }),
+    };
+    let advance = match outcome {
+        RecordOutcome::Recorded { advance, .. } => serde_json::to_value(advance).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    http::json(code, &json!({ "success": true, "trace_id": trace_id, "service": service, "result": recorded, "advance": advance }))
+}

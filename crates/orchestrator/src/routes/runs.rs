@@ -1,0 +1,214 @@
+//! Runs: start (`POST /api/orchestration/run`), read, list events.
+
+use std::time::Duration;
+
+use baton_core::ids::RunId;
+use baton_core::plan::{builtin_plan, Plan, DEFAULT_PLAN_ID};
+use baton_core::request::{validate_run_request, RunRequestDraft};
+use baton_core::state::RunStatus;
+use baton_core::time::Millis;
+use baton_edge::d1::events as event_rows;
+use baton_edge::engine::{summary_of, Engine, Loaded, NewRun, Started};
+use baton_edge::{auth, clock, http, Error, Result};
+use serde_json::{json, Value};
+use worker::{Context, Delay, Env, Request, Response};
+
+use super::input;
+
+/// Longest `?wait`, in seconds.
+const MAX_WAIT_SECONDS: u64 = 60;
+/// Largest `parameters` object.
+const MAX_PARAMETERS_BYTES: usize = 32 * 1024;
+
+/// `POST /api/orchestration/run`
+pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
+    let client_id = auth::client_id(&req, env)?;
+    let wait = wait_seconds(&req)?;
+    let body: Value = http::read_json(&mut req).await?;
+    let map = input::object(body, &["website_id", "domain", "plan_id", "parameters", "idempotency_key"])?;
+    let draft = RunRequestDraft {
+        website_id: input::optional_string(&map, "website_id")?.unwrap_or_default(),
+        domain: input::optional_string(&map, "domain")?.unwrap_or_default(),
+        plan_id: input::optional_string(&map, "plan_id")?,
+        idempotency_key: input::optional_string(&map, "idempotency_key")?,
+    };
+    let parameters = input::optional_object(&map, "parameters", MAX_PARAMETERS_BYTES)?.unwrap_or_default();
+    let request = validate_run_request(&draft).map_err(|problems| {
+        let list = problems
+            .0
+            .iter()
+            .map(|p| json!({ "field": p.field(), "code": p.code(), "message": p.to_string() }))
+            .collect();
+        input::problems("invalid_request", &problems.to_string(), list)
+    })?;
+    let mut engine = Engine::new(env).await?;
+    let plan = resolve_plan(&engine, request.plan_id.as_str(), &client_id).await?;
+    let now = clock::now_ms();
+    let run_id = RunId::from_parts(Millis::new(now), clock::random_bytes::<8>()?);
+    let started = engine
+        .start_run(NewRun {
+            run_id,
+            kind: "diagnostic",
+            client_id,
+            website_id: request.website_id.as_str().to_string(),
+            domain: request.domain,
+            plan,
+            parameters: Value::Object(parameters),
+            idempotency_key: request.idempotency_key,
+            priority: 1,
+        })
+        .await?;
+    let (run, replayed) = match started {
+        Started::New(run) => (run, false),
+        Started::Existing(run) => (run, true),
+    };
+    if !replayed {
+        // The KV mirror is written after the response; it never decides anything.
+        let env2 = env.clone();
+        let run_id = run.run_id.clone();
+        ctx.wait_until(async move {
+            if let Ok(engine) = Engine::new(&env2).await {
+                if let Ok(Some(loaded)) = engine.load(&run_id).await {
+                    engine.write_snapshot(&loaded).await;
+                }
+            }
+        });
+    }
+    if let Some(seconds) = wait {
+        let loaded = wait_for_end(&engine, &run.run_id, seconds).await?;
+        let summary = summary_of(&loaded)?;
+        return http::json(
+            200,
+            &json!({ "success": true, "run_id": run.run_id, "status": loaded.run.status, "summary": summary, "idempotent_replay": replayed }),
+        );
+    }
+    http::json(
+        202,
+        &json!({
+            "success": true,
+            "run_id": run.run_id,
+            "status": run.status,
+            "status_url": format!("/api/orchestration/runs/{}", run.run_id),
+            "idempotent_replay": replayed,
+        }),
+    )
+}
+
+fn wait_seconds(req: &Request) -> Result<Option<u64>> {
+    let Some(raw) = http::query_param(req, "wait")? else { return Ok(None) };
+    match raw.parse::<u64>() {
+        Ok(s) if s <= MAX_WAIT_SECONDS => Ok(Some(s)),
+        _ => Err(Error::bad_request(
+            "invalid_field",
+            "wait",
+            format!("`wait` must be a whole number of seconds from 0 to {MAX_WAIT_SECONDS}, got {raw:?}"),
+        )),
+    }
+}
+
+/// Polls D1 (the authority) until the run ends or `seconds` pass; the interval grows from
+/// 5 ms to 100 ms so short runs answer fast and long waits stay cheap.
+async fn wait_for_end(engine: &Engine<'_>, run_id: &str, seconds: u64) -> Result<Loaded> {
+    let deadline = clock::now_ms() + seconds * 1000;
+    let mut interval = 5u64;
+    loop {
+        let loaded = engine.load(run_id).await?.ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?;
+        if loaded.status()?.is_terminal() || clock::now_ms() >= deadline {
+            return Ok(loaded);
+        }
+        Delay::from(Duration::from_millis(interval)).await;
+        interval = (interval * 3 / 2).min(100);
+    }
+}
+
+async fn resolve_plan(engine: &Engine<'_>, plan_id: &str, client_id: &str) -> Result<Plan> {
+    if let Some(plan) = builtin_plan(plan_id) {
+        return Ok(plan);
+    }
+    if let Some(plan) = baton_edge::d1::plans::get(&engine.db, plan_id, client_id).await? {
+        return Ok(plan);
+    }
+    Err(Error::BadRequest {
+        code: "unknown_plan",
+        message: format!("no plan named {plan_id:?} (built-in: standard-v1, quick-v1; or one you created)"),
+        details: json!({ "field": "plan_id", "default": DEFAULT_PLAN_ID }),
+    })
+}
+
+/// Loads a run the client may see; another client's run is 404, as if it did not exist.
+async fn visible_run(engine: &Engine<'_>, run_id: &str, client_id: &str) -> Result<Loaded> {
+    let not_found = || Error::NotFound { what: format!("run {run_id}") };
+    if run_id.parse::<RunId>().is_err() {
+        return Err(not_found());
+    }
+    match engine.load(run_id).await? {
+        Some(loaded) if loaded.run.client_id == client_id => Ok(loaded),
+        _ => Err(not_found()),
+    }
+}
+
+/// `GET /api/orchestration/runs/:run_id`
+pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
+    let client_id = auth::client_id(&req, env)?;
+    let engine = Engine::new(env).await?;
+    let loaded = visible_run(&engine, run_id, &client_id).await?;
+    let summary = summary_of(&loaded)?;
+    let service_results: Vec<Value> = loaded
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "service": s.service,
+                "status": s.status,
+                "wave": s.wave,
+                "attempts": s.attempts,
+                "duration_ms": s.duration_ms,
+                "error": s.error,
+            })
+        })
+        .collect();
+    let diagnosis = match &loaded.run.diagnosis_event_id {
+        Some(_) => {
+            let key = format!("run:{}:diagnosis", loaded.run.run_id);
+            event_rows::by_dedupe_key(&engine.db, &key)
+                .await?
+                .and_then(|e| serde_json::from_str::<Value>(&e.payload).ok())
+        }
+        None => None,
+    };
+    http::json(
+        200,
+        &json!({
+            "success": true,
+            "summary": summary,
+            "status": loaded.run.status,
+            "partial": loaded.run.partial.map(|p| p != 0),
+            "service_results": service_results,
+            "diagnosis": diagnosis,
+            "terminal": loaded.status().map(RunStatus::is_terminal).unwrap_or(false),
+        }),
+    )
+}
+
+/// `GET /api/orchestration/runs/:run_id/events`
+pub async fn events(req: Request, env: &Env, run_id: &str) -> Result<Response> {
+    let client_id = auth::client_id(&req, env)?;
+    let engine = Engine::new(env).await?;
+    visible_run(&engine, run_id, &client_id).await?;
+    let events: Vec<Value> = event_rows::of_run(&engine.db, run_id)
+        .await?
+        .into_iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "website_id": e.website_id,
+                "run_id": e.run_id,
+                "service": e.service,
+                "type": e.kind,
+                "payload": serde_json::from_str::<Value>(&e.payload).unwrap_or(Value::Null),
+                "created_at": Millis::new(e.created_at.max(0) as u64).to_rfc3339(),
+            })
+        })
+        .collect();
+    http::json(200, &json!({ "success": true, "run_id": run_id, "events": events }))
+}

@@ -1,0 +1,144 @@
+//! One poller tick: select only due work through indexes, in bounded batches, and push each
+//! run forward with the same engine the event-driven path uses.
+
+use std::collections::BTreeSet;
+
+use baton_core::messages::AnalysisMessage;
+use baton_core::time::Millis;
+use baton_edge::d1::{runs, steps, Meta};
+use baton_edge::engine::{Caller, Engine, ANALYSIS_TIMEOUT_MS};
+use baton_edge::{bindings, kv::Kv, queues, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+use worker::Env;
+
+/// A retry whose backoff ended this long ago lost its delayed message: dispatch it anew.
+const RETRY_GRACE_MS: i64 = 10_000;
+
+/// What one tick did.
+#[derive(Debug, Default, Serialize)]
+pub struct TickCounts {
+    pub runs_checked: u32,
+    pub aggregated: u32,
+    pub deferred: u32,
+    pub failed: u32,
+    pub steps_timed_out: u32,
+    pub steps_skipped: u32,
+    pub steps_dispatched: u32,
+    pub analysis_resent: u32,
+    pub errors: u32,
+    pub rows_read: u64,
+}
+
+/// The cron entry point: acts only if the polling interval has passed.
+pub async fn cron(env: &Env) -> Result<Value> {
+    let engine = Engine::new(env).await?;
+    let now = engine.now();
+    let last_at = match Kv::from_env(env)?.get_text(bindings::kv_keys::LAST_RUN).await {
+        Ok(Some(text)) => serde_json::from_str::<Value>(&text).ok().and_then(|v| v["at"].as_u64()).map(Millis::new),
+        Ok(None) => None,
+        // KV trouble must not stop the safety net: act.
+        Err(e) => {
+            worker::console_warn!("poller: reading last_run failed ({e}); ticking anyway");
+            None
+        }
+    };
+    if !engine.config.poll_due(last_at, now) {
+        return Ok(json!({ "ran": false, "reason": "polling interval not reached", "last_run_at": last_at.map(Millis::as_u64) }));
+    }
+    tick(engine).await
+}
+
+/// `POST /admin/tick`: one tick now, whatever the interval.
+pub async fn run_now(env: &Env) -> Result<Value> {
+    tick(Engine::new(env).await?).await
+}
+
+async fn tick(mut engine: Engine<'_>) -> Result<Value> {
+    let started = engine.now();
+    let now = started.as_u64() as i64;
+    let limit = engine.config.poller_batch_size;
+    let mut counts = TickCounts::default();
+    let mut meta = Meta::default();
+
+    // 1. Runs whose due time passed: deadlines, deferred fan-ins, released claims, lost analyses.
+    let (due, m) = runs::due(&engine.db, now, limit).await?;
+    meta += m;
+    let mut seen = BTreeSet::new();
+    for run in due {
+        seen.insert(run.run_id.clone());
+        if run.status == "aggregating" {
+            match resend_analysis(&engine, &run).await {
+                Ok(()) => counts.analysis_resent += 1,
+                Err(e) => {
+                    counts.errors += 1;
+                    worker::console_error!("poller: run {}: resending analysis failed: {e}", run.run_id);
+                }
+            }
+            continue;
+        }
+        advance(&mut engine, &run.run_id, &mut counts, true).await;
+    }
+    // 2. Attempts past their own timeout, 3. retries whose delayed message was lost.
+    let (overdue, m) = steps::overdue(&engine.db, now, limit).await?;
+    meta += m;
+    let (stale, m) = steps::stale_retries(&engine.db, now, RETRY_GRACE_MS, limit).await?;
+    meta += m;
+    let more: BTreeSet<String> =
+        overdue.into_iter().map(|(run_id, _)| run_id).chain(stale.into_iter().map(|s| s.run_id)).collect();
+    for run_id in more.difference(&seen) {
+        advance(&mut engine, run_id, &mut counts, false).await;
+    }
+    counts.rows_read = meta.rows_read;
+
+    let finished = engine.now();
+    let last_run = json!({
+        "at": started.as_u64(),
+        "at_rfc3339": started.to_rfc3339(),
+        "duration_ms": finished.since(started),
+        "counts": counts,
+    });
+    worker::console_log!("{}", json!({ "event": "poller_tick", "last_run": last_run }));
+    if let Err(e) = Kv::from_env(engine.env())?.put_json(bindings::kv_keys::LAST_RUN, &last_run).await {
+        worker::console_error!("poller: writing last_run failed: {e}");
+    }
+    Ok(json!({ "ran": true, "last_run": last_run }))
+}
+
+async fn advance(engine: &mut Engine<'_>, run_id: &str, counts: &mut TickCounts, from_due: bool) {
+    counts.runs_checked += 1;
+    let outcome = async {
+        let Some(loaded) = engine.load(run_id).await? else { return Ok(()) };
+        let report = engine.advance(&loaded, Caller::Poller).await?;
+        counts.steps_timed_out += report.timed_out.len() as u32;
+        counts.steps_skipped += report.skipped.len() as u32;
+        counts.steps_dispatched += report.dispatched.len() as u32;
+        counts.aggregated += u32::from(report.aggregated.is_some());
+        counts.failed += u32::from(report.failed);
+        let settled = report.aggregated.is_some() || report.failed;
+        if from_due && !settled {
+            // Nothing left to do now: look again at the run's deadline.
+            let next = loaded.run.deadline_at.max(engine.now().as_u64() as i64 + 60_000);
+            engine.db.batch(vec![runs::set_due(&engine.db, run_id, next)?]).await?;
+        }
+        Ok::<(), baton_edge::Error>(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        counts.errors += 1;
+        worker::console_error!("poller: run {run_id}: {e}");
+    }
+}
+
+async fn resend_analysis(engine: &Engine<'_>, run: &runs::RunRow) -> Result<()> {
+    let missing: Vec<String> = run.missing.as_deref().and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default();
+    let message = AnalysisMessage::new(
+        run.run_id.parse().map_err(|e| baton_edge::Error::Storage(format!("run id: {e}")))?,
+        run.partial == Some(1),
+        missing.iter().filter_map(|m| m.parse().ok()).collect(),
+    );
+    queues::send(&queues::analysis_queue(engine.env())?, &message).await?;
+    let next = engine.now().saturating_add(ANALYSIS_TIMEOUT_MS).as_u64() as i64;
+    engine.db.batch(vec![runs::set_due(&engine.db, &run.run_id, next)?]).await?;
+    Ok(())
+}
