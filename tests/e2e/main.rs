@@ -2,4 +2,5 @@
 //! test binary; tests that need a stack of their own start one).
 
 mod foundation;
+mod consumer;
 mod runs;

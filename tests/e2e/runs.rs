@@ -12,17 +12,27 @@ pub fn start_run(stack: &Stack, body: &Value) -> String {
     r.json()["run_id"].as_str().expect("run_id").to_string()
 }
 
-/// Polls the run until it is terminal and returns its GET body.
+/// Polls the run until it is terminal and returns its GET body (panics with the run and
+/// wrangler's recent output after 30 s).
 pub fn wait_terminal(stack: &Stack, run_id: &str) -> Value {
-    poll_until(&format!("run {run_id} to finish"), Duration::from_secs(30), || {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
         let r = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{run_id}"));
         assert_eq!(r.status, 200, "{}", r.text());
         let body = r.json();
-        (body["terminal"] == true).then_some(body)
-    })
+        if body["terminal"] == true {
+            return body;
+        }
+        if std::time::Instant::now() >= deadline {
+            let log = stack.log();
+            let tail: String = log.chars().rev().take(4000).collect::<Vec<_>>().into_iter().rev().collect();
+            panic!("run {run_id} did not finish within 30 s: {body}\nwrangler log (tail):\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
-fn step<'a>(body: &'a Value, service: &str) -> &'a Value {
+pub fn step<'a>(body: &'a Value, service: &str) -> &'a Value {
     body["service_results"]
         .as_array()
         .and_then(|a| a.iter().find(|s| s["service"] == service))

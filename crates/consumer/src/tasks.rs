@@ -63,9 +63,13 @@ async fn execute(engine: &mut Engine<'_>, task: &TaskMessage) -> Result<Disposit
     };
     let record = record_of(&row)?;
     let now = engine.now();
-    let attempt = match (record.status, record.attempts == task.attempt) {
+    // A retried message keeps its body (the first attempt's number), so while the step backs
+    // off any delivery of it may dispatch the next attempt; the guarded write keeps that to one.
+    let current = record.attempts == task.attempt;
+    let retry_trigger = record.status == StepStatus::Retrying && task.attempt <= record.attempts;
+    let attempt = match (record.status, current || retry_trigger) {
         // The attempt the message asks for, dispatched and not yet claimed by anyone.
-        (StepStatus::Running, true) => {
+        (StepStatus::Running, true) if current => {
             let claim = steps::claim_start(&engine.db, run_id, service, row.attempts, now.as_u64() as i64)?;
             if engine.db.batch(vec![claim]).await?.first().map(|m| m.changes).unwrap_or(0) == 0 {
                 return Ok(Disposition::Ack); // a duplicate delivery: another consumer has it

@@ -37,3 +37,14 @@ pub fn task_queue(env: &worker::Env) -> Result<Queue> {
 pub fn analysis_queue(env: &worker::Env) -> Result<Queue> {
     producer(env, bindings::LLM_ANALYSIS_QUEUE)
 }
+
+/// Sends arbitrary JSON values as JSON messages (serde's maps would otherwise reach JS as
+/// `Map`s, which do not survive JSON). For test hooks and replays.
+pub async fn send_json_values(queue: &Queue, messages: &[serde_json::Value]) -> Result<()> {
+    for message in messages {
+        let js = js_sys::JSON::parse(&message.to_string()).map_err(|_| Error::Internal("unparseable JSON".into()))?;
+        let raw = worker::RawMessageBuilder::new(js).build_with_content_type(worker::QueueContentType::Json);
+        queue.send_raw(raw).await.map_err(|e| Error::Queue(e.to_string()))?;
+    }
+    Ok(())
+}

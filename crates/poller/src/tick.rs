@@ -6,14 +6,12 @@ use std::collections::BTreeSet;
 use baton_core::messages::AnalysisMessage;
 use baton_core::time::Millis;
 use baton_edge::d1::{runs, steps, Meta};
-use baton_edge::engine::{Caller, Engine, ANALYSIS_TIMEOUT_MS};
+use baton_edge::engine::{Caller, Engine, ANALYSIS_TIMEOUT_MS, RETRY_GRACE_MS};
 use baton_edge::{bindings, kv::Kv, queues, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 use worker::Env;
 
-/// A retry whose backoff ended this long ago lost its delayed message: dispatch it anew.
-const RETRY_GRACE_MS: i64 = 10_000;
 
 /// What one tick did.
 #[derive(Debug, Default, Serialize)]
@@ -82,7 +80,7 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
     // 2. Attempts past their own timeout, 3. retries whose delayed message was lost.
     let (overdue, m) = steps::overdue(&engine.db, now, limit).await?;
     meta += m;
-    let (stale, m) = steps::stale_retries(&engine.db, now, RETRY_GRACE_MS, limit).await?;
+    let (stale, m) = steps::stale_retries(&engine.db, now, RETRY_GRACE_MS as i64, limit).await?;
     meta += m;
     let more: BTreeSet<String> =
         overdue.into_iter().map(|(run_id, _)| run_id).chain(stale.into_iter().map(|s| s.run_id)).collect();

@@ -122,9 +122,13 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
     if behaviour.never_answer {
         return Ok(Response::from_json(&json!({ "status": "accepted", "executionId": stage.execution_id }))?.with_status(202));
     }
+    let mut output = outputs::output(service, &input);
+    if input["received_by_reference"] == true {
+        output["received_by_reference"] = json!(true);
+    }
     let result = json!({
         "status": "completed",
-        "output": outputs::output(service, &input),
+        "output": output,
         "usage": outputs::usage(service, &input),
         "duration_ms": behaviour.latency_ms(),
         "attempt": stage.attempt,

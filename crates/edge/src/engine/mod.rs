@@ -10,5 +10,5 @@ mod run;
 mod start;
 
 pub use rows::{record_of, row_with_record};
-pub use run::{snapshot_of, summary_of, AdvanceReport, Caller, Engine, Loaded, RecordOutcome, Report, ANALYSIS_TIMEOUT_MS};
+pub use run::{snapshot_of, summary_of, AdvanceReport, Caller, Engine, Loaded, RecordOutcome, Report, ANALYSIS_TIMEOUT_MS, RETRY_GRACE_MS};
 pub use start::{NewRun, Started};

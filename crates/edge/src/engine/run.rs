@@ -24,6 +24,10 @@ use crate::d1::{Arg, Db, Stmt};
 use crate::kv::Kv;
 use crate::{bindings, clock, queues, Error, Result};
 
+/// How long after its backoff a retry's own message counts as lost (the poller then
+/// dispatches the step anew).
+pub const RETRY_GRACE_MS: u64 = 10_000;
+
 /// How long an analysis may take before the poller sends its message again.
 pub const ANALYSIS_TIMEOUT_MS: u64 = 2 * 60 * 1000;
 
@@ -250,6 +254,13 @@ impl<'a> Engine<'a> {
                 let (Some(record), Some(spec)) = (records.get(service.as_str()), plan.step(service.as_str())) else {
                     continue;
                 };
+                // A backing-off step comes back through its own task message (queue retry
+                // with delay, dead-lettered after the queue's retries). Only the poller
+                // re-dispatches it, and only once that message is overdue (lost).
+                let retry_is_overdue = record.next_attempt_at.is_none_or(|at| at.saturating_add(RETRY_GRACE_MS) <= now);
+                if record.status == StepStatus::Retrying && !(caller == Caller::Poller && retry_is_overdue) {
+                    continue;
+                }
                 let event = if schedule.dispatch.contains(service) { StepEvent::Dispatched } else { StepEvent::Skipped };
                 if let Ok(StepOutcome::Applied(next)) = state::apply(record, event.clone(), now, spec, &mut self.rng) {
                     if event == StepEvent::Dispatched {

@@ -45,6 +45,10 @@ pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
             Method::Post => return test_hooks::sql(req, env).await,
             _ => &[Method::Post],
         },
+        ["__test", "queues", name] => match method {
+            Method::Post => return test_hooks::queue(req, env, name).await,
+            _ => &[Method::Post],
+        },
         ["__test", "kv", key] => match method {
             Method::Get | Method::Put | Method::Delete => return test_hooks::kv(req, env, key).await,
             _ => &[Method::Get, Method::Put, Method::Delete],

@@ -2,7 +2,7 @@
 //! rows read) and KV access. They answer only when `BATON_TEST_HOOKS` is "true" and the
 //! admin token is given; otherwise they do not exist (404).
 
-use baton_edge::{auth, d1::{Arg, Db}, http, kv::Kv, Error, Result};
+use baton_edge::{auth, d1::{Arg, Db}, http, kv::Kv, queues, Error, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
@@ -62,4 +62,23 @@ pub async fn kv(mut req: Request, env: &Env, key: &str) -> Result<Response> {
             http::json(200, &json!({ "key": key, "deleted": true }))
         }
     }
+}
+
+#[derive(Deserialize)]
+struct QueueRequest {
+    messages: Vec<Value>,
+}
+
+/// `POST /__test/queues/{tasks|analysis}` `{messages: [...]}`: sends raw messages, so tests
+/// can deliver duplicates and malformed bodies the way an at-least-once queue might.
+pub async fn queue(mut req: Request, env: &Env, name: &str) -> Result<Response> {
+    guard(&req, env)?;
+    let body: QueueRequest = http::read_json(&mut req).await?;
+    let queue = match name {
+        "tasks" => queues::task_queue(env)?,
+        "analysis" => queues::analysis_queue(env)?,
+        other => return Err(Error::NotFound { what: format!("queue {other}") }),
+    };
+    queues::send_json_values(&queue, &body.messages).await?;
+    http::json(200, &json!({ "sent": body.messages.len() }))
 }
