@@ -3,4 +3,5 @@
 
 mod foundation;
 mod consumer;
+mod poller;
 mod runs;

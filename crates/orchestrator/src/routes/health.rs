@@ -34,7 +34,10 @@ async fn fetch_health(env: &Env, binding: &'static str) -> Value {
     let outcome = async {
         let fetcher = env.service(binding)?;
         let mut response = fetcher.fetch("https://internal/health", None).await?;
-        response.json::<Value>().await
+        let status = response.status_code();
+        let mut body = response.json::<Value>().await?;
+        body["http_status"] = json!(status);
+        Ok::<Value, worker::Error>(body)
     }
     .await;
     outcome.unwrap_or_else(|e| json!({ "status": "unreachable", "error": e.to_string() }))
