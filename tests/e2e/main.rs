@@ -2,6 +2,7 @@
 //! test binary; tests that need a stack of their own start one).
 
 mod foundation;
+mod llm;
 mod consumer;
 mod poller;
 mod runs;

@@ -32,6 +32,9 @@ pub struct StackOptions {
     pub vars: Vec<(String, String)>,
     /// Reuse this persistence directory instead of a fresh one (restart tests).
     pub persist_dir: Option<PathBuf>,
+    /// Extra variables for the consumer worker (e.g. `LLM_API_URL`). `--var` only reaches
+    /// the primary worker, so the harness writes a copy of the consumer's config with them.
+    pub consumer_vars: Vec<(String, String)>,
 }
 
 /// A running stack. Dropping it kills every process it started.
@@ -94,6 +97,45 @@ impl Secrets {
 
 static STACK_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A copy of the consumer's wrangler config with extra `[vars]`, beside its own `.dev.vars`.
+fn write_consumer_config(root: &Path, scratch: &Path, vars: &[(String, String)]) -> PathBuf {
+    let crate_dir = root.join("crates/consumer");
+    let original = fs::read_to_string(crate_dir.join("wrangler.toml")).expect("reading the consumer config");
+    let mut out = String::new();
+    let mut skipping_build = false;
+    for line in original.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            skipping_build = trimmed == "[build]";
+        }
+        if skipping_build {
+            continue; // the workers are built already
+        }
+        if let Some(rest) = trimmed.strip_prefix("main = ") {
+            out.push_str(&format!("main = {:?}\n", crate_dir.join(rest.trim_matches('"')).display().to_string()));
+        } else if trimmed.starts_with("migrations_dir = ") {
+            out.push_str(&format!("migrations_dir = {:?}\n", root.join("migrations").display().to_string()));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+            if trimmed == "[vars]" {
+                for (k, v) in vars {
+                    out.push_str(&format!("{k} = {v:?}\n"));
+                }
+            }
+        }
+    }
+    let dir = scratch.join("consumer");
+    fs::create_dir_all(&dir).expect("creating the consumer config directory");
+    let dev_vars = fs::read_to_string(crate_dir.join(".dev.vars"))
+        .or_else(|_| fs::read_to_string(crate_dir.join(".dev.vars.example")))
+        .unwrap_or_default();
+    fs::write(dir.join(".dev.vars"), dev_vars).expect("writing the consumer .dev.vars");
+    let path = dir.join("wrangler.toml");
+    fs::write(&path, out).expect("writing the consumer config");
+    path
+}
+
 impl Stack {
     /// Starts a fresh stack (fresh D1/KV/queues) and waits until `/health` answers 200.
     /// Panics with wrangler's own output if it does not come up.
@@ -140,7 +182,12 @@ impl Stack {
             .arg(&wrangler)
             .arg("dev");
         for config in WORKER_CONFIGS {
-            command.args(["-c", config]);
+            if config.contains("consumer") && !options.consumer_vars.is_empty() {
+                let copy = write_consumer_config(&root, &scratch, &options.consumer_vars);
+                command.arg("-c").arg(copy);
+            } else {
+                command.args(["-c", config]);
+            }
         }
         command
             .args(["--port", &port.to_string(), "--inspector-port", &inspector_port.to_string()])

@@ -12,10 +12,12 @@ use baton_core::summary::{confidence, missing_services};
 use baton_core::synthesis;
 use baton_edge::d1::events::{self as event_rows, EventRow};
 use baton_edge::d1::{runs, Arg};
-use baton_edge::engine::{Engine, Loaded};
+use baton_edge::engine::Engine;
 use baton_edge::{clock, Error, Result};
 use serde_json::Value;
 use worker::{MessageExt, QueueRetryOptionsBuilder, RawMessage};
+
+use crate::llm::{narrative, LlmConfig};
 
 /// The `type` of the diagnosis event.
 pub const DIAGNOSIS_EVENT_TYPE: &str = "diagnosis";
@@ -46,7 +48,6 @@ async fn finalize(engine: &mut Engine<'_>, run_id: &str, synthesis_error: Option
     if loaded.status()? != RunStatus::Aggregating {
         return Ok(()); // finalised already, or not claimed: nothing to do
     }
-    let now = engine.now();
     let records = loaded.records()?;
     let plan = &loaded.plan;
     let missing: Vec<String> = missing_services(plan, &records).iter().map(|s| s.as_str().to_string()).collect();
@@ -58,6 +59,17 @@ async fn finalize(engine: &mut Engine<'_>, run_id: &str, synthesis_error: Option
         .collect();
     let mut diagnosis = synthesis::diagnose(&loaded.run.domain, &outputs, &missing, confidence(plan, &records));
     diagnosis.synthesis_error = synthesis_error.map(str::to_string);
+    // The dead-letter path finalises with the rules alone: it must not wait on the LLM again.
+    if let (None, Some(llm)) = (synthesis_error, LlmConfig::from_env(engine.env())) {
+        match narrative(&llm, &diagnosis).await {
+            Ok(text) => {
+                diagnosis.narrative = Some(text);
+                diagnosis.synthesis = "rules+llm".to_string();
+            }
+            Err(error) => diagnosis.synthesis_error = Some(error),
+        }
+    }
+    let now = engine.now();
 
     let run_id_typed = loaded.run_id()?;
     let event_id = EventId::from_parts(now, clock::random_bytes::<8>()?);
@@ -112,12 +124,8 @@ async fn finalize(engine: &mut Engine<'_>, run_id: &str, synthesis_error: Option
     let metas = engine.db.batch(statements).await?;
     if metas.first().is_some_and(|m| m.changes > 0) {
         if let Some(done) = engine.load(run_id).await? {
-            write_snapshot(engine, &done).await;
+            engine.write_snapshot(&done).await;
         }
     }
     Ok(())
-}
-
-async fn write_snapshot(engine: &Engine<'_>, loaded: &Loaded) {
-    engine.write_snapshot(loaded).await;
 }

@@ -8,6 +8,7 @@
 
 mod analysis;
 mod dead_letters;
+mod llm;
 mod services;
 mod tasks;
 
