@@ -23,16 +23,22 @@
 //! - [`ids`], [`time`]: identifier newtypes; instants and RFC 3339.
 //! - [`messages`]: queue message shapes.
 //! - [`request`]: run and execution request validation.
+//! - [`listing`]: run listing queries and page cursors.
+//! - [`cancel`]: cancelling a run.
+//! - [`execution`]: pipeline executions: demand, admission, costs.
 //! - [`signature`]: signed result callbacks (HMAC-SHA256).
 //! - [`synthesis`]: the rule-based analysis (signals, rules, findings, recommendations).
 
 #![warn(missing_docs)]
 
+pub mod cancel;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod execution;
 pub mod fanin;
 pub mod ids;
+pub mod listing;
 pub mod messages;
 pub mod plan;
 pub mod request;
