@@ -145,3 +145,6 @@ CREATE TABLE resource_allocations (
     PRIMARY KEY (run_id, resource)
 ) WITHOUT ROWID;
 CREATE INDEX resource_allocations_expiry ON resource_allocations (status, expires_at);
+
+-- Running attempts of services that report progress (the poller polls them).
+CREATE INDEX steps_progress ON steps (deadline_at) WHERE status = 'running' AND progress IS NOT NULL;

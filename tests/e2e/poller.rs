@@ -205,3 +205,36 @@ fn a_tick_reads_rows_in_proportion_to_active_jobs_not_history() {
     let rows_read = t["last_run"]["counts"]["rows_read"].as_i64().unwrap_or(i64::MAX);
     assert!(rows_read < 200, "a tick read {rows_read} rows with 10 000 finished runs in history: {t}");
 }
+
+#[test]
+fn a_long_running_step_that_reports_progress_is_polled_and_recorded() {
+    let (stack, _turn) = poller_stack();
+    let run_id = start_run(
+        stack,
+        &json!({
+            "website_id": "site_progress",
+            "domain": "progress.example",
+            "plan_id": "quick-v1",
+            "parameters": {"sample_behaviour": {"technical-seo": {"never_answer": true}}},
+        }),
+    );
+    poll_until("technical-seo to be accepted asynchronously", Duration::from_secs(10), || {
+        let (rows, _) = stack.sql(
+            "SELECT progress FROM steps WHERE run_id = ?1 AND service = 'technical-seo' AND progress IS NOT NULL",
+            &[json!(run_id)],
+        );
+        rows.first().cloned()
+    });
+    let t = tick(stack);
+    assert!(t["last_run"]["counts"]["progress_polled"].as_i64().unwrap_or(0) >= 1, "{t}");
+    let r = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{run_id}"));
+    let body = r.json();
+    let step = body["service_results"].as_array().and_then(|a| a.iter().find(|s| s["service"] == "technical-seo")).cloned();
+    let progress = step.map(|s| s["progress"].clone()).unwrap_or(Value::Null);
+    let fraction = progress["progress"].as_f64().unwrap_or(-1.0);
+    assert!((0.0..=1.0).contains(&fraction), "{progress}");
+    assert_eq!(progress["status"], "running");
+    // Settle the run so later ticks on this stack count only their own work.
+    stack.sql("UPDATE steps SET status = 'cancelled' WHERE run_id = ?1 AND status = 'running'", &[json!(run_id)]);
+    stack.sql("UPDATE runs SET status = 'cancelled', due_at = NULL WHERE run_id = ?1", &[json!(run_id)]);
+}

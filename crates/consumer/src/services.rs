@@ -11,8 +11,8 @@ use baton_edge::bindings;
 pub enum ServiceOutcome {
     /// It answered with the result.
     Done { output: Value, usage: Option<Value>, duration_ms: Option<u64> },
-    /// It accepted the work and will report with a callback.
-    Accepted,
+    /// It accepted the work and will report with a callback; `progress`: it can be polled.
+    Accepted { progress: bool },
     /// It failed; the kind says whether to retry.
     Failed(StepError),
 }
@@ -87,9 +87,11 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
         json!({ "estimatedTokens": attempt.estimated_tokens, "timeoutMs": attempt.timeout_ms });
     handshake["validationConfig"] = json!({ "requireOutput": true });
     let base = base_url(attempt.service);
+    let progress_capable;
     match post(env, &format!("{base}/api/handshake"), &handshake).await {
         Err(error) => return ServiceOutcome::Failed(error),
         Ok((200..=299, body)) => {
+            progress_capable = body["capabilities"]["progress"] == Value::Bool(true);
             if body["accepted"] != Value::Bool(true) {
                 let reason = body["reason"].as_str().unwrap_or("no reason given");
                 return ServiceOutcome::Failed(StepError::new(
@@ -102,7 +104,7 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
     }
     match post(env, &format!("{base}/api/process"), &common).await {
         Err(error) => ServiceOutcome::Failed(error),
-        Ok((202, _)) => ServiceOutcome::Accepted,
+        Ok((202, _)) => ServiceOutcome::Accepted { progress: progress_capable },
         Ok((200..=299, body)) => match body["status"].as_str() {
             Some("failed") => ServiceOutcome::Failed(StepError::new(ErrorKind::Permanent, error_message(&body))),
             _ => ServiceOutcome::Done {

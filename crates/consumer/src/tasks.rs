@@ -114,7 +114,14 @@ async fn execute(engine: &mut Engine<'_>, task: &TaskMessage) -> Result<Disposit
     )
     .await;
     let report = match outcome {
-        ServiceOutcome::Accepted => return Ok(Disposition::Ack), // the result comes by callback
+        // The result comes by callback; a service that reports progress is polled by the poller.
+        ServiceOutcome::Accepted { progress } => {
+            if progress {
+                let mark = steps::mark_progress_pollable(&engine.db, run_id, service, attempt, engine.now().as_u64() as i64)?;
+                engine.db.batch(vec![mark]).await?;
+            }
+            return Ok(Disposition::Ack);
+        }
         ServiceOutcome::Done { output, usage, duration_ms } => Report::Succeeded { output, usage, duration_ms },
         ServiceOutcome::Failed(error) => Report::Failed(error),
     };

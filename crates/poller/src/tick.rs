@@ -24,6 +24,7 @@ pub struct TickCounts {
     pub steps_skipped: u32,
     pub steps_dispatched: u32,
     pub analysis_resent: u32,
+    pub progress_polled: u32,
     pub errors: u32,
     pub rows_read: u64,
 }
@@ -87,7 +88,25 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
     for run_id in more.difference(&seen) {
         advance(&mut engine, run_id, &mut counts, false).await;
     }
-    counts.rows_read = meta.rows_read;
+    // 4. Long-running steps whose service reports progress.
+    let (pollable, m) = steps::pollable(&engine.db, limit).await?;
+    meta += m;
+    for (run_id, service, attempts) in pollable {
+        match poll_progress(&engine, &run_id, &service, attempts).await {
+            Ok(()) => counts.progress_polled += 1,
+            Err(e) => {
+                counts.errors += 1;
+                worker::console_warn!("poller: progress of {run_id}/{service}: {e}");
+            }
+        }
+    }
+    // 4. Pipeline executions: release ended reservations, expire, admit by priority.
+    let admission = baton_edge::admission::admit_queued(&mut engine, limit).await.unwrap_or_else(|e| {
+        counts.errors += 1;
+        worker::console_error!("poller: admission pass failed: {e}");
+        Default::default()
+    });
+    counts.rows_read = meta.rows_read + admission.rows_read;
 
     let finished = engine.now();
     let last_run = json!({
@@ -95,6 +114,7 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
         "at_rfc3339": started.to_rfc3339(),
         "duration_ms": finished.since(started),
         "counts": counts,
+        "admission": admission,
     });
     worker::console_log!("{}", json!({ "event": "poller_tick", "last_run": last_run }));
     if let Err(e) = Kv::from_env(engine.env())?.put_json(bindings::kv_keys::LAST_RUN, &last_run).await {
@@ -138,5 +158,29 @@ async fn resend_analysis(engine: &Engine<'_>, run: &runs::RunRow) -> Result<()> 
     queues::send(&queues::analysis_queue(engine.env())?, &message).await?;
     let next = engine.now().saturating_add(ANALYSIS_TIMEOUT_MS).as_u64() as i64;
     engine.db.batch(vec![runs::set_due(&engine.db, &run.run_id, next)?]).await?;
+    Ok(())
+}
+
+/// `GET {service}/api/progress/{executionId}`, recorded on the step.
+async fn poll_progress(engine: &Engine<'_>, run_id: &str, service: &str, attempts: i64) -> Result<()> {
+    let services = engine
+        .env()
+        .service(bindings::SERVICES)
+        .map_err(|e| baton_edge::Error::Binding { name: bindings::SERVICES, cause: e.to_string() })?;
+    let url = format!("https://services.internal/{service}/api/progress/{run_id}");
+    let mut response = services
+        .fetch(url, None)
+        .await
+        .map_err(|e| baton_edge::Error::Upstream { service: service.to_string(), message: e.to_string() })?;
+    let status = response.status_code();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let progress = json!({
+        "pollable": true,
+        "polled_at": engine.now().as_u64(),
+        "http_status": status,
+        "progress": body.get("progress").cloned().unwrap_or(Value::Null),
+        "status": body.get("status").cloned().unwrap_or(Value::Null),
+    });
+    engine.db.batch(vec![steps::record_progress(&engine.db, run_id, service, attempts, &progress.to_string())?]).await?;
     Ok(())
 }

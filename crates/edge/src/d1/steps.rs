@@ -135,3 +135,63 @@ pub async fn stale_retries(db: &Db, now: i64, grace_ms: i64, limit: u32) -> Resu
 pub fn select_of_run(db: &Db, run_id: &str) -> Result<Stmt> {
     db.stmt(&format!("SELECT {COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY position"), &[Arg::from(run_id)])
 }
+
+/// The scheduling columns of the steps of several runs (payload columns read as NULL), at
+/// most 100 runs per statement (D1's bound-parameter limit).
+pub async fn scheduling_of_runs(db: &Db, run_ids: &[&str]) -> Result<Vec<StepRow>> {
+    let mut rows = Vec::new();
+    for chunk in run_ids.chunks(100) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+        let args: Vec<Arg> = chunk.iter().map(|id| Arg::from(*id)).collect();
+        let (mut part, _) = db
+            .all::<StepRow>(
+                &format!(
+                    "SELECT run_id, service, position, wave, status, attempts, started_at, claimed_at, finished_at, \
+                     deadline_at, next_attempt_at, duration_ms, error, error_kind, NULL AS output, NULL AS usage, \
+                     NULL AS progress FROM steps WHERE run_id IN ({}) ORDER BY run_id, position",
+                    placeholders.join(", ")
+                ),
+                &args,
+            )
+            .await?;
+        rows.append(&mut part);
+    }
+    Ok(rows)
+}
+
+/// Marks a running attempt whose service accepted the work asynchronously and reports
+/// progress: the poller then polls it (`progress` JSON, `{"pollable": true, ...}`).
+pub fn mark_progress_pollable(db: &Db, run_id: &str, service: &str, attempt: u32, now: i64) -> Result<Stmt> {
+    db.stmt(
+        "UPDATE steps SET progress = json_object('pollable', json('true'), 'accepted_at', ?4) \
+         WHERE run_id = ?1 AND service = ?2 AND status = 'running' AND attempts = ?3",
+        &[Arg::from(run_id), Arg::from(service), Arg::from(attempt), Arg::Int(now)],
+    )
+}
+
+/// Running attempts that report progress, least recently polled first (partial index
+/// `steps_progress`).
+pub async fn pollable(db: &Db, limit: u32) -> Result<(Vec<(String, String, i64)>, super::Meta)> {
+    #[derive(Deserialize)]
+    struct Key {
+        run_id: String,
+        service: String,
+        attempts: i64,
+    }
+    let (rows, meta) = db
+        .all::<Key>(
+            "SELECT run_id, service, attempts FROM steps WHERE status = 'running' AND progress IS NOT NULL \
+             ORDER BY deadline_at LIMIT ?1",
+            &[Arg::from(limit)],
+        )
+        .await?;
+    Ok((rows.into_iter().map(|k| (k.run_id, k.service, k.attempts)).collect(), meta))
+}
+
+/// Records what a service said about its progress (only while that attempt still runs).
+pub fn record_progress(db: &Db, run_id: &str, service: &str, attempts: i64, progress_json: &str) -> Result<Stmt> {
+    db.stmt(
+        "UPDATE steps SET progress = ?4 WHERE run_id = ?1 AND service = ?2 AND status = 'running' AND attempts = ?3",
+        &[Arg::from(run_id), Arg::from(service), Arg::Int(attempts), Arg::from(progress_json)],
+    )
+}

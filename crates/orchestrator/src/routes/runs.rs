@@ -136,7 +136,7 @@ async fn resolve_plan(engine: &Engine<'_>, plan_id: &str, client_id: &str) -> Re
 }
 
 /// Loads a run the client may see; another client's run is 404, as if it did not exist.
-async fn visible_run(engine: &Engine<'_>, run_id: &str, client_id: &str) -> Result<Loaded> {
+pub(super) async fn visible_run(engine: &Engine<'_>, run_id: &str, client_id: &str) -> Result<Loaded> {
     let not_found = || Error::NotFound { what: format!("run {run_id}") };
     if run_id.parse::<RunId>().is_err() {
         return Err(not_found());
@@ -164,6 +164,7 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
                 "attempts": s.attempts,
                 "duration_ms": s.duration_ms,
                 "error": s.error,
+                "progress": s.progress.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()),
             })
         })
         .collect();
