@@ -22,7 +22,7 @@ use crate::llm::{narrative, LlmConfig};
 /// The `type` of the diagnosis event.
 pub const DIAGNOSIS_EVENT_TYPE: &str = "diagnosis";
 
-pub async fn handle(engine: &mut Engine<'_>, message: &RawMessage, dead_lettered: bool) {
+pub async fn handle(engine: &Engine<'_>, message: &RawMessage, dead_lettered: bool) {
     let queue = if dead_lettered { "llm-analysis-dlq" } else { "llm-analysis" };
     let analysis = match crate::body_json(message).and_then(|v| AnalysisMessage::decode(&v).map_err(|e| e.to_string())) {
         Ok(analysis) => analysis,
@@ -43,7 +43,7 @@ pub async fn handle(engine: &mut Engine<'_>, message: &RawMessage, dead_lettered
 }
 
 /// Writes the diagnosis and finishes the run, once.
-async fn finalize(engine: &mut Engine<'_>, run_id: &str, synthesis_error: Option<&str>) -> Result<()> {
+async fn finalize(engine: &Engine<'_>, run_id: &str, synthesis_error: Option<&str>) -> Result<()> {
     let Some(loaded) = engine.load(run_id).await? else { return Ok(()) };
     if loaded.status()? != RunStatus::Aggregating {
         return Ok(()); // finalised already, or not claimed: nothing to do

@@ -6,7 +6,7 @@ use baton_core::state::{ErrorKind, StepError};
 use baton_edge::engine::{record_of, Engine, Report};
 use worker::{MessageExt, QueueRetryOptionsBuilder, RawMessage};
 
-pub async fn task(engine: &mut Engine<'_>, message: &RawMessage) {
+pub async fn task(engine: &Engine<'_>, message: &RawMessage) {
     let task = match crate::body_json(message).and_then(|v| TaskMessage::decode(&v).map_err(|e| e.to_string())) {
         Ok(task) => task,
         Err(e) => {

@@ -12,6 +12,10 @@ mod llm;
 mod services;
 mod tasks;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use baton_edge::bindings::queue_names;
 use baton_edge::engine::Engine;
 use baton_edge::{bindings, health, http, Error};
@@ -29,7 +33,7 @@ pub(crate) fn body_json(message: &RawMessage) -> Result<Value, String> {
 #[event(queue)]
 async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> worker::Result<()> {
     let queue = batch.queue();
-    let mut engine = match Engine::new(&env).await {
+    let engine = match Engine::new(&env).await {
         Ok(engine) => engine,
         Err(e) => {
             // Nothing was done: let every message come back later.
@@ -39,19 +43,48 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> worker::R
         }
     };
     let messages: Vec<RawMessage> = batch.raw_iter().collect();
-    for message in &messages {
-        match queue.as_str() {
-            queue_names::TASKS => tasks::handle(&mut engine, message).await,
-            queue_names::ANALYSIS => analysis::handle(&mut engine, message, false).await,
-            queue_names::TASKS_DLQ => dead_letters::task(&mut engine, message).await,
-            queue_names::ANALYSIS_DLQ => analysis::handle(&mut engine, message, true).await,
-            other => {
-                worker::console_error!("consumer: message from unexpected queue {other}; acknowledged");
-                message.ack();
-            }
+    // Locally one batch per queue is in flight at a time, and in production a batch's
+    // messages are independent: handle them concurrently (each decides and acks on its own).
+    let handlers: Vec<_> = messages.iter().map(|message| handle(&engine, &queue, message)).collect();
+    join_all(handlers).await;
+    Ok(())
+}
+
+async fn handle(engine: &Engine<'_>, queue: &str, message: &RawMessage) {
+    match queue {
+        queue_names::TASKS => tasks::handle(engine, message).await,
+        queue_names::ANALYSIS => analysis::handle(engine, message, false).await,
+        queue_names::TASKS_DLQ => dead_letters::task(engine, message).await,
+        queue_names::ANALYSIS_DLQ => analysis::handle(engine, message, true).await,
+        other => {
+            worker::console_error!("consumer: message from unexpected queue {other}; acknowledged");
+            message.ack();
         }
     }
-    Ok(())
+}
+
+/// Drives every future to completion concurrently (single-threaded: they interleave at
+/// their awaits, i.e. while D1, queues and services answer).
+async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
+    let mut slots: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for slot in slots.iter_mut() {
+            if let Some(future) = slot {
+                if future.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    pending = true;
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await
 }
 
 #[event(fetch)]

@@ -29,7 +29,7 @@ enum Disposition {
     RetryAfter(u32),
 }
 
-pub async fn handle(engine: &mut Engine<'_>, message: &RawMessage) {
+pub async fn handle(engine: &Engine<'_>, message: &RawMessage) {
     let task = match crate::body_json(message).and_then(|v| TaskMessage::decode(&v).map_err(|e| e.to_string())) {
         Ok(task) => task,
         Err(e) => {
@@ -51,7 +51,7 @@ pub async fn handle(engine: &mut Engine<'_>, message: &RawMessage) {
     }
 }
 
-async fn execute(engine: &mut Engine<'_>, task: &TaskMessage) -> Result<Disposition> {
+async fn execute(engine: &Engine<'_>, task: &TaskMessage) -> Result<Disposition> {
     let run_id = task.run_id.as_str();
     let service = task.service.as_str();
     let Some(loaded) = engine.load(run_id).await? else { return Ok(Disposition::Ack) };

@@ -1,5 +1,6 @@
 //! Loading a run, recording step results, and advancing a run (skips, dispatches, fan-in).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use baton_core::config::{apply_override, Config};
@@ -128,7 +129,9 @@ pub struct Engine<'a> {
     pub config: Config,
     /// Why the KV override was ignored, if it was.
     pub rejected_override: Option<String>,
-    rng: SplitMix64,
+    // Core takes `&mut dyn RandomSource`; a cell lets concurrent handlers share one engine
+    // (never borrowed across an await).
+    rng: RefCell<SplitMix64>,
 }
 
 impl<'a> Engine<'a> {
@@ -137,7 +140,7 @@ impl<'a> Engine<'a> {
     pub async fn new(env: &'a Env) -> Result<Engine<'a>> {
         let db = Db::from_env(env)?;
         let (config, rejected_override) = resolve_config(env).await;
-        let rng = SplitMix64::new(clock::random_u64()?);
+        let rng = RefCell::new(SplitMix64::new(clock::random_u64()?));
         Ok(Engine { env, db, config, rejected_override, rng })
     }
 
@@ -170,7 +173,7 @@ impl<'a> Engine<'a> {
 
     /// Records what a service reported for `service`'s attempt `attempt` (any attempt when
     /// `None`), then advances the run.
-    pub async fn record(&mut self, run_id: &str, service: &str, attempt: Option<u32>, report: Report) -> Result<RecordOutcome> {
+    pub async fn record(&self, run_id: &str, service: &str, attempt: Option<u32>, report: Report) -> Result<RecordOutcome> {
         let Some(mut loaded) = self.load(run_id).await? else { return Ok(RecordOutcome::NotFound) };
         let Some(row) = loaded.step(service).cloned() else { return Ok(RecordOutcome::NotFound) };
         let record = record_of(&row)?;
@@ -186,7 +189,7 @@ impl<'a> Engine<'a> {
             Report::Failed(error) => (StepEvent::Failed { error }, None, None, None),
         };
         let now = self.now();
-        let next = match state::apply(&record, event, now, &spec, &mut self.rng) {
+        let next = match state::apply(&record, event, now, &spec, &mut *self.rng.borrow_mut()) {
             Ok(StepOutcome::Applied(next)) => next,
             Ok(StepOutcome::AlreadyTerminal) => return Ok(RecordOutcome::AlreadyTerminal),
             // E.g. a result for a step that was never dispatched.
@@ -225,7 +228,7 @@ impl<'a> Engine<'a> {
 
     /// Carries out the consequences of the run's current step states: time-outs, skips,
     /// dispatch of ready steps, and the fan-in decision (claim → analysis, or fail).
-    pub async fn advance(&mut self, loaded: &Loaded, caller: Caller) -> Result<AdvanceReport> {
+    pub async fn advance(&self, loaded: &Loaded, caller: Caller) -> Result<AdvanceReport> {
         let mut report = AdvanceReport::default();
         let status = loaded.status()?;
         if !matches!(status, RunStatus::Started | RunStatus::Running) {
@@ -235,7 +238,7 @@ impl<'a> Engine<'a> {
         let plan = &loaded.plan;
         let original = loaded.records()?;
         let run_view = RunView { status, started_at: loaded.started_at() };
-        let fan_in = fanin::decide(plan, &run_view, &original, now, &self.config.fan_in(), &mut self.rng);
+        let fan_in = fanin::decide(plan, &run_view, &original, now, &self.config.fan_in(), &mut *self.rng.borrow_mut());
 
         let mut records: BTreeMap<String, StepRecord> =
             original.iter().map(|r| (r.service.as_str().to_string(), r.clone())).collect();
@@ -262,7 +265,7 @@ impl<'a> Engine<'a> {
                     continue;
                 }
                 let event = if schedule.dispatch.contains(service) { StepEvent::Dispatched } else { StepEvent::Skipped };
-                if let Ok(StepOutcome::Applied(next)) = state::apply(record, event.clone(), now, spec, &mut self.rng) {
+                if let Ok(StepOutcome::Applied(next)) = state::apply(record, event.clone(), now, spec, &mut *self.rng.borrow_mut()) {
                     if event == StepEvent::Dispatched {
                         dispatching.push(service.as_str().to_string());
                     } else {

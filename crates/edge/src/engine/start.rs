@@ -55,7 +55,7 @@ impl Engine<'_> {
     /// Starts a run: one D1 transaction writes the run, its steps (the first wave already
     /// dispatched) and the start event; then the first wave goes on the task queue. If that
     /// send fails the wave is put back and the run made due, so the poller dispatches it.
-    pub async fn start_run(&mut self, new: NewRun) -> Result<Started> {
+    pub async fn start_run(&self, new: NewRun) -> Result<Started> {
         if let Some(key) = &new.idempotency_key {
             if let Some(existing) = runs::by_idempotency_key(&self.db, &new.client_id, new.kind, key).await? {
                 return Ok(Started::Existing(existing));

@@ -61,7 +61,7 @@ pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) 
         }
         None => return Err(Error::bad_request("missing_field", "status", "`status` is required")),
     };
-    let mut engine = Engine::new(env).await?;
+    let engine = Engine::new(env).await?;
     let outcome = engine.record(trace_id, service, attempt, report).await?;
     let (code, recorded) = match &outcome {
         RecordOutcome::Recorded { .. } => (200, "recorded"),
