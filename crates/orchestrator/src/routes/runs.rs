@@ -41,7 +41,7 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
             .collect();
         input::problems("invalid_request", &problems.to_string(), list)
     })?;
-    let mut engine = Engine::new(env).await?;
+    let engine = Engine::new(env).await?;
     let plan = resolve_plan(&engine, request.plan_id.as_str(), &client_id).await?;
     let now = clock::now_ms();
     let run_id = RunId::from_parts(Millis::new(now), clock::random_bytes::<8>()?);
