@@ -3,6 +3,7 @@
 
 mod foundation;
 mod llm;
+mod bad_input;
 mod consumer;
 mod poller;
 mod runs;
