@@ -1,6 +1,7 @@
 //! End-to-end tests against the whole suite under `wrangler dev` (one shared stack per
 //! test binary; tests that need a stack of their own start one).
 
+mod api;
 mod foundation;
 mod llm;
 mod bad_input;

@@ -150,13 +150,13 @@ pub fn reservation_expiry(run_deadline: Millis) -> Millis {
     run_deadline.saturating_add(RESERVATION_SLACK_MS)
 }
 
-/// The message of an execution that was not admitted before its queue deadline.
-pub fn expired_error(job_timeout_ms: u64, last_reason: Option<&str>) -> String {
-    let minutes = job_timeout_ms / MINUTE_MS;
-    match last_reason {
-        Some(reason) => format!("not admitted within {minutes} minutes ({reason})"),
-        None => format!("not admitted within {minutes} minutes"),
-    }
+/// Why an execution that is not the queue's head waits (only the head is tried).
+pub const QUEUED_BEHIND: &str = "queued behind executions of higher priority or older";
+
+/// The message of an execution that was not admitted by its queue `deadline`, with why it
+/// last waited.
+pub fn expired_error(deadline: Millis, last_reason: Option<&str>) -> String {
+    format!("not admitted by its deadline {}: {}", deadline.to_rfc3339(), last_reason.unwrap_or(QUEUED_BEHIND))
 }
 
 /// The priority stored as `rank` (unknown ranks read as normal).
@@ -332,6 +332,7 @@ mod tests {
         assert_eq!(reservation_expiry(Millis::new(0)), Millis::new(600_000));
         assert_eq!(priority_of_rank(3), Priority::Critical);
         assert_eq!(priority_of_rank(42), Priority::Normal);
-        assert_eq!(expired_error(30 * MINUTE_MS, Some("waiting")), "not admitted within 30 minutes (waiting)");
+        assert_eq!(expired_error(Millis::new(0), Some("waiting")), "not admitted by its deadline 1970-01-01T00:00:00.000Z: waiting");
+        assert!(expired_error(Millis::new(0), None).ends_with(QUEUED_BEHIND));
     }
 }

@@ -13,6 +13,10 @@ pub enum Error {
     /// No or wrong credentials.
     #[error("{0}")]
     Unauthorized(String),
+    /// Authenticated, but not allowed to do this (e.g. act for another client); `field` is
+    /// the part of the request that asks for it.
+    #[error("{message}")]
+    Forbidden { message: String, field: &'static str },
     /// Unknown route, or a resource the caller may not see.
     #[error("{what} not found")]
     NotFound { what: String },
@@ -59,6 +63,7 @@ impl Error {
         match self {
             Error::BadRequest { .. } => 400,
             Error::Unauthorized(_) => 401,
+            Error::Forbidden { .. } => 403,
             Error::NotFound { .. } => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::Conflict(_) => 409,
@@ -74,6 +79,7 @@ impl Error {
         match self {
             Error::BadRequest { code, .. } => code,
             Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden { .. } => "forbidden",
             Error::NotFound { .. } => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Conflict(_) => "conflict",
@@ -102,6 +108,7 @@ impl Error {
     fn details(&self) -> Value {
         match self {
             Error::BadRequest { details, .. } => details.clone(),
+            Error::Forbidden { field, .. } => json!({ "field": field }),
             Error::MethodNotAllowed { allowed, .. } => json!({ "allowed": allowed }),
             Error::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
             _ => Value::Null,

@@ -4,6 +4,7 @@
 //! persist and act. Invariants: SQL lives only in [`d1`]; binding names live only in
 //! [`bindings`]; errors become HTTP responses only in [`error::Error::to_response`].
 
+pub mod admission;
 pub mod auth;
 pub mod bindings;
 pub mod clock;
@@ -12,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod kam;
 pub mod kv;
 pub mod queues;
 

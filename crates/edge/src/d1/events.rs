@@ -81,3 +81,25 @@ pub fn insert_if_run_status(db: &Db, e: &EventRow, run_status: &str, diagnosis_e
         ],
     )
 }
+
+/// Inserts an event only if the run is now in `run_status` and none of its steps can still
+/// change: the finish event of a cancelled run is written once its steps are all settled.
+pub fn insert_if_run_settled(db: &Db, e: &EventRow, run_status: &str) -> Result<Stmt> {
+    db.stmt(
+        "INSERT OR IGNORE INTO kbase_events (id, website_id, run_id, service, type, payload, created_at, dedupe_key) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 \
+         WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?3 AND status = ?9) \
+         AND NOT EXISTS (SELECT 1 FROM steps WHERE run_id = ?3 AND status IN ('pending', 'running', 'retrying'))",
+        &[
+            Arg::from(&e.id),
+            Arg::from(&e.website_id),
+            Arg::from(&e.run_id),
+            Arg::from(&e.service),
+            Arg::from(&e.kind),
+            Arg::from(&e.payload),
+            Arg::Int(e.created_at),
+            Arg::from(e.dedupe_key.clone()),
+            Arg::from(run_status),
+        ],
+    )
+}

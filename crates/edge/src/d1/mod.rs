@@ -2,7 +2,9 @@
 //! statement plumbing (binding arguments, reading `meta`).
 
 pub mod events;
+pub mod executions;
 pub mod plans;
+pub mod resources;
 pub mod runs;
 pub mod steps;
 

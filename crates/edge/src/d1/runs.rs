@@ -169,3 +169,56 @@ pub async fn count_active(db: &Db, now: i64) -> Result<(u64, u64)> {
         .await?;
     Ok(counts.map(|c| (c.active.unwrap_or(0) as u64, c.overdue.unwrap_or(0) as u64)).unwrap_or((0, 0)))
 }
+
+/// The columns a run listing needs: the plan (for step counts), not the parameters.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListedRun {
+    pub run_id: String,
+    pub website_id: String,
+    pub domain: String,
+    pub plan_json: String,
+    pub status: String,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub completed_at: Option<i64>,
+    pub diagnosis_event_id: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Which of a client's runs to list.
+#[derive(Debug, Clone)]
+pub struct RunFilter<'a> {
+    pub client_id: &'a str,
+    pub website_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+    /// Only runs after `(created_at, run_id)` in newest-first order.
+    pub after: Option<(i64, &'a str)>,
+    pub limit: u32,
+}
+
+/// A page of a client's runs, newest first (`created_at`, then `run_id`, descending), through
+/// `runs_by_client`, `runs_by_website` or `runs_by_client_status`.
+pub async fn page(db: &Db, filter: &RunFilter<'_>) -> Result<Vec<ListedRun>> {
+    let mut args = vec![Arg::from(filter.client_id)];
+    let mut sql = String::from(
+        "SELECT run_id, website_id, domain, plan_json, status, created_at, started_at, completed_at, \
+         diagnosis_event_id, error FROM runs WHERE client_id = ?1",
+    );
+    if let Some(website_id) = filter.website_id {
+        args.push(Arg::from(website_id));
+        sql.push_str(&format!(" AND website_id = ?{}", args.len()));
+    }
+    if let Some(status) = filter.status {
+        args.push(Arg::from(status));
+        sql.push_str(&format!(" AND status = ?{}", args.len()));
+    }
+    if let Some((created_at, run_id)) = filter.after {
+        args.push(Arg::Int(created_at));
+        args.push(Arg::from(run_id));
+        sql.push_str(&format!(" AND (created_at, run_id) < (?{}, ?{})", args.len() - 1, args.len()));
+    }
+    args.push(Arg::from(filter.limit));
+    sql.push_str(&format!(" ORDER BY created_at DESC, run_id DESC LIMIT ?{}", args.len()));
+    let (rows, _) = db.all(&sql, &args).await?;
+    Ok(rows)
+}

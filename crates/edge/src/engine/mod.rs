@@ -5,10 +5,13 @@
 //! The pattern for every change: read → core decides → compare-and-set in D1 (guarded by the
 //! state that was read) → act only on the writes this caller won (`changes` = 1).
 
+mod cancel;
+mod list;
 mod rows;
 mod run;
 mod start;
 
+pub use cancel::CancelOutcome;
 pub use rows::{record_of, row_with_record};
 pub use run::{snapshot_of, summary_of, AdvanceReport, Caller, Engine, Loaded, RecordOutcome, Report, ANALYSIS_TIMEOUT_MS, RETRY_GRACE_MS};
 pub use start::{NewRun, Started};

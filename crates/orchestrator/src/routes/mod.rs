@@ -2,8 +2,12 @@
 
 mod admin;
 mod callbacks;
+mod cancel;
+mod executions;
 mod health;
 mod input;
+mod listing;
+mod plans;
 mod runs;
 mod test_hooks;
 
@@ -25,12 +29,37 @@ pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
             Method::Post => return runs::start(req, env, ctx).await,
             _ => &[Method::Post],
         },
+        ["api", "orchestration", "plans"] => match method {
+            Method::Get => return plans::list(req, env).await,
+            Method::Post => return plans::create(req, env).await,
+            _ => &[Method::Get, Method::Post],
+        },
+        ["api", "orchestration", "plans", plan_id] => match method {
+            Method::Get => return plans::get(req, env, plan_id).await,
+            _ => &[Method::Get],
+        },
+        ["api", "orchestration", "runs"] => match method {
+            Method::Get => return listing::list(req, env).await,
+            _ => &[Method::Get],
+        },
         ["api", "orchestration", "runs", run_id] => match method {
             Method::Get => return runs::get(req, env, run_id).await,
             _ => &[Method::Get],
         },
         ["api", "orchestration", "runs", run_id, "events"] => match method {
             Method::Get => return runs::events(req, env, run_id).await,
+            _ => &[Method::Get],
+        },
+        ["api", "orchestration", "runs", run_id, "cancel"] => match method {
+            Method::Post => return cancel::cancel(req, env, run_id).await,
+            _ => &[Method::Post],
+        },
+        ["execute"] => match method {
+            Method::Post => return executions::execute(req, env).await,
+            _ => &[Method::Post],
+        },
+        ["executions", execution_id] => match method {
+            Method::Get => return executions::get(req, env, execution_id).await,
             _ => &[Method::Get],
         },
         ["api", "jobs", trace_id, "results", service] => match method {

@@ -1,0 +1,160 @@
+//! `execution_queue`: every pipeline execution from acceptance to start (or failure).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Arg, Db, Meta, Stmt};
+use crate::Result;
+
+/// Waiting for resources.
+pub const QUEUED: &str = "queued";
+/// Resources reserved; its run is being started.
+pub const ADMITTED: &str = "admitted";
+/// Its run exists.
+pub const STARTED: &str = "started";
+/// Never admitted (deadline passed, or it can never fit) or could not start.
+pub const FAILED: &str = "failed";
+
+/// Every column of an execution row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExecutionRow {
+    pub run_id: String,
+    pub client_id: String,
+    pub request_id: Option<String>,
+    pub template_name: String,
+    pub website_id: String,
+    pub domain: String,
+    pub plan_json: String,
+    pub parameters: String,
+    pub priority: i64,
+    pub enqueued_at: i64,
+    pub deadline_at: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub admitted_at: Option<i64>,
+    pub admission_token: Option<String>,
+    pub last_error: Option<String>,
+}
+
+const COLUMNS: &str = "run_id, client_id, request_id, template_name, website_id, domain, plan_json, parameters, \
+    priority, enqueued_at, deadline_at, status, attempts, admitted_at, admission_token, last_error";
+
+/// Inserts an execution. Fails on a second row with the same `(client_id, request_id)`.
+pub fn insert(db: &Db, e: &ExecutionRow) -> Result<Stmt> {
+    db.stmt(
+        &format!("INSERT INTO execution_queue ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+        &[
+            Arg::from(&e.run_id),
+            Arg::from(&e.client_id),
+            Arg::from(e.request_id.clone()),
+            Arg::from(&e.template_name),
+            Arg::from(&e.website_id),
+            Arg::from(&e.domain),
+            Arg::from(&e.plan_json),
+            Arg::from(&e.parameters),
+            Arg::Int(e.priority),
+            Arg::Int(e.enqueued_at),
+            Arg::Int(e.deadline_at),
+            Arg::from(&e.status),
+            Arg::Int(e.attempts),
+            Arg::from(e.admitted_at),
+            Arg::from(e.admission_token.clone()),
+            Arg::from(e.last_error.clone()),
+        ],
+    )
+}
+
+/// An execution by id.
+pub async fn get(db: &Db, run_id: &str) -> Result<Option<ExecutionRow>> {
+    db.first(&format!("SELECT {COLUMNS} FROM execution_queue WHERE run_id = ?1"), &[Arg::from(run_id)]).await
+}
+
+/// The execution a client already requested with this request id.
+pub async fn by_request(db: &Db, client_id: &str, request_id: &str) -> Result<Option<ExecutionRow>> {
+    db.first(
+        &format!("SELECT {COLUMNS} FROM execution_queue WHERE client_id = ?1 AND request_id = ?2"),
+        &[Arg::from(client_id), Arg::from(request_id)],
+    )
+    .await
+}
+
+/// Waiting executions in admission order: priority, then age (`execution_queue_order`).
+pub async fn queued_in_order(db: &Db, limit: u32) -> Result<(Vec<ExecutionRow>, Meta)> {
+    db.all(
+        &format!(
+            "SELECT {COLUMNS} FROM execution_queue WHERE status = 'queued' \
+             ORDER BY priority DESC, enqueued_at, run_id LIMIT ?1"
+        ),
+        &[Arg::from(limit)],
+    )
+    .await
+}
+
+/// Executions admitted at or before `before` whose run was never started.
+pub async fn unstarted(db: &Db, before: i64, limit: u32) -> Result<(Vec<ExecutionRow>, Meta)> {
+    db.all(
+        &format!(
+            "SELECT {COLUMNS} FROM execution_queue WHERE status = 'admitted' AND admitted_at <= ?1 \
+             ORDER BY admitted_at LIMIT ?2"
+        ),
+        &[Arg::Int(before), Arg::from(limit)],
+    )
+    .await
+}
+
+/// Waiting executions whose deadline passed, with why they waited last.
+pub async fn expired(db: &Db, now: i64, limit: u32) -> Result<(Vec<ExecutionRow>, Meta)> {
+    db.all(
+        &format!("SELECT {COLUMNS} FROM execution_queue WHERE status = 'queued' AND deadline_at <= ?1 LIMIT ?2"),
+        &[Arg::Int(now), Arg::from(limit)],
+    )
+    .await
+}
+
+/// The admission claim: `queued → admitted` only while every pool has room for `demand`
+/// (checked in the same statement). `changes` = 1 means this caller admitted it; the rest of
+/// its batch recognises the admission by `token`.
+pub fn admit(db: &Db, run_id: &str, now: i64, token: &str, demand: &[(String, u64)]) -> Result<Stmt> {
+    let mut args = vec![Arg::from(run_id), Arg::Int(now), Arg::from(token)];
+    let mut over_capacity = Vec::new();
+    for (resource, quantity) in demand {
+        args.push(Arg::from(resource));
+        args.push(Arg::from(*quantity));
+        over_capacity.push(format!("(resource = ?{} AND in_use + ?{} > capacity)", args.len() - 1, args.len()));
+    }
+    let room = if over_capacity.is_empty() {
+        String::new()
+    } else {
+        format!(" AND NOT EXISTS (SELECT 1 FROM resource_pools WHERE {})", over_capacity.join(" OR "))
+    };
+    db.stmt(
+        &format!(
+            "UPDATE execution_queue SET status = 'admitted', admitted_at = ?2, admission_token = ?3, \
+             attempts = attempts + 1, last_error = NULL WHERE run_id = ?1 AND status = 'queued'{room}"
+        ),
+        &args,
+    )
+}
+
+/// Records why a waiting execution was not admitted this time.
+pub fn note_wait(db: &Db, run_id: &str, reason: &str) -> Result<Stmt> {
+    db.stmt(
+        "UPDATE execution_queue SET attempts = attempts + 1, last_error = ?2 WHERE run_id = ?1 AND status = 'queued'",
+        &[Arg::from(run_id), Arg::from(reason)],
+    )
+}
+
+/// Moves an execution from `from` to `failed` with `error`.
+pub fn fail(db: &Db, run_id: &str, from: &str, error: &str) -> Result<Stmt> {
+    db.stmt(
+        "UPDATE execution_queue SET status = 'failed', last_error = ?3 WHERE run_id = ?1 AND status = ?2",
+        &[Arg::from(run_id), Arg::from(from), Arg::from(error)],
+    )
+}
+
+/// `admitted → started`: its run exists.
+pub fn mark_started(db: &Db, run_id: &str) -> Result<Stmt> {
+    db.stmt(
+        "UPDATE execution_queue SET status = 'started', last_error = NULL WHERE run_id = ?1 AND status = 'admitted'",
+        &[Arg::from(run_id)],
+    )
+}

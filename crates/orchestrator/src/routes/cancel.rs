@@ -1,0 +1,30 @@
+//! `POST /api/orchestration/runs/:run_id/cancel`: the caller's own runs only (another
+//! client's run is 404). A run that has already ended is 409, naming its status.
+
+use baton_edge::engine::{summary_of, CancelOutcome, Engine};
+use baton_edge::{auth, http, Error, Result};
+use serde_json::json;
+use worker::{Env, Request, Response};
+
+use super::runs::visible_run;
+
+pub async fn cancel(req: Request, env: &Env, run_id: &str) -> Result<Response> {
+    let client_id = auth::client_id(&req, env)?;
+    let engine = Engine::new(env).await?;
+    let loaded = visible_run(&engine, run_id, &client_id).await?;
+    match engine.cancel(loaded).await? {
+        CancelOutcome::AlreadyEnded { status } => {
+            Err(Error::Conflict(format!("run {run_id} has already ended: it is {status}; only a run in progress can be cancelled")))
+        }
+        CancelOutcome::Cancelled { loaded, cancelled_steps } => http::json(
+            200,
+            &json!({
+                "success": true,
+                "run_id": run_id,
+                "status": loaded.run.status,
+                "cancelled_steps": cancelled_steps,
+                "summary": summary_of(&loaded)?,
+            }),
+        ),
+    }
+}

@@ -1,0 +1,27 @@
+//! `GET /api/orchestration/runs?website_id=&status=&limit=&cursor=`: the caller's runs,
+//! newest first, a page at a time.
+
+use baton_core::listing::{validate_run_list, RunListDraft};
+use baton_edge::engine::Engine;
+use baton_edge::{auth, http, Result};
+use serde_json::json;
+use worker::{Env, Request, Response};
+
+use super::input;
+
+pub async fn list(req: Request, env: &Env) -> Result<Response> {
+    let client_id = auth::client_id(&req, env)?;
+    let draft = RunListDraft {
+        website_id: http::query_param(&req, "website_id")?,
+        status: http::query_param(&req, "status")?,
+        limit: http::query_param(&req, "limit")?,
+        cursor: http::query_param(&req, "cursor")?,
+    };
+    let query = validate_run_list(&draft).map_err(|problems| {
+        let list = problems.0.iter().map(|p| json!({ "field": p.field(), "code": p.code(), "message": p.to_string() })).collect();
+        input::problems("invalid_query", &problems.to_string(), list)
+    })?;
+    let engine = Engine::new(env).await?;
+    let (runs, next) = engine.list_runs(&client_id, &query).await?;
+    http::json(200, &json!({ "success": true, "runs": runs, "next_cursor": next.map(|c| c.to_string()) }))
+}
