@@ -46,3 +46,57 @@ pub fn row_with_record(row: &StepRow, record: &StepRecord) -> StepRow {
         ..row.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(status: &str) -> StepRow {
+        StepRow {
+            run_id: "run_1795000000000_0123456789abcdef".into(),
+            service: "technical-seo".into(),
+            position: 1,
+            wave: 1,
+            status: status.into(),
+            attempts: 2,
+            started_at: Some(1_000),
+            claimed_at: Some(1_500),
+            finished_at: None,
+            deadline_at: Some(61_000),
+            next_attempt_at: None,
+            duration_ms: None,
+            error: Some("503".into()),
+            error_kind: Some("transient".into()),
+            output: Some("{\"a\":1}".into()),
+            usage: None,
+            progress: None,
+        }
+    }
+
+    #[test]
+    fn a_row_round_trips_through_its_record_keeping_payload_columns() {
+        let original = row("running");
+        let record = record_of(&original).expect("a valid row");
+        assert_eq!(record.status, StepStatus::Running);
+        assert_eq!(record.attempts, 2);
+        assert_eq!(record.error_kind, Some(ErrorKind::Transient));
+        assert_eq!(row_with_record(&original, &record), original);
+    }
+
+    #[test]
+    fn a_finished_record_sets_its_duration() {
+        let original = row("running");
+        let mut record = record_of(&original).expect("a valid row");
+        record.status = StepStatus::Completed;
+        record.finished_at = Some(Millis::new(4_000));
+        let updated = row_with_record(&original, &record);
+        assert_eq!((updated.status.as_str(), updated.duration_ms), ("completed", Some(3_000)));
+        assert_eq!(updated.output, original.output, "payload columns are kept");
+    }
+
+    #[test]
+    fn a_corrupt_row_is_a_storage_error_naming_the_step() {
+        let error = record_of(&row("exploded")).expect_err("unknown status");
+        assert!(error.to_string().contains("technical-seo"), "{error}");
+    }
+}
