@@ -238,3 +238,23 @@ fn a_long_running_step_that_reports_progress_is_polled_and_recorded() {
     stack.sql("UPDATE steps SET status = 'cancelled' WHERE run_id = ?1 AND status = 'running'", &[json!(run_id)]);
     stack.sql("UPDATE runs SET status = 'cancelled', due_at = NULL WHERE run_id = ?1", &[json!(run_id)]);
 }
+
+#[test]
+fn a_kv_failure_does_not_stop_the_tick() {
+    // A stack whose poller sees every KV call fail: no config override, no heartbeat.
+    let stack = Stack::start(StackOptions {
+        poller_vars: vec![("BATON_FAULT_INJECTION".into(), "kv".into())],
+        ..StackOptions::default()
+    });
+    let run_id = overdue_run(&stack, "site_kv_down");
+    let t = tick(&stack);
+    assert_eq!(t["ran"], true, "{t}");
+    assert_eq!(t["last_run"]["counts"]["aggregated"], 1, "the due job is still aggregated: {t}");
+    assert_eq!(wait_terminal(&stack, &run_id)["summary"]["status"], "timeout");
+    let cron = stack.cron_tick();
+    assert_eq!(cron.json()["ran"], true, "without a readable last_run the cron path acts: {}", cron.text());
+    let health = stack.get("/health");
+    let poller = &health.json()["workers"]["poller"];
+    assert_eq!(poller["status"], "degraded", "{poller}");
+    assert!(poller["rejected_override"].as_str().is_some_and(|r| r.contains("injected fault")), "{poller}");
+}

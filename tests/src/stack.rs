@@ -35,6 +35,8 @@ pub struct StackOptions {
     /// Extra variables for the consumer worker (e.g. `LLM_API_URL`). `--var` only reaches
     /// the primary worker, so the harness writes a copy of the consumer's config with them.
     pub consumer_vars: Vec<(String, String)>,
+    /// Extra variables for the poller worker (e.g. `BATON_FAULT_INJECTION`).
+    pub poller_vars: Vec<(String, String)>,
 }
 
 /// A running stack. Dropping it kills every process it started.
@@ -97,10 +99,10 @@ impl Secrets {
 
 static STACK_COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A copy of the consumer's wrangler config with extra `[vars]`, beside its own `.dev.vars`.
-fn write_consumer_config(root: &Path, scratch: &Path, vars: &[(String, String)]) -> PathBuf {
-    let crate_dir = root.join("crates/consumer");
-    let original = fs::read_to_string(crate_dir.join("wrangler.toml")).expect("reading the consumer config");
+/// A copy of a worker's wrangler config with extra `[vars]`, beside its own `.dev.vars`.
+fn write_worker_config(root: &Path, scratch: &Path, worker: &str, vars: &[(String, String)]) -> PathBuf {
+    let crate_dir = root.join("crates").join(worker);
+    let original = fs::read_to_string(crate_dir.join("wrangler.toml")).expect("reading the worker config");
     let mut out = String::new();
     let mut skipping_build = false;
     for line in original.lines() {
@@ -125,14 +127,14 @@ fn write_consumer_config(root: &Path, scratch: &Path, vars: &[(String, String)])
             }
         }
     }
-    let dir = scratch.join("consumer");
-    fs::create_dir_all(&dir).expect("creating the consumer config directory");
+    let dir = scratch.join(worker);
+    fs::create_dir_all(&dir).expect("creating the worker config directory");
     let dev_vars = fs::read_to_string(crate_dir.join(".dev.vars"))
         .or_else(|_| fs::read_to_string(crate_dir.join(".dev.vars.example")))
         .unwrap_or_default();
-    fs::write(dir.join(".dev.vars"), dev_vars).expect("writing the consumer .dev.vars");
+    fs::write(dir.join(".dev.vars"), dev_vars).expect("writing the worker's .dev.vars");
     let path = dir.join("wrangler.toml");
-    fs::write(&path, out).expect("writing the consumer config");
+    fs::write(&path, out).expect("writing the worker config");
     path
 }
 
@@ -182,11 +184,18 @@ impl Stack {
             .arg(&wrangler)
             .arg("dev");
         for config in WORKER_CONFIGS {
-            if config.contains("consumer") && !options.consumer_vars.is_empty() {
-                let copy = write_consumer_config(&root, &scratch, &options.consumer_vars);
-                command.arg("-c").arg(copy);
-            } else {
-                command.args(["-c", config]);
+            let extra = match config {
+                c if c.contains("consumer") => Some(("consumer", &options.consumer_vars)),
+                c if c.contains("poller") => Some(("poller", &options.poller_vars)),
+                _ => None,
+            };
+            match extra {
+                Some((worker, vars)) if !vars.is_empty() => {
+                    command.arg("-c").arg(write_worker_config(&root, &scratch, worker, vars));
+                }
+                _ => {
+                    command.args(["-c", config]);
+                }
             }
         }
         command

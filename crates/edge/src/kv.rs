@@ -6,24 +6,40 @@ use worker::kv::KvStore;
 use crate::{bindings, Error, Result};
 
 /// The KV namespace.
-pub struct Kv(KvStore);
+pub struct Kv {
+    store: KvStore,
+    /// Resilience tests make every KV call fail (`BATON_FAULT_INJECTION` containing `kv`).
+    failing: bool,
+}
 
 impl Kv {
     /// Opens the `KV` binding.
     pub fn from_env(env: &worker::Env) -> Result<Self> {
-        env.kv(bindings::KV)
-            .map(Kv)
-            .map_err(|e| Error::Binding { name: bindings::KV, cause: e.to_string() })
+        let store = env.kv(bindings::KV).map_err(|e| Error::Binding { name: bindings::KV, cause: e.to_string() })?;
+        let failing = env
+            .var("BATON_FAULT_INJECTION")
+            .map(|v| v.to_string().split(',').any(|fault| fault.trim() == "kv"))
+            .unwrap_or(false);
+        Ok(Kv { store, failing })
+    }
+
+    fn check(&self, op: &str, key: &str) -> Result<()> {
+        if self.failing {
+            return Err(Error::Kv(format!("{op} {key}: injected fault")));
+        }
+        Ok(())
     }
 
     /// Reads a text value.
     pub async fn get_text(&self, key: &str) -> Result<Option<String>> {
-        self.0.get(key).text().await.map_err(|e| Error::Kv(format!("get {key}: {e}")))
+        self.check("get", key)?;
+        self.store.get(key).text().await.map_err(|e| Error::Kv(format!("get {key}: {e}")))
     }
 
     /// Writes a text value.
     pub async fn put_text(&self, key: &str, value: &str) -> Result<()> {
-        self.0
+        self.check("put", key)?;
+        self.store
             .put(key, value)
             .map_err(|e| Error::Kv(format!("put {key}: {e}")))?
             .execute()
@@ -39,6 +55,7 @@ impl Kv {
 
     /// Deletes a key.
     pub async fn delete(&self, key: &str) -> Result<()> {
-        self.0.delete(key).await.map_err(|e| Error::Kv(format!("delete {key}: {e}")))
+        self.check("delete", key)?;
+        self.store.delete(key).await.map_err(|e| Error::Kv(format!("delete {key}: {e}")))
     }
 }
