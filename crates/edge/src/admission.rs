@@ -97,12 +97,18 @@ async fn start_unstarted(engine: &Engine<'_>, limit: u32, report: &mut Admission
     let before = engine.now().as_u64() as i64 - START_GRACE_MS;
     let (rows, m) = executions::unstarted(&engine.db, before, limit).await?;
     *meta += m;
+    let now = engine.now().as_u64() as i64;
     for row in rows {
         match start(engine, &row).await {
             Ok(()) => report.restarted += 1,
             Err(e) => {
                 report.errors += 1;
                 worker::console_error!("admission: starting {} again: {e}", row.run_id);
+                if row.deadline_at <= now {
+                    // Still failing past its deadline: give up (its reservation expires with it).
+                    let error = format!("admitted but could not be started: {e}");
+                    engine.db.batch(vec![executions::fail(&engine.db, &row.run_id, executions::ADMITTED, &error)?]).await?;
+                }
             }
         }
     }
@@ -124,20 +130,62 @@ async fn expire_waiting(engine: &Engine<'_>, limit: u32, report: &mut AdmissionR
     Ok(())
 }
 
+/// Queued rows are read this many at a time: admission usually stops at the head, so a
+/// long backlog is not read (plans and parameters) on every pass.
+const HEAD_CHUNK: u32 = 10;
+
+/// What happened to one chunk of the queue's head.
+enum Head {
+    /// Every row of the chunk left the queue (admitted or failed): read the next chunk.
+    Drained,
+    /// The head waits (or another pass is admitting it), or the queue is empty: stop.
+    Stop,
+}
+
 async fn admit_head(engine: &Engine<'_>, limit: u32, report: &mut AdmissionReport, meta: &mut Meta) -> Result<()> {
-    let (queued, m) = executions::queued_in_order(&engine.db, limit).await?;
-    *meta += m;
-    if queued.is_empty() {
-        return Ok(());
+    let mut pools: Option<Vec<execution::Pool>> = None;
+    let mut processed = 0;
+    while processed < limit {
+        let chunk = HEAD_CHUNK.min(limit - processed);
+        let (queued, m) = executions::queued_in_order(&engine.db, chunk).await?;
+        *meta += m;
+        if queued.is_empty() {
+            break;
+        }
+        processed += queued.len() as u32;
+        let full = queued.len() as u32 == chunk;
+        let pools = match &mut pools {
+            Some(pools) => pools,
+            None => pools.insert(resources::pools(&engine.db).await?),
+        };
+        match admit_chunk(engine, queued, pools, report).await? {
+            Head::Drained if full => continue,
+            _ => break,
+        }
     }
-    let mut pools = resources::pools(&engine.db).await?;
+    Ok(())
+}
+
+async fn admit_chunk(
+    engine: &Engine<'_>,
+    queued: Vec<ExecutionRow>,
+    pools: &mut [execution::Pool],
+    report: &mut AdmissionReport,
+) -> Result<Head> {
+    let fail = |row: &ExecutionRow, error: &str| executions::fail(&engine.db, &row.run_id, executions::QUEUED, error);
+    let now = engine.now();
     let mut candidates: Vec<(ExecutionRow, Plan)> = Vec::new();
     for row in queued {
+        if row.deadline_at <= now.as_u64() as i64 {
+            let deadline = baton_core::time::Millis::new(row.deadline_at.max(0) as u64);
+            engine.db.batch(vec![fail(&row, &execution::expired_error(deadline, row.last_error.as_deref()))?]).await?;
+            report.expired += 1;
+            continue;
+        }
         match serde_json::from_str::<Plan>(&row.plan_json) {
             Ok(plan) => candidates.push((row, plan)),
             Err(e) => {
-                let error = format!("its compiled plan is unreadable: {e}");
-                engine.db.batch(vec![executions::fail(&engine.db, &row.run_id, executions::QUEUED, &error)?]).await?;
+                engine.db.batch(vec![fail(&row, &format!("its compiled plan is unreadable: {e}"))?]).await?;
                 report.refused += 1;
             }
         }
@@ -147,21 +195,17 @@ async fn admit_head(engine: &Engine<'_>, limit: u32, report: &mut AdmissionRepor
     workers.dedup();
     let stats = resources::stats_of(&engine.db, &workers).await?;
 
-    let now = engine.now();
     for (row, plan) in &candidates {
-        if row.deadline_at <= now.as_u64() as i64 {
-            continue; // the next pass fails it with its reason
-        }
         let demand = execution::estimate_demand(plan, &stats);
-        match execution::assess(&demand, &pools) {
+        match execution::assess(&demand, pools) {
             Admission::Never { reason } => {
-                engine.db.batch(vec![executions::fail(&engine.db, &row.run_id, executions::QUEUED, &reason)?]).await?;
+                engine.db.batch(vec![fail(row, &reason)?]).await?;
                 report.refused += 1;
             }
             Admission::Wait { reason } => {
                 engine.db.batch(vec![executions::note_wait(&engine.db, &row.run_id, &reason)?]).await?;
                 report.waiting = Some(reason);
-                break; // strict order: nothing overtakes the head
+                return Ok(Head::Stop); // strict order: nothing overtakes the head
             }
             Admission::Admit => {
                 let demand: Vec<(String, u64)> = demand.into_iter().collect();
@@ -173,9 +217,9 @@ async fn admit_head(engine: &Engine<'_>, limit: u32, report: &mut AdmissionRepor
                 statements.extend(resources::reserve(&engine.db, &row.run_id, &token, &demand, now_ms, expires_at)?);
                 let won = engine.db.batch(statements).await?.first().is_some_and(|m| m.changes == 1);
                 if !won {
-                    break; // another pass got there first, or the pools filled: it carries on
+                    return Ok(Head::Stop); // another pass got there first, or the pools filled: it carries on
                 }
-                execution::book(&mut pools, &demand.iter().cloned().collect());
+                execution::book(pools, &demand.iter().cloned().collect());
                 match start(engine, row).await {
                     Ok(()) => report.admitted.push(row.run_id.clone()),
                     Err(e) => {
@@ -187,7 +231,7 @@ async fn admit_head(engine: &Engine<'_>, limit: u32, report: &mut AdmissionRepor
             }
         }
     }
-    Ok(())
+    Ok(Head::Drained)
 }
 
 /// Starts the run of an admitted execution (idempotent: a run that already exists counts).
