@@ -197,3 +197,19 @@ fn malformed_queue_messages_are_acknowledged_without_stopping_the_batch() {
     let run_id = start_run(stack, &json!({"website_id": "site_after_poison", "domain": "poison.example", "plan_id": "quick-v1"}));
     assert_eq!(wait_terminal(stack, &run_id)["summary"]["status"], "completed");
 }
+
+#[test]
+fn an_analysis_that_keeps_failing_is_finalised_from_the_dead_letter_queue() {
+    let stack = baton_e2e::Stack::start(baton_e2e::StackOptions {
+        consumer_vars: vec![("BATON_FAULT_INJECTION".into(), "analysis".into())],
+        ..baton_e2e::StackOptions::default()
+    });
+    let run_id = start_run(&stack, &json!({"website_id": "site_adlq", "domain": "adlq.example", "plan_id": "quick-v1"}));
+    let body = wait_terminal(&stack, &run_id);
+    assert_eq!(body["summary"]["status"], "completed", "{body}");
+    let diagnosis = &body["diagnosis"];
+    assert_eq!(diagnosis["synthesis"], "rules", "{diagnosis}");
+    assert!(diagnosis["synthesis_error"].as_str().is_some_and(|e| e.contains("retries exhausted")), "{diagnosis}");
+    let (rows, _) = stack.sql("SELECT COUNT(*) AS n FROM kbase_events WHERE run_id = ?1 AND type = 'diagnosis'", &[json!(run_id)]);
+    assert_eq!(rows[0]["n"], 1);
+}

@@ -135,3 +135,32 @@ fn wait_answers_when_the_run_ends() {
     assert_eq!(body["summary"]["servicesTotal"], 3);
     assert_eq!(body["summary"]["servicesCompleted"], 3);
 }
+
+#[test]
+fn resubmitting_a_run_with_the_same_idempotency_key_returns_the_same_run() {
+    let stack = shared_stack();
+    let body = json!({"website_id": "site_idem", "domain": "idem.example", "plan_id": "quick-v1", "idempotency_key": "order-42"});
+    let first = stack.post_as(stack.token(0), "/api/orchestration/run", &body);
+    let second = stack.post_as(stack.token(0), "/api/orchestration/run", &body);
+    assert_eq!(first.status, 202, "{}", first.text());
+    assert_eq!(second.status, 202, "{}", second.text());
+    assert_eq!(first.json()["run_id"], second.json()["run_id"]);
+    assert_eq!(second.json()["idempotent_replay"], true);
+    // The same key from another client is another run.
+    let other = stack.post_as(stack.token(1), "/api/orchestration/run", &body);
+    assert_ne!(other.json()["run_id"], first.json()["run_id"]);
+    let (rows, _) = stack.sql("SELECT COUNT(*) AS n FROM runs WHERE idempotency_key = 'order-42'", &[]);
+    assert_eq!(rows[0]["n"], 2);
+}
+
+#[test]
+fn a_client_cannot_see_another_clients_run() {
+    let stack = shared_stack();
+    let run_id = start_run(stack, &json!({"website_id": "site_private", "domain": "private.example", "plan_id": "quick-v1"}));
+    let theirs = stack.get_as(stack.token(1), &format!("/api/orchestration/runs/{run_id}"));
+    assert_eq!(theirs.status, 404, "{}", theirs.text());
+    let events = stack.get_as(stack.token(1), &format!("/api/orchestration/runs/{run_id}/events"));
+    assert_eq!(events.status, 404, "{}", events.text());
+    let mine = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{run_id}"));
+    assert_eq!(mine.status, 200, "{}", mine.text());
+}
