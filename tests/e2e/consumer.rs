@@ -87,7 +87,7 @@ fn a_task_that_exhausts_the_queue_retries_is_dead_lettered_and_the_run_goes_on()
 #[test]
 fn an_input_over_64_kib_travels_by_reference() {
     let stack = shared_stack();
-    let filler = "x".repeat(100 * 1024);
+    let filler = "x".repeat(80 * 1024);
     let run_id = start_run(
         stack,
         &json!({

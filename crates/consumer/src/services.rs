@@ -20,7 +20,10 @@ pub enum ServiceOutcome {
 /// One attempt of one step, as sent to the service.
 pub struct Attempt<'a> {
     pub run_id: &'a str,
+    /// The step's slug (unique in the plan).
     pub service: &'a str,
+    /// The service to call: the step's worker key (one worker may serve several steps).
+    pub worker: &'a str,
     pub attempt: u32,
     pub action: Option<&'a str>,
     pub timeout_ms: u64,
@@ -86,7 +89,7 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
     handshake["resourceRequirements"] =
         json!({ "estimatedTokens": attempt.estimated_tokens, "timeoutMs": attempt.timeout_ms });
     handshake["validationConfig"] = json!({ "requireOutput": true });
-    let base = base_url(attempt.service);
+    let base = base_url(attempt.worker);
     let progress_capable;
     match post(env, &format!("{base}/api/handshake"), &handshake).await {
         Err(error) => return ServiceOutcome::Failed(error),

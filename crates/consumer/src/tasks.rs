@@ -105,6 +105,7 @@ async fn execute(engine: &Engine<'_>, task: &TaskMessage) -> Result<Disposition>
         &Attempt {
             run_id,
             service,
+            worker: spec.worker_key.as_str(),
             attempt,
             action: spec.action.as_deref(),
             timeout_ms: spec.timeout_ms,

@@ -134,7 +134,8 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
         "attempt": stage.attempt,
     });
     if behaviour.asynchronous {
-        let service = service.to_string();
+        // Report for the step that called (its slug ends the stage id), not the worker name.
+        let service = stage.stage_id.rsplit(':').next().filter(|s| !s.is_empty()).unwrap_or(service).to_string();
         let trace_id = stage.execution_id.clone();
         let latency = behaviour.latency_ms();
         ctx.wait_until(async move {

@@ -80,6 +80,8 @@ pub enum Report {
 }
 
 /// What recording a report did.
+// Returned once per call and never stored: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum RecordOutcome {
     /// The step changed; the run was advanced.

@@ -17,8 +17,9 @@ use super::input;
 
 /// Longest `?wait`, in seconds.
 const MAX_WAIT_SECONDS: u64 = 60;
-/// Largest `parameters` object (step inputs over 64 KiB travel by reference through KV).
-const MAX_PARAMETERS_BYTES: usize = 192 * 1024;
+/// Largest `parameters` object: the run row must stay under D1's 100 KB statement limit.
+/// (Step inputs over 64 KiB — parameters plus upstream outputs — travel through KV.)
+const MAX_PARAMETERS_BYTES: usize = 90 * 1024;
 
 /// `POST /api/orchestration/run`
 pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
