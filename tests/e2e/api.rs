@@ -363,35 +363,32 @@ fn a_backlog_is_admitted_by_priority_then_age_and_reservations_are_released() {
     assert_eq!((queued["status"].as_str(), queued["terminal"].as_bool()), (Some("queued"), Some(false)), "{queued}");
     assert_eq!(queued["stages"], json!([]));
 
-    // The slot frees: the critical execution goes first although it came last.
+    // `late` waits past its deadline; then the slot frees. One tick fails `late` with the
+    // reason and admits the critical execution first although it came last.
+    stack.sql("UPDATE execution_queue SET deadline_at = 1 WHERE run_id = ?1", &[json!(late)]);
     stack.sql("UPDATE resource_pools SET in_use = 0 WHERE resource = 'concurrent_executions'", &[]);
     let report = tick(&stack);
+    assert_eq!(report["expired"], 1, "{report}");
     assert_eq!(report["admitted"], json!([critical]), "{report}");
     assert!(report["waiting"].as_str().is_some_and(|w| w.contains("concurrent_executions")), "{report}");
-    assert_eq!(execution(&stack, &low)["status"], "queued");
-    assert_eq!(wait_execution_terminal(&stack, &critical)["status"], "completed");
-
-    // `late` waited past its deadline: it fails with the reason. The critical run ended, so
-    // its slot is released and the oldest low one is admitted.
-    stack.sql("UPDATE execution_queue SET deadline_at = 1 WHERE run_id = ?1", &[json!(late)]);
-    let report = tick(&stack);
-    assert_eq!(report["released"], 1, "{report}");
-    assert_eq!(report["expired"], 1, "{report}");
-    assert_eq!(report["admitted"], json!([low]), "{report}");
     let expired = execution(&stack, &late);
     assert_eq!((expired["status"].as_str(), expired["terminal"].as_bool()), (Some("failed"), Some(true)), "{expired}");
     let error = expired["error"].as_str().unwrap_or("");
     assert!(error.starts_with("not admitted by its deadline") && error.contains("behind"), "{expired}");
+    assert_eq!(wait_execution_terminal(&stack, &critical)["status"], "completed");
+
+    // The critical run's finaliser released its slot and admitted the low one at once.
     assert_eq!(wait_execution_terminal(&stack, &low)["status"], "completed");
 
     let (rows, _) = stack.sql("SELECT run_id, started_at FROM runs WHERE run_id IN (?1, ?2)", &[json!(critical), json!(low)]);
     let started = |id: &str| rows.iter().find(|r| r["run_id"] == id).and_then(|r| r["started_at"].as_i64()).unwrap_or(0);
     assert!(started(&critical) < started(&low), "{rows:?}");
 
-    // Everything released; history now feeds the estimates.
-    tick(&stack);
-    let (pools, _) = stack.sql("SELECT resource, in_use FROM resource_pools ORDER BY resource", &[]);
-    assert!(pools.iter().all(|p| p["in_use"] == 0), "{pools:?}");
+    // Everything released by the finalisers, without a tick; history now feeds the estimates.
+    poll_until("every reservation to be released", Duration::from_secs(10), || {
+        let (pools, _) = stack.sql("SELECT resource, in_use FROM resource_pools ORDER BY resource", &[]);
+        pools.iter().all(|p| p["in_use"] == 0).then_some(())
+    });
     let (stats, _) = stack.sql(
         "SELECT samples FROM resource_stats WHERE service = 'bitware-content-granulator' AND resource = 'tokens'",
         &[],

@@ -141,6 +141,17 @@ async fn finalize(engine: &Engine<'_>, run_id: &str, synthesis_error: Option<&st
         if let Some(done) = engine.load(run_id).await? {
             engine.write_snapshot(&done).await;
         }
+        if loaded.run.kind == "pipeline" {
+            release_and_admit(engine).await;
+        }
     }
     Ok(())
+}
+
+/// A finished pipeline frees its reserved resources: release them and admit what waits now,
+/// rather than at the next poller tick. Best effort; the poller's admission pass is the net.
+async fn release_and_admit(engine: &Engine<'_>) {
+    if let Err(e) = baton_edge::admission::admit_queued(engine, 10).await {
+        worker::console_warn!("admission after a finished pipeline failed: {e}");
+    }
 }

@@ -372,6 +372,12 @@ impl<'a> Engine<'a> {
                 if let Some(reloaded) = self.load(run_id).await? {
                     self.write_snapshot(&reloaded).await;
                 }
+                if loaded.run.kind == "pipeline" {
+                    // Its reservation is free now: admit what waits (the poller would, later).
+                    if let Err(e) = Box::pin(crate::admission::admit_queued(self, 10)).await {
+                        worker::console_warn!("admission after a failed pipeline: {e}");
+                    }
+                }
             }
             _ => {}
         }
