@@ -213,3 +213,24 @@ fn an_analysis_that_keeps_failing_is_finalised_from_the_dead_letter_queue() {
     let (rows, _) = stack.sql("SELECT COUNT(*) AS n FROM kbase_events WHERE run_id = ?1 AND type = 'diagnosis'", &[json!(run_id)]);
     assert_eq!(rows[0]["n"], 1);
 }
+
+#[test]
+fn a_service_configured_by_base_url_is_called_over_http() {
+    let service = baton_e2e::fake_service::FakeService::start();
+    let urls = json!({"vitals_monitor": service.base_url()}).to_string();
+    let stack = baton_e2e::Stack::start(baton_e2e::StackOptions {
+        consumer_vars: vec![("SERVICE_URLS".into(), urls)],
+        ..baton_e2e::StackOptions::default()
+    });
+    let run_id = start_run(&stack, &json!({"website_id": "site_urls", "domain": "urls.example", "plan_id": "quick-v1"}));
+    let body = wait_terminal(&stack, &run_id);
+    assert_eq!(body["summary"]["status"], "completed", "{body}");
+    let paths: Vec<String> = service.received().into_iter().map(|(path, _)| path).collect();
+    assert_eq!(paths, vec!["/api/handshake", "/api/process"], "vitals-monitor went to its base URL");
+    let (rows, _) = stack.sql("SELECT service, output FROM steps WHERE run_id = ?1", &[json!(run_id)]);
+    for row in rows {
+        let output: Value = serde_json::from_str(row["output"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        let by_url = output["served_by"] == "url";
+        assert_eq!(by_url, row["service"] == "vitals-monitor", "{row}");
+    }
+}

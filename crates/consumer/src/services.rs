@@ -2,7 +2,7 @@
 
 use baton_core::state::{ErrorKind, StepError};
 use serde_json::{json, Value};
-use worker::{Env, Headers, Method, RequestInit};
+use worker::{Env, Fetch, Headers, Method, Request, RequestInit};
 
 use baton_edge::bindings;
 
@@ -32,22 +32,47 @@ pub struct Attempt<'a> {
     pub input: Value,
 }
 
-fn base_url(service: &str) -> String {
-    format!("https://services.internal/{service}")
+/// Where a worker is reached: a base URL from `SERVICE_URLS` (a JSON object of worker key →
+/// base URL, e.g. `{"serp_intelligence": "https://serp.example.com"}`), else the `SERVICES`
+/// service binding with the worker key as path prefix.
+enum Endpoint {
+    Url(String),
+    Binding(String),
 }
 
-async fn post(env: &Env, url: &str, body: &Value) -> Result<(u16, Value), StepError> {
-    let fetcher = env
-        .service(bindings::SERVICES)
-        .map_err(|e| StepError::new(ErrorKind::Transient, format!("service binding SERVICES unavailable: {e}")))?;
+fn endpoint(env: &Env, worker: &str) -> Endpoint {
+    let configured = env
+        .var("SERVICE_URLS")
+        .ok()
+        .and_then(|v| serde_json::from_str::<Value>(&v.to_string()).ok())
+        .and_then(|urls| urls.get(worker).and_then(Value::as_str).map(|u| u.trim_end_matches('/').to_string()));
+    match configured {
+        Some(base) => Endpoint::Url(base),
+        None => Endpoint::Binding(format!("https://services.internal/{worker}")),
+    }
+}
+
+async fn post(env: &Env, endpoint: &Endpoint, path: &str, body: &Value) -> Result<(u16, Value), StepError> {
     let headers = Headers::new();
     let _ = headers.set("Content-Type", "application/json");
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.to_string().into()));
-    let mut response = fetcher
-        .fetch(url, Some(init))
-        .await
-        .map_err(|e| StepError::new(ErrorKind::Transient, format!("network error calling {url}: {e}")))?;
+    let network = |url: &str, e: worker::Error| StepError::new(ErrorKind::Transient, format!("network error calling {url}: {e}"));
+    let mut response = match endpoint {
+        Endpoint::Binding(base) => {
+            let url = format!("{base}{path}");
+            let fetcher = env.service(bindings::SERVICES).map_err(|e| {
+                StepError::new(ErrorKind::Transient, format!("service binding SERVICES unavailable: {e}"))
+            })?;
+            fetcher.fetch(&url, Some(init)).await.map_err(|e| network(&url, e))?
+        }
+        Endpoint::Url(base) => {
+            let url = format!("{base}{path}");
+            let request = Request::new_with_init(&url, &init)
+                .map_err(|e| StepError::new(ErrorKind::Permanent, format!("invalid service URL {url}: {e}")))?;
+            Fetch::Request(request).send().await.map_err(|e| network(&url, e))?
+        }
+    };
     let status = response.status_code();
     let text = response.text().await.unwrap_or_default();
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
@@ -89,9 +114,9 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
     handshake["resourceRequirements"] =
         json!({ "estimatedTokens": attempt.estimated_tokens, "timeoutMs": attempt.timeout_ms });
     handshake["validationConfig"] = json!({ "requireOutput": true });
-    let base = base_url(attempt.worker);
+    let endpoint = endpoint(env, attempt.worker);
     let progress_capable;
-    match post(env, &format!("{base}/api/handshake"), &handshake).await {
+    match post(env, &endpoint, "/api/handshake", &handshake).await {
         Err(error) => return ServiceOutcome::Failed(error),
         Ok((200..=299, body)) => {
             progress_capable = body["capabilities"]["progress"] == Value::Bool(true);
@@ -105,7 +130,7 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
         }
         Ok((status, body)) => return ServiceOutcome::Failed(failure("handshake", status, &body)),
     }
-    match post(env, &format!("{base}/api/process"), &common).await {
+    match post(env, &endpoint, "/api/process", &common).await {
         Err(error) => ServiceOutcome::Failed(error),
         Ok((202, _)) => ServiceOutcome::Accepted { progress: progress_capable },
         Ok((200..=299, body)) => match body["status"].as_str() {
