@@ -177,11 +177,11 @@ fn runs_are_listed_newest_first_a_page_at_a_time_filtered_and_per_client() {
     assert_eq!(all["next_cursor"], Value::Null);
     assert_eq!(all["runs"][1]["servicesCompleted"], 3, "{all}");
     assert_eq!(all["runs"][0]["status"], "cancelled");
-    assert_eq!(listed_ids(&list(stack, 0, &format!("website_id={website}&status=cancelled"))), [newest.clone()]);
+    assert_eq!(listed_ids(&list(stack, 0, &format!("website_id={website}&status=cancelled"))), std::slice::from_ref(&newest));
     assert_eq!(listed_ids(&list(stack, 0, &format!("website_id={website}&status=completed"))), [middle.clone(), oldest.clone()]);
 
     // Another client's runs are never listed; without a website filter they are not either.
-    assert_eq!(listed_ids(&list(stack, 1, &format!("website_id={website}"))), [foreign.clone()]);
+    assert_eq!(listed_ids(&list(stack, 1, &format!("website_id={website}"))), std::slice::from_ref(&foreign));
     let everything = listed_ids(&list(stack, 0, "limit=100"));
     assert!(everything.contains(&newest) && !everything.contains(&foreign), "{everything:?}");
 

@@ -6,14 +6,7 @@ use std::time::Duration;
 use baton_e2e::{poll_until, shared_stack, Stack};
 use serde_json::{json, Value};
 
-use crate::runs::{start_run, wait_terminal};
-
-fn step<'a>(body: &'a Value, service: &str) -> &'a Value {
-    body["service_results"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["service"] == service))
-        .unwrap_or_else(|| panic!("no service {service} in {body}"))
-}
+use crate::runs::{start_run, step, wait_terminal};
 
 /// Stores a custom plan for client 0 directly (the plans API is tested elsewhere).
 fn insert_plan(stack: &Stack, plan: &Value) {

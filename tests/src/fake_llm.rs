@@ -1,12 +1,12 @@
 //! A small OpenAI-compatible chat-completions server on loopback for the LLM tests.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::json;
+
+use crate::http::{read_request, write_json};
 
 /// How the server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,23 +82,7 @@ impl Drop for FakeLlm {
 }
 
 fn answer(stream: TcpStream, mode: LlmMode, n: usize) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut length = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
+    read_request(&stream)?;
     let (status, payload) = match mode {
         LlmMode::RateLimitedFirst(limit) if n < limit => ("429 Too Many Requests", json!({"error": {"message": "slow down"}}).to_string()),
         LlmMode::Garbage => ("200 OK", "{\"unexpected\": \"shape\"}".to_string()),
@@ -109,11 +93,5 @@ fn answer(stream: TcpStream, mode: LlmMode, n: usize) -> std::io::Result<()> {
             .to_string(),
         ),
     };
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-        payload.len()
-    )?;
-    stream.flush()
+    write_json(stream, status, &payload)
 }

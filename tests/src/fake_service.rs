@@ -1,12 +1,12 @@
 //! A service reached by base URL (not a service binding) for the consumer's `SERVICE_URLS`:
 //! answers the handshake protocol on loopback and counts what it received.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{json, Value};
+
+use crate::http::{read_request, write_json};
 
 /// A running fake service; its thread ends with the test process.
 pub struct FakeService {
@@ -41,26 +41,7 @@ impl FakeService {
 }
 
 fn answer(stream: TcpStream, log: &Mutex<Vec<(String, Value)>>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut length = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
+    let (path, body) = read_request(&stream)?;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if let Ok(mut log) = log.lock() {
         log.push((path.clone(), body.clone()));
@@ -72,12 +53,5 @@ fn answer(stream: TcpStream, log: &Mutex<Vec<(String, Value)>>) -> std::io::Resu
         json!({"status": "completed", "output": {"served_by": "url", "lcp_ms": 1200, "cls": 0.01, "inp_ms": 90, "performance_score": 97},
                "usage": {"tokens": 1}})
     };
-    let payload = payload.to_string();
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-        payload.len()
-    )?;
-    stream.flush()
+    write_json(stream, "200 OK", &payload.to_string())
 }

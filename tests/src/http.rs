@@ -1,4 +1,5 @@
-//! A small blocking HTTP/1.1 client for loopback tests (no external dependencies).
+//! A small blocking HTTP/1.1 client for loopback tests, and the server side the fakes share
+//! (no external dependencies).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -114,4 +115,39 @@ fn read_response<R: Read>(mut reader: BufReader<R>) -> std::io::Result<HttpRespo
         reader.read_to_end(&mut body)?;
     }
     Ok(HttpResponse { status, headers, body })
+}
+
+/// Server side, for the fakes: reads one request and returns its path and body.
+pub fn read_request(stream: &TcpStream) -> std::io::Result<(String, Vec<u8>)> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut length = 0;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((path, body))
+}
+
+/// Server side, for the fakes: writes a JSON response (`status` like "200 OK") and closes.
+pub fn write_json(mut stream: TcpStream, status: &str, payload: &str) -> std::io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    )?;
+    stream.flush()
 }

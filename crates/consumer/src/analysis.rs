@@ -33,7 +33,8 @@ pub async fn handle(engine: &Engine<'_>, message: &RawMessage, dead_lettered: bo
         }
     };
     let note = dead_lettered.then_some("analysis retries exhausted; rule-based diagnosis only");
-    let outcome = if !dead_lettered && fault_injected(engine, "analysis") {
+    // Resilience tests make the analysis fail so its messages reach the dead-letter queue.
+    let outcome = if !dead_lettered && baton_edge::faults::injected(engine.env(), "analysis") {
         Err(baton_edge::Error::Internal("injected analysis fault".into()))
     } else {
         finalize(engine, analysis.trace_id.as_str(), note).await
@@ -45,16 +46,6 @@ pub async fn handle(engine: &Engine<'_>, message: &RawMessage, dead_lettered: bo
             message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(1).build());
         }
     }
-}
-
-/// Resilience tests make the analysis fail (`BATON_FAULT_INJECTION` containing `analysis`) so
-/// its messages reach the dead-letter queue.
-fn fault_injected(engine: &Engine<'_>, fault: &str) -> bool {
-    engine
-        .env()
-        .var("BATON_FAULT_INJECTION")
-        .map(|v| v.to_string().split(',').any(|f| f.trim() == fault))
-        .unwrap_or(false)
 }
 
 /// Writes the diagnosis and finishes the run, once.

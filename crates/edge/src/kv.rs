@@ -16,11 +16,7 @@ impl Kv {
     /// Opens the `KV` binding.
     pub fn from_env(env: &worker::Env) -> Result<Self> {
         let store = env.kv(bindings::KV).map_err(|e| Error::Binding { name: bindings::KV, cause: e.to_string() })?;
-        let failing = env
-            .var("BATON_FAULT_INJECTION")
-            .map(|v| v.to_string().split(',').any(|fault| fault.trim() == "kv"))
-            .unwrap_or(false);
-        Ok(Kv { store, failing })
+        Ok(Kv { store, failing: crate::faults::injected(env, "kv") })
     }
 
     fn check(&self, op: &str, key: &str) -> Result<()> {

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod d1;
 pub mod engine;
 pub mod error;
+pub mod faults;
 pub mod health;
 pub mod http;
 pub mod kam;

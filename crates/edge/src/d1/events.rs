@@ -20,21 +20,26 @@ pub struct EventRow {
     pub dedupe_key: Option<String>,
 }
 
+/// The event's columns as arguments `?1`..`?8`, in table order.
+fn event_args(e: &EventRow) -> Vec<Arg> {
+    vec![
+        Arg::from(&e.id),
+        Arg::from(&e.website_id),
+        Arg::from(&e.run_id),
+        Arg::from(&e.service),
+        Arg::from(&e.kind),
+        Arg::from(&e.payload),
+        Arg::Int(e.created_at),
+        Arg::from(e.dedupe_key.clone()),
+    ]
+}
+
 /// Inserts an event; a second event with the same `dedupe_key` is ignored (`changes` = 0).
 pub fn insert(db: &Db, e: &EventRow) -> Result<Stmt> {
     db.stmt(
         "INSERT OR IGNORE INTO kbase_events (id, website_id, run_id, service, type, payload, created_at, dedupe_key) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        &[
-            Arg::from(&e.id),
-            Arg::from(&e.website_id),
-            Arg::from(&e.run_id),
-            Arg::from(&e.service),
-            Arg::from(&e.kind),
-            Arg::from(&e.payload),
-            Arg::Int(e.created_at),
-            Arg::from(e.dedupe_key.clone()),
-        ],
+        &event_args(e),
     )
 }
 
@@ -67,18 +72,7 @@ pub fn insert_if_run_status(db: &Db, e: &EventRow, run_status: &str, diagnosis_e
         "INSERT OR IGNORE INTO kbase_events (id, website_id, run_id, service, type, payload, created_at, dedupe_key) \
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS \
          (SELECT 1 FROM runs WHERE run_id = ?3 AND status = ?9 AND diagnosis_event_id = ?10)",
-        &[
-            Arg::from(&e.id),
-            Arg::from(&e.website_id),
-            Arg::from(&e.run_id),
-            Arg::from(&e.service),
-            Arg::from(&e.kind),
-            Arg::from(&e.payload),
-            Arg::Int(e.created_at),
-            Arg::from(e.dedupe_key.clone()),
-            Arg::from(run_status),
-            Arg::from(diagnosis_event_id),
-        ],
+        &[event_args(e), vec![Arg::from(run_status), Arg::from(diagnosis_event_id)]].concat(),
     )
 }
 
