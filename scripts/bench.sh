@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The benchmark command (`make bench`; options after `--`, e.g. `make bench ARGS="--runs 50
+# --w2 100 --skip-workflows"`): builds the workers, then runs Baton and the Cloudflare
+# Workflows peer (bench/workflows) under `wrangler dev` with state on disk. See BENCHMARKS.md.
+source "$(dirname "$0")/toolchain.sh"
+cd "$BATON_ROOT"
+
+ensure_toolchain
+ensure_dev_vars
+build_all_workers
+
+BATON_SKIP_BUILD=1 cargo run --quiet --release -p baton-e2e --bin bench -- "$@"
