@@ -4,10 +4,12 @@
 //! W1: sequential standard-v1 runs, end-to-end latency seen by the client (p50/p99) and
 //!     overhead over the critical path (2 × service latency).
 //! W2: R runs submitted concurrently; wall time, runs/s, steps/s, lost and duplicated runs.
+//! W3 (Baton): last result callback → fan-in claim, event-driven and by the poller alone.
+//! Cost (Baton): D1 rows changed per run; rows read by a poller tick before and after history.
 //!
 //! Options: --runs N (W1 runs per latency, default 50), --warmup N (default 10),
 //! --latencies 0,50 (service latency in ms), --w2 100,1000 (W2 sizes), --threads N (client
-//! threads for W2, default 32), --skip-workflows, --out PATH (default bench-results/latest.json).
+//! threads for W2, default 32), --skip-workflows, --skip-extras (W3 and cost), --out PATH (default bench-results/latest.json).
 
 use std::collections::HashMap;
 use std::fs;
@@ -31,6 +33,7 @@ struct Options {
     w2: Vec<usize>,
     threads: usize,
     workflows: bool,
+    extras: bool,
     out: PathBuf,
 }
 
@@ -46,6 +49,7 @@ fn parse_options() -> Options {
         w2: vec![100, 1000],
         threads: 32,
         workflows: true,
+        extras: true,
         out: repo_root().join("bench-results/latest.json"),
     };
     let mut args = std::env::args().skip(1);
@@ -58,6 +62,7 @@ fn parse_options() -> Options {
             "--w2" => o.w2 = list(&value()),
             "--threads" => o.threads = value().parse().expect("--threads N"),
             "--skip-workflows" => o.workflows = false,
+            "--skip-extras" => o.extras = false,
             "--out" => o.out = PathBuf::from(value()),
             other => panic!("unknown option {other} (see the top of tests/src/bin/bench.rs)"),
         }
@@ -246,6 +251,147 @@ impl Baton {
             );
         }
         Value::Object(out)
+    }
+}
+
+// ---- Baton only: W3 fan-in latency and cost ----------------------------------------------
+
+impl Baton {
+    fn run_and_wait(&self, site: &str, plan: &str, behaviour: Value) -> String {
+        let body = json!({"website_id": site, "domain": "bench.example", "plan_id": plan, "parameters": {"sample_behaviour": behaviour}});
+        let r = self
+            .stack
+            .post_as(&self.token, "/api/orchestration/run?wait=30", &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["status"], "completed", "{}", r.text());
+        r.json()["run_id"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Last step result recorded → fan-in claimed (analysis started), per run of `site`.
+    fn fanin_gaps(&self, site: &str) -> Vec<f64> {
+        let (rows, _) = self.stack.sql(
+            "SELECT r.claimed_at - MAX(s.finished_at) AS gap FROM runs r JOIN steps s ON s.run_id = r.run_id \
+             WHERE r.website_id = ?1 AND r.claimed_at IS NOT NULL GROUP BY r.run_id",
+            &[json!(site)],
+        );
+        let mut v: Vec<f64> = rows.iter().filter_map(|r| r["gap"].as_f64()).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    /// W3: results by signed callback (`async`), event-driven fan-in, then the poller alone.
+    fn w3(&self, runs: usize) -> Value {
+        let asynchronous = json!({"*": {"async": true}});
+        let site = format!("bench-w3-event-{}", std::process::id());
+        for _ in 0..runs {
+            self.run_and_wait(&site, "standard-v1", asynchronous.clone());
+        }
+        let event = self.fanin_gaps(&site);
+
+        // The poller alone: results are recorded, nothing fans in until a tick; the bench
+        // ticks as soon as it sees every step finished, so this is the tick's own share only.
+        self.stack.kv_put(
+            "orchestration:config",
+            &json!({"EVENT_DRIVEN_FANIN": false}).to_string(),
+        );
+        let site_cron = format!("bench-w3-cron-{}", std::process::id());
+        let mut ticks = Vec::new();
+        for _ in 0..runs.min(20) {
+            let body = json!({"website_id": site_cron, "domain": "bench.example", "parameters": {"sample_behaviour": asynchronous}});
+            let r = self
+                .stack
+                .post_as(&self.token, "/api/orchestration/run", &body);
+            assert_eq!(r.status, 202, "{}", r.text());
+            let run_id = r.json()["run_id"].as_str().unwrap_or_default().to_string();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let (rows, _) = self.stack.sql(
+                    "SELECT COUNT(*) AS n FROM steps WHERE run_id = ?1 AND finished_at IS NOT NULL",
+                    &[json!(run_id)],
+                );
+                if rows.first().and_then(|r| r["n"].as_u64()) == Some(STEPS_PER_RUN as u64) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "run {run_id}: steps did not finish"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let t = Instant::now();
+            let r = self.stack.admin_post("/admin/poller/tick", &json!({}));
+            assert_eq!(r.status, 200, "{}", r.text());
+            ticks.push(ms(t.elapsed()));
+        }
+        self.stack.kv_put("orchestration:config", "{}");
+        let cron = self.fanin_gaps(&site_cron);
+        ticks.sort_by(f64::total_cmp);
+        let summary = |v: &[f64]| json!({"n": v.len(), "p50_ms": percentile(v, 50.0), "p99_ms": percentile(v, 99.0), "max_ms": v.last()});
+        json!({
+            "event_driven": summary(&event),
+            "cron_path_tick_issued_when_steps_done": summary(&cron),
+            "cron_tick_request_ms": summary(&ticks),
+            "note": "the cron path waits for the next cron tick first: up to the polling interval (cron granularity is 1 minute)",
+        })
+    }
+
+    /// Rows changed in D1 per run: the delta of SQLite's `total_changes()` (local D1 is one
+    /// connection) across sequential runs, divided by the runs. Index writes are not counted,
+    /// so D1's billed rows_written is at least this.
+    fn rows_changed_per_run(&self, plan: &str, runs: usize) -> Option<f64> {
+        let changes = || {
+            self.stack
+                .sql("SELECT total_changes() AS n", &[])
+                .0
+                .first()
+                .and_then(|r| r["n"].as_f64())
+        };
+        let site = format!("bench-cost-{plan}");
+        self.run_and_wait(&site, plan, json!({}));
+        std::thread::sleep(Duration::from_millis(300)); // background writes of the warm-up run
+        let before = changes()?;
+        for _ in 0..runs {
+            self.run_and_wait(&site, plan, json!({}));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Some((changes()? - before) / runs as f64)
+    }
+
+    /// Poller cost: rows read by one tick with `active` runs in flight, before and after
+    /// `history` finished runs (with their steps) are added.
+    fn poller_rows(&self, active: usize, history: usize) -> Value {
+        let never = json!({"*": {"never_answer": true}});
+        for _ in 0..active {
+            let body = json!({"website_id": "bench-active", "domain": "bench.example", "parameters": {"sample_behaviour": never}});
+            let r = self
+                .stack
+                .post_as(&self.token, "/api/orchestration/run", &body);
+            assert_eq!(r.status, 202, "{}", r.text());
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let tick = || {
+            self.stack
+                .admin_post("/admin/poller/tick", &json!({}))
+                .json()
+        };
+        let before = tick();
+        self.stack.sql(
+            "INSERT INTO runs (run_id, kind, client_id, website_id, domain, plan_id, plan_name, plan_json, status, created_at, started_at, deadline_at, completed_at) \
+             WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?1) \
+             SELECT 'run_bench_history_' || i, 'diagnostic', 'bench', 'bench-history', 'h.example', 'standard-v1', 'standard', '{}', 'completed', 1, 1, 2, 3 FROM c",
+            &[json!(history)],
+        );
+        self.stack.sql(
+            "INSERT INTO steps (run_id, service, position, wave, status, attempts, started_at, finished_at) \
+             WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?1), \
+               s(service, position) AS (VALUES ('a', 0), ('b', 1), ('c', 2), ('d', 3), ('e', 4)) \
+             SELECT 'run_bench_history_' || i, service, position, 1, 'completed', 1, 1, 2 FROM c, s",
+            &[json!(history)],
+        );
+        let after = tick();
+        json!({"active_runs": active, "finished_runs_added": history, "tick_before": before, "tick_after": after,
+               "rows_read_before": before["last_run"]["counts"]["rows_read"], "rows_read_after": after["last_run"]["counts"]["rows_read"],
+               "admission_rows_read_before": before["last_run"]["admission"]["rows_read"], "admission_rows_read_after": after["last_run"]["admission"]["rows_read"]})
     }
 }
 
@@ -602,6 +748,19 @@ fn main() {
         .iter()
         .map(|d| json!({"latency_ms": d, "phases": baton.phases(&format!("bench-w1-d{d}"))}))
         .collect::<Vec<_>>());
+    if o.extras {
+        results["baton"]["w3"] = baton.w3(o.runs.min(50));
+        eprintln!("  Baton W3: {}", results["baton"]["w3"]);
+        results["baton"]["cost"] = json!({
+            "method": "D1 rows changed per run = delta of SQLite total_changes() over sequential runs",
+            "d1_rows_changed_per_run": {
+                "quick-v1": baton.rows_changed_per_run("quick-v1", 20),
+                "standard-v1": baton.rows_changed_per_run("standard-v1", 20),
+            },
+            "poller": baton.poller_rows(100, 10_000),
+        });
+        eprintln!("  Baton cost: {}", results["baton"]["cost"]);
+    }
     drop(baton);
 
     if o.workflows {
