@@ -9,7 +9,8 @@
 //!
 //! Options: --runs N (W1 runs per latency, default 50), --warmup N (default 10),
 //! --latencies 0,50 (service latency in ms), --w2 100,1000 (W2 sizes), --threads N (client
-//! threads for W2, default 32), --skip-workflows, --skip-extras (W3 and cost), --out PATH (default bench-results/latest.json).
+//! threads for W2, default 32), --skip-workflows, --skip-extras (W3 and cost), --poll (Baton's W1
+//! polls the run every 5 ms instead of `?wait`), --out PATH (default bench-results/latest.json).
 
 use std::collections::HashMap;
 use std::fs;
@@ -34,6 +35,7 @@ struct Options {
     threads: usize,
     workflows: bool,
     extras: bool,
+    poll: bool,
     out: PathBuf,
 }
 
@@ -50,6 +52,7 @@ fn parse_options() -> Options {
         threads: 32,
         workflows: true,
         extras: true,
+        poll: false,
         out: repo_root().join("bench-results/latest.json"),
     };
     let mut args = std::env::args().skip(1);
@@ -63,6 +66,7 @@ fn parse_options() -> Options {
             "--threads" => o.threads = value().parse().expect("--threads N"),
             "--skip-workflows" => o.workflows = false,
             "--skip-extras" => o.extras = false,
+            "--poll" => o.poll = true,
             "--out" => o.out = PathBuf::from(value()),
             other => panic!("unknown option {other} (see the top of tests/src/bin/bench.rs)"),
         }
@@ -112,6 +116,9 @@ struct W2Check {
 struct Baton {
     stack: Stack,
     token: String,
+    /// W1 observes completion by polling `GET /runs/:id` every 5 ms (as the Workflows peer
+    /// polls its status) instead of `?wait`.
+    poll: bool,
 }
 
 impl Baton {
@@ -126,6 +133,21 @@ impl System for Baton {
     }
 
     fn run_to_end(&self, site: &str, latency_ms: u64) {
+        if self.poll {
+            let id = self.submit(site, latency_ms).expect("starting a run");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let r = self
+                    .stack
+                    .get_as(&self.token, &format!("/api/orchestration/runs/{id}"));
+                if r.json()["terminal"] == true {
+                    assert_eq!(r.json()["summary"]["status"], "completed", "{}", r.text());
+                    return;
+                }
+                assert!(Instant::now() < deadline, "run {id} did not finish");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let r = self.stack.post_as(
             &self.token,
             "/api/orchestration/run?wait=30",
@@ -741,8 +763,14 @@ fn main() {
     let baton = Baton {
         token: stack.token(0).to_string(),
         stack,
+        poll: o.poll,
     };
     results["baton"] = run_all(&baton, &o);
+    results["baton"]["w1_observed_by"] = json!(if o.poll {
+        "polling GET /runs/:id every 5 ms"
+    } else {
+        "POST /run?wait=30"
+    });
     results["baton"]["w1_phases"] = json!(o
         .latencies
         .iter()
