@@ -33,13 +33,7 @@ pub async fn handle(engine: &Engine<'_>, message: &RawMessage, dead_lettered: bo
         }
     };
     let note = dead_lettered.then_some("analysis retries exhausted; rule-based diagnosis only");
-    // Resilience tests make the analysis fail so its messages reach the dead-letter queue.
-    let outcome = if !dead_lettered && baton_edge::faults::injected(engine.env(), "analysis") {
-        Err(baton_edge::Error::Internal("injected analysis fault".into()))
-    } else {
-        finalize(engine, analysis.trace_id.as_str(), note).await
-    };
-    match outcome {
+    match finalize(engine, analysis.trace_id.as_str(), note).await {
         Ok(()) => message.ack(),
         Err(e) => {
             worker::console_error!("{queue}: run {}: {e}; will retry", analysis.trace_id);
@@ -49,7 +43,12 @@ pub async fn handle(engine: &Engine<'_>, message: &RawMessage, dead_lettered: bo
 }
 
 /// Writes the diagnosis and finishes the run, once.
-async fn finalize(engine: &Engine<'_>, run_id: &str, synthesis_error: Option<&str>) -> Result<()> {
+pub(crate) async fn finalize(engine: &Engine<'_>, run_id: &str, synthesis_error: Option<&str>) -> Result<()> {
+    // Resilience tests make the analysis fail so its messages reach the dead-letter queue
+    // (whose finalisation, with `synthesis_error`, is let through).
+    if synthesis_error.is_none() && baton_edge::faults::injected(engine.env(), "analysis") {
+        return Err(baton_edge::Error::Internal("injected analysis fault".into()));
+    }
     let Some(loaded) = engine.load(run_id).await? else { return Ok(()) };
     if loaded.status()? != RunStatus::Aggregating {
         return Ok(()); // finalised already, or not claimed: nothing to do

@@ -11,12 +11,13 @@ use baton_core::messages::TaskMessage;
 use baton_core::state::{self, StepEvent, StepOutcome, StepRecord, StepStatus};
 use baton_core::time::Millis;
 use baton_edge::d1::steps;
-use baton_edge::engine::{record_of, row_with_record, Engine, Loaded, RecordOutcome, Report};
+use baton_edge::engine::{record_of, row_with_record, AdvanceReport, Engine, Loaded, RecordOutcome, Report};
 use baton_edge::kv::Kv;
 use baton_edge::{Error, Result};
 use serde_json::{json, Map, Value};
 use worker::{MessageExt, QueueRetryOptionsBuilder, RawMessage};
 
+use crate::llm::LlmConfig;
 use crate::services::{run_attempt, Attempt, ServiceOutcome};
 
 /// Inputs larger than this travel by reference through KV, never inline.
@@ -130,8 +131,43 @@ async fn execute(engine: &Engine<'_>, task: &TaskMessage) -> Result<Disposition>
         RecordOutcome::Recorded { step, .. } if step.status == StepStatus::Retrying => {
             Ok(Disposition::RetryAfter(retry_delay(&step, engine.now())))
         }
+        RecordOutcome::Recorded { advance, .. } => {
+            carry_on_here(engine, run_id, &advance).await;
+            Ok(Disposition::Ack)
+        }
         _ => Ok(Disposition::Ack),
     }
+}
+
+/// Saves a queue hop: runs here what this result made ready, and the analysis when this
+/// result won the fan-in. Their messages were sent all the same (at-least-once stays with
+/// the queue); arriving later they find the attempt claimed or the run finalised, and are
+/// acknowledged. Best effort: a failure here leaves the work to those messages.
+async fn carry_on_here(engine: &Engine<'_>, run_id: &str, advance: &AdvanceReport) {
+    for service in &advance.dispatched {
+        if let Err(e) = Box::pin(run_ready(engine, run_id, service)).await {
+            worker::console_warn!("baton-tasks: {run_id}/{service} inline: {e}; its message will run it");
+        }
+    }
+    // With an LLM configured the analysis may take seconds: leave it to its own queue.
+    if advance.aggregated.is_some() && LlmConfig::from_env(engine.env()).is_none() {
+        if let Err(e) = crate::analysis::finalize(engine, run_id, None).await {
+            worker::console_warn!("baton-tasks: {run_id} inline analysis: {e}; its message will run it");
+        }
+    }
+}
+
+/// Executes the current attempt of a step just dispatched.
+async fn run_ready(engine: &Engine<'_>, run_id: &str, service: &str) -> Result<()> {
+    let Some(loaded) = engine.load(run_id).await? else { return Ok(()) };
+    let Some(row) = loaded.step(service) else { return Ok(()) };
+    let task = TaskMessage::new(
+        loaded.run_id()?,
+        service.parse().map_err(|e| Error::Storage(format!("step {service}: {e}")))?,
+        row.attempts.max(0) as u32,
+    );
+    // Its outcome is recorded inside; a retry it asks for is its queued message's job.
+    execute(engine, &task).await.map(|_| ())
 }
 
 fn seconds_until(at: Millis, now: Millis) -> u32 {
