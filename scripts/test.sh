@@ -6,6 +6,18 @@ source "$(dirname "$0")/toolchain.sh"
 cd "$BATON_ROOT"
 started=$(date +%s)
 
+# Each e2e stack's guard kills it once the test process has exited; wait (bounded) until they
+# are all gone, so the test command leaves no process behind, whether tests passed or not.
+wait_for_stacks() {
+  local i
+  for i in $(seq 1 100); do
+    pgrep -f "$BATON_ROOT/scripts/stack-guard.sh" > /dev/null || return 0
+    sleep 0.1
+  done
+  pkill -KILL -f "$BATON_ROOT/scripts/stack-guard.sh" || true
+}
+trap wait_for_stacks EXIT
+
 ensure_toolchain
 ensure_dev_vars
 
