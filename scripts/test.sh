@@ -14,7 +14,10 @@ wait_for_stacks() {
     pgrep -f "$BATON_ROOT/scripts/stack-guard.sh" > /dev/null || return 0
     sleep 0.1
   done
-  pkill -KILL -f "$BATON_ROOT/scripts/stack-guard.sh" || true
+  local pid
+  for pid in $(pgrep -f "$BATON_ROOT/scripts/stack-guard.sh"); do
+    kill -KILL -- "-$(ps -o pgid= -p "$pid" | tr -d ' ')" 2>/dev/null || true
+  done
 }
 trap wait_for_stacks EXIT
 
