@@ -242,7 +242,7 @@ pub fn apply_override(base: &Config, json: &str) -> Result<Config, ConfigError> 
     let value: Value =
         serde_json::from_str(json).map_err(|e| ConfigError::MalformedOverride { reason: e.to_string() })?;
     let Value::Object(entries) = value else {
-        return Err(ConfigError::MalformedOverride { reason: format!("got {}", kind_of(&value)) });
+        return Err(ConfigError::MalformedOverride { reason: format!("got {}", crate::json::kind(&value)) });
     };
     let mut config = *base;
     for (key, value) in &entries {
@@ -252,17 +252,6 @@ pub fn apply_override(base: &Config, json: &str) -> Result<Config, ConfigError> 
         config.set(key, &Raw::Json(value))?;
     }
     Ok(config)
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ pub mod events;
 pub mod execution;
 pub mod fanin;
 pub mod ids;
+pub mod json;
 pub mod listing;
 pub mod messages;
 pub mod plan;

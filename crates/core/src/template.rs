@@ -211,17 +211,6 @@ impl TemplateError {
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn shown(value: &Value) -> String {
     value.to_string().chars().take(100).collect()
 }
@@ -232,7 +221,7 @@ pub fn parse_stages(template_name: &str, text: &str) -> Result<Vec<PipelineStage
     let value: Value = serde_json::from_str(text)
         .map_err(|e| TemplateError::MalformedStages { template: template(), reason: e.to_string() })?;
     let Value::Array(entries) = value else {
-        return Err(TemplateError::StagesNotAList { template: template(), found: json_kind(&value) });
+        return Err(TemplateError::StagesNotAList { template: template(), found: crate::json::kind(&value) });
     };
     if entries.is_empty() {
         return Err(TemplateError::EmptyStages { template: template() });

@@ -84,16 +84,6 @@ pub fn insert_if_run_settled(db: &Db, e: &EventRow, run_status: &str) -> Result<
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 \
          WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?3 AND status = ?9) \
          AND NOT EXISTS (SELECT 1 FROM steps WHERE run_id = ?3 AND status IN ('pending', 'running', 'retrying'))",
-        &[
-            Arg::from(&e.id),
-            Arg::from(&e.website_id),
-            Arg::from(&e.run_id),
-            Arg::from(&e.service),
-            Arg::from(&e.kind),
-            Arg::from(&e.payload),
-            Arg::Int(e.created_at),
-            Arg::from(e.dedupe_key.clone()),
-            Arg::from(run_status),
-        ],
+        &[event_args(e), vec![Arg::from(run_status)]].concat(),
     )
 }

@@ -23,7 +23,7 @@ pub fn optional_string(map: &Map<String, Value>, field: &str) -> Result<Option<S
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(Error::bad_request("invalid_field", field, format!("`{field}` must be a string, got {}", kind(other)))),
+        Some(other) => Err(Error::bad_request("invalid_field", field, format!("`{field}` must be a string, got {}", baton_core::json::kind(other)))),
     }
 }
 
@@ -38,18 +38,7 @@ pub fn optional_object(map: &Map<String, Value>, field: &str, max_bytes: usize) 
             }
             Ok(Some(o.clone()))
         }
-        Some(other) => Err(Error::bad_request("invalid_field", field, format!("`{field}` must be an object, got {}", kind(other)))),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Some(other) => Err(Error::bad_request("invalid_field", field, format!("`{field}` must be an object, got {}", baton_core::json::kind(other)))),
     }
 }
 
