@@ -1,17 +1,10 @@
 //! Bearer-token authentication. Tokens come from secrets (`wrangler secret put`), locally
 //! from `.dev.vars`: `API_TOKENS` = "token:client_id,token:client_id", `ADMIN_TOKEN`.
 
+use baton_core::signature::constant_time_eq;
 use worker::{Env, Request};
 
 use crate::{http, Error, Result};
-
-/// Compares in time independent of where the inputs differ (only the length leaks).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 fn secret(env: &Env, name: &str) -> Option<String> {
     env.secret(name).ok().map(|s| s.to_string()).or_else(|| env.var(name).ok().map(|v| v.to_string()))

@@ -4,10 +4,9 @@
 
 mod tick;
 
-use baton_core::time::Millis;
 use baton_edge::engine::Engine;
-use baton_edge::{auth, bindings, health, http, kv::Kv, Error};
-use serde_json::{json, Value};
+use baton_edge::{auth, health, http, Error};
+use serde_json::json;
 use worker::{event, Context, Env, Method, Request, Response, ScheduleContext, ScheduledEvent};
 
 #[event(scheduled)]
@@ -41,11 +40,8 @@ async fn health(env: &Env) -> baton_edge::Result<Response> {
     let probes = vec![health::probe_d1(env).await, health::probe_kv(env).await];
     let engine = Engine::new(env).await?;
     let now = engine.now();
-    let last_run: Option<Value> = match Kv::from_env(env)?.get_text(bindings::kv_keys::LAST_RUN).await {
-        Ok(Some(text)) => serde_json::from_str(&text).ok(),
-        _ => None,
-    };
-    let last_at = last_run.as_ref().and_then(|l| l["at"].as_u64()).map(Millis::new);
+    let last_run = tick::last_run(env).await.ok().flatten();
+    let last_at = last_run.as_ref().and_then(tick::last_run_at);
     let age_ms = last_at.map(|at| now.since(at));
     let stale_after_ms = 3 * engine.config.polling_frequency_ms();
     let (active, overdue) = baton_edge::d1::runs::count_active(&engine.db, now.as_u64() as i64).await?;

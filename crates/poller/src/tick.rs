@@ -29,13 +29,23 @@ pub struct TickCounts {
     pub rows_read: u64,
 }
 
+/// The last tick's record (`orchestration:last_run`), if any and readable as JSON.
+pub async fn last_run(env: &Env) -> Result<Option<Value>> {
+    let text = Kv::from_env(env)?.get_text(bindings::kv_keys::LAST_RUN).await?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+/// When the last tick ran.
+pub fn last_run_at(last_run: &Value) -> Option<Millis> {
+    last_run["at"].as_u64().map(Millis::new)
+}
+
 /// The cron entry point: acts only if the polling interval has passed.
 pub async fn cron(env: &Env) -> Result<Value> {
     let engine = Engine::new(env).await?;
     let now = engine.now();
-    let last_at = match Kv::from_env(env)?.get_text(bindings::kv_keys::LAST_RUN).await {
-        Ok(Some(text)) => serde_json::from_str::<Value>(&text).ok().and_then(|v| v["at"].as_u64()).map(Millis::new),
-        Ok(None) => None,
+    let last_at = match last_run(env).await {
+        Ok(last) => last.as_ref().and_then(last_run_at),
         // KV trouble must not stop the safety net: act.
         Err(e) => {
             worker::console_warn!("poller: reading last_run failed ({e}); ticking anyway");

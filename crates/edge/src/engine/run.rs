@@ -346,7 +346,7 @@ impl<'a> Engine<'a> {
                 .iter()
                 .filter_map(|service| {
                     let attempt = records.get(service.as_str())?.attempts;
-                    Some(TaskMessage::new(self.run_id(loaded).ok()?, service.parse().ok()?, attempt))
+                    Some(TaskMessage::new(loaded.run_id().ok()?, service.parse().ok()?, attempt))
                 })
                 .collect();
             if let Err(e) = self.send_tasks(&messages).await {
@@ -358,7 +358,7 @@ impl<'a> Engine<'a> {
         }
         match (run_statement, &fan_in.decision) {
             (Some(("claim", i)), FanInDecision::Aggregate { partial, missing, .. }) if won(i) => {
-                let message = AnalysisMessage::new(self.run_id(loaded)?, *partial, missing.clone());
+                let message = AnalysisMessage::new(loaded.run_id()?, *partial, missing.clone());
                 match queues::analysis_queue(self.env) {
                     Ok(queue) => match queues::send(&queue, &message).await {
                         Ok(()) => report.aggregated = Some(*partial),
@@ -384,13 +384,9 @@ impl<'a> Engine<'a> {
         Ok(report)
     }
 
-    fn run_id(&self, loaded: &Loaded) -> Result<RunId> {
-        loaded.run_id()
-    }
-
     /// The finish event row for a run (written once: its dedupe key is per run).
     pub fn finish_event_row(&self, loaded: &Loaded, payload: &RunFinishedPayload, now: Millis) -> Result<EventRow> {
-        let run_id = self.run_id(loaded)?;
+        let run_id = loaded.run_id()?;
         let id = EventId::from_parts(now, clock::random_bytes::<8>()?);
         Ok(EventRow {
             id: id.as_str().to_string(),
