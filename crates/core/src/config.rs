@@ -8,6 +8,7 @@
 //! | `ENABLE_PARTIAL_DATA` | bool | true | |
 //! | `EVENT_DRIVEN_FANIN` | bool | true (false: only the poller fans in, for tests) | |
 //! | `POLLER_BATCH_SIZE` | integer | 100 | 1..=1000 |
+//! | `ANALYSIS_TIMEOUT_SECONDS` | integer | 120 | 1..=3600 |
 //!
 //! Environment values are strings; an absent or blank variable means the default. Booleans
 //! read `true`/`false`/`1`/`0`/`yes`/`no` (any case). Overrides are a JSON object whose
@@ -29,9 +30,17 @@ pub const ENABLE_PARTIAL_DATA: &str = "ENABLE_PARTIAL_DATA";
 pub const EVENT_DRIVEN_FANIN: &str = "EVENT_DRIVEN_FANIN";
 /// `POLLER_BATCH_SIZE`.
 pub const POLLER_BATCH_SIZE: &str = "POLLER_BATCH_SIZE";
+/// `ANALYSIS_TIMEOUT_SECONDS`.
+pub const ANALYSIS_TIMEOUT_SECONDS: &str = "ANALYSIS_TIMEOUT_SECONDS";
 /// Every key, in the order of [`Config`]'s fields.
-pub const KEYS: [&str; 5] =
-    [POLLING_FREQUENCY_MINUTES, JOB_TIMEOUT_MINUTES, ENABLE_PARTIAL_DATA, EVENT_DRIVEN_FANIN, POLLER_BATCH_SIZE];
+pub const KEYS: [&str; 6] = [
+    POLLING_FREQUENCY_MINUTES,
+    JOB_TIMEOUT_MINUTES,
+    ENABLE_PARTIAL_DATA,
+    EVENT_DRIVEN_FANIN,
+    POLLER_BATCH_SIZE,
+    ANALYSIS_TIMEOUT_SECONDS,
+];
 
 /// The KV key holding runtime overrides.
 pub const OVERRIDE_KV_KEY: &str = "orchestration:config";
@@ -53,6 +62,9 @@ pub struct Config {
     pub event_driven_fanin: bool,
     /// How many due runs the poller handles per tick.
     pub poller_batch_size: u32,
+    /// How long an analysis may take after the fan-in claim before the poller sends its
+    /// message again (a consumer that died mid-analysis loses nothing).
+    pub analysis_timeout_seconds: u32,
 }
 
 impl Default for Config {
@@ -63,6 +75,7 @@ impl Default for Config {
             enable_partial_data: true,
             event_driven_fanin: true,
             poller_batch_size: 100,
+            analysis_timeout_seconds: 120,
         }
     }
 }
@@ -107,6 +120,8 @@ pub struct EnvVars<'a> {
     pub event_driven_fanin: Option<&'a str>,
     /// `POLLER_BATCH_SIZE`.
     pub poller_batch_size: Option<&'a str>,
+    /// `ANALYSIS_TIMEOUT_SECONDS`.
+    pub analysis_timeout_seconds: Option<&'a str>,
 }
 
 /// A raw value: text from the environment or JSON from an override.
@@ -172,6 +187,7 @@ impl Config {
             (ENABLE_PARTIAL_DATA, vars.enable_partial_data),
             (EVENT_DRIVEN_FANIN, vars.event_driven_fanin),
             (POLLER_BATCH_SIZE, vars.poller_batch_size),
+            (ANALYSIS_TIMEOUT_SECONDS, vars.analysis_timeout_seconds),
         ];
         for (key, value) in values {
             if let Some(text) = value.filter(|t| !t.trim().is_empty()) {
@@ -190,6 +206,7 @@ impl Config {
             enable_partial_data: values[2].as_deref(),
             event_driven_fanin: values[3].as_deref(),
             poller_batch_size: values[4].as_deref(),
+            analysis_timeout_seconds: values[5].as_deref(),
         })
     }
 
@@ -206,6 +223,9 @@ impl Config {
             POLLER_BATCH_SIZE => {
                 self.poller_batch_size = parse_bounded(key, raw, 1, 1000, "an integer from 1 to 1000")?
             }
+            ANALYSIS_TIMEOUT_SECONDS => {
+                self.analysis_timeout_seconds = parse_bounded(key, raw, 1, 3600, "an integer from 1 to 3600")?
+            }
             other => return Err(ConfigError::UnknownKey { key: other.chars().take(100).collect() }),
         }
         Ok(())
@@ -214,6 +234,11 @@ impl Config {
     /// The job timeout in milliseconds.
     pub fn job_timeout_ms(&self) -> u64 {
         u64::from(self.job_timeout_minutes) * MINUTE_MS
+    }
+
+    /// The analysis timeout in milliseconds.
+    pub fn analysis_timeout_ms(&self) -> u64 {
+        u64::from(self.analysis_timeout_seconds) * 1000
     }
 
     /// The polling interval in milliseconds.
@@ -268,6 +293,7 @@ mod tests {
         );
         assert!(config.event_driven_fanin);
         assert_eq!(config.poller_batch_size, 100);
+        assert_eq!(config.analysis_timeout_ms(), 120_000);
         assert_eq!(config.fan_in(), FanInConfig { enable_partial_data: true, job_timeout_ms: 1_800_000 });
     }
 
@@ -279,6 +305,7 @@ mod tests {
             enable_partial_data: Some("FALSE"),
             event_driven_fanin: Some(""),
             poller_batch_size: Some("1000"),
+            analysis_timeout_seconds: Some("15"),
         })
         .unwrap();
         assert_eq!(
@@ -288,7 +315,8 @@ mod tests {
                 job_timeout_minutes: 60,
                 enable_partial_data: false,
                 event_driven_fanin: true,
-                poller_batch_size: 1000
+                poller_batch_size: 1000,
+                analysis_timeout_seconds: 15,
             }
         );
         let looked_up = Config::from_lookup(|key| (key == JOB_TIMEOUT_MINUTES).then(|| "45".to_string())).unwrap();
@@ -328,6 +356,10 @@ mod tests {
         check_env(
             EnvVars { poller_batch_size: Some("1001"), ..EnvVars::default() },
             "invalid POLLER_BATCH_SIZE: \"1001\": expected an integer from 1 to 1000",
+        );
+        check_env(
+            EnvVars { analysis_timeout_seconds: Some("0"), ..EnvVars::default() },
+            "invalid ANALYSIS_TIMEOUT_SECONDS: \"0\": expected an integer from 1 to 3600",
         );
     }
 
@@ -370,8 +402,12 @@ mod tests {
             "invalid POLLER_BATCH_SIZE: [1]: expected an integer from 1 to 1000",
         );
         check_override(
+            r#"{"ANALYSIS_TIMEOUT_SECONDS": 3601}"#,
+            "invalid ANALYSIS_TIMEOUT_SECONDS: 3601: expected an integer from 1 to 3600",
+        );
+        check_override(
             r#"{"POLLING_FREQUENCY": 1}"#,
-            "unknown configuration key \"POLLING_FREQUENCY\" (known: POLLING_FREQUENCY_MINUTES, JOB_TIMEOUT_MINUTES, ENABLE_PARTIAL_DATA, EVENT_DRIVEN_FANIN, POLLER_BATCH_SIZE)",
+            "unknown configuration key \"POLLING_FREQUENCY\" (known: POLLING_FREQUENCY_MINUTES, JOB_TIMEOUT_MINUTES, ENABLE_PARTIAL_DATA, EVENT_DRIVEN_FANIN, POLLER_BATCH_SIZE, ANALYSIS_TIMEOUT_SECONDS)",
         );
         check_override("[1, 2]", "configuration override is not a JSON object: got an array");
         assert!(matches!(apply_override(&Config::default(), "{not json"), Err(ConfigError::MalformedOverride { .. })));

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use baton_core::messages::AnalysisMessage;
 use baton_core::time::Millis;
 use baton_edge::d1::{runs, steps, Meta};
-use baton_edge::engine::{Caller, Engine, ANALYSIS_TIMEOUT_MS, RETRY_GRACE_MS};
+use baton_edge::engine::{Caller, Engine, RETRY_GRACE_MS};
 use baton_edge::{bindings, kv::Kv, queues, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -166,7 +166,7 @@ async fn resend_analysis(engine: &Engine<'_>, run: &runs::RunRow) -> Result<()> 
         missing.iter().filter_map(|m| m.parse().ok()).collect(),
     );
     queues::send(&queues::analysis_queue(engine.env())?, &message).await?;
-    let next = engine.now().saturating_add(ANALYSIS_TIMEOUT_MS).as_u64() as i64;
+    let next = engine.now().saturating_add(engine.config.analysis_timeout_ms()).as_u64() as i64;
     engine.db.batch(vec![runs::set_due(&engine.db, &run.run_id, next)?]).await?;
     Ok(())
 }

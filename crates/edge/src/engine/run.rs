@@ -29,9 +29,6 @@ use crate::{bindings, clock, queues, Error, Result};
 /// dispatches the step anew).
 pub const RETRY_GRACE_MS: u64 = 10_000;
 
-/// How long an analysis may take before the poller sends its message again.
-pub const ANALYSIS_TIMEOUT_MS: u64 = 2 * 60 * 1000;
-
 /// A run with its plan and steps, as read from D1.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -308,7 +305,7 @@ impl<'a> Engine<'a> {
                         now.as_u64() as i64,
                         *partial,
                         &missing_json,
-                        now.saturating_add(ANALYSIS_TIMEOUT_MS).as_u64() as i64,
+                        now.saturating_add(self.config.analysis_timeout_ms()).as_u64() as i64,
                     )?);
                 } else {
                     statements.push(runs::set_due(&self.db, run_id, now.as_u64() as i64)?);
