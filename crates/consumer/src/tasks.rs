@@ -55,7 +55,7 @@ pub async fn handle(engine: &Engine<'_>, message: &RawMessage) {
 async fn execute(engine: &Engine<'_>, task: &TaskMessage) -> Result<Disposition> {
     let run_id = task.run_id.as_str();
     let service = task.service.as_str();
-    let Some(loaded) = engine.load(run_id).await? else { return Ok(Disposition::Ack) };
+    let Some(mut loaded) = engine.load(run_id).await? else { return Ok(Disposition::Ack) };
     if !matches!(loaded.run.status.as_str(), "started" | "running") {
         return Ok(Disposition::Ack); // cancelled, aggregating or finished: nothing to run
     }
@@ -75,6 +75,9 @@ async fn execute(engine: &Engine<'_>, task: &TaskMessage) -> Result<Disposition>
             if engine.db.batch(vec![claim]).await?.first().map(|m| m.changes).unwrap_or(0) == 0 {
                 return Ok(Disposition::Ack); // a duplicate delivery: another consumer has it
             }
+            let mut claimed = row.clone();
+            claimed.claimed_at = Some(now.as_u64() as i64);
+            loaded.replace_step(claimed);
             task.attempt
         }
         // Redelivered after a transient failure: this delivery dispatches the next attempt.
@@ -95,6 +98,7 @@ async fn execute(engine: &Engine<'_>, task: &TaskMessage) -> Result<Disposition>
             if metas.first().map(|m| m.changes).unwrap_or(0) == 0 {
                 return Ok(Disposition::Ack);
             }
+            loaded.replace_step(claimed);
             next.attempts
         }
         _ => return Ok(Disposition::Ack), // stale: that attempt is over
@@ -127,7 +131,8 @@ async fn execute(engine: &Engine<'_>, task: &TaskMessage) -> Result<Disposition>
         ServiceOutcome::Done { output, usage, duration_ms } => Report::Succeeded { output, usage, duration_ms },
         ServiceOutcome::Failed(error) => Report::Failed(error),
     };
-    match engine.record(run_id, service, Some(attempt), report).await? {
+    // The step row in `loaded` is this attempt's claimed state: record on it, no reload.
+    match engine.record_loaded(loaded, service, Some(attempt), report).await? {
         RecordOutcome::Recorded { step, .. } if step.status == StepStatus::Retrying => {
             Ok(Disposition::RetryAfter(retry_delay(&step, engine.now())))
         }

@@ -126,6 +126,11 @@ pub fn set_due(db: &Db, run_id: &str, due_at: i64) -> Result<Stmt> {
     )
 }
 
+/// Brings the poller's next look at an active run forward to `at` (never pushes it back).
+pub fn due_no_later_than(db: &Db, run_id: &str, at: i64) -> Result<Stmt> {
+    db.stmt("UPDATE runs SET due_at = ?2 WHERE run_id = ?1 AND due_at > ?2", &[Arg::from(run_id), Arg::Int(at)])
+}
+
 /// `SELECT` of one run, for batching with other reads.
 pub fn select(db: &Db, run_id: &str) -> Result<Stmt> {
     db.stmt(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = ?1"), &[Arg::from(run_id)])

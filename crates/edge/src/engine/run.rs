@@ -29,6 +29,12 @@ use crate::{bindings, clock, queues, Error, Result};
 /// dispatches the step anew).
 pub const RETRY_GRACE_MS: u64 = 10_000;
 
+/// A recorded result makes its run due for the poller this soon, unless it already is: if
+/// the worker dies between recording a result and acting on it (dispatching the next wave,
+/// claiming the fan-in), the poller carries on from there instead of waiting for the run's
+/// deadline. Costs one row write per run per window, and nothing when the run ends first.
+pub const RESULT_RECHECK_MS: u64 = 15_000;
+
 /// A run with its plan and steps, as read from D1.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -59,6 +65,13 @@ impl Loaded {
     /// One step's row.
     pub fn step(&self, service: &str) -> Option<&StepRow> {
         self.steps.iter().find(|s| s.service == service)
+    }
+
+    /// Replaces the row of the same step (after this caller's own write to it).
+    pub fn replace_step(&mut self, row: StepRow) {
+        if let Some(slot) = self.steps.iter_mut().find(|s| s.service == row.service) {
+            *slot = row;
+        }
     }
 
     /// When the run started.
@@ -173,7 +186,16 @@ impl<'a> Engine<'a> {
     /// Records what a service reported for `service`'s attempt `attempt` (any attempt when
     /// `None`), then advances the run.
     pub async fn record(&self, run_id: &str, service: &str, attempt: Option<u32>, report: Report) -> Result<RecordOutcome> {
-        let Some(mut loaded) = self.load(run_id).await? else { return Ok(RecordOutcome::NotFound) };
+        let Some(loaded) = self.load(run_id).await? else { return Ok(RecordOutcome::NotFound) };
+        self.record_loaded(loaded, service, attempt, report).await
+    }
+
+    /// [`record`](Self::record) on a run the caller has just loaded (and whose step row it
+    /// keeps current with its own writes). Saves a read; safe on a stale copy because the
+    /// step write is guarded by the status and attempt it was read with.
+    pub async fn record_loaded(&self, mut loaded: Loaded, service: &str, attempt: Option<u32>, report: Report) -> Result<RecordOutcome> {
+        let run_id = loaded.run.run_id.clone();
+        let run_id = run_id.as_str();
         let Some(row) = loaded.step(service).cloned() else { return Ok(RecordOutcome::NotFound) };
         let record = record_of(&row)?;
         if record.status.is_terminal() {
@@ -207,10 +229,12 @@ impl<'a> Engine<'a> {
         }
         // Write, then read the run's steps in the same transaction: deciding on what is in
         // D1 after our write means two racing last results cannot both miss the fan-in.
+        let recheck_at = now.saturating_add(RESULT_RECHECK_MS).as_u64() as i64;
         let results = self
             .db
             .batch_rows(vec![
                 steps::compare_and_set(&self.db, &row.status, row.attempts, &new_row)?,
+                runs::due_no_later_than(&self.db, run_id, recheck_at)?,
                 steps::select_of_run(&self.db, run_id)?,
             ])
             .await?;
@@ -219,6 +243,7 @@ impl<'a> Engine<'a> {
         if write.changes == 0 {
             return Ok(RecordOutcome::Stale);
         }
+        let _recheck = results.next();
         let (fresh, _) = results.next().unwrap_or_default();
         loaded.steps = decode_steps(fresh)?;
         let advance = self.advance(&loaded, Caller::EventDriven).await?;
