@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::runs::{start_run, step, wait_terminal};
 
 /// Stores a custom plan for client 0 directly (the plans API is tested elsewhere).
-fn insert_plan(stack: &Stack, plan: &Value) {
+pub(crate) fn insert_plan(stack: &Stack, plan: &Value) {
     let plan_id = plan["plan_id"].as_str().expect("plan_id");
     stack.sql(
         "INSERT OR REPLACE INTO custom_plans (plan_id, client_id, plan_json, created_at) VALUES (?1, ?2, ?3, 0)",

@@ -7,4 +7,5 @@ mod llm;
 mod bad_input;
 mod consumer;
 mod poller;
+mod resilience;
 mod runs;

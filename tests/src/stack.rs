@@ -346,6 +346,14 @@ impl Stack {
         self.admin_post("/admin/poller/cron", &json!({}))
     }
 
+    /// Kills every process of the stack with SIGKILL, as a crash or an OOM kill would: no
+    /// handler gets to finish. The persistence directory stays for a restart.
+    pub fn kill(&mut self) {
+        let pgid = self.child.id();
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
+        let _ = self.child.wait();
+    }
+
     /// Stops the stack now (also done on drop).
     pub fn stop(&mut self) {
         let pgid = self.child.id();
