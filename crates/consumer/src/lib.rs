@@ -2,21 +2,21 @@
 //! - [`tasks`]: `baton-tasks` — dispatch a step attempt to its service (handshake protocol).
 //! - [`dead_letters`]: `baton-tasks-dlq` and `llm-analysis-dlq` — record what exhausted its retries.
 //! - [`analysis`]: `llm-analysis` — the diagnosis and the run's finalisation.
+//! - [`drive`]: `POST /internal/drive` — the orchestrator hands over the first wave of a run a
+//!   client waits for, to run here at once instead of through the queue.
 //!
 //! Every message is decoded on its own (a malformed one is logged and acknowledged, never
 //! failing the batch), and acknowledged, retried with a delay, or recorded per message.
 
 mod analysis;
 mod dead_letters;
+mod drive;
 mod llm;
 mod services;
 mod tasks;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
-
 use baton_edge::bindings::queue_names;
+use baton_edge::concurrency::join_all;
 use baton_edge::engine::Engine;
 use baton_edge::{bindings, health, http, Error};
 use serde_json::{json, Value};
@@ -63,34 +63,11 @@ async fn handle(engine: &Engine<'_>, queue: &str, message: &RawMessage) {
     }
 }
 
-/// Drives every future to completion concurrently (single-threaded: they interleave at
-/// their awaits, i.e. while D1, queues and services answer).
-async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
-    let mut slots: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for slot in slots.iter_mut() {
-            if let Some(future) = slot {
-                if future.as_mut().poll(cx).is_ready() {
-                    *slot = None;
-                } else {
-                    pending = true;
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await
-}
-
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let result = match (req.method(), req.path().as_str()) {
         (Method::Get, "/health") => health(&env).await,
+        (Method::Post, drive::PATH) => drive::handle(req, env, &ctx).await,
         (_, path) => Err(Error::NotFound { what: format!("route {path}") }),
     };
     result.or_else(|e| e.to_response())

@@ -11,7 +11,8 @@ use baton_core::messages::TaskMessage;
 use baton_core::state::{self, StepEvent, StepOutcome, StepRecord, StepStatus};
 use baton_core::time::Millis;
 use baton_edge::d1::steps;
-use baton_edge::engine::{record_of, row_with_record, AdvanceReport, Engine, Loaded, RecordOutcome, Report};
+use baton_edge::concurrency::join_all;
+use baton_edge::engine::{record_of, row_with_record, AdvanceReport, Dispatch, Engine, Loaded, RecordOutcome, Report};
 use baton_edge::kv::Kv;
 use baton_edge::{Error, Result};
 use serde_json::{json, Map, Value};
@@ -132,47 +133,63 @@ async fn execute(engine: &Engine<'_>, task: &TaskMessage) -> Result<Disposition>
         ServiceOutcome::Failed(error) => Report::Failed(error),
     };
     // The step row in `loaded` is this attempt's claimed state: record on it, no reload.
-    match engine.record_loaded(loaded, service, Some(attempt), report).await? {
-        RecordOutcome::Recorded { step, .. } if step.status == StepStatus::Retrying => {
-            Ok(Disposition::RetryAfter(retry_delay(&step, engine.now())))
-        }
-        RecordOutcome::Recorded { advance, .. } => {
-            carry_on_here(engine, run_id, &advance).await;
+    // With an LLM configured the analysis may take seconds: it stays on its own queue.
+    let dispatch = Dispatch::Inline { analysis: LlmConfig::from_env(engine.env()).is_none() };
+    match engine.record_loaded(loaded, service, Some(attempt), report, dispatch).await? {
+        RecordOutcome::Recorded { step, advance } => {
+            carry_on(engine, advance).await;
+            if step.status == StepStatus::Retrying {
+                return Ok(Disposition::RetryAfter(retry_delay(&step, engine.now())));
+            }
             Ok(Disposition::Ack)
         }
         _ => Ok(Disposition::Ack),
     }
 }
 
-/// Saves a queue hop: runs here what this result made ready, and the analysis when this
-/// result won the fan-in. Their messages were sent all the same (at-least-once stays with
-/// the queue); arriving later they find the attempt claimed or the run finalised, and are
-/// acknowledged. Best effort: a failure here leaves the work to those messages.
-async fn carry_on_here(engine: &Engine<'_>, run_id: &str, advance: &AdvanceReport) {
-    for service in &advance.dispatched {
-        if let Err(e) = Box::pin(run_ready(engine, run_id, service)).await {
-            worker::console_warn!("baton-tasks: {run_id}/{service} inline: {e}; its message will run it");
-        }
-    }
-    // With an LLM configured the analysis may take seconds: leave it to its own queue.
-    if advance.aggregated.is_some() && LlmConfig::from_env(engine.env()).is_none() {
-        if let Err(e) = crate::analysis::finalize(engine, run_id, None).await {
-            worker::console_warn!("baton-tasks: {run_id} inline analysis: {e}; its message will run it");
+/// Carries out here what a result made ready ([`Dispatch::Inline`] saves a queue hop each):
+/// the steps it dispatched, concurrently, and the analysis of a fan-in it won. What cannot
+/// be finished here goes to its queue; if this invocation dies, the steps' deadlines and the
+/// analysis timeout bring the poller.
+pub async fn carry_on(engine: &Engine<'_>, advance: AdvanceReport) {
+    run_here(engine, advance.unsent_tasks).await;
+    if let Some(message) = advance.unsent_analysis {
+        let run_id = message.trace_id.as_str().to_string();
+        if let Err(e) = crate::analysis::finalize(engine, &run_id, None).await {
+            worker::console_warn!("baton-tasks: {run_id} inline analysis: {e}; queueing it");
+            if let Err(e) = engine.send_analysis(&message).await {
+                worker::console_error!("baton-tasks: {run_id}: analysis not queued ({e}); the poller resends it");
+            }
         }
     }
 }
 
-/// Executes the current attempt of a step just dispatched.
-async fn run_ready(engine: &Engine<'_>, run_id: &str, service: &str) -> Result<()> {
-    let Some(loaded) = engine.load(run_id).await? else { return Ok(()) };
-    let Some(row) = loaded.step(service) else { return Ok(()) };
-    let task = TaskMessage::new(
-        loaded.run_id()?,
-        service.parse().map_err(|e| Error::Storage(format!("step {service}: {e}")))?,
-        row.attempts.max(0) as u32,
-    );
-    // Its outcome is recorded inside; a retry it asks for is its queued message's job.
-    execute(engine, &task).await.map(|_| ())
+/// Runs task attempts in this invocation, concurrently. A retry one asks for, or one that
+/// could not run, goes on the task queue.
+pub async fn run_here(engine: &Engine<'_>, tasks: Vec<TaskMessage>) {
+    let runs: Vec<_> = tasks.into_iter().map(|task| run_one_here(engine, task)).collect();
+    join_all(runs).await;
+}
+
+async fn run_one_here(engine: &Engine<'_>, task: TaskMessage) {
+    // Boxed: running a step may run the steps it makes ready (recursion).
+    let outcome = Box::pin(execute(engine, &task)).await;
+    let delay = match outcome {
+        Ok(Disposition::Ack) => return,
+        Ok(Disposition::RetryAfter(seconds)) => seconds,
+        Err(e) => {
+            worker::console_warn!("baton-tasks: {}/{} inline: {e}; queueing it", task.run_id, task.service);
+            0
+        }
+    };
+    let send = async {
+        let queue = baton_edge::queues::task_queue(engine.env())?;
+        let message = worker::MessageBuilder::new(task.clone()).delay_seconds(delay).build();
+        queue.send(message).await.map_err(|e| Error::Queue(e.to_string()))
+    };
+    if let Err(e) = send.await {
+        worker::console_error!("baton-tasks: {}/{}: not queued ({e}); the poller dispatches it", task.run_id, task.service);
+    }
 }
 
 fn seconds_until(at: Millis, now: Millis) -> u32 {

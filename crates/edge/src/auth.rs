@@ -1,10 +1,12 @@
-//! Bearer-token authentication. Tokens come from secrets (`wrangler secret put`), locally
-//! from `.dev.vars`: `API_TOKENS` = "token:client_id,token:client_id", `ADMIN_TOKEN`.
+//! Authentication. Bearer tokens come from secrets (`wrangler secret put`), locally from
+//! `.dev.vars`: `API_TOKENS` = "token:client_id,token:client_id", `ADMIN_TOKEN`. Requests
+//! from services and between workers are signed with `WORKER_SECRET` instead.
 
-use baton_core::signature::constant_time_eq;
+use baton_core::signature::{self, constant_time_eq};
+use baton_core::time::Millis;
 use worker::{Env, Request};
 
-use crate::{http, Error, Result};
+use crate::{clock, http, Error, Result};
 
 fn secret(env: &Env, name: &str) -> Option<String> {
     env.secret(name).ok().map(|s| s.to_string()).or_else(|| env.var(name).ok().map(|v| v.to_string()))
@@ -36,4 +38,37 @@ pub fn require_admin(req: &Request, env: &Env) -> Result<()> {
         Some(admin) if constant_time_eq(admin.as_bytes(), token.as_bytes()) => Ok(()),
         _ => Err(Error::Unauthorized("invalid admin token".into())),
     }
+}
+
+/// `WORKER_SECRET`: the HMAC key of service result callbacks and of internal calls between
+/// Baton's workers.
+fn worker_secret(env: &Env) -> Result<String> {
+    secret(env, "WORKER_SECRET")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::Binding { name: "WORKER_SECRET", cause: "secret not set".into() })
+}
+
+/// Checks the HMAC-SHA256 signature (`WORKER_SECRET`, over timestamp + body) of a request.
+pub fn verify_signed(req: &Request, env: &Env, body: &[u8], what: &str) -> Result<()> {
+    let secret = worker_secret(env)?;
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    signature::verify(
+        &secret,
+        header(signature::TIMESTAMP_HEADER).as_deref(),
+        header(signature::SIGNATURE_HEADER).as_deref(),
+        body,
+        Millis::new(clock::now_ms()),
+        signature::DEFAULT_MAX_SKEW_MS,
+    )
+    .map_err(|e| Error::Unauthorized(format!("{what} refused: {e}")))
+}
+
+/// The signature headers for `body`, as [`verify_signed`] checks them.
+pub fn signature_headers(env: &Env, body: &[u8]) -> Result<Vec<(&'static str, String)>> {
+    let secret = worker_secret(env)?;
+    let now = Millis::new(clock::now_ms());
+    Ok(vec![
+        (signature::TIMESTAMP_HEADER, now.as_u64().to_string()),
+        (signature::SIGNATURE_HEADER, signature::sign(&secret, now, body)),
+    ])
 }

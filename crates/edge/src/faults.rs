@@ -1,5 +1,5 @@
 //! Fault injection for resilience tests: `BATON_FAULT_INJECTION` is a comma-separated list
-//! of faults (`kv`, `analysis`). Unset in every real deployment.
+//! of faults (`kv`, `analysis`, `task-queue`). Unset in every real deployment.
 
 /// Whether `fault` is switched on for this worker.
 pub fn injected(env: &worker::Env, fault: &str) -> bool {

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod auth;
 pub mod bindings;
 pub mod clock;
+pub mod concurrency;
 pub mod d1;
 pub mod engine;
 pub mod error;

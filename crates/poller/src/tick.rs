@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use baton_core::messages::AnalysisMessage;
 use baton_core::time::Millis;
 use baton_edge::d1::{runs, steps, Meta};
-use baton_edge::engine::{Caller, Engine, RETRY_GRACE_MS};
+use baton_edge::engine::{Caller, Dispatch, Engine, RETRY_GRACE_MS};
 use baton_edge::{bindings, kv::Kv, queues, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -137,7 +137,7 @@ async fn advance(engine: &mut Engine<'_>, run_id: &str, counts: &mut TickCounts,
     counts.runs_checked += 1;
     let outcome = async {
         let Some(loaded) = engine.load(run_id).await? else { return Ok(()) };
-        let report = engine.advance(&loaded, Caller::Poller).await?;
+        let report = engine.advance(&loaded, Caller::Poller, Dispatch::Queue).await?;
         counts.steps_timed_out += report.timed_out.len() as u32;
         counts.steps_skipped += report.skipped.len() as u32;
         counts.steps_dispatched += report.dispatched.len() as u32;

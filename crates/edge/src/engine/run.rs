@@ -121,6 +121,28 @@ pub struct AdvanceReport {
     pub deferred: bool,
     /// The run failed without analysis.
     pub failed: bool,
+    /// [`Dispatch::Inline`]: the task messages of `dispatched`, not sent.
+    #[serde(skip)]
+    pub unsent_tasks: Vec<TaskMessage>,
+    /// [`Dispatch::Inline`] with analysis: the won fan-in's analysis message, not sent.
+    #[serde(skip)]
+    pub unsent_analysis: Option<AnalysisMessage>,
+}
+
+/// Who carries out what a change makes ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Newly dispatched steps and a won analysis go on their queues.
+    Queue,
+    /// The caller runs them in this invocation (saving a queue hop each): their messages are
+    /// not sent but handed back in [`AdvanceReport::unsent_tasks`] (and
+    /// [`AdvanceReport::unsent_analysis`] when `analysis` is true). Whatever the caller does not
+    /// finish it must send; if the invocation dies, the steps' deadlines and the analysis
+    /// timeout bring the poller.
+    Inline {
+        /// The caller also runs the analysis of a fan-in it wins.
+        analysis: bool,
+    },
 }
 
 /// Who is advancing a run: the poller claims fan-in even when event-driven fan-in is off.
@@ -187,13 +209,20 @@ impl<'a> Engine<'a> {
     /// `None`), then advances the run.
     pub async fn record(&self, run_id: &str, service: &str, attempt: Option<u32>, report: Report) -> Result<RecordOutcome> {
         let Some(loaded) = self.load(run_id).await? else { return Ok(RecordOutcome::NotFound) };
-        self.record_loaded(loaded, service, attempt, report).await
+        self.record_loaded(loaded, service, attempt, report, Dispatch::Queue).await
     }
 
     /// [`record`](Self::record) on a run the caller has just loaded (and whose step row it
     /// keeps current with its own writes). Saves a read; safe on a stale copy because the
     /// step write is guarded by the status and attempt it was read with.
-    pub async fn record_loaded(&self, mut loaded: Loaded, service: &str, attempt: Option<u32>, report: Report) -> Result<RecordOutcome> {
+    pub async fn record_loaded(
+        &self,
+        mut loaded: Loaded,
+        service: &str,
+        attempt: Option<u32>,
+        report: Report,
+        dispatch: Dispatch,
+    ) -> Result<RecordOutcome> {
         let run_id = loaded.run.run_id.clone();
         let run_id = run_id.as_str();
         let Some(row) = loaded.step(service).cloned() else { return Ok(RecordOutcome::NotFound) };
@@ -246,13 +275,13 @@ impl<'a> Engine<'a> {
         let _recheck = results.next();
         let (fresh, _) = results.next().unwrap_or_default();
         loaded.steps = decode_steps(fresh)?;
-        let advance = self.advance(&loaded, Caller::EventDriven).await?;
+        let advance = self.advance(&loaded, Caller::EventDriven, dispatch).await?;
         Ok(RecordOutcome::Recorded { step: next, advance })
     }
 
     /// Carries out the consequences of the run's current step states: time-outs, skips,
     /// dispatch of ready steps, and the fan-in decision (claim → analysis, or fail).
-    pub async fn advance(&self, loaded: &Loaded, caller: Caller) -> Result<AdvanceReport> {
+    pub async fn advance(&self, loaded: &Loaded, caller: Caller, dispatch: Dispatch) -> Result<AdvanceReport> {
         let mut report = AdvanceReport::default();
         let status = loaded.status()?;
         if !matches!(status, RunStatus::Started | RunStatus::Running) {
@@ -371,7 +400,10 @@ impl<'a> Engine<'a> {
                     Some(TaskMessage::new(loaded.run_id().ok()?, service.parse().ok()?, attempt))
                 })
                 .collect();
-            if let Err(e) = self.send_tasks(&messages).await {
+            if matches!(dispatch, Dispatch::Inline { .. }) {
+                report.dispatched = dispatched_won.iter().map(|s| s.to_string()).collect();
+                report.unsent_tasks = messages;
+            } else if let Err(e) = self.send_tasks(&messages).await {
                 worker::console_error!("run {run_id}: dispatch send failed ({e}); leaving it to the poller");
                 self.undo_dispatch(loaded, &records, &dispatched_won).await?;
             } else {
@@ -381,6 +413,11 @@ impl<'a> Engine<'a> {
         match (run_statement, &fan_in.decision) {
             (Some(("claim", i)), FanInDecision::Aggregate { partial, missing, .. }) if won(i) => {
                 let message = AnalysisMessage::new(loaded.run_id()?, *partial, missing.clone());
+                if dispatch == (Dispatch::Inline { analysis: true }) {
+                    report.aggregated = Some(*partial);
+                    report.unsent_analysis = Some(message);
+                    return Ok(report);
+                }
                 match queues::analysis_queue(self.env) {
                     Ok(queue) => match queues::send(&queue, &message).await {
                         Ok(()) => report.aggregated = Some(*partial),
@@ -437,8 +474,16 @@ impl<'a> Engine<'a> {
         if messages.is_empty() {
             return Ok(());
         }
+        if crate::faults::injected(self.env, "task-queue") {
+            return Err(Error::Queue("injected task-queue fault".into()));
+        }
         let queue = queues::task_queue(self.env)?;
         queues::send_all(&queue, messages).await
+    }
+
+    /// Sends an analysis message (e.g. one a [`Dispatch::Inline`] caller could not run).
+    pub async fn send_analysis(&self, message: &AnalysisMessage) -> Result<()> {
+        queues::send(&queues::analysis_queue(self.env)?, message).await
     }
 
     /// Puts dispatched steps back as they were, and makes the run due now, so the poller

@@ -13,7 +13,7 @@ use baton_core::state::{self, StepEvent, StepOutcome, StepRecord};
 use serde_json::Value;
 
 use super::rows::row_with_record;
-use super::run::{Engine, Loaded};
+use super::run::{Dispatch, Engine, Loaded};
 use crate::d1::events::{self as event_rows, EventRow};
 use crate::d1::runs::{self, RunRow};
 use crate::d1::steps::{self, StepRow};
@@ -56,9 +56,20 @@ impl Engine<'_> {
     /// dispatched) and the start event; then the first wave goes on the task queue. If that
     /// send fails the wave is put back and the run made due, so the poller dispatches it.
     pub async fn start_run(&self, new: NewRun) -> Result<Started> {
+        Ok(self.start_with(new, Dispatch::Queue).await?.0)
+    }
+
+    /// [`start_run`](Self::start_run) for a caller that runs the first wave itself
+    /// ([`Dispatch::Inline`]): its task messages are returned, not sent. The caller sends
+    /// those it cannot run.
+    pub async fn start_run_inline(&self, new: NewRun) -> Result<(Started, Vec<TaskMessage>)> {
+        self.start_with(new, Dispatch::Inline { analysis: false }).await
+    }
+
+    async fn start_with(&self, new: NewRun, dispatch: Dispatch) -> Result<(Started, Vec<TaskMessage>)> {
         if let Some(key) = &new.idempotency_key {
             if let Some(existing) = runs::by_idempotency_key(&self.db, &new.client_id, new.kind, key).await? {
-                return Ok(Started::Existing(existing));
+                return Ok((Started::Existing(existing), Vec::new()));
             }
         }
         let now = self.now();
@@ -148,7 +159,7 @@ impl Engine<'_> {
             // Two requests with the same idempotency key raced: the other one won.
             if let Some(key) = &new.idempotency_key {
                 if let Some(existing) = runs::by_idempotency_key(&self.db, &new.client_id, new.kind, key).await? {
-                    return Ok(Started::Existing(existing));
+                    return Ok((Started::Existing(existing), Vec::new()));
                 }
             }
             return Err(e);
@@ -158,6 +169,9 @@ impl Engine<'_> {
             .iter()
             .filter_map(|s| Some(TaskMessage::new(new.run_id.clone(), s.clone(), records.get(s.as_str())?.attempts)))
             .collect();
+        if matches!(dispatch, Dispatch::Inline { .. }) {
+            return Ok((Started::New(run), messages));
+        }
         if let Err(e) = self.send_tasks(&messages).await {
             worker::console_error!("run {run_id}: first wave not sent ({e}); leaving it to the poller");
             let loaded = Loaded { run: run.clone(), plan: plan.clone(), steps: pending_rows };
@@ -165,6 +179,6 @@ impl Engine<'_> {
             let dispatched_refs: Vec<&String> = dispatched.iter().collect();
             self.undo_dispatch(&loaded, &records, &dispatched_refs).await?;
         }
-        Ok(Started::New(run))
+        Ok((Started::New(run), Vec::new()))
     }
 }

@@ -1,11 +1,9 @@
 //! `POST /api/jobs/:trace_id/results/:service`: a service reports a step's outcome
 //! asynchronously. Authenticated by HMAC-SHA256 (`WORKER_SECRET`) over timestamp + body.
 
-use baton_core::signature::{self, DEFAULT_MAX_SKEW_MS, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use baton_core::state::{ErrorKind, StepError};
-use baton_core::time::Millis;
 use baton_edge::engine::{Engine, RecordOutcome, Report};
-use baton_edge::{clock, http, Error, Result};
+use baton_edge::{auth, http, Error, Result};
 use serde_json::{json, Value};
 use worker::{Env, Request, Response};
 
@@ -13,20 +11,7 @@ use super::input;
 
 pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) -> Result<Response> {
     let body = http::read_body(&mut req).await?;
-    let secret = env
-        .secret("WORKER_SECRET")
-        .map(|s| s.to_string())
-        .map_err(|_| Error::Binding { name: "WORKER_SECRET", cause: "secret not set".into() })?;
-    let header = |name: &str| req.headers().get(name).ok().flatten();
-    signature::verify(
-        &secret,
-        header(TIMESTAMP_HEADER).as_deref(),
-        header(SIGNATURE_HEADER).as_deref(),
-        &body,
-        Millis::new(clock::now_ms()),
-        DEFAULT_MAX_SKEW_MS,
-    )
-    .map_err(|e| Error::Unauthorized(format!("result callback refused: {e}")))?;
+    auth::verify_signed(&req, env, &body, "result callback")?;
 
     let map = input::object(http::parse_json(&body)?, &["status", "output", "error", "duration_ms", "usage", "attempt"])?;
     let attempt = match map.get("attempt") {

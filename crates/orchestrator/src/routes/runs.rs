@@ -8,10 +8,12 @@ use baton_core::request::{validate_run_request, RunRequestDraft};
 use baton_core::state::RunStatus;
 use baton_core::time::Millis;
 use baton_edge::d1::events as event_rows;
+use baton_core::messages::TaskMessage;
+use baton_edge::concurrency::with_timeout;
 use baton_edge::engine::{summary_of, Engine, Loaded, NewRun, Started};
-use baton_edge::{auth, clock, http, Error, Result};
+use baton_edge::{auth, bindings, clock, http, Error, Result};
 use serde_json::{json, Value};
-use worker::{Context, Delay, Env, Request, Response};
+use worker::{Context, Delay, Env, Headers, Method, Request, RequestInit, Response};
 
 use super::input;
 
@@ -46,19 +48,29 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
     let plan = resolve_plan(&engine, request.plan_id.as_str(), &client_id).await?;
     let now = clock::now_ms();
     let run_id = RunId::from_parts(Millis::new(now), clock::random_bytes::<8>()?);
-    let started = engine
-        .start_run(NewRun {
-            run_id,
-            kind: "diagnostic",
-            client_id,
-            website_id: request.website_id.as_str().to_string(),
-            domain: request.domain,
-            plan,
-            parameters: Value::Object(parameters),
-            idempotency_key: request.idempotency_key,
-            priority: 1,
-        })
-        .await?;
+    let new = NewRun {
+        run_id,
+        kind: "diagnostic",
+        client_id,
+        website_id: request.website_id.as_str().to_string(),
+        domain: request.domain,
+        plan,
+        parameters: Value::Object(parameters),
+        idempotency_key: request.idempotency_key,
+        priority: 1,
+    };
+    let wait_deadline = wait.map(|seconds| clock::now_ms() + seconds * 1000);
+    let started = match wait {
+        // A client is waiting: the consumer runs the first wave now instead of through the queue.
+        Some(seconds) if seconds > 0 => {
+            let (started, first_wave) = engine.start_run_inline(new).await?;
+            if !first_wave.is_empty() {
+                hand_over(&engine, &first_wave, Duration::from_secs(seconds)).await;
+            }
+            started
+        }
+        _ => engine.start_run(new).await?,
+    };
     let (run, replayed) = match started {
         Started::New(run) => (run, false),
         Started::Existing(run) => (run, true),
@@ -75,8 +87,8 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
             }
         });
     }
-    if let Some(seconds) = wait {
-        let loaded = wait_for_end(&engine, &run.run_id, seconds).await?;
+    if let Some(deadline) = wait_deadline {
+        let loaded = wait_for_end(&engine, &run.run_id, deadline).await?;
         let summary = summary_of(&loaded)?;
         return http::json(
             200,
@@ -107,11 +119,47 @@ fn wait_seconds(req: &Request) -> Result<Option<u64>> {
     }
 }
 
-/// Polls D1 (the authority) until the run ends or `seconds` pass; the interval grows from
-/// 5 ms to 100 ms so short runs answer fast and long waits stay cheap.
-async fn wait_for_end(engine: &Engine<'_>, run_id: &str, seconds: u64) -> Result<Loaded> {
-    let deadline = clock::now_ms() + seconds * 1000;
-    let mut interval = 5u64;
+/// Hands the first wave of a waited-for run to the consumer (`POST /internal/drive` over the
+/// `CONSUMER` binding), which runs it, and what it makes ready, at once. Returns when the
+/// consumer has nothing left to run there, or when `limit` passes (the work goes on in the
+/// consumer). If the hand-over fails, the wave goes on the task queue as usual.
+async fn hand_over(engine: &Engine<'_>, tasks: &[TaskMessage], limit: Duration) {
+    let call = async {
+        let body = serde_json::to_vec(&json!({ "tasks": tasks })).map_err(|e| Error::Internal(e.to_string()))?;
+        let headers = Headers::new();
+        let _ = headers.set("Content-Type", "application/json");
+        for (name, value) in auth::signature_headers(engine.env(), &body)? {
+            let _ = headers.set(name, &value);
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+        let request = Request::new_with_init("https://consumer.internal/internal/drive", &init)?;
+        let consumer = engine
+            .env()
+            .service(bindings::CONSUMER)
+            .map_err(|e| Error::Binding { name: bindings::CONSUMER, cause: e.to_string() })?;
+        let mut response = consumer.fetch_request(request).await?;
+        match response.status_code() {
+            200 => Ok(()),
+            status => Err(Error::Internal(format!("consumer answered {status}: {}", response.text().await.unwrap_or_default()))),
+        }
+    };
+    match with_timeout(call, limit).await {
+        Some(Ok(())) | None => {}
+        Some(Err(e)) => {
+            worker::console_warn!("hand-over to the consumer failed ({e}); queueing the first wave");
+            // Attempts the consumer did claim are acknowledged as duplicates there.
+            if let Err(e) = engine.send_tasks(tasks).await {
+                worker::console_error!("first wave not queued either ({e}); the poller dispatches it");
+            }
+        }
+    }
+}
+
+/// Polls D1 (the authority) until the run ends or the deadline (ms) passes; the interval
+/// grows from 2 ms to 100 ms so short runs answer fast and long waits stay cheap.
+async fn wait_for_end(engine: &Engine<'_>, run_id: &str, deadline: u64) -> Result<Loaded> {
+    let mut interval = 2u64;
     loop {
         let loaded = engine.load(run_id).await?.ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?;
         if loaded.status()?.is_terminal() || clock::now_ms() >= deadline {

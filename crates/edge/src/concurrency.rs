@@ -1,0 +1,95 @@
+//! Small single-threaded concurrency helpers for one worker invocation (no executor of our
+//! own: futures interleave at their awaits while D1, queues and services answer).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+/// Drives every future to completion concurrently.
+pub async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
+    let mut slots: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for slot in slots.iter_mut() {
+            if let Some(future) = slot {
+                if future.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    pending = true;
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await
+}
+
+/// `future`'s output, or `None` if `limit` passes first (the future is then dropped).
+pub async fn with_timeout<F: Future>(future: F, limit: Duration) -> Option<F::Output> {
+    let mut future = Box::pin(future);
+    let mut timer = Box::pin(worker::Delay::from(limit));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+struct Slot<T> {
+    value: Option<T>,
+    waker: Option<Waker>,
+}
+
+/// The sending half of a [`oneshot`].
+pub struct Sender<T>(Rc<RefCell<Slot<T>>>);
+
+/// The receiving half of a [`oneshot`]: a future of the value.
+pub struct Receiver<T>(Rc<RefCell<Slot<T>>>);
+
+/// A one-value channel between two futures of the same invocation (e.g. work handed to
+/// `ctx.wait_until` so it outlives the request, and the request waiting for its result).
+pub fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
+    let slot = Rc::new(RefCell::new(Slot { value: None, waker: None }));
+    (Sender(slot.clone()), Receiver(slot))
+}
+
+impl<T> Sender<T> {
+    /// Delivers the value and wakes the receiver.
+    pub fn send(self, value: T) {
+        let waker = {
+            let mut slot = self.0.borrow_mut();
+            slot.value = Some(value);
+            slot.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl<T> Future for Receiver<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<T> {
+        let mut slot = self.0.borrow_mut();
+        match slot.value.take() {
+            Some(value) => Poll::Ready(value),
+            None => {
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
