@@ -231,3 +231,37 @@ fn a_stack_killed_mid_way_through_100_runs_finishes_every_run_after_a_restart() 
     drop(stack);
     let _ = std::fs::remove_dir_all(&persist_dir);
 }
+
+#[test]
+fn a_waiting_client_s_run_does_not_need_the_task_queue_and_a_failed_send_is_left_to_the_poller() {
+    // The orchestrator cannot send task messages at all.
+    let stack = Stack::start(StackOptions {
+        vars: vec![("BATON_FAULT_INJECTION".into(), "task-queue".into())],
+        ..StackOptions::default()
+    });
+    // `?wait`: the first wave is handed to the consumer directly, and the run ends.
+    let r = stack.post_as(
+        stack.token(0),
+        "/api/orchestration/run?wait=30",
+        &json!({"website_id": "site_handover", "domain": "handover.example", "plan_id": "standard-v1"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["status"], "completed", "{body}");
+    assert_eq!(body["summary"]["servicesCompleted"], 5, "{body}");
+
+    // Without `?wait` the first wave's send fails: the wave is put back and the run made due.
+    let run_id = start_run(&stack, &json!({"website_id": "site_unsent", "domain": "unsent.example", "plan_id": "quick-v1"}));
+    let (rows, _) = stack.sql(
+        "SELECT r.due_at <= r.created_at + 1000 AS due_now, \
+           (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.run_id AND s.status = 'pending' AND s.attempts = 0) AS pending \
+         FROM runs r WHERE r.run_id = ?1",
+        &[json!(run_id)],
+    );
+    assert_eq!(rows[0], json!({"due_now": 1, "pending": 3}), "nothing dispatched, the run due at once");
+    // The poller (whose sends work) dispatches it on its next tick.
+    let tick = stack.admin_post("/admin/poller/tick", &json!({}));
+    assert_eq!(tick.status, 200, "{}", tick.text());
+    assert_eq!(tick.json()["last_run"]["counts"]["steps_dispatched"], 3, "{}", tick.text());
+    assert_eq!(wait_terminal(&stack, &run_id)["summary"]["status"], "completed");
+}
