@@ -12,7 +12,7 @@ use baton_core::summary::{confidence, missing_services};
 use baton_core::synthesis;
 use baton_edge::d1::events::{self as event_rows, EventRow};
 use baton_edge::d1::{runs, Arg};
-use baton_edge::engine::Engine;
+use baton_edge::engine::{Engine, Loaded};
 use baton_edge::{clock, Error, Result};
 use serde_json::Value;
 use worker::{MessageExt, QueueRetryOptionsBuilder, RawMessage};
@@ -44,12 +44,19 @@ pub async fn handle(engine: &Engine<'_>, message: &RawMessage, dead_lettered: bo
 
 /// Writes the diagnosis and finishes the run, once.
 pub(crate) async fn finalize(engine: &Engine<'_>, run_id: &str, synthesis_error: Option<&str>) -> Result<()> {
+    let Some(loaded) = engine.load(run_id).await? else { return Ok(()) };
+    finalize_loaded(engine, loaded, synthesis_error).await
+}
+
+/// [`finalize`] on a run the caller has (the one that just won the fan-in claim).
+pub(crate) async fn finalize_loaded(engine: &Engine<'_>, loaded: Loaded, synthesis_error: Option<&str>) -> Result<()> {
     // Resilience tests make the analysis fail so its messages reach the dead-letter queue
     // (whose finalisation, with `synthesis_error`, is let through).
     if synthesis_error.is_none() && baton_edge::faults::injected(engine.env(), "analysis") {
         return Err(baton_edge::Error::Internal("injected analysis fault".into()));
     }
-    let Some(loaded) = engine.load(run_id).await? else { return Ok(()) };
+    let run_id = loaded.run.run_id.clone();
+    let run_id = run_id.as_str();
     if loaded.status()? != RunStatus::Aggregating {
         return Ok(()); // finalised already, or not claimed: nothing to do
     }
@@ -128,9 +135,14 @@ pub(crate) async fn finalize(engine: &Engine<'_>, run_id: &str, synthesis_error:
     ];
     let metas = engine.db.batch(statements).await?;
     if metas.first().is_some_and(|m| m.changes > 0) {
-        if let Some(done) = engine.load(run_id).await? {
-            engine.write_snapshot(&done).await;
-        }
+        // The KV mirror of what was just written (no second read).
+        let mut done = loaded.clone();
+        done.run.status = status.as_str().to_string();
+        done.run.completed_at = Some(now.as_u64() as i64);
+        done.run.diagnosis_event_id = Some(event_id.as_str().to_string());
+        done.run.synthesis_error = diagnosis.synthesis_error.clone();
+        done.run.due_at = None;
+        engine.write_snapshot(&done).await;
         if loaded.run.kind == "pipeline" {
             release_and_admit(engine).await;
         }

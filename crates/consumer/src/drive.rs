@@ -9,6 +9,8 @@
 use baton_core::messages::TaskMessage;
 use baton_edge::concurrency::oneshot;
 use baton_edge::engine::Engine;
+
+use crate::tasks::{send_task, Disposition};
 use baton_edge::{auth, http, Error, Result};
 use serde_json::{json, Value};
 use worker::{Context, Env, Request, Response};
@@ -24,7 +26,19 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
     let (done, finished) = oneshot();
     ctx.wait_until(async move {
         match Engine::new(&env).await {
-            Ok(engine) => crate::tasks::run_here(&engine, tasks).await,
+            Ok(engine) => {
+                let outcomes = crate::tasks::run_batch(&engine, &tasks).await;
+                for (task, outcome) in tasks.iter().zip(outcomes) {
+                    match outcome {
+                        Ok(Disposition::Ack) => {}
+                        Ok(Disposition::RetryAfter(seconds)) => send_task(&engine, task, seconds).await,
+                        Err(e) => {
+                            worker::console_warn!("drive: {}/{}: {e}; queueing it", task.run_id, task.service);
+                            send_task(&engine, task, 1).await;
+                        }
+                    }
+                }
+            }
             Err(e) => {
                 worker::console_error!("drive: cannot start ({e}); queueing {count} tasks");
                 if let Err(e) = send(&env, &tasks).await {

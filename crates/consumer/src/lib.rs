@@ -43,6 +43,11 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> worker::R
         }
     };
     let messages: Vec<RawMessage> = batch.raw_iter().collect();
+    if queue == queue_names::TASKS {
+        // Grouped by run: one read and one claim transaction per run.
+        tasks::handle_batch(&engine, &messages).await;
+        return Ok(());
+    }
     // Locally one batch per queue is in flight at a time, and in production a batch's
     // messages are independent: handle them concurrently (each decides and acks on its own).
     let handlers: Vec<_> = messages.iter().map(|message| handle(&engine, &queue, message)).collect();
@@ -52,7 +57,6 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> worker::R
 
 async fn handle(engine: &Engine<'_>, queue: &str, message: &RawMessage) {
     match queue {
-        queue_names::TASKS => tasks::handle(engine, message).await,
         queue_names::ANALYSIS => analysis::handle(engine, message, false).await,
         queue_names::TASKS_DLQ => dead_letters::task(engine, message).await,
         queue_names::ANALYSIS_DLQ => analysis::handle(engine, message, true).await,

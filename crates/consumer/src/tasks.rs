@@ -1,17 +1,21 @@
-//! `baton-tasks`: run one step attempt against its service.
+//! `baton-tasks`: run step attempts against their services.
 //!
-//! A task message asks for attempt `n` of a step. The first delivery claims the attempt in
-//! D1 (a guarded update; duplicates lose and are acknowledged), calls the service, and
-//! records the outcome through the engine — the same transition the orchestrator's callback
-//! uses, including the fan-in claim. Transient failures come back through the queue after
-//! core's backoff (message retry with delay); after the queue's last retry the message goes
-//! to the dead-letter queue.
+//! A task message asks for attempt `n` of a step. The messages of a batch are grouped by run:
+//! one read of the run, then one D1 transaction claims every attempt asked for (guarded
+//! updates: a duplicate delivery loses and is acknowledged), then the claimed attempts run
+//! concurrently. Each outcome is recorded through the engine — the same transition the
+//! orchestrator's callback uses, including the fan-in claim — and what it makes ready (the
+//! next steps, the analysis) runs here too, claimed in the same transaction that dispatches
+//! it. Transient failures come back through the queue after core's backoff; after the
+//! queue's last retry the message goes to the dead-letter queue.
+
+use std::collections::BTreeMap;
 
 use baton_core::messages::TaskMessage;
 use baton_core::state::{self, StepEvent, StepOutcome, StepRecord, StepStatus};
 use baton_core::time::Millis;
-use baton_edge::d1::steps;
 use baton_edge::concurrency::join_all;
+use baton_edge::d1::steps;
 use baton_edge::engine::{record_of, row_with_record, AdvanceReport, Dispatch, Engine, Loaded, RecordOutcome, Report};
 use baton_edge::kv::Kv;
 use baton_edge::{Error, Result};
@@ -24,87 +28,203 @@ use crate::services::{run_attempt, Attempt, ServiceOutcome};
 /// Inputs larger than this travel by reference through KV, never inline.
 pub const INLINE_INPUT_LIMIT: usize = 64 * 1024;
 
-/// What to do with the message.
-enum Disposition {
+/// What to do with a task message.
+#[derive(Debug, Clone, Copy)]
+pub enum Disposition {
     Ack,
     /// Deliver again after this many seconds.
     RetryAfter(u32),
 }
 
-pub async fn handle(engine: &Engine<'_>, message: &RawMessage) {
-    let task = match crate::body_json(message).and_then(|v| TaskMessage::decode(&v).map_err(|e| e.to_string())) {
-        Ok(task) => task,
-        Err(e) => {
-            worker::console_error!("baton-tasks: poison message {} acknowledged: {e}", message.id());
-            message.ack();
-            return;
+/// A batch of `baton-tasks`: each message is acknowledged or retried on its own.
+pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
+    let mut decoded: Vec<(&RawMessage, TaskMessage)> = Vec::new();
+    for message in messages {
+        match crate::body_json(message).and_then(|v| TaskMessage::decode(&v).map_err(|e| e.to_string())) {
+            Ok(task) => decoded.push((message, task)),
+            Err(e) => {
+                worker::console_error!("baton-tasks: poison message {} acknowledged: {e}", message.id());
+                message.ack();
+            }
         }
-    };
-    match execute(engine, &task).await {
-        Ok(Disposition::Ack) => message.ack(),
-        Ok(Disposition::RetryAfter(seconds)) => {
-            message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(seconds).build())
-        }
-        Err(e) => {
-            // Storage or binding trouble: nothing was decided, try again later.
-            worker::console_error!("baton-tasks: {}/{} attempt {}: {e}; will retry", task.run_id, task.service, task.attempt);
-            message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(1).build());
+    }
+    let tasks: Vec<TaskMessage> = decoded.iter().map(|(_, task)| task.clone()).collect();
+    let outcomes = run_batch(engine, &tasks).await;
+    for ((message, task), outcome) in decoded.iter().zip(outcomes) {
+        match outcome {
+            Ok(Disposition::Ack) => message.ack(),
+            Ok(Disposition::RetryAfter(seconds)) => {
+                message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(seconds).build())
+            }
+            Err(e) => {
+                // Storage or binding trouble: the claim (if any) was given up; try again later.
+                worker::console_error!("baton-tasks: {}/{} attempt {}: {e}; will retry", task.run_id, task.service, task.attempt);
+                message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(1).build());
+            }
         }
     }
 }
 
-async fn execute(engine: &Engine<'_>, task: &TaskMessage) -> Result<Disposition> {
-    let run_id = task.run_id.as_str();
-    let service = task.service.as_str();
-    let Some(mut loaded) = engine.load(run_id).await? else { return Ok(Disposition::Ack) };
-    if !matches!(loaded.run.status.as_str(), "started" | "running") {
-        return Ok(Disposition::Ack); // cancelled, aggregating or finished: nothing to run
+/// Runs task attempts, grouped by run (runs concurrently); the outcomes in input order.
+pub async fn run_batch(engine: &Engine<'_>, tasks: &[TaskMessage]) -> Vec<Result<Disposition>> {
+    let mut by_run: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, task) in tasks.iter().enumerate() {
+        by_run.entry(task.run_id.as_str()).or_default().push(i);
     }
-    let (Some(row), Some(spec)) = (loaded.step(service).cloned(), loaded.plan.step(service).cloned()) else {
-        return Ok(Disposition::Ack);
-    };
-    let record = record_of(&row)?;
-    let now = engine.now();
-    // A retried message keeps its body (the first attempt's number), so while the step backs
-    // off any delivery of it may dispatch the next attempt; the guarded write keeps that to one.
-    let current = record.attempts == task.attempt;
-    let retry_trigger = record.status == StepStatus::Retrying && task.attempt <= record.attempts;
-    let attempt = match (record.status, current || retry_trigger) {
-        // The attempt the message asks for, dispatched and not yet claimed by anyone.
-        (StepStatus::Running, true) if current => {
-            let claim = steps::claim_start(&engine.db, run_id, service, row.attempts, now.as_u64() as i64)?;
-            if engine.db.batch(vec![claim]).await?.first().map(|m| m.changes).unwrap_or(0) == 0 {
-                return Ok(Disposition::Ack); // a duplicate delivery: another consumer has it
-            }
-            let mut claimed = row.clone();
-            claimed.claimed_at = Some(now.as_u64() as i64);
-            loaded.replace_step(claimed);
-            task.attempt
+    let groups: Vec<Vec<usize>> = by_run.into_values().collect();
+    let runs: Vec<_> = groups
+        .iter()
+        .map(|indices| {
+            let group: Vec<TaskMessage> = indices.iter().map(|&i| tasks[i].clone()).collect();
+            async move { run_tasks_of_run(engine, &group).await }
+        })
+        .collect();
+    let mut outcomes: Vec<Option<Result<Disposition>>> = tasks.iter().map(|_| None).collect();
+    for (indices, results) in groups.iter().zip(join_all(runs).await) {
+        for (&i, result) in indices.iter().zip(results) {
+            outcomes[i] = Some(result);
         }
-        // Redelivered after a transient failure: this delivery dispatches the next attempt.
-        (StepStatus::Retrying, true) => {
-            let mut rng = baton_core::retry::SplitMix64::new(baton_edge::clock::random_u64()?);
-            let next = match state::apply(&record, StepEvent::Dispatched, now, &spec, &mut rng) {
-                Ok(StepOutcome::Applied(next)) => next,
-                Err(state::IllegalTransition::RetryNotDue { next_attempt_at, .. }) => {
-                    return Ok(Disposition::RetryAfter(seconds_until(next_attempt_at, now)));
-                }
-                _ => return Ok(Disposition::Ack),
-            };
-            let mut claimed = row_with_record(&row, &next);
-            claimed.claimed_at = Some(now.as_u64() as i64);
-            let write = steps::compare_and_set(&engine.db, &row.status, row.attempts, &claimed)?;
-            let claim = steps::claim_start(&engine.db, run_id, service, claimed.attempts, now.as_u64() as i64)?;
-            let metas = engine.db.batch(vec![write, claim]).await?;
-            if metas.first().map(|m| m.changes).unwrap_or(0) == 0 {
-                return Ok(Disposition::Ack);
-            }
-            loaded.replace_step(claimed);
-            next.attempts
-        }
-        _ => return Ok(Disposition::Ack), // stale: that attempt is over
-    };
+    }
+    outcomes.into_iter().map(|o| o.unwrap_or(Ok(Disposition::Ack))).collect()
+}
 
+/// Sends a task message, after `delay` seconds (for work this invocation could not finish).
+pub async fn send_task(engine: &Engine<'_>, task: &TaskMessage, delay: u32) {
+    let send = async {
+        let queue = baton_edge::queues::task_queue(engine.env())?;
+        let message = worker::MessageBuilder::new(task.clone()).delay_seconds(delay).build();
+        queue.send(message).await.map_err(|e| Error::Queue(e.to_string()))
+    };
+    if let Err(e) = send.await {
+        worker::console_error!("baton-tasks: {}/{}: not queued ({e}); the poller dispatches it", task.run_id, task.service);
+    }
+}
+
+/// What a task's claim came to.
+enum Claim {
+    /// This invocation runs that attempt.
+    Run(u32),
+    /// Nothing to run: acknowledge or come back later.
+    Settled(Disposition),
+}
+
+/// One run's tasks: one read, one transaction of claims, then the claimed attempts
+/// concurrently.
+async fn run_tasks_of_run(engine: &Engine<'_>, tasks: &[TaskMessage]) -> Vec<Result<Disposition>> {
+    let (loaded, claims) = match claim(engine, tasks).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            let message = e.to_string();
+            return tasks.iter().map(|_| Err(Error::Storage(message.clone()))).collect();
+        }
+    };
+    let runs: Vec<_> = claims
+        .into_iter()
+        .zip(tasks)
+        .map(|(claim, task)| {
+            let loaded = &loaded;
+            async move {
+                match (claim, loaded) {
+                    (Claim::Run(attempt), Some(loaded)) => {
+                        run_claimed_or_release(engine, loaded.clone(), task.service.as_str(), attempt).await
+                    }
+                    (Claim::Settled(disposition), _) => Ok(disposition),
+                    (Claim::Run(_), None) => Ok(Disposition::Ack),
+                }
+            }
+        })
+        .collect();
+    join_all(runs).await
+}
+
+/// Claims the attempts the tasks ask for, in one transaction. Returns the run as it stands
+/// after the claims (`None`: no such run).
+async fn claim(engine: &Engine<'_>, tasks: &[TaskMessage]) -> Result<(Option<Loaded>, Vec<Claim>)> {
+    let settled = |d| tasks.iter().map(|_| Claim::Settled(d)).collect::<Vec<_>>();
+    let Some(run_id) = tasks.first().map(|t| t.run_id.as_str()) else { return Ok((None, Vec::new())) };
+    let Some(mut loaded) = engine.load(run_id).await? else { return Ok((None, settled(Disposition::Ack))) };
+    if !matches!(loaded.run.status.as_str(), "started" | "running") {
+        return Ok((None, settled(Disposition::Ack))); // cancelled, aggregating or finished
+    }
+    let now = engine.now();
+    let at = now.as_u64() as i64;
+    let mut claims = settled(Disposition::Ack);
+    let mut statements = Vec::new();
+    // (task index, index of the statement that decides, the claimed row, attempt)
+    let mut pending = Vec::new();
+    for (i, task) in tasks.iter().enumerate() {
+        let service = task.service.as_str();
+        let (Some(row), Some(spec)) = (loaded.step(service), loaded.plan.step(service)) else { continue };
+        let record = record_of(row)?;
+        // A retried message keeps its body (the first attempt's number), so while the step
+        // backs off any delivery of it may dispatch the next attempt; the guarded write keeps
+        // that to one.
+        let current = record.attempts == task.attempt;
+        let retry_trigger = record.status == StepStatus::Retrying && task.attempt <= record.attempts;
+        match record.status {
+            // The attempt the message asks for, dispatched and not yet claimed by anyone.
+            StepStatus::Running if current => {
+                let mut claimed = row.clone();
+                claimed.claimed_at = Some(at);
+                pending.push((i, statements.len(), claimed, task.attempt));
+                statements.push(steps::claim_start(&engine.db, run_id, service, row.attempts, at)?);
+            }
+            // Redelivered after a transient failure: this delivery dispatches the next attempt.
+            StepStatus::Retrying if retry_trigger => {
+                let mut rng = baton_core::retry::SplitMix64::new(baton_edge::clock::random_u64()?);
+                let next = match state::apply(&record, StepEvent::Dispatched, now, spec, &mut rng) {
+                    Ok(StepOutcome::Applied(next)) => next,
+                    Err(state::IllegalTransition::RetryNotDue { next_attempt_at, .. }) => {
+                        claims[i] = Claim::Settled(Disposition::RetryAfter(seconds_until(next_attempt_at, now)));
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let mut claimed = row_with_record(row, &next);
+                claimed.claimed_at = Some(at);
+                pending.push((i, statements.len(), claimed.clone(), next.attempts));
+                statements.push(steps::compare_and_set(&engine.db, &row.status, row.attempts, &claimed)?);
+                statements.push(steps::claim_start(&engine.db, run_id, service, claimed.attempts, at)?);
+            }
+            _ => {} // stale: that attempt is over, or someone else runs it
+        }
+    }
+    if statements.is_empty() {
+        return Ok((Some(loaded), claims));
+    }
+    let metas = engine.db.batch(statements).await?;
+    for (i, decides, claimed, attempt) in pending {
+        // A duplicate delivery (or a racing consumer) finds the attempt claimed: `changes` = 0.
+        if metas.get(decides).is_some_and(|m| m.changes > 0) {
+            loaded.replace_step(claimed);
+            claims[i] = Claim::Run(attempt);
+        }
+    }
+    Ok((Some(loaded), claims))
+}
+
+/// [`run_claimed`]; on an error, gives the claim up so that the attempt's message (retried,
+/// or sent by the caller) can claim it again instead of waiting for the attempt's deadline.
+async fn run_claimed_or_release(engine: &Engine<'_>, loaded: Loaded, service: &str, attempt: u32) -> Result<Disposition> {
+    let claimed_at = loaded.step(service).and_then(|row| row.claimed_at);
+    let run_id = loaded.run.run_id.clone();
+    // Boxed: running a step may run the steps it makes ready (recursion).
+    let outcome = Box::pin(run_claimed(engine, loaded, service, attempt)).await;
+    if let (Err(_), Some(at)) = (&outcome, claimed_at) {
+        let release = steps::release_claim(&engine.db, &run_id, service, i64::from(attempt), at);
+        if let Err(e) = async { engine.db.batch(vec![release?]).await }.await {
+            worker::console_warn!("baton-tasks: {run_id}/{service}: claim not released ({e}); its deadline frees it");
+        }
+    }
+    outcome
+}
+
+/// Runs an attempt this invocation has claimed (`loaded` shows the claim) and records its
+/// outcome.
+async fn run_claimed(engine: &Engine<'_>, loaded: Loaded, service: &str, attempt: u32) -> Result<Disposition> {
+    let Some(spec) = loaded.plan.step(service).cloned() else { return Ok(Disposition::Ack) };
+    let run_id = loaded.run.run_id.clone();
+    let run_id = run_id.as_str();
     let input = build_input(engine, &loaded, service, attempt).await?;
     let outcome = run_attempt(
         engine.env(),
@@ -132,7 +252,6 @@ async fn execute(engine: &Engine<'_>, task: &TaskMessage) -> Result<Disposition>
         ServiceOutcome::Done { output, usage, duration_ms } => Report::Succeeded { output, usage, duration_ms },
         ServiceOutcome::Failed(error) => Report::Failed(error),
     };
-    // The step row in `loaded` is this attempt's claimed state: record on it, no reload.
     // With an LLM configured the analysis may take seconds: it stays on its own queue.
     let dispatch = Dispatch::Inline { analysis: LlmConfig::from_env(engine.env()).is_none() };
     match engine.record_loaded(loaded, service, Some(attempt), report, dispatch).await? {
@@ -148,47 +267,59 @@ async fn execute(engine: &Engine<'_>, task: &TaskMessage) -> Result<Disposition>
 }
 
 /// Carries out here what a result made ready ([`Dispatch::Inline`] saves a queue hop each):
-/// the steps it dispatched, concurrently, and the analysis of a fan-in it won. What cannot
-/// be finished here goes to its queue; if this invocation dies, the steps' deadlines and the
-/// analysis timeout bring the poller.
-pub async fn carry_on(engine: &Engine<'_>, advance: AdvanceReport) {
-    run_here(engine, advance.unsent_tasks).await;
+/// the steps it dispatched and claimed, concurrently, and the analysis of a fan-in it won.
+/// What cannot be finished here goes to its queue; if this invocation dies, the steps'
+/// deadlines and the analysis timeout bring the poller.
+async fn carry_on(engine: &Engine<'_>, advance: AdvanceReport) {
+    let run_id = match (advance.unsent_tasks.first(), &advance.unsent_analysis) {
+        (Some(task), _) => task.run_id.as_str().to_string(),
+        (None, Some(message)) => message.trace_id.as_str().to_string(),
+        (None, None) => return,
+    };
+    let after = match advance.after {
+        Some(after) => Some(after),
+        None => engine.load(&run_id).await.unwrap_or_else(|e| {
+            worker::console_warn!("baton-tasks: {run_id}: reading the run failed ({e})");
+            None
+        }),
+    };
+    let Some(after) = after else {
+        // The dispatched steps are claimed by us: their deadlines bring the poller.
+        if !advance.unsent_tasks.is_empty() {
+            worker::console_error!("baton-tasks: {run_id}: dispatched steps not run here; the poller retries them at their deadline");
+        }
+        if let Some(message) = &advance.unsent_analysis {
+            if let Err(e) = engine.send_analysis(message).await {
+                worker::console_error!("baton-tasks: {run_id}: analysis not queued ({e}); the poller resends it");
+            }
+        }
+        return;
+    };
+    let runs: Vec<_> = advance
+        .unsent_tasks
+        .iter()
+        .map(|task| {
+            let after = after.clone();
+            async move {
+                match run_claimed_or_release(engine, after, task.service.as_str(), task.attempt).await {
+                    Ok(Disposition::Ack) => {}
+                    Ok(Disposition::RetryAfter(seconds)) => send_task(engine, task, seconds).await,
+                    Err(e) => {
+                        worker::console_warn!("baton-tasks: {}/{} inline: {e}; queueing it", task.run_id, task.service);
+                        send_task(engine, task, 1).await;
+                    }
+                }
+            }
+        })
+        .collect();
+    join_all(runs).await;
     if let Some(message) = advance.unsent_analysis {
-        let run_id = message.trace_id.as_str().to_string();
-        if let Err(e) = crate::analysis::finalize(engine, &run_id, None).await {
+        if let Err(e) = crate::analysis::finalize_loaded(engine, after, None).await {
             worker::console_warn!("baton-tasks: {run_id} inline analysis: {e}; queueing it");
             if let Err(e) = engine.send_analysis(&message).await {
                 worker::console_error!("baton-tasks: {run_id}: analysis not queued ({e}); the poller resends it");
             }
         }
-    }
-}
-
-/// Runs task attempts in this invocation, concurrently. A retry one asks for, or one that
-/// could not run, goes on the task queue.
-pub async fn run_here(engine: &Engine<'_>, tasks: Vec<TaskMessage>) {
-    let runs: Vec<_> = tasks.into_iter().map(|task| run_one_here(engine, task)).collect();
-    join_all(runs).await;
-}
-
-async fn run_one_here(engine: &Engine<'_>, task: TaskMessage) {
-    // Boxed: running a step may run the steps it makes ready (recursion).
-    let outcome = Box::pin(execute(engine, &task)).await;
-    let delay = match outcome {
-        Ok(Disposition::Ack) => return,
-        Ok(Disposition::RetryAfter(seconds)) => seconds,
-        Err(e) => {
-            worker::console_warn!("baton-tasks: {}/{} inline: {e}; queueing it", task.run_id, task.service);
-            0
-        }
-    };
-    let send = async {
-        let queue = baton_edge::queues::task_queue(engine.env())?;
-        let message = worker::MessageBuilder::new(task.clone()).delay_seconds(delay).build();
-        queue.send(message).await.map_err(|e| Error::Queue(e.to_string()))
-    };
-    if let Err(e) = send.await {
-        worker::console_error!("baton-tasks: {}/{}: not queued ({e}); the poller dispatches it", task.run_id, task.service);
     }
 }
 

@@ -8,17 +8,20 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-/// Drives every future to completion concurrently.
-pub async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
+/// Drives every future to completion concurrently; their outputs in the same order.
+pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     let mut slots: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = slots.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
-        for slot in slots.iter_mut() {
+        for (slot, output) in slots.iter_mut().zip(outputs.iter_mut()) {
             if let Some(future) = slot {
-                if future.as_mut().poll(cx).is_ready() {
-                    *slot = None;
-                } else {
-                    pending = true;
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
                 }
             }
         }
@@ -28,7 +31,8 @@ pub async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
             Poll::Ready(())
         }
     })
-    .await
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// `future`'s output, or `None` if `limit` passes first (the future is then dropped).

@@ -103,6 +103,16 @@ pub fn claim_start(db: &Db, run_id: &str, service: &str, attempt: i64, now: i64)
     )
 }
 
+/// Gives up this caller's claim on a running attempt (it could not run it), so that the
+/// attempt's task message can claim it.
+pub fn release_claim(db: &Db, run_id: &str, service: &str, attempt: i64, claimed_at: i64) -> Result<Stmt> {
+    db.stmt(
+        "UPDATE steps SET claimed_at = NULL WHERE run_id = ?1 AND service = ?2 AND status = 'running' \
+         AND attempts = ?3 AND claimed_at = ?4",
+        &[Arg::from(run_id), Arg::from(service), Arg::Int(attempt), Arg::Int(claimed_at)],
+    )
+}
+
 /// Running attempts past their timeout, earliest first (partial index `steps_running_deadline`).
 pub async fn overdue(db: &Db, now: i64, limit: u32) -> Result<(Vec<(String, String)>, super::Meta)> {
     #[derive(Deserialize)]

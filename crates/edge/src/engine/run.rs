@@ -127,6 +127,11 @@ pub struct AdvanceReport {
     /// [`Dispatch::Inline`] with analysis: the won fan-in's analysis message, not sent.
     #[serde(skip)]
     pub unsent_analysis: Option<AnalysisMessage>,
+    /// [`Dispatch::Inline`]: the run after this advance's writes (dispatched steps claimed by
+    /// the caller, the fan-in claim), so the caller runs them without reading it again.
+    /// `None` when a racing writer changed a step first: the caller reads the run.
+    #[serde(skip)]
+    pub after: Option<Loaded>,
 }
 
 /// Who carries out what a change makes ready.
@@ -329,16 +334,27 @@ impl<'a> Engine<'a> {
             }
         }
 
-        // Step writes, each guarded by the state it was read in.
+        // Step writes, each guarded by the state it was read in. An inline caller claims what
+        // it dispatches in the same transaction (it runs them: no message, no second claim).
+        let inline = matches!(dispatch, Dispatch::Inline { .. });
         let mut statements: Vec<Stmt> = Vec::new();
-        let mut written: Vec<String> = Vec::new();
+        // (service, index of its write in the batch, the row written)
+        let mut written: Vec<(String, usize, StepRow)> = Vec::new();
         for row in &loaded.steps {
             let Some(next) = records.get(&row.service) else { continue };
             if record_of(row)? == *next {
                 continue;
             }
-            statements.push(steps::compare_and_set(&self.db, &row.status, row.attempts, &row_with_record(row, next))?);
-            written.push(row.service.clone());
+            let mut new_row = row_with_record(row, next);
+            new_row.claimed_at = if new_row.attempts == row.attempts { row.claimed_at } else { None };
+            written.push((row.service.clone(), statements.len(), new_row.clone()));
+            statements.push(steps::compare_and_set(&self.db, &row.status, row.attempts, &new_row)?);
+            if inline && dispatching.contains(&row.service) {
+                statements.push(steps::claim_start(&self.db, &loaded.run.run_id, &row.service, new_row.attempts, now.as_u64() as i64)?);
+                if let Some((_, _, claimed)) = written.last_mut() {
+                    claimed.claimed_at = Some(now.as_u64() as i64);
+                }
+            }
         }
         let run_id = loaded.run.run_id.as_str();
         if !dispatching.is_empty() && status == RunStatus::Started {
@@ -391,7 +407,27 @@ impl<'a> Engine<'a> {
         let won = |i: usize| metas.get(i).is_some_and(|m| m.changes > 0);
 
         let dispatched_won: Vec<&String> =
-            written.iter().enumerate().filter(|(i, s)| won(*i) && dispatching.contains(s)).map(|(_, s)| s).collect();
+            written.iter().filter(|(s, i, _)| won(*i) && dispatching.contains(s)).map(|(s, _, _)| s).collect();
+        let claim_won = matches!(run_statement, Some(("claim", i)) if won(i));
+        // Known without a read only if every write of ours went in (a racing caller that
+        // wrote a step first has its own version of it).
+        let all_won = written.iter().all(|(_, i, _)| won(*i));
+        if inline && all_won && (!dispatched_won.is_empty() || claim_won) {
+            // The run as it stands after this caller's writes, for running what it claimed.
+            let mut after = loaded.clone();
+            for (_, _, row) in written.iter().filter(|(_, i, _)| won(*i)) {
+                after.replace_step(row.clone());
+            }
+            if let (Some(("claim", i)), FanInDecision::Aggregate { partial, missing, .. }) = (run_statement, &fan_in.decision) {
+                if won(i) {
+                    after.run.status = RunStatus::Aggregating.as_str().to_string();
+                    after.run.claimed_at = Some(now.as_u64() as i64);
+                    after.run.partial = Some(i64::from(*partial));
+                    after.run.missing = Some(Value::from(names(missing.iter())).to_string());
+                }
+            }
+            report.after = Some(after);
+        }
         if !dispatched_won.is_empty() {
             let messages: Vec<TaskMessage> = dispatched_won
                 .iter()
