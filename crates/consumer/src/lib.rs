@@ -72,6 +72,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let result = match (req.method(), req.path().as_str()) {
         (Method::Get, "/health") => health(&env).await,
         (Method::Post, drive::PATH) => drive::handle(req, env, &ctx).await,
+        (Method::Get, "/__test/meter") => baton_edge::meter::respond(&req, &env),
         (_, path) => Err(Error::NotFound { what: format!("route {path}") }),
     };
     result.or_else(|e| e.to_response())

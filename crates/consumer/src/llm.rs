@@ -106,6 +106,7 @@ async fn call(config: &LlmConfig, diagnosis: &Diagnosis) -> Result<String, Attem
         Delay::from(Duration::from_millis(timeout_ms)).await;
         controller.abort();
     });
+    baton_edge::meter::subrequest();
     let mut response = Fetch::Request(request)
         .send_with_signal(&signal)
         .await

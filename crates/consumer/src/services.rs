@@ -57,6 +57,7 @@ async fn post(env: &Env, endpoint: &Endpoint, path: &str, body: &Value) -> Resul
     let _ = headers.set("Content-Type", "application/json");
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.to_string().into()));
+    baton_edge::meter::subrequest();
     let network = |url: &str, e: worker::Error| StepError::new(ErrorKind::Transient, format!("network error calling {url}: {e}"));
     let mut response = match endpoint {
         Endpoint::Binding(base) => {

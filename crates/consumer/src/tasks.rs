@@ -92,8 +92,7 @@ pub async fn run_batch(engine: &Engine<'_>, tasks: &[TaskMessage]) -> Vec<Result
 pub async fn send_task(engine: &Engine<'_>, task: &TaskMessage, delay: u32) {
     let send = async {
         let queue = baton_edge::queues::task_queue(engine.env())?;
-        let message = worker::MessageBuilder::new(task.clone()).delay_seconds(delay).build();
-        queue.send(message).await.map_err(|e| Error::Queue(e.to_string()))
+        baton_edge::queues::send_delayed(&queue, task.clone(), delay).await
     };
     if let Err(e) = send.await {
         worker::console_error!("baton-tasks: {}/{}: not queued ({e}); the poller dispatches it", task.run_id, task.service);

@@ -39,6 +39,7 @@ pub async fn master_template(env: &worker::Env, name: &str) -> Result<Option<Mas
     let kam = env.service(bindings::KAM).map_err(|e| Error::Binding { name: bindings::KAM, cause: e.to_string() })?;
     let url = format!("https://kam.internal/api/master-templates/{name}");
     let answer = async {
+        crate::meter::subrequest();
         let mut response = kam.fetch(url, None).await?;
         let status = response.status_code();
         let body = response.text().await?;

@@ -29,12 +29,14 @@ impl Kv {
     /// Reads a text value.
     pub async fn get_text(&self, key: &str) -> Result<Option<String>> {
         self.check("get", key)?;
+        crate::meter::add(|u| u.kv_reads += 1);
         self.store.get(key).text().await.map_err(|e| Error::Kv(format!("get {key}: {e}")))
     }
 
     /// Writes a text value.
     pub async fn put_text(&self, key: &str, value: &str) -> Result<()> {
         self.check("put", key)?;
+        crate::meter::add(|u| u.kv_writes += 1);
         self.store
             .put(key, value)
             .map_err(|e| Error::Kv(format!("put {key}: {e}")))?
@@ -52,6 +54,7 @@ impl Kv {
     /// Deletes a key.
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.check("delete", key)?;
+        crate::meter::add(|u| u.kv_writes += 1);
         self.store.delete(key).await.map_err(|e| Error::Kv(format!("delete {key}: {e}")))
     }
 }

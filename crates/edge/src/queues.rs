@@ -12,6 +12,14 @@ pub fn producer(env: &worker::Env, name: &'static str) -> Result<Queue> {
 
 /// Sends one message.
 pub async fn send<T: Serialize>(queue: &Queue, message: &T) -> Result<()> {
+    crate::meter::add(|u| u.queue_messages += 1);
+    queue.send(message).await.map_err(|e| Error::Queue(e.to_string()))
+}
+
+/// Sends one message, delivered no sooner than `delay_seconds` from now.
+pub async fn send_delayed<T: Serialize>(queue: &Queue, message: T, delay_seconds: u32) -> Result<()> {
+    crate::meter::add(|u| u.queue_messages += 1);
+    let message = worker::MessageBuilder::new(message).delay_seconds(delay_seconds).build();
     queue.send(message).await.map_err(|e| Error::Queue(e.to_string()))
 }
 
@@ -22,6 +30,7 @@ pub async fn send_all<T: Serialize + Clone>(queue: &Queue, messages: &[T]) -> Re
             send(queue, &chunk[0]).await?;
             continue;
         }
+        crate::meter::add(|u| u.queue_messages += chunk.len() as u64);
         let batch: Vec<worker::SendMessage<T>> = chunk.iter().cloned().map(worker::SendMessage::from).collect();
         queue.send_batch(batch).await.map_err(|e| Error::Queue(e.to_string()))?;
     }

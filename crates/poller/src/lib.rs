@@ -25,6 +25,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
             Ok(()) => tick::cron(&env).await.and_then(|outcome| http::json(200, &outcome)),
             Err(e) => Err(e),
         },
+        (Method::Get, "/__test/meter") => baton_edge::meter::respond(&req, &env),
         (Method::Post, "/admin/tick") => match auth::require_admin(&req, &env) {
             Ok(()) => tick::run_now(&env).await.and_then(|outcome| http::json(200, &outcome)),
             Err(e) => Err(e),

@@ -178,6 +178,7 @@ async fn poll_progress(engine: &Engine<'_>, run_id: &str, service: &str, attempt
         .service(bindings::SERVICES)
         .map_err(|e| baton_edge::Error::Binding { name: bindings::SERVICES, cause: e.to_string() })?;
     let url = format!("https://services.internal/{service}/api/progress/{run_id}");
+    baton_edge::meter::subrequest();
     let mut response = services
         .fetch(url, None)
         .await

@@ -379,6 +379,56 @@ impl Baton {
         Some((changes()? - before) / runs as f64)
     }
 
+    /// The usage counters of Baton's three workers (`GET /__test/meter`), reset afterwards.
+    fn meter(&self) -> Value {
+        let auth = format!("Bearer {}", self.stack.secrets().admin_token);
+        let r = self.stack.send("GET", "/__test/meter?reset=true", &[("Authorization", auth.as_str())], None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    /// Billed units per run, from the workers' own counters over `runs` sequential runs:
+    /// `waited` runs are started with `?wait=30` (the first wave handed to the consumer),
+    /// the others with a plain 202 and the queue (completion seen through the unmetered
+    /// test SQL hook).
+    fn usage_per_run(&self, plan: &str, runs: usize, waited: bool) -> Value {
+        let site = format!("bench-usage-{plan}-{}", if waited { "wait" } else { "queue" });
+        self.run_and_wait(&site, plan, json!({}));
+        std::thread::sleep(Duration::from_millis(300)); // the warm-up's background writes
+        self.meter();
+        let mut ids = Vec::new();
+        for _ in 0..runs {
+            if waited {
+                ids.push(self.run_and_wait(&site, plan, json!({})));
+            } else {
+                let body = json!({"website_id": site, "domain": "bench.example", "plan_id": plan});
+                let r = self.stack.post_as(&self.token, "/api/orchestration/run", &body);
+                assert_eq!(r.status, 202, "{}", r.text());
+                let id = r.json()["run_id"].as_str().unwrap_or_default().to_string();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while Instant::now() < deadline {
+                    let (rows, _) = self.stack.sql(&format!("SELECT status IN {TERMINAL} AS done FROM runs WHERE run_id = ?1"), &[json!(id)]);
+                    if rows.first().is_some_and(|r| r["done"] == 1) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                ids.push(id);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let usage = self.meter();
+        let c = self.check(&site, &ids);
+        let units = ["d1_round_trips", "d1_statements", "d1_rows_read", "d1_rows_written", "kv_reads", "kv_writes", "queue_messages", "subrequests"];
+        let mut total = serde_json::Map::new();
+        for unit in units {
+            let sum: f64 = ["orchestrator", "consumer", "poller"].iter().map(|w| usage[w][unit].as_f64().unwrap_or(0.0)).sum();
+            total.insert(unit.to_string(), json!((sum / runs as f64 * 10.0).round() / 10.0));
+        }
+        json!({"plan": plan, "started_with": if waited { "?wait=30" } else { "202 + queue" }, "runs": runs,
+               "per_run": total, "by_worker_total": usage, "lost": c.lost, "duplicated": c.duplicated, "completed": c.completed})
+    }
+
     /// Poller cost: rows read by one tick with `active` runs in flight, before and after
     /// `history` finished runs (with their steps) are added.
     fn poller_rows(&self, active: usize, history: usize) -> Value {
@@ -731,6 +781,20 @@ fn table(results: &Value) -> String {
             ));
         }
     }
+    let usage = b["cost"]["usage_per_run"].as_array().cloned().unwrap_or_default();
+    if !usage.is_empty() {
+        t.push_str("\n| Baton cost per run | D1 round trips | D1 statements | D1 rows read | D1 rows written | KV reads | KV writes | queue messages | subrequests |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for u in usage {
+            let p = &u["per_run"];
+            t.push_str(&format!(
+                "| {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                u["plan"].as_str().unwrap_or(""),
+                u["started_with"].as_str().unwrap_or(""),
+                p["d1_round_trips"], p["d1_statements"], p["d1_rows_read"], p["d1_rows_written"],
+                p["kv_reads"], p["kv_writes"], p["queue_messages"], p["subrequests"]
+            ));
+        }
+    }
     t
 }
 
@@ -759,7 +823,9 @@ fn main() {
     let mut results = json!({"machine": machine(), "state": "disk (wrangler dev --persist-to)"});
 
     eprintln!("starting Baton (wrangler dev)");
-    let stack = Stack::start(StackOptions::default());
+    // The consumer and the poller answer `/__test/meter` too (their usage counters).
+    let hooks = vec![("BATON_TEST_HOOKS".to_string(), "true".to_string())];
+    let stack = Stack::start(StackOptions { consumer_vars: hooks.clone(), poller_vars: hooks, ..StackOptions::default() });
     let baton = Baton {
         token: stack.token(0).to_string(),
         stack,
@@ -785,6 +851,12 @@ fn main() {
                 "quick-v1": baton.rows_changed_per_run("quick-v1", 20),
                 "standard-v1": baton.rows_changed_per_run("standard-v1", 20),
             },
+            "usage_per_run": [
+                baton.usage_per_run("quick-v1", 20, true),
+                baton.usage_per_run("standard-v1", 20, true),
+                baton.usage_per_run("quick-v1", 20, false),
+                baton.usage_per_run("standard-v1", 20, false),
+            ],
             "poller": baton.poller_rows(100, 10_000),
         });
         eprintln!("  Baton cost: {}", results["baton"]["cost"]);

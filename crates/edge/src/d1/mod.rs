@@ -100,7 +100,11 @@ impl std::ops::AddAssign for Meta {
 }
 
 /// The D1 database.
-pub struct Db(D1Database);
+pub struct Db {
+    database: D1Database,
+    /// Counted in [`crate::meter`] (test hooks are not).
+    metered: bool,
+}
 
 /// A statement ready to run or to batch.
 pub struct Stmt(D1PreparedStatement);
@@ -109,14 +113,30 @@ impl Db {
     /// Opens the `DB` binding.
     pub fn from_env(env: &worker::Env) -> Result<Self> {
         env.d1(bindings::DB)
-            .map(Db)
+            .map(|database| Db { database, metered: true })
             .map_err(|e| Error::Binding { name: bindings::DB, cause: e.to_string() })
+    }
+
+    /// The database for the test hooks, whose queries stay out of [`crate::meter`].
+    pub fn unmetered_from_env(env: &worker::Env) -> Result<Self> {
+        Ok(Db { metered: false, ..Db::from_env(env)? })
+    }
+
+    fn count(&self, metas: &[Meta]) {
+        if self.metered {
+            crate::meter::add(|u| {
+                u.d1_round_trips += 1;
+                u.d1_statements += metas.len() as u64;
+                u.d1_rows_read += metas.iter().map(|m| m.rows_read).sum::<u64>();
+                u.d1_rows_written += metas.iter().map(|m| m.rows_written).sum::<u64>();
+            });
+        }
     }
 
     /// Prepares `sql` with positional arguments (`?1`, `?2`, ... or `?`).
     pub fn stmt(&self, sql: &str, args: &[Arg]) -> Result<Stmt> {
         let js: Vec<JsValue> = args.iter().map(Arg::to_js).collect();
-        self.0
+        self.database
             .prepare(sql)
             .bind(&js)
             .map(Stmt)
@@ -126,14 +146,18 @@ impl Db {
     /// Runs a statement for its effect.
     pub async fn run(&self, sql: &str, args: &[Arg]) -> Result<Meta> {
         let result = self.stmt(sql, args)?.0.run().await.map_err(storage_error)?;
-        Ok(meta_of(&result))
+        let meta = meta_of(&result);
+        self.count(&[meta]);
+        Ok(meta)
     }
 
     /// Runs a query and decodes every row.
     pub async fn all<T: DeserializeOwned>(&self, sql: &str, args: &[Arg]) -> Result<(Vec<T>, Meta)> {
         let result = self.stmt(sql, args)?.0.all().await.map_err(storage_error)?;
         let rows = result.results::<T>().map_err(|e| Error::Storage(format!("decoding rows: {e}")))?;
-        Ok((rows, meta_of(&result)))
+        let meta = meta_of(&result);
+        self.count(&[meta]);
+        Ok((rows, meta))
     }
 
     /// Runs a query and decodes the first row, if any.
@@ -147,8 +171,10 @@ impl Db {
         if stmts.is_empty() {
             return Ok(Vec::new());
         }
-        let results = self.0.batch(stmts.into_iter().map(|s| s.0).collect()).await.map_err(storage_error)?;
-        Ok(results.iter().map(meta_of).collect())
+        let results = self.database.batch(stmts.into_iter().map(|s| s.0).collect()).await.map_err(storage_error)?;
+        let metas: Vec<Meta> = results.iter().map(meta_of).collect();
+        self.count(&metas);
+        Ok(metas)
     }
 
     /// Runs a batch and decodes the rows of each statement as JSON values.
@@ -156,7 +182,8 @@ impl Db {
         if stmts.is_empty() {
             return Ok(Vec::new());
         }
-        let results = self.0.batch(stmts.into_iter().map(|s| s.0).collect()).await.map_err(storage_error)?;
+        let results = self.database.batch(stmts.into_iter().map(|s| s.0).collect()).await.map_err(storage_error)?;
+        self.count(&results.iter().map(meta_of).collect::<Vec<_>>());
         results
             .iter()
             .map(|r| {

@@ -78,6 +78,10 @@ pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
             Method::Post => return test_hooks::queue(req, env, name).await,
             _ => &[Method::Post],
         },
+        ["__test", "meter"] => match method {
+            Method::Get => return test_hooks::meter(req, env).await,
+            _ => &[Method::Get],
+        },
         ["__test", "kv", key] => match method {
             Method::Get | Method::Put | Method::Delete => return test_hooks::kv(req, env, key).await,
             _ => &[Method::Get, Method::Put, Method::Delete],

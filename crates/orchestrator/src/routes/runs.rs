@@ -138,6 +138,7 @@ async fn hand_over(engine: &Engine<'_>, tasks: &[TaskMessage], limit: Duration) 
             .env()
             .service(bindings::CONSUMER)
             .map_err(|e| Error::Binding { name: bindings::CONSUMER, cause: e.to_string() })?;
+        baton_edge::meter::subrequest();
         let mut response = consumer.fetch_request(request).await?;
         match response.status_code() {
             200 => Ok(()),

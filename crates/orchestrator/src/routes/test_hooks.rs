@@ -2,17 +2,13 @@
 //! rows read) and KV access. They answer only when `BATON_TEST_HOOKS` is "true" and the
 //! admin token is given; otherwise they do not exist (404).
 
-use baton_edge::{auth, d1::{Arg, Db}, http, kv::Kv, queues, Error, Result};
+use baton_edge::{auth, bindings, d1::{Arg, Db}, http, kv::Kv, queues, Error, Result};
 use serde::Deserialize;
-use serde_json::{json, Value};
-use worker::{Env, Method, Request, Response};
-
-fn enabled(env: &Env) -> bool {
-    env.var("BATON_TEST_HOOKS").map(|v| v.to_string() == "true").unwrap_or(false)
-}
+use serde_json::{json, Map, Value};
+use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
 fn guard(req: &Request, env: &Env) -> Result<()> {
-    if !enabled(env) {
+    if !baton_edge::meter::test_hooks_enabled(env) {
         return Err(Error::NotFound { what: format!("route {}", req.path()) });
     }
     auth::require_admin(req, env)
@@ -39,7 +35,7 @@ pub async fn sql(mut req: Request, env: &Env) -> Result<Response> {
             other => Arg::Text(other.to_string()),
         })
         .collect();
-    let db = Db::from_env(env)?;
+    let db = Db::unmetered_from_env(env)?;
     let (rows, meta) = db.all::<Value>(&body.sql, &args).await?;
     http::json(200, &json!({ "rows": rows, "meta": meta }))
 }
@@ -81,4 +77,30 @@ pub async fn queue(mut req: Request, env: &Env, name: &str) -> Result<Response> 
     };
     queues::send_json_values(&queue, &body.messages).await?;
     http::json(200, &json!({ "sent": body.messages.len() }))
+}
+
+/// `GET /__test/meter[?reset=true]`: the usage counters (`baton_edge::meter`) of the
+/// orchestrator, the consumer and the poller — each worker's own `/__test/meter`, reached over
+/// its service binding (these calls are not counted).
+pub async fn meter(req: Request, env: &Env) -> Result<Response> {
+    guard(&req, env)?;
+    let reset = http::query_param(&req, "reset")?.is_some_and(|v| v == "true");
+    let mut usage = Map::new();
+    usage.insert("orchestrator".into(), json!(baton_edge::meter::read(reset)));
+    let authorization = req.headers().get("Authorization").ok().flatten().unwrap_or_default();
+    for (name, binding) in [("consumer", bindings::CONSUMER), ("poller", bindings::POLLER)] {
+        let fetcher = env.service(binding).map_err(|e| Error::Binding { name: binding, cause: e.to_string() })?;
+        let headers = Headers::new();
+        let _ = headers.set("Authorization", &authorization);
+        let mut init = RequestInit::new();
+        init.with_method(Method::Get).with_headers(headers);
+        let mut response = fetcher.fetch(format!("https://internal/__test/meter?reset={reset}"), Some(init)).await?;
+        let status = response.status_code();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status != 200 {
+            return Err(Error::Internal(format!("{name} meter: {status} {body} (is BATON_TEST_HOOKS true for it?)")));
+        }
+        usage.insert(name.into(), body);
+    }
+    http::json(200, &Value::Object(usage))
 }
