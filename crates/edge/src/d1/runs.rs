@@ -148,6 +148,37 @@ pub fn claim_fan_in(db: &Db, run_id: &str, now: i64, partial: bool, missing_json
     )
 }
 
+/// [`claim_fan_in`], made in the same transaction as the step write that settles the run, and
+/// only if that step is as the writer wrote it (`(service, status, attempts)`): whoever's write
+/// it is, the decision taken on it holds.
+pub fn claim_fan_in_settled_by(
+    db: &Db,
+    run_id: &str,
+    now: i64,
+    partial: bool,
+    missing_json: &str,
+    due_at: i64,
+    step: (&str, &str, i64),
+) -> Result<Stmt> {
+    let (service, status, attempts) = step;
+    db.stmt(
+        "UPDATE runs SET status = 'aggregating', claimed_at = ?2, partial = ?3, missing = ?4, due_at = ?5 \
+         WHERE run_id = ?1 AND status IN ('started', 'running') AND NOT EXISTS \
+         (SELECT 1 FROM steps WHERE steps.run_id = ?1 AND steps.status IN ('pending', 'running', 'retrying')) \
+         AND EXISTS (SELECT 1 FROM steps WHERE steps.run_id = ?1 AND steps.service = ?6 AND steps.status = ?7 AND steps.attempts = ?8)",
+        &[
+            Arg::from(run_id),
+            Arg::Int(now),
+            Arg::from(partial),
+            Arg::from(missing_json),
+            Arg::Int(due_at),
+            Arg::from(service),
+            Arg::from(status),
+            Arg::Int(attempts),
+        ],
+    )
+}
+
 /// Fails a run without analysis, under the same guard as the fan-in claim.
 pub fn fail_if_settled(db: &Db, run_id: &str, now: i64, error: &str) -> Result<Stmt> {
     db.stmt(

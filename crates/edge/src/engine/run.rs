@@ -150,6 +150,12 @@ pub enum Dispatch {
     },
 }
 
+/// A fan-in claim made in the same transaction as the result that settles the run.
+struct SettlingClaim {
+    partial: bool,
+    missing: Vec<ServiceSlug>,
+}
+
 /// Who is advancing a run: the poller claims fan-in even when event-driven fan-in is off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
@@ -264,24 +270,90 @@ impl<'a> Engine<'a> {
         // Write, then read the run's steps in the same transaction: deciding on what is in
         // D1 after our write means two racing last results cannot both miss the fan-in.
         let recheck_at = now.saturating_add(RESULT_RECHECK_MS).as_u64() as i64;
-        let results = self
-            .db
-            .batch_rows(vec![
-                steps::compare_and_set(&self.db, &row.status, row.attempts, &new_row)?,
-                runs::due_no_later_than(&self.db, run_id, recheck_at)?,
-                steps::select_of_run(&self.db, run_id)?,
-            ])
-            .await?;
-        let mut results = results.into_iter();
-        let (_, write) = results.next().unwrap_or_default();
-        if write.changes == 0 {
-            return Ok(RecordOutcome::Stale);
+        let mut statements = vec![
+            steps::compare_and_set(&self.db, &row.status, row.attempts, &new_row)?,
+            runs::due_no_later_than(&self.db, run_id, recheck_at)?,
+        ];
+        // An inline caller whose result settles the run (as far as it read) also claims the
+        // fan-in in this transaction, saving the advance's round trip.
+        let settling = match dispatch {
+            Dispatch::Inline { .. } => self.settling_claim(&loaded, &next, now)?,
+            Dispatch::Queue => None,
+        };
+        if let Some(claim) = &settling {
+            statements.push(runs::claim_fan_in_settled_by(
+                &self.db,
+                run_id,
+                now.as_u64() as i64,
+                claim.partial,
+                &Value::from(names(claim.missing.iter())).to_string(),
+                now.saturating_add(self.config.analysis_timeout_ms()).as_u64() as i64,
+                (service, next.status.as_str(), i64::from(next.attempts)),
+            )?);
         }
-        let _recheck = results.next();
-        let (fresh, _) = results.next().unwrap_or_default();
+        statements.push(steps::select_of_run(&self.db, run_id)?);
+        let results = self.db.batch_rows(statements).await?;
+        let write_won = results.first().is_some_and(|(_, m)| m.changes > 0);
+        let claim_won = settling.is_some() && results.get(2).is_some_and(|(_, m)| m.changes > 0);
+        let (fresh, _) = results.into_iter().last().unwrap_or_default();
         loaded.steps = decode_steps(fresh)?;
-        let advance = self.advance(&loaded, Caller::EventDriven, dispatch).await?;
-        Ok(RecordOutcome::Recorded { step: next, advance })
+        match (settling, write_won, claim_won) {
+            (Some(claim), true, true) => {
+                let mut report = AdvanceReport { aggregated: Some(claim.partial), ..AdvanceReport::default() };
+                let message = AnalysisMessage::new(loaded.run_id()?, claim.partial, claim.missing.clone());
+                if dispatch == (Dispatch::Inline { analysis: true }) {
+                    loaded.run.status = RunStatus::Aggregating.as_str().to_string();
+                    loaded.run.claimed_at = Some(now.as_u64() as i64);
+                    loaded.run.partial = Some(i64::from(claim.partial));
+                    loaded.run.missing = Some(Value::from(names(claim.missing.iter())).to_string());
+                    report.unsent_analysis = Some(message);
+                    report.after = Some(loaded);
+                } else if let Err(e) = self.send_analysis(&message).await {
+                    self.release_claim(run_id, &e).await?;
+                    report.aggregated = None;
+                }
+                Ok(RecordOutcome::Recorded { step: next, advance: report })
+            }
+            // Another writer recorded the same outcome first, and our claim won: the analysis
+            // is ours to start.
+            (Some(claim), false, true) => {
+                let message = AnalysisMessage::new(loaded.run_id()?, claim.partial, claim.missing);
+                if let Err(e) = self.send_analysis(&message).await {
+                    self.release_claim(run_id, &e).await?;
+                }
+                Ok(RecordOutcome::Stale)
+            }
+            (_, false, _) => Ok(RecordOutcome::Stale),
+            (_, true, _) => {
+                let advance = self.advance(&loaded, Caller::EventDriven, dispatch).await?;
+                Ok(RecordOutcome::Recorded { step: next, advance })
+            }
+        }
+    }
+
+    /// The fan-in claim to make together with writing `next`, if every step is then settled
+    /// in `loaded` (terminal steps never change, so only `next` itself must be as written:
+    /// the claim is guarded by it) and core decides to aggregate.
+    fn settling_claim(&self, loaded: &Loaded, next: &StepRecord, now: Millis) -> Result<Option<SettlingClaim>> {
+        let status = loaded.status()?;
+        if !self.config.event_driven_fanin || !matches!(status, RunStatus::Started | RunStatus::Running) {
+            return Ok(None);
+        }
+        let mut records = loaded.records()?;
+        for record in records.iter_mut().filter(|r| r.service == next.service) {
+            *record = next.clone();
+        }
+        if !records.iter().all(|r| r.status.is_terminal()) {
+            return Ok(None);
+        }
+        let run_view = RunView { status, started_at: loaded.started_at() };
+        let fan_in = fanin::decide(&loaded.plan, &run_view, &records, now, &self.config.fan_in(), &mut *self.rng.borrow_mut());
+        match fan_in.decision {
+            FanInDecision::Aggregate { partial, missing, .. } if fan_in.step_updates.is_empty() => {
+                Ok(Some(SettlingClaim { partial, missing }))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Carries out the consequences of the run's current step states: time-outs, skips,
@@ -553,14 +625,19 @@ impl<'a> Engine<'a> {
     /// Mirrors the run's summary into KV (`job:{traceId}`) for fast reads. Best effort: KV
     /// never decides anything, so a failure is logged, not raised.
     pub async fn write_snapshot(&self, loaded: &Loaded) {
-        let outcome = async {
-            let snapshot = snapshot_of(loaded)?;
-            Kv::from_env(self.env)?.put_json(&bindings::kv_keys::job(&loaded.run.run_id), &snapshot).await
-        }
-        .await;
-        if let Err(e) = outcome {
-            worker::console_warn!("run {}: KV snapshot not written: {e}", loaded.run.run_id);
-        }
+        write_snapshot(self.env, loaded).await
+    }
+}
+
+/// [`Engine::write_snapshot`] without an engine (no configuration needed).
+pub async fn write_snapshot(env: &Env, loaded: &Loaded) {
+    let outcome = async {
+        let snapshot = snapshot_of(loaded)?;
+        Kv::from_env(env)?.put_json(&bindings::kv_keys::job(&loaded.run.run_id), &snapshot).await
+    }
+    .await;
+    if let Err(e) = outcome {
+        worker::console_warn!("run {}: KV snapshot not written: {e}", loaded.run.run_id);
     }
 }
 

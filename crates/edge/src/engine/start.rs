@@ -45,10 +45,10 @@ pub struct NewRun {
 /// The run that a start request resolved to.
 #[derive(Debug, Clone)]
 pub enum Started {
-    /// A new run.
-    New(RunRow),
+    /// A new run, as written (its first wave dispatched).
+    New(Box<Loaded>),
     /// The run this client already started with the same idempotency key.
-    Existing(RunRow),
+    Existing(Box<RunRow>),
 }
 
 impl Engine<'_> {
@@ -69,7 +69,7 @@ impl Engine<'_> {
     async fn start_with(&self, new: NewRun, dispatch: Dispatch) -> Result<(Started, Vec<TaskMessage>)> {
         if let Some(key) = &new.idempotency_key {
             if let Some(existing) = runs::by_idempotency_key(&self.db, &new.client_id, new.kind, key).await? {
-                return Ok((Started::Existing(existing), Vec::new()));
+                return Ok((Started::Existing(Box::new(existing)), Vec::new()));
             }
         }
         let now = self.now();
@@ -149,17 +149,20 @@ impl Engine<'_> {
             created_at: now.as_u64() as i64,
             dedupe_key: Some(start_dedupe_key(&new.run_id)),
         };
+        let initial_rows: Vec<StepRow> = pending_rows
+            .iter()
+            .map(|row| records.get(&row.service).map(|r| row_with_record(row, r)).unwrap_or_else(|| row.clone()))
+            .collect();
         let mut statements = vec![runs::insert(&self.db, &run)?];
-        for row in &pending_rows {
-            let initial = records.get(&row.service).map(|r| row_with_record(row, r)).unwrap_or_else(|| row.clone());
-            statements.push(steps::insert(&self.db, &initial)?);
+        for row in &initial_rows {
+            statements.push(steps::insert(&self.db, row)?);
         }
         statements.push(event_rows::insert(&self.db, &event)?);
         if let Err(e) = self.db.batch(statements).await {
             // Two requests with the same idempotency key raced: the other one won.
             if let Some(key) = &new.idempotency_key {
                 if let Some(existing) = runs::by_idempotency_key(&self.db, &new.client_id, new.kind, key).await? {
-                    return Ok((Started::Existing(existing), Vec::new()));
+                    return Ok((Started::Existing(Box::new(existing)), Vec::new()));
                 }
             }
             return Err(e);
@@ -169,8 +172,9 @@ impl Engine<'_> {
             .iter()
             .filter_map(|s| Some(TaskMessage::new(new.run_id.clone(), s.clone(), records.get(s.as_str())?.attempts)))
             .collect();
+        let written = Box::new(Loaded { run: run.clone(), plan: plan.clone(), steps: initial_rows });
         if matches!(dispatch, Dispatch::Inline { .. }) {
-            return Ok((Started::New(run), messages));
+            return Ok((Started::New(written), messages));
         }
         if let Err(e) = self.send_tasks(&messages).await {
             worker::console_error!("run {run_id}: first wave not sent ({e}); leaving it to the poller");
@@ -179,6 +183,6 @@ impl Engine<'_> {
             let dispatched_refs: Vec<&String> = dispatched.iter().collect();
             self.undo_dispatch(&loaded, &records, &dispatched_refs).await?;
         }
-        Ok((Started::New(run), Vec::new()))
+        Ok((Started::New(written), Vec::new()))
     }
 }

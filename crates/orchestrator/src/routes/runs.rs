@@ -10,7 +10,7 @@ use baton_core::time::Millis;
 use baton_edge::d1::events as event_rows;
 use baton_core::messages::TaskMessage;
 use baton_edge::concurrency::with_timeout;
-use baton_edge::engine::{summary_of, Engine, Loaded, NewRun, Started};
+use baton_edge::engine::{summary_of, write_snapshot, Engine, Loaded, NewRun, Started};
 use baton_edge::{auth, bindings, clock, http, Error, Result};
 use serde_json::{json, Value};
 use worker::{Context, Delay, Env, Headers, Method, Request, RequestInit, Response};
@@ -72,21 +72,16 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
         _ => engine.start_run(new).await?,
     };
     let (run, replayed) = match started {
-        Started::New(run) => (run, false),
-        Started::Existing(run) => (run, true),
+        Started::New(written) => {
+            // The KV mirror of what was just written, outside the request's path (it never
+            // decides anything).
+            let run = written.run.clone();
+            let env2 = env.clone();
+            ctx.wait_until(async move { write_snapshot(&env2, &written).await });
+            (run, false)
+        }
+        Started::Existing(run) => (*run, true),
     };
-    if !replayed {
-        // The KV mirror is written after the response; it never decides anything.
-        let env2 = env.clone();
-        let run_id = run.run_id.clone();
-        ctx.wait_until(async move {
-            if let Ok(engine) = Engine::new(&env2).await {
-                if let Ok(Some(loaded)) = engine.load(&run_id).await {
-                    engine.write_snapshot(&loaded).await;
-                }
-            }
-        });
-    }
     if let Some(deadline) = wait_deadline {
         let loaded = wait_for_end(&engine, &run.run_id, deadline).await?;
         let summary = summary_of(&loaded)?;
