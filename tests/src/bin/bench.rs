@@ -655,29 +655,39 @@ fn free_port() -> u16 {
 
 // ---- Workloads -----------------------------------------------------------------------------
 
-fn w1(system: &dyn System, o: &Options, latency_ms: u64) -> Value {
+/// W1 for every system, interleaved run by run (Baton, then the peer, then Baton...) so that
+/// both see the same machine: on a shared 2-core machine the background load drifts more
+/// between two consecutive minutes than between two consecutive runs.
+fn w1(systems: &[&dyn System], o: &Options, latency_ms: u64) -> Vec<Value> {
     let site = format!("bench-w1-d{latency_ms}");
     for _ in 0..o.warmup {
-        system.run_to_end(&format!("{site}-warmup"), latency_ms);
+        for system in systems {
+            system.run_to_end(&format!("{site}-warmup"), latency_ms);
+        }
     }
-    let mut samples = Vec::with_capacity(o.runs);
+    let mut samples: Vec<Vec<f64>> = systems.iter().map(|_| Vec::with_capacity(o.runs)).collect();
     for _ in 0..o.runs {
-        let t = Instant::now();
-        system.run_to_end(&site, latency_ms);
-        samples.push(ms(t.elapsed()));
+        for (system, samples) in systems.iter().zip(samples.iter_mut()) {
+            let t = Instant::now();
+            system.run_to_end(&site, latency_ms);
+            samples.push(ms(t.elapsed()));
+        }
     }
-    samples.sort_by(f64::total_cmp);
     let critical = 2.0 * latency_ms as f64;
-    let (p50, p99) = (percentile(&samples, 50.0), percentile(&samples, 99.0));
-    eprintln!(
-        "  {} W1 d={latency_ms}: p50 {p50:.1} ms, p99 {p99:.1} ms",
-        system.name()
-    );
-    json!({
-        "latency_ms": latency_ms, "runs": o.runs, "p50_ms": p50, "p99_ms": p99,
-        "mean_ms": samples.iter().sum::<f64>() / samples.len() as f64,
-        "overhead_p50_ms": p50 - critical, "overhead_p99_ms": p99 - critical,
-    })
+    systems
+        .iter()
+        .zip(samples)
+        .map(|(system, mut samples)| {
+            samples.sort_by(f64::total_cmp);
+            let (p50, p99) = (percentile(&samples, 50.0), percentile(&samples, 99.0));
+            eprintln!("  {} W1 d={latency_ms}: p50 {p50:.1} ms, p99 {p99:.1} ms", system.name());
+            json!({
+                "latency_ms": latency_ms, "runs": o.runs, "p50_ms": p50, "p99_ms": p99,
+                "mean_ms": samples.iter().sum::<f64>() / samples.len() as f64,
+                "overhead_p50_ms": p50 - critical, "overhead_p99_ms": p99 - critical,
+            })
+        })
+        .collect()
 }
 
 fn w2(system: &dyn System, o: &Options, runs: usize) -> Value {
@@ -721,10 +731,21 @@ fn w2(system: &dyn System, o: &Options, runs: usize) -> Value {
     })
 }
 
-fn run_all(system: &dyn System, o: &Options) -> Value {
-    let w1s: Vec<Value> = o.latencies.iter().map(|&d| w1(system, o, d)).collect();
-    let w2s: Vec<Value> = o.w2.iter().map(|&r| w2(system, o, r)).collect();
-    json!({"w1": w1s, "w2": w2s})
+/// W1 (interleaved) and W2 (one system after the other, per size) for every system; one
+/// result object per system.
+fn run_all(systems: &[&dyn System], o: &Options) -> Vec<Value> {
+    let mut results: Vec<Value> = systems.iter().map(|_| json!({"w1": [], "w2": []})).collect();
+    for &d in &o.latencies {
+        for (result, w1) in results.iter_mut().zip(w1(systems, o, d)) {
+            result["w1"].as_array_mut().expect("w1 list").push(w1);
+        }
+    }
+    for &r in &o.w2 {
+        for (result, system) in results.iter_mut().zip(systems) {
+            result["w2"].as_array_mut().expect("w2 list").push(w2(*system, o, r));
+        }
+    }
+    results
 }
 
 fn ratio(a: &Value, b: &Value) -> String {
@@ -831,7 +852,20 @@ fn main() {
         stack,
         poll: o.poll,
     };
-    results["baton"] = run_all(&baton, &o);
+    let peer = o.workflows.then(|| {
+        eprintln!("starting the Workflows peer (wrangler dev)");
+        Workflows::start()
+    });
+    let mut systems: Vec<&dyn System> = vec![&baton];
+    if let Some(peer) = &peer {
+        systems.push(peer);
+    }
+    let mut measured = run_all(&systems, &o).into_iter();
+    results["baton"] = measured.next().unwrap_or(Value::Null);
+    if peer.is_some() {
+        results["workflows"] = measured.next().unwrap_or(Value::Null);
+    }
+    drop(peer); // the extras measure Baton alone
     results["baton"]["w1_observed_by"] = json!(if o.poll {
         "polling GET /runs/:id every 5 ms"
     } else {
@@ -862,12 +896,6 @@ fn main() {
         eprintln!("  Baton cost: {}", results["baton"]["cost"]);
     }
     drop(baton);
-
-    if o.workflows {
-        eprintln!("starting the Workflows peer (wrangler dev)");
-        let peer = Workflows::start();
-        results["workflows"] = run_all(&peer, &o);
-    }
 
     let t = table(&results);
     println!("{t}");
