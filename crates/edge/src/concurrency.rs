@@ -97,3 +97,57 @@ impl<T> Future for Receiver<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Context;
+
+    /// Polls `future` until it is ready (the futures here are woken by each other, not by I/O).
+    fn block_on<F: Future>(future: F) -> F::Output {
+        let mut future = Box::pin(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..1000 {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+        }
+        panic!("the future never finished");
+    }
+
+    /// Ready after being polled `n` times.
+    async fn after_polls(n: usize, value: u32) -> u32 {
+        let mut left = n;
+        std::future::poll_fn(|cx| {
+            if left == 0 {
+                Poll::Ready(value)
+            } else {
+                left -= 1;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    #[test]
+    fn join_all_returns_outputs_in_input_order_whatever_order_they_finish_in() {
+        let outputs = block_on(join_all(vec![after_polls(5, 1), after_polls(0, 2), after_polls(2, 3)]));
+        assert_eq!(outputs, vec![1, 2, 3]);
+        assert!(block_on(join_all(Vec::<std::future::Ready<()>>::new())).is_empty());
+    }
+
+    #[test]
+    fn a_oneshot_delivers_the_value_sent_by_another_future() {
+        let (sender, receiver) = oneshot::<&str>();
+        let outputs = block_on(join_all(vec![
+            Box::pin(async move { receiver.await }) as Pin<Box<dyn Future<Output = &str>>>,
+            Box::pin(async move {
+                after_polls(3, 0).await;
+                sender.send("done");
+                "sent"
+            }),
+        ]));
+        assert_eq!(outputs, vec!["done", "sent"]);
+    }
+}
