@@ -141,7 +141,7 @@ mod tests {
     fn a_oneshot_delivers_the_value_sent_by_another_future() {
         let (sender, receiver) = oneshot::<&str>();
         let outputs = block_on(join_all(vec![
-            Box::pin(async move { receiver.await }) as Pin<Box<dyn Future<Output = &str>>>,
+            Box::pin(receiver) as Pin<Box<dyn Future<Output = &str>>>,
             Box::pin(async move {
                 after_polls(3, 0).await;
                 sender.send("done");
