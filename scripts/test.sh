@@ -19,7 +19,23 @@ wait_for_stacks() {
     kill -KILL -- "-$(ps -o pgid= -p "$pid" | tr -d ' ')" 2>/dev/null || true
   done
 }
-trap wait_for_stacks EXIT
+
+# workerd processes of this checkout still exiting after their wrangler (e.g. those of
+# `wrangler d1 migrations apply`, which runs outside a guard): wait for them, bounded. Not
+# killed: one may be a `make dev` of the same checkout.
+wait_for_runtimes() {
+  local pattern="$BATON_ROOT/node_modules/@cloudflare/workerd" i
+  for i in $(seq 1 100); do
+    pgrep -f "$pattern" > /dev/null || return 0
+    sleep 0.1
+  done
+}
+
+leave_nothing_behind() {
+  wait_for_stacks
+  wait_for_runtimes
+}
+trap leave_nothing_behind EXIT
 
 ensure_toolchain
 ensure_dev_vars
