@@ -74,6 +74,14 @@ impl Loaded {
         }
     }
 
+    /// The run as the fan-in claim leaves it (what `runs::claim_fan_in` writes).
+    fn mark_fan_in_claimed(&mut self, now: Millis, partial: bool, missing: &[ServiceSlug]) {
+        self.run.status = RunStatus::Aggregating.as_str().to_string();
+        self.run.claimed_at = Some(now.as_u64() as i64);
+        self.run.partial = Some(i64::from(partial));
+        self.run.missing = Some(missing_json(missing));
+    }
+
     /// When the run started.
     pub fn started_at(&self) -> Millis {
         Millis::new(self.run.started_at.max(0) as u64)
@@ -286,7 +294,7 @@ impl<'a> Engine<'a> {
                 run_id,
                 now.as_u64() as i64,
                 claim.partial,
-                &Value::from(names(claim.missing.iter())).to_string(),
+                &missing_json(&claim.missing),
                 now.saturating_add(self.config.analysis_timeout_ms()).as_u64() as i64,
                 (service, next.status.as_str(), i64::from(next.attempts)),
             )?);
@@ -302,10 +310,7 @@ impl<'a> Engine<'a> {
                 let mut report = AdvanceReport { aggregated: Some(claim.partial), ..AdvanceReport::default() };
                 let message = AnalysisMessage::new(loaded.run_id()?, claim.partial, claim.missing.clone());
                 if dispatch == (Dispatch::Inline { analysis: true }) {
-                    loaded.run.status = RunStatus::Aggregating.as_str().to_string();
-                    loaded.run.claimed_at = Some(now.as_u64() as i64);
-                    loaded.run.partial = Some(i64::from(claim.partial));
-                    loaded.run.missing = Some(Value::from(names(claim.missing.iter())).to_string());
+                    loaded.mark_fan_in_claimed(now, claim.partial, &claim.missing);
                     report.unsent_analysis = Some(message);
                     report.after = Some(loaded);
                 } else if let Err(e) = self.send_analysis(&message).await {
@@ -439,7 +444,7 @@ impl<'a> Engine<'a> {
             FanInDecision::Wait => {}
             FanInDecision::Aggregate { partial, missing, .. } => {
                 if caller == Caller::Poller || self.config.event_driven_fanin {
-                    let missing_json = Value::from(names(missing.iter())).to_string();
+                    let missing_json = missing_json(missing);
                     run_statement = Some(("claim", statements.len()));
                     statements.push(runs::claim_fan_in(
                         &self.db,
@@ -492,10 +497,7 @@ impl<'a> Engine<'a> {
             }
             if let (Some(("claim", i)), FanInDecision::Aggregate { partial, missing, .. }) = (run_statement, &fan_in.decision) {
                 if won(i) {
-                    after.run.status = RunStatus::Aggregating.as_str().to_string();
-                    after.run.claimed_at = Some(now.as_u64() as i64);
-                    after.run.partial = Some(i64::from(*partial));
-                    after.run.missing = Some(Value::from(names(missing.iter())).to_string());
+                    after.mark_fan_in_claimed(now, *partial, missing);
                 }
             }
             report.after = Some(after);
@@ -669,6 +671,11 @@ pub fn snapshot_of(loaded: &Loaded) -> Result<Value> {
         .map(|s| serde_json::json!({ "service": s.service, "status": s.status, "attempts": s.attempts }))
         .collect();
     Ok(serde_json::json!({ "traceId": loaded.run.run_id, "summary": summary_of(loaded)?, "steps": steps }))
+}
+
+/// The `runs.missing` column: a JSON array of step slugs.
+fn missing_json(missing: &[ServiceSlug]) -> String {
+    Value::from(names(missing.iter())).to_string()
 }
 
 fn names<'s>(services: impl IntoIterator<Item = &'s ServiceSlug>) -> Vec<String> {
