@@ -258,3 +258,34 @@ fn a_kv_failure_does_not_stop_the_tick() {
     assert_eq!(poller["status"], "degraded", "{poller}");
     assert!(poller["rejected_override"].as_str().is_some_and(|r| r.contains("injected fault")), "{poller}");
 }
+
+#[test]
+fn progress_is_polled_where_the_service_was_reached_its_base_url() {
+    let service = baton_e2e::fake_service::FakeService::start_long_running();
+    let urls = json!({"vitals_monitor": service.base_url()}).to_string();
+    let vars = vec![("SERVICE_URLS".to_string(), urls)];
+    let stack = Stack::start(StackOptions { consumer_vars: vars.clone(), poller_vars: vars, ..StackOptions::default() });
+    let run_id = start_run(&stack, &json!({"website_id": "site_progress_url", "domain": "progress-url.example", "plan_id": "quick-v1"}));
+    poll_until("vitals-monitor to be accepted by its base URL", Duration::from_secs(15), || {
+        let (rows, _) = stack.sql(
+            "SELECT progress FROM steps WHERE run_id = ?1 AND service = 'vitals-monitor' AND progress IS NOT NULL",
+            &[json!(run_id)],
+        );
+        rows.first().cloned()
+    });
+    let t = tick(&stack);
+    assert_eq!(t["last_run"]["counts"]["progress_polled"], 1, "{t}");
+    assert_eq!(t["last_run"]["counts"]["errors"], 0, "{t}");
+    let paths: Vec<String> = service.received().into_iter().map(|(path, _)| path).collect();
+    assert_eq!(
+        paths,
+        vec!["/api/handshake".to_string(), "/api/process".to_string(), format!("/api/progress/{run_id}")],
+        "the poller asked the service's base URL, not the binding"
+    );
+    let (rows, _) = stack.sql(
+        "SELECT progress FROM steps WHERE run_id = ?1 AND service = 'vitals-monitor'",
+        &[json!(run_id)],
+    );
+    let progress: Value = serde_json::from_str(rows[0]["progress"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+    assert_eq!((progress["progress"].as_f64(), &progress["status"], &progress["worker"]), (Some(0.25), &json!("running"), &json!("vitals_monitor")), "{progress}");
+}

@@ -2,9 +2,9 @@
 
 use baton_core::state::{ErrorKind, StepError};
 use serde_json::{json, Value};
-use worker::{Env, Fetch, Headers, Method, Request, RequestInit};
+use baton_edge::services::{endpoint, CallError, Endpoint};
+use worker::{Env, Headers, Method, RequestInit};
 
-use baton_edge::bindings;
 
 /// What a service did with an attempt.
 #[derive(Debug)]
@@ -32,48 +32,15 @@ pub struct Attempt<'a> {
     pub input: Value,
 }
 
-/// Where a worker is reached: a base URL from `SERVICE_URLS` (a JSON object of worker key →
-/// base URL, e.g. `{"serp_intelligence": "https://serp.example.com"}`), else the `SERVICES`
-/// service binding with the worker key as path prefix.
-enum Endpoint {
-    Url(String),
-    Binding(String),
-}
-
-fn endpoint(env: &Env, worker: &str) -> Endpoint {
-    let configured = env
-        .var("SERVICE_URLS")
-        .ok()
-        .and_then(|v| serde_json::from_str::<Value>(&v.to_string()).ok())
-        .and_then(|urls| urls.get(worker).and_then(Value::as_str).map(|u| u.trim_end_matches('/').to_string()));
-    match configured {
-        Some(base) => Endpoint::Url(base),
-        None => Endpoint::Binding(format!("https://services.internal/{worker}")),
-    }
-}
-
 async fn post(env: &Env, endpoint: &Endpoint, path: &str, body: &Value) -> Result<(u16, Value), StepError> {
     let headers = Headers::new();
     let _ = headers.set("Content-Type", "application/json");
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.to_string().into()));
-    baton_edge::meter::subrequest();
-    let network = |url: &str, e: worker::Error| StepError::new(ErrorKind::Transient, format!("network error calling {url}: {e}"));
-    let mut response = match endpoint {
-        Endpoint::Binding(base) => {
-            let url = format!("{base}{path}");
-            let fetcher = env.service(bindings::SERVICES).map_err(|e| {
-                StepError::new(ErrorKind::Transient, format!("service binding SERVICES unavailable: {e}"))
-            })?;
-            fetcher.fetch(&url, Some(init)).await.map_err(|e| network(&url, e))?
-        }
-        Endpoint::Url(base) => {
-            let url = format!("{base}{path}");
-            let request = Request::new_with_init(&url, &init)
-                .map_err(|e| StepError::new(ErrorKind::Permanent, format!("invalid service URL {url}: {e}")))?;
-            Fetch::Request(request).send().await.map_err(|e| network(&url, e))?
-        }
-    };
+    let mut response = endpoint.fetch(env, path, init).await.map_err(|e| match e {
+        CallError::InvalidUrl { .. } => StepError::new(ErrorKind::Permanent, e.to_string()),
+        CallError::NoBinding(_) | CallError::Network { .. } => StepError::new(ErrorKind::Transient, e.to_string()),
+    })?;
     let status = response.status_code();
     let text = response.text().await.unwrap_or_default();
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))

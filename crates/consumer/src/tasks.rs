@@ -243,7 +243,8 @@ async fn run_claimed(engine: &Engine<'_>, loaded: Loaded, service: &str, attempt
         // The result comes by callback; a service that reports progress is polled by the poller.
         ServiceOutcome::Accepted { progress } => {
             if progress {
-                let mark = steps::mark_progress_pollable(&engine.db, run_id, service, attempt, engine.now().as_u64() as i64)?;
+                let now = engine.now().as_u64() as i64;
+                let mark = steps::mark_progress_pollable(&engine.db, run_id, service, spec.worker_key.as_str(), attempt, now)?;
                 engine.db.batch(vec![mark]).await?;
             }
             return Ok(Disposition::Ack);

@@ -19,5 +19,6 @@ pub mod kam;
 pub mod kv;
 pub mod meter;
 pub mod queues;
+pub mod services;
 
 pub use error::{Error, Result};

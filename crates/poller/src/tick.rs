@@ -101,12 +101,12 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
     // 4. Long-running steps whose service reports progress.
     let (pollable, m) = steps::pollable(&engine.db, limit).await?;
     meta += m;
-    for (run_id, service, attempts) in pollable {
-        match poll_progress(&engine, &run_id, &service, attempts).await {
+    for step in pollable {
+        match poll_progress(&engine, &step).await {
             Ok(()) => counts.progress_polled += 1,
             Err(e) => {
                 counts.errors += 1;
-                worker::console_warn!("poller: progress of {run_id}/{service}: {e}");
+                worker::console_warn!("poller: progress of {}/{}: {e}", step.run_id, step.service);
             }
         }
     }
@@ -171,27 +171,29 @@ async fn resend_analysis(engine: &Engine<'_>, run: &runs::RunRow) -> Result<()> 
     Ok(())
 }
 
-/// `GET {service}/api/progress/{executionId}`, recorded on the step.
-async fn poll_progress(engine: &Engine<'_>, run_id: &str, service: &str, attempts: i64) -> Result<()> {
-    let services = engine
-        .env()
-        .service(bindings::SERVICES)
-        .map_err(|e| baton_edge::Error::Binding { name: bindings::SERVICES, cause: e.to_string() })?;
-    let url = format!("https://services.internal/{service}/api/progress/{run_id}");
-    baton_edge::meter::subrequest();
-    let mut response = services
-        .fetch(url, None)
+/// `GET {service}/api/progress/{executionId}`, recorded on the step. The service is reached
+/// the way the consumer reached it (its worker key: `SERVICE_URLS`, else the `SERVICES`
+/// binding).
+async fn poll_progress(engine: &Engine<'_>, step: &steps::PollableStep) -> Result<()> {
+    let worker = step.worker.as_deref().unwrap_or(&step.service);
+    let upstream = |message: String| baton_edge::Error::Upstream { service: step.service.clone(), message };
+    let mut init = worker::RequestInit::new();
+    init.with_method(worker::Method::Get);
+    let mut response = baton_edge::services::endpoint(engine.env(), worker)
+        .fetch(engine.env(), &format!("/api/progress/{}", step.run_id), init)
         .await
-        .map_err(|e| baton_edge::Error::Upstream { service: service.to_string(), message: e.to_string() })?;
+        .map_err(|e| upstream(e.to_string()))?;
     let status = response.status_code();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     let progress = json!({
         "pollable": true,
+        "worker": worker,
         "polled_at": engine.now().as_u64(),
         "http_status": status,
         "progress": body.get("progress").cloned().unwrap_or(Value::Null),
         "status": body.get("status").cloned().unwrap_or(Value::Null),
     });
-    engine.db.batch(vec![steps::record_progress(&engine.db, run_id, service, attempts, &progress.to_string())?]).await?;
+    let record = steps::record_progress(&engine.db, &step.run_id, &step.service, step.attempts, &progress.to_string())?;
+    engine.db.batch(vec![record]).await?;
     Ok(())
 }

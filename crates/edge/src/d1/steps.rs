@@ -171,31 +171,36 @@ pub async fn scheduling_of_runs(db: &Db, run_ids: &[&str]) -> Result<Vec<StepRow
 
 /// Marks a running attempt whose service accepted the work asynchronously and reports
 /// progress: the poller then polls it (`progress` JSON, `{"pollable": true, ...}`).
-pub fn mark_progress_pollable(db: &Db, run_id: &str, service: &str, attempt: u32, now: i64) -> Result<Stmt> {
+pub fn mark_progress_pollable(db: &Db, run_id: &str, service: &str, worker: &str, attempt: u32, now: i64) -> Result<Stmt> {
     db.stmt(
-        "UPDATE steps SET progress = json_object('pollable', json('true'), 'accepted_at', ?4) \
+        "UPDATE steps SET progress = json_object('pollable', json('true'), 'accepted_at', ?4, 'worker', ?5) \
          WHERE run_id = ?1 AND service = ?2 AND status = 'running' AND attempts = ?3",
-        &[Arg::from(run_id), Arg::from(service), Arg::from(attempt), Arg::Int(now)],
+        &[Arg::from(run_id), Arg::from(service), Arg::from(attempt), Arg::Int(now), Arg::from(worker)],
     )
 }
 
 /// Running attempts that report progress, least recently polled first (partial index
 /// `steps_progress`).
-pub async fn pollable(db: &Db, limit: u32) -> Result<(Vec<(String, String, i64)>, super::Meta)> {
-    #[derive(Deserialize)]
-    struct Key {
-        run_id: String,
-        service: String,
-        attempts: i64,
-    }
-    let (rows, meta) = db
-        .all::<Key>(
-            "SELECT run_id, service, attempts FROM steps WHERE status = 'running' AND progress IS NOT NULL \
-             ORDER BY deadline_at LIMIT ?1",
-            &[Arg::from(limit)],
-        )
-        .await?;
-    Ok((rows.into_iter().map(|k| (k.run_id, k.service, k.attempts)).collect(), meta))
+pub async fn pollable(db: &Db, limit: u32) -> Result<(Vec<PollableStep>, super::Meta)> {
+    db.all::<PollableStep>(
+        "SELECT run_id, service, attempts, json_extract(progress, '$.worker') AS worker FROM steps \
+         WHERE status = 'running' AND progress IS NOT NULL ORDER BY deadline_at LIMIT ?1",
+        &[Arg::from(limit)],
+    )
+    .await
+}
+
+/// A running attempt whose service reports progress.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PollableStep {
+    /// The run.
+    pub run_id: String,
+    /// The step.
+    pub service: String,
+    /// Its current attempt.
+    pub attempts: i64,
+    /// The worker key its service is reached by (absent in rows marked before it was kept).
+    pub worker: Option<String>,
 }
 
 /// Records what a service said about its progress (only while that attempt still runs).
