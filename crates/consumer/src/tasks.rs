@@ -49,7 +49,7 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
         }
     }
     let tasks: Vec<TaskMessage> = decoded.iter().map(|(_, task)| task.clone()).collect();
-    let outcomes = run_batch(engine, &tasks).await;
+    let outcomes = run_batch(engine, &tasks, None).await;
     for ((message, task), outcome) in decoded.iter().zip(outcomes) {
         match outcome {
             Ok(Disposition::Ack) => message.ack(),
@@ -66,7 +66,8 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
 }
 
 /// Runs task attempts, grouped by run (runs concurrently); the outcomes in input order.
-pub async fn run_batch(engine: &Engine<'_>, tasks: &[TaskMessage]) -> Vec<Result<Disposition>> {
+/// `known`: a run the caller has just read or written (its tasks skip the read).
+pub async fn run_batch(engine: &Engine<'_>, tasks: &[TaskMessage], known: Option<&Loaded>) -> Vec<Result<Disposition>> {
     let mut by_run: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, task) in tasks.iter().enumerate() {
         by_run.entry(task.run_id.as_str()).or_default().push(i);
@@ -76,7 +77,8 @@ pub async fn run_batch(engine: &Engine<'_>, tasks: &[TaskMessage]) -> Vec<Result
         .iter()
         .map(|indices| {
             let group: Vec<TaskMessage> = indices.iter().map(|&i| tasks[i].clone()).collect();
-            async move { run_tasks_of_run(engine, &group).await }
+            let known = known.filter(|k| group.first().is_some_and(|t| t.run_id.as_str() == k.run.run_id));
+            async move { run_tasks_of_run(engine, &group, known).await }
         })
         .collect();
     let mut outcomes: Vec<Option<Result<Disposition>>> = tasks.iter().map(|_| None).collect();
@@ -109,8 +111,8 @@ enum Claim {
 
 /// One run's tasks: one read, one transaction of claims, then the claimed attempts
 /// concurrently.
-async fn run_tasks_of_run(engine: &Engine<'_>, tasks: &[TaskMessage]) -> Vec<Result<Disposition>> {
-    let (loaded, claims) = match claim(engine, tasks).await {
+async fn run_tasks_of_run(engine: &Engine<'_>, tasks: &[TaskMessage], known: Option<&Loaded>) -> Vec<Result<Disposition>> {
+    let (loaded, claims) = match claim(engine, tasks, known).await {
         Ok(claimed) => claimed,
         Err(e) => {
             let message = e.to_string();
@@ -137,11 +139,16 @@ async fn run_tasks_of_run(engine: &Engine<'_>, tasks: &[TaskMessage]) -> Vec<Res
 }
 
 /// Claims the attempts the tasks ask for, in one transaction. Returns the run as it stands
-/// after the claims (`None`: no such run).
-async fn claim(engine: &Engine<'_>, tasks: &[TaskMessage]) -> Result<(Option<Loaded>, Vec<Claim>)> {
+/// after the claims (`None`: no such run). The claims are guarded, so a `known` copy of the
+/// run that is already stale only makes them lose.
+async fn claim(engine: &Engine<'_>, tasks: &[TaskMessage], known: Option<&Loaded>) -> Result<(Option<Loaded>, Vec<Claim>)> {
     let settled = |d| tasks.iter().map(|_| Claim::Settled(d)).collect::<Vec<_>>();
     let Some(run_id) = tasks.first().map(|t| t.run_id.as_str()) else { return Ok((None, Vec::new())) };
-    let Some(mut loaded) = engine.load(run_id).await? else { return Ok((None, settled(Disposition::Ack))) };
+    let read = match known {
+        Some(known) => Some(known.clone()),
+        None => engine.load(run_id).await?,
+    };
+    let Some(mut loaded) = read else { return Ok((None, settled(Disposition::Ack))) };
     if !matches!(loaded.run.status.as_str(), "started" | "running") {
         return Ok((None, settled(Disposition::Ack))); // cancelled, aggregating or finished
     }

@@ -231,6 +231,19 @@ impl Config {
         Ok(())
     }
 
+    /// Every key with its value, as an override object: applied to any base it gives this
+    /// configuration (a worker hands its effective configuration to another this way).
+    pub fn to_override(&self) -> Value {
+        serde_json::json!({
+            POLLING_FREQUENCY_MINUTES: self.polling_frequency_minutes,
+            JOB_TIMEOUT_MINUTES: self.job_timeout_minutes,
+            ENABLE_PARTIAL_DATA: self.enable_partial_data,
+            EVENT_DRIVEN_FANIN: self.event_driven_fanin,
+            POLLER_BATCH_SIZE: self.poller_batch_size,
+            ANALYSIS_TIMEOUT_SECONDS: self.analysis_timeout_seconds,
+        })
+    }
+
     /// The job timeout in milliseconds.
     pub fn job_timeout_ms(&self) -> u64 {
         u64::from(self.job_timeout_minutes) * MINUTE_MS
@@ -377,6 +390,21 @@ mod tests {
         assert_eq!((config.job_timeout_minutes, config.event_driven_fanin, config.poller_batch_size), (10, false, 5));
         assert!(config.enable_partial_data);
         assert_eq!(apply_override(&base, "{}").unwrap(), base);
+    }
+
+    #[test]
+    fn a_configuration_handed_over_as_an_override_is_the_same_on_any_base() {
+        let config = Config {
+            polling_frequency_minutes: 7,
+            job_timeout_minutes: 9,
+            enable_partial_data: false,
+            event_driven_fanin: false,
+            poller_batch_size: 11,
+            analysis_timeout_seconds: 13,
+        };
+        let json = config.to_override().to_string();
+        assert_eq!(apply_override(&Config::default(), &json).unwrap(), config);
+        assert_eq!(apply_override(&config, &Config::default().to_override().to_string()).unwrap(), Config::default());
     }
 
     fn check_override(json: &str, expected: &str) {

@@ -47,6 +47,13 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// A run from its rows (the plan is read from the run's `plan_json`).
+    pub fn from_rows(run: RunRow, steps: Vec<StepRow>) -> Result<Loaded> {
+        let plan: Plan = serde_json::from_str(&run.plan_json)
+            .map_err(|e| Error::Storage(format!("run {} has an unreadable plan: {e}", run.run_id)))?;
+        Ok(Loaded { run, plan, steps })
+    }
+
     /// The run id.
     pub fn run_id(&self) -> Result<RunId> {
         self.run.run_id.parse().map_err(|e| Error::Storage(format!("run id {}: {e}", self.run.run_id)))
@@ -197,6 +204,14 @@ impl<'a> Engine<'a> {
         Ok(Engine { env, db, config, rejected_override, rng })
     }
 
+    /// An engine with a configuration handed over by another worker (which resolved it
+    /// moments ago), saving the KV read.
+    pub fn with_config(env: &'a Env, config: Config) -> Result<Engine<'a>> {
+        let db = Db::from_env(env)?;
+        let rng = RefCell::new(SplitMix64::new(clock::random_u64()?));
+        Ok(Engine { env, db, config, rejected_override: None, rng })
+    }
+
     /// The worker's environment.
     pub fn env(&self) -> &Env {
         self.env
@@ -218,10 +233,7 @@ impl<'a> Engine<'a> {
         let (step_rows, _) = results.next().unwrap_or_default();
         let Some(run) = run_rows.into_iter().next() else { return Ok(None) };
         let run: RunRow = serde_json::from_value(run).map_err(|e| Error::Storage(format!("decoding run: {e}")))?;
-        let steps = decode_steps(step_rows)?;
-        let plan: Plan = serde_json::from_str(&run.plan_json)
-            .map_err(|e| Error::Storage(format!("run {} has an unreadable plan: {e}", run.run_id)))?;
-        Ok(Some(Loaded { run, plan, steps }))
+        Loaded::from_rows(run, decode_steps(step_rows)?).map(Some)
     }
 
     /// Records what a service reported for `service`'s attempt `attempt` (any attempt when

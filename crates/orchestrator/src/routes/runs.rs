@@ -60,25 +60,22 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
         priority: 1,
     };
     let wait_deadline = wait.map(|seconds| clock::now_ms() + seconds * 1000);
-    let started = match wait {
+    let (started, first_wave) = match wait {
         // A client is waiting: the consumer runs the first wave now instead of through the queue.
-        Some(seconds) if seconds > 0 => {
-            let (started, first_wave) = engine.start_run_inline(new).await?;
-            if !first_wave.is_empty() {
-                hand_over(&engine, &first_wave, Duration::from_secs(seconds)).await;
-            }
-            started
-        }
-        _ => engine.start_run(new).await?,
+        Some(seconds) if seconds > 0 => engine.start_run_inline(new).await?,
+        _ => (engine.start_run(new).await?, Vec::new()),
     };
     let (run, replayed) = match started {
         Started::New(written) => {
             // The KV mirror of what was just written, outside the request's path (it never
             // decides anything).
-            let run = written.run.clone();
+            let snapshot = (*written).clone();
             let env2 = env.clone();
-            ctx.wait_until(async move { write_snapshot(&env2, &written).await });
-            (run, false)
+            ctx.wait_until(async move { write_snapshot(&env2, &snapshot).await });
+            if !first_wave.is_empty() {
+                hand_over(&engine, &written, &first_wave, Duration::from_secs(wait.unwrap_or(0))).await;
+            }
+            (written.run, false)
         }
         Started::Existing(run) => (*run, true),
     };
@@ -115,12 +112,21 @@ fn wait_seconds(req: &Request) -> Result<Option<u64>> {
 }
 
 /// Hands the first wave of a waited-for run to the consumer (`POST /internal/drive` over the
-/// `CONSUMER` binding), which runs it, and what it makes ready, at once. Returns when the
+/// `CONSUMER` binding, with the run as written and the effective configuration), which runs
+/// it, and what it makes ready, at once. Returns when the
 /// consumer has nothing left to run there, or when `limit` passes (the work goes on in the
 /// consumer). If the hand-over fails, the wave goes on the task queue as usual.
-async fn hand_over(engine: &Engine<'_>, tasks: &[TaskMessage], limit: Duration) {
+async fn hand_over(engine: &Engine<'_>, written: &Loaded, tasks: &[TaskMessage], limit: Duration) {
     let call = async {
-        let body = serde_json::to_vec(&json!({ "tasks": tasks })).map_err(|e| Error::Internal(e.to_string()))?;
+        // With the run as just written and the configuration just resolved, the consumer
+        // needs neither a read of the run nor of KV before claiming.
+        let body = json!({
+            "tasks": tasks,
+            "run": written.run,
+            "steps": written.steps,
+            "config": engine.config.to_override(),
+        });
+        let body = serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?;
         let headers = Headers::new();
         let _ = headers.set("Content-Type", "application/json");
         for (name, value) in auth::signature_headers(engine.env(), &body)? {
