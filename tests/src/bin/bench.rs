@@ -7,7 +7,7 @@
 //! W3 (Baton): last result callback → fan-in claim, event-driven and by the poller alone.
 //! Cost (Baton): D1 rows changed per run; rows read by a poller tick before and after history.
 //!
-//! Options: --runs N (W1 runs per latency, default 50), --warmup N (default 10),
+//! Options: --runs N (W1 runs per latency and system, default 100: p99 is then the second slowest, not the slowest), --warmup N (default 10),
 //! --latencies 0,50 (service latency in ms), --w2 100,1000 (W2 sizes), --threads N (client
 //! threads for W2, default 32), --skip-workflows, --skip-extras (W3 and cost), --poll (Baton's W1
 //! polls the run every 5 ms instead of `?wait`), --out PATH (default bench-results/latest.json).
@@ -45,7 +45,7 @@ fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
 
 fn parse_options() -> Options {
     let mut o = Options {
-        runs: 50,
+        runs: 100,
         warmup: 10,
         latencies: vec![0, 50],
         w2: vec![100, 1000],
