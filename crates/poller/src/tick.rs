@@ -7,7 +7,7 @@ use baton_core::messages::AnalysisMessage;
 use baton_core::time::Millis;
 use baton_edge::d1::{runs, steps, Meta};
 use baton_edge::engine::{Caller, Dispatch, Engine, RETRY_GRACE_MS};
-use baton_edge::{bindings, kv::Kv, queues, Result};
+use baton_edge::{bindings, kv::Kv, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 use worker::Env;
@@ -165,7 +165,7 @@ async fn resend_analysis(engine: &Engine<'_>, run: &runs::RunRow) -> Result<()> 
         run.partial == Some(1),
         missing.iter().filter_map(|m| m.parse().ok()).collect(),
     );
-    queues::send(&queues::analysis_queue(engine.env())?, &message).await?;
+    engine.send_analysis(&message).await?;
     let next = engine.now().saturating_add(engine.config.analysis_timeout_ms()).as_u64() as i64;
     engine.db.batch(vec![runs::set_due(&engine.db, &run.run_id, next)?]).await?;
     Ok(())

@@ -198,10 +198,8 @@ impl<'a> Engine<'a> {
     /// Resolves bindings and configuration once per event. A bad or unreadable override is
     /// ignored (and reported in `rejected_override`): it never stops work.
     pub async fn new(env: &'a Env) -> Result<Engine<'a>> {
-        let db = Db::from_env(env)?;
         let (config, rejected_override) = resolve_config(env).await;
-        let rng = RefCell::new(SplitMix64::new(clock::random_u64()?));
-        Ok(Engine { env, db, config, rejected_override, rng })
+        Ok(Engine { rejected_override, ..Engine::with_config(env, config)? })
     }
 
     /// An engine with a configuration handed over by another worker (which resolved it
@@ -325,8 +323,7 @@ impl<'a> Engine<'a> {
                     loaded.mark_fan_in_claimed(now, claim.partial, &claim.missing);
                     report.unsent_analysis = Some(message);
                     report.after = Some(loaded);
-                } else if let Err(e) = self.send_analysis(&message).await {
-                    self.release_claim(run_id, &e).await?;
+                } else if !self.start_analysis(run_id, &message).await? {
                     report.aggregated = None;
                 }
                 Ok(RecordOutcome::Recorded { step: next, advance: report })
@@ -335,9 +332,7 @@ impl<'a> Engine<'a> {
             // is ours to start.
             (Some(claim), false, true) => {
                 let message = AnalysisMessage::new(loaded.run_id()?, claim.partial, claim.missing);
-                if let Err(e) = self.send_analysis(&message).await {
-                    self.release_claim(run_id, &e).await?;
-                }
+                self.start_analysis(run_id, &message).await?;
                 Ok(RecordOutcome::Stale)
             }
             (_, false, _) => Ok(RecordOutcome::Stale),
@@ -540,12 +535,8 @@ impl<'a> Engine<'a> {
                     report.unsent_analysis = Some(message);
                     return Ok(report);
                 }
-                match queues::analysis_queue(self.env) {
-                    Ok(queue) => match queues::send(&queue, &message).await {
-                        Ok(()) => report.aggregated = Some(*partial),
-                        Err(e) => self.release_claim(run_id, &e).await?,
-                    },
-                    Err(e) => self.release_claim(run_id, &e).await?,
+                if self.start_analysis(run_id, &message).await? {
+                    report.aggregated = Some(*partial);
                 }
             }
             (Some(("fail", i)), _) if won(i) => {
@@ -620,6 +611,18 @@ impl<'a> Engine<'a> {
         statements.push(runs::set_due(&self.db, &loaded.run.run_id, self.now().as_u64() as i64)?);
         self.db.batch(statements).await?;
         Ok(())
+    }
+
+    /// Sends the analysis message of a fan-in claim this caller won; if it cannot be sent, the
+    /// claim is released and the run made due, so the poller claims again. Whether it was sent.
+    async fn start_analysis(&self, run_id: &str, message: &AnalysisMessage) -> Result<bool> {
+        match self.send_analysis(message).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.release_claim(run_id, &e).await?;
+                Ok(false)
+            }
+        }
     }
 
     async fn release_claim(&self, run_id: &str, cause: &Error) -> Result<()> {
