@@ -15,7 +15,7 @@ use baton_edge::d1::runs::RunRow;
 use baton_edge::d1::steps::StepRow;
 use baton_edge::engine::{Engine, Loaded};
 
-use crate::tasks::{send_task, Disposition};
+use crate::tasks::queue_what_remains;
 use baton_edge::{auth, http, Error, Result};
 use serde_json::{json, Value};
 use worker::{Context, Env, Request, Response};
@@ -41,14 +41,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
             Ok(engine) => {
                 let outcomes = crate::tasks::run_batch(&engine, &tasks, written.as_ref()).await;
                 for (task, outcome) in tasks.iter().zip(outcomes) {
-                    match outcome {
-                        Ok(Disposition::Ack) => {}
-                        Ok(Disposition::RetryAfter(seconds)) => send_task(&engine, task, seconds).await,
-                        Err(e) => {
-                            worker::console_warn!("drive: {}/{}: {e}; queueing it", task.run_id, task.service);
-                            send_task(&engine, task, 1).await;
-                        }
-                    }
+                    queue_what_remains(&engine, task, outcome).await;
                 }
             }
             Err(e) => {

@@ -90,8 +90,21 @@ pub async fn run_batch(engine: &Engine<'_>, tasks: &[TaskMessage], known: Option
     outcomes.into_iter().map(|o| o.unwrap_or(Ok(Disposition::Ack))).collect()
 }
 
+/// For an attempt run in place (no message of its own): queues what its outcome leaves to
+/// do — the retry it asks for, or the attempt itself after an error.
+pub async fn queue_what_remains(engine: &Engine<'_>, task: &TaskMessage, outcome: Result<Disposition>) {
+    match outcome {
+        Ok(Disposition::Ack) => {}
+        Ok(Disposition::RetryAfter(seconds)) => send_task(engine, task, seconds).await,
+        Err(e) => {
+            worker::console_warn!("baton-tasks: {}/{} in place: {e}; queueing it", task.run_id, task.service);
+            send_task(engine, task, 1).await;
+        }
+    }
+}
+
 /// Sends a task message, after `delay` seconds (for work this invocation could not finish).
-pub async fn send_task(engine: &Engine<'_>, task: &TaskMessage, delay: u32) {
+async fn send_task(engine: &Engine<'_>, task: &TaskMessage, delay: u32) {
     let send = async {
         let queue = baton_edge::queues::task_queue(engine.env())?;
         baton_edge::queues::send_delayed(&queue, task.clone(), delay).await
@@ -308,14 +321,8 @@ async fn carry_on(engine: &Engine<'_>, advance: AdvanceReport) {
         .map(|task| {
             let after = after.clone();
             async move {
-                match run_claimed_or_release(engine, after, task.service.as_str(), task.attempt).await {
-                    Ok(Disposition::Ack) => {}
-                    Ok(Disposition::RetryAfter(seconds)) => send_task(engine, task, seconds).await,
-                    Err(e) => {
-                        worker::console_warn!("baton-tasks: {}/{} inline: {e}; queueing it", task.run_id, task.service);
-                        send_task(engine, task, 1).await;
-                    }
-                }
+                let outcome = run_claimed_or_release(engine, after, task.service.as_str(), task.attempt).await;
+                queue_what_remains(engine, task, outcome).await;
             }
         })
         .collect();
