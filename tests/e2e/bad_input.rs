@@ -1,10 +1,8 @@
 //! Every bad input gets a clear error naming what is wrong, and writes nothing.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use baton_core::signature;
 use baton_core::time::Millis;
-use baton_e2e::{Stack, StackOptions};
+use baton_e2e::{now_ms, Stack, StackOptions};
 use serde_json::{json, Value};
 
 /// One bad request and what must come back.
@@ -61,10 +59,6 @@ fn row_counts(stack: &Stack) -> Vec<(String, i64)> {
             (t.to_string(), rows[0]["n"].as_i64().unwrap_or(-1))
         })
         .collect()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! stack of their own and take turns on it.
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use baton_e2e::{poll_until, Stack, StackOptions};
 use serde_json::{json, Value};
@@ -20,7 +20,7 @@ fn poller_stack() -> (&'static Stack, MutexGuard<'static, ()>) {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    baton_e2e::now_ms() as i64
 }
 
 fn tick(stack: &Stack) -> Value {

@@ -3,19 +3,15 @@
 //! concurrent runs are W2 of the benchmark (`make bench`).
 
 use std::sync::Barrier;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use baton_core::signature;
 use baton_core::time::Millis;
-use baton_e2e::{poll_until, shared_stack, Stack, StackOptions};
+use baton_e2e::{now_ms, poll_until, shared_stack, Stack, StackOptions};
 use serde_json::{json, Value};
 
 use crate::consumer::insert_plan;
 use crate::runs::{start_run, wait_terminal};
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// Counts of the run's events by type.
 fn event_counts(stack: &Stack, run_id: &str) -> Value {
