@@ -47,7 +47,10 @@ fn error_code(r: &baton_e2e::HttpResponse) -> (u16, String, Value) {
 }
 
 fn plan_ids(body: &Value) -> Vec<String> {
-    body["plans"].as_array().map(|a| a.iter().filter_map(|p| p["plan_id"].as_str().map(str::to_string)).collect()).unwrap_or_default()
+    body["plans"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["plan_id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -106,7 +109,8 @@ fn plans_are_listed_created_per_client_validated_and_used_by_runs() {
     // A duplicate of one's own plan or of a built-in is a conflict; the id is free for another client.
     let (status, code, _) = error_code(&stack.post_as(stack.token(0), "/api/orchestration/plans", &draft));
     assert_eq!((status, code.as_str()), (409, "conflict"));
-    let builtin = json!({"plan_id": "quick-v1", "name": "Mine", "max_run_duration_ms": 60000, "services": [{"service": "a"}]});
+    let builtin =
+        json!({"plan_id": "quick-v1", "name": "Mine", "max_run_duration_ms": 60000, "services": [{"service": "a"}]});
     let (status, code, _) = error_code(&stack.post_as(stack.token(0), "/api/orchestration/plans", &builtin));
     assert_eq!((status, code.as_str()), (409, "conflict"));
 
@@ -119,7 +123,8 @@ fn plans_are_listed_created_per_client_validated_and_used_by_runs() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["plan"]["source"], "custom");
 
-    let run_id = start_run_as(stack, 0, &json!({"website_id": "site_plans", "domain": "plans.example", "plan_id": plan_id}));
+    let run_id =
+        start_run_as(stack, 0, &json!({"website_id": "site_plans", "domain": "plans.example", "plan_id": plan_id}));
     let body = wait_run_terminal(stack, &run_id);
     assert_eq!(body["summary"]["status"], "completed", "{body}");
     assert_eq!(body["summary"]["planId"], plan_id.as_str());
@@ -177,16 +182,25 @@ fn runs_are_listed_newest_first_a_page_at_a_time_filtered_and_per_client() {
     assert_eq!(all["next_cursor"], Value::Null);
     assert_eq!(all["runs"][1]["servicesCompleted"], 3, "{all}");
     assert_eq!(all["runs"][0]["status"], "cancelled");
-    assert_eq!(listed_ids(&list(stack, 0, &format!("website_id={website}&status=cancelled"))), std::slice::from_ref(&newest));
-    assert_eq!(listed_ids(&list(stack, 0, &format!("website_id={website}&status=completed"))), [middle.clone(), oldest.clone()]);
+    assert_eq!(
+        listed_ids(&list(stack, 0, &format!("website_id={website}&status=cancelled"))),
+        std::slice::from_ref(&newest)
+    );
+    assert_eq!(
+        listed_ids(&list(stack, 0, &format!("website_id={website}&status=completed"))),
+        [middle.clone(), oldest.clone()]
+    );
 
     // Another client's runs are never listed; without a website filter they are not either.
     assert_eq!(listed_ids(&list(stack, 1, &format!("website_id={website}"))), std::slice::from_ref(&foreign));
     let everything = listed_ids(&list(stack, 0, "limit=100"));
     assert!(everything.contains(&newest) && !everything.contains(&foreign), "{everything:?}");
 
-    for (query, field) in [("cursor=garbage", "cursor"), ("status=done", "status"), ("limit=0", "limit"), ("limit=101", "limit")] {
-        let (status, code, details) = error_code(&stack.get_as(stack.token(0), &format!("/api/orchestration/runs?{query}")));
+    for (query, field) in
+        [("cursor=garbage", "cursor"), ("status=done", "status"), ("limit=0", "limit"), ("limit=101", "limit")]
+    {
+        let (status, code, details) =
+            error_code(&stack.get_as(stack.token(0), &format!("/api/orchestration/runs?{query}")));
         assert_eq!((status, code.as_str()), (400, "invalid_query"), "{query}");
         assert_eq!(details["field"], field, "{query}: {details}");
     }
@@ -232,7 +246,8 @@ fn cancelling_ends_a_running_run_and_its_steps_once_for_its_owner_only() {
 
     let r = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{run_id}/events"));
     let events = r.json()["events"].as_array().cloned().unwrap_or_default();
-    let finishes: Vec<&Value> = events.iter().filter(|e| e["type"] == "run_status" && e["payload"]["status"] == "cancelled").collect();
+    let finishes: Vec<&Value> =
+        events.iter().filter(|e| e["type"] == "run_status" && e["payload"]["status"] == "cancelled").collect();
     assert_eq!(finishes.len(), 1, "{events:?}");
     assert_eq!(finishes[0]["payload"]["services_skipped"], 5);
 
@@ -242,7 +257,8 @@ fn cancelling_ends_a_running_run_and_its_steps_once_for_its_owner_only() {
     assert!(r.json()["error"]["message"].as_str().is_some_and(|m| m.contains("cancelled")), "{}", r.text());
 
     // A completed run cannot be cancelled either.
-    let done = start_run_as(stack, 0, &json!({"website_id": "site_cancel", "domain": "done.example", "plan_id": "quick-v1"}));
+    let done =
+        start_run_as(stack, 0, &json!({"website_id": "site_cancel", "domain": "done.example", "plan_id": "quick-v1"}));
     wait_run_terminal(stack, &done);
     let r = stack.post_as(stack.token(0), &format!("/api/orchestration/runs/{done}/cancel"), &json!({}));
     assert_eq!(r.status, 409, "{}", r.text());
@@ -309,14 +325,21 @@ fn execute_refuses_unknown_or_broken_templates_bad_fields_and_foreign_clients_wr
     let (status, code, details) = post(json!({"template_name": "no_such_template", "request_id": "r-unknown"}));
     assert_eq!((status, code.as_str(), details["field"].as_str()), (400, "unknown_template", Some("template_name")));
     let (status, code, details) = post(json!({"template_name": "broken_template", "request_id": "r-broken"}));
-    assert_eq!((status, code.as_str(), details["field"].as_str()), (400, "malformed_stages", Some("template_name")), "{details}");
+    assert_eq!(
+        (status, code.as_str(), details["field"].as_str()),
+        (400, "malformed_stages", Some("template_name")),
+        "{details}"
+    );
     let (status, code, details) = post(json!({"template_name": "course_creation", "client_id": stack.client_id(1)}));
     assert_eq!((status, code.as_str(), details["field"].as_str()), (403, "forbidden", Some("client_id")));
-    let (status, code, details) = post(json!({"template_name": "course_creation", "priority": "urgent", "parameters": [1]}));
+    let (status, code, details) =
+        post(json!({"template_name": "course_creation", "priority": "urgent", "parameters": [1]}));
     assert_eq!((status, code.as_str()), (400, "invalid_request"));
-    let fields: Vec<&str> = details["problems"].as_array().expect("problems").iter().filter_map(|p| p["field"].as_str()).collect();
+    let fields: Vec<&str> =
+        details["problems"].as_array().expect("problems").iter().filter_map(|p| p["field"].as_str()).collect();
     assert_eq!(fields, ["parameters", "priority"]);
-    let (status, code, details) = post(json!({"template_name": "course_creation", "parameters": {"domain": "https://x.com/"}}));
+    let (status, code, details) =
+        post(json!({"template_name": "course_creation", "parameters": {"domain": "https://x.com/"}}));
     assert_eq!((status, code.as_str(), details["field"].as_str()), (400, "invalid_domain", Some("parameters.domain")));
     let (status, code, _) = post(json!({"template_name": "course_creation", "surprise": 1}));
     assert_eq!((status, code.as_str()), (400, "unknown_field"));
@@ -350,9 +373,15 @@ fn a_backlog_is_admitted_by_priority_then_age_and_reservations_are_released() {
     // One execution slot, taken: everything queues.
     stack.sql("UPDATE resource_pools SET capacity = 1, in_use = 1 WHERE resource = 'concurrent_executions'", &[]);
     let submit = |priority: &str| {
-        let accepted = execute(&stack, &json!({"template_name": "course_creation", "parameters": {"topic": priority}, "priority": priority}));
+        let accepted = execute(
+            &stack,
+            &json!({"template_name": "course_creation", "parameters": {"topic": priority}, "priority": priority}),
+        );
         assert_eq!(accepted["status"], "queued", "{accepted}");
-        (accepted["execution_id"].as_str().expect("execution_id").to_string(), accepted["reason"].as_str().unwrap_or("").to_string())
+        (
+            accepted["execution_id"].as_str().expect("execution_id").to_string(),
+            accepted["reason"].as_str().unwrap_or("").to_string(),
+        )
     };
     let (low, reason) = submit("low");
     assert_eq!(reason, "waiting for concurrent_executions: needs 1, 0 of 1 free");
@@ -380,8 +409,10 @@ fn a_backlog_is_admitted_by_priority_then_age_and_reservations_are_released() {
     // The critical run's finaliser released its slot and admitted the low one at once.
     assert_eq!(wait_execution_terminal(&stack, &low)["status"], "completed");
 
-    let (rows, _) = stack.sql("SELECT run_id, started_at FROM runs WHERE run_id IN (?1, ?2)", &[json!(critical), json!(low)]);
-    let started = |id: &str| rows.iter().find(|r| r["run_id"] == id).and_then(|r| r["started_at"].as_i64()).unwrap_or(0);
+    let (rows, _) =
+        stack.sql("SELECT run_id, started_at FROM runs WHERE run_id IN (?1, ?2)", &[json!(critical), json!(low)]);
+    let started =
+        |id: &str| rows.iter().find(|r| r["run_id"] == id).and_then(|r| r["started_at"].as_i64()).unwrap_or(0);
     assert!(started(&critical) < started(&low), "{rows:?}");
 
     // Everything released by the finalisers, without a tick; history now feeds the estimates.

@@ -82,41 +82,132 @@ fn bad_requests_get_the_right_status_and_code_and_write_nothing() {
         case("malformed JSON", "POST", run, 400, "invalid_json").auth(&alice).raw("{\"website_id\": "),
         case("empty body", "POST", run, 400, "invalid_json").auth(&alice),
         case("body is an array", "POST", run, 400, "invalid_body").auth(&alice).json(json!([1, 2])),
-        case("missing website_id", "POST", run, 400, "invalid_request").auth(&alice).json(json!({"domain": "example.com"})).field("website_id"),
-        case("missing domain", "POST", run, 400, "invalid_request").auth(&alice).json(json!({"website_id": "s"})).field("domain"),
-        case("domain with a scheme", "POST", run, 400, "invalid_request").auth(&alice).json(with("domain", json!("https://example.com"))).field("domain"),
-        case("domain with a path", "POST", run, 400, "invalid_request").auth(&alice).json(with("domain", json!("example.com/x"))).field("domain"),
-        case("domain too long", "POST", run, 400, "invalid_request").auth(&alice).json(with("domain", json!(format!("{}.com", "a".repeat(300))))).field("domain"),
-        case("website_id with spaces", "POST", run, 400, "invalid_request").auth(&alice).json(with("website_id", json!("my site"))).field("website_id"),
-        case("website_id of the wrong type", "POST", run, 400, "invalid_field").auth(&alice).json(with("website_id", json!(42))).field("website_id"),
-        case("domain of the wrong type", "POST", run, 400, "invalid_field").auth(&alice).json(with("domain", json!(["a"]))).field("domain"),
-        case("unknown field", "POST", run, 400, "unknown_field").auth(&alice).json(with("plan", json!("quick-v1"))).field("plan"),
-        case("unknown plan", "POST", run, 400, "unknown_plan").auth(&alice).json(with("plan_id", json!("nope-v9"))).field("plan_id"),
-        case("plan id with bad characters", "POST", run, 400, "invalid_request").auth(&alice).json(with("plan_id", json!("Bad Plan!"))).field("plan_id"),
-        case("parameters not an object", "POST", run, 400, "invalid_field").auth(&alice).json(with("parameters", json!("x"))).field("parameters"),
-        case("parameters too large", "POST", run, 400, "too_long").auth(&alice).json(with("parameters", json!({"x": "y".repeat(200 * 1024)}))).field("parameters"),
-        case("idempotency key too long", "POST", run, 400, "invalid_request").auth(&alice).json(with("idempotency_key", json!("k".repeat(200)))).field("idempotency_key"),
-        case("idempotency key of the wrong type", "POST", run, 400, "invalid_field").auth(&alice).json(with("idempotency_key", json!(7))).field("idempotency_key"),
-        case("body over 256 KiB", "POST", run, 413, "payload_too_large").auth(&alice).json(with("parameters", json!({"x": "y".repeat(300 * 1024)}))),
-        case("wait above 60 s", "POST", &format!("{run}?wait=61"), 400, "invalid_field").auth(&alice).json(valid()).field("wait"),
-        case("wait not a number", "POST", &format!("{run}?wait=soon"), 400, "invalid_field").auth(&alice).json(valid()).field("wait"),
+        case("missing website_id", "POST", run, 400, "invalid_request")
+            .auth(&alice)
+            .json(json!({"domain": "example.com"}))
+            .field("website_id"),
+        case("missing domain", "POST", run, 400, "invalid_request")
+            .auth(&alice)
+            .json(json!({"website_id": "s"}))
+            .field("domain"),
+        case("domain with a scheme", "POST", run, 400, "invalid_request")
+            .auth(&alice)
+            .json(with("domain", json!("https://example.com")))
+            .field("domain"),
+        case("domain with a path", "POST", run, 400, "invalid_request")
+            .auth(&alice)
+            .json(with("domain", json!("example.com/x")))
+            .field("domain"),
+        case("domain too long", "POST", run, 400, "invalid_request")
+            .auth(&alice)
+            .json(with("domain", json!(format!("{}.com", "a".repeat(300)))))
+            .field("domain"),
+        case("website_id with spaces", "POST", run, 400, "invalid_request")
+            .auth(&alice)
+            .json(with("website_id", json!("my site")))
+            .field("website_id"),
+        case("website_id of the wrong type", "POST", run, 400, "invalid_field")
+            .auth(&alice)
+            .json(with("website_id", json!(42)))
+            .field("website_id"),
+        case("domain of the wrong type", "POST", run, 400, "invalid_field")
+            .auth(&alice)
+            .json(with("domain", json!(["a"])))
+            .field("domain"),
+        case("unknown field", "POST", run, 400, "unknown_field")
+            .auth(&alice)
+            .json(with("plan", json!("quick-v1")))
+            .field("plan"),
+        case("unknown plan", "POST", run, 400, "unknown_plan")
+            .auth(&alice)
+            .json(with("plan_id", json!("nope-v9")))
+            .field("plan_id"),
+        case("plan id with bad characters", "POST", run, 400, "invalid_request")
+            .auth(&alice)
+            .json(with("plan_id", json!("Bad Plan!")))
+            .field("plan_id"),
+        case("parameters not an object", "POST", run, 400, "invalid_field")
+            .auth(&alice)
+            .json(with("parameters", json!("x")))
+            .field("parameters"),
+        case("parameters too large", "POST", run, 400, "too_long")
+            .auth(&alice)
+            .json(with("parameters", json!({"x": "y".repeat(200 * 1024)})))
+            .field("parameters"),
+        case("idempotency key too long", "POST", run, 400, "invalid_request")
+            .auth(&alice)
+            .json(with("idempotency_key", json!("k".repeat(200))))
+            .field("idempotency_key"),
+        case("idempotency key of the wrong type", "POST", run, 400, "invalid_field")
+            .auth(&alice)
+            .json(with("idempotency_key", json!(7)))
+            .field("idempotency_key"),
+        case("body over 256 KiB", "POST", run, 413, "payload_too_large")
+            .auth(&alice)
+            .json(with("parameters", json!({"x": "y".repeat(300 * 1024)}))),
+        case("wait above 60 s", "POST", &format!("{run}?wait=61"), 400, "invalid_field")
+            .auth(&alice)
+            .json(valid())
+            .field("wait"),
+        case("wait not a number", "POST", &format!("{run}?wait=soon"), 400, "invalid_field")
+            .auth(&alice)
+            .json(valid())
+            .field("wait"),
         case("GET on the run endpoint", "GET", run, 405, "method_not_allowed"),
-        case("PUT on a run", "PUT", "/api/orchestration/runs/run_1795000000000_0123456789abcdef", 405, "method_not_allowed").auth(&alice),
+        case(
+            "PUT on a run",
+            "PUT",
+            "/api/orchestration/runs/run_1795000000000_0123456789abcdef",
+            405,
+            "method_not_allowed",
+        )
+        .auth(&alice),
         case("malformed run id", "GET", "/api/orchestration/runs/not-a-run", 404, "not_found").auth(&alice),
-        case("unknown run", "GET", "/api/orchestration/runs/run_1795000000000_0123456789abcdef", 404, "not_found").auth(&alice),
-        case("events of an unknown run", "GET", "/api/orchestration/runs/run_1795000000000_0123456789abcdef/events", 404, "not_found").auth(&alice),
-        case("run read without a token", "GET", "/api/orchestration/runs/run_1795000000000_0123456789abcdef", 401, "unauthorized"),
+        case("unknown run", "GET", "/api/orchestration/runs/run_1795000000000_0123456789abcdef", 404, "not_found")
+            .auth(&alice),
+        case(
+            "events of an unknown run",
+            "GET",
+            "/api/orchestration/runs/run_1795000000000_0123456789abcdef/events",
+            404,
+            "not_found",
+        )
+        .auth(&alice),
+        case(
+            "run read without a token",
+            "GET",
+            "/api/orchestration/runs/run_1795000000000_0123456789abcdef",
+            401,
+            "unauthorized",
+        ),
         case("unknown route", "GET", "/api/orchestration/nothing-here", 404, "not_found"),
         case("DELETE on health", "DELETE", "/health", 405, "method_not_allowed"),
         case("poller tick without the admin token", "POST", "/admin/poller/tick", 401, "unauthorized").auth(&alice),
         case("callback without a signature", "POST", callback, 401, "unauthorized").json(completed.clone()),
-        case("callback with a wrong signature", "POST", callback, 401, "unauthorized").json(completed.clone()).signed("not-the-secret", now_ms()),
-        case("callback signed too long ago", "POST", callback, 401, "unauthorized").json(completed.clone()).signed(&secret, now_ms() - 10 * 60 * 1000),
-        case("callback for an unknown job", "POST", callback, 404, "not_found").json(completed.clone()).signed(&secret, now_ms()),
-        case("callback with an unknown status", "POST", callback, 400, "invalid_field").json(json!({"status": "maybe"})).signed(&secret, now_ms()).field("status"),
-        case("callback without a status", "POST", callback, 400, "missing_field").json(json!({"output": {}})).signed(&secret, now_ms()).field("status"),
-        case("callback with malformed JSON", "POST", callback, 400, "invalid_json").raw("{oops").signed(&secret, now_ms()),
-        case("callback with an unknown field", "POST", callback, 400, "unknown_field").json(json!({"status": "completed", "extra": 1})).signed(&secret, now_ms()).field("extra"),
+        case("callback with a wrong signature", "POST", callback, 401, "unauthorized")
+            .json(completed.clone())
+            .signed("not-the-secret", now_ms()),
+        case("callback signed too long ago", "POST", callback, 401, "unauthorized")
+            .json(completed.clone())
+            .signed(&secret, now_ms() - 10 * 60 * 1000),
+        case("callback for an unknown job", "POST", callback, 404, "not_found")
+            .json(completed.clone())
+            .signed(&secret, now_ms()),
+        case("callback with an unknown status", "POST", callback, 400, "invalid_field")
+            .json(json!({"status": "maybe"}))
+            .signed(&secret, now_ms())
+            .field("status"),
+        case("callback without a status", "POST", callback, 400, "missing_field")
+            .json(json!({"output": {}}))
+            .signed(&secret, now_ms())
+            .field("status"),
+        case("callback with malformed JSON", "POST", callback, 400, "invalid_json")
+            .raw("{oops")
+            .signed(&secret, now_ms()),
+        case("callback with an unknown field", "POST", callback, 400, "unknown_field")
+            .json(json!({"status": "completed", "extra": 1}))
+            .signed(&secret, now_ms())
+            .field("extra"),
     ];
     assert!(cases.len() >= 30);
 
@@ -138,13 +229,20 @@ fn bad_requests_get_the_right_status_and_code_and_write_nothing() {
         }
         if let Some(field) = c.field {
             let named = body["error"]["details"]["field"] == field
-                || body["error"]["details"]["problems"].as_array().is_some_and(|ps| ps.iter().any(|p| p["field"] == field));
+                || body["error"]["details"]["problems"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["field"] == field));
             if !named {
                 problems.push(format!("details do not name {field}: {}", body["error"]["details"]));
             }
         }
         if !problems.is_empty() {
-            failures.push(format!("{}: {} — {}", c.name, problems.join("; "), r.text().chars().take(300).collect::<String>()));
+            failures.push(format!(
+                "{}: {} — {}",
+                c.name,
+                problems.join("; "),
+                r.text().chars().take(300).collect::<String>()
+            ));
         }
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));

@@ -125,7 +125,8 @@ fn a_duplicated_task_message_does_not_run_an_attempt_twice() {
     let r = stack.admin_post("/__test/queues/tasks", &json!({"messages": [message.clone(), message]}));
     assert_eq!(r.status, 200, "{}", r.text());
     // Give the duplicates a chance to be (wrongly) acted on, observed through a marker run.
-    let marker = start_run(stack, &json!({"website_id": "site_marker", "domain": "marker.example", "plan_id": "quick-v1"}));
+    let marker =
+        start_run(stack, &json!({"website_id": "site_marker", "domain": "marker.example", "plan_id": "quick-v1"}));
     wait_terminal(stack, &marker);
     let (rows, _) = stack.sql(
         "SELECT attempts, claimed_at, status FROM steps WHERE run_id = ?1 AND service = 'technical-seo'",
@@ -151,10 +152,8 @@ fn a_duplicated_analysis_message_yields_exactly_one_diagnosis() {
     // Two steps complete; the third never answers. Settle it by hand and claim the fan-in
     // the way the orchestrator would, then deliver the analysis message several times.
     poll_until("two steps to complete", Duration::from_secs(10), || {
-        let (rows, _) = stack.sql(
-            "SELECT COUNT(*) AS n FROM steps WHERE run_id = ?1 AND status = 'completed'",
-            &[json!(run_id)],
-        );
+        let (rows, _) =
+            stack.sql("SELECT COUNT(*) AS n FROM steps WHERE run_id = ?1 AND status = 'completed'", &[json!(run_id)]);
         (rows[0]["n"] == 2).then_some(())
     });
     stack.sql(
@@ -166,7 +165,8 @@ fn a_duplicated_analysis_message_yields_exactly_one_diagnosis() {
         &[json!(run_id)],
     );
     let message = json!({"v": 1, "traceId": run_id, "partial": true, "missing": ["vitals-monitor"]});
-    let r = stack.admin_post("/__test/queues/analysis", &json!({"messages": [message.clone(), message.clone(), message]}));
+    let r =
+        stack.admin_post("/__test/queues/analysis", &json!({"messages": [message.clone(), message.clone(), message]}));
     assert_eq!(r.status, 200, "{}", r.text());
     let body = wait_terminal(stack, &run_id);
     assert_eq!(body["summary"]["status"], "completed", "{body}");
@@ -187,7 +187,10 @@ fn malformed_queue_messages_are_acknowledged_without_stopping_the_batch() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     // The consumer keeps working afterwards.
-    let run_id = start_run(stack, &json!({"website_id": "site_after_poison", "domain": "poison.example", "plan_id": "quick-v1"}));
+    let run_id = start_run(
+        stack,
+        &json!({"website_id": "site_after_poison", "domain": "poison.example", "plan_id": "quick-v1"}),
+    );
     assert_eq!(wait_terminal(stack, &run_id)["summary"]["status"], "completed");
 }
 
@@ -197,13 +200,15 @@ fn an_analysis_that_keeps_failing_is_finalised_from_the_dead_letter_queue() {
         consumer_vars: vec![("BATON_FAULT_INJECTION".into(), "analysis".into())],
         ..baton_e2e::StackOptions::default()
     });
-    let run_id = start_run(&stack, &json!({"website_id": "site_adlq", "domain": "adlq.example", "plan_id": "quick-v1"}));
+    let run_id =
+        start_run(&stack, &json!({"website_id": "site_adlq", "domain": "adlq.example", "plan_id": "quick-v1"}));
     let body = wait_terminal(&stack, &run_id);
     assert_eq!(body["summary"]["status"], "completed", "{body}");
     let diagnosis = &body["diagnosis"];
     assert_eq!(diagnosis["synthesis"], "rules", "{diagnosis}");
     assert!(diagnosis["synthesis_error"].as_str().is_some_and(|e| e.contains("retries exhausted")), "{diagnosis}");
-    let (rows, _) = stack.sql("SELECT COUNT(*) AS n FROM kbase_events WHERE run_id = ?1 AND type = 'diagnosis'", &[json!(run_id)]);
+    let (rows, _) =
+        stack.sql("SELECT COUNT(*) AS n FROM kbase_events WHERE run_id = ?1 AND type = 'diagnosis'", &[json!(run_id)]);
     assert_eq!(rows[0]["n"], 1);
 }
 
@@ -215,7 +220,8 @@ fn a_service_configured_by_base_url_is_called_over_http() {
         consumer_vars: vec![("SERVICE_URLS".into(), urls)],
         ..baton_e2e::StackOptions::default()
     });
-    let run_id = start_run(&stack, &json!({"website_id": "site_urls", "domain": "urls.example", "plan_id": "quick-v1"}));
+    let run_id =
+        start_run(&stack, &json!({"website_id": "site_urls", "domain": "urls.example", "plan_id": "quick-v1"}));
     let body = wait_terminal(&stack, &run_id);
     assert_eq!(body["summary"]["status"], "completed", "{body}");
     let paths: Vec<String> = service.received().into_iter().map(|(path, _)| path).collect();

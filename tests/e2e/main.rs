@@ -2,10 +2,10 @@
 //! test binary; tests that need a stack of their own start one).
 
 mod api;
-mod foundation;
-mod llm;
 mod bad_input;
 mod consumer;
+mod foundation;
+mod llm;
 mod poller;
 mod resilience;
 mod runs;

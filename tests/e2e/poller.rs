@@ -30,10 +30,8 @@ fn tick(stack: &Stack) -> Value {
 }
 
 fn count_events(stack: &Stack, run_id: &str, kind: &str) -> i64 {
-    let (rows, _) = stack.sql(
-        "SELECT COUNT(*) AS n FROM kbase_events WHERE run_id = ?1 AND type = ?2",
-        &[json!(run_id), json!(kind)],
-    );
+    let (rows, _) = stack
+        .sql("SELECT COUNT(*) AS n FROM kbase_events WHERE run_id = ?1 AND type = ?2", &[json!(run_id), json!(kind)]);
     rows[0]["n"].as_i64().unwrap_or(-1)
 }
 
@@ -61,10 +59,8 @@ fn overdue_run(stack: &Stack, site: &str) -> String {
         }),
     );
     poll_until("two steps to complete", Duration::from_secs(15), || {
-        let (rows, _) = stack.sql(
-            "SELECT COUNT(*) AS n FROM steps WHERE run_id = ?1 AND status = 'completed'",
-            &[json!(run_id)],
-        );
+        let (rows, _) =
+            stack.sql("SELECT COUNT(*) AS n FROM steps WHERE run_id = ?1 AND status = 'completed'", &[json!(run_id)]);
         (rows[0]["n"] == 2).then_some(())
     });
     // quick-v1 may take 2 minutes: pretend it started 10 minutes ago.
@@ -92,7 +88,8 @@ fn with_event_driven_fan_in_off_the_next_tick_aggregates_a_finished_job_exactly_
     assert_eq!(second["last_run"]["counts"]["aggregated"], 0, "{second}");
     assert_eq!(count_events(stack, &run_id, "diagnosis"), 1);
     // The tick left its heartbeat in KV.
-    let last_run: Value = serde_json::from_str(&stack.kv_get("orchestration:last_run").unwrap_or_default()).unwrap_or(Value::Null);
+    let last_run: Value =
+        serde_json::from_str(&stack.kv_get("orchestration:last_run").unwrap_or_default()).unwrap_or(Value::Null);
     assert!(last_run["at"].as_i64().is_some(), "{last_run}");
 }
 
@@ -161,7 +158,10 @@ fn a_malformed_config_override_is_ignored_shown_in_health_and_does_not_stop_the_
     stack.kv_put("orchestration:config", r#"{"POLLING_FREQUENCY_MINUTES": "often"}"#);
     let r = stack.get("/health");
     let rejected = r.json()["workers"]["poller"]["rejected_override"].as_str().unwrap_or("").to_string();
-    assert!(rejected.contains("POLLING_FREQUENCY_MINUTES") && rejected.contains("often"), "names key and value: {rejected}");
+    assert!(
+        rejected.contains("POLLING_FREQUENCY_MINUTES") && rejected.contains("often"),
+        "names key and value: {rejected}"
+    );
 }
 
 #[test]
@@ -229,7 +229,8 @@ fn a_long_running_step_that_reports_progress_is_polled_and_recorded() {
     assert!(t["last_run"]["counts"]["progress_polled"].as_i64().unwrap_or(0) >= 1, "{t}");
     let r = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{run_id}"));
     let body = r.json();
-    let step = body["service_results"].as_array().and_then(|a| a.iter().find(|s| s["service"] == "technical-seo")).cloned();
+    let step =
+        body["service_results"].as_array().and_then(|a| a.iter().find(|s| s["service"] == "technical-seo")).cloned();
     let progress = step.map(|s| s["progress"].clone()).unwrap_or(Value::Null);
     let fraction = progress["progress"].as_f64().unwrap_or(-1.0);
     assert!((0.0..=1.0).contains(&fraction), "{progress}");
@@ -264,8 +265,12 @@ fn progress_is_polled_where_the_service_was_reached_its_base_url() {
     let service = baton_e2e::fake_service::FakeService::start_long_running();
     let urls = json!({"vitals_monitor": service.base_url()}).to_string();
     let vars = vec![("SERVICE_URLS".to_string(), urls)];
-    let stack = Stack::start(StackOptions { consumer_vars: vars.clone(), poller_vars: vars, ..StackOptions::default() });
-    let run_id = start_run(&stack, &json!({"website_id": "site_progress_url", "domain": "progress-url.example", "plan_id": "quick-v1"}));
+    let stack =
+        Stack::start(StackOptions { consumer_vars: vars.clone(), poller_vars: vars, ..StackOptions::default() });
+    let run_id = start_run(
+        &stack,
+        &json!({"website_id": "site_progress_url", "domain": "progress-url.example", "plan_id": "quick-v1"}),
+    );
     poll_until("vitals-monitor to be accepted by its base URL", Duration::from_secs(15), || {
         let (rows, _) = stack.sql(
             "SELECT progress FROM steps WHERE run_id = ?1 AND service = 'vitals-monitor' AND progress IS NOT NULL",
@@ -282,10 +287,12 @@ fn progress_is_polled_where_the_service_was_reached_its_base_url() {
         vec!["/api/handshake".to_string(), "/api/process".to_string(), format!("/api/progress/{run_id}")],
         "the poller asked the service's base URL, not the binding"
     );
-    let (rows, _) = stack.sql(
-        "SELECT progress FROM steps WHERE run_id = ?1 AND service = 'vitals-monitor'",
-        &[json!(run_id)],
-    );
+    let (rows, _) =
+        stack.sql("SELECT progress FROM steps WHERE run_id = ?1 AND service = 'vitals-monitor'", &[json!(run_id)]);
     let progress: Value = serde_json::from_str(rows[0]["progress"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
-    assert_eq!((progress["progress"].as_f64(), &progress["status"], &progress["worker"]), (Some(0.25), &json!("running"), &json!("vitals_monitor")), "{progress}");
+    assert_eq!(
+        (progress["progress"].as_f64(), &progress["status"], &progress["worker"]),
+        (Some(0.25), &json!("running"), &json!("vitals_monitor")),
+        "{progress}"
+    );
 }

@@ -222,7 +222,10 @@ fn a_stack_killed_mid_way_through_100_runs_finishes_every_run_after_a_restart() 
         "SELECT COUNT(*) AS n FROM steps s JOIN runs r ON r.run_id = s.run_id WHERE r.website_id = ?1 AND s.attempts > 1",
         &[json!(website)],
     );
-    eprintln!("crash test: {done_at_kill} of {CRASH_RUNS} runs had finished at the kill; {} steps needed another attempt", retried[0]["n"]);
+    eprintln!(
+        "crash test: {done_at_kill} of {CRASH_RUNS} runs had finished at the kill; {} steps needed another attempt",
+        retried[0]["n"]
+    );
     stack.stop();
     drop(stack);
     let _ = std::fs::remove_dir_all(&persist_dir);
@@ -247,7 +250,8 @@ fn a_waiting_client_s_run_does_not_need_the_task_queue_and_a_failed_send_is_left
     assert_eq!(body["summary"]["servicesCompleted"], 5, "{body}");
 
     // Without `?wait` the first wave's send fails: the wave is put back and the run made due.
-    let run_id = start_run(&stack, &json!({"website_id": "site_unsent", "domain": "unsent.example", "plan_id": "quick-v1"}));
+    let run_id =
+        start_run(&stack, &json!({"website_id": "site_unsent", "domain": "unsent.example", "plan_id": "quick-v1"}));
     let (rows, _) = stack.sql(
         "SELECT r.due_at <= r.created_at + 1000 AS due_now, \
            (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.run_id AND s.status = 'pending' AND s.attempts = 0) AS pending \

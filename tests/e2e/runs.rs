@@ -57,15 +57,14 @@ fn a_standard_run_goes_from_http_through_d1_and_queues_to_one_diagnosis() {
 
     // Competitive intelligence was dispatched only after SERP intelligence completed,
     // and it received SERP's output as its input.
-    let (rows, _) = stack.sql(
-        "SELECT service, started_at, finished_at, output FROM steps WHERE run_id = ?1",
-        &[json!(run_id)],
-    );
+    let (rows, _) =
+        stack.sql("SELECT service, started_at, finished_at, output FROM steps WHERE run_id = ?1", &[json!(run_id)]);
     let find = |s: &str| rows.iter().find(|r| r["service"] == s).cloned().expect("step row");
     let serp = find("serp-intelligence");
     let competitive = find("competitive-intelligence");
     assert!(competitive["started_at"].as_i64() >= serp["finished_at"].as_i64(), "{serp} {competitive}");
-    let competitive_output: Value = serde_json::from_str(competitive["output"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+    let competitive_output: Value =
+        serde_json::from_str(competitive["output"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
     assert_eq!(competitive_output["based_on_serp"], true, "{competitive_output}");
 
     // Two lifecycle events and exactly one diagnosis.
@@ -88,7 +87,9 @@ fn a_standard_run_goes_from_http_through_d1_and_queues_to_one_diagnosis() {
 
     // The KV mirror of the job was written by the finaliser.
     let snapshot = poll_until("the job snapshot in KV", Duration::from_secs(10), || {
-        stack.kv_get(&format!("job:{run_id}")).and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        stack
+            .kv_get(&format!("job:{run_id}"))
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
             .filter(|v| v["summary"]["status"] == "completed")
     });
     assert_eq!(snapshot["traceId"], run_id.as_str());
@@ -156,7 +157,8 @@ fn resubmitting_a_run_with_the_same_idempotency_key_returns_the_same_run() {
 #[test]
 fn a_client_cannot_see_another_clients_run() {
     let stack = shared_stack();
-    let run_id = start_run(stack, &json!({"website_id": "site_private", "domain": "private.example", "plan_id": "quick-v1"}));
+    let run_id =
+        start_run(stack, &json!({"website_id": "site_private", "domain": "private.example", "plan_id": "quick-v1"}));
     let theirs = stack.get_as(stack.token(1), &format!("/api/orchestration/runs/{run_id}"));
     assert_eq!(theirs.status, 404, "{}", theirs.text());
     let events = stack.get_as(stack.token(1), &format!("/api/orchestration/runs/{run_id}/events"));

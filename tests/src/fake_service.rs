@@ -67,15 +67,21 @@ fn answer(stream: TcpStream, log: &Mutex<Vec<(String, Value)>>, mode: Mode) -> s
     let long_running = mode == Mode::LongRunning;
     let (status, payload) = if path.ends_with("/api/handshake") {
         let capabilities = if long_running { json!({"progress": true}) } else { json!({}) };
-        ("200 OK", json!({"executionId": body["executionId"], "workerId": "fake-by-url", "accepted": true,
-               "estimatedCompletionMs": 0, "resourceRequirements": {}, "capabilities": capabilities}))
+        (
+            "200 OK",
+            json!({"executionId": body["executionId"], "workerId": "fake-by-url", "accepted": true,
+               "estimatedCompletionMs": 0, "resourceRequirements": {}, "capabilities": capabilities}),
+        )
     } else if path.contains("/api/progress/") {
         ("200 OK", json!({"progress": 0.25, "status": "running", "served_by": "url"}))
     } else if long_running {
         ("202 Accepted", json!({"accepted": true}))
     } else {
-        ("200 OK", json!({"status": "completed", "output": {"served_by": "url", "lcp_ms": 1200, "cls": 0.01, "inp_ms": 90, "performance_score": 97},
-               "usage": {"tokens": 1}}))
+        (
+            "200 OK",
+            json!({"status": "completed", "output": {"served_by": "url", "lcp_ms": 1200, "cls": 0.01, "inp_ms": 90, "performance_score": 97},
+               "usage": {"tokens": 1}}),
+        )
     };
     write_json(stream, status, &payload.to_string())
 }

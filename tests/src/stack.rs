@@ -143,9 +143,8 @@ impl Stack {
     /// Panics with wrangler's own output if it does not come up.
     pub fn start(options: StackOptions) -> Stack {
         let root = repo_root();
-        let wrangler = std::env::var("WRANGLER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| root.join("node_modules/.bin/wrangler"));
+        let wrangler =
+            std::env::var("WRANGLER").map(PathBuf::from).unwrap_or_else(|_| root.join("node_modules/.bin/wrangler"));
         assert!(
             wrangler.exists(),
             "wrangler not found at {}: run the test command from the README (it installs the toolchain)",
@@ -178,11 +177,7 @@ impl Stack {
         let inspector_port = free_port();
         let log = fs::File::create(&log_path).expect("creating the wrangler log");
         let mut command = Command::new("bash");
-        command
-            .current_dir(&root)
-            .arg(root.join("scripts/stack-guard.sh"))
-            .arg(&wrangler)
-            .arg("dev");
+        command.current_dir(&root).arg(root.join("scripts/stack-guard.sh")).arg(&wrangler).arg("dev");
         for config in WORKER_CONFIGS {
             let extra = match config {
                 c if c.contains("consumer") => Some(("consumer", &options.consumer_vars)),

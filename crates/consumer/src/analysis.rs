@@ -24,7 +24,8 @@ pub const DIAGNOSIS_EVENT_TYPE: &str = "diagnosis";
 
 pub async fn handle(engine: &Engine<'_>, message: &RawMessage, dead_lettered: bool) {
     let queue = if dead_lettered { "llm-analysis-dlq" } else { "llm-analysis" };
-    let analysis = match crate::body_json(message).and_then(|v| AnalysisMessage::decode(&v).map_err(|e| e.to_string())) {
+    let analysis = match crate::body_json(message).and_then(|v| AnalysisMessage::decode(&v).map_err(|e| e.to_string()))
+    {
         Ok(analysis) => analysis,
         Err(e) => {
             worker::console_error!("{queue}: poison message {} acknowledged: {e}", message.id());
@@ -67,7 +68,9 @@ pub(crate) async fn finalize_loaded(engine: &Engine<'_>, loaded: Loaded, synthes
         .steps
         .iter()
         .filter(|s| s.status == StepStatus::Completed.as_str())
-        .map(|s| (s.service.clone(), s.output.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null)))
+        .map(|s| {
+            (s.service.clone(), s.output.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null))
+        })
         .collect();
     let mut diagnosis = synthesis::diagnose(&loaded.run.domain, &outputs, &missing, confidence(plan, &records));
     diagnosis.synthesis_error = synthesis_error.map(str::to_string);

@@ -74,7 +74,8 @@ fn decode(body: &Value) -> Result<Vec<TaskMessage>> {
 /// The run as the orchestrator just wrote it (`run` + `steps`), if it sent it.
 fn written_run(body: &Value) -> Result<Option<Loaded>> {
     let (Some(run), Some(steps)) = (body.get("run"), body.get("steps")) else { return Ok(None) };
-    let invalid = |field: &str, e: serde_json::Error| Error::bad_request("invalid_field", field, format!("`{field}`: {e}"));
+    let invalid =
+        |field: &str, e: serde_json::Error| Error::bad_request("invalid_field", field, format!("`{field}`: {e}"));
     let run: RunRow = serde_json::from_value(run.clone()).map_err(|e| invalid("run", e))?;
     let steps: Vec<StepRow> = serde_json::from_value(steps.clone()).map_err(|e| invalid("steps", e))?;
     Loaded::from_rows(run, steps).map(Some)

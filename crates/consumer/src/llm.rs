@@ -98,7 +98,8 @@ async fn call(config: &LlmConfig, diagnosis: &Diagnosis) -> Result<String, Attem
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.to_string().into()));
     let url = format!("{}/chat/completions", config.url);
-    let request = Request::new_with_init(&url, &init).map_err(|e| AttemptError { message: e.to_string(), retryable: false })?;
+    let request =
+        Request::new_with_init(&url, &init).map_err(|e| AttemptError { message: e.to_string(), retryable: false })?;
     let controller = AbortController::default();
     let signal = controller.signal();
     let timeout_ms = config.timeout_ms;
@@ -107,16 +108,20 @@ async fn call(config: &LlmConfig, diagnosis: &Diagnosis) -> Result<String, Attem
         controller.abort();
     });
     baton_edge::meter::subrequest();
-    let mut response = Fetch::Request(request)
-        .send_with_signal(&signal)
-        .await
-        .map_err(|e| retryable(if signal.aborted() { format!("timed out after {timeout_ms} ms") } else { e.to_string() }))?;
+    let mut response = Fetch::Request(request).send_with_signal(&signal).await.map_err(|e| {
+        retryable(if signal.aborted() { format!("timed out after {timeout_ms} ms") } else { e.to_string() })
+    })?;
     let status = response.status_code();
     let text = response.text().await.map_err(|e| retryable(e.to_string()))?;
     match status {
         200..=299 => {}
         429 | 500..=599 => return Err(retryable(format!("HTTP {status}"))),
-        _ => return Err(AttemptError { message: format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()), retryable: false }),
+        _ => {
+            return Err(AttemptError {
+                message: format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()),
+                retryable: false,
+            })
+        }
     }
     let answer: Value = serde_json::from_str(&text).map_err(|_| retryable("malformed answer: not JSON".to_string()))?;
     answer["choices"][0]["message"]["content"]

@@ -1,10 +1,9 @@
 //! The client side of the handshake protocol with a service.
 
 use baton_core::state::{ErrorKind, StepError};
-use serde_json::{json, Value};
 use baton_edge::services::{endpoint, CallError, Endpoint};
+use serde_json::{json, Value};
 use worker::{Env, Headers, Method, RequestInit};
-
 
 /// What a service did with an attempt.
 #[derive(Debug)]

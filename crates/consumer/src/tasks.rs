@@ -58,7 +58,12 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
             }
             Err(e) => {
                 // Storage or binding trouble: the claim (if any) was given up; try again later.
-                worker::console_error!("baton-tasks: {}/{} attempt {}: {e}; will retry", task.run_id, task.service, task.attempt);
+                worker::console_error!(
+                    "baton-tasks: {}/{} attempt {}: {e}; will retry",
+                    task.run_id,
+                    task.service,
+                    task.attempt
+                );
                 message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(1).build());
             }
         }
@@ -110,7 +115,11 @@ async fn send_task(engine: &Engine<'_>, task: &TaskMessage, delay: u32) {
         baton_edge::queues::send_delayed(&queue, task.clone(), delay).await
     };
     if let Err(e) = send.await {
-        worker::console_error!("baton-tasks: {}/{}: not queued ({e}); the poller dispatches it", task.run_id, task.service);
+        worker::console_error!(
+            "baton-tasks: {}/{}: not queued ({e}); the poller dispatches it",
+            task.run_id,
+            task.service
+        );
     }
 }
 
@@ -124,7 +133,11 @@ enum Claim {
 
 /// One run's tasks: one read, one transaction of claims, then the claimed attempts
 /// concurrently.
-async fn run_tasks_of_run(engine: &Engine<'_>, tasks: &[TaskMessage], known: Option<&Loaded>) -> Vec<Result<Disposition>> {
+async fn run_tasks_of_run(
+    engine: &Engine<'_>,
+    tasks: &[TaskMessage],
+    known: Option<&Loaded>,
+) -> Vec<Result<Disposition>> {
     let (loaded, claims) = match claim(engine, tasks, known).await {
         Ok(claimed) => claimed,
         Err(e) => {
@@ -154,7 +167,11 @@ async fn run_tasks_of_run(engine: &Engine<'_>, tasks: &[TaskMessage], known: Opt
 /// Claims the attempts the tasks ask for, in one transaction. Returns the run as it stands
 /// after the claims (`None`: no such run). The claims are guarded, so a `known` copy of the
 /// run that is already stale only makes them lose.
-async fn claim(engine: &Engine<'_>, tasks: &[TaskMessage], known: Option<&Loaded>) -> Result<(Option<Loaded>, Vec<Claim>)> {
+async fn claim(
+    engine: &Engine<'_>,
+    tasks: &[TaskMessage],
+    known: Option<&Loaded>,
+) -> Result<(Option<Loaded>, Vec<Claim>)> {
     let settled = |d| tasks.iter().map(|_| Claim::Settled(d)).collect::<Vec<_>>();
     let Some(run_id) = tasks.first().map(|t| t.run_id.as_str()) else { return Ok((None, Vec::new())) };
     let read = match known {
@@ -224,7 +241,12 @@ async fn claim(engine: &Engine<'_>, tasks: &[TaskMessage], known: Option<&Loaded
 
 /// [`run_claimed`]; on an error, gives the claim up so that the attempt's message (retried,
 /// or sent by the caller) can claim it again instead of waiting for the attempt's deadline.
-async fn run_claimed_or_release(engine: &Engine<'_>, loaded: Loaded, service: &str, attempt: u32) -> Result<Disposition> {
+async fn run_claimed_or_release(
+    engine: &Engine<'_>,
+    loaded: Loaded,
+    service: &str,
+    attempt: u32,
+) -> Result<Disposition> {
     let claimed_at = loaded.step(service).and_then(|row| row.claimed_at);
     let run_id = loaded.run.run_id.clone();
     // Boxed: running a step may run the steps it makes ready (recursion).
@@ -264,7 +286,8 @@ async fn run_claimed(engine: &Engine<'_>, loaded: Loaded, service: &str, attempt
         ServiceOutcome::Accepted { progress } => {
             if progress {
                 let now = engine.now().as_u64() as i64;
-                let mark = steps::mark_progress_pollable(&engine.db, run_id, service, spec.worker_key.as_str(), attempt, now)?;
+                let mark =
+                    steps::mark_progress_pollable(&engine.db, run_id, service, spec.worker_key.as_str(), attempt, now)?;
                 engine.db.batch(vec![mark]).await?;
             }
             return Ok(Disposition::Ack);
@@ -306,7 +329,9 @@ async fn carry_on(engine: &Engine<'_>, advance: AdvanceReport) {
     let Some(after) = after else {
         // The dispatched steps are claimed by us: their deadlines bring the poller.
         if !advance.unsent_tasks.is_empty() {
-            worker::console_error!("baton-tasks: {run_id}: dispatched steps not run here; the poller retries them at their deadline");
+            worker::console_error!(
+                "baton-tasks: {run_id}: dispatched steps not run here; the poller retries them at their deadline"
+            );
         }
         if let Some(message) = &advance.unsent_analysis {
             if let Err(e) = engine.send_analysis(message).await {

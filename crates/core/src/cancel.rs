@@ -48,7 +48,12 @@ pub fn cancel_steps(plan: &Plan, steps: &[StepRecord], now: Millis) -> Cancellat
 }
 
 /// Cancels a run in `status` at `now`, or refuses if it has already ended.
-pub fn cancel(status: RunStatus, plan: &Plan, steps: &[StepRecord], now: Millis) -> Result<Cancellation, CancelRefused> {
+pub fn cancel(
+    status: RunStatus,
+    plan: &Plan,
+    steps: &[StepRecord],
+    now: Millis,
+) -> Result<Cancellation, CancelRefused> {
     match status.apply(RunEvent::Cancelled) {
         Ok(RunOutcome::Applied(_)) => Ok(cancel_steps(plan, steps, now)),
         Ok(RunOutcome::AlreadyTerminal) | Err(_) => Err(CancelRefused::AlreadyEnded { status }),
@@ -56,7 +61,13 @@ pub fn cancel(status: RunStatus, plan: &Plan, steps: &[StepRecord], now: Millis)
 }
 
 /// The finish event of a cancelled run whose steps ended as `records`.
-pub fn finish_payload(plan: &Plan, records: &[StepRecord], domain: &str, started_at: Millis, completed_at: Millis) -> RunFinishedPayload {
+pub fn finish_payload(
+    plan: &Plan,
+    records: &[StepRecord],
+    domain: &str,
+    started_at: Millis,
+    completed_at: Millis,
+) -> RunFinishedPayload {
     RunFinishedPayload::new(
         RunFinish {
             status: RunStatus::Cancelled,
@@ -96,7 +107,10 @@ mod tests {
         let statuses: Vec<StepStatus> = c.records.iter().map(|r| r.status).collect();
         assert_eq!(statuses, [Completed, Cancelled, Cancelled, Cancelled, Failed]);
         assert_eq!(c.cancelled.len(), 3);
-        assert!(c.cancelled.iter().all(|r| r.error.as_deref() == Some(CANCELLED_ERROR) && r.finished_at == Some(Millis::new(500))));
+        assert!(c
+            .cancelled
+            .iter()
+            .all(|r| r.error.as_deref() == Some(CANCELLED_ERROR) && r.finished_at == Some(Millis::new(500))));
 
         let payload = finish_payload(&plan, &c.records, "example.com", Millis::new(100), Millis::new(500));
         assert_eq!(payload.status, RunStatus::Cancelled);

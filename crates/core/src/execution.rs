@@ -44,10 +44,7 @@ pub struct UsageStat {
 }
 
 fn average(stats: &[UsageStat], worker: &str, resource: &str) -> Option<u64> {
-    stats
-        .iter()
-        .find(|s| s.worker == worker && s.resource == resource && s.samples > 0)
-        .map(|s| s.total / s.samples)
+    stats.iter().find(|s| s.worker == worker && s.resource == resource && s.samples > 0).map(|s| s.total / s.samples)
 }
 
 /// What an execution needs reserved, by resource.
@@ -113,7 +110,10 @@ pub fn assess(demand: &Demand, pools: &[Pool]) -> Admission {
         let Some(pool) = pools.iter().find(|p| &p.resource == resource) else { continue };
         if quantity > pool.capacity {
             return Admission::Never {
-                reason: format!("needs {quantity} {resource}, more than the pool's whole capacity of {}", pool.capacity),
+                reason: format!(
+                    "needs {quantity} {resource}, more than the pool's whole capacity of {}",
+                    pool.capacity
+                ),
             };
         }
         if wait.is_none() && pool.in_use.saturating_add(quantity) > pool.capacity {
@@ -284,7 +284,8 @@ mod tests {
     #[test]
     fn completion_estimate_sums_the_slowest_step_per_wave() {
         assert_eq!(estimated_completion_ms(&plan(), &[]), 60_000);
-        let stats = [stat("a", DURATION_MS, 2, 10_000), stat("b", DURATION_MS, 1, 90_000), stat("c", DURATION_MS, 1, 2_000)];
+        let stats =
+            [stat("a", DURATION_MS, 2, 10_000), stat("b", DURATION_MS, 1, 90_000), stat("c", DURATION_MS, 1, 2_000)];
         // Wave 1: max(5 s, 90 s capped at the 60 s timeout); wave 2: 2 s.
         assert_eq!(estimated_completion_ms(&plan(), &stats), 62_000);
     }
@@ -292,14 +293,19 @@ mod tests {
     #[test]
     fn assess_admits_waits_or_refuses() {
         let demand = Demand::from([(TOKENS.into(), 3_000), (CONCURRENT_EXECUTIONS.into(), 1), ("gpu".into(), 9)]);
-        assert_eq!(assess(&demand, &[pool(TOKENS, 10_000, 7_000), pool(CONCURRENT_EXECUTIONS, 2, 1)]), Admission::Admit);
+        assert_eq!(
+            assess(&demand, &[pool(TOKENS, 10_000, 7_000), pool(CONCURRENT_EXECUTIONS, 2, 1)]),
+            Admission::Admit
+        );
         assert_eq!(
             assess(&demand, &[pool(TOKENS, 10_000, 7_001)]),
             Admission::Wait { reason: "waiting for tokens: needs 3000, 2999 of 10000 free".into() }
         );
         assert_eq!(
             assess(&demand, &[pool(CONCURRENT_EXECUTIONS, 0, 0), pool(TOKENS, 10_000, 10_000)]),
-            Admission::Never { reason: "needs 1 concurrent_executions, more than the pool's whole capacity of 0".into() }
+            Admission::Never {
+                reason: "needs 1 concurrent_executions, more than the pool's whole capacity of 0".into()
+            }
         );
         let mut pools = vec![pool(TOKENS, 10_000, 0), pool(CONCURRENT_EXECUTIONS, 1, 0)];
         book(&mut pools, &demand);
@@ -310,8 +316,18 @@ mod tests {
     #[test]
     fn history_takes_completed_steps_only() {
         let steps = [
-            StepUsage { service: "a", status: StepStatus::Completed, usage: Some(json!({"tokens": 40})), duration_ms: Some(7) },
-            StepUsage { service: "b", status: StepStatus::Failed, usage: Some(json!({"tokens": 99})), duration_ms: Some(9) },
+            StepUsage {
+                service: "a",
+                status: StepStatus::Completed,
+                usage: Some(json!({"tokens": 40})),
+                duration_ms: Some(7),
+            },
+            StepUsage {
+                service: "b",
+                status: StepStatus::Failed,
+                usage: Some(json!({"tokens": 99})),
+                duration_ms: Some(9),
+            },
             StepUsage { service: "c", status: StepStatus::Completed, usage: None, duration_ms: None },
         ];
         let got: Vec<(String, String, u64)> =
@@ -321,7 +337,8 @@ mod tests {
 
     #[test]
     fn usage_totals_sum_numeric_fields() {
-        let usages = [json!({"tokens": 3, "cost_usd": 0.5, "model": "x"}), json!({"tokens": 4, "cost_usd": 0.25}), json!(null)];
+        let usages =
+            [json!({"tokens": 3, "cost_usd": 0.5, "model": "x"}), json!({"tokens": 4, "cost_usd": 0.25}), json!(null)];
         assert_eq!(Value::Object(usage_totals(&usages)), json!({"tokens": 7, "cost_usd": 0.75}));
         assert_eq!(usage_totals(&[]).len(), 0);
     }
@@ -332,7 +349,10 @@ mod tests {
         assert_eq!(reservation_expiry(Millis::new(0)), Millis::new(600_000));
         assert_eq!(priority_of_rank(3), Priority::Critical);
         assert_eq!(priority_of_rank(42), Priority::Normal);
-        assert_eq!(expired_error(Millis::new(0), Some("waiting")), "not admitted by its deadline 1970-01-01T00:00:00.000Z: waiting");
+        assert_eq!(
+            expired_error(Millis::new(0), Some("waiting")),
+            "not admitted by its deadline 1970-01-01T00:00:00.000Z: waiting"
+        );
         assert!(expired_error(Millis::new(0), None).ends_with(QUEUED_BEHIND));
     }
 }

@@ -21,7 +21,8 @@ mod tests {
 
     #[test]
     fn names_each_kind() {
-        let kinds: Vec<&str> = [json!(null), json!(true), json!(1), json!("s"), json!([]), json!({})].iter().map(kind).collect();
+        let kinds: Vec<&str> =
+            [json!(null), json!(true), json!(1), json!("s"), json!([]), json!({})].iter().map(kind).collect();
         assert_eq!(kinds, ["null", "a boolean", "a number", "a string", "an array", "an object"]);
     }
 }

@@ -99,7 +99,11 @@ pub fn validate_run_list(draft: &RunListDraft) -> Result<RunListQuery, RequestPr
     let status = present(&draft.status).and_then(|s| {
         s.parse::<RunStatus>()
             .map_err(|_| {
-                problems.push(RequestProblem::InvalidValue { field: "status", expected: STATUS_SHAPE, value: quoted(s) })
+                problems.push(RequestProblem::InvalidValue {
+                    field: "status",
+                    expected: STATUS_SHAPE,
+                    value: quoted(s),
+                })
             })
             .ok()
     });
@@ -108,7 +112,11 @@ pub fn validate_run_list(draft: &RunListDraft) -> Result<RunListQuery, RequestPr
         Some(text) => match text.parse::<u32>() {
             Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
             _ => {
-                problems.push(RequestProblem::InvalidValue { field: "limit", expected: LIMIT_SHAPE, value: quoted(text) });
+                problems.push(RequestProblem::InvalidValue {
+                    field: "limit",
+                    expected: LIMIT_SHAPE,
+                    value: quoted(text),
+                });
                 DEFAULT_PAGE_SIZE
             }
         },
@@ -162,11 +170,10 @@ mod tests {
     fn every_problem_names_its_field() {
         let cursor = "1732350000000_run_1732350000000_a1b2c3d4e5f60718";
         check(draft("site_1", "completed", "100", cursor), &[]);
-        check(draft("site_1", "done", "0", "nope"), &[
-            ("invalid_value", "status"),
-            ("invalid_value", "limit"),
-            ("invalid_value", "cursor"),
-        ]);
+        check(
+            draft("site_1", "done", "0", "nope"),
+            &[("invalid_value", "status"), ("invalid_value", "limit"), ("invalid_value", "cursor")],
+        );
         check(draft("site/1", "", "101", ""), &[("invalid_id", "website_id"), ("invalid_value", "limit")]);
         check(draft("", "", "-1", "12_run_bad"), &[("invalid_value", "limit"), ("invalid_value", "cursor")]);
         check(draft("", "", "", "x_run_1732350000000_a1b2c3d4e5f60718"), &[("invalid_value", "cursor")]);

@@ -109,36 +109,114 @@ fn num(output: &Value, key: &str) -> Option<f64> {
 type Threshold = (&'static str, &'static str, fn(f64) -> Health);
 
 fn lower_is_worse(bad: f64, warn: f64) -> impl Fn(f64) -> Health {
-    move |v| if v < bad { Health::Bad } else if v < warn { Health::Warn } else { Health::Good }
+    move |v| {
+        if v < bad {
+            Health::Bad
+        } else if v < warn {
+            Health::Warn
+        } else {
+            Health::Good
+        }
+    }
 }
 
 fn thresholds(service: &str) -> Vec<Threshold> {
     match service {
         "technical-seo" => vec![
             ("technical.health_score", "health_score", |v| lower_is_worse(60.0, 80.0)(v)),
-            ("technical.crawl_errors", "crawl_errors", |v| if v > 20.0 { Health::Bad } else if v > 5.0 { Health::Warn } else { Health::Good }),
-            ("technical.broken_links", "broken_links", |v| if v > 30.0 { Health::Bad } else if v > 10.0 { Health::Warn } else { Health::Good }),
-            ("technical.missing_meta_descriptions", "missing_meta_descriptions", |v| if v > 50.0 { Health::Warn } else { Health::Good }),
+            ("technical.crawl_errors", "crawl_errors", |v| {
+                if v > 20.0 {
+                    Health::Bad
+                } else if v > 5.0 {
+                    Health::Warn
+                } else {
+                    Health::Good
+                }
+            }),
+            ("technical.broken_links", "broken_links", |v| {
+                if v > 30.0 {
+                    Health::Bad
+                } else if v > 10.0 {
+                    Health::Warn
+                } else {
+                    Health::Good
+                }
+            }),
+            ("technical.missing_meta_descriptions", "missing_meta_descriptions", |v| {
+                if v > 50.0 {
+                    Health::Warn
+                } else {
+                    Health::Good
+                }
+            }),
             ("technical.https", "https", |v| if v < 1.0 { Health::Bad } else { Health::Good }),
             ("technical.mobile_friendly", "mobile_friendly", |v| if v < 1.0 { Health::Bad } else { Health::Good }),
         ],
         "vitals-monitor" => vec![
-            ("vitals.lcp_ms", "lcp_ms", |v| if v > 4000.0 { Health::Bad } else if v > 2500.0 { Health::Warn } else { Health::Good }),
-            ("vitals.cls", "cls", |v| if v > 0.25 { Health::Bad } else if v > 0.1 { Health::Warn } else { Health::Good }),
-            ("vitals.inp_ms", "inp_ms", |v| if v > 500.0 { Health::Bad } else if v > 200.0 { Health::Warn } else { Health::Good }),
+            ("vitals.lcp_ms", "lcp_ms", |v| {
+                if v > 4000.0 {
+                    Health::Bad
+                } else if v > 2500.0 {
+                    Health::Warn
+                } else {
+                    Health::Good
+                }
+            }),
+            ("vitals.cls", "cls", |v| {
+                if v > 0.25 {
+                    Health::Bad
+                } else if v > 0.1 {
+                    Health::Warn
+                } else {
+                    Health::Good
+                }
+            }),
+            ("vitals.inp_ms", "inp_ms", |v| {
+                if v > 500.0 {
+                    Health::Bad
+                } else if v > 200.0 {
+                    Health::Warn
+                } else {
+                    Health::Good
+                }
+            }),
             ("vitals.performance_score", "performance_score", |v| lower_is_worse(50.0, 90.0)(v)),
         ],
         "domain-authority" => vec![
             ("authority.domain_authority", "domain_authority", |v| lower_is_worse(20.0, 40.0)(v)),
-            ("authority.spam_score", "spam_score", |v| if v > 15.0 { Health::Bad } else if v > 7.0 { Health::Warn } else { Health::Good }),
+            ("authority.spam_score", "spam_score", |v| {
+                if v > 15.0 {
+                    Health::Bad
+                } else if v > 7.0 {
+                    Health::Warn
+                } else {
+                    Health::Good
+                }
+            }),
         ],
         "serp-intelligence" => vec![
-            ("serp.avg_position", "avg_position", |v| if v > 20.0 { Health::Bad } else if v > 10.0 { Health::Warn } else { Health::Good }),
+            ("serp.avg_position", "avg_position", |v| {
+                if v > 20.0 {
+                    Health::Bad
+                } else if v > 10.0 {
+                    Health::Warn
+                } else {
+                    Health::Good
+                }
+            }),
             ("serp.visibility_score", "visibility_score", |v| lower_is_worse(25.0, 50.0)(v)),
         ],
         "competitive-intelligence" => vec![
             ("competition.share_of_voice", "share_of_voice", |v| lower_is_worse(10.0, 25.0)(v)),
-            ("competition.gap_keywords", "gap_keywords", |v| if v > 150.0 { Health::Bad } else if v > 50.0 { Health::Warn } else { Health::Good }),
+            ("competition.gap_keywords", "gap_keywords", |v| {
+                if v > 150.0 {
+                    Health::Bad
+                } else if v > 50.0 {
+                    Health::Warn
+                } else {
+                    Health::Good
+                }
+            }),
         ],
         _ => Vec::new(),
     }
@@ -165,15 +243,60 @@ struct Rule {
 }
 
 const RULES: [Rule; 9] = [
-    Rule { id: "insecure_site", signals: &["technical.https"], title: "The site is not served over HTTPS", action: "Serve every page over HTTPS and redirect HTTP to it." },
-    Rule { id: "not_mobile_friendly", signals: &["technical.mobile_friendly"], title: "Pages are not mobile friendly", action: "Adopt a responsive layout and fix mobile usability errors." },
-    Rule { id: "poor_technical_health", signals: &["technical.health_score", "technical.crawl_errors", "technical.broken_links"], title: "Technical health is holding rankings back", action: "Fix crawl errors and broken links, then re-crawl." },
-    Rule { id: "slow_pages", signals: &["vitals.lcp_ms", "vitals.inp_ms", "vitals.performance_score"], title: "Pages load or respond slowly", action: "Optimise the largest contentful element and long main-thread tasks." },
-    Rule { id: "layout_shift", signals: &["vitals.cls"], title: "Layout shifts while pages load", action: "Reserve space for images, ads and embeds to stop layout shifts." },
-    Rule { id: "weak_authority", signals: &["authority.domain_authority", "authority.spam_score"], title: "Domain authority is weak or the link profile is risky", action: "Earn links from relevant sites and disavow spammy ones." },
-    Rule { id: "low_visibility", signals: &["serp.avg_position", "serp.visibility_score"], title: "Search visibility is low", action: "Target keywords ranking 11–20 with improved content and internal links." },
-    Rule { id: "losing_to_competitors", signals: &["competition.share_of_voice", "competition.gap_keywords"], title: "Competitors own keywords this site does not", action: "Build content for the highest-value gap keywords." },
-    Rule { id: "thin_metadata", signals: &["technical.missing_meta_descriptions"], title: "Many pages lack meta descriptions", action: "Write unique meta descriptions for the top pages." },
+    Rule {
+        id: "insecure_site",
+        signals: &["technical.https"],
+        title: "The site is not served over HTTPS",
+        action: "Serve every page over HTTPS and redirect HTTP to it.",
+    },
+    Rule {
+        id: "not_mobile_friendly",
+        signals: &["technical.mobile_friendly"],
+        title: "Pages are not mobile friendly",
+        action: "Adopt a responsive layout and fix mobile usability errors.",
+    },
+    Rule {
+        id: "poor_technical_health",
+        signals: &["technical.health_score", "technical.crawl_errors", "technical.broken_links"],
+        title: "Technical health is holding rankings back",
+        action: "Fix crawl errors and broken links, then re-crawl.",
+    },
+    Rule {
+        id: "slow_pages",
+        signals: &["vitals.lcp_ms", "vitals.inp_ms", "vitals.performance_score"],
+        title: "Pages load or respond slowly",
+        action: "Optimise the largest contentful element and long main-thread tasks.",
+    },
+    Rule {
+        id: "layout_shift",
+        signals: &["vitals.cls"],
+        title: "Layout shifts while pages load",
+        action: "Reserve space for images, ads and embeds to stop layout shifts.",
+    },
+    Rule {
+        id: "weak_authority",
+        signals: &["authority.domain_authority", "authority.spam_score"],
+        title: "Domain authority is weak or the link profile is risky",
+        action: "Earn links from relevant sites and disavow spammy ones.",
+    },
+    Rule {
+        id: "low_visibility",
+        signals: &["serp.avg_position", "serp.visibility_score"],
+        title: "Search visibility is low",
+        action: "Target keywords ranking 11–20 with improved content and internal links.",
+    },
+    Rule {
+        id: "losing_to_competitors",
+        signals: &["competition.share_of_voice", "competition.gap_keywords"],
+        title: "Competitors own keywords this site does not",
+        action: "Build content for the highest-value gap keywords.",
+    },
+    Rule {
+        id: "thin_metadata",
+        signals: &["technical.missing_meta_descriptions"],
+        title: "Many pages lack meta descriptions",
+        action: "Write unique meta descriptions for the top pages.",
+    },
 ];
 
 /// Applies the rules to the signals: a rule fires when any of its signals is not good; its
@@ -242,13 +365,14 @@ pub fn diagnose(domain: &str, outputs: &[(String, Value)], missing: &[String], c
     let findings = apply_rules(&signals);
     let recommendations = recommend(&findings);
     let score = overall_score(&signals);
-    let overall_status = if findings.iter().any(|f| f.severity == Severity::Critical) || (score < 50 && !signals.is_empty()) {
-        "critical"
-    } else if findings.is_empty() {
-        "healthy"
-    } else {
-        "needs_attention"
-    };
+    let overall_status =
+        if findings.iter().any(|f| f.severity == Severity::Critical) || (score < 50 && !signals.is_empty()) {
+            "critical"
+        } else if findings.is_empty() {
+            "healthy"
+        } else {
+            "needs_attention"
+        };
     Diagnosis {
         domain: domain.to_string(),
         overall_score: score,
@@ -276,7 +400,10 @@ mod tests {
     #[test]
     fn healthy_outputs_give_no_findings() {
         let o = outputs(&[
-            ("technical-seo", json!({"health_score": 95, "crawl_errors": 0, "broken_links": 1, "https": true, "mobile_friendly": true})),
+            (
+                "technical-seo",
+                json!({"health_score": 95, "crawl_errors": 0, "broken_links": 1, "https": true, "mobile_friendly": true}),
+            ),
             ("vitals-monitor", json!({"lcp_ms": 1800, "cls": 0.02, "inp_ms": 120, "performance_score": 95})),
         ]);
         let d = diagnose("example.com", &o, &[], 1.0);

@@ -107,7 +107,10 @@ async fn start_unstarted(engine: &Engine<'_>, limit: u32, report: &mut Admission
                 if row.deadline_at <= now {
                     // Still failing past its deadline: give up (its reservation expires with it).
                     let error = format!("admitted but could not be started: {e}");
-                    engine.db.batch(vec![executions::fail(&engine.db, &row.run_id, executions::ADMITTED, &error)?]).await?;
+                    engine
+                        .db
+                        .batch(vec![executions::fail(&engine.db, &row.run_id, executions::ADMITTED, &error)?])
+                        .await?;
                 }
             }
         }
@@ -190,7 +193,8 @@ async fn admit_chunk(
             }
         }
     }
-    let mut workers: Vec<&str> = candidates.iter().flat_map(|(_, p)| p.steps().iter().map(|s| s.worker_key.as_str())).collect();
+    let mut workers: Vec<&str> =
+        candidates.iter().flat_map(|(_, p)| p.steps().iter().map(|s| s.worker_key.as_str())).collect();
     workers.sort_unstable();
     workers.dedup();
     let stats = resources::stats_of(&engine.db, &workers).await?;

@@ -31,8 +31,9 @@ pub fn client_id(req: &Request, env: &Env) -> Result<String> {
 
 /// Succeeds only for the operator token (`ADMIN_TOKEN`).
 pub fn require_admin(req: &Request, env: &Env) -> Result<()> {
-    let token = http::bearer_token(req)
-        .ok_or_else(|| Error::Unauthorized("missing bearer token: send `Authorization: Bearer <admin token>`".into()))?;
+    let token = http::bearer_token(req).ok_or_else(|| {
+        Error::Unauthorized("missing bearer token: send `Authorization: Bearer <admin token>`".into())
+    })?;
     let admin = secret(env, "ADMIN_TOKEN").filter(|t| !t.is_empty());
     match admin {
         Some(admin) if constant_time_eq(admin.as_bytes(), token.as_bytes()) => Ok(()),

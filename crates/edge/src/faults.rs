@@ -3,7 +3,5 @@
 
 /// Whether `fault` is switched on for this worker.
 pub fn injected(env: &worker::Env, fault: &str) -> bool {
-    env.var("BATON_FAULT_INJECTION")
-        .map(|v| v.to_string().split(',').any(|f| f.trim() == fault))
-        .unwrap_or(false)
+    env.var("BATON_FAULT_INJECTION").map(|v| v.to_string().split(',').any(|f| f.trim() == fault)).unwrap_or(false)
 }

@@ -12,7 +12,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use worker::Env;
 
-
 /// What one tick did.
 #[derive(Debug, Default, Serialize)]
 pub struct TickCounts {
@@ -53,7 +52,9 @@ pub async fn cron(env: &Env) -> Result<Value> {
         }
     };
     if !engine.config.poll_due(last_at, now) {
-        return Ok(json!({ "ran": false, "reason": "polling interval not reached", "last_run_at": last_at.map(Millis::as_u64) }));
+        return Ok(
+            json!({ "ran": false, "reason": "polling interval not reached", "last_run_at": last_at.map(Millis::as_u64) }),
+        );
     }
     tick(engine).await
 }

@@ -20,8 +20,12 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let path = req.path();
     // Services are addressed by worker key; keys spell `serp_intelligence` what slugs spell
     // `serp-intelligence`, so both name the same service.
-    let normalized: Vec<String> =
-        path.trim_matches('/').split('/').enumerate().map(|(i, s)| if i == 0 { s.replace('_', "-") } else { s.to_string() }).collect();
+    let normalized: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .enumerate()
+        .map(|(i, s)| if i == 0 { s.replace('_', "-") } else { s.to_string() })
+        .collect();
     let segments: Vec<&str> = normalized.iter().map(String::as_str).collect();
     match (req.method(), segments.as_slice()) {
         (Method::Get, ["health"]) => Response::from_json(&json!({

@@ -45,7 +45,8 @@ fn first_attempt() -> u32 {
 
 /// A JSON error response.
 pub fn error(status: u16, code: &str, message: &str) -> worker::Result<Response> {
-    Ok(Response::from_json(&json!({ "success": false, "error": { "code": code, "message": message } }))?.with_status(status))
+    Ok(Response::from_json(&json!({ "success": false, "error": { "code": code, "message": message } }))?
+        .with_status(status))
 }
 
 async fn read_stage(mut req: Request) -> Result<StageRequest, String> {
@@ -120,7 +121,9 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
         return error(503, "temporarily_unavailable", &format!("transient failure on attempt {}", stage.attempt));
     }
     if behaviour.never_answer {
-        return Ok(Response::from_json(&json!({ "status": "accepted", "executionId": stage.execution_id }))?.with_status(202));
+        return Ok(
+            Response::from_json(&json!({ "status": "accepted", "executionId": stage.execution_id }))?.with_status(202)
+        );
     }
     let mut output = outputs::output(service, &input);
     if input["received_by_reference"] == true {
@@ -144,7 +147,9 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
                 worker::console_error!("sample {service}: callback for {trace_id} failed: {e}");
             }
         });
-        return Ok(Response::from_json(&json!({ "status": "accepted", "executionId": stage.execution_id }))?.with_status(202));
+        return Ok(
+            Response::from_json(&json!({ "status": "accepted", "executionId": stage.execution_id }))?.with_status(202)
+        );
     }
     if behaviour.latency_ms() > 0 {
         Delay::from(Duration::from_millis(behaviour.latency_ms())).await;

@@ -137,9 +137,7 @@ impl System for Baton {
             let id = self.submit(site, latency_ms).expect("starting a run");
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let r = self
-                    .stack
-                    .get_as(&self.token, &format!("/api/orchestration/runs/{id}"));
+                let r = self.stack.get_as(&self.token, &format!("/api/orchestration/runs/{id}"));
                 if r.json()["terminal"] == true {
                     assert_eq!(r.json()["summary"]["status"], "completed", "{}", r.text());
                     return;
@@ -148,11 +146,7 @@ impl System for Baton {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        let r = self.stack.post_as(
-            &self.token,
-            "/api/orchestration/run?wait=30",
-            &Self::body(site, latency_ms),
-        );
+        let r = self.stack.post_as(&self.token, "/api/orchestration/run?wait=30", &Self::body(site, latency_ms));
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json()["status"], "completed", "{}", r.text());
     }
@@ -160,10 +154,7 @@ impl System for Baton {
     fn submit(&self, site: &str, latency_ms: u64) -> Option<String> {
         let body = serde_json::to_vec(&Self::body(site, latency_ms)).ok()?;
         let auth = format!("Bearer {}", self.token);
-        let headers = [
-            ("Authorization", auth.as_str()),
-            ("Content-Type", "application/json"),
-        ];
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
         let r = request(
             self.stack.port(),
             "POST",
@@ -173,15 +164,11 @@ impl System for Baton {
             Duration::from_secs(60),
         )
         .ok()?;
-        (r.status == 202)
-            .then(|| r.json()["run_id"].as_str().map(str::to_string))
-            .flatten()
+        (r.status == 202).then(|| r.json()["run_id"].as_str().map(str::to_string)).flatten()
     }
 
     fn wait_all(&self, site: &str, ids: &[String], deadline: Instant) -> W2Check {
-        let count_sql = format!(
-            "SELECT COUNT(*) AS n FROM runs WHERE website_id = ?1 AND status IN {TERMINAL}"
-        );
+        let count_sql = format!("SELECT COUNT(*) AS n FROM runs WHERE website_id = ?1 AND status IN {TERMINAL}");
         while Instant::now() < deadline {
             let (rows, _) = self.stack.sql(&count_sql, &[json!(site)]);
             if rows.first().and_then(|r| r["n"].as_u64()).unwrap_or(0) as usize >= ids.len() {
@@ -206,10 +193,8 @@ impl Baton {
             ),
             &[json!(site)],
         );
-        let by_id: HashMap<String, &Value> = rows
-            .iter()
-            .filter_map(|r| Some((r["run_id"].as_str()?.to_string(), r)))
-            .collect();
+        let by_id: HashMap<String, &Value> =
+            rows.iter().filter_map(|r| Some((r["run_id"].as_str()?.to_string(), r))).collect();
         let mut c = W2Check::default();
         for id in ids {
             match by_id.get(id) {
@@ -219,10 +204,7 @@ impl Baton {
                     if r["status"] == "completed" {
                         c.completed += 1;
                     }
-                    let (d, f) = (
-                        r["diagnoses"].as_u64().unwrap_or(0),
-                        r["finishes"].as_u64().unwrap_or(0),
-                    );
+                    let (d, f) = (r["diagnoses"].as_u64().unwrap_or(0), r["finishes"].as_u64().unwrap_or(0));
                     if d == 0 || f == 0 {
                         c.lost += 1;
                     }
@@ -262,15 +244,10 @@ impl Baton {
         ];
         let mut out = serde_json::Map::new();
         for k in keys {
-            let mut v: Vec<f64> = rows
-                .iter()
-                .filter_map(|r| Some((r[k].as_i64()? - r["created"].as_i64()?) as f64))
-                .collect();
+            let mut v: Vec<f64> =
+                rows.iter().filter_map(|r| Some((r[k].as_i64()? - r["created"].as_i64()?) as f64)).collect();
             v.sort_by(f64::total_cmp);
-            out.insert(
-                format!("{k}_p50_ms_after_create"),
-                json!(percentile(&v, 50.0)),
-            );
+            out.insert(format!("{k}_p50_ms_after_create"), json!(percentile(&v, 50.0)));
         }
         Value::Object(out)
     }
@@ -281,9 +258,7 @@ impl Baton {
 impl Baton {
     fn run_and_wait(&self, site: &str, plan: &str, behaviour: Value) -> String {
         let body = json!({"website_id": site, "domain": "bench.example", "plan_id": plan, "parameters": {"sample_behaviour": behaviour}});
-        let r = self
-            .stack
-            .post_as(&self.token, "/api/orchestration/run?wait=30", &body);
+        let r = self.stack.post_as(&self.token, "/api/orchestration/run?wait=30", &body);
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json()["status"], "completed", "{}", r.text());
         r.json()["run_id"].as_str().unwrap_or_default().to_string()
@@ -312,17 +287,12 @@ impl Baton {
 
         // The poller alone: results are recorded, nothing fans in until a tick; the bench
         // ticks as soon as it sees every step finished, so this is the tick's own share only.
-        self.stack.kv_put(
-            "orchestration:config",
-            &json!({"EVENT_DRIVEN_FANIN": false}).to_string(),
-        );
+        self.stack.kv_put("orchestration:config", &json!({"EVENT_DRIVEN_FANIN": false}).to_string());
         let site_cron = format!("bench-w3-cron-{}", std::process::id());
         let mut ticks = Vec::new();
         for _ in 0..runs.min(20) {
             let body = json!({"website_id": site_cron, "domain": "bench.example", "parameters": {"sample_behaviour": asynchronous}});
-            let r = self
-                .stack
-                .post_as(&self.token, "/api/orchestration/run", &body);
+            let r = self.stack.post_as(&self.token, "/api/orchestration/run", &body);
             assert_eq!(r.status, 202, "{}", r.text());
             let run_id = r.json()["run_id"].as_str().unwrap_or_default().to_string();
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -334,10 +304,7 @@ impl Baton {
                 if rows.first().and_then(|r| r["n"].as_u64()) == Some(STEPS_PER_RUN as u64) {
                     break;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "run {run_id}: steps did not finish"
-                );
+                assert!(Instant::now() < deadline, "run {run_id}: steps did not finish");
                 std::thread::sleep(Duration::from_millis(10));
             }
             let t = Instant::now();
@@ -361,13 +328,7 @@ impl Baton {
     /// connection) across sequential runs, divided by the runs. Index writes are not counted,
     /// so D1's billed rows_written is at least this.
     fn rows_changed_per_run(&self, plan: &str, runs: usize) -> Option<f64> {
-        let changes = || {
-            self.stack
-                .sql("SELECT total_changes() AS n", &[])
-                .0
-                .first()
-                .and_then(|r| r["n"].as_f64())
-        };
+        let changes = || self.stack.sql("SELECT total_changes() AS n", &[]).0.first().and_then(|r| r["n"].as_f64());
         let site = format!("bench-cost-{plan}");
         self.run_and_wait(&site, plan, json!({}));
         std::thread::sleep(Duration::from_millis(300)); // background writes of the warm-up run
@@ -407,7 +368,9 @@ impl Baton {
                 let id = r.json()["run_id"].as_str().unwrap_or_default().to_string();
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while Instant::now() < deadline {
-                    let (rows, _) = self.stack.sql(&format!("SELECT status IN {TERMINAL} AS done FROM runs WHERE run_id = ?1"), &[json!(id)]);
+                    let (rows, _) = self
+                        .stack
+                        .sql(&format!("SELECT status IN {TERMINAL} AS done FROM runs WHERE run_id = ?1"), &[json!(id)]);
                     if rows.first().is_some_and(|r| r["done"] == 1) {
                         break;
                     }
@@ -419,10 +382,20 @@ impl Baton {
         std::thread::sleep(Duration::from_millis(300));
         let usage = self.meter();
         let c = self.check(&site, &ids);
-        let units = ["d1_round_trips", "d1_statements", "d1_rows_read", "d1_rows_written", "kv_reads", "kv_writes", "queue_messages", "subrequests"];
+        let units = [
+            "d1_round_trips",
+            "d1_statements",
+            "d1_rows_read",
+            "d1_rows_written",
+            "kv_reads",
+            "kv_writes",
+            "queue_messages",
+            "subrequests",
+        ];
         let mut total = serde_json::Map::new();
         for unit in units {
-            let sum: f64 = ["orchestrator", "consumer", "poller"].iter().map(|w| usage[w][unit].as_f64().unwrap_or(0.0)).sum();
+            let sum: f64 =
+                ["orchestrator", "consumer", "poller"].iter().map(|w| usage[w][unit].as_f64().unwrap_or(0.0)).sum();
             total.insert(unit.to_string(), json!((sum / runs as f64 * 10.0).round() / 10.0));
         }
         json!({"plan": plan, "started_with": if waited { "?wait=30" } else { "202 + queue" }, "runs": runs,
@@ -435,17 +408,11 @@ impl Baton {
         let never = json!({"*": {"never_answer": true}});
         for _ in 0..active {
             let body = json!({"website_id": "bench-active", "domain": "bench.example", "parameters": {"sample_behaviour": never}});
-            let r = self
-                .stack
-                .post_as(&self.token, "/api/orchestration/run", &body);
+            let r = self.stack.post_as(&self.token, "/api/orchestration/run", &body);
             assert_eq!(r.status, 202, "{}", r.text());
         }
         std::thread::sleep(Duration::from_secs(2));
-        let tick = || {
-            self.stack
-                .admin_post("/admin/poller/tick", &json!({}))
-                .json()
-        };
+        let tick = || self.stack.admin_post("/admin/poller/tick", &json!({})).json();
         let before = tick();
         self.stack.sql(
             "INSERT INTO runs (run_id, kind, client_id, website_id, domain, plan_id, plan_name, plan_json, status, created_at, started_at, deadline_at, completed_at) \
@@ -479,9 +446,8 @@ struct Workflows {
 impl Workflows {
     fn start() -> Workflows {
         let root = repo_root();
-        let wrangler = std::env::var("WRANGLER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| root.join("node_modules/.bin/wrangler"));
+        let wrangler =
+            std::env::var("WRANGLER").map(PathBuf::from).unwrap_or_else(|_| root.join("node_modules/.bin/wrangler"));
         let scratch = std::env::temp_dir().join(format!("baton-bench-wf-{}", std::process::id()));
         fs::create_dir_all(&scratch).expect("creating the scratch directory");
         let port = free_port();
@@ -492,26 +458,9 @@ impl Workflows {
             .current_dir(&root)
             .arg(root.join("scripts/stack-guard.sh"))
             .arg(&wrangler)
-            .args([
-                "dev",
-                "-c",
-                "bench/workflows/wrangler.toml",
-                "-c",
-                "crates/sample-services/wrangler.toml",
-            ])
-            .args([
-                "--port",
-                &port.to_string(),
-                "--inspector-port",
-                &inspector.to_string(),
-            ])
-            .args([
-                "--ip",
-                "127.0.0.1",
-                "--show-interactive-dev-session=false",
-                "--log-level",
-                "warn",
-            ])
+            .args(["dev", "-c", "bench/workflows/wrangler.toml", "-c", "crates/sample-services/wrangler.toml"])
+            .args(["--port", &port.to_string(), "--inspector-port", &inspector.to_string()])
+            .args(["--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--log-level", "warn"])
             .arg("--persist-to")
             .arg(scratch.join("state"))
             .env("CI", "true")
@@ -521,9 +470,7 @@ impl Workflows {
             .stdout(log.try_clone().expect("cloning the log"))
             .stderr(log);
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let mut child = command
-            .spawn()
-            .expect("starting wrangler dev for the Workflows peer");
+        let mut child = command.spawn().expect("starting wrangler dev for the Workflows peer");
         let guard = child.stdin.take().expect("the guard pipe");
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -539,26 +486,14 @@ impl Workflows {
             );
             std::thread::sleep(Duration::from_millis(250));
         }
-        Workflows {
-            port,
-            child,
-            _guard: guard,
-            scratch,
-        }
+        Workflows { port, child, _guard: guard, scratch }
     }
 
     fn status(&self, id: &str) -> String {
-        request(
-            self.port,
-            "GET",
-            &format!("/status/{id}"),
-            &[],
-            None,
-            Duration::from_secs(60),
-        )
-        .ok()
-        .and_then(|r| r.json()["status"].as_str().map(str::to_string))
-        .unwrap_or_default()
+        request(self.port, "GET", &format!("/status/{id}"), &[], None, Duration::from_secs(60))
+            .ok()
+            .and_then(|r| r.json()["status"].as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 }
 
@@ -572,9 +507,7 @@ impl System for Workflows {
     }
 
     fn run_to_end(&self, site: &str, latency_ms: u64) {
-        let id = self
-            .submit(site, latency_ms)
-            .expect("starting a workflow instance");
+        let id = self.submit(site, latency_ms).expect("starting a workflow instance");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let status = self.status(&id);
@@ -582,16 +515,16 @@ impl System for Workflows {
                 assert_eq!(status, "complete", "workflow {id}");
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "workflow {id} did not finish: {status}"
-            );
+            assert!(Instant::now() < deadline, "workflow {id} did not finish: {status}");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
     fn submit(&self, site: &str, latency_ms: u64) -> Option<String> {
-        let body = serde_json::to_vec(&json!({"website_id": site, "domain": "bench.example", "parameters": params(latency_ms)})).ok()?;
+        let body = serde_json::to_vec(
+            &json!({"website_id": site, "domain": "bench.example", "parameters": params(latency_ms)}),
+        )
+        .ok()?;
         let r = request(
             self.port,
             "POST",
@@ -601,9 +534,7 @@ impl System for Workflows {
             Duration::from_secs(60),
         )
         .ok()?;
-        (r.status == 200)
-            .then(|| r.json()["id"].as_str().map(str::to_string))
-            .flatten()
+        (r.status == 200).then(|| r.json()["id"].as_str().map(str::to_string)).flatten()
     }
 
     fn wait_all(&self, _site: &str, ids: &[String], deadline: Instant) -> W2Check {
@@ -636,13 +567,9 @@ impl System for Workflows {
 impl Drop for Workflows {
     fn drop(&mut self) {
         let pgid = self.child.id();
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{pgid}")])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
         std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pgid}")])
-            .status();
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.scratch);
     }
@@ -756,17 +683,14 @@ fn ratio(a: &Value, b: &Value) -> String {
 }
 
 fn num(v: &Value, digits: usize) -> String {
-    v.as_f64()
-        .map(|x| format!("{x:.digits$}"))
-        .unwrap_or_else(|| "–".into())
+    v.as_f64().map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
 }
 
 fn table(results: &Value) -> String {
     let b = &results["baton"];
     let w = &results["workflows"];
-    let mut t = String::from(
-        "| workload | metric | Baton | Workflows | Baton / Workflows |\n|---|---|---:|---:|---:|\n",
-    );
+    let mut t =
+        String::from("| workload | metric | Baton | Workflows | Baton / Workflows |\n|---|---|---:|---:|---:|\n");
     for (i, row) in b["w1"].as_array().into_iter().flatten().enumerate() {
         let peer = &w["w1"][i];
         for (metric, key) in [
@@ -811,8 +735,14 @@ fn table(results: &Value) -> String {
                 "| {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 u["plan"].as_str().unwrap_or(""),
                 u["started_with"].as_str().unwrap_or(""),
-                p["d1_round_trips"], p["d1_statements"], p["d1_rows_read"], p["d1_rows_written"],
-                p["kv_reads"], p["kv_writes"], p["queue_messages"], p["subrequests"]
+                p["d1_round_trips"],
+                p["d1_statements"],
+                p["d1_rows_read"],
+                p["d1_rows_written"],
+                p["kv_reads"],
+                p["kv_writes"],
+                p["queue_messages"],
+                p["subrequests"]
             ));
         }
     }
@@ -823,14 +753,9 @@ fn machine() -> Value {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let date = Command::new("date")
         .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
         .output()
@@ -846,12 +771,9 @@ fn main() {
     eprintln!("starting Baton (wrangler dev)");
     // The consumer and the poller answer `/__test/meter` too (their usage counters).
     let hooks = vec![("BATON_TEST_HOOKS".to_string(), "true".to_string())];
-    let stack = Stack::start(StackOptions { consumer_vars: hooks.clone(), poller_vars: hooks, ..StackOptions::default() });
-    let baton = Baton {
-        token: stack.token(0).to_string(),
-        stack,
-        poll: o.poll,
-    };
+    let stack =
+        Stack::start(StackOptions { consumer_vars: hooks.clone(), poller_vars: hooks, ..StackOptions::default() });
+    let baton = Baton { token: stack.token(0).to_string(), stack, poll: o.poll };
     let peer = o.workflows.then(|| {
         eprintln!("starting the Workflows peer (wrangler dev)");
         Workflows::start()
@@ -866,11 +788,8 @@ fn main() {
         results["workflows"] = measured.next().unwrap_or(Value::Null);
     }
     drop(peer); // the extras measure Baton alone
-    results["baton"]["w1_observed_by"] = json!(if o.poll {
-        "polling GET /runs/:id every 5 ms"
-    } else {
-        "POST /run?wait=30"
-    });
+    results["baton"]["w1_observed_by"] =
+        json!(if o.poll { "polling GET /runs/:id every 5 ms" } else { "POST /run?wait=30" });
     results["baton"]["w1_phases"] = json!(o
         .latencies
         .iter()
@@ -902,10 +821,7 @@ fn main() {
     if let Some(dir) = o.out.parent() {
         let _ = fs::create_dir_all(dir);
     }
-    fs::write(
-        &o.out,
-        serde_json::to_string_pretty(&results).expect("serialising results"),
-    )
-    .expect("writing the results");
+    fs::write(&o.out, serde_json::to_string_pretty(&results).expect("serialising results"))
+        .expect("writing the results");
     eprintln!("results written to {}", o.out.display());
 }

@@ -136,11 +136,7 @@ impl Db {
     /// Prepares `sql` with positional arguments (`?1`, `?2`, ... or `?`).
     pub fn stmt(&self, sql: &str, args: &[Arg]) -> Result<Stmt> {
         let js: Vec<JsValue> = args.iter().map(Arg::to_js).collect();
-        self.database
-            .prepare(sql)
-            .bind(&js)
-            .map(Stmt)
-            .map_err(|e| Error::Storage(format!("binding arguments: {e}")))
+        self.database.prepare(sql).bind(&js).map(Stmt).map_err(|e| Error::Storage(format!("binding arguments: {e}")))
     }
 
     /// Runs a statement for its effect.
@@ -187,7 +183,8 @@ impl Db {
         results
             .iter()
             .map(|r| {
-                let rows = r.results::<serde_json::Value>().map_err(|e| Error::Storage(format!("decoding rows: {e}")))?;
+                let rows =
+                    r.results::<serde_json::Value>().map_err(|e| Error::Storage(format!("decoding rows: {e}")))?;
                 Ok((rows, meta_of(r)))
             })
             .collect()

@@ -20,7 +20,8 @@ pub async fn pools(db: &Db) -> Result<Vec<Pool>> {
         capacity: i64,
         in_use: i64,
     }
-    let (rows, _) = db.all::<Row>("SELECT resource, capacity, in_use FROM resource_pools ORDER BY resource", &[]).await?;
+    let (rows, _) =
+        db.all::<Row>("SELECT resource, capacity, in_use FROM resource_pools ORDER BY resource", &[]).await?;
     Ok(rows
         .into_iter()
         .map(|r| Pool { resource: r.resource, capacity: r.capacity.max(0) as u64, in_use: r.in_use.max(0) as u64 })
@@ -61,7 +62,14 @@ pub async fn stats_of(db: &Db, workers: &[&str]) -> Result<Vec<UsageStat>> {
 
 /// The reservation that follows an admission claim in the same batch: one held allocation
 /// and one pool increment per resource, each only if execution `run_id` carries `token`.
-pub fn reserve(db: &Db, run_id: &str, token: &str, demand: &[(String, u64)], now: i64, expires_at: i64) -> Result<Vec<Stmt>> {
+pub fn reserve(
+    db: &Db,
+    run_id: &str,
+    token: &str,
+    demand: &[(String, u64)],
+    now: i64,
+    expires_at: i64,
+) -> Result<Vec<Stmt>> {
     let admitted = "EXISTS (SELECT 1 FROM execution_queue WHERE run_id = ?1 AND admission_token = ?2)";
     let mut statements = Vec::new();
     for (resource, quantity) in demand {
@@ -70,7 +78,14 @@ pub fn reserve(db: &Db, run_id: &str, token: &str, demand: &[(String, u64)], now
                 "INSERT INTO resource_allocations (run_id, resource, quantity, status, created_at, expires_at) \
                  SELECT ?1, ?3, ?4, 'held', ?5, ?6 WHERE {admitted}"
             ),
-            &[Arg::from(run_id), Arg::from(token), Arg::from(resource), Arg::from(*quantity), Arg::Int(now), Arg::Int(expires_at)],
+            &[
+                Arg::from(run_id),
+                Arg::from(token),
+                Arg::from(resource),
+                Arg::from(*quantity),
+                Arg::Int(now),
+                Arg::Int(expires_at),
+            ],
         )?);
         statements.push(db.stmt(
             &format!("UPDATE resource_pools SET in_use = in_use + ?4 WHERE resource = ?3 AND {admitted}"),
@@ -117,7 +132,13 @@ pub fn release(db: &Db, run_id: &str, samples: &[UsageSample], now: i64) -> Resu
                 "INSERT OR IGNORE INTO resource_usage (run_id, service, resource, quantity, recorded_at) \
                  SELECT ?1, ?2, ?3, ?4, ?5 WHERE {held}"
             ),
-            &[Arg::from(run_id), Arg::from(&sample.service), Arg::from(&sample.resource), Arg::from(sample.quantity), Arg::Int(now)],
+            &[
+                Arg::from(run_id),
+                Arg::from(&sample.service),
+                Arg::from(&sample.resource),
+                Arg::from(sample.quantity),
+                Arg::Int(now),
+            ],
         )?);
     }
     statements.push(db.stmt(

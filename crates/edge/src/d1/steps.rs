@@ -27,7 +27,8 @@ pub struct StepRow {
     pub progress: Option<String>,
 }
 
-const COLUMNS: &str = "run_id, service, position, wave, status, attempts, started_at, claimed_at, finished_at, deadline_at, \
+const COLUMNS: &str =
+    "run_id, service, position, wave, status, attempts, started_at, claimed_at, finished_at, deadline_at, \
     next_attempt_at, duration_ms, error, error_kind, output, usage, progress";
 
 /// Inserts a step.
@@ -171,7 +172,14 @@ pub async fn scheduling_of_runs(db: &Db, run_ids: &[&str]) -> Result<Vec<StepRow
 
 /// Marks a running attempt whose service accepted the work asynchronously and reports
 /// progress: the poller then polls it (`progress` JSON, `{"pollable": true, ...}`).
-pub fn mark_progress_pollable(db: &Db, run_id: &str, service: &str, worker: &str, attempt: u32, now: i64) -> Result<Stmt> {
+pub fn mark_progress_pollable(
+    db: &Db,
+    run_id: &str,
+    service: &str,
+    worker: &str,
+    attempt: u32,
+    now: i64,
+) -> Result<Stmt> {
     db.stmt(
         "UPDATE steps SET progress = json_object('pollable', json('true'), 'accepted_at', ?4, 'worker', ?5) \
          WHERE run_id = ?1 AND service = ?2 AND status = 'running' AND attempts = ?3",

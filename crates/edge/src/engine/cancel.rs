@@ -51,12 +51,23 @@ impl Engine<'_> {
             let mut attempted = Vec::new();
             for record in &cancellation.cancelled {
                 let Some(row) = current.step(record.service.as_str()) else { continue };
-                statements.push(steps::compare_and_set(&self.db, &row.status, row.attempts, &row_with_record(row, record))?);
+                statements.push(steps::compare_and_set(
+                    &self.db,
+                    &row.status,
+                    row.attempts,
+                    &row_with_record(row, record),
+                )?);
                 attempted.push(record.service.as_str().to_string());
             }
-            let completed_at = current.run.completed_at.map(|c| baton_core::time::Millis::new(c.max(0) as u64)).unwrap_or(now);
-            let payload =
-                cancel::finish_payload(&current.plan, &cancellation.records, &current.run.domain, current.started_at(), completed_at);
+            let completed_at =
+                current.run.completed_at.map(|c| baton_core::time::Millis::new(c.max(0) as u64)).unwrap_or(now);
+            let payload = cancel::finish_payload(
+                &current.plan,
+                &cancellation.records,
+                &current.run.domain,
+                current.started_at(),
+                completed_at,
+            );
             let event = self.finish_event_row(&current, &payload, now)?;
             statements.push(event_rows::insert_if_run_settled(&self.db, &event, RunStatus::Cancelled.as_str())?);
 
@@ -88,7 +99,9 @@ impl Engine<'_> {
                 break;
             }
             if round + 1 == MAX_ROUNDS {
-                worker::console_error!("run {run_id}: cancelled, but steps kept changing; its finish event is not written");
+                worker::console_error!(
+                    "run {run_id}: cancelled, but steps kept changing; its finish event is not written"
+                );
                 break;
             }
             cancellation = cancel::cancel_steps(&current.plan, &current.records()?, now);

@@ -18,7 +18,11 @@ use crate::{Error, Result};
 
 impl Engine<'_> {
     /// A page of `client_id`'s runs matching `query`, newest first, and the cursor of the next page.
-    pub async fn list_runs(&self, client_id: &str, query: &RunListQuery) -> Result<(Vec<RunSummary>, Option<RunCursor>)> {
+    pub async fn list_runs(
+        &self,
+        client_id: &str,
+        query: &RunListQuery,
+    ) -> Result<(Vec<RunSummary>, Option<RunCursor>)> {
         let filter = RunFilter {
             client_id,
             website_id: query.website_id.as_ref().map(WebsiteId::as_str),
@@ -31,7 +35,8 @@ impl Engine<'_> {
         let keyed: Vec<(RunCursor, ListedRun)> = rows
             .into_iter()
             .map(|row| {
-                let run_id: RunId = row.run_id.parse().map_err(|e: baton_core::ids::IdError| corrupt(&row.run_id, e.to_string()))?;
+                let run_id: RunId =
+                    row.run_id.parse().map_err(|e: baton_core::ids::IdError| corrupt(&row.run_id, e.to_string()))?;
                 Ok((RunCursor { created_at: Millis::new(row.created_at.max(0) as u64), run_id }, row))
             })
             .collect::<Result<_>>()?;
@@ -45,13 +50,20 @@ impl Engine<'_> {
         let summaries = page
             .into_iter()
             .map(|(cursor, row)| {
-                let plan: Plan = serde_json::from_str(&row.plan_json).map_err(|e| corrupt(&row.run_id, e.to_string()))?;
+                let plan: Plan =
+                    serde_json::from_str(&row.plan_json).map_err(|e| corrupt(&row.run_id, e.to_string()))?;
                 let facts = RunFacts {
                     run_id: cursor.run_id,
-                    website_id: row.website_id.parse().map_err(|e: baton_core::ids::IdError| corrupt(&row.run_id, e.to_string()))?,
+                    website_id: row
+                        .website_id
+                        .parse()
+                        .map_err(|e: baton_core::ids::IdError| corrupt(&row.run_id, e.to_string()))?,
                     domain: row.domain.clone(),
                     plan_id: plan.plan_id().clone(),
-                    status: row.status.parse().map_err(|e: baton_core::state::ParseStatusError| corrupt(&row.run_id, e.to_string()))?,
+                    status: row
+                        .status
+                        .parse()
+                        .map_err(|e: baton_core::state::ParseStatusError| corrupt(&row.run_id, e.to_string()))?,
                     started_at: Millis::new(row.started_at.max(0) as u64),
                     completed_at: row.completed_at.map(|c| Millis::new(c.max(0) as u64)),
                     diagnosis_event_id: match &row.diagnosis_event_id {

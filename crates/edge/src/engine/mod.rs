@@ -13,5 +13,8 @@ mod start;
 
 pub use cancel::CancelOutcome;
 pub use rows::{record_of, row_with_record};
-pub use run::{snapshot_of, summary_of, write_snapshot, AdvanceReport, Caller, Dispatch, Engine, Loaded, RecordOutcome, Report, RETRY_GRACE_MS};
+pub use run::{
+    snapshot_of, summary_of, write_snapshot, AdvanceReport, Caller, Dispatch, Engine, Loaded, RecordOutcome, Report,
+    RETRY_GRACE_MS,
+};
 pub use start::{NewRun, Started};

@@ -11,8 +11,8 @@ use baton_core::messages::{AnalysisMessage, TaskMessage};
 use baton_core::plan::Plan;
 use baton_core::retry::SplitMix64;
 use baton_core::scheduler;
-use baton_core::summary::{RunFacts, RunSummary};
 use baton_core::state::{self, RunStatus, StepError, StepEvent, StepOutcome, StepRecord, StepStatus};
+use baton_core::summary::{RunFacts, RunSummary};
 use baton_core::time::Millis;
 use serde_json::Value;
 use worker::Env;
@@ -222,10 +222,8 @@ impl<'a> Engine<'a> {
 
     /// Loads a run, its plan and its steps in one round trip.
     pub async fn load(&self, run_id: &str) -> Result<Option<Loaded>> {
-        let results = self
-            .db
-            .batch_rows(vec![runs::select(&self.db, run_id)?, steps::select_of_run(&self.db, run_id)?])
-            .await?;
+        let results =
+            self.db.batch_rows(vec![runs::select(&self.db, run_id)?, steps::select_of_run(&self.db, run_id)?]).await?;
         let mut results = results.into_iter();
         let (run_rows, _) = results.next().unwrap_or_default();
         let (step_rows, _) = results.next().unwrap_or_default();
@@ -236,7 +234,13 @@ impl<'a> Engine<'a> {
 
     /// Records what a service reported for `service`'s attempt `attempt` (any attempt when
     /// `None`), then advances the run.
-    pub async fn record(&self, run_id: &str, service: &str, attempt: Option<u32>, report: Report) -> Result<RecordOutcome> {
+    pub async fn record(
+        &self,
+        run_id: &str,
+        service: &str,
+        attempt: Option<u32>,
+        report: Report,
+    ) -> Result<RecordOutcome> {
         let Some(loaded) = self.load(run_id).await? else { return Ok(RecordOutcome::NotFound) };
         self.record_loaded(loaded, service, attempt, report, Dispatch::Queue).await
     }
@@ -264,7 +268,9 @@ impl<'a> Engine<'a> {
         }
         let Some(spec) = loaded.plan.step(service).cloned() else { return Ok(RecordOutcome::NotFound) };
         let (event, output, usage, reported_duration) = match report {
-            Report::Succeeded { output, usage, duration_ms } => (StepEvent::Succeeded, Some(output), usage, duration_ms),
+            Report::Succeeded { output, usage, duration_ms } => {
+                (StepEvent::Succeeded, Some(output), usage, duration_ms)
+            }
             Report::Failed(error) => (StepEvent::Failed { error }, None, None, None),
         };
         let now = self.now();
@@ -359,7 +365,8 @@ impl<'a> Engine<'a> {
             return Ok(None);
         }
         let run_view = RunView { status, started_at: loaded.started_at() };
-        let fan_in = fanin::decide(&loaded.plan, &run_view, &records, now, &self.config.fan_in(), &mut *self.rng.borrow_mut());
+        let fan_in =
+            fanin::decide(&loaded.plan, &run_view, &records, now, &self.config.fan_in(), &mut *self.rng.borrow_mut());
         match fan_in.decision {
             FanInDecision::Aggregate { partial, missing, .. } if fan_in.step_updates.is_empty() => {
                 Ok(Some(SettlingClaim { partial, missing }))
@@ -406,8 +413,11 @@ impl<'a> Engine<'a> {
                 if record.status == StepStatus::Retrying && !(caller == Caller::Poller && retry_is_overdue) {
                     continue;
                 }
-                let event = if schedule.dispatch.contains(service) { StepEvent::Dispatched } else { StepEvent::Skipped };
-                if let Ok(StepOutcome::Applied(next)) = state::apply(record, event.clone(), now, spec, &mut *self.rng.borrow_mut()) {
+                let event =
+                    if schedule.dispatch.contains(service) { StepEvent::Dispatched } else { StepEvent::Skipped };
+                if let Ok(StepOutcome::Applied(next)) =
+                    state::apply(record, event.clone(), now, spec, &mut *self.rng.borrow_mut())
+                {
                     if event == StepEvent::Dispatched {
                         dispatching.push(service.as_str().to_string());
                     } else {
@@ -434,7 +444,13 @@ impl<'a> Engine<'a> {
             written.push((row.service.clone(), statements.len(), new_row.clone()));
             statements.push(steps::compare_and_set(&self.db, &row.status, row.attempts, &new_row)?);
             if inline && dispatching.contains(&row.service) {
-                statements.push(steps::claim_start(&self.db, &loaded.run.run_id, &row.service, new_row.attempts, now.as_u64() as i64)?);
+                statements.push(steps::claim_start(
+                    &self.db,
+                    &loaded.run.run_id,
+                    &row.service,
+                    new_row.attempts,
+                    now.as_u64() as i64,
+                )?);
                 if let Some((_, _, claimed)) = written.last_mut() {
                     claimed.claimed_at = Some(now.as_u64() as i64);
                 }
@@ -502,7 +518,9 @@ impl<'a> Engine<'a> {
             for (_, _, row) in written.iter().filter(|(_, i, _)| won(*i)) {
                 after.replace_step(row.clone());
             }
-            if let (Some(("claim", i)), FanInDecision::Aggregate { partial, missing, .. }) = (run_statement, &fan_in.decision) {
+            if let (Some(("claim", i)), FanInDecision::Aggregate { partial, missing, .. }) =
+                (run_statement, &fan_in.decision)
+            {
                 if won(i) {
                     after.mark_fan_in_claimed(now, *partial, missing);
                 }
@@ -601,7 +619,12 @@ impl<'a> Engine<'a> {
 
     /// Puts dispatched steps back as they were, and makes the run due now, so the poller
     /// dispatches them again: a failed send loses nothing.
-    pub(super) async fn undo_dispatch(&self, loaded: &Loaded, records: &BTreeMap<String, StepRecord>, services: &[&String]) -> Result<()> {
+    pub(super) async fn undo_dispatch(
+        &self,
+        loaded: &Loaded,
+        records: &BTreeMap<String, StepRecord>,
+        services: &[&String],
+    ) -> Result<()> {
         let mut statements = Vec::new();
         for service in services {
             let (Some(row), Some(record)) = (loaded.step(service), records.get(service.as_str())) else { continue };
@@ -663,14 +686,20 @@ pub fn summary_of(loaded: &Loaded) -> Result<RunSummary> {
     let corrupt = |what: &str, e: String| Error::Storage(format!("run {}: {what}: {e}", loaded.run.run_id));
     let facts = RunFacts {
         run_id: loaded.run_id()?,
-        website_id: loaded.run.website_id.parse().map_err(|e: baton_core::ids::IdError| corrupt("website_id", e.to_string()))?,
+        website_id: loaded
+            .run
+            .website_id
+            .parse()
+            .map_err(|e: baton_core::ids::IdError| corrupt("website_id", e.to_string()))?,
         domain: loaded.run.domain.clone(),
         plan_id: loaded.plan.plan_id().clone(),
         status: loaded.status()?,
         started_at: loaded.started_at(),
         completed_at: loaded.run.completed_at.map(|ms| Millis::new(ms.max(0) as u64)),
         diagnosis_event_id: match &loaded.run.diagnosis_event_id {
-            Some(id) => Some(id.parse().map_err(|e: baton_core::ids::IdError| corrupt("diagnosis_event_id", e.to_string()))?),
+            Some(id) => {
+                Some(id.parse().map_err(|e: baton_core::ids::IdError| corrupt("diagnosis_event_id", e.to_string()))?)
+            }
             None => None,
         },
         error: loaded.run.error.clone(),

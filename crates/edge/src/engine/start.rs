@@ -81,7 +81,9 @@ impl Engine<'_> {
         let schedule = scheduler::schedule(plan, &pending, now);
         let mut rng = baton_core::retry::SplitMix64::new(clock::random_u64()?);
         for service in &schedule.dispatch {
-            let (Some(record), Some(spec)) = (records.get(service.as_str()), plan.step(service.as_str())) else { continue };
+            let (Some(record), Some(spec)) = (records.get(service.as_str()), plan.step(service.as_str())) else {
+                continue;
+            };
             if let Ok(StepOutcome::Applied(next)) = state::apply(record, StepEvent::Dispatched, now, spec, &mut rng) {
                 records.insert(service.as_str().to_string(), next);
             }

@@ -13,12 +13,16 @@ pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) 
     let body = http::read_body(&mut req).await?;
     auth::verify_signed(&req, env, &body, "result callback")?;
 
-    let map = input::object(http::parse_json(&body)?, &["status", "output", "error", "duration_ms", "usage", "attempt"])?;
+    let map =
+        input::object(http::parse_json(&body)?, &["status", "output", "error", "duration_ms", "usage", "attempt"])?;
     let attempt = match map.get("attempt") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().filter(|a| *a >= 1 && *a <= u64::from(u32::MAX)).ok_or_else(|| {
-            Error::bad_request("invalid_field", "attempt", "`attempt` must be a positive integer")
-        })? as u32),
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|a| *a >= 1 && *a <= u64::from(u32::MAX))
+                .ok_or_else(|| Error::bad_request("invalid_field", "attempt", "`attempt` must be a positive integer"))?
+                as u32,
+        ),
     };
     let duration_ms = match map.get("duration_ms") {
         None | Some(Value::Null) => None,
@@ -35,14 +39,20 @@ pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) 
         Some("failed") => {
             let message = match map.get("error") {
                 Some(Value::String(s)) => s.clone(),
-                Some(Value::Object(o)) => o.get("message").and_then(Value::as_str).unwrap_or("service reported failure").to_string(),
+                Some(Value::Object(o)) => {
+                    o.get("message").and_then(Value::as_str).unwrap_or("service reported failure").to_string()
+                }
                 _ => "service reported failure".to_string(),
             };
             let retryable = map.get("error").and_then(|e| e.get("retryable")).and_then(Value::as_bool).unwrap_or(false);
             Report::Failed(StepError::new(if retryable { ErrorKind::Transient } else { ErrorKind::Permanent }, message))
         }
         Some(other) => {
-            return Err(Error::bad_request("invalid_field", "status", format!("`status` must be \"completed\" or \"failed\", got {other:?}")))
+            return Err(Error::bad_request(
+                "invalid_field",
+                "status",
+                format!("`status` must be \"completed\" or \"failed\", got {other:?}"),
+            ))
         }
         None => return Err(Error::bad_request("missing_field", "status", "`status` is required")),
     };
@@ -58,5 +68,8 @@ pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) 
         RecordOutcome::Recorded { advance, .. } => serde_json::to_value(advance).unwrap_or(Value::Null),
         _ => Value::Null,
     };
-    http::json(code, &json!({ "success": true, "trace_id": trace_id, "service": service, "result": recorded, "advance": advance }))
+    http::json(
+        code,
+        &json!({ "success": true, "trace_id": trace_id, "service": service, "result": recorded, "advance": advance }),
+    )
 }

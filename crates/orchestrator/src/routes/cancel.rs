@@ -13,9 +13,9 @@ pub async fn cancel(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let engine = Engine::new(env).await?;
     let loaded = visible_run(&engine, run_id, &client_id).await?;
     match engine.cancel(loaded).await? {
-        CancelOutcome::AlreadyEnded { status } => {
-            Err(Error::Conflict(format!("run {run_id} has already ended: it is {status}; only a run in progress can be cancelled")))
-        }
+        CancelOutcome::AlreadyEnded { status } => Err(Error::Conflict(format!(
+            "run {run_id} has already ended: it is {status}; only a run in progress can be cancelled"
+        ))),
         CancelOutcome::Cancelled { loaded, cancelled_steps } => http::json(
             200,
             &json!({

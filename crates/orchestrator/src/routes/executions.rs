@@ -60,7 +60,11 @@ pub async fn execute(mut req: Request, env: &Env) -> Result<Response> {
         priority: input::optional_string(&map, "priority")?,
     };
     let request = validate_execute_request(&draft).map_err(|problems| {
-        let list = problems.0.iter().map(|p| json!({ "field": p.field(), "code": p.code(), "message": p.to_string() })).collect();
+        let list = problems
+            .0
+            .iter()
+            .map(|p| json!({ "field": p.field(), "code": p.code(), "message": p.to_string() }))
+            .collect();
         input::problems("invalid_request", &problems.to_string(), list)
     })?;
     let parameters = Value::Object(request.parameters);
@@ -76,7 +80,13 @@ pub async fn execute(mut req: Request, env: &Env) -> Result<Response> {
         None | Some(Value::Null) => DEFAULT_DOMAIN.to_string(),
         Some(Value::String(text)) => normalize_domain(text)
             .map_err(|p| Error::bad_request("invalid_domain", "parameters.domain", p.to_string()))?,
-        Some(_) => return Err(Error::bad_request("invalid_field", "parameters.domain", "`parameters.domain` must be a hostname string")),
+        Some(_) => {
+            return Err(Error::bad_request(
+                "invalid_field",
+                "parameters.domain",
+                "`parameters.domain` must be a hostname string",
+            ))
+        }
     };
 
     let engine = Engine::new(env).await?;
@@ -183,7 +193,8 @@ pub async fn get(req: Request, env: &Env, execution_id: &str) -> Result<Response
         return Err(not_found());
     }
     let engine = Engine::new(env).await?;
-    let row = executions::get(&engine.db, execution_id).await?.filter(|r| r.client_id == client_id).ok_or_else(not_found)?;
+    let row =
+        executions::get(&engine.db, execution_id).await?.filter(|r| r.client_id == client_id).ok_or_else(not_found)?;
     let loaded = engine.load(execution_id).await?;
     let run_status = loaded.as_ref().map(|l| l.run.status.clone());
     let terminal = match &loaded {

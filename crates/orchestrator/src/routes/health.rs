@@ -15,12 +15,16 @@ pub async fn health(env: &Env) -> Result<Response> {
         health::probe_service(env, bindings::KAM),
     ];
     let mut workers = serde_json::Map::new();
-    for (name, binding) in [("poller", bindings::POLLER), ("consumer", bindings::CONSUMER), ("sample-services", bindings::KAM)] {
+    for (name, binding) in
+        [("poller", bindings::POLLER), ("consumer", bindings::CONSUMER), ("sample-services", bindings::KAM)]
+    {
         workers.insert(name.to_string(), fetch_health(env, binding).await);
     }
     // The poller may report "degraded" (no recent tick) without the orchestrator being unhealthy.
     let healthy = probes.iter().all(|p| p.ok)
-        && workers.values().all(|w| w.get("worker").is_some() && w.get("status").and_then(Value::as_str) != Some("unreachable"));
+        && workers
+            .values()
+            .all(|w| w.get("worker").is_some() && w.get("status").and_then(Value::as_str) != Some("unreachable"));
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
         "worker": "orchestrator",

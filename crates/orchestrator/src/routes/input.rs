@@ -23,7 +23,11 @@ pub fn optional_string(map: &Map<String, Value>, field: &str) -> Result<Option<S
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(Error::bad_request("invalid_field", field, format!("`{field}` must be a string, got {}", baton_core::json::kind(other)))),
+        Some(other) => Err(Error::bad_request(
+            "invalid_field",
+            field,
+            format!("`{field}` must be a string, got {}", baton_core::json::kind(other)),
+        )),
     }
 }
 
@@ -34,11 +38,19 @@ pub fn optional_object(map: &Map<String, Value>, field: &str, max_bytes: usize) 
         Some(Value::Object(o)) => {
             let size = Value::Object(o.clone()).to_string().len();
             if size > max_bytes {
-                return Err(Error::bad_request("too_long", field, format!("`{field}` is {size} bytes, at most {max_bytes} allowed")));
+                return Err(Error::bad_request(
+                    "too_long",
+                    field,
+                    format!("`{field}` is {size} bytes, at most {max_bytes} allowed"),
+                ));
             }
             Ok(Some(o.clone()))
         }
-        Some(other) => Err(Error::bad_request("invalid_field", field, format!("`{field}` must be an object, got {}", baton_core::json::kind(other)))),
+        Some(other) => Err(Error::bad_request(
+            "invalid_field",
+            field,
+            format!("`{field}` must be an object, got {}", baton_core::json::kind(other)),
+        )),
     }
 }
 

@@ -18,7 +18,11 @@ pub async fn list(req: Request, env: &Env) -> Result<Response> {
         cursor: http::query_param(&req, "cursor")?,
     };
     let query = validate_run_list(&draft).map_err(|problems| {
-        let list = problems.0.iter().map(|p| json!({ "field": p.field(), "code": p.code(), "message": p.to_string() })).collect();
+        let list = problems
+            .0
+            .iter()
+            .map(|p| json!({ "field": p.field(), "code": p.code(), "message": p.to_string() }))
+            .collect();
         input::problems("invalid_query", &problems.to_string(), list)
     })?;
     let engine = Engine::new(env).await?;

@@ -88,10 +88,7 @@ pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
         },
         _ => return Err(Error::NotFound { what: format!("route {path}") }),
     };
-    Err(Error::MethodNotAllowed {
-        method: method.to_string(),
-        allowed: allowed.iter().map(method_name).collect(),
-    })
+    Err(Error::MethodNotAllowed { method: method.to_string(), allowed: allowed.iter().map(method_name).collect() })
 }
 
 fn method_name(m: &Method) -> &'static str {

@@ -73,7 +73,9 @@ pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
     }
     let db = Db::from_env(env)?;
     if !plans::insert(&db, &client_id, &plan, clock::now_ms() as i64).await? {
-        return Err(Error::Conflict(format!("you already have a plan {plan_id:?}; plans cannot be replaced, choose another plan_id")));
+        return Err(Error::Conflict(format!(
+            "you already have a plan {plan_id:?}; plans cannot be replaced, choose another plan_id"
+        )));
     }
     http::json(201, &json!({ "success": true, "plan": shown(&plan, "custom")? }))
 }

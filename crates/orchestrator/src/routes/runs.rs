@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use baton_core::ids::RunId;
+use baton_core::messages::TaskMessage;
 use baton_core::plan::{builtin_plan, Plan, DEFAULT_PLAN_ID};
 use baton_core::request::{validate_run_request, RunRequestDraft};
 use baton_core::state::RunStatus;
 use baton_core::time::Millis;
-use baton_edge::d1::events as event_rows;
-use baton_core::messages::TaskMessage;
 use baton_edge::concurrency::with_timeout;
+use baton_edge::d1::events as event_rows;
 use baton_edge::engine::{summary_of, write_snapshot, Engine, Loaded, NewRun, Started};
 use baton_edge::{auth, bindings, clock, http, Error, Result};
 use serde_json::{json, Value};
@@ -143,7 +143,10 @@ async fn hand_over(engine: &Engine<'_>, written: &Loaded, tasks: &[TaskMessage],
         let mut response = consumer.fetch_request(request).await?;
         match response.status_code() {
             200 => Ok(()),
-            status => Err(Error::Internal(format!("consumer answered {status}: {}", response.text().await.unwrap_or_default()))),
+            status => Err(Error::Internal(format!(
+                "consumer answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            ))),
         }
     };
     match with_timeout(call, limit).await {

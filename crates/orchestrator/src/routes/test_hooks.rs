@@ -2,7 +2,13 @@
 //! rows read) and KV access. They answer only when `BATON_TEST_HOOKS` is "true" and the
 //! admin token is given; otherwise they do not exist (404).
 
-use baton_edge::{auth, bindings, d1::{Arg, Db}, http, kv::Kv, queues, Error, Result};
+use baton_edge::{
+    auth, bindings,
+    d1::{Arg, Db},
+    http,
+    kv::Kv,
+    queues, Error, Result,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use worker::{Env, Headers, Method, Request, RequestInit, Response};
