@@ -24,6 +24,7 @@
 //! - [`messages`]: queue message shapes.
 //! - [`request`]: run and execution request validation.
 //! - [`listing`]: run listing queries and page cursors.
+//! - [`lifecycle`]: every change to a run, decided in one place (the engine interprets it).
 //! - [`cancel`]: cancelling a run.
 //! - [`execution`]: pipeline executions: demand, admission, costs.
 //! - [`signature`]: signed result callbacks (HMAC-SHA256).
@@ -39,6 +40,7 @@ pub mod execution;
 pub mod fanin;
 pub mod ids;
 pub mod json;
+pub mod lifecycle;
 pub mod listing;
 pub mod messages;
 pub mod plan;

@@ -1,0 +1,550 @@
+//! Every change to a run, decided in one place. [`decide`] takes the run as read and what
+//! happened to it — services' reports, a look at the run now (a poller tick, a timer, the
+//! moment after a report), a client's cancel — and returns what to do, as data: the step
+//! writes (each a compare-and-set on the record it was read as), the steps dispatched among
+//! them, and what happens to the run itself ([`RunAction`]). [`analysed`] decides how a
+//! claimed run ends once its analysis is written. The engine (`baton_edge::engine`) is the
+//! one interpreter of these decisions; nothing else changes a run.
+//!
+//! ```text
+//!  reports ─▶ state::apply ─┐
+//!                           ├─▶ fanin::decide (attempt time-outs, run deadline, skips)
+//!  look / after a report ───┘        │ Wait ─▶ scheduler::schedule ─▶ dispatch, skip
+//!                                    │ Aggregate ─▶ Claim (or DeferFanIn: the poller claims)
+//!                                    └ Fail ─▶ Finish(failed)
+//!  cancel ─▶ every open step cancelled ─▶ Finish(cancelled)
+//! ```
+//!
+//! Repeated events are normal: a report for a step that has ended is
+//! [`ReportOutcome::AlreadyTerminal`], one for another attempt is [`ReportOutcome::Stale`], and
+//! a decision on a run that is no longer active changes nothing.
+
+use crate::fanin::{self, FanInConfig, FanInDecision, RunView};
+use crate::ids::ServiceSlug;
+use crate::plan::Plan;
+use crate::retry::RandomSource;
+use crate::scheduler::{records_by_position, schedule};
+use crate::state::{apply, RunStatus, StepError, StepEvent, StepOutcome, StepRecord, StepStatus};
+use crate::time::Millis;
+
+/// A run as read: its status, when it started, its plan, its steps.
+#[derive(Debug, Clone, Copy)]
+pub struct RunState<'a> {
+    /// The run's status.
+    pub status: RunStatus,
+    /// When it started.
+    pub started_at: Millis,
+    /// Its plan.
+    pub plan: &'a Plan,
+    /// Its step records (any order; steps without a record are pending).
+    pub steps: &'a [StepRecord],
+}
+
+/// What a service reported on an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// It produced a result.
+    Succeeded,
+    /// It failed.
+    Failed(StepError),
+}
+
+/// Something that happened to a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A service reported on attempt `attempt` of `service` (`None`: whichever attempt is
+    /// current). The run is looked at afterwards.
+    Reported {
+        /// The step.
+        service: ServiceSlug,
+        /// The attempt reported on.
+        attempt: Option<u32>,
+        /// What it reported.
+        report: Report,
+    },
+    /// Look at the run now: attempt time-outs, the run's deadline, skips, ready steps, fan-in.
+    Look,
+    /// A client cancels the run.
+    Cancel,
+}
+
+/// Who is looking at the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observer {
+    /// A worker right after a change (a report, a start).
+    EventDriven,
+    /// The poller: it also claims fan-in when event-driven fan-in is off, and dispatches a
+    /// retry whose own message is overdue (lost).
+    Poller,
+}
+
+/// The rules a decision is taken under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Now.
+    pub now: Millis,
+    /// Partial data and the job timeout.
+    pub fan_in: FanInConfig,
+    /// Whether a worker claims the fan-in the moment the last step settles
+    /// (`EVENT_DRIVEN_FANIN`); otherwise the poller does.
+    pub event_driven_fanin: bool,
+    /// Who looks.
+    pub observer: Observer,
+    /// How long after its backoff a retry's own message counts as lost.
+    pub retry_grace_ms: u64,
+}
+
+/// What became of one reported event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// Recorded: the step's new record.
+    Recorded(StepRecord),
+    /// The step had already ended: a duplicate or late report, acknowledged and ignored.
+    AlreadyTerminal,
+    /// The report is for another attempt, or for a step that is not running.
+    Stale,
+    /// The plan has no such step.
+    NotFound,
+}
+
+/// Why a step is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A service's report.
+    Reported,
+    /// A new attempt is dispatched.
+    Dispatched,
+    /// An attempt or the run timed out, or the step was skipped.
+    Settled,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+/// One step write: `after` replaces `before` only if the step is still as it was read
+/// (same status and attempt count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepWrite {
+    /// The record as read.
+    pub before: StepRecord,
+    /// The record to write.
+    pub after: StepRecord,
+    /// Why.
+    pub cause: Cause,
+}
+
+impl StepWrite {
+    /// Whether this write ends the step.
+    pub fn ends_step(&self) -> bool {
+        !self.before.status.is_terminal() && self.after.status.is_terminal()
+    }
+}
+
+/// How a run ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    /// Its final status.
+    pub status: RunStatus,
+    /// The statuses it may end from (the guard of the write).
+    pub from: &'static [RunStatus],
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// What happens to the run itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunAction {
+    /// Nothing.
+    Keep,
+    /// Its first step is dispatched: `started → running`.
+    Start,
+    /// Fan-in is due but left to the poller (event-driven fan-in is off): make the run due now.
+    DeferFanIn,
+    /// Claim it for analysis (`running → aggregating`); after the analysis it ends `then`.
+    Claim {
+        /// Whether some steps did not complete.
+        partial: bool,
+        /// The steps that did not complete, in plan order.
+        missing: Vec<ServiceSlug>,
+        /// The status it ends with once analysed (`completed`, or `timeout` when its deadline
+        /// cut steps off).
+        then: RunStatus,
+    },
+    /// End it now, without analysis.
+    Finish(Finish),
+}
+
+/// What to do, as data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// One outcome per [`Event::Reported`], in order.
+    pub reported: Vec<ReportOutcome>,
+    /// Step writes, in plan order.
+    pub writes: Vec<StepWrite>,
+    /// What happens to the run.
+    pub run: RunAction,
+    /// Every step after the writes, in plan order.
+    pub steps: Vec<StepRecord>,
+}
+
+impl Decision {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.run == RunAction::Keep
+    }
+
+    /// The steps this decision dispatches (a new attempt each), in plan order.
+    pub fn dispatched(&self) -> impl Iterator<Item = &StepRecord> {
+        self.writes.iter().filter(|w| w.cause == Cause::Dispatched).map(|w| &w.after)
+    }
+
+    /// The steps this decision ends with `status` without a report (time-outs, skips).
+    pub fn settled_as(&self, status: StepStatus) -> impl Iterator<Item = &ServiceSlug> {
+        self.writes.iter().filter(move |w| w.cause == Cause::Settled && w.after.status == status).map(|w| &w.after.service)
+    }
+}
+
+/// Statuses a run can be failed or claimed from.
+pub const ACTIVE: &[RunStatus] = &[RunStatus::Started, RunStatus::Running];
+/// Statuses a run can be cancelled from.
+pub const UNFINISHED: &[RunStatus] = &[RunStatus::Started, RunStatus::Running, RunStatus::Aggregating];
+/// The status an analysed run is finished from.
+pub const CLAIMED: &[RunStatus] = &[RunStatus::Aggregating];
+/// Step statuses that can still change.
+pub const OPEN_STEPS: &[StepStatus] = &[StepStatus::Pending, StepStatus::Running, StepStatus::Retrying];
+
+/// Decides what `events` do to `run` under `rules`. `rng` draws retry backoffs.
+pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn RandomSource) -> Decision {
+    let plan = run.plan;
+    let original = records_by_position(plan, run.steps);
+    let mut records = original.clone();
+    let mut causes: Vec<Option<Cause>> = vec![None; records.len()];
+    let mut reported = Vec::new();
+    let mut look = false;
+    let mut cancel = false;
+    for event in events {
+        match event {
+            Event::Reported { service, attempt, report } => {
+                let outcome = record_report(plan, &mut records, service, *attempt, report, rules.now, rng);
+                if let (ReportOutcome::Recorded(_), Some(position)) = (&outcome, plan.position(service.as_str())) {
+                    causes[position] = Some(Cause::Reported);
+                    look = true;
+                }
+                reported.push(outcome);
+            }
+            Event::Look => look = true,
+            Event::Cancel => cancel = true,
+        }
+    }
+    let active = ACTIVE.contains(&run.status);
+    let action = if cancel && UNFINISHED.contains(&run.status) {
+        cancel_open_steps(plan, &mut records, &mut causes, rules.now, rng);
+        RunAction::Finish(Finish { status: RunStatus::Cancelled, from: UNFINISHED, error: None })
+    } else if look && active {
+        look_at(run, &mut records, &mut causes, rules, rng)
+    } else {
+        RunAction::Keep
+    };
+    let writes = original
+        .into_iter()
+        .zip(records.iter())
+        .zip(causes)
+        .filter(|((before, after), _)| before != *after)
+        .map(|((before, after), cause)| StepWrite { before, after: after.clone(), cause: cause.unwrap_or(Cause::Settled) })
+        .collect();
+    Decision { reported, writes, run: action, steps: records }
+}
+
+/// How a claimed run (`aggregating`) ends once its analysis is written; `None` if it is not
+/// claimed (already finished, or never claimed). A run claimed at or after its deadline
+/// with data missing ends `timeout`, otherwise `completed`.
+pub fn analysed(status: RunStatus, partial: bool, claimed_at: Millis, deadline_at: Millis) -> Option<Finish> {
+    (status == RunStatus::Aggregating).then(|| Finish {
+        status: if partial && claimed_at >= deadline_at { RunStatus::Timeout } else { RunStatus::Completed },
+        from: CLAIMED,
+        error: None,
+    })
+}
+
+fn record_report(
+    plan: &Plan,
+    records: &mut [StepRecord],
+    service: &ServiceSlug,
+    attempt: Option<u32>,
+    report: &Report,
+    now: Millis,
+    rng: &mut dyn RandomSource,
+) -> ReportOutcome {
+    let Some(position) = plan.position(service.as_str()) else { return ReportOutcome::NotFound };
+    let record = &records[position];
+    if record.status.is_terminal() {
+        return ReportOutcome::AlreadyTerminal;
+    }
+    if attempt.is_some_and(|a| a != record.attempts) {
+        return ReportOutcome::Stale;
+    }
+    let event = match report {
+        Report::Succeeded => StepEvent::Succeeded,
+        Report::Failed(error) => StepEvent::Failed { error: error.clone() },
+    };
+    match apply(record, event, now, &plan.steps()[position], rng) {
+        Ok(StepOutcome::Applied(next)) => {
+            records[position] = next.clone();
+            ReportOutcome::Recorded(next)
+        }
+        Ok(StepOutcome::AlreadyTerminal) => ReportOutcome::AlreadyTerminal,
+        // E.g. a result for a step that was never dispatched.
+        Err(_) => ReportOutcome::Stale,
+    }
+}
+
+fn cancel_open_steps(
+    plan: &Plan,
+    records: &mut [StepRecord],
+    causes: &mut [Option<Cause>],
+    now: Millis,
+    rng: &mut dyn RandomSource,
+) {
+    for (position, spec) in plan.steps().iter().enumerate() {
+        if let Ok(StepOutcome::Applied(next)) = apply(&records[position], StepEvent::Cancelled, now, spec, rng) {
+            records[position] = next;
+            causes[position] = Some(Cause::Cancelled);
+        }
+    }
+}
+
+/// Time-outs and skips (fan-in's settling), then either the fan-in decision or the ready
+/// steps.
+fn look_at(
+    run: &RunState<'_>,
+    records: &mut [StepRecord],
+    causes: &mut [Option<Cause>],
+    rules: &Rules,
+    rng: &mut dyn RandomSource,
+) -> RunAction {
+    let plan = run.plan;
+    let view = RunView { status: run.status, started_at: run.started_at };
+    let fan_in = fanin::decide(plan, &view, records, rules.now, &rules.fan_in, rng);
+    for update in fan_in.step_updates {
+        if let Some(position) = plan.position(update.service.as_str()) {
+            records[position] = update;
+            causes[position].get_or_insert(Cause::Settled);
+        }
+    }
+    match fan_in.decision {
+        FanInDecision::Wait => dispatch_ready(run, records, causes, rules, rng),
+        FanInDecision::Aggregate { partial, missing, deadline_reached } => {
+            if rules.observer == Observer::Poller || rules.event_driven_fanin {
+                let then = if deadline_reached { RunStatus::Timeout } else { RunStatus::Completed };
+                RunAction::Claim { partial, missing, then }
+            } else {
+                RunAction::DeferFanIn
+            }
+        }
+        FanInDecision::Fail { reason } => {
+            RunAction::Finish(Finish { status: RunStatus::Failed, from: ACTIVE, error: Some(reason.to_string()) })
+        }
+    }
+}
+
+fn dispatch_ready(
+    run: &RunState<'_>,
+    records: &mut [StepRecord],
+    causes: &mut [Option<Cause>],
+    rules: &Rules,
+    rng: &mut dyn RandomSource,
+) -> RunAction {
+    let plan = run.plan;
+    let ready = schedule(plan, records, rules.now);
+    let mut dispatched = false;
+    for service in ready.skip.iter().chain(&ready.dispatch) {
+        let Some(position) = plan.position(service.as_str()) else { continue };
+        let record = &records[position];
+        // A backing-off step comes back through its own task message (a queue retry with
+        // delay). Only the poller dispatches it, and only once that message is overdue (lost).
+        let overdue =
+            record.next_attempt_at.is_none_or(|at| at.saturating_add(rules.retry_grace_ms) <= rules.now);
+        if record.status == StepStatus::Retrying && !(rules.observer == Observer::Poller && overdue) {
+            continue;
+        }
+        let dispatch = ready.dispatch.contains(service);
+        let event = if dispatch { StepEvent::Dispatched } else { StepEvent::Skipped };
+        if let Ok(StepOutcome::Applied(next)) = apply(record, event, rules.now, &plan.steps()[position], rng) {
+            records[position] = next;
+            causes[position] = Some(if dispatch { Cause::Dispatched } else { Cause::Settled });
+            dispatched |= dispatch;
+        }
+    }
+    if dispatched && run.status == RunStatus::Started {
+        RunAction::Start
+    } else {
+        RunAction::Keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{validate, PlanDraft, StepDraft};
+    use crate::retry::SplitMix64;
+    use crate::state::ErrorKind;
+
+    const NOW: Millis = Millis::new(1_800_000_000_000);
+
+    fn plan(steps: &[(&str, &[&str])]) -> Plan {
+        validate(&PlanDraft {
+            plan_id: "p".into(),
+            name: "P".into(),
+            description: String::new(),
+            max_run_duration_ms: 600_000,
+            services: steps
+                .iter()
+                .map(|(name, deps)| StepDraft {
+                    depends_on: deps.iter().map(|d| d.to_string()).collect(),
+                    ..StepDraft::new(*name)
+                })
+                .collect(),
+            ..PlanDraft::default()
+        })
+        .expect("a valid plan")
+    }
+
+    fn slug(s: &str) -> ServiceSlug {
+        s.parse().expect("a slug")
+    }
+
+    fn rules(observer: Observer) -> Rules {
+        Rules { now: NOW, fan_in: FanInConfig::default(), event_driven_fanin: true, observer, retry_grace_ms: 10_000 }
+    }
+
+    fn running(service: &str) -> StepRecord {
+        StepRecord {
+            status: StepStatus::Running,
+            attempts: 1,
+            started_at: Some(NOW),
+            deadline_at: Some(NOW.saturating_add(60_000)),
+            ..StepRecord::pending(slug(service))
+        }
+    }
+
+    fn completed(service: &str) -> StepRecord {
+        StepRecord { status: StepStatus::Completed, finished_at: Some(NOW), ..running(service) }
+    }
+
+    fn decide_on(plan: &Plan, status: RunStatus, steps: &[StepRecord], events: &[Event], observer: Observer) -> Decision {
+        let run = RunState { status, started_at: NOW, plan, steps };
+        decide(&run, events, &rules(observer), &mut SplitMix64::new(7))
+    }
+
+    fn succeeded(service: &str) -> Event {
+        Event::Reported { service: slug(service), attempt: Some(1), report: Report::Succeeded }
+    }
+
+    #[test]
+    fn a_look_at_a_new_run_dispatches_its_first_wave_and_starts_it() {
+        let p = plan(&[("a", &[]), ("b", &[]), ("c", &["a"])]);
+        let d = decide_on(&p, RunStatus::Started, &[], &[Event::Look], Observer::EventDriven);
+        let dispatched: Vec<&str> = d.dispatched().map(|r| r.service.as_str()).collect();
+        assert_eq!(dispatched, ["a", "b"]);
+        assert_eq!(d.run, RunAction::Start);
+    }
+
+    #[test]
+    fn a_result_that_completes_a_dependency_dispatches_its_dependent_in_the_same_decision() {
+        let p = plan(&[("a", &[]), ("b", &[]), ("c", &["a"])]);
+        let d = decide_on(&p, RunStatus::Running, &[running("a"), running("b")], &[succeeded("a")], Observer::EventDriven);
+        assert!(matches!(d.reported[..], [ReportOutcome::Recorded(ref r)] if r.status == StepStatus::Completed));
+        let dispatched: Vec<&str> = d.dispatched().map(|r| r.service.as_str()).collect();
+        assert_eq!(dispatched, ["c"]);
+        assert_eq!(d.writes.len(), 2, "the result and the dispatch");
+        assert_eq!(d.run, RunAction::Keep);
+    }
+
+    #[test]
+    fn the_last_result_claims_the_fan_in() {
+        let p = plan(&[("a", &[]), ("b", &[])]);
+        let d = decide_on(&p, RunStatus::Running, &[completed("a"), running("b")], &[succeeded("b")], Observer::EventDriven);
+        assert_eq!(d.run, RunAction::Claim { partial: false, missing: vec![], then: RunStatus::Completed });
+    }
+
+    #[test]
+    fn without_event_driven_fan_in_a_worker_defers_and_the_poller_claims() {
+        let p = plan(&[("a", &[])]);
+        let run = RunState { status: RunStatus::Running, started_at: NOW, plan: &p, steps: &[running("a")] };
+        let off = Rules { event_driven_fanin: false, ..rules(Observer::EventDriven) };
+        let d = decide(&run, &[succeeded("a")], &off, &mut SplitMix64::new(1));
+        assert_eq!(d.run, RunAction::DeferFanIn);
+        let steps = [completed("a")];
+        let run = RunState { steps: &steps, ..run };
+        let poller = Rules { observer: Observer::Poller, ..off };
+        let d = decide(&run, &[Event::Look], &poller, &mut SplitMix64::new(1));
+        assert!(matches!(d.run, RunAction::Claim { .. }));
+    }
+
+    #[test]
+    fn a_permanent_failure_of_every_step_fails_the_run_and_skips_dependents() {
+        let p = plan(&[("a", &[]), ("b", &["a"])]);
+        let failed = Event::Reported {
+            service: slug("a"),
+            attempt: Some(1),
+            report: Report::Failed(StepError::new(ErrorKind::Permanent, "no")),
+        };
+        let d = decide_on(&p, RunStatus::Running, &[running("a")], &[failed], Observer::EventDriven);
+        assert_eq!(d.settled_as(StepStatus::Skipped).map(ServiceSlug::as_str).collect::<Vec<_>>(), ["b"]);
+        assert!(matches!(&d.run, RunAction::Finish(f) if f.status == RunStatus::Failed && f.from == ACTIVE));
+    }
+
+    #[test]
+    fn repeated_and_stale_reports_change_nothing() {
+        let p = plan(&[("a", &[]), ("b", &[])]);
+        let steps = [completed("a"), running("b")];
+        let late = Event::Reported { service: slug("b"), attempt: Some(2), report: Report::Succeeded };
+        let unknown = Event::Reported { service: slug("zzz"), attempt: None, report: Report::Succeeded };
+        let d = decide_on(&p, RunStatus::Running, &steps, &[succeeded("a"), late, unknown], Observer::EventDriven);
+        assert_eq!(d.reported, [ReportOutcome::AlreadyTerminal, ReportOutcome::Stale, ReportOutcome::NotFound]);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn two_reports_in_one_decision_settle_the_run_once() {
+        let p = plan(&[("a", &[]), ("b", &[])]);
+        let d = decide_on(
+            &p,
+            RunStatus::Running,
+            &[running("a"), running("b")],
+            &[succeeded("a"), succeeded("b"), succeeded("b")],
+            Observer::EventDriven,
+        );
+        assert!(matches!(d.reported[2], ReportOutcome::AlreadyTerminal));
+        assert_eq!(d.writes.len(), 2);
+        assert!(d.writes.iter().all(|w| w.cause == Cause::Reported && w.ends_step()));
+        assert!(matches!(d.run, RunAction::Claim { partial: false, .. }));
+    }
+
+    #[test]
+    fn cancel_ends_every_open_step_and_the_run_but_not_a_finished_run() {
+        let p = plan(&[("a", &[]), ("b", &["a"])]);
+        let d = decide_on(&p, RunStatus::Running, &[completed("a"), running("b")], &[Event::Cancel], Observer::EventDriven);
+        assert_eq!(d.writes.len(), 1);
+        assert_eq!((d.writes[0].after.status, d.writes[0].cause), (StepStatus::Cancelled, Cause::Cancelled));
+        assert!(matches!(&d.run, RunAction::Finish(f) if f.status == RunStatus::Cancelled));
+        let d = decide_on(&p, RunStatus::Completed, &[completed("a"), completed("b")], &[Event::Cancel], Observer::Poller);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_decided_for_a_run_that_is_not_active() {
+        let p = plan(&[("a", &[])]);
+        let d = decide_on(&p, RunStatus::Aggregating, &[completed("a")], &[Event::Look], Observer::Poller);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn an_analysed_run_ends_timeout_only_when_claimed_at_its_deadline_with_data_missing() {
+        let at = Millis::new(1_000);
+        let f = |status, partial, claimed| analysed(status, partial, Millis::new(claimed), at).map(|f| f.status);
+        assert_eq!(f(RunStatus::Aggregating, true, 1_000), Some(RunStatus::Timeout));
+        assert_eq!(f(RunStatus::Aggregating, true, 999), Some(RunStatus::Completed));
+        assert_eq!(f(RunStatus::Aggregating, false, 2_000), Some(RunStatus::Completed));
+        assert_eq!(f(RunStatus::Completed, false, 2_000), None);
+    }
+}
