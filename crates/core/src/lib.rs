@@ -14,6 +14,7 @@
 //! Module map:
 //! - [`plan`]: plans, drafts, validation (every problem), built-in plans.
 //! - [`template`]: master templates (`pipeline_stages`) compiled into plans.
+//! - [`failure`]: error kinds and step errors (what decides a retry).
 //! - [`state`]: run and step statuses, the step record, transitions.
 //! - [`scheduler`]: ready steps, dependency skips, waves.
 //! - [`fanin`]: wait / aggregate / fail, with deadline and attempt timeouts.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod execution;
+pub mod failure;
 pub mod fanin;
 pub mod ids;
 pub mod json;

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::ErrorKind;
+use crate::failure::ErrorKind;
 
 /// At most this many attempts per step (the first one included).
 pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
