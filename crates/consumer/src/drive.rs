@@ -11,9 +11,7 @@
 use baton_core::config::{apply_override, Config};
 use baton_core::messages::TaskMessage;
 use baton_edge::concurrency::oneshot;
-use baton_edge::d1::runs::RunRow;
-use baton_edge::d1::steps::StepRow;
-use baton_edge::engine::{Engine, Loaded};
+use baton_edge::engine::{summary_of, Engine, Loaded};
 
 use crate::tasks::queue_what_remains;
 use baton_edge::{auth, http, Error, Result};
@@ -28,21 +26,24 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
     auth::verify_signed(&req, &env, &body, "drive request")?;
     let body = http::parse_json(&body)?;
     let tasks = decode(&body)?;
-    let written = written_run(&body)?;
+    let written = Loaded::from_hand_over(&body)?;
     let config = handed_config(&env, &body);
     let count = tasks.len();
     let (done, finished) = oneshot();
     ctx.wait_until(async move {
+        let mut ended: Option<Loaded> = None;
         let engine = match config {
             Some(config) => Engine::with_config(&env, config),
             None => Engine::new(&env).await,
         };
         match engine {
             Ok(engine) => {
-                let outcomes = crate::tasks::run_batch(&engine, &tasks, written.as_ref()).await;
+                let (outcomes, finals) = crate::tasks::run_batch(&engine, &tasks, written.as_ref()).await;
                 for (task, outcome) in tasks.iter().zip(outcomes) {
                     queue_what_remains(&engine, task, outcome).await;
                 }
+                // The run as this invocation left it, if it has ended: the waiting client's answer.
+                ended = finals.into_iter().find(|run| run.status().is_ok_and(|s| s.is_terminal()));
             }
             Err(e) => {
                 worker::console_error!("drive: cannot start ({e}); queueing {count} tasks");
@@ -51,10 +52,11 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
                 }
             }
         }
-        done.send(());
+        done.send(ended);
     });
-    finished.await;
-    http::json(200, &json!({ "success": true, "ran": count }))
+    let ended = finished.await;
+    let summary = ended.as_ref().map(summary_of).transpose()?;
+    http::json(200, &json!({ "success": true, "ran": count, "ended": summary }))
 }
 
 fn decode(body: &Value) -> Result<Vec<TaskMessage>> {
@@ -69,16 +71,6 @@ fn decode(body: &Value) -> Result<Vec<TaskMessage>> {
             TaskMessage::decode(t).map_err(|e| Error::bad_request("invalid_field", "tasks", format!("tasks[{i}]: {e}")))
         })
         .collect()
-}
-
-/// The run as the orchestrator just wrote it (`run` + `steps`), if it sent it.
-fn written_run(body: &Value) -> Result<Option<Loaded>> {
-    let (Some(run), Some(steps)) = (body.get("run"), body.get("steps")) else { return Ok(None) };
-    let invalid =
-        |field: &str, e: serde_json::Error| Error::bad_request("invalid_field", field, format!("`{field}`: {e}"));
-    let run: RunRow = serde_json::from_value(run.clone()).map_err(|e| invalid("run", e))?;
-    let steps: Vec<StepRow> = serde_json::from_value(steps.clone()).map_err(|e| invalid("steps", e))?;
-    Loaded::from_rows(run, steps).map(Some)
 }
 
 /// The orchestrator's effective configuration (`config`, as an override object) on top of

@@ -45,7 +45,7 @@ async fn health(env: &Env) -> baton_edge::Result<Response> {
     let last_at = last_run.as_ref().and_then(tick::last_run_at);
     let age_ms = last_at.map(|at| now.since(at));
     let stale_after_ms = 3 * engine.config.polling_frequency_ms();
-    let (active, overdue) = baton_edge::d1::runs::count_active(&engine.db, now.as_u64() as i64).await?;
+    let (active, overdue) = engine.count_active(now.as_u64() as i64).await?;
     let degraded = age_ms.is_none_or(|age| age > stale_after_ms) || probes.iter().any(|p| !p.ok);
     let body = json!({
         "status": if degraded { "degraded" } else { "ok" },

@@ -1,12 +1,8 @@
 //! One poller tick: select only due work through indexes, in bounded batches, and push each
 //! run forward with the same engine the event-driven path uses.
 
-use std::collections::BTreeSet;
-
-use baton_core::messages::AnalysisMessage;
 use baton_core::time::Millis;
-use baton_edge::d1::{runs, steps, Meta};
-use baton_edge::engine::{Caller, Dispatch, Engine, RETRY_GRACE_MS};
+use baton_edge::engine::{Caller, Dispatch, Engine, PollableStep};
 use baton_edge::{bindings, kv::Kv, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -69,16 +65,13 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
     let now = started.as_u64() as i64;
     let limit = engine.config.poller_batch_size;
     let mut counts = TickCounts::default();
-    let mut meta = Meta::default();
 
-    // 1. Runs whose due time passed: deadlines, deferred fan-ins, released claims, lost analyses.
-    let (due, m) = runs::due(&engine.db, now, limit).await?;
-    meta += m;
-    let mut seen = BTreeSet::new();
-    for run in due {
-        seen.insert(run.run_id.clone());
-        if run.status == "aggregating" {
-            match resend_analysis(&engine, &run).await {
+    // 1. Runs whose due time passed: deadlines, deferred fan-ins, released claims, lost analyses;
+    // 2. attempts past their own timeout, 3. retries whose delayed message was lost.
+    let due = engine.due_work(now, limit).await?;
+    for run in &due.runs {
+        if run.aggregating {
+            match engine.resend_analysis(run).await {
                 Ok(()) => counts.analysis_resent += 1,
                 Err(e) => {
                     counts.errors += 1;
@@ -87,23 +80,14 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
             }
             continue;
         }
-        advance(&mut engine, &run.run_id, &mut counts, true).await;
+        advance(&mut engine, &run.run_id, &mut counts, Some(run.deadline_at)).await;
     }
-    // 2. Attempts past their own timeout, 3. retries whose delayed message was lost.
-    let (overdue, m) = steps::overdue(&engine.db, now, limit).await?;
-    meta += m;
-    let (stale, m) = steps::stale_retries(&engine.db, now, RETRY_GRACE_MS as i64, limit).await?;
-    meta += m;
-    let more: BTreeSet<String> =
-        overdue.into_iter().map(|(run_id, _)| run_id).chain(stale.into_iter().map(|s| s.run_id)).collect();
-    for run_id in more.difference(&seen) {
-        advance(&mut engine, run_id, &mut counts, false).await;
+    for run_id in &due.more_runs {
+        advance(&mut engine, run_id, &mut counts, None).await;
     }
     // 4. Long-running steps whose service reports progress.
-    let (pollable, m) = steps::pollable(&engine.db, limit).await?;
-    meta += m;
-    for step in pollable {
-        match poll_progress(&engine, &step).await {
+    for step in &due.pollable {
+        match poll_progress(&engine, step).await {
             Ok(()) => counts.progress_polled += 1,
             Err(e) => {
                 counts.errors += 1;
@@ -117,7 +101,7 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
         worker::console_error!("poller: admission pass failed: {e}");
         Default::default()
     });
-    counts.rows_read = meta.rows_read + admission.rows_read;
+    counts.rows_read = due.rows_read + admission.rows_read;
 
     let finished = engine.now();
     let last_run = json!({
@@ -134,7 +118,9 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
     Ok(json!({ "ran": true, "last_run": last_run }))
 }
 
-async fn advance(engine: &mut Engine<'_>, run_id: &str, counts: &mut TickCounts, from_due: bool) {
+/// Looks at a run; a run taken from the due index that is still waiting is looked at again
+/// at its deadline (`due_deadline`), or in a minute.
+async fn advance(engine: &mut Engine<'_>, run_id: &str, counts: &mut TickCounts, due_deadline: Option<i64>) {
     counts.runs_checked += 1;
     let outcome = async {
         let Some(loaded) = engine.load(run_id).await? else { return Ok(()) };
@@ -144,11 +130,11 @@ async fn advance(engine: &mut Engine<'_>, run_id: &str, counts: &mut TickCounts,
         counts.steps_dispatched += report.dispatched.len() as u32;
         counts.aggregated += u32::from(report.aggregated.is_some());
         counts.failed += u32::from(report.failed);
-        let settled = report.aggregated.is_some() || report.failed;
-        if from_due && !settled {
+        let settled = report.aggregated.is_some() || report.finished.is_some();
+        if let (Some(deadline), false) = (due_deadline, settled) {
             // Nothing left to do now: look again at the run's deadline.
-            let next = loaded.run.deadline_at.max(engine.now().as_u64() as i64 + 60_000);
-            engine.db.batch(vec![runs::set_due(&engine.db, run_id, next)?]).await?;
+            let next = deadline.max(engine.now().as_u64() as i64 + 60_000);
+            engine.look_again_at(run_id, next).await?;
         }
         Ok::<(), baton_edge::Error>(())
     }
@@ -159,23 +145,10 @@ async fn advance(engine: &mut Engine<'_>, run_id: &str, counts: &mut TickCounts,
     }
 }
 
-async fn resend_analysis(engine: &Engine<'_>, run: &runs::RunRow) -> Result<()> {
-    let missing: Vec<String> = run.missing.as_deref().and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default();
-    let message = AnalysisMessage::new(
-        run.run_id.parse().map_err(|e| baton_edge::Error::Storage(format!("run id: {e}")))?,
-        run.partial == Some(1),
-        missing.iter().filter_map(|m| m.parse().ok()).collect(),
-    );
-    engine.send_analysis(&message).await?;
-    let next = engine.now().saturating_add(engine.config.analysis_timeout_ms()).as_u64() as i64;
-    engine.db.batch(vec![runs::set_due(&engine.db, &run.run_id, next)?]).await?;
-    Ok(())
-}
-
 /// `GET {service}/api/progress/{executionId}`, recorded on the step. The service is reached
 /// the way the consumer reached it (its worker key: `SERVICE_URLS`, else the `SERVICES`
 /// binding).
-async fn poll_progress(engine: &Engine<'_>, step: &steps::PollableStep) -> Result<()> {
+async fn poll_progress(engine: &Engine<'_>, step: &PollableStep) -> Result<()> {
     let worker = step.worker.as_deref().unwrap_or(&step.service);
     let upstream = |message: String| baton_edge::Error::Upstream { service: step.service.clone(), message };
     let mut init = worker::RequestInit::new();
@@ -194,7 +167,5 @@ async fn poll_progress(engine: &Engine<'_>, step: &steps::PollableStep) -> Resul
         "progress": body.get("progress").cloned().unwrap_or(Value::Null),
         "status": body.get("status").cloned().unwrap_or(Value::Null),
     });
-    let record = steps::record_progress(&engine.db, &step.run_id, &step.service, step.attempts, &progress.to_string())?;
-    engine.db.batch(vec![record]).await?;
-    Ok(())
+    engine.record_progress(step, &progress).await
 }

@@ -65,25 +65,13 @@ pub async fn by_dedupe_key(db: &Db, key: &str) -> Result<Option<EventRow>> {
     .await
 }
 
-/// Inserts an event only if the run now has this status and this diagnosis: used in the
-/// finalisation batch so only the delivery that finalised the run writes its events.
-pub fn insert_if_run_status(db: &Db, e: &EventRow, run_status: &str, diagnosis_event_id: &str) -> Result<Stmt> {
+/// Inserts an event only if the run's version is `token`: written in the same batch as the
+/// change that sets that version (a run's ending), so only the caller whose change went in
+/// writes its events.
+pub fn insert_if_run_version(db: &Db, e: &EventRow, token: i64) -> Result<Stmt> {
     db.stmt(
         "INSERT OR IGNORE INTO kbase_events (id, website_id, run_id, service, type, payload, created_at, dedupe_key) \
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS \
-         (SELECT 1 FROM runs WHERE run_id = ?3 AND status = ?9 AND diagnosis_event_id = ?10)",
-        &[event_args(e), vec![Arg::from(run_status), Arg::from(diagnosis_event_id)]].concat(),
-    )
-}
-
-/// Inserts an event only if the run is now in `run_status` and none of its steps can still
-/// change: the finish event of a cancelled run is written once its steps are all settled.
-pub fn insert_if_run_settled(db: &Db, e: &EventRow, run_status: &str) -> Result<Stmt> {
-    db.stmt(
-        "INSERT OR IGNORE INTO kbase_events (id, website_id, run_id, service, type, payload, created_at, dedupe_key) \
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 \
-         WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?3 AND status = ?9) \
-         AND NOT EXISTS (SELECT 1 FROM steps WHERE run_id = ?3 AND status IN ('pending', 'running', 'retrying'))",
-        &[event_args(e), vec![Arg::from(run_status)]].concat(),
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?3 AND version = ?9)",
+        &[event_args(e), vec![Arg::Int(token)]].concat(),
     )
 }

@@ -1,5 +1,7 @@
 //! `runs`: one row per run (diagnostic runs and pipeline executions).
 
+use baton_core::lifecycle::ACTIVE;
+use baton_core::state::RunStatus;
 use serde::{Deserialize, Serialize};
 
 use super::{Arg, Db, Meta, Stmt};
@@ -31,18 +33,27 @@ pub struct RunRow {
     pub diagnosis_event_id: Option<String>,
     pub synthesis_error: Option<String>,
     pub error: Option<String>,
+    /// The run's version token (see [`gate`]).
+    #[serde(default)]
+    pub version: i64,
 }
 
 const COLUMNS: &str = "run_id, kind, client_id, website_id, domain, plan_id, plan_name, plan_json, parameters, \
     idempotency_key, status, priority, created_at, started_at, deadline_at, due_at, claimed_at, completed_at, \
-    partial, missing, diagnosis_event_id, synthesis_error, error";
+    partial, missing, diagnosis_event_id, synthesis_error, error, version";
+
+/// `'started', 'running'`: a list of core's statuses for an `IN (...)` guard. The texts are
+/// core's constants, never input.
+pub(crate) fn status_list(statuses: &[RunStatus]) -> String {
+    statuses.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
+}
 
 /// Inserts a run.
 pub fn insert(db: &Db, r: &RunRow) -> Result<Stmt> {
     db.stmt(
         &format!(
             "INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-             ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+             ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
         ),
         &[
             Arg::from(&r.run_id),
@@ -68,6 +79,7 @@ pub fn insert(db: &Db, r: &RunRow) -> Result<Stmt> {
             Arg::from(r.diagnosis_event_id.clone()),
             Arg::from(r.synthesis_error.clone()),
             Arg::from(r.error.clone()),
+            Arg::Int(r.version),
         ],
     )
 }
@@ -96,24 +108,116 @@ pub async fn due(db: &Db, now: i64, limit: u32) -> Result<(Vec<RunRow>, Meta)> {
     .await
 }
 
-/// Moves a run from one of `from` to `to`, setting extra columns; `changes` = 1 means this
-/// caller made the move (the claim pattern).
-pub fn transition(db: &Db, run_id: &str, from: &[&str], to: &str, sets: &[(&str, Arg)]) -> Result<Stmt> {
-    let mut args = vec![Arg::from(to), Arg::from(run_id)];
-    let mut assignments = String::from("status = ?1");
-    for (column, value) in sets {
-        args.push(value.clone());
-        assignments.push_str(&format!(", {column} = ?{}", args.len()));
-    }
-    let placeholders: Vec<String> = from
-        .iter()
-        .map(|status| {
-            args.push(Arg::from(*status));
-            format!("?{}", args.len())
-        })
-        .collect();
+/// The gate of a decision taken on a copy of the run read at version `read`: sets the
+/// version to `token` only if it is still `read`. `changes` = 1 means no one changed the run
+/// or its steps since that read, so every statement guarded by [`version_is`]`(token)` in the
+/// same batch applies to exactly the state the decision was taken on.
+pub fn gate(db: &Db, run_id: &str, read: i64, token: i64) -> Result<Stmt> {
     db.stmt(
-        &format!("UPDATE runs SET {assignments} WHERE run_id = ?2 AND status IN ({})", placeholders.join(", ")),
+        "UPDATE runs SET version = ?3 WHERE run_id = ?1 AND version = ?2",
+        &[Arg::from(run_id), Arg::Int(read), Arg::Int(token)],
+    )
+}
+
+/// A fresh version after step writes made outside a won gate (a recorded result), so that
+/// every copy read before them is known to be stale.
+pub fn bump(db: &Db, run_id: &str, token: i64) -> Result<Stmt> {
+    db.stmt("UPDATE runs SET version = ?2 WHERE run_id = ?1 AND version <> ?2", &[Arg::from(run_id), Arg::Int(token)])
+}
+
+/// `started → running` (the first dispatch), under the gate `token`.
+pub fn mark_running(db: &Db, run_id: &str, token: i64) -> Result<Stmt> {
+    db.stmt(
+        "UPDATE runs SET status = 'running' WHERE run_id = ?1 AND status = 'started' AND version = ?2",
+        &[Arg::from(run_id), Arg::Int(token)],
+    )
+}
+
+/// The fan-in claim, `started|running → aggregating`, under the gate `token`: the decision
+/// that every step has settled was taken on the run as it is, so exactly one caller (the one
+/// whose gate won) sees `changes` = 1. `due_at`: when the poller resends the analysis.
+pub fn claim_fan_in(
+    db: &Db,
+    run_id: &str,
+    token: i64,
+    now: i64,
+    partial: bool,
+    missing_json: &str,
+    due_at: i64,
+) -> Result<Stmt> {
+    db.stmt(
+        &format!(
+            "UPDATE runs SET status = 'aggregating', claimed_at = ?3, partial = ?4, missing = ?5, due_at = ?6 \
+             WHERE run_id = ?1 AND version = ?2 AND status IN ({})",
+            status_list(ACTIVE)
+        ),
+        &[
+            Arg::from(run_id),
+            Arg::Int(token),
+            Arg::Int(now),
+            Arg::from(partial),
+            Arg::from(missing_json),
+            Arg::Int(due_at),
+        ],
+    )
+}
+
+/// Gives a fan-in claim back (its analysis could not be sent): `aggregating → running`, due
+/// now for the poller to claim again.
+pub fn release_fan_in(db: &Db, run_id: &str, now: i64, token: i64) -> Result<Stmt> {
+    db.stmt(
+        "UPDATE runs SET status = 'running', claimed_at = NULL, due_at = ?2, version = ?3 \
+         WHERE run_id = ?1 AND status = 'aggregating'",
+        &[Arg::from(run_id), Arg::Int(now), Arg::Int(token)],
+    )
+}
+
+/// How a run ends (the columns [`finish`] writes).
+#[derive(Debug, Clone)]
+pub struct Ending<'a> {
+    /// The final status.
+    pub status: RunStatus,
+    /// The statuses it may end from.
+    pub from: &'a [RunStatus],
+    /// When.
+    pub completed_at: i64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Its diagnosis event, if one is written with it.
+    pub diagnosis_event_id: Option<String>,
+    /// Why the narrative synthesis failed, if it did.
+    pub synthesis_error: Option<String>,
+    /// The version the ending writes (the events written with it are guarded by it).
+    pub token: i64,
+    /// The gate it is written under, if any.
+    pub gate: Option<i64>,
+}
+
+/// Ends a run: only from one of `ending.from` (and under its gate, if any); `changes` = 1
+/// means this caller ended it. Leaves the poller's index (`due_at` NULL).
+pub fn finish(db: &Db, run_id: &str, ending: &Ending<'_>) -> Result<Stmt> {
+    let mut args = vec![
+        Arg::from(run_id),
+        Arg::from(ending.status.as_str()),
+        Arg::Int(ending.completed_at),
+        Arg::from(ending.error.clone()),
+        Arg::from(ending.diagnosis_event_id.clone()),
+        Arg::from(ending.synthesis_error.clone()),
+        Arg::Int(ending.token),
+    ];
+    let gated = match ending.gate {
+        Some(gate) => {
+            args.push(Arg::Int(gate));
+            " AND version = ?8"
+        }
+        None => "",
+    };
+    db.stmt(
+        &format!(
+            "UPDATE runs SET status = ?2, completed_at = ?3, error = COALESCE(?4, error), diagnosis_event_id = ?5, \
+             synthesis_error = ?6, due_at = NULL, version = ?7 WHERE run_id = ?1 AND status IN ({}){gated}",
+            status_list(ending.from)
+        ),
         &args,
     )
 }
@@ -134,59 +238,6 @@ pub fn due_no_later_than(db: &Db, run_id: &str, at: i64) -> Result<Stmt> {
 /// `SELECT` of one run, for batching with other reads.
 pub fn select(db: &Db, run_id: &str) -> Result<Stmt> {
     db.stmt(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = ?1"), &[Arg::from(run_id)])
-}
-
-/// The fan-in claim: `started|running → aggregating`, only while no step of the run can still
-/// change (checked inside the same transaction, after this batch's step writes). Exactly one
-/// caller sees `changes` = 1.
-pub fn claim_fan_in(db: &Db, run_id: &str, now: i64, partial: bool, missing_json: &str, due_at: i64) -> Result<Stmt> {
-    db.stmt(
-        "UPDATE runs SET status = 'aggregating', claimed_at = ?2, partial = ?3, missing = ?4, due_at = ?5 \
-         WHERE run_id = ?1 AND status IN ('started', 'running') AND NOT EXISTS \
-         (SELECT 1 FROM steps WHERE steps.run_id = ?1 AND steps.status IN ('pending', 'running', 'retrying'))",
-        &[Arg::from(run_id), Arg::Int(now), Arg::from(partial), Arg::from(missing_json), Arg::Int(due_at)],
-    )
-}
-
-/// [`claim_fan_in`], made in the same transaction as the step write that settles the run, and
-/// only if that step is as the writer wrote it (`(service, status, attempts)`): whoever's write
-/// it is, the decision taken on it holds.
-pub fn claim_fan_in_settled_by(
-    db: &Db,
-    run_id: &str,
-    now: i64,
-    partial: bool,
-    missing_json: &str,
-    due_at: i64,
-    step: (&str, &str, i64),
-) -> Result<Stmt> {
-    let (service, status, attempts) = step;
-    db.stmt(
-        "UPDATE runs SET status = 'aggregating', claimed_at = ?2, partial = ?3, missing = ?4, due_at = ?5 \
-         WHERE run_id = ?1 AND status IN ('started', 'running') AND NOT EXISTS \
-         (SELECT 1 FROM steps WHERE steps.run_id = ?1 AND steps.status IN ('pending', 'running', 'retrying')) \
-         AND EXISTS (SELECT 1 FROM steps WHERE steps.run_id = ?1 AND steps.service = ?6 AND steps.status = ?7 AND steps.attempts = ?8)",
-        &[
-            Arg::from(run_id),
-            Arg::Int(now),
-            Arg::from(partial),
-            Arg::from(missing_json),
-            Arg::Int(due_at),
-            Arg::from(service),
-            Arg::from(status),
-            Arg::Int(attempts),
-        ],
-    )
-}
-
-/// Fails a run without analysis, under the same guard as the fan-in claim.
-pub fn fail_if_settled(db: &Db, run_id: &str, now: i64, error: &str) -> Result<Stmt> {
-    db.stmt(
-        "UPDATE runs SET status = 'failed', completed_at = ?2, error = ?3, due_at = NULL \
-         WHERE run_id = ?1 AND status IN ('started', 'running') AND NOT EXISTS \
-         (SELECT 1 FROM steps WHERE steps.run_id = ?1 AND steps.status IN ('pending', 'running', 'retrying'))",
-        &[Arg::from(run_id), Arg::Int(now), Arg::from(error)],
-    )
 }
 
 /// Active runs and those overdue (`due_at` passed), counted through the `runs_due` index.

@@ -67,30 +67,51 @@ pub async fn of_run(db: &Db, run_id: &str) -> Result<Vec<StepRow>> {
 
 /// Writes a step's new state only if it is still in the state it was read in
 /// (same status and attempt count): compare-and-set, so of two racing writers exactly one
-/// wins (`changes` = 1) and the other learns it lost. A new attempt clears `claimed_at`.
-pub fn compare_and_set(db: &Db, expected_status: &str, expected_attempts: i64, new: &StepRow) -> Result<Stmt> {
+/// wins (`changes` = 1) and the other learns it lost. A new attempt clears `claimed_at`
+/// unless `claim` claims it for the writer. With `gate`, only under that gate of the run
+/// ([`super::runs::gate`]).
+pub fn compare_and_set(
+    db: &Db,
+    expected_status: &str,
+    expected_attempts: i64,
+    new: &StepRow,
+    claim: Option<i64>,
+    gate: Option<i64>,
+) -> Result<Stmt> {
+    let mut args = vec![
+        Arg::from(&new.run_id),
+        Arg::from(&new.service),
+        Arg::from(&new.status),
+        Arg::Int(new.attempts),
+        Arg::from(new.started_at),
+        Arg::from(new.finished_at),
+        Arg::from(new.deadline_at),
+        Arg::from(new.next_attempt_at),
+        Arg::from(new.duration_ms),
+        Arg::from(new.error.clone()),
+        Arg::from(new.error_kind.clone()),
+        Arg::from(new.output.clone()),
+        Arg::from(new.usage.clone()),
+        Arg::from(new.progress.clone()),
+        Arg::from(expected_status),
+        Arg::Int(expected_attempts),
+        Arg::from(claim),
+    ];
+    let gated = match gate {
+        Some(token) => {
+            args.push(Arg::Int(token));
+            " AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = ?1 AND runs.version = ?18)"
+        }
+        None => "",
+    };
     db.stmt(
-        "UPDATE steps SET status = ?3, attempts = ?4, started_at = ?5, finished_at = ?6, deadline_at = ?7, \
-         next_attempt_at = ?8, duration_ms = ?9, error = ?10, error_kind = ?11, output = ?12, usage = ?13, progress = ?14, \
-         claimed_at = CASE WHEN attempts = ?4 THEN claimed_at ELSE NULL END WHERE run_id = ?1 AND service = ?2 AND status = ?15 AND attempts = ?16",
-        &[
-            Arg::from(&new.run_id),
-            Arg::from(&new.service),
-            Arg::from(&new.status),
-            Arg::Int(new.attempts),
-            Arg::from(new.started_at),
-            Arg::from(new.finished_at),
-            Arg::from(new.deadline_at),
-            Arg::from(new.next_attempt_at),
-            Arg::from(new.duration_ms),
-            Arg::from(new.error.clone()),
-            Arg::from(new.error_kind.clone()),
-            Arg::from(new.output.clone()),
-            Arg::from(new.usage.clone()),
-            Arg::from(new.progress.clone()),
-            Arg::from(expected_status),
-            Arg::Int(expected_attempts),
-        ],
+        &format!(
+            "UPDATE steps SET status = ?3, attempts = ?4, started_at = ?5, finished_at = ?6, deadline_at = ?7, \
+             next_attempt_at = ?8, duration_ms = ?9, error = ?10, error_kind = ?11, output = ?12, usage = ?13, \
+             progress = ?14, claimed_at = CASE WHEN ?17 IS NOT NULL THEN ?17 WHEN attempts = ?4 THEN claimed_at \
+             ELSE NULL END WHERE run_id = ?1 AND service = ?2 AND status = ?15 AND attempts = ?16{gated}"
+        ),
+        &args,
     )
 }
 

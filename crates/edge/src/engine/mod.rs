@@ -5,13 +5,21 @@
 //! The pattern for every change: read → core decides → compare-and-set in D1 (guarded by the
 //! state that was read) → act only on the writes this caller won (`changes` = 1).
 
+mod apply;
 mod cancel;
+mod claim;
+mod due;
+mod finish;
 mod list;
 mod rows;
 mod run;
 mod start;
 
+pub use apply::{Reported, MAX_ROUNDS};
 pub use cancel::CancelOutcome;
+pub use claim::{seconds_until, AttemptClaim};
+pub use due::{DueRun, DueWork, PollableStep};
+pub use finish::{rule_based_diagnosis, DIAGNOSIS_EVENT_TYPE};
 pub use rows::{record_of, row_with_record};
 pub use run::{
     snapshot_of, summary_of, write_snapshot, AdvanceReport, Caller, Dispatch, Engine, Loaded, RecordOutcome, Report,

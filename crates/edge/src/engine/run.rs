@@ -1,29 +1,26 @@
-//! Loading a run, recording step results, and advancing a run (skips, dispatches, fan-in).
+//! The engine for one event: bindings, configuration, the clock; loading a run; the
+//! types the interpreter ([`super::apply`]) works with; the KV snapshot.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
 use baton_core::config::{apply_override, Config};
-use baton_core::events::{finish_dedupe_key, RunFinish, RunFinishedPayload, RUN_STATUS_EVENT_TYPE};
-use baton_core::fanin::{self, FanInDecision, RunView};
-use baton_core::ids::{EventId, RunId, ServiceSlug};
+use baton_core::ids::{RunId, ServiceSlug};
 use baton_core::messages::{AnalysisMessage, TaskMessage};
 use baton_core::plan::Plan;
-use baton_core::retry::SplitMix64;
-use baton_core::scheduler;
-use baton_core::state::{self, RunStatus, StepError, StepEvent, StepOutcome, StepRecord, StepStatus};
+use baton_core::retry::{RandomSource, SplitMix64};
+use baton_core::state::{RunStatus, StepError, StepRecord};
 use baton_core::summary::{RunFacts, RunSummary};
 use baton_core::time::Millis;
+use serde::Deserialize;
 use serde_json::Value;
 use worker::Env;
 
-use super::rows::{record_of, row_with_record};
-use crate::d1::events::{self as event_rows, EventRow};
+use super::rows::record_of;
 use crate::d1::runs::{self, RunRow};
 use crate::d1::steps::{self, StepRow};
-use crate::d1::{Arg, Db, Stmt};
+use crate::d1::Db;
 use crate::kv::Kv;
-use crate::{bindings, clock, queues, Error, Result};
+use crate::{bindings, clock, Error, Result};
 
 /// How long after its backoff a retry's own message counts as lost (the poller then
 /// dispatches the step anew).
@@ -82,11 +79,32 @@ impl Loaded {
     }
 
     /// The run as the fan-in claim leaves it (what `runs::claim_fan_in` writes).
-    fn mark_fan_in_claimed(&mut self, now: Millis, partial: bool, missing: &[ServiceSlug]) {
+    pub(super) fn mark_fan_in_claimed(&mut self, now: Millis, partial: bool, missing: &[ServiceSlug]) {
         self.run.status = RunStatus::Aggregating.as_str().to_string();
         self.run.claimed_at = Some(now.as_u64() as i64);
         self.run.partial = Some(i64::from(partial));
         self.run.missing = Some(missing_json(missing));
+    }
+
+    /// The run as a hand-over carries it (`{"run": .., "steps": [..]}`, as [`Loaded::hand_over`]
+    /// writes it).
+    pub fn from_hand_over(body: &Value) -> Result<Option<Loaded>> {
+        #[derive(Deserialize)]
+        struct HandOver {
+            run: RunRow,
+            steps: Vec<StepRow>,
+        }
+        if body.get("run").is_none() || body.get("steps").is_none() {
+            return Ok(None);
+        }
+        let handed: HandOver = serde_json::from_value(body.clone())
+            .map_err(|e| Error::bad_request("invalid_field", "run", format!("the handed-over run: {e}")))?;
+        Loaded::from_rows(handed.run, handed.steps).map(Some)
+    }
+
+    /// The run for a hand-over (`{"run": .., "steps": [..]}`).
+    pub fn hand_over(&self) -> Value {
+        serde_json::json!({ "run": self.run, "steps": self.steps })
     }
 
     /// When the run started.
@@ -136,6 +154,10 @@ pub struct AdvanceReport {
     pub deferred: bool,
     /// The run failed without analysis.
     pub failed: bool,
+    /// The run ended in this change (failed, cancelled, or claimed and analysed at once).
+    pub finished: Option<RunStatus>,
+    /// Steps cancelled.
+    pub cancelled: Vec<String>,
     /// [`Dispatch::Inline`]: the task messages of `dispatched`, not sent.
     #[serde(skip)]
     pub unsent_tasks: Vec<TaskMessage>,
@@ -163,12 +185,6 @@ pub enum Dispatch {
         /// The caller also runs the analysis of a fan-in it wins.
         analysis: bool,
     },
-}
-
-/// A fan-in claim made in the same transaction as the result that settles the run.
-struct SettlingClaim {
-    partial: bool,
-    missing: Vec<ServiceSlug>,
 }
 
 /// Who is advancing a run: the poller claims fan-in even when event-driven fan-in is off.
@@ -220,6 +236,16 @@ impl<'a> Engine<'a> {
         Millis::new(clock::now_ms())
     }
 
+    /// A fresh version token for a run (see `d1::runs::gate`): random, and exact as a JS number.
+    pub(super) fn token(&self) -> i64 {
+        (self.rng.borrow_mut().next_u64() >> 11) as i64
+    }
+
+    /// Core's random source for this event (never borrowed across an await).
+    pub(super) fn rng(&self) -> std::cell::RefMut<'_, SplitMix64> {
+        self.rng.borrow_mut()
+    }
+
     /// Loads a run, its plan and its steps in one round trip.
     pub async fn load(&self, run_id: &str) -> Result<Option<Loaded>> {
         let results =
@@ -230,436 +256,6 @@ impl<'a> Engine<'a> {
         let Some(run) = run_rows.into_iter().next() else { return Ok(None) };
         let run: RunRow = serde_json::from_value(run).map_err(|e| Error::Storage(format!("decoding run: {e}")))?;
         Loaded::from_rows(run, decode_steps(step_rows)?).map(Some)
-    }
-
-    /// Records what a service reported for `service`'s attempt `attempt` (any attempt when
-    /// `None`), then advances the run.
-    pub async fn record(
-        &self,
-        run_id: &str,
-        service: &str,
-        attempt: Option<u32>,
-        report: Report,
-    ) -> Result<RecordOutcome> {
-        let Some(loaded) = self.load(run_id).await? else { return Ok(RecordOutcome::NotFound) };
-        self.record_loaded(loaded, service, attempt, report, Dispatch::Queue).await
-    }
-
-    /// [`record`](Self::record) on a run the caller has just loaded (and whose step row it
-    /// keeps current with its own writes). Saves a read; safe on a stale copy because the
-    /// step write is guarded by the status and attempt it was read with.
-    pub async fn record_loaded(
-        &self,
-        mut loaded: Loaded,
-        service: &str,
-        attempt: Option<u32>,
-        report: Report,
-        dispatch: Dispatch,
-    ) -> Result<RecordOutcome> {
-        let run_id = loaded.run.run_id.clone();
-        let run_id = run_id.as_str();
-        let Some(row) = loaded.step(service).cloned() else { return Ok(RecordOutcome::NotFound) };
-        let record = record_of(&row)?;
-        if record.status.is_terminal() {
-            return Ok(RecordOutcome::AlreadyTerminal);
-        }
-        if attempt.is_some_and(|a| a != record.attempts) {
-            return Ok(RecordOutcome::Stale);
-        }
-        let Some(spec) = loaded.plan.step(service).cloned() else { return Ok(RecordOutcome::NotFound) };
-        let (event, output, usage, reported_duration) = match report {
-            Report::Succeeded { output, usage, duration_ms } => {
-                (StepEvent::Succeeded, Some(output), usage, duration_ms)
-            }
-            Report::Failed(error) => (StepEvent::Failed { error }, None, None, None),
-        };
-        let now = self.now();
-        let next = match state::apply(&record, event, now, &spec, &mut *self.rng.borrow_mut()) {
-            Ok(StepOutcome::Applied(next)) => next,
-            Ok(StepOutcome::AlreadyTerminal) => return Ok(RecordOutcome::AlreadyTerminal),
-            // E.g. a result for a step that was never dispatched.
-            Err(_) => return Ok(RecordOutcome::Stale),
-        };
-        let mut new_row = row_with_record(&row, &next);
-        if let Some(output) = &output {
-            new_row.output = Some(output.to_string());
-        }
-        if let Some(usage) = &usage {
-            new_row.usage = Some(usage.to_string());
-        }
-        if next.status == StepStatus::Completed {
-            // The service's own measure of its work, when it gives one.
-            new_row.duration_ms = reported_duration.map(|d| d as i64).or(new_row.duration_ms);
-        }
-        // Write, then read the run's steps in the same transaction: deciding on what is in
-        // D1 after our write means two racing last results cannot both miss the fan-in.
-        let recheck_at = now.saturating_add(RESULT_RECHECK_MS).as_u64() as i64;
-        let mut statements = vec![
-            steps::compare_and_set(&self.db, &row.status, row.attempts, &new_row)?,
-            runs::due_no_later_than(&self.db, run_id, recheck_at)?,
-        ];
-        // An inline caller whose result settles the run (as far as it read) also claims the
-        // fan-in in this transaction, saving the advance's round trip.
-        let settling = match dispatch {
-            Dispatch::Inline { .. } => self.settling_claim(&loaded, &next, now)?,
-            Dispatch::Queue => None,
-        };
-        if let Some(claim) = &settling {
-            statements.push(runs::claim_fan_in_settled_by(
-                &self.db,
-                run_id,
-                now.as_u64() as i64,
-                claim.partial,
-                &missing_json(&claim.missing),
-                now.saturating_add(self.config.analysis_timeout_ms()).as_u64() as i64,
-                (service, next.status.as_str(), i64::from(next.attempts)),
-            )?);
-        }
-        statements.push(steps::select_of_run(&self.db, run_id)?);
-        let results = self.db.batch_rows(statements).await?;
-        let write_won = results.first().is_some_and(|(_, m)| m.changes > 0);
-        let claim_won = settling.is_some() && results.get(2).is_some_and(|(_, m)| m.changes > 0);
-        let (fresh, _) = results.into_iter().last().unwrap_or_default();
-        loaded.steps = decode_steps(fresh)?;
-        match (settling, write_won, claim_won) {
-            (Some(claim), true, true) => {
-                let mut report = AdvanceReport { aggregated: Some(claim.partial), ..AdvanceReport::default() };
-                let message = AnalysisMessage::new(loaded.run_id()?, claim.partial, claim.missing.clone());
-                if dispatch == (Dispatch::Inline { analysis: true }) {
-                    loaded.mark_fan_in_claimed(now, claim.partial, &claim.missing);
-                    report.unsent_analysis = Some(message);
-                    report.after = Some(loaded);
-                } else if !self.start_analysis(run_id, &message).await? {
-                    report.aggregated = None;
-                }
-                Ok(RecordOutcome::Recorded { step: next, advance: report })
-            }
-            // Another writer recorded the same outcome first, and our claim won: the analysis
-            // is ours to start.
-            (Some(claim), false, true) => {
-                let message = AnalysisMessage::new(loaded.run_id()?, claim.partial, claim.missing);
-                self.start_analysis(run_id, &message).await?;
-                Ok(RecordOutcome::Stale)
-            }
-            (_, false, _) => Ok(RecordOutcome::Stale),
-            (_, true, _) => {
-                let advance = self.advance(&loaded, Caller::EventDriven, dispatch).await?;
-                Ok(RecordOutcome::Recorded { step: next, advance })
-            }
-        }
-    }
-
-    /// The fan-in claim to make together with writing `next`, if every step is then settled
-    /// in `loaded` (terminal steps never change, so only `next` itself must be as written:
-    /// the claim is guarded by it) and core decides to aggregate.
-    fn settling_claim(&self, loaded: &Loaded, next: &StepRecord, now: Millis) -> Result<Option<SettlingClaim>> {
-        let status = loaded.status()?;
-        if !self.config.event_driven_fanin || !matches!(status, RunStatus::Started | RunStatus::Running) {
-            return Ok(None);
-        }
-        let mut records = loaded.records()?;
-        for record in records.iter_mut().filter(|r| r.service == next.service) {
-            *record = next.clone();
-        }
-        if !records.iter().all(|r| r.status.is_terminal()) {
-            return Ok(None);
-        }
-        let run_view = RunView { status, started_at: loaded.started_at() };
-        let fan_in =
-            fanin::decide(&loaded.plan, &run_view, &records, now, &self.config.fan_in(), &mut *self.rng.borrow_mut());
-        match fan_in.decision {
-            FanInDecision::Aggregate { partial, missing, .. } if fan_in.step_updates.is_empty() => {
-                Ok(Some(SettlingClaim { partial, missing }))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// Carries out the consequences of the run's current step states: time-outs, skips,
-    /// dispatch of ready steps, and the fan-in decision (claim → analysis, or fail).
-    pub async fn advance(&self, loaded: &Loaded, caller: Caller, dispatch: Dispatch) -> Result<AdvanceReport> {
-        let mut report = AdvanceReport::default();
-        let status = loaded.status()?;
-        if !matches!(status, RunStatus::Started | RunStatus::Running) {
-            return Ok(report);
-        }
-        let now = self.now();
-        let plan = &loaded.plan;
-        let original = loaded.records()?;
-        let run_view = RunView { status, started_at: loaded.started_at() };
-        let fan_in = fanin::decide(plan, &run_view, &original, now, &self.config.fan_in(), &mut *self.rng.borrow_mut());
-
-        let mut records: BTreeMap<String, StepRecord> =
-            original.iter().map(|r| (r.service.as_str().to_string(), r.clone())).collect();
-        for update in &fan_in.step_updates {
-            records.insert(update.service.as_str().to_string(), update.clone());
-        }
-        report.timed_out = names(fan_in.timed_out());
-        report.retrying = names(fan_in.retrying());
-        report.skipped = names(fan_in.skipped());
-
-        let mut dispatching = Vec::new();
-        if fan_in.decision == FanInDecision::Wait {
-            let current: Vec<StepRecord> = records.values().cloned().collect();
-            let schedule = scheduler::schedule(plan, &current, now);
-            for service in schedule.skip.iter().chain(&schedule.dispatch) {
-                let (Some(record), Some(spec)) = (records.get(service.as_str()), plan.step(service.as_str())) else {
-                    continue;
-                };
-                // A backing-off step comes back through its own task message (queue retry
-                // with delay, dead-lettered after the queue's retries). Only the poller
-                // re-dispatches it, and only once that message is overdue (lost).
-                let retry_is_overdue = record.next_attempt_at.is_none_or(|at| at.saturating_add(RETRY_GRACE_MS) <= now);
-                if record.status == StepStatus::Retrying && !(caller == Caller::Poller && retry_is_overdue) {
-                    continue;
-                }
-                let event =
-                    if schedule.dispatch.contains(service) { StepEvent::Dispatched } else { StepEvent::Skipped };
-                if let Ok(StepOutcome::Applied(next)) =
-                    state::apply(record, event.clone(), now, spec, &mut *self.rng.borrow_mut())
-                {
-                    if event == StepEvent::Dispatched {
-                        dispatching.push(service.as_str().to_string());
-                    } else {
-                        report.skipped.push(service.as_str().to_string());
-                    }
-                    records.insert(service.as_str().to_string(), next);
-                }
-            }
-        }
-
-        // Step writes, each guarded by the state it was read in. An inline caller claims what
-        // it dispatches in the same transaction (it runs them: no message, no second claim).
-        let inline = matches!(dispatch, Dispatch::Inline { .. });
-        let mut statements: Vec<Stmt> = Vec::new();
-        // (service, index of its write in the batch, the row written)
-        let mut written: Vec<(String, usize, StepRow)> = Vec::new();
-        for row in &loaded.steps {
-            let Some(next) = records.get(&row.service) else { continue };
-            if record_of(row)? == *next {
-                continue;
-            }
-            let mut new_row = row_with_record(row, next);
-            new_row.claimed_at = if new_row.attempts == row.attempts { row.claimed_at } else { None };
-            written.push((row.service.clone(), statements.len(), new_row.clone()));
-            statements.push(steps::compare_and_set(&self.db, &row.status, row.attempts, &new_row)?);
-            if inline && dispatching.contains(&row.service) {
-                statements.push(steps::claim_start(
-                    &self.db,
-                    &loaded.run.run_id,
-                    &row.service,
-                    new_row.attempts,
-                    now.as_u64() as i64,
-                )?);
-                if let Some((_, _, claimed)) = written.last_mut() {
-                    claimed.claimed_at = Some(now.as_u64() as i64);
-                }
-            }
-        }
-        let run_id = loaded.run.run_id.as_str();
-        if !dispatching.is_empty() && status == RunStatus::Started {
-            statements.push(runs::transition(&self.db, run_id, &["started"], "running", &[])?);
-        }
-        let final_records: Vec<StepRecord> = records.values().cloned().collect();
-        // (kind, index in the batch) of the run-level statement whose `changes` we act on.
-        let mut run_statement: Option<(&'static str, usize)> = None;
-        match &fan_in.decision {
-            FanInDecision::Wait => {}
-            FanInDecision::Aggregate { partial, missing, .. } => {
-                if caller == Caller::Poller || self.config.event_driven_fanin {
-                    let missing_json = missing_json(missing);
-                    run_statement = Some(("claim", statements.len()));
-                    statements.push(runs::claim_fan_in(
-                        &self.db,
-                        run_id,
-                        now.as_u64() as i64,
-                        *partial,
-                        &missing_json,
-                        now.saturating_add(self.config.analysis_timeout_ms()).as_u64() as i64,
-                    )?);
-                } else {
-                    statements.push(runs::set_due(&self.db, run_id, now.as_u64() as i64)?);
-                    report.deferred = true;
-                }
-            }
-            FanInDecision::Fail { reason } => {
-                run_statement = Some(("fail", statements.len()));
-                statements.push(runs::fail_if_settled(&self.db, run_id, now.as_u64() as i64, &reason.to_string())?);
-                let finish = RunFinishedPayload::new(
-                    RunFinish {
-                        status: RunStatus::Failed,
-                        domain: loaded.run.domain.clone(),
-                        started_at: loaded.started_at(),
-                        completed_at: now,
-                        diagnosis_event_id: None,
-                        synthesis_error: None,
-                    },
-                    plan,
-                    &final_records,
-                );
-                statements.push(event_rows::insert(&self.db, &self.finish_event_row(loaded, &finish, now)?)?);
-            }
-        }
-        if statements.is_empty() {
-            return Ok(report);
-        }
-        let metas = self.db.batch(statements).await?;
-        let won = |i: usize| metas.get(i).is_some_and(|m| m.changes > 0);
-
-        let dispatched_won: Vec<&String> =
-            written.iter().filter(|(s, i, _)| won(*i) && dispatching.contains(s)).map(|(s, _, _)| s).collect();
-        let claim_won = matches!(run_statement, Some(("claim", i)) if won(i));
-        // Known without a read only if every write of ours went in (a racing caller that
-        // wrote a step first has its own version of it).
-        let all_won = written.iter().all(|(_, i, _)| won(*i));
-        if inline && all_won && (!dispatched_won.is_empty() || claim_won) {
-            // The run as it stands after this caller's writes, for running what it claimed.
-            let mut after = loaded.clone();
-            for (_, _, row) in written.iter().filter(|(_, i, _)| won(*i)) {
-                after.replace_step(row.clone());
-            }
-            if let (Some(("claim", i)), FanInDecision::Aggregate { partial, missing, .. }) =
-                (run_statement, &fan_in.decision)
-            {
-                if won(i) {
-                    after.mark_fan_in_claimed(now, *partial, missing);
-                }
-            }
-            report.after = Some(after);
-        }
-        if !dispatched_won.is_empty() {
-            let messages: Vec<TaskMessage> = dispatched_won
-                .iter()
-                .filter_map(|service| {
-                    let attempt = records.get(service.as_str())?.attempts;
-                    Some(TaskMessage::new(loaded.run_id().ok()?, service.parse().ok()?, attempt))
-                })
-                .collect();
-            if matches!(dispatch, Dispatch::Inline { .. }) {
-                report.dispatched = dispatched_won.iter().map(|s| s.to_string()).collect();
-                report.unsent_tasks = messages;
-            } else if let Err(e) = self.send_tasks(&messages).await {
-                worker::console_error!("run {run_id}: dispatch send failed ({e}); leaving it to the poller");
-                self.undo_dispatch(loaded, &records, &dispatched_won).await?;
-            } else {
-                report.dispatched = dispatched_won.iter().map(|s| s.to_string()).collect();
-            }
-        }
-        match (run_statement, &fan_in.decision) {
-            (Some(("claim", i)), FanInDecision::Aggregate { partial, missing, .. }) if won(i) => {
-                let message = AnalysisMessage::new(loaded.run_id()?, *partial, missing.clone());
-                if dispatch == (Dispatch::Inline { analysis: true }) {
-                    report.aggregated = Some(*partial);
-                    report.unsent_analysis = Some(message);
-                    return Ok(report);
-                }
-                if self.start_analysis(run_id, &message).await? {
-                    report.aggregated = Some(*partial);
-                }
-            }
-            (Some(("fail", i)), _) if won(i) => {
-                report.failed = true;
-                if let Some(reloaded) = self.load(run_id).await? {
-                    self.write_snapshot(&reloaded).await;
-                }
-                if loaded.run.kind == "pipeline" {
-                    // Its reservation is free now: admit what waits (the poller would, later).
-                    if let Err(e) = Box::pin(crate::admission::admit_queued(self, 10)).await {
-                        worker::console_warn!("admission after a failed pipeline: {e}");
-                    }
-                }
-            }
-            _ => {}
-        }
-        Ok(report)
-    }
-
-    /// The finish event row for a run (written once: its dedupe key is per run).
-    pub fn finish_event_row(&self, loaded: &Loaded, payload: &RunFinishedPayload, now: Millis) -> Result<EventRow> {
-        let run_id = loaded.run_id()?;
-        let id = EventId::from_parts(now, clock::random_bytes::<8>()?);
-        Ok(EventRow {
-            id: id.as_str().to_string(),
-            website_id: loaded.run.website_id.clone(),
-            run_id: run_id.as_str().to_string(),
-            service: self.orchestrator_service_name(),
-            kind: RUN_STATUS_EVENT_TYPE.to_string(),
-            payload: serde_json::to_string(payload).map_err(|e| Error::Internal(e.to_string()))?,
-            created_at: now.as_u64() as i64,
-            dedupe_key: Some(finish_dedupe_key(&run_id)),
-        })
-    }
-
-    /// The `service` of lifecycle events (`ORCHESTRATOR_SERVICE_NAME`, default "orchestrator").
-    pub fn orchestrator_service_name(&self) -> String {
-        self.env
-            .var("ORCHESTRATOR_SERVICE_NAME")
-            .map(|v| v.to_string())
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "orchestrator".to_string())
-    }
-
-    /// Sends task messages on the task queue.
-    pub async fn send_tasks(&self, messages: &[TaskMessage]) -> Result<()> {
-        if messages.is_empty() {
-            return Ok(());
-        }
-        if crate::faults::injected(self.env, "task-queue") {
-            return Err(Error::Queue("injected task-queue fault".into()));
-        }
-        let queue = queues::task_queue(self.env)?;
-        queues::send_all(&queue, messages).await
-    }
-
-    /// Sends an analysis message (e.g. one a [`Dispatch::Inline`] caller could not run).
-    pub async fn send_analysis(&self, message: &AnalysisMessage) -> Result<()> {
-        queues::send(&queues::analysis_queue(self.env)?, message).await
-    }
-
-    /// Puts dispatched steps back as they were, and makes the run due now, so the poller
-    /// dispatches them again: a failed send loses nothing.
-    pub(super) async fn undo_dispatch(
-        &self,
-        loaded: &Loaded,
-        records: &BTreeMap<String, StepRecord>,
-        services: &[&String],
-    ) -> Result<()> {
-        let mut statements = Vec::new();
-        for service in services {
-            let (Some(row), Some(record)) = (loaded.step(service), records.get(service.as_str())) else { continue };
-            let dispatched = row_with_record(row, record);
-            statements.push(steps::compare_and_set(&self.db, &dispatched.status, dispatched.attempts, row)?);
-        }
-        statements.push(runs::set_due(&self.db, &loaded.run.run_id, self.now().as_u64() as i64)?);
-        self.db.batch(statements).await?;
-        Ok(())
-    }
-
-    /// Sends the analysis message of a fan-in claim this caller won; if it cannot be sent, the
-    /// claim is released and the run made due, so the poller claims again. Whether it was sent.
-    async fn start_analysis(&self, run_id: &str, message: &AnalysisMessage) -> Result<bool> {
-        match self.send_analysis(message).await {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                self.release_claim(run_id, &e).await?;
-                Ok(false)
-            }
-        }
-    }
-
-    async fn release_claim(&self, run_id: &str, cause: &Error) -> Result<()> {
-        worker::console_error!("run {run_id}: analysis send failed ({cause}); releasing the fan-in claim");
-        let now = self.now().as_u64() as i64;
-        let statement = runs::transition(
-            &self.db,
-            run_id,
-            &["aggregating"],
-            "running",
-            &[("claimed_at", Arg::Null), ("due_at", Arg::Int(now))],
-        )?;
-        self.db.batch(vec![statement]).await?;
-        Ok(())
     }
 
     /// Mirrors the run's summary into KV (`job:{traceId}`) for fast reads. Best effort: KV
@@ -718,11 +314,11 @@ pub fn snapshot_of(loaded: &Loaded) -> Result<Value> {
 }
 
 /// The `runs.missing` column: a JSON array of step slugs.
-fn missing_json(missing: &[ServiceSlug]) -> String {
+pub(super) fn missing_json(missing: &[ServiceSlug]) -> String {
     Value::from(names(missing.iter())).to_string()
 }
 
-fn names<'s>(services: impl IntoIterator<Item = &'s ServiceSlug>) -> Vec<String> {
+pub(super) fn names<'s>(services: impl IntoIterator<Item = &'s ServiceSlug>) -> Vec<String> {
     services.into_iter().map(|s| s.as_str().to_string()).collect()
 }
 

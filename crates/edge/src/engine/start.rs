@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use baton_core::events::{start_dedupe_key, RunStartedPayload, RUN_STATUS_EVENT_TYPE};
 use baton_core::fanin;
 use baton_core::ids::{EventId, RunId};
+use baton_core::lifecycle::{self, Event, RunAction, RunState};
 use baton_core::messages::TaskMessage;
 use baton_core::plan::Plan;
-use baton_core::scheduler;
-use baton_core::state::{self, StepEvent, StepOutcome, StepRecord};
+use baton_core::state::{RunStatus, StepRecord};
 use serde_json::Value;
 
 use super::rows::row_with_record;
-use super::run::{Dispatch, Engine, Loaded};
+use super::run::{Caller, Dispatch, Engine, Loaded};
 use crate::d1::events::{self as event_rows, EventRow};
 use crate::d1::runs::{self, RunRow};
 use crate::d1::steps::{self, StepRow};
@@ -76,18 +76,10 @@ impl Engine<'_> {
         let plan = &new.plan;
         let deadline = fanin::run_deadline(plan, now, &self.config.fan_in());
         let pending: Vec<StepRecord> = plan.steps().iter().map(|s| StepRecord::pending(s.service.clone())).collect();
-        let mut records: BTreeMap<String, StepRecord> =
-            pending.iter().map(|r| (r.service.as_str().to_string(), r.clone())).collect();
-        let schedule = scheduler::schedule(plan, &pending, now);
-        let mut rng = baton_core::retry::SplitMix64::new(clock::random_u64()?);
-        for service in &schedule.dispatch {
-            let (Some(record), Some(spec)) = (records.get(service.as_str()), plan.step(service.as_str())) else {
-                continue;
-            };
-            if let Ok(StepOutcome::Applied(next)) = state::apply(record, StepEvent::Dispatched, now, spec, &mut rng) {
-                records.insert(service.as_str().to_string(), next);
-            }
-        }
+        let state = RunState { status: RunStatus::Started, started_at: now, plan, steps: &pending };
+        let first_wave = lifecycle::decide(&state, &[Event::Look], &self.rules(Caller::EventDriven), &mut *self.rng());
+        let records: BTreeMap<String, StepRecord> =
+            first_wave.steps.iter().map(|r| (r.service.as_str().to_string(), r.clone())).collect();
         let run_id = new.run_id.as_str().to_string();
         let plan_json = serde_json::to_string(plan).map_err(|e| Error::Internal(e.to_string()))?;
         let run = RunRow {
@@ -101,7 +93,7 @@ impl Engine<'_> {
             plan_json,
             parameters: new.parameters.to_string(),
             idempotency_key: new.idempotency_key.clone(),
-            status: if schedule.dispatch.is_empty() { "started" } else { "running" }.to_string(),
+            status: if first_wave.run == RunAction::Start { "running" } else { "started" }.to_string(),
             priority: new.priority,
             created_at: now.as_u64() as i64,
             started_at: now.as_u64() as i64,
@@ -114,6 +106,7 @@ impl Engine<'_> {
             diagnosis_event_id: None,
             synthesis_error: None,
             error: None,
+            version: 0,
         };
         let pending_rows: Vec<StepRow> = plan
             .steps()
@@ -169,10 +162,9 @@ impl Engine<'_> {
             }
             return Err(e);
         }
-        let messages: Vec<TaskMessage> = schedule
-            .dispatch
-            .iter()
-            .filter_map(|s| Some(TaskMessage::new(new.run_id.clone(), s.clone(), records.get(s.as_str())?.attempts)))
+        let messages: Vec<TaskMessage> = first_wave
+            .dispatched()
+            .map(|r| TaskMessage::new(new.run_id.clone(), r.service.clone(), r.attempts))
             .collect();
         let written = Box::new(Loaded { run: run.clone(), plan: plan.clone(), steps: initial_rows });
         if matches!(dispatch, Dispatch::Inline { .. }) {
@@ -180,10 +172,7 @@ impl Engine<'_> {
         }
         if let Err(e) = self.send_tasks(&messages).await {
             worker::console_error!("run {run_id}: first wave not sent ({e}); leaving it to the poller");
-            let loaded = Loaded { run: run.clone(), plan: plan.clone(), steps: pending_rows };
-            let dispatched: Vec<String> = schedule.dispatch.iter().map(|s| s.as_str().to_string()).collect();
-            let dispatched_refs: Vec<&String> = dispatched.iter().collect();
-            self.undo_dispatch(&loaded, &records, &dispatched_refs).await?;
+            self.undo_dispatch(&written, &first_wave).await?;
         }
         Ok((Started::New(written), Vec::new()))
     }

@@ -65,6 +65,7 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
         Some(seconds) if seconds > 0 => engine.start_run_inline(new).await?,
         _ => (engine.start_run(new).await?, Vec::new()),
     };
+    let mut ended = None;
     let (run, replayed) = match started {
         Started::New(written) => {
             // The KV mirror of what was just written, outside the request's path (it never
@@ -73,12 +74,20 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
             let env2 = env.clone();
             ctx.wait_until(async move { write_snapshot(&env2, &snapshot).await });
             if !first_wave.is_empty() {
-                hand_over(&engine, &written, &first_wave, Duration::from_secs(wait.unwrap_or(0))).await;
+                ended = hand_over(&engine, &written, &first_wave, Duration::from_secs(wait.unwrap_or(0))).await;
             }
             (written.run, false)
         }
         Started::Existing(run) => (*run, true),
     };
+    if let Some(summary) = ended {
+        // The consumer ran the whole run and answered with how it ended: nothing to read.
+        let status = summary.get("status").cloned().unwrap_or(Value::Null);
+        return http::json(
+            200,
+            &json!({ "success": true, "run_id": run.run_id, "status": status, "summary": summary, "idempotent_replay": replayed }),
+        );
+    }
     if let Some(deadline) = wait_deadline {
         let loaded = wait_for_end(&engine, &run.run_id, deadline).await?;
         let summary = summary_of(&loaded)?;
@@ -115,17 +124,15 @@ fn wait_seconds(req: &Request) -> Result<Option<u64>> {
 /// `CONSUMER` binding, with the run as written and the effective configuration), which runs
 /// it, and what it makes ready, at once. Returns when the
 /// consumer has nothing left to run there, or when `limit` passes (the work goes on in the
-/// consumer). If the hand-over fails, the wave goes on the task queue as usual.
-async fn hand_over(engine: &Engine<'_>, written: &Loaded, tasks: &[TaskMessage], limit: Duration) {
+/// consumer). If the hand-over fails, the wave goes on the task queue as usual. The run's
+/// summary if it ended there.
+async fn hand_over(engine: &Engine<'_>, written: &Loaded, tasks: &[TaskMessage], limit: Duration) -> Option<Value> {
     let call = async {
         // With the run as just written and the configuration just resolved, the consumer
         // needs neither a read of the run nor of KV before claiming.
-        let body = json!({
-            "tasks": tasks,
-            "run": written.run,
-            "steps": written.steps,
-            "config": engine.config.to_override(),
-        });
+        let mut body = written.hand_over();
+        body["tasks"] = json!(tasks);
+        body["config"] = engine.config.to_override();
         let body = serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?;
         let headers = Headers::new();
         let _ = headers.set("Content-Type", "application/json");
@@ -142,7 +149,7 @@ async fn hand_over(engine: &Engine<'_>, written: &Loaded, tasks: &[TaskMessage],
         baton_edge::meter::subrequest();
         let mut response = consumer.fetch_request(request).await?;
         match response.status_code() {
-            200 => Ok(()),
+            200 => Ok(response.json::<Value>().await.ok().and_then(|answer| answer.get("ended").cloned())),
             status => Err(Error::Internal(format!(
                 "consumer answered {status}: {}",
                 response.text().await.unwrap_or_default()
@@ -150,13 +157,15 @@ async fn hand_over(engine: &Engine<'_>, written: &Loaded, tasks: &[TaskMessage],
         }
     };
     match with_timeout(call, limit).await {
-        Some(Ok(())) | None => {}
+        Some(Ok(ended)) => ended.filter(|summary| !summary.is_null()),
+        None => None,
         Some(Err(e)) => {
             worker::console_warn!("hand-over to the consumer failed ({e}); queueing the first wave");
             // Attempts the consumer did claim are acknowledged as duplicates there.
             if let Err(e) = engine.send_tasks(tasks).await {
                 worker::console_error!("first wave not queued either ({e}); the poller dispatches it");
             }
+            None
         }
     }
 }

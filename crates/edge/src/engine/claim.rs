@@ -1,0 +1,126 @@
+//! Claiming attempts to run: a task message (or a hand-over) asks for attempt `n` of a step;
+//! only the first delivery for that attempt claims it (`claimed_at IS NULL`), so a duplicate
+//! never calls the service twice. A message redelivered while its step backs off dispatches
+//! the next attempt (a guarded write keeps that to one) and claims it at once.
+
+use baton_core::messages::TaskMessage;
+use baton_core::state::{self, StepEvent, StepOutcome, StepStatus};
+use baton_core::time::Millis;
+
+use super::rows::{record_of, row_with_record};
+use super::run::{Engine, Loaded};
+use crate::d1::{runs, steps};
+use crate::Result;
+
+/// What a task's claim came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptClaim {
+    /// This invocation runs that attempt.
+    Run(u32),
+    /// Nothing to run (a duplicate, a stale attempt, an ended run): acknowledge it.
+    Done,
+    /// The step backs off: deliver the message again after this many seconds.
+    RetryAfter(u32),
+}
+
+impl Engine<'_> {
+    /// Claims the attempts `tasks` (all of one run) ask for, in one transaction, on the run as
+    /// read (`loaded`). Returns the run as it stands after the claims (`None`: no such run
+    /// or it is not active) and one claim per task.
+    pub async fn claim_attempts(
+        &self,
+        loaded: Option<Loaded>,
+        tasks: &[TaskMessage],
+    ) -> Result<(Option<Loaded>, Vec<AttemptClaim>)> {
+        let mut claims = vec![AttemptClaim::Done; tasks.len()];
+        let Some(mut loaded) = loaded else { return Ok((None, claims)) };
+        if !matches!(loaded.status()?, baton_core::state::RunStatus::Started | baton_core::state::RunStatus::Running) {
+            return Ok((None, claims)); // cancelled, aggregating or finished
+        }
+        let now = self.now();
+        let at = now.as_u64() as i64;
+        let run_id = loaded.run.run_id.clone();
+        let mut statements = Vec::new();
+        let mut dispatched_any = false;
+        // (task index, index of the statement that decides, the claimed row, attempt)
+        let mut pending = Vec::new();
+        for (i, task) in tasks.iter().enumerate() {
+            let service = task.service.as_str();
+            let (Some(row), Some(spec)) = (loaded.step(service), loaded.plan.step(service)) else { continue };
+            let record = record_of(row)?;
+            // A retried message keeps its body (the first attempt's number), so while the step
+            // backs off any delivery of it may dispatch the next attempt.
+            match record.status {
+                StepStatus::Running if record.attempts == task.attempt => {
+                    let mut claimed = row.clone();
+                    claimed.claimed_at = Some(at);
+                    pending.push((i, statements.len(), claimed, task.attempt));
+                    statements.push(steps::claim_start(&self.db, &run_id, service, row.attempts, at)?);
+                }
+                StepStatus::Retrying if task.attempt <= record.attempts => {
+                    let next = match state::apply(&record, StepEvent::Dispatched, now, spec, &mut *self.rng()) {
+                        Ok(StepOutcome::Applied(next)) => next,
+                        Err(state::IllegalTransition::RetryNotDue { next_attempt_at, .. }) => {
+                            claims[i] = AttemptClaim::RetryAfter(seconds_until(next_attempt_at, now));
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    let mut claimed = row_with_record(row, &next);
+                    claimed.claimed_at = Some(at);
+                    pending.push((i, statements.len(), claimed.clone(), next.attempts));
+                    statements.push(steps::compare_and_set(
+                        &self.db,
+                        &row.status,
+                        row.attempts,
+                        &claimed,
+                        Some(at),
+                        None,
+                    )?);
+                    dispatched_any = true;
+                }
+                _ => {} // stale: that attempt is over, or someone else runs it
+            }
+        }
+        if statements.is_empty() {
+            return Ok((Some(loaded), claims));
+        }
+        if dispatched_any {
+            statements.push(runs::bump(&self.db, &run_id, self.token())?);
+        }
+        let metas = self.db.batch(statements).await?;
+        for (i, decides, claimed, attempt) in pending {
+            // A duplicate delivery (or a racing consumer) finds the attempt claimed: `changes` = 0.
+            if metas.get(decides).is_some_and(|m| m.changes > 0) {
+                loaded.replace_step(claimed);
+                claims[i] = AttemptClaim::Run(attempt);
+            }
+        }
+        if dispatched_any {
+            // The version moved, maybe past other writers' changes too: the next decision on
+            // this copy loses its gate and reads the run again.
+            loaded.run.version = -1;
+        }
+        Ok((Some(loaded), claims))
+    }
+
+    /// Gives up a claim on a running attempt this invocation could not run, so that the
+    /// attempt's message can claim it again instead of waiting for its deadline.
+    pub async fn release_attempt(&self, run_id: &str, service: &str, attempt: u32, claimed_at: i64) -> Result<()> {
+        let release = steps::release_claim(&self.db, run_id, service, i64::from(attempt), claimed_at)?;
+        self.db.batch(vec![release]).await.map(|_| ())
+    }
+
+    /// Marks a running attempt whose service accepted the work and reports progress: the
+    /// poller polls it at `worker`'s address.
+    pub async fn mark_pollable(&self, run_id: &str, service: &str, worker: &str, attempt: u32) -> Result<()> {
+        let now = self.now().as_u64() as i64;
+        let mark = steps::mark_progress_pollable(&self.db, run_id, service, worker, attempt, now)?;
+        self.db.batch(vec![mark]).await.map(|_| ())
+    }
+}
+
+/// Whole seconds from `now` until `at`, rounded up so a retry never comes before its backoff.
+pub fn seconds_until(at: Millis, now: Millis) -> u32 {
+    at.since(now).div_ceil(1000).min(u64::from(u32::MAX)) as u32
+}

@@ -1,0 +1,101 @@
+//! What the poller looks at: due work, selected only through indexes and bounded by the
+//! batch size — runs whose `due_at` passed, attempts past their own timeout, retries whose
+//! message is overdue, attempts whose service reports progress.
+
+use std::collections::BTreeSet;
+
+use baton_core::messages::AnalysisMessage;
+
+use super::run::{Engine, RETRY_GRACE_MS};
+use crate::d1::{runs, steps, Meta};
+use crate::{Error, Result};
+
+pub use crate::d1::steps::PollableStep;
+
+/// A run whose `due_at` has passed.
+#[derive(Debug, Clone)]
+pub struct DueRun {
+    /// The run.
+    pub run_id: String,
+    /// Claimed for analysis (its analysis is overdue: resend it), rather than active.
+    pub aggregating: bool,
+    /// Its claim: whether data is missing, and which steps.
+    pub partial: bool,
+    /// The steps that did not complete (claimed runs).
+    pub missing: Vec<String>,
+    /// Its own deadline.
+    pub deadline_at: i64,
+}
+
+/// The poller's due work at one tick.
+#[derive(Debug, Clone, Default)]
+pub struct DueWork {
+    /// Runs whose `due_at` passed, earliest first.
+    pub runs: Vec<DueRun>,
+    /// Other runs with an attempt past its timeout or a retry whose message is overdue.
+    pub more_runs: Vec<String>,
+    /// Running attempts whose service reports progress.
+    pub pollable: Vec<PollableStep>,
+    /// Rows the reads cost.
+    pub rows_read: u64,
+}
+
+impl Engine<'_> {
+    /// The due work at `now`, each kind at most `limit`.
+    pub async fn due_work(&self, now: i64, limit: u32) -> Result<DueWork> {
+        let mut meta = Meta::default();
+        let (due, m) = runs::due(&self.db, now, limit).await?;
+        meta += m;
+        let (overdue, m) = steps::overdue(&self.db, now, limit).await?;
+        meta += m;
+        let (stale, m) = steps::stale_retries(&self.db, now, RETRY_GRACE_MS as i64, limit).await?;
+        meta += m;
+        let (pollable, m) = steps::pollable(&self.db, limit).await?;
+        meta += m;
+        let seen: BTreeSet<&str> = due.iter().map(|r| r.run_id.as_str()).collect();
+        let more: BTreeSet<String> = overdue
+            .into_iter()
+            .map(|(run_id, _)| run_id)
+            .chain(stale.into_iter().map(|s| s.run_id))
+            .filter(|id| !seen.contains(id.as_str()))
+            .collect();
+        let runs = due
+            .into_iter()
+            .map(|run| DueRun {
+                aggregating: run.status == "aggregating",
+                partial: run.partial == Some(1),
+                missing: run.missing.as_deref().and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default(),
+                deadline_at: run.deadline_at,
+                run_id: run.run_id,
+            })
+            .collect();
+        Ok(DueWork { runs, more_runs: more.into_iter().collect(), pollable, rows_read: meta.rows_read })
+    }
+
+    /// Sets when the poller looks at an active run next.
+    pub async fn look_again_at(&self, run_id: &str, at: i64) -> Result<()> {
+        self.db.batch(vec![runs::set_due(&self.db, run_id, at)?]).await.map(|_| ())
+    }
+
+    /// Sends a claimed run's analysis again (its message was lost or its consumer died), and
+    /// looks again after the analysis timeout.
+    pub async fn resend_analysis(&self, run: &DueRun) -> Result<()> {
+        let run_id = run.run_id.parse().map_err(|e| Error::Storage(format!("run id {}: {e}", run.run_id)))?;
+        let missing = run.missing.iter().filter_map(|m| m.parse().ok()).collect();
+        self.send_analysis(&AnalysisMessage::new(run_id, run.partial, missing)).await?;
+        let next = self.now().saturating_add(self.config.analysis_timeout_ms()).as_u64() as i64;
+        self.look_again_at(&run.run_id, next).await
+    }
+
+    /// Records what a service said about an attempt's progress (only while it still runs).
+    pub async fn record_progress(&self, step: &PollableStep, progress: &serde_json::Value) -> Result<()> {
+        let statement =
+            steps::record_progress(&self.db, &step.run_id, &step.service, step.attempts, &progress.to_string())?;
+        self.db.batch(vec![statement]).await.map(|_| ())
+    }
+
+    /// Active runs and those overdue (`due_at` passed), for health.
+    pub async fn count_active(&self, now: i64) -> Result<(u64, u64)> {
+        runs::count_active(&self.db, now).await
+    }
+}
