@@ -199,7 +199,10 @@ impl Decision {
 
     /// The steps this decision ends with `status` without a report (time-outs, skips).
     pub fn settled_as(&self, status: StepStatus) -> impl Iterator<Item = &ServiceSlug> {
-        self.writes.iter().filter(move |w| w.cause == Cause::Settled && w.after.status == status).map(|w| &w.after.service)
+        self.writes
+            .iter()
+            .filter(move |w| w.cause == Cause::Settled && w.after.status == status)
+            .map(|w| &w.after.service)
     }
 }
 
@@ -249,7 +252,11 @@ pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn
         .zip(records.iter())
         .zip(causes)
         .filter(|((before, after), _)| before != *after)
-        .map(|((before, after), cause)| StepWrite { before, after: after.clone(), cause: cause.unwrap_or(Cause::Settled) })
+        .map(|((before, after), cause)| StepWrite {
+            before,
+            after: after.clone(),
+            cause: cause.unwrap_or(Cause::Settled),
+        })
         .collect();
     Decision { reported, writes, run: action, steps: records }
 }
@@ -361,8 +368,7 @@ fn dispatch_ready(
         let record = &records[position];
         // A backing-off step comes back through its own task message (a queue retry with
         // delay). Only the poller dispatches it, and only once that message is overdue (lost).
-        let overdue =
-            record.next_attempt_at.is_none_or(|at| at.saturating_add(rules.retry_grace_ms) <= rules.now);
+        let overdue = record.next_attempt_at.is_none_or(|at| at.saturating_add(rules.retry_grace_ms) <= rules.now);
         if record.status == StepStatus::Retrying && !(rules.observer == Observer::Poller && overdue) {
             continue;
         }
@@ -430,7 +436,13 @@ mod tests {
         StepRecord { status: StepStatus::Completed, finished_at: Some(NOW), ..running(service) }
     }
 
-    fn decide_on(plan: &Plan, status: RunStatus, steps: &[StepRecord], events: &[Event], observer: Observer) -> Decision {
+    fn decide_on(
+        plan: &Plan,
+        status: RunStatus,
+        steps: &[StepRecord],
+        events: &[Event],
+        observer: Observer,
+    ) -> Decision {
         let run = RunState { status, started_at: NOW, plan, steps };
         decide(&run, events, &rules(observer), &mut SplitMix64::new(7))
     }
@@ -451,7 +463,8 @@ mod tests {
     #[test]
     fn a_result_that_completes_a_dependency_dispatches_its_dependent_in_the_same_decision() {
         let p = plan(&[("a", &[]), ("b", &[]), ("c", &["a"])]);
-        let d = decide_on(&p, RunStatus::Running, &[running("a"), running("b")], &[succeeded("a")], Observer::EventDriven);
+        let d =
+            decide_on(&p, RunStatus::Running, &[running("a"), running("b")], &[succeeded("a")], Observer::EventDriven);
         assert!(matches!(d.reported[..], [ReportOutcome::Recorded(ref r)] if r.status == StepStatus::Completed));
         let dispatched: Vec<&str> = d.dispatched().map(|r| r.service.as_str()).collect();
         assert_eq!(dispatched, ["c"]);
@@ -462,7 +475,13 @@ mod tests {
     #[test]
     fn the_last_result_claims_the_fan_in() {
         let p = plan(&[("a", &[]), ("b", &[])]);
-        let d = decide_on(&p, RunStatus::Running, &[completed("a"), running("b")], &[succeeded("b")], Observer::EventDriven);
+        let d = decide_on(
+            &p,
+            RunStatus::Running,
+            &[completed("a"), running("b")],
+            &[succeeded("b")],
+            Observer::EventDriven,
+        );
         assert_eq!(d.run, RunAction::Claim { partial: false, missing: vec![], then: RunStatus::Completed });
     }
 
@@ -523,11 +542,13 @@ mod tests {
     #[test]
     fn cancel_ends_every_open_step_and_the_run_but_not_a_finished_run() {
         let p = plan(&[("a", &[]), ("b", &["a"])]);
-        let d = decide_on(&p, RunStatus::Running, &[completed("a"), running("b")], &[Event::Cancel], Observer::EventDriven);
+        let d =
+            decide_on(&p, RunStatus::Running, &[completed("a"), running("b")], &[Event::Cancel], Observer::EventDriven);
         assert_eq!(d.writes.len(), 1);
         assert_eq!((d.writes[0].after.status, d.writes[0].cause), (StepStatus::Cancelled, Cause::Cancelled));
         assert!(matches!(&d.run, RunAction::Finish(f) if f.status == RunStatus::Cancelled));
-        let d = decide_on(&p, RunStatus::Completed, &[completed("a"), completed("b")], &[Event::Cancel], Observer::Poller);
+        let d =
+            decide_on(&p, RunStatus::Completed, &[completed("a"), completed("b")], &[Event::Cancel], Observer::Poller);
         assert!(d.is_empty());
     }
 
