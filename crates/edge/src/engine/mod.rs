@@ -6,12 +6,14 @@
 //! state that was read) → act only on the writes this caller won (`changes` = 1).
 
 mod cancel;
+mod executions;
 mod list;
 mod rows;
 mod run;
 mod start;
 
 pub use cancel::CancelOutcome;
+pub use executions::{ExecutionDetail, NewExecution, Submitted};
 pub use rows::{record_of, row_with_record};
 pub use run::{
     snapshot_of, summary_of, write_snapshot, AdvanceReport, Caller, Dispatch, Engine, Loaded, RecordOutcome, Report,
