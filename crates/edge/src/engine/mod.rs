@@ -8,12 +8,14 @@
 mod cancel;
 mod executions;
 mod list;
+mod plans;
 mod rows;
 mod run;
 mod start;
 
 pub use cancel::CancelOutcome;
 pub use executions::{ExecutionDetail, NewExecution, Submitted};
+pub use plans::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSource};
 pub use rows::{record_of, row_with_record};
 pub use run::{
     snapshot_of, summary_of, write_snapshot, AdvanceReport, Caller, Dispatch, Engine, Loaded, RecordOutcome, Report,
