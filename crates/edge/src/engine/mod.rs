@@ -6,6 +6,7 @@
 //! state that was read) → act only on the writes this caller won (`changes` = 1).
 
 mod cancel;
+mod events;
 mod executions;
 mod list;
 mod plans;
@@ -14,6 +15,7 @@ mod run;
 mod start;
 
 pub use cancel::CancelOutcome;
+pub use events::RunEvent;
 pub use executions::{ExecutionDetail, NewExecution, Submitted};
 pub use plans::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSource};
 pub use rows::{record_of, row_with_record};
