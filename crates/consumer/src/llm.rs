@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use baton_core::retry::{RandomSource, RetryPolicy, SplitMix64};
 use baton_core::synthesis::Diagnosis;
+use baton_edge::settings::{self, LlmSettings};
 use serde_json::{json, Value};
 use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
 
@@ -20,23 +21,15 @@ pub struct LlmConfig {
     policy: RetryPolicy,
 }
 
-fn setting(env: &Env, name: &str) -> Option<String> {
-    env.secret(name)
-        .map(|s| s.to_string())
-        .or_else(|_| env.var(name).map(|v| v.to_string()))
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-}
-
 impl LlmConfig {
     /// `None` when no `LLM_API_URL` is configured: the rule-based diagnosis stands alone.
     pub fn from_env(env: &Env) -> Option<LlmConfig> {
-        let url = setting(env, "LLM_API_URL")?;
+        let LlmSettings { url, key, model, timeout_ms } = settings::llm(env)?;
         Some(LlmConfig {
-            url: url.trim_end_matches('/').to_string(),
-            key: setting(env, "LLM_API_KEY"),
-            model: setting(env, "LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".to_string()),
-            timeout_ms: setting(env, "LLM_TIMEOUT_MS").and_then(|t| t.parse().ok()).unwrap_or(15_000),
+            url,
+            key,
+            model,
+            timeout_ms,
             policy: RetryPolicy {
                 initial_interval_ms: 250,
                 backoff_coefficient: 2.0,

@@ -167,6 +167,39 @@ pub fn priority_of_rank(rank: i64) -> Priority {
         .unwrap_or_default()
 }
 
+/// Where an execution is in the queue: `execution_queue.status`.
+pub mod queue_status {
+    /// Waiting for resources.
+    pub const QUEUED: &str = "queued";
+    /// Resources reserved; its run is being started.
+    pub const ADMITTED: &str = "admitted";
+    /// Its run exists.
+    pub const STARTED: &str = "started";
+    /// Never admitted (deadline passed, or it can never fit) or could not start.
+    pub const FAILED: &str = "failed";
+}
+
+/// The execution's status as clients see it: its run's status once the run exists,
+/// `starting` while admitted (or marked started) without a run, else its queue status
+/// (`queued`, `failed`).
+pub fn client_status(queue_status: &str, run_status: Option<&str>) -> String {
+    match (queue_status, run_status) {
+        (_, Some(status)) => status.to_string(),
+        (queue_status::ADMITTED | queue_status::STARTED, None) => "starting".to_string(),
+        (status, None) => status.to_string(),
+    }
+}
+
+/// Why an execution waits (or failed): the reason the last admission pass gave, or, for a
+/// queued execution without one, that it waits behind others (only the head is tried).
+pub fn waiting_reason(queue_status: &str, last_error: Option<&str>) -> Option<String> {
+    match (queue_status, last_error) {
+        (_, Some(reason)) => Some(reason.to_string()),
+        (queue_status::QUEUED, None) => Some(QUEUED_BEHIND.to_string()),
+        _ => None,
+    }
+}
+
 /// One step as history sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepUsage<'a> {
@@ -354,5 +387,30 @@ mod tests {
             "not admitted by its deadline 1970-01-01T00:00:00.000Z: waiting"
         );
         assert!(expired_error(Millis::new(0), None).ends_with(QUEUED_BEHIND));
+    }
+
+    #[test]
+    fn clients_see_the_run_status_once_there_is_a_run() {
+        let check = |queue: &str, run: Option<&str>, expected: &str| {
+            assert_eq!(client_status(queue, run), expected, "{queue} / {run:?}");
+        };
+        check(queue_status::QUEUED, None, "queued");
+        check(queue_status::ADMITTED, None, "starting");
+        check(queue_status::STARTED, None, "starting");
+        check(queue_status::FAILED, None, "failed");
+        check(queue_status::STARTED, Some("running"), "running");
+        check(queue_status::ADMITTED, Some("completed"), "completed");
+    }
+
+    #[test]
+    fn a_queued_execution_without_a_reason_waits_behind_others() {
+        let check = |queue: &str, last_error: Option<&str>, expected: Option<&str>| {
+            assert_eq!(waiting_reason(queue, last_error).as_deref(), expected, "{queue} / {last_error:?}");
+        };
+        check(queue_status::QUEUED, None, Some(QUEUED_BEHIND));
+        check(queue_status::QUEUED, Some("pool full"), Some("pool full"));
+        check(queue_status::FAILED, Some("never fits"), Some("never fits"));
+        check(queue_status::STARTED, None, None);
+        check(queue_status::ADMITTED, None, None);
     }
 }

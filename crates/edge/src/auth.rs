@@ -6,17 +6,14 @@ use baton_core::signature::{self, constant_time_eq};
 use baton_core::time::Millis;
 use worker::{Env, Request};
 
+use crate::settings;
 use crate::{clock, http, Error, Result};
-
-fn secret(env: &Env, name: &str) -> Option<String> {
-    env.secret(name).ok().map(|s| s.to_string()).or_else(|| env.var(name).ok().map(|v| v.to_string()))
-}
 
 /// The client id the request's bearer token belongs to.
 pub fn client_id(req: &Request, env: &Env) -> Result<String> {
     let token = http::bearer_token(req)
         .ok_or_else(|| Error::Unauthorized("missing bearer token: send `Authorization: Bearer <token>`".into()))?;
-    let tokens = secret(env, "API_TOKENS").unwrap_or_default();
+    let tokens = settings::api_tokens(env);
     let mut found = None;
     // Check every entry so the time taken does not depend on which one matched.
     for entry in tokens.split(',') {
@@ -34,8 +31,7 @@ pub fn require_admin(req: &Request, env: &Env) -> Result<()> {
     let token = http::bearer_token(req).ok_or_else(|| {
         Error::Unauthorized("missing bearer token: send `Authorization: Bearer <admin token>`".into())
     })?;
-    let admin = secret(env, "ADMIN_TOKEN").filter(|t| !t.is_empty());
-    match admin {
+    match settings::admin_token(env) {
         Some(admin) if constant_time_eq(admin.as_bytes(), token.as_bytes()) => Ok(()),
         _ => Err(Error::Unauthorized("invalid admin token".into())),
     }
@@ -44,9 +40,8 @@ pub fn require_admin(req: &Request, env: &Env) -> Result<()> {
 /// `WORKER_SECRET`: the HMAC key of service result callbacks and of internal calls between
 /// Baton's workers.
 fn worker_secret(env: &Env) -> Result<String> {
-    secret(env, "WORKER_SECRET")
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| Error::Binding { name: "WORKER_SECRET", cause: "secret not set".into() })
+    settings::worker_secret(env)
+        .ok_or_else(|| Error::Binding { name: settings::WORKER_SECRET, cause: "secret not set".into() })
 }
 
 /// Checks the HMAC-SHA256 signature (`WORKER_SECRET`, over timestamp + body) of a request.

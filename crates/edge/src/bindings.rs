@@ -1,4 +1,5 @@
-//! Binding and variable names, as declared in the wrangler configs.
+//! Binding names, as declared in the wrangler configs, with the queue names and KV keys.
+//! Variables and secrets are read in [`crate::settings`].
 
 /// The D1 database: authoritative state.
 pub const DB: &str = "DB";

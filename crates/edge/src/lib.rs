@@ -20,5 +20,6 @@ pub mod kv;
 pub mod meter;
 pub mod queues;
 pub mod services;
+pub mod settings;
 
 pub use error::{Error, Result};

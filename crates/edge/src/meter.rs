@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use serde::Serialize;
 use worker::{Env, Request, Response};
 
-use crate::{auth, http, Error, Result};
+use crate::{auth, http, settings, Error, Result};
 
 /// What this isolate used since the last reset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -56,14 +56,9 @@ pub fn read(reset: bool) -> Usage {
     })
 }
 
-/// Whether the test-only routes exist in this worker.
-pub fn test_hooks_enabled(env: &Env) -> bool {
-    env.var("BATON_TEST_HOOKS").map(|v| v.to_string() == "true").unwrap_or(false)
-}
-
 /// `GET /__test/meter[?reset=true]` of one worker: its counters (admin token required).
 pub fn respond(req: &Request, env: &Env) -> Result<Response> {
-    if !test_hooks_enabled(env) {
+    if !settings::test_hooks_enabled(env) {
         return Err(Error::NotFound { what: format!("route {}", req.path()) });
     }
     auth::require_admin(req, env)?;

@@ -3,10 +3,9 @@
 //! `SERVICES` service binding with the worker key as path prefix. The consumer (handshake,
 //! process) and the poller (progress) use the same rule.
 
-use serde_json::Value;
 use worker::{Env, Fetch, Request, RequestInit, Response};
 
-use crate::bindings;
+use crate::{bindings, settings};
 
 /// A service worker's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,12 +32,7 @@ pub enum CallError {
 
 /// The endpoint of `worker` (a step's worker key).
 pub fn endpoint(env: &Env, worker: &str) -> Endpoint {
-    let configured = env
-        .var("SERVICE_URLS")
-        .ok()
-        .and_then(|v| serde_json::from_str::<Value>(&v.to_string()).ok())
-        .and_then(|urls| urls.get(worker).and_then(Value::as_str).map(|u| u.trim_end_matches('/').to_string()));
-    match configured {
+    match settings::service_urls(env).remove(worker) {
         Some(base) => Endpoint::Url(base),
         None => Endpoint::Binding(format!("https://services.internal/{worker}")),
     }

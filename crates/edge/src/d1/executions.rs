@@ -5,14 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{Arg, Db, Meta, Stmt};
 use crate::Result;
 
-/// Waiting for resources.
-pub const QUEUED: &str = "queued";
-/// Resources reserved; its run is being started.
-pub const ADMITTED: &str = "admitted";
-/// Its run exists.
-pub const STARTED: &str = "started";
-/// Never admitted (deadline passed, or it can never fit) or could not start.
-pub const FAILED: &str = "failed";
+pub use baton_core::execution::queue_status::{ADMITTED, FAILED, QUEUED, STARTED};
 
 /// Every column of an execution row.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -9,8 +9,11 @@ mod apply;
 mod cancel;
 mod claim;
 mod due;
+mod events;
+mod executions;
 mod finish;
 mod list;
+mod plans;
 mod rows;
 mod run;
 mod start;
@@ -19,7 +22,10 @@ pub use apply::{Reported, MAX_ROUNDS};
 pub use cancel::CancelOutcome;
 pub use claim::{seconds_until, AttemptClaim};
 pub use due::{DueRun, DueWork, PollableStep};
+pub use events::RunEvent;
+pub use executions::{ExecutionDetail, NewExecution, Submitted};
 pub use finish::{rule_based_diagnosis, DIAGNOSIS_EVENT_TYPE};
+pub use plans::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSource};
 pub use rows::{record_of, row_with_record};
 pub use run::{
     snapshot_of, summary_of, write_snapshot, AdvanceReport, Caller, Dispatch, Engine, Loaded, RecordOutcome, Report,

@@ -12,9 +12,28 @@ use super::input;
 pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) -> Result<Response> {
     let body = http::read_body(&mut req).await?;
     auth::verify_signed(&req, env, &body, "result callback")?;
+    let (attempt, report) = decode(http::parse_json(&body)?)?;
+    let engine = Engine::new(env).await?;
+    let outcome = engine.record(trace_id, service, attempt, report).await?;
+    let (code, recorded) = match &outcome {
+        RecordOutcome::Recorded { .. } => (200, "recorded"),
+        RecordOutcome::AlreadyTerminal => (200, "already_recorded"),
+        RecordOutcome::Stale => (200, "stale"),
+        RecordOutcome::NotFound => return Err(Error::NotFound { what: format!("step {service} of job {trace_id}") }),
+    };
+    let advance = match outcome {
+        RecordOutcome::Recorded { advance, .. } => serde_json::to_value(advance).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    http::json(
+        code,
+        &json!({ "success": true, "trace_id": trace_id, "service": service, "result": recorded, "advance": advance }),
+    )
+}
 
-    let map =
-        input::object(http::parse_json(&body)?, &["status", "output", "error", "duration_ms", "usage", "attempt"])?;
+/// The callback's body: the attempt it reports on (any when absent), and what happened.
+fn decode(body: Value) -> Result<(Option<u32>, Report)> {
+    let map = input::object(body, &["status", "output", "error", "duration_ms", "usage", "attempt"])?;
     let attempt = match map.get("attempt") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -36,17 +55,7 @@ pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) 
             usage: map.get("usage").cloned().filter(|u| !u.is_null()),
             duration_ms,
         },
-        Some("failed") => {
-            let message = match map.get("error") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Object(o)) => {
-                    o.get("message").and_then(Value::as_str).unwrap_or("service reported failure").to_string()
-                }
-                _ => "service reported failure".to_string(),
-            };
-            let retryable = map.get("error").and_then(|e| e.get("retryable")).and_then(Value::as_bool).unwrap_or(false);
-            Report::Failed(StepError::new(if retryable { ErrorKind::Transient } else { ErrorKind::Permanent }, message))
-        }
+        Some("failed") => Report::Failed(step_error(map.get("error"))),
         Some(other) => {
             return Err(Error::bad_request(
                 "invalid_field",
@@ -56,20 +65,18 @@ pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) 
         }
         None => return Err(Error::bad_request("missing_field", "status", "`status` is required")),
     };
-    let engine = Engine::new(env).await?;
-    let outcome = engine.record(trace_id, service, attempt, report).await?;
-    let (code, recorded) = match &outcome {
-        RecordOutcome::Recorded { .. } => (200, "recorded"),
-        RecordOutcome::AlreadyTerminal => (200, "already_recorded"),
-        RecordOutcome::Stale => (200, "stale"),
-        RecordOutcome::NotFound => return Err(Error::NotFound { what: format!("step {service} of job {trace_id}") }),
+    Ok((attempt, report))
+}
+
+/// A reported failure: `error` is a message, or `{message, retryable}` (not retryable unless it says so).
+fn step_error(error: Option<&Value>) -> StepError {
+    let message = match error {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(o)) => {
+            o.get("message").and_then(Value::as_str).unwrap_or("service reported failure").to_string()
+        }
+        _ => "service reported failure".to_string(),
     };
-    let advance = match outcome {
-        RecordOutcome::Recorded { advance, .. } => serde_json::to_value(advance).unwrap_or(Value::Null),
-        _ => Value::Null,
-    };
-    http::json(
-        code,
-        &json!({ "success": true, "trace_id": trace_id, "service": service, "result": recorded, "advance": advance }),
-    )
+    let retryable = error.and_then(|e| e.get("retryable")).and_then(Value::as_bool).unwrap_or(false);
+    StepError::new(if retryable { ErrorKind::Transient } else { ErrorKind::Permanent }, message)
 }

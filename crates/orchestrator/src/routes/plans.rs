@@ -4,9 +4,9 @@
 //! a valid token, the client's own plans too (a token that is given but invalid is 401, not
 //! silently ignored). Custom plans are per client.
 
-use baton_core::plan::{builtin_plan, builtin_plans, validate, Plan, PlanDraft};
-use baton_edge::d1::plans;
-use baton_edge::{auth, clock, d1::Db, http, Error, Result};
+use baton_core::plan::{validate, Plan, PlanDraft};
+use baton_edge::engine::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSource};
+use baton_edge::{auth, http, Error, Result};
 use serde_json::{json, Value};
 use worker::{Env, Request, Response};
 
@@ -14,10 +14,10 @@ use super::input;
 
 /// A plan as the API shows it: core's serialisation, plus `max_duration_ms` (the listing
 /// name of the design this API follows) and where it comes from.
-fn shown(plan: &Plan, source: &str) -> Result<Value> {
+fn shown(plan: &Plan, source: PlanSource) -> Result<Value> {
     let mut value = serde_json::to_value(plan).map_err(|e| Error::Internal(e.to_string()))?;
     value["max_duration_ms"] = json!(plan.max_run_duration_ms());
-    value["source"] = json!(source);
+    value["source"] = json!(source.as_str());
     Ok(value)
 }
 
@@ -32,29 +32,16 @@ fn optional_client(req: &Request, env: &Env) -> Result<Option<String>> {
 /// `GET /api/orchestration/plans`
 pub async fn list(req: Request, env: &Env) -> Result<Response> {
     let client = optional_client(&req, env)?;
-    let mut shown_plans = builtin_plans().iter().map(|p| shown(p, "builtin")).collect::<Result<Vec<_>>>()?;
-    if let Some(client_id) = client {
-        let db = Db::from_env(env)?;
-        for plan in plans::of_client(&db, &client_id).await? {
-            shown_plans.push(shown(&plan, "custom")?);
-        }
-    }
+    let plans = visible_plans(env, client.as_deref()).await?;
+    let shown_plans = plans.iter().map(|(plan, source)| shown(plan, *source)).collect::<Result<Vec<_>>>()?;
     http::json(200, &json!({ "success": true, "plans": shown_plans }))
 }
 
 /// `GET /api/orchestration/plans/:plan_id`
 pub async fn get(req: Request, env: &Env, plan_id: &str) -> Result<Response> {
     let client = optional_client(&req, env)?;
-    let plan = match (builtin_plan(plan_id), client) {
-        (Some(plan), _) => Some(shown(&plan, "builtin")?),
-        (None, Some(client_id)) => match plans::get(&Db::from_env(env)?, plan_id, &client_id).await? {
-            Some(plan) => Some(shown(&plan, "custom")?),
-            None => None,
-        },
-        (None, None) => None,
-    };
-    match plan {
-        Some(plan) => http::json(200, &json!({ "success": true, "plan": plan })),
+    match visible_plan(env, plan_id, client.as_deref()).await? {
+        Some((plan, source)) => http::json(200, &json!({ "success": true, "plan": shown(&plan, source)? })),
         None => Err(Error::NotFound { what: format!("plan {plan_id}") }),
     }
 }
@@ -68,14 +55,13 @@ pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
         input::problems("invalid_plan", &problems.to_string(), list)
     })?;
     let plan_id = plan.plan_id().as_str();
-    if builtin_plan(plan_id).is_some() {
-        return Err(Error::Conflict(format!("plan_id {plan_id:?} is a built-in plan; choose another plan_id")));
-    }
-    let db = Db::from_env(env)?;
-    if !plans::insert(&db, &client_id, &plan, clock::now_ms() as i64).await? {
-        return Err(Error::Conflict(format!(
+    match create_plan(env, &client_id, &plan).await? {
+        PlanCreated::Created => http::json(201, &json!({ "success": true, "plan": shown(&plan, PlanSource::Custom)? })),
+        PlanCreated::BuiltinId => {
+            Err(Error::Conflict(format!("plan_id {plan_id:?} is a built-in plan; choose another plan_id")))
+        }
+        PlanCreated::AlreadyExists => Err(Error::Conflict(format!(
             "you already have a plan {plan_id:?}; plans cannot be replaced, choose another plan_id"
-        )));
+        ))),
     }
-    http::json(201, &json!({ "success": true, "plan": shown(&plan, "custom")? }))
 }

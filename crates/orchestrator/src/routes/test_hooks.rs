@@ -7,14 +7,14 @@ use baton_edge::{
     d1::{Arg, Db},
     http,
     kv::Kv,
-    queues, Error, Result,
+    queues, settings, Error, Result,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
 fn guard(req: &Request, env: &Env) -> Result<()> {
-    if !baton_edge::meter::test_hooks_enabled(env) {
+    if !settings::test_hooks_enabled(env) {
         return Err(Error::NotFound { what: format!("route {}", req.path()) });
     }
     auth::require_admin(req, env)

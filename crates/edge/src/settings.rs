@@ -1,0 +1,124 @@
+//! Variables and secrets: `[vars]` in the wrangler configs, secrets from `wrangler secret
+//! put` (locally both come from `.dev.vars`). Every read of one goes through this module:
+//! one function per setting, its name a constant here. Binding names are in
+//! [`crate::bindings`]; the orchestration configuration's keys are core's
+//! ([`baton_core::config`]).
+
+use std::collections::BTreeMap;
+
+use baton_core::config::{Config, ConfigError};
+use serde_json::Value;
+use worker::Env;
+
+/// Secret: the client tokens, `token:client_id,token:client_id`.
+pub const API_TOKENS: &str = "API_TOKENS";
+/// Secret: the operator token.
+pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
+/// Secret: the HMAC key of service result callbacks and of calls between Baton's workers.
+pub const WORKER_SECRET: &str = "WORKER_SECRET";
+/// Where service workers are reached: a JSON object of worker key → base URL.
+pub const SERVICE_URLS: &str = "SERVICE_URLS";
+/// The `service` of lifecycle events.
+pub const ORCHESTRATOR_SERVICE_NAME: &str = "ORCHESTRATOR_SERVICE_NAME";
+/// [`ORCHESTRATOR_SERVICE_NAME`] when unset or empty.
+pub const DEFAULT_ORCHESTRATOR_SERVICE_NAME: &str = "orchestrator";
+/// "true" makes the test-only routes (`/__test/...`) exist.
+pub const BATON_TEST_HOOKS: &str = "BATON_TEST_HOOKS";
+/// Faults to inject, comma-separated (`kv`, `analysis`, `task-queue`); unset in every real deployment.
+pub const BATON_FAULT_INJECTION: &str = "BATON_FAULT_INJECTION";
+/// The LLM's OpenAI-compatible base URL (e.g. `https://api.openai.com/v1`); unset: no LLM.
+pub const LLM_API_URL: &str = "LLM_API_URL";
+/// Secret: the LLM's API key.
+pub const LLM_API_KEY: &str = "LLM_API_KEY";
+/// The LLM model.
+pub const LLM_MODEL: &str = "LLM_MODEL";
+/// How long one LLM call may take, in milliseconds.
+pub const LLM_TIMEOUT_MS: &str = "LLM_TIMEOUT_MS";
+/// [`LLM_MODEL`] when unset.
+pub const DEFAULT_LLM_MODEL: &str = "gpt-4o-mini";
+/// [`LLM_TIMEOUT_MS`] when unset or not a number.
+pub const DEFAULT_LLM_TIMEOUT_MS: u64 = 15_000;
+
+/// A plain variable, if set.
+fn var(env: &Env, name: &str) -> Option<String> {
+    env.var(name).ok().map(|v| v.to_string())
+}
+
+/// A secret, else a plain variable of the same name.
+pub fn secret_or_var(env: &Env, name: &str) -> Option<String> {
+    env.secret(name).ok().map(|s| s.to_string()).or_else(|| var(env, name))
+}
+
+/// [`API_TOKENS`]; empty when unset.
+pub fn api_tokens(env: &Env) -> String {
+    secret_or_var(env, API_TOKENS).unwrap_or_default()
+}
+
+/// [`ADMIN_TOKEN`], if set and not empty.
+pub fn admin_token(env: &Env) -> Option<String> {
+    secret_or_var(env, ADMIN_TOKEN).filter(|t| !t.is_empty())
+}
+
+/// [`WORKER_SECRET`], if set and not empty.
+pub fn worker_secret(env: &Env) -> Option<String> {
+    secret_or_var(env, WORKER_SECRET).filter(|s| !s.is_empty())
+}
+
+/// [`SERVICE_URLS`]: worker key → base URL (without a trailing slash). Empty when unset or
+/// not a JSON object; entries that are not strings are left out.
+pub fn service_urls(env: &Env) -> BTreeMap<String, String> {
+    let urls = var(env, SERVICE_URLS).and_then(|text| serde_json::from_str::<Value>(&text).ok());
+    let Some(Value::Object(urls)) = urls else { return BTreeMap::new() };
+    urls.into_iter()
+        .filter_map(|(worker, url)| url.as_str().map(|u| (worker, u.trim_end_matches('/').to_string())))
+        .collect()
+}
+
+/// [`ORCHESTRATOR_SERVICE_NAME`], default [`DEFAULT_ORCHESTRATOR_SERVICE_NAME`].
+pub fn orchestrator_service_name(env: &Env) -> String {
+    var(env, ORCHESTRATOR_SERVICE_NAME)
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_ORCHESTRATOR_SERVICE_NAME.to_string())
+}
+
+/// Whether the test-only routes exist in this worker ([`BATON_TEST_HOOKS`] is "true").
+pub fn test_hooks_enabled(env: &Env) -> bool {
+    var(env, BATON_TEST_HOOKS).is_some_and(|v| v == "true")
+}
+
+/// Whether `fault` is listed in [`BATON_FAULT_INJECTION`].
+pub fn fault_injected(env: &Env, fault: &str) -> bool {
+    var(env, BATON_FAULT_INJECTION).is_some_and(|v| v.split(',').any(|f| f.trim() == fault))
+}
+
+/// The orchestration configuration from this worker's variables (core's keys and bounds),
+/// before any KV override.
+pub fn base_config(env: &Env) -> Result<Config, ConfigError> {
+    Config::from_lookup(|key| var(env, key))
+}
+
+/// The LLM settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmSettings {
+    /// [`LLM_API_URL`], without a trailing slash.
+    pub url: String,
+    /// [`LLM_API_KEY`], if set.
+    pub key: Option<String>,
+    /// [`LLM_MODEL`].
+    pub model: String,
+    /// [`LLM_TIMEOUT_MS`].
+    pub timeout_ms: u64,
+}
+
+/// The LLM settings; `None` when no [`LLM_API_URL`] is set. Each may be a secret or a
+/// variable; a blank value counts as unset.
+pub fn llm(env: &Env) -> Option<LlmSettings> {
+    let setting = |name: &str| secret_or_var(env, name).filter(|v| !v.trim().is_empty());
+    let url = setting(LLM_API_URL)?;
+    Some(LlmSettings {
+        url: url.trim_end_matches('/').to_string(),
+        key: setting(LLM_API_KEY),
+        model: setting(LLM_MODEL).unwrap_or_else(|| DEFAULT_LLM_MODEL.to_string()),
+        timeout_ms: setting(LLM_TIMEOUT_MS).and_then(|t| t.parse().ok()).unwrap_or(DEFAULT_LLM_TIMEOUT_MS),
+    })
+}
