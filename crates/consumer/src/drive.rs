@@ -77,7 +77,7 @@ fn decode(body: &Value) -> Result<Vec<TaskMessage>> {
 /// this worker's; `None` (read KV as usual) if absent or unusable.
 fn handed_config(env: &Env, body: &Value) -> Option<Config> {
     let config = body.get("config")?;
-    let base = Config::from_lookup(|key| env.var(key).ok().map(|v| v.to_string())).ok()?;
+    let base = baton_edge::settings::base_config(env).ok()?;
     apply_override(&base, &config.to_string()).ok()
 }
 

@@ -173,11 +173,6 @@ impl Engine<'_> {
 
     /// The `service` of lifecycle events (`ORCHESTRATOR_SERVICE_NAME`, default "orchestrator").
     pub fn orchestrator_service_name(&self) -> String {
-        self.env()
-            .var("ORCHESTRATOR_SERVICE_NAME")
-            .map(|v| v.to_string())
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "orchestrator".to_string())
+        crate::settings::orchestrator_service_name(self.env())
     }
 }

@@ -329,7 +329,7 @@ fn decode_steps(rows: Vec<Value>) -> Result<Vec<StepRow>> {
 }
 
 async fn resolve_config(env: &Env) -> (Config, Option<String>) {
-    let base = Config::from_lookup(|key| env.var(key).ok().map(|v| v.to_string())).unwrap_or_else(|e| {
+    let base = crate::settings::base_config(env).unwrap_or_else(|e| {
         worker::console_error!("invalid configuration variable ({e}); using defaults");
         Config::default()
     });

@@ -4,12 +4,11 @@ use std::time::Duration;
 
 use baton_core::ids::RunId;
 use baton_core::messages::TaskMessage;
-use baton_core::plan::{builtin_plan, Plan, DEFAULT_PLAN_ID};
+use baton_core::plan::{Plan, DEFAULT_PLAN_ID};
 use baton_core::request::{validate_run_request, RunRequestDraft};
 use baton_core::state::RunStatus;
 use baton_core::time::Millis;
 use baton_edge::concurrency::with_timeout;
-use baton_edge::d1::events as event_rows;
 use baton_edge::engine::{summary_of, write_snapshot, Engine, Loaded, NewRun, Started};
 use baton_edge::{auth, bindings, clock, http, Error, Result};
 use serde_json::{json, Value};
@@ -185,13 +184,7 @@ async fn wait_for_end(engine: &Engine<'_>, run_id: &str, deadline: u64) -> Resul
 }
 
 async fn resolve_plan(engine: &Engine<'_>, plan_id: &str, client_id: &str) -> Result<Plan> {
-    if let Some(plan) = builtin_plan(plan_id) {
-        return Ok(plan);
-    }
-    if let Some(plan) = baton_edge::d1::plans::get(&engine.db, plan_id, client_id).await? {
-        return Ok(plan);
-    }
-    Err(Error::BadRequest {
+    engine.plan_for_client(plan_id, client_id).await?.ok_or_else(|| Error::BadRequest {
         code: "unknown_plan",
         message: format!("no plan named {plan_id:?} (built-in: standard-v1, quick-v1; or one you created)"),
         details: json!({ "field": "plan_id", "default": DEFAULT_PLAN_ID }),
@@ -231,15 +224,7 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
             })
         })
         .collect();
-    let diagnosis = match &loaded.run.diagnosis_event_id {
-        Some(_) => {
-            let key = format!("run:{}:diagnosis", loaded.run.run_id);
-            event_rows::by_dedupe_key(&engine.db, &key)
-                .await?
-                .and_then(|e| serde_json::from_str::<Value>(&e.payload).ok())
-        }
-        None => None,
-    };
+    let diagnosis = engine.diagnosis_of(&loaded).await?;
     http::json(
         200,
         &json!({
@@ -259,20 +244,6 @@ pub async fn events(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
     let engine = Engine::new(env).await?;
     visible_run(&engine, run_id, &client_id).await?;
-    let events: Vec<Value> = event_rows::of_run(&engine.db, run_id)
-        .await?
-        .into_iter()
-        .map(|e| {
-            json!({
-                "id": e.id,
-                "website_id": e.website_id,
-                "run_id": e.run_id,
-                "service": e.service,
-                "type": e.kind,
-                "payload": serde_json::from_str::<Value>(&e.payload).unwrap_or(Value::Null),
-                "created_at": Millis::new(e.created_at.max(0) as u64).to_rfc3339(),
-            })
-        })
-        .collect();
+    let events = engine.run_events(run_id).await?;
     http::json(200, &json!({ "success": true, "run_id": run_id, "events": events }))
 }
