@@ -51,9 +51,9 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
                 }
             }
         }
-        done.send(());
+        let _ = done.send(()); // the caller may have stopped waiting
     });
-    finished.await;
+    finished.await.map_err(|_| Error::Internal("drive: the work ended without finishing".into()))?;
     http::json(200, &json!({ "success": true, "ran": count }))
 }
 
