@@ -52,9 +52,9 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
                 }
             }
         }
-        done.send(ended);
+        let _ = done.send(ended); // the caller may have stopped waiting
     });
-    let ended = finished.await;
+    let ended = finished.await.map_err(|_| Error::Internal("drive: the work ended without finishing".into()))?;
     let summary = ended.as_ref().map(summary_of).transpose()?;
     http::json(200, &json!({ "success": true, "ran": count, "ended": summary }))
 }

@@ -272,11 +272,7 @@ impl WorkerKey {
 
 /// A generated id `{prefix}{ms:013}_{hex}`: its text and the timestamp it was made at.
 fn generated(prefix: &str, timestamp: Millis, random: &[u8]) -> String {
-    let mut text = format!("{prefix}{:013}_", timestamp.as_u64());
-    for byte in random {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    text
+    format!("{prefix}{:013}_{}", timestamp.as_u64(), hex::encode(random))
 }
 
 /// Parses `{prefix}{digits}_{hex of hex_len}`; returns the timestamp.

@@ -213,7 +213,7 @@ async fn admit_chunk(
             }
             Admission::Admit => {
                 let demand: Vec<(String, u64)> = demand.into_iter().collect();
-                let token = hex(&clock::random_bytes::<8>()?);
+                let token = hex::encode(clock::random_bytes::<8>()?);
                 let run_deadline = fanin::run_deadline(plan, now, &engine.config.fan_in());
                 let expires_at = execution::reservation_expiry(run_deadline).as_u64() as i64;
                 let now_ms = now.as_u64() as i64;
@@ -261,8 +261,4 @@ async fn start(engine: &Engine<'_>, row: &ExecutionRow) -> Result<()> {
     }
     engine.db.batch(vec![executions::mark_started(&engine.db, &row.run_id)?]).await?;
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

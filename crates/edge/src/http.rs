@@ -1,6 +1,7 @@
 //! HTTP helpers shared by the workers' fetch handlers.
 
 use serde::{de::DeserializeOwned, Serialize};
+use serde_path_to_error::{Path, Segment};
 use worker::{Request, Response};
 
 use crate::{Error, Result};
@@ -36,25 +37,40 @@ pub async fn read_body(req: &mut Request) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Parses JSON, naming the field serde complained about when it can.
+/// Parses JSON. Broken JSON (syntax, cut short, trailing text) is `invalid_json` about the
+/// `body`; JSON that does not fit `T` is `invalid_field`, naming the field by its path in the
+/// body (`domain`, `parameters.x`, `services[2].depends_on`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     if bytes.is_empty() {
         return Err(Error::bad_request("invalid_json", "body", "the body is empty; send a JSON object"));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let message = e.to_string();
-        let field = field_from_serde_message(&message).unwrap_or_else(|| "body".to_string());
-        let code = if e.is_syntax() || e.is_eof() { "invalid_json" } else { "invalid_field" };
-        Error::bad_request(code, &field, message)
-    })
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            Error::bad_request("invalid_json", "body", inner.to_string())
+        } else {
+            Error::bad_request("invalid_field", &field_path(e.path(), inner), e.to_string())
+        }
+    })?;
+    // As `serde_json::from_slice` does: only whitespace may follow the value.
+    deserializer.end().map_err(|e| Error::bad_request("invalid_json", "body", e.to_string()))?;
+    Ok(value)
 }
 
-/// serde names the field in backticks ("missing field `domain`", "unknown field `x`").
-fn field_from_serde_message(message: &str) -> Option<String> {
-    let start = message.find('`')? + 1;
-    let len = message[start..].find('`')?;
-    let field = &message[start..start + len];
-    (message.contains("field")).then(|| field.to_string())
+/// The path of the field a data error is about; `body` for the body as a whole. serde
+/// reports a missing field at the object that lacks it, so its name (in serde's fixed wording
+/// "missing field `name`") completes the path to the field to add.
+fn field_path(path: &Path, error: &serde_json::Error) -> String {
+    let at = (!path.iter().all(|segment| matches!(segment, Segment::Unknown))).then(|| path.to_string());
+    let message = error.to_string();
+    let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(name, _)| name);
+    match (at, missing) {
+        (Some(at), Some(name)) => format!("{at}.{name}"),
+        (None, Some(name)) => name.to_string(),
+        (Some(at), None) => at,
+        (None, None) => "body".to_string(),
+    }
 }
 
 /// The bearer token of the request, if any.
@@ -68,4 +84,96 @@ pub fn bearer_token(req: &Request) -> Option<String> {
 pub fn query_param(req: &Request, name: &str) -> Result<Option<String>> {
     let url = req.url()?;
     Ok(url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::{json, Value};
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        domain: String,
+        #[serde(default)]
+        parameters: Option<Parameters>,
+        #[serde(default)]
+        steps: Vec<Step>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Parameters {
+        x: u32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Step {
+        service: String,
+        #[serde(default)]
+        depends_on: Vec<String>,
+    }
+
+    /// Parsing `body` as [`Body`] fails with `code`, naming `field`.
+    fn check(body: &str, code: &str, field: &str) {
+        match parse_json::<Body>(body.as_bytes()) {
+            Err(Error::BadRequest { code: got, message, details }) => {
+                assert_eq!((got, &details), (code, &json!({ "field": field })), "{body}: {message}");
+                assert!(!message.is_empty(), "{body}");
+            }
+            other => panic!("{body}: expected a bad request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn broken_json_is_invalid_json_about_the_body() {
+        check("", "invalid_json", "body");
+        check("{oops", "invalid_json", "body");
+        check(r#"{"domain": "#, "invalid_json", "body");
+        check(r#"{"domain": "a"} trailing"#, "invalid_json", "body");
+        check(r#"{"domain": "a", "steps": [{"service": tru"#, "invalid_json", "body");
+    }
+
+    #[test]
+    fn misfitting_json_is_invalid_field_naming_the_field_by_its_path() {
+        check(r#"{"domain": 5}"#, "invalid_field", "domain");
+        check(r#"{"domain": "a", "extra": 1}"#, "invalid_field", "extra");
+        check(r#"{"domain": "a", "parameters": {"x": "no"}}"#, "invalid_field", "parameters.x");
+        check(
+            r#"{"domain": "a", "steps": [{"service": "s"}, {"service": "t"}, {"service": "u", "depends_on": "s"}]}"#,
+            "invalid_field",
+            "steps[2].depends_on",
+        );
+        check(r#"{"domain": "a", "steps": [{"service": "s", "after": []}]}"#, "invalid_field", "steps[0].after");
+        check(r#""text""#, "invalid_field", "body");
+    }
+
+    #[test]
+    fn a_missing_field_is_named_by_the_path_it_should_have() {
+        check("{}", "invalid_field", "domain");
+        check(r#"{"domain": "a", "parameters": {}}"#, "invalid_field", "parameters.x");
+        check(
+            r#"{"domain": "a", "steps": [{"service": "s"}, {"depends_on": []}]}"#,
+            "invalid_field",
+            "steps[1].service",
+        );
+    }
+
+    #[test]
+    fn the_message_names_the_path_too() {
+        let Err(e) = parse_json::<Body>(br#"{"domain": "a", "parameters": {"x": -1}}"#) else { panic!("parsed") };
+        assert!(e.to_string().starts_with("parameters.x: invalid value"), "{e}");
+    }
+
+    #[test]
+    fn json_that_fits_parses() {
+        let body: Body = parse_json(br#" {"domain": "a", "steps": [{"service": "s", "depends_on": []}]} "#).unwrap();
+        assert_eq!((body.domain.as_str(), body.steps.len()), ("a", 1));
+        let value: Value = parse_json(b"[1, 2]").unwrap();
+        assert_eq!(value, json!([1, 2]));
+    }
 }
