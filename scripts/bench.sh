@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The benchmark command (`make bench`; options after `--`, e.g. `make bench ARGS="--runs 50
-# --w2 100 --skip-workflows"`): builds the workers, then runs Baton and the Cloudflare
-# Workflows peer (bench/workflows) under `wrangler dev` with state on disk. See BENCHMARKS.md.
+# The benchmark command (`make bench`; options in ARGS, e.g. `make bench ARGS="--runs 50
+# --w2 100 --skip-workflows"`, `ARGS="--help"` lists them): builds the workers, then runs Baton,
+# the Cloudflare Workflows peer (bench/workflows) and the floor (bench/floor) under
+# `wrangler dev` with state on disk. See BENCHMARKS.md.
 source "$(dirname "$0")/toolchain.sh"
 cd "$BATON_ROOT"
 

@@ -1,12 +1,12 @@
 //! A small OpenAI-compatible chat-completions server on loopback for the LLM tests.
 
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
+use tiny_http::{Request, Server};
 
-use crate::http::{read_request, write_json};
+use crate::http::respond_json;
 
 /// How the server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,36 +25,27 @@ pub const NARRATIVE: &str = "The site is mostly healthy; fix the slow pages firs
 /// A running fake server; stops on drop.
 pub struct FakeLlm {
     port: u16,
+    server: Arc<Server>,
     mode: Arc<Mutex<LlmMode>>,
     requests: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
 }
 
 impl FakeLlm {
     /// Starts the server on a free loopback port.
     pub fn start(mode: LlmMode) -> FakeLlm {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the fake LLM");
-        let port = listener.local_addr().expect("fake LLM address").port();
-        let server = FakeLlm {
-            port,
-            mode: Arc::new(Mutex::new(mode)),
-            requests: Arc::new(AtomicUsize::new(0)),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        let (mode, requests, stop) = (server.mode.clone(), server.requests.clone(), server.stop.clone());
+        let server = Arc::new(Server::http("127.0.0.1:0").expect("binding the fake LLM"));
+        let port = server.server_addr().to_ip().expect("fake LLM address").port();
+        let fake = FakeLlm { port, server, mode: Arc::new(Mutex::new(mode)), requests: Arc::new(AtomicUsize::new(0)) };
+        let (server, mode, requests) = (fake.server.clone(), fake.mode.clone(), fake.requests.clone());
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(stream) = stream {
-                    let current = *mode.lock().unwrap_or_else(|p| p.into_inner());
-                    let n = requests.fetch_add(1, Ordering::SeqCst);
-                    let _ = answer(stream, current, n);
-                }
+            // Ends when the server is unblocked (on drop).
+            for request in server.incoming_requests() {
+                let current = *mode.lock().unwrap_or_else(|p| p.into_inner());
+                let n = requests.fetch_add(1, Ordering::SeqCst);
+                answer(request, current, n);
             }
         });
-        server
+        fake
     }
 
     /// The base URL to configure as `LLM_API_URL`.
@@ -76,22 +67,50 @@ impl FakeLlm {
 
 impl Drop for FakeLlm {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        self.server.unblock();
     }
 }
 
-fn answer(stream: TcpStream, mode: LlmMode, n: usize) -> std::io::Result<()> {
-    read_request(&stream)?;
+fn answer(mut request: Request, mode: LlmMode, n: usize) {
+    let _ = std::io::copy(request.as_reader(), &mut std::io::sink());
     let (status, payload) = match mode {
-        LlmMode::RateLimitedFirst(limit) if n < limit => ("429 Too Many Requests", json!({"error": {"message": "slow down"}}).to_string()),
-        LlmMode::Garbage => ("200 OK", "{\"unexpected\": \"shape\"}".to_string()),
+        LlmMode::RateLimitedFirst(limit) if n < limit => (429, json!({"error": {"message": "slow down"}}).to_string()),
+        LlmMode::Garbage => (200, "{\"unexpected\": \"shape\"}".to_string()),
         _ => (
-            "200 OK",
+            200,
             json!({"id": "chatcmpl-1", "object": "chat.completion",
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": NARRATIVE}, "finish_reason": "stop"}]})
             .to_string(),
         ),
     };
-    write_json(stream, status, &payload)
+    respond_json(request, status, payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::http::request;
+
+    fn chat(fake: &FakeLlm) -> (u16, serde_json::Value) {
+        let body = br#"{"model": "m", "messages": []}"#;
+        let r = request(fake.port, "POST", "/v1/chat/completions", &[], Some(body), Duration::from_secs(5))
+            .expect("the fake LLM answers");
+        (r.status, r.json())
+    }
+
+    #[test]
+    fn rate_limits_then_answers_and_counts_requests() {
+        let fake = FakeLlm::start(LlmMode::RateLimitedFirst(2));
+        assert_eq!(chat(&fake).0, 429);
+        assert_eq!(chat(&fake).0, 429);
+        let (status, body) = chat(&fake);
+        assert_eq!((status, body["choices"][0]["message"]["content"].as_str()), (200, Some(NARRATIVE)));
+        assert_eq!(fake.requests(), 3);
+
+        fake.set_mode(LlmMode::Garbage);
+        assert_eq!(chat(&fake), (200, json!({"unexpected": "shape"})));
+        assert_eq!(fake.requests(), 1);
+    }
 }

@@ -1,12 +1,12 @@
 //! A service reached by base URL (not a service binding) for `SERVICE_URLS`: answers the
 //! handshake protocol on loopback and counts what it received.
 
-use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
+use tiny_http::{Request, Server};
 
-use crate::http::{read_request, write_json};
+use crate::http::respond_json;
 
 /// A running fake service; its thread ends with the test process.
 pub struct FakeService {
@@ -35,13 +35,13 @@ impl FakeService {
     }
 
     fn start_in(mode: Mode) -> FakeService {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the fake service");
-        let port = listener.local_addr().expect("fake service address").port();
+        let server = Server::http("127.0.0.1:0").expect("binding the fake service");
+        let port = server.server_addr().to_ip().expect("fake service address").port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let log = received.clone();
         std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = answer(stream, &log, mode);
+            for request in server.incoming_requests() {
+                answer(request, &log, mode);
             }
         });
         FakeService { port, received }
@@ -58,8 +58,10 @@ impl FakeService {
     }
 }
 
-fn answer(stream: TcpStream, log: &Mutex<Vec<(String, Value)>>, mode: Mode) -> std::io::Result<()> {
-    let (path, body) = read_request(&stream)?;
+fn answer(mut request: Request, log: &Mutex<Vec<(String, Value)>>, mode: Mode) {
+    let path = request.url().to_string();
+    let mut body = Vec::new();
+    let _ = request.as_reader().read_to_end(&mut body);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if let Ok(mut log) = log.lock() {
         log.push((path.clone(), body.clone()));
@@ -68,20 +70,57 @@ fn answer(stream: TcpStream, log: &Mutex<Vec<(String, Value)>>, mode: Mode) -> s
     let (status, payload) = if path.ends_with("/api/handshake") {
         let capabilities = if long_running { json!({"progress": true}) } else { json!({}) };
         (
-            "200 OK",
+            200,
             json!({"executionId": body["executionId"], "workerId": "fake-by-url", "accepted": true,
                "estimatedCompletionMs": 0, "resourceRequirements": {}, "capabilities": capabilities}),
         )
     } else if path.contains("/api/progress/") {
-        ("200 OK", json!({"progress": 0.25, "status": "running", "served_by": "url"}))
+        (200, json!({"progress": 0.25, "status": "running", "served_by": "url"}))
     } else if long_running {
-        ("202 Accepted", json!({"accepted": true}))
+        (202, json!({"accepted": true}))
     } else {
         (
-            "200 OK",
+            200,
             json!({"status": "completed", "output": {"served_by": "url", "lcp_ms": 1200, "cls": 0.01, "inp_ms": 90, "performance_score": 97},
                "usage": {"tokens": 1}}),
         )
     };
-    write_json(stream, status, &payload.to_string())
+    respond_json(request, status, payload.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::http::request;
+
+    fn post(service: &FakeService, path: &str, body: Value) -> (u16, Value) {
+        let body = body.to_string();
+        let r = request(service.port, "POST", path, &[], Some(body.as_bytes()), Duration::from_secs(5))
+            .expect("the fake service answers");
+        (r.status, r.json())
+    }
+
+    #[test]
+    fn answers_the_handshake_protocol_and_logs_requests() {
+        let service = FakeService::start();
+        let (status, handshake) = post(&service, "/api/handshake", json!({"executionId": "run_1"}));
+        assert_eq!((status, &handshake["executionId"], &handshake["accepted"]), (200, &json!("run_1"), &json!(true)));
+        let (status, result) = post(&service, "/api/process", json!({"executionId": "run_1"}));
+        assert_eq!((status, result["output"]["served_by"].as_str()), (200, Some("url")));
+        let paths: Vec<String> = service.received().into_iter().map(|(path, _)| path).collect();
+        assert_eq!(paths, ["/api/handshake", "/api/process"]);
+    }
+
+    #[test]
+    fn a_long_running_service_accepts_and_reports_progress() {
+        let service = FakeService::start_long_running();
+        let (_, handshake) = post(&service, "/api/handshake", json!({"executionId": "run_2"}));
+        assert_eq!(handshake["capabilities"]["progress"], true);
+        assert_eq!(post(&service, "/api/process", json!({})).0, 202);
+        let r = request(service.port, "GET", "/api/progress/run_2", &[], None, Duration::from_secs(5))
+            .expect("progress answers");
+        assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("running")));
+    }
 }

@@ -1,11 +1,13 @@
-//! A small blocking HTTP/1.1 client for loopback tests, and the server side the fakes share
-//! (no external dependencies).
+//! The harness's HTTP client: blocking requests to `127.0.0.1` (plain http) over `ureq`. Every
+//! status comes back as a value, never as an error: tests assert on 4xx and 5xx answers. Also
+//! the one answer the fakes (`tiny_http` servers) share.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
+use ureq::{http, Agent, AsSendBody};
 
 /// A response: status, headers (lower-cased names) and body.
 #[derive(Debug, Clone)]
@@ -36,7 +38,25 @@ impl HttpResponse {
     }
 }
 
-/// Sends one request to `127.0.0.1:port` and reads the whole response.
+/// One agent for the process, so connections to a stack are kept alive and reused.
+fn agent() -> &'static Agent {
+    static AGENT: OnceLock<Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        Agent::config_builder()
+            .http_status_as_error(false)
+            // Loopback only: no proxy from the environment, and a 3xx is an answer to assert on.
+            .proxy(None)
+            .max_redirects(0)
+            // Below the usual 5 s keep-alive of servers, so a pooled connection is not reused
+            // just as the server closes it.
+            .max_idle_age(Duration::from_secs(2))
+            .build()
+            .into()
+    })
+}
+
+/// Sends one request to `127.0.0.1:port` and reads the whole response. `Err` only when no
+/// response came (connection refused, timeout, malformed answer).
 pub fn request(
     port: u16,
     method: &str,
@@ -44,110 +64,108 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
     timeout: Duration,
-) -> std::io::Result<HttpResponse> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    stream.set_nodelay(true)?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+) -> io::Result<HttpResponse> {
+    let mut builder = http::Request::builder().method(method).uri(format!("http://127.0.0.1:{port}{path}"));
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
     }
-    if let Some(body) = body {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    } else if matches!(method, "POST" | "PUT" | "PATCH") {
-        head.push_str("Content-Length: 0\r\n");
+    let invalid = |e: http::Error| io::Error::new(io::ErrorKind::InvalidInput, e);
+    match body {
+        Some(body) => send(builder.body(body).map_err(invalid)?, timeout),
+        // A POST without a body still says `Content-Length: 0`; a GET says nothing.
+        None if matches!(method, "POST" | "PUT" | "PATCH") => send(builder.body(&[][..]).map_err(invalid)?, timeout),
+        None => send(builder.body(()).map_err(invalid)?, timeout),
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    if let Some(body) = body {
-        stream.write_all(body)?;
-    }
-    stream.flush()?;
-    read_response(BufReader::new(stream))
 }
 
-fn invalid(msg: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
+fn send(request: http::Request<impl AsSendBody>, timeout: Duration) -> io::Result<HttpResponse> {
+    let agent = agent();
+    let request = agent.configure_request(request).timeout_global(Some(timeout)).build();
+    let mut response = agent.run(request).map_err(ureq::Error::into_io)?;
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = response.body_mut().with_config().limit(u64::MAX).read_to_vec().map_err(ureq::Error::into_io)?;
+    Ok(HttpResponse { status: response.status().as_u16(), headers, body })
 }
 
-fn read_response<R: Read>(mut reader: BufReader<R>) -> std::io::Result<HttpResponse> {
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| invalid(&format!("bad status line: {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = trimmed.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
+/// Server side, for the fakes: answers `request` with a JSON `payload` and `status`.
+pub(crate) fn respond_json(request: tiny_http::Request, status: u16, payload: String) {
+    let content_type = tiny_http::Header::from_bytes("Content-Type", "application/json");
+    let mut response = tiny_http::Response::from_string(payload).with_status_code(status);
+    if let Ok(header) = content_type {
+        response = response.with_header(header);
     }
-    let find = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let mut body = Vec::new();
-    if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        loop {
-            line.clear();
-            reader.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| invalid("bad chunk size"))?;
-            if size == 0 {
-                break;
-            }
-            let mut chunk = vec![0; size];
-            reader.read_exact(&mut chunk)?;
-            body.extend_from_slice(&chunk);
-            line.clear();
-            reader.read_line(&mut line)?;
-        }
-    } else if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        body.resize(len, 0);
-        reader.read_exact(&mut body)?;
-    } else {
-        reader.read_to_end(&mut body)?;
-    }
-    Ok(HttpResponse { status, headers, body })
+    // The caller may have given up already (a timeout); nothing to do then.
+    let _ = request.respond(response);
 }
 
-/// Server side, for the fakes: reads one request and returns its path and body.
-pub fn read_request(stream: &TcpStream) -> std::io::Result<(String, Vec<u8>)> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut length = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    Ok((path, body))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
 
-/// Server side, for the fakes: writes a JSON response (`status` like "200 OK") and closes.
-pub fn write_json(mut stream: TcpStream, status: &str, payload: &str) -> std::io::Result<()> {
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-        payload.len()
-    )?;
-    stream.flush()
+    /// A server that answers one request with `status` and echoes what it received.
+    fn echo_once(status: u16) -> (u16, thread::JoinHandle<()>) {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("binding a test server");
+        let port = server.server_addr().to_ip().map(|a| a.port()).expect("an IP address");
+        let handle = thread::spawn(move || {
+            let mut request = server.recv().expect("a request");
+            let mut body = String::new();
+            let _ = request.as_reader().read_to_string(&mut body);
+            let length =
+                request.headers().iter().find(|h| h.field.equiv("Content-Length")).map(|h| h.value.to_string());
+            let echoed = serde_json::json!({
+                "method": request.method().as_str(), "url": request.url(), "body": body,
+                "content_length": length,
+                "auth": request.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.to_string()),
+            });
+            let header = tiny_http::Header::from_bytes("X-Echo", "yes").expect("a header");
+            let _ = request.respond(
+                tiny_http::Response::from_string(echoed.to_string()).with_status_code(status).with_header(header),
+            );
+        });
+        (port, handle)
+    }
+
+    #[test]
+    fn error_statuses_come_back_as_responses() {
+        let (port, server) = echo_once(418);
+        let r = request(port, "DELETE", "/teapot?x=1", &[("Authorization", "Bearer t")], None, Duration::from_secs(5))
+            .expect("a response");
+        server.join().expect("the server thread");
+        assert_eq!(r.status, 418);
+        assert_eq!(r.header("x-echo"), Some("yes"));
+        assert_eq!(r.header("X-ECHO"), Some("yes"));
+        assert_eq!(r.json()["method"], "DELETE");
+        assert_eq!(r.json()["url"], "/teapot?x=1");
+        assert_eq!(r.json()["auth"], "Bearer t");
+    }
+
+    #[test]
+    fn bodies_are_sent_and_an_empty_post_says_length_zero() {
+        let (port, server) = echo_once(200);
+        let r = request(port, "PUT", "/kv", &[], Some(b"hello"), Duration::from_secs(5)).expect("a response");
+        server.join().expect("the server thread");
+        assert_eq!((r.status, r.json()["body"].as_str()), (200, Some("hello")));
+
+        let (port, server) = echo_once(202);
+        let r = request(port, "POST", "/empty", &[], None, Duration::from_secs(5)).expect("a response");
+        server.join().expect("the server thread");
+        assert_eq!((r.status, r.json()["content_length"].as_str()), (202, Some("0")));
+    }
+
+    #[test]
+    fn a_silent_server_times_out_and_a_closed_port_is_an_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding");
+        let port = listener.local_addr().expect("address").port();
+        let started = std::time::Instant::now();
+        let r = request(port, "GET", "/", &[], None, Duration::from_millis(300));
+        assert!(r.is_err(), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        drop(listener);
+        assert!(request(port, "GET", "/", &[], None, Duration::from_secs(1)).is_err());
+    }
 }
