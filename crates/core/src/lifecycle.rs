@@ -409,7 +409,6 @@ mod tests {
                     ..StepDraft::new(*name)
                 })
                 .collect(),
-            ..PlanDraft::default()
         })
         .expect("a valid plan")
     }

@@ -2,6 +2,9 @@
 //! engine and respond — they never compose SQL of their own (the test hooks aside), and no
 //! SHA-256 or HMAC is written by hand anywhere.
 
+// Helpers outside `#[test]` functions; a panic there is the failure report.
+#![allow(clippy::expect_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
