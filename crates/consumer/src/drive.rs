@@ -13,7 +13,7 @@ use baton_core::messages::TaskMessage;
 use baton_edge::concurrency::oneshot;
 use baton_edge::engine::{summary_of, Engine, Loaded};
 
-use crate::tasks::queue_what_remains;
+use crate::tasks::{queue_what_remains, EndSignal};
 use baton_edge::{auth, http, Error, Result};
 use serde_json::{json, Value};
 use worker::{Context, Env, Request, Response};
@@ -31,19 +31,22 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
     let count = tasks.len();
     let (done, finished) = oneshot();
     ctx.wait_until(async move {
-        let mut ended: Option<Loaded> = None;
+        // Answered the moment the run ends here (its KV mirror is written after), or once
+        // there is nothing left to run here.
+        let signal = EndSignal::new(done);
         let engine = match config {
             Some(config) => Engine::with_config(&env, config),
             None => Engine::new(&env).await,
         };
         match engine {
             Ok(engine) => {
-                let (outcomes, finals) = crate::tasks::run_batch(&engine, &tasks, written.as_ref()).await;
+                let (outcomes, finals) =
+                    crate::tasks::run_batch(&engine, &tasks, written.as_ref(), Some(&signal)).await;
                 for (task, outcome) in tasks.iter().zip(outcomes) {
                     queue_what_remains(&engine, task, outcome).await;
                 }
-                // The run as this invocation left it, if it has ended: the waiting client's answer.
-                ended = finals.into_iter().find(|run| run.status().is_ok_and(|s| s.is_terminal()));
+                // The run as this invocation left it, if it has ended.
+                signal.fire(finals.into_iter().find(|run| run.status().is_ok_and(|s| s.is_terminal())));
             }
             Err(e) => {
                 worker::console_error!("drive: cannot start ({e}); queueing {count} tasks");
@@ -52,7 +55,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
                 }
             }
         }
-        let _ = done.send(ended); // the caller may have stopped waiting
+        signal.fire(None);
     });
     let ended = finished.await.map_err(|_| Error::Internal("drive: the work ended without finishing".into()))?;
     let summary = ended.as_ref().map(summary_of).transpose()?;

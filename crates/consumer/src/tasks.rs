@@ -10,13 +10,16 @@
 //! dispatches it. Transient failures come back through the queue after core's backoff; after
 //! the queue's last retry the message goes to the dead-letter queue.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
+use baton_core::lifecycle::{Event, ReportOutcome};
 use baton_core::messages::TaskMessage;
 use baton_core::state::{StepRecord, StepStatus};
-use baton_edge::concurrency::join_all;
-use baton_edge::engine::{seconds_until, AdvanceReport, AttemptClaim, Dispatch, Engine, Loaded, RecordOutcome, Report};
+use baton_edge::concurrency::{join_all, Sender};
+use baton_edge::engine::{
+    seconds_until, AdvanceReport, AttemptClaim, Caller, Dispatch, Engine, Loaded, Report, Reported,
+};
 use baton_edge::kv::Kv;
 use baton_edge::{Error, Result};
 use futures_util::lock::Mutex;
@@ -50,7 +53,7 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
         }
     }
     let tasks: Vec<TaskMessage> = decoded.iter().map(|(_, task)| task.clone()).collect();
-    let (outcomes, _) = run_batch(engine, &tasks, None).await;
+    let (outcomes, _) = run_batch(engine, &tasks, None, None).await;
     for ((message, task), outcome) in decoded.iter().zip(outcomes) {
         match outcome {
             Ok(Disposition::Ack) => message.ack(),
@@ -72,15 +75,48 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
 }
 
 /// One run as this invocation knows it, shared by its attempts: decisions on it are taken
-/// one at a time (`turn`), each on the copy the previous one left.
-pub struct RunCell {
+/// one at a time (`turn`), each on the copy the previous one left. Reports that arrive while a
+/// decision is being written wait for their turn and are then decided and written together,
+/// in one batch: results that come back at about the same time cost one round trip.
+pub struct RunCell<'a> {
     copy: RefCell<Loaded>,
+    on_end: Option<&'a EndSignal>,
     turn: Mutex<()>,
+    /// Reports waiting for a turn, by ticket.
+    waiting: RefCell<Vec<(u64, Reported)>>,
+    /// Outcomes of reports written by another caller's turn, by ticket.
+    written: RefCell<BTreeMap<u64, Result<ReportOutcome>>>,
+    tickets: Cell<u64>,
 }
 
-impl RunCell {
-    fn new(copy: Loaded) -> Self {
-        RunCell { copy: RefCell::new(copy), turn: Mutex::new(()) }
+/// Tells whoever waits for a run (the hand-over's caller) how it ended, the moment it ends.
+#[derive(Default)]
+pub struct EndSignal(RefCell<Option<Sender<Option<Loaded>>>>);
+
+impl EndSignal {
+    /// A signal that sends on `sender`.
+    pub fn new(sender: Sender<Option<Loaded>>) -> Self {
+        EndSignal(RefCell::new(Some(sender)))
+    }
+
+    /// Sends `ended` (`None`: nothing ended here), once; later calls do nothing.
+    pub fn fire(&self, ended: Option<Loaded>) {
+        if let Some(sender) = self.0.borrow_mut().take() {
+            let _ = sender.send(ended); // the caller may have stopped waiting
+        }
+    }
+}
+
+impl<'a> RunCell<'a> {
+    fn new(copy: Loaded, on_end: Option<&'a EndSignal>) -> Self {
+        RunCell {
+            copy: RefCell::new(copy),
+            on_end,
+            turn: Mutex::new(()),
+            waiting: RefCell::new(Vec::new()),
+            written: RefCell::new(BTreeMap::new()),
+            tickets: Cell::new(0),
+        }
     }
 
     /// The run as this invocation last knew it.
@@ -88,22 +124,61 @@ impl RunCell {
         self.copy.borrow().clone()
     }
 
-    /// Records a report on the copy, in turn, and keeps the copy current.
-    async fn record(&self, engine: &Engine<'_>, service: &str, attempt: u32, report: Report) -> Result<RecordOutcome> {
+    /// Records a report on the copy, in turn (with whatever reports wait with it), and keeps
+    /// the copy current. Returns the report's outcome, and what the decision made ready for
+    /// this caller to carry on (empty unless its own turn wrote the batch).
+    async fn record(
+        &self,
+        engine: &Engine<'_>,
+        service: &str,
+        attempt: u32,
+        report: Report,
+    ) -> Result<(ReportOutcome, AdvanceReport)> {
+        let ticket = self.tickets.get();
+        self.tickets.set(ticket + 1);
+        let reported = Reported { service: service.to_string(), attempt: Some(attempt), report };
+        self.waiting.borrow_mut().push((ticket, reported));
         let _turn = self.turn.lock().await;
+        if let Some(outcome) = self.written.borrow_mut().remove(&ticket) {
+            return outcome.map(|o| (o, AdvanceReport::default()));
+        }
+        let batch: Vec<(u64, Reported)> = self.waiting.borrow_mut().drain(..).collect();
+        let (tickets, reports): (Vec<u64>, Vec<Reported>) = batch.into_iter().unzip();
         // With an LLM configured the analysis may take seconds: it stays on its own queue.
         let dispatch = Dispatch::Inline { analysis: LlmConfig::from_env(engine.env()).is_none() };
-        let outcome = engine.record_loaded(self.copy(), service, Some(attempt), report, dispatch).await?;
-        let after = match &outcome {
-            RecordOutcome::Recorded { advance, .. } => advance.after.clone(),
-            _ => None,
+        let decided = engine.carry_out(self.copy(), reports, Event::Look, Caller::EventDriven, dispatch).await;
+        let (outcomes, advance) = match decided {
+            Ok(decided) => decided,
+            Err(e) => {
+                let message = e.to_string();
+                for other in tickets.iter().filter(|t| **t != ticket) {
+                    self.written.borrow_mut().insert(*other, Err(Error::Storage(message.clone())));
+                }
+                // Not known exactly: the next decision loses its gate and reads the run.
+                self.copy.borrow_mut().run.version = -1;
+                return Err(e);
+            }
         };
-        match after {
-            Some(after) => *self.copy.borrow_mut() = after,
-            // Not known exactly: the next decision loses its gate and reads the run.
+        match &advance.after {
+            Some(after) => *self.copy.borrow_mut() = after.clone(),
             None => self.copy.borrow_mut().run.version = -1,
         }
-        Ok(outcome)
+        if let (true, Some(ended)) = (advance.tail_pending, &advance.after) {
+            // Answer whoever waits first; the KV mirror and admission follow.
+            if let Some(signal) = self.on_end {
+                signal.fire(Some(ended.clone()));
+            }
+            engine.after_ending(ended).await;
+        }
+        let mut mine = ReportOutcome::Stale;
+        for (t, outcome) in tickets.into_iter().zip(outcomes) {
+            if t == ticket {
+                mine = outcome;
+            } else {
+                self.written.borrow_mut().insert(t, Ok(outcome));
+            }
+        }
+        Ok((mine, advance))
     }
 }
 
@@ -114,6 +189,7 @@ pub async fn run_batch(
     engine: &Engine<'_>,
     tasks: &[TaskMessage],
     known: Option<&Loaded>,
+    on_end: Option<&EndSignal>,
 ) -> (Vec<Result<Disposition>>, Vec<Loaded>) {
     let mut by_run: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, task) in tasks.iter().enumerate() {
@@ -125,7 +201,7 @@ pub async fn run_batch(
         .map(|indices| {
             let group: Vec<TaskMessage> = indices.iter().map(|&i| tasks[i].clone()).collect();
             let known = known.filter(|k| group.first().is_some_and(|t| t.run_id.as_str() == k.run.run_id));
-            async move { run_tasks_of_run(engine, &group, known).await }
+            async move { run_tasks_of_run(engine, &group, known, on_end).await }
         })
         .collect();
     let mut outcomes: Vec<Option<Result<Disposition>>> = tasks.iter().map(|_| None).collect();
@@ -173,6 +249,7 @@ async fn run_tasks_of_run(
     engine: &Engine<'_>,
     tasks: &[TaskMessage],
     known: Option<&Loaded>,
+    on_end: Option<&EndSignal>,
 ) -> (Vec<Result<Disposition>>, Option<Loaded>) {
     let claimed = async {
         let read = match (known, tasks.first()) {
@@ -190,7 +267,7 @@ async fn run_tasks_of_run(
         }
     };
     let Some(loaded) = loaded else { return (tasks.iter().map(|_| Ok(Disposition::Ack)).collect(), None) };
-    let cell = RunCell::new(loaded);
+    let cell = RunCell::new(loaded, on_end);
     let runs: Vec<_> = claims
         .into_iter()
         .zip(tasks)
@@ -211,7 +288,7 @@ async fn run_tasks_of_run(
 
 /// [`run_claimed`]; on an error, gives the claim up so that the attempt's message (retried,
 /// or sent by the caller) can claim it again instead of waiting for the attempt's deadline.
-async fn run_or_release(engine: &Engine<'_>, cell: &RunCell, service: &str, attempt: u32) -> Result<Disposition> {
+async fn run_or_release(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, attempt: u32) -> Result<Disposition> {
     let copy = cell.copy();
     let claimed_at = copy.step(service).and_then(|row| row.claimed_at);
     let run_id = copy.run.run_id.clone();
@@ -226,7 +303,7 @@ async fn run_or_release(engine: &Engine<'_>, cell: &RunCell, service: &str, atte
 }
 
 /// Runs an attempt this invocation has claimed and records its outcome.
-async fn run_claimed(engine: &Engine<'_>, cell: &RunCell, service: &str, attempt: u32) -> Result<Disposition> {
+async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, attempt: u32) -> Result<Disposition> {
     let copy = cell.copy();
     let Some(spec) = copy.plan.step(service).cloned() else { return Ok(Disposition::Ack) };
     let run_id = copy.run.run_id.clone();
@@ -257,13 +334,11 @@ async fn run_claimed(engine: &Engine<'_>, cell: &RunCell, service: &str, attempt
         ServiceOutcome::Done { output, usage, duration_ms } => Report::Succeeded { output, usage, duration_ms },
         ServiceOutcome::Failed(error) => Report::Failed(error),
     };
-    match cell.record(engine, service, attempt, report).await? {
-        RecordOutcome::Recorded { step, advance } => {
-            carry_on(engine, cell, advance).await;
-            if step.status == StepStatus::Retrying {
-                return Ok(Disposition::RetryAfter(retry_delay(&step, engine.now())));
-            }
-            Ok(Disposition::Ack)
+    let (outcome, advance) = cell.record(engine, service, attempt, report).await?;
+    carry_on(engine, cell, advance).await;
+    match outcome {
+        ReportOutcome::Recorded(step) if step.status == StepStatus::Retrying => {
+            Ok(Disposition::RetryAfter(retry_delay(&step, engine.now())))
         }
         _ => Ok(Disposition::Ack),
     }
@@ -274,7 +349,7 @@ async fn run_claimed(engine: &Engine<'_>, cell: &RunCell, service: &str, attempt
 /// fan-in it won (when it did not end the run at once). What cannot be finished here goes to
 /// its queue; if this invocation dies, the steps' deadlines and the analysis timeout bring
 /// the poller.
-async fn carry_on(engine: &Engine<'_>, cell: &RunCell, advance: AdvanceReport) {
+async fn carry_on(engine: &Engine<'_>, cell: &RunCell<'_>, advance: AdvanceReport) {
     let runs: Vec<_> = advance
         .unsent_tasks
         .iter()

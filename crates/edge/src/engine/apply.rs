@@ -333,7 +333,11 @@ impl Engine<'_> {
             let status = ended.status()?;
             report.finished = Some(status);
             report.failed = status == RunStatus::Failed;
-            self.after_ending(&ended).await;
+            if matches!(dispatch, Dispatch::Inline { .. }) {
+                report.tail_pending = true;
+            } else {
+                self.after_ending(&ended).await;
+            }
             report.after = Some(ended);
             return Ok(());
         }

@@ -141,7 +141,7 @@ impl Engine<'_> {
     /// What follows an ending: the KV mirror of the run as it ended (no read), and for a
     /// pipeline, whose reservation is free now, the admission of what waits (the poller would,
     /// later). Best effort: neither decides anything.
-    pub(super) async fn after_ending(&self, ended: &Loaded) {
+    pub async fn after_ending(&self, ended: &Loaded) {
         self.write_snapshot(ended).await;
         if ended.run.kind == "pipeline" {
             if let Err(e) = Box::pin(crate::admission::admit_queued(self, 10)).await {

@@ -158,6 +158,11 @@ pub struct AdvanceReport {
     pub finished: Option<RunStatus>,
     /// Steps cancelled.
     pub cancelled: Vec<String>,
+    /// [`Dispatch::Inline`]: the run ended in this change and the ending's tail (KV snapshot,
+    /// admission) is the caller's to run ([`Engine::after_ending`]), once it has told whoever
+    /// waits for the run.
+    #[serde(skip)]
+    pub tail_pending: bool,
     /// [`Dispatch::Inline`]: the task messages of `dispatched`, not sent.
     #[serde(skip)]
     pub unsent_tasks: Vec<TaskMessage>,
