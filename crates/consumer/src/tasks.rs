@@ -257,7 +257,7 @@ async fn run_tasks_of_run(
             (None, Some(task)) => engine.load(task.run_id.as_str()).await?,
             (None, None) => None,
         };
-        engine.claim_attempts(read, tasks).await
+        engine.claim_attempts(read, tasks, known.is_some()).await
     };
     let (loaded, claims) = match claimed.await {
         Ok(claimed) => claimed,

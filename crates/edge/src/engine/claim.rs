@@ -27,10 +27,13 @@ impl Engine<'_> {
     /// Claims the attempts `tasks` (all of one run) ask for, in one transaction, on the run as
     /// read (`loaded`). Returns the run as it stands after the claims (`None`: no such run
     /// or it is not active) and one claim per task.
+    /// `handed_over`: `loaded` is a hand-over's run, whose first wave the orchestrator claimed
+    /// for this invocation in its insert; those attempts need no claim of their own.
     pub async fn claim_attempts(
         &self,
         loaded: Option<Loaded>,
         tasks: &[TaskMessage],
+        handed_over: bool,
     ) -> Result<(Option<Loaded>, Vec<AttemptClaim>)> {
         let mut claims = vec![AttemptClaim::Done; tasks.len()];
         let Some(mut loaded) = loaded else { return Ok((None, claims)) };
@@ -51,6 +54,9 @@ impl Engine<'_> {
             // A retried message keeps its body (the first attempt's number), so while the step
             // backs off any delivery of it may dispatch the next attempt.
             match record.status {
+                StepStatus::Running if record.attempts == task.attempt && handed_over && row.claimed_at.is_some() => {
+                    claims[i] = AttemptClaim::Run(task.attempt);
+                }
                 StepStatus::Running if record.attempts == task.attempt => {
                     let mut claimed = row.clone();
                     claimed.claimed_at = Some(at);

@@ -17,6 +17,7 @@ mod plans;
 mod rows;
 mod run;
 mod start;
+mod wait;
 
 pub use apply::{Reported, MAX_ROUNDS};
 pub use cancel::CancelOutcome;

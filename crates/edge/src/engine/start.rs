@@ -9,7 +9,7 @@ use baton_core::ids::{EventId, RunId};
 use baton_core::lifecycle::{self, Event, RunAction, RunState};
 use baton_core::messages::TaskMessage;
 use baton_core::plan::Plan;
-use baton_core::state::{RunStatus, StepRecord};
+use baton_core::state::{RunStatus, StepRecord, StepStatus};
 use serde_json::Value;
 
 use super::rows::row_with_record;
@@ -59,9 +59,9 @@ impl Engine<'_> {
         Ok(self.start_with(new, Dispatch::Queue).await?.0)
     }
 
-    /// [`start_run`](Self::start_run) for a caller that runs the first wave itself
-    /// ([`Dispatch::Inline`]): its task messages are returned, not sent. The caller sends
-    /// those it cannot run.
+    /// [`start_run`](Self::start_run) for a caller that has the first wave run at once
+    /// ([`Dispatch::Inline`]): the wave is claimed in the insert and its task messages are
+    /// returned, not sent (see [`Engine::hand_over`]).
     pub async fn start_run_inline(&self, new: NewRun) -> Result<(Started, Vec<TaskMessage>)> {
         self.start_with(new, Dispatch::Inline { analysis: false }).await
     }
@@ -144,9 +144,17 @@ impl Engine<'_> {
             created_at: now.as_u64() as i64,
             dedupe_key: Some(start_dedupe_key(&new.run_id)),
         };
+        // A caller that runs the first wave itself (it hands it over) claims it in this insert.
+        let claim = matches!(dispatch, Dispatch::Inline { .. }).then_some(now.as_u64() as i64);
         let initial_rows: Vec<StepRow> = pending_rows
             .iter()
-            .map(|row| records.get(&row.service).map(|r| row_with_record(row, r)).unwrap_or_else(|| row.clone()))
+            .map(|row| match records.get(&row.service) {
+                Some(record) if record.status == StepStatus::Running => {
+                    StepRow { claimed_at: claim, ..row_with_record(row, record) }
+                }
+                Some(record) => row_with_record(row, record),
+                None => row.clone(),
+            })
             .collect();
         let mut statements = vec![runs::insert(&self.db, &run)?];
         for row in &initial_rows {

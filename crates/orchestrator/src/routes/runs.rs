@@ -3,16 +3,14 @@
 use std::time::Duration;
 
 use baton_core::ids::RunId;
-use baton_core::messages::TaskMessage;
 use baton_core::plan::{Plan, DEFAULT_PLAN_ID};
-use baton_core::request::{validate_run_request, RunRequestDraft};
+use baton_core::request::{validate_run_request, RunRequest, RunRequestDraft};
 use baton_core::state::RunStatus;
 use baton_core::time::Millis;
-use baton_edge::concurrency::with_timeout;
 use baton_edge::engine::{summary_of, write_snapshot, Engine, Loaded, NewRun, Started};
-use baton_edge::{auth, bindings, clock, http, Error, Result};
-use serde_json::{json, Value};
-use worker::{Context, Delay, Env, Headers, Method, Request, RequestInit, Response};
+use baton_edge::{auth, clock, http, Error, Result};
+use serde_json::{json, Map, Value};
+use worker::{Context, Env, Request, Response};
 
 use super::input;
 
@@ -25,8 +23,92 @@ const MAX_PARAMETERS_BYTES: usize = 90 * 1024;
 /// `POST /api/orchestration/run`
 pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let wait = wait_seconds(&req)?;
+    let wait = wait_seconds(&req)?.filter(|seconds| *seconds > 0);
     let body: Value = http::read_json(&mut req).await?;
+    let (request, parameters) = decode_run_request(body)?;
+    let engine = Engine::new(env).await?;
+    let plan = resolve_plan(&engine, request.plan_id.as_str(), &client_id).await?;
+    let new = new_run(client_id, request, plan, parameters)?;
+    let wait_deadline = wait.map(|seconds| clock::now_ms() + seconds * 1000);
+    let begun = begin(&engine, env, ctx, new, wait).await?;
+    let answer = |status: &Value, summary: Value| {
+        let replayed = begun.replayed;
+        json!({ "success": true, "run_id": begun.run_id, "status": status, "summary": summary, "idempotent_replay": replayed })
+    };
+    // The consumer ran the whole run and answered with how it ended: nothing to read.
+    if let Some(summary) = &begun.ended {
+        return http::json(200, &answer(&summary["status"], summary.clone()));
+    }
+    if let Some(deadline) = wait_deadline {
+        let loaded = engine.wait_for_end(&begun.run_id, deadline).await?;
+        return http::json(200, &answer(&json!(loaded.run.status), json!(summary_of(&loaded)?)));
+    }
+    let status_url = format!("/api/orchestration/runs/{}", begun.run_id);
+    http::json(
+        202,
+        &json!({ "success": true, "run_id": begun.run_id, "status": begun.status, "status_url": status_url,
+                 "idempotent_replay": begun.replayed }),
+    )
+}
+
+/// A new diagnostic run of `client_id`'s.
+fn new_run(client_id: String, request: RunRequest, plan: Plan, parameters: Map<String, Value>) -> Result<NewRun> {
+    Ok(NewRun {
+        run_id: RunId::from_parts(Millis::new(clock::now_ms()), clock::random_bytes::<8>()?),
+        kind: "diagnostic",
+        client_id,
+        website_id: request.website_id.as_str().to_string(),
+        domain: request.domain,
+        plan,
+        parameters: Value::Object(parameters),
+        idempotency_key: request.idempotency_key,
+        priority: 1,
+    })
+}
+
+/// A run request's outcome: the run, whether it already existed, and its summary if it ended
+/// while the request waited for its hand-over.
+struct Begun {
+    run_id: String,
+    status: String,
+    replayed: bool,
+    ended: Option<Value>,
+}
+
+/// Starts the run (or finds the one its idempotency key names). A waiting client's first
+/// wave is handed to the consumer, which runs it at once.
+async fn begin(engine: &Engine<'_>, env: &Env, ctx: &Context, new: NewRun, wait: Option<u64>) -> Result<Begun> {
+    let begun = |run_id: &str, status: &str, replayed, ended| Begun {
+        run_id: run_id.to_string(),
+        status: status.to_string(),
+        replayed,
+        ended,
+    };
+    let (started, wave) = match wait {
+        Some(_) => engine.start_run_inline(new).await?,
+        None => (engine.start_run(new).await?, Vec::new()),
+    };
+    Ok(match started {
+        Started::New(written) => {
+            mirror(env, ctx, &written);
+            let ended = match wait {
+                Some(seconds) => engine.hand_over(&written, &wave, Duration::from_secs(seconds)).await,
+                None => None,
+            };
+            begun(&written.run.run_id, &written.run.status, false, ended)
+        }
+        Started::Existing(run) => begun(&run.run_id, &run.status, true, None),
+    })
+}
+
+/// The KV mirror of a run just written, outside the request's path (it never decides anything).
+fn mirror(env: &Env, ctx: &Context, written: &Loaded) {
+    let (env, snapshot) = (env.clone(), written.clone());
+    ctx.wait_until(async move { write_snapshot(&env, &snapshot).await });
+}
+
+/// The run request's fields, validated (every problem named), and its parameters.
+fn decode_run_request(body: Value) -> Result<(RunRequest, Map<String, Value>)> {
     let map = input::object(body, &["website_id", "domain", "plan_id", "parameters", "idempotency_key"])?;
     let draft = RunRequestDraft {
         website_id: input::optional_string(&map, "website_id")?.unwrap_or_default(),
@@ -43,68 +125,7 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
             .collect();
         input::problems("invalid_request", &problems.to_string(), list)
     })?;
-    let engine = Engine::new(env).await?;
-    let plan = resolve_plan(&engine, request.plan_id.as_str(), &client_id).await?;
-    let now = clock::now_ms();
-    let run_id = RunId::from_parts(Millis::new(now), clock::random_bytes::<8>()?);
-    let new = NewRun {
-        run_id,
-        kind: "diagnostic",
-        client_id,
-        website_id: request.website_id.as_str().to_string(),
-        domain: request.domain,
-        plan,
-        parameters: Value::Object(parameters),
-        idempotency_key: request.idempotency_key,
-        priority: 1,
-    };
-    let wait_deadline = wait.map(|seconds| clock::now_ms() + seconds * 1000);
-    let (started, first_wave) = match wait {
-        // A client is waiting: the consumer runs the first wave now instead of through the queue.
-        Some(seconds) if seconds > 0 => engine.start_run_inline(new).await?,
-        _ => (engine.start_run(new).await?, Vec::new()),
-    };
-    let mut ended = None;
-    let (run, replayed) = match started {
-        Started::New(written) => {
-            // The KV mirror of what was just written, outside the request's path (it never
-            // decides anything).
-            let snapshot = (*written).clone();
-            let env2 = env.clone();
-            ctx.wait_until(async move { write_snapshot(&env2, &snapshot).await });
-            if !first_wave.is_empty() {
-                ended = hand_over(&engine, &written, &first_wave, Duration::from_secs(wait.unwrap_or(0))).await;
-            }
-            (written.run, false)
-        }
-        Started::Existing(run) => (*run, true),
-    };
-    if let Some(summary) = ended {
-        // The consumer ran the whole run and answered with how it ended: nothing to read.
-        let status = summary.get("status").cloned().unwrap_or(Value::Null);
-        return http::json(
-            200,
-            &json!({ "success": true, "run_id": run.run_id, "status": status, "summary": summary, "idempotent_replay": replayed }),
-        );
-    }
-    if let Some(deadline) = wait_deadline {
-        let loaded = wait_for_end(&engine, &run.run_id, deadline).await?;
-        let summary = summary_of(&loaded)?;
-        return http::json(
-            200,
-            &json!({ "success": true, "run_id": run.run_id, "status": loaded.run.status, "summary": summary, "idempotent_replay": replayed }),
-        );
-    }
-    http::json(
-        202,
-        &json!({
-            "success": true,
-            "run_id": run.run_id,
-            "status": run.status,
-            "status_url": format!("/api/orchestration/runs/{}", run.run_id),
-            "idempotent_replay": replayed,
-        }),
-    )
+    Ok((request, parameters))
 }
 
 fn wait_seconds(req: &Request) -> Result<Option<u64>> {
@@ -116,70 +137,6 @@ fn wait_seconds(req: &Request) -> Result<Option<u64>> {
             "wait",
             format!("`wait` must be a whole number of seconds from 0 to {MAX_WAIT_SECONDS}, got {raw:?}"),
         )),
-    }
-}
-
-/// Hands the first wave of a waited-for run to the consumer (`POST /internal/drive` over the
-/// `CONSUMER` binding, with the run as written and the effective configuration), which runs
-/// it, and what it makes ready, at once. Returns when the
-/// consumer has nothing left to run there, or when `limit` passes (the work goes on in the
-/// consumer). If the hand-over fails, the wave goes on the task queue as usual. The run's
-/// summary if it ended there.
-async fn hand_over(engine: &Engine<'_>, written: &Loaded, tasks: &[TaskMessage], limit: Duration) -> Option<Value> {
-    let call = async {
-        // With the run as just written and the configuration just resolved, the consumer
-        // needs neither a read of the run nor of KV before claiming.
-        let mut body = written.hand_over();
-        body["tasks"] = json!(tasks);
-        body["config"] = engine.config.to_override();
-        let body = serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?;
-        let headers = Headers::new();
-        let _ = headers.set("Content-Type", "application/json");
-        for (name, value) in auth::signature_headers(engine.env(), &body)? {
-            let _ = headers.set(name, &value);
-        }
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
-        let request = Request::new_with_init("https://consumer.internal/internal/drive", &init)?;
-        let consumer = engine
-            .env()
-            .service(bindings::CONSUMER)
-            .map_err(|e| Error::Binding { name: bindings::CONSUMER, cause: e.to_string() })?;
-        baton_edge::meter::subrequest();
-        let mut response = consumer.fetch_request(request).await?;
-        match response.status_code() {
-            200 => Ok(response.json::<Value>().await.ok().and_then(|answer| answer.get("ended").cloned())),
-            status => Err(Error::Internal(format!(
-                "consumer answered {status}: {}",
-                response.text().await.unwrap_or_default()
-            ))),
-        }
-    };
-    match with_timeout(call, limit).await {
-        Some(Ok(ended)) => ended.filter(|summary| !summary.is_null()),
-        None => None,
-        Some(Err(e)) => {
-            worker::console_warn!("hand-over to the consumer failed ({e}); queueing the first wave");
-            // Attempts the consumer did claim are acknowledged as duplicates there.
-            if let Err(e) = engine.send_tasks(tasks).await {
-                worker::console_error!("first wave not queued either ({e}); the poller dispatches it");
-            }
-            None
-        }
-    }
-}
-
-/// Polls D1 (the authority) until the run ends or the deadline (ms) passes; the interval
-/// grows from 2 ms to 100 ms so short runs answer fast and long waits stay cheap.
-async fn wait_for_end(engine: &Engine<'_>, run_id: &str, deadline: u64) -> Result<Loaded> {
-    let mut interval = 2u64;
-    loop {
-        let loaded = engine.load(run_id).await?.ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?;
-        if loaded.status()?.is_terminal() || clock::now_ms() >= deadline {
-            return Ok(loaded);
-        }
-        Delay::from(Duration::from_millis(interval)).await;
-        interval = (interval * 3 / 2).min(100);
     }
 }
 
