@@ -142,6 +142,9 @@ impl<'a> RunCell<'a> {
         if let Some(outcome) = self.written.borrow_mut().remove(&ticket) {
             return outcome.map(|o| (o, AdvanceReport::default()));
         }
+        // Let the answers that have already arrived join this batch (one turn of the event
+        // loop): attempts of one wave tend to finish together.
+        worker::Delay::from(std::time::Duration::ZERO).await;
         let batch: Vec<(u64, Reported)> = self.waiting.borrow_mut().drain(..).collect();
         let (tickets, reports): (Vec<u64>, Vec<Reported>) = batch.into_iter().unzip();
         // With an LLM configured the analysis may take seconds: it stays on its own queue.
