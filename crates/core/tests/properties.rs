@@ -427,3 +427,127 @@ proptest! {
         prop_assert_eq!(Millis::parse_rfc3339(&text), Ok(Millis::new(ms)));
     }
 }
+
+/// Drives one run through `lifecycle::decide` alone, as the engine does: each round delivers
+/// the results that are due (sometimes twice) and looks at the run; the decision's writes are
+/// applied as compare-and-sets on the records read, its run action carried out.
+fn drive_lifecycle(s: &Scenario) -> Result<(RunStatus, Vec<StepRecord>, usize), TestCaseError> {
+    use baton_core::lifecycle::{self, Cause, Event, Observer, Report, Rules, RunAction, RunState};
+    let plan = &s.plan;
+    let mut rng = SplitMix64::new(s.seed);
+    let mut steps: Vec<StepRecord> = plan.service_slugs().into_iter().map(StepRecord::pending).collect();
+    let mut run = RunStatus::Started;
+    let mut now = START;
+    let deadline = run_deadline(plan, START, &s.config);
+    let mut dispatched: BTreeSet<(usize, u32)> = BTreeSet::new();
+    let mut in_flight: BTreeMap<usize, (u32, Outcome, Millis)> = BTreeMap::new();
+    let mut endings = 0;
+    for _ in 0..10_000 {
+        let mut events = Vec::new();
+        let due: Vec<usize> = in_flight.iter().filter(|(_, (_, _, at))| *at <= now).map(|(p, _)| *p).collect();
+        for position in due {
+            let Some((attempt, outcome, _)) = in_flight.remove(&position) else { continue };
+            let report = match outcome {
+                Outcome::Succeed { .. } => Report::Succeeded,
+                Outcome::FailTransient { .. } => Report::Failed(StepError::transient("503")),
+                Outcome::FailPermanent { .. } => Report::Failed(StepError::permanent("400")),
+                Outcome::Hang => continue,
+            };
+            let event =
+                Event::Reported { service: plan.steps()[position].service.clone(), attempt: Some(attempt), report };
+            if s.duplicate_results {
+                events.push(event.clone());
+            }
+            events.push(event);
+        }
+        events.push(Event::Look);
+        // The poller's rules: a retry is dispatched once its backoff ends (its message arrives).
+        let rules =
+            Rules { now, fan_in: s.config, event_driven_fanin: true, observer: Observer::Poller, retry_grace_ms: 0 };
+        let state = RunState { status: run, started_at: START, plan, steps: &steps };
+        let decision = lifecycle::decide(&state, &events, &rules, &mut rng);
+        for write in &decision.writes {
+            let position = plan.position(write.after.service.as_str()).expect("planned");
+            prop_assert_eq!(&write.before, &steps[position], "a write not based on the record read");
+            prop_assert!(!write.before.status.is_terminal(), "a terminal step was written");
+            if write.cause == Cause::Dispatched {
+                // Its dependencies completed, possibly by a report in this same decision.
+                for dep in plan.dependency_positions(position) {
+                    prop_assert_eq!(decision.steps[dep].status, StepStatus::Completed);
+                }
+                prop_assert!(dispatched.insert((position, write.after.attempts)), "an attempt dispatched twice");
+                let script = s.scripts[position][(write.after.attempts as usize - 1).min(2)];
+                let arrives = match script {
+                    Outcome::Succeed { after_ms }
+                    | Outcome::FailTransient { after_ms }
+                    | Outcome::FailPermanent { after_ms } => now.saturating_add(after_ms),
+                    Outcome::Hang => Millis::new(u64::MAX),
+                };
+                in_flight.insert(position, (write.after.attempts, script, arrives));
+            }
+        }
+        prop_assert_eq!(&decision.steps.len(), &steps.len());
+        steps = decision.steps.clone();
+        match &decision.run {
+            RunAction::Keep | RunAction::DeferFanIn => {}
+            RunAction::Start => run = RunStatus::Running,
+            RunAction::Claim { partial, then, .. } => {
+                endings += 1;
+                prop_assert!(steps.iter().all(|r| r.status.is_terminal()), "claimed with steps in flight");
+                let finish = lifecycle::analysed(RunStatus::Aggregating, *partial, now, deadline).expect("claimed");
+                prop_assert_eq!(finish.status, *then, "the status decided at the claim holds after the analysis");
+                run = finish.status;
+            }
+            RunAction::Finish(finish) => {
+                endings += 1;
+                prop_assert!(finish.from.contains(&run));
+                run = finish.status;
+            }
+        }
+        if run.is_terminal() {
+            let again = lifecycle::decide(
+                &RunState { status: run, started_at: START, plan, steps: &steps },
+                &[Event::Look],
+                &rules,
+                &mut rng,
+            );
+            prop_assert!(again.is_empty(), "an ended run was decided on again");
+            break;
+        }
+        let mut next = deadline;
+        for (_, _, at) in in_flight.values() {
+            next = next.min(*at);
+        }
+        for record in &steps {
+            for at in [record.deadline_at, record.next_attempt_at].into_iter().flatten() {
+                next = next.min(at);
+            }
+        }
+        now = if next > now { next } else { now.saturating_add(1) };
+    }
+    prop_assert!(run.is_terminal(), "run never ended: {:?}", run);
+    Ok((run, steps, endings))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_lifecycle_decision_ends_every_run_once_with_writes_on_what_was_read(s in scenario()) {
+        let (run, steps, endings) = drive_lifecycle(&s)?;
+        prop_assert_eq!(endings, 1);
+        prop_assert!(matches!(run, RunStatus::Completed | RunStatus::Timeout | RunStatus::Failed));
+        prop_assert!(steps.iter().all(|r| r.status.is_terminal()));
+        if !steps.iter().any(|r| r.status == StepStatus::Completed) {
+            prop_assert_eq!(run, RunStatus::Failed);
+        }
+        for (position, record) in steps.iter().enumerate() {
+            if record.attempts > 0 {
+                for dep in s.plan.dependency_positions(position) {
+                    prop_assert_eq!(steps[dep].status, StepStatus::Completed);
+                }
+            }
+            prop_assert!(record.attempts <= s.plan.steps()[position].retry.max_attempts);
+        }
+    }
+}
