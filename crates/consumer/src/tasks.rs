@@ -255,12 +255,11 @@ async fn run_tasks_of_run(
     on_end: Option<&EndSignal>,
 ) -> (Vec<Result<Disposition>>, Option<Loaded>) {
     let claimed = async {
-        let read = match (known, tasks.first()) {
-            (Some(known), _) => Some(known.clone()),
-            (None, Some(task)) => engine.load(task.run_id.as_str()).await?,
-            (None, None) => None,
-        };
-        engine.claim_attempts(read, tasks, known.is_some()).await
+        match (known, tasks.first()) {
+            (Some(known), _) => engine.claim_attempts(Some(known.clone()), tasks, true).await,
+            (None, Some(task)) => engine.claim_and_load(task.run_id.as_str(), tasks).await,
+            (None, None) => Ok((None, Vec::new())),
+        }
     };
     let (loaded, claims) = match claimed.await {
         Ok(claimed) => claimed,

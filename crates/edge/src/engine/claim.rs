@@ -24,6 +24,42 @@ pub enum AttemptClaim {
 }
 
 impl Engine<'_> {
+    /// Claims the attempts `tasks` (all of one run) ask for and reads the run, in one
+    /// transaction: a dispatched attempt's claim needs nothing read first. Only a message for a
+    /// step that backs off (its next attempt is dispatched on the state read) costs a second
+    /// transaction ([`claim_attempts`](Self::claim_attempts)).
+    pub async fn claim_and_load(
+        &self,
+        run_id: &str,
+        tasks: &[TaskMessage],
+    ) -> Result<(Option<Loaded>, Vec<AttemptClaim>)> {
+        let at = self.now().as_u64() as i64;
+        let claims = tasks
+            .iter()
+            .map(|t| steps::claim_start(&self.db, run_id, t.service.as_str(), i64::from(t.attempt), at))
+            .collect::<Result<Vec<_>>>()?;
+        let (loaded, changes) = self.load_after(run_id, claims).await?;
+        let Some(loaded) = loaded else { return Ok((None, vec![AttemptClaim::Done; tasks.len()])) };
+        let mut claims: Vec<AttemptClaim> = changes
+            .iter()
+            .zip(tasks)
+            .map(|(c, t)| if *c > 0 { AttemptClaim::Run(t.attempt) } else { AttemptClaim::Done })
+            .collect();
+        let backing_off: Vec<usize> = (0..tasks.len())
+            .filter(|&i| claims[i] == AttemptClaim::Done)
+            .filter(|&i| loaded.step(tasks[i].service.as_str()).is_some_and(|row| row.status == "retrying"))
+            .collect();
+        if backing_off.is_empty() {
+            return Ok((Some(loaded), claims));
+        }
+        let retried: Vec<TaskMessage> = backing_off.iter().map(|&i| tasks[i].clone()).collect();
+        let (after, retry_claims) = self.claim_attempts(Some(loaded), &retried, false).await?;
+        for (&i, claim) in backing_off.iter().zip(retry_claims) {
+            claims[i] = claim;
+        }
+        Ok((after, claims))
+    }
+
     /// Claims the attempts `tasks` (all of one run) ask for, in one transaction, on the run as
     /// read (`loaded`). Returns the run as it stands after the claims (`None`: no such run
     /// or it is not active) and one claim per task.

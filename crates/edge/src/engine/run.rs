@@ -18,7 +18,7 @@ use worker::Env;
 use super::rows::record_of;
 use crate::d1::runs::{self, RunRow};
 use crate::d1::steps::{self, StepRow};
-use crate::d1::Db;
+use crate::d1::{Db, Stmt};
 use crate::kv::Kv;
 use crate::{bindings, clock, Error, Result};
 
@@ -253,14 +253,24 @@ impl<'a> Engine<'a> {
 
     /// Loads a run, its plan and its steps in one round trip.
     pub async fn load(&self, run_id: &str) -> Result<Option<Loaded>> {
-        let results =
-            self.db.batch_rows(vec![runs::select(&self.db, run_id)?, steps::select_of_run(&self.db, run_id)?]).await?;
-        let mut results = results.into_iter();
+        Ok(self.load_after(run_id, Vec::new()).await?.0)
+    }
+
+    /// Runs `first` and then reads the run, in one transaction: the run as those statements
+    /// left it, and their `changes`.
+    pub(super) async fn load_after(&self, run_id: &str, first: Vec<Stmt>) -> Result<(Option<Loaded>, Vec<u64>)> {
+        let count = first.len();
+        let mut statements = first;
+        statements.push(runs::select(&self.db, run_id)?);
+        statements.push(steps::select_of_run(&self.db, run_id)?);
+        let results = self.db.batch_rows(statements).await?;
+        let changes = results.iter().take(count).map(|(_, meta)| meta.changes).collect();
+        let mut results = results.into_iter().skip(count);
         let (run_rows, _) = results.next().unwrap_or_default();
         let (step_rows, _) = results.next().unwrap_or_default();
-        let Some(run) = run_rows.into_iter().next() else { return Ok(None) };
+        let Some(run) = run_rows.into_iter().next() else { return Ok((None, changes)) };
         let run: RunRow = serde_json::from_value(run).map_err(|e| Error::Storage(format!("decoding run: {e}")))?;
-        Loaded::from_rows(run, decode_steps(step_rows)?).map(Some)
+        Ok((Some(Loaded::from_rows(run, decode_steps(step_rows)?)?), changes))
     }
 
     /// Mirrors the run's summary into KV (`job:{traceId}`) for fast reads. Best effort: KV
