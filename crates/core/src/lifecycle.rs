@@ -337,12 +337,12 @@ fn look_at(
             causes[position].get_or_insert(Cause::Settled);
         }
     }
+    let then = fan_in.decision.final_status();
     match fan_in.decision {
         FanInDecision::Wait => dispatch_ready(run, records, causes, rules, rng),
-        FanInDecision::Aggregate { partial, missing, deadline_reached } => {
+        FanInDecision::Aggregate { partial, missing, .. } => {
             if rules.observer == Observer::Poller || rules.event_driven_fanin {
-                let then = if deadline_reached { RunStatus::Timeout } else { RunStatus::Completed };
-                RunAction::Claim { partial, missing, then }
+                RunAction::Claim { partial, missing, then: then.unwrap_or(RunStatus::Completed) }
             } else {
                 RunAction::DeferFanIn
             }
@@ -390,27 +390,14 @@ fn dispatch_ready(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{validate, PlanDraft, StepDraft};
+    use crate::plan::test_plan;
     use crate::retry::SplitMix64;
     use crate::state::ErrorKind;
 
     const NOW: Millis = Millis::new(1_800_000_000_000);
 
     fn plan(steps: &[(&str, &[&str])]) -> Plan {
-        validate(&PlanDraft {
-            plan_id: "p".into(),
-            name: "P".into(),
-            description: String::new(),
-            max_run_duration_ms: 600_000,
-            services: steps
-                .iter()
-                .map(|(name, deps)| StepDraft {
-                    depends_on: deps.iter().map(|d| d.to_string()).collect(),
-                    ..StepDraft::new(*name)
-                })
-                .collect(),
-        })
-        .expect("a valid plan")
+        test_plan(steps)
     }
 
     fn slug(s: &str) -> ServiceSlug {

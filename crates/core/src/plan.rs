@@ -786,6 +786,26 @@ pub fn builtin_plan(plan_id: &str) -> Option<Plan> {
     builtin_drafts().iter().find(|d| d.plan_id == plan_id).and_then(|d| validate(d).ok())
 }
 
+/// A valid plan of `(step, dependencies)` pairs (10-minute runs, default step settings), for
+/// the tests of the modules that decide on plans.
+#[cfg(test)]
+pub(crate) fn test_plan(steps: &[(&str, &[&str])]) -> Plan {
+    validate(&PlanDraft {
+        plan_id: "p".into(),
+        name: "P".into(),
+        description: String::new(),
+        max_run_duration_ms: 600_000,
+        services: steps
+            .iter()
+            .map(|(service, deps)| StepDraft {
+                depends_on: deps.iter().map(|d| d.to_string()).collect(),
+                ..StepDraft::new(*service)
+            })
+            .collect(),
+    })
+    .unwrap_or_else(|problems| panic!("an invalid test plan: {problems}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,23 +88,10 @@ pub fn waves(plan: &Plan) -> Vec<(ServiceSlug, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{builtin_plan, validate, PlanDraft, StepDraft};
+    use crate::plan::{builtin_plan, test_plan};
 
     fn plan(steps: &[(&str, &[&str])]) -> Plan {
-        validate(&PlanDraft {
-            plan_id: "p".into(),
-            name: "P".into(),
-            description: String::new(),
-            max_run_duration_ms: 600_000,
-            services: steps
-                .iter()
-                .map(|(s, deps)| StepDraft {
-                    depends_on: deps.iter().map(|d| d.to_string()).collect(),
-                    ..StepDraft::new(*s)
-                })
-                .collect(),
-        })
-        .unwrap()
+        test_plan(steps)
     }
 
     fn rec(service: &str, status: StepStatus) -> StepRecord {
