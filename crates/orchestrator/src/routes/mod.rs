@@ -12,11 +12,11 @@ mod runs;
 mod test_hooks;
 
 use baton_edge::{Error, Result};
-use worker::{Context, Env, Method, Request, Response};
+use worker::{Env, Method, Request, Response};
 
 /// Dispatches a request by method and path; unknown paths are 404, known paths with
 /// another method are 405.
-pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
+pub async fn route(req: Request, env: &Env) -> Result<Response> {
     let path = req.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
@@ -26,7 +26,7 @@ pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
             _ => &[Method::Get],
         },
         ["api", "orchestration", "run"] => match method {
-            Method::Post => return runs::start(req, env, ctx).await,
+            Method::Post => return runs::start(req, env).await,
             _ => &[Method::Post],
         },
         ["api", "orchestration", "plans"] => match method {

@@ -7,10 +7,10 @@ use baton_core::plan::{Plan, DEFAULT_PLAN_ID};
 use baton_core::request::{validate_run_request, RunRequest, RunRequestDraft};
 use baton_core::state::RunStatus;
 use baton_core::time::Millis;
-use baton_edge::engine::{summary_of, write_snapshot, Engine, Loaded, NewRun, Started};
+use baton_edge::engine::{summary_of, Engine, Loaded, NewRun, Started};
 use baton_edge::{auth, clock, http, Error, Result};
 use serde_json::{json, Map, Value};
-use worker::{Context, Env, Request, Response};
+use worker::{Env, Request, Response};
 
 use super::input;
 
@@ -21,7 +21,7 @@ const MAX_WAIT_SECONDS: u64 = 60;
 const MAX_PARAMETERS_BYTES: usize = 90 * 1024;
 
 /// `POST /api/orchestration/run`
-pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
+pub async fn start(mut req: Request, env: &Env) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
     let wait = wait_seconds(&req)?.filter(|seconds| *seconds > 0);
     let body: Value = http::read_json(&mut req).await?;
@@ -30,7 +30,7 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
     let plan = resolve_plan(&engine, request.plan_id.as_str(), &client_id).await?;
     let new = new_run(client_id, request, plan, parameters)?;
     let wait_deadline = wait.map(|seconds| clock::now_ms() + seconds * 1000);
-    let begun = begin(&engine, env, ctx, new, wait).await?;
+    let begun = begin(&engine, new, wait).await?;
     let answer = |status: &Value, summary: Value| {
         let replayed = begun.replayed;
         json!({ "success": true, "run_id": begun.run_id, "status": status, "summary": summary, "idempotent_replay": replayed })
@@ -77,7 +77,7 @@ struct Begun {
 
 /// Starts the run (or finds the one its idempotency key names). A waiting client's first
 /// wave is handed to the consumer, which runs it at once.
-async fn begin(engine: &Engine<'_>, env: &Env, ctx: &Context, new: NewRun, wait: Option<u64>) -> Result<Begun> {
+async fn begin(engine: &Engine<'_>, new: NewRun, wait: Option<u64>) -> Result<Begun> {
     let begun = |run_id: &str, status: &str, replayed, ended| Begun {
         run_id: run_id.to_string(),
         status: status.to_string(),
@@ -90,7 +90,6 @@ async fn begin(engine: &Engine<'_>, env: &Env, ctx: &Context, new: NewRun, wait:
     };
     Ok(match started {
         Started::New(written) => {
-            mirror(env, ctx, &written);
             let ended = match wait {
                 Some(seconds) => engine.hand_over(&written, &wave, Duration::from_secs(seconds)).await,
                 None => None,
@@ -99,12 +98,6 @@ async fn begin(engine: &Engine<'_>, env: &Env, ctx: &Context, new: NewRun, wait:
         }
         Started::Existing(run) => begun(&run.run_id, &run.status, true, None),
     })
-}
-
-/// The KV mirror of a run just written, outside the request's path (it never decides anything).
-fn mirror(env: &Env, ctx: &Context, written: &Loaded) {
-    let (env, snapshot) = (env.clone(), written.clone());
-    ctx.wait_until(async move { write_snapshot(&env, &snapshot).await });
 }
 
 /// The run request's fields, validated (every problem named), and its parameters.
