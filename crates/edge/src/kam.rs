@@ -36,7 +36,7 @@ pub async fn within<F: Future>(ms: u64, fut: F) -> Option<F::Output> {
 /// `name` must already be validated (letters, digits, `_`, `-`).
 pub async fn master_template(env: &worker::Env, name: &str) -> Result<Option<MasterTemplate>> {
     let upstream = |message: String| Error::Upstream { service: SERVICE.into(), message };
-    let kam = env.service(bindings::KAM).map_err(|e| Error::Binding { name: bindings::KAM, cause: e.to_string() })?;
+    let kam = crate::services::worker(env, bindings::KAM)?;
     let url = format!("https://kam.internal/api/master-templates/{name}");
     let answer = async {
         crate::meter::subrequest();

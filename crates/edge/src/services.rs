@@ -3,9 +3,15 @@
 //! `SERVICES` service binding with the worker key as path prefix. The consumer (handshake,
 //! process) and the poller (progress) use the same rule.
 
-use worker::{Env, Fetch, Request, RequestInit, Response};
+use worker::{Env, Fetch, Fetcher, Request, RequestInit, Response};
 
-use crate::{bindings, settings};
+use crate::{bindings, settings, Error};
+
+/// A service binding to another Baton worker (`bindings::POLLER`, `bindings::CONSUMER`, ...),
+/// or an error naming the binding.
+pub fn worker(env: &Env, name: &'static str) -> crate::Result<Fetcher> {
+    env.service(name).map_err(|e| Error::Binding { name, cause: e.to_string() })
+}
 
 /// A service worker's address.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -69,10 +69,7 @@ impl Engine<'_> {
         init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
         let request = Request::new_with_init("https://consumer.internal/internal/drive", &init)
             .map_err(|e| Undelivered::Refused(e.into()))?;
-        let consumer = self
-            .env()
-            .service(bindings::CONSUMER)
-            .map_err(|e| Undelivered::Refused(Error::Binding { name: bindings::CONSUMER, cause: e.to_string() }))?;
+        let consumer = crate::services::worker(self.env(), bindings::CONSUMER).map_err(Undelivered::Refused)?;
         crate::meter::subrequest();
         let mut response = consumer.fetch_request(request).await.map_err(|e| unknown(e.into()))?;
         match response.status_code() {

@@ -6,8 +6,7 @@ use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
 pub async fn poller(req: Request, env: &Env, action: &str) -> Result<Response> {
     auth::require_admin(&req, env)?;
-    let poller =
-        env.service(bindings::POLLER).map_err(|e| Error::Binding { name: bindings::POLLER, cause: e.to_string() })?;
+    let poller = baton_edge::services::worker(env, bindings::POLLER)?;
     let headers = Headers::new();
     if let Some(token) = http::bearer_token(&req) {
         headers.set("Authorization", &format!("Bearer {token}"))?;

@@ -36,7 +36,8 @@ pub async fn health(env: &Env) -> Result<Response> {
 
 async fn fetch_health(env: &Env, binding: &'static str) -> Value {
     let outcome = async {
-        let fetcher = env.service(binding)?;
+        let fetcher =
+            baton_edge::services::worker(env, binding).map_err(|e| worker::Error::RustError(e.to_string()))?;
         let mut response = fetcher.fetch("https://internal/health", None).await?;
         let status = response.status_code();
         let mut body = response.json::<Value>().await?;

@@ -95,7 +95,7 @@ pub async fn meter(req: Request, env: &Env) -> Result<Response> {
     usage.insert("orchestrator".into(), json!(baton_edge::meter::read(reset)));
     let authorization = req.headers().get("Authorization").ok().flatten().unwrap_or_default();
     for (name, binding) in [("consumer", bindings::CONSUMER), ("poller", bindings::POLLER)] {
-        let fetcher = env.service(binding).map_err(|e| Error::Binding { name: binding, cause: e.to_string() })?;
+        let fetcher = baton_edge::services::worker(env, binding)?;
         let headers = Headers::new();
         let _ = headers.set("Authorization", &authorization);
         let mut init = RequestInit::new();
