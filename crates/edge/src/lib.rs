@@ -4,7 +4,6 @@
 //! persist and act. Invariants: SQL lives only in [`d1`]; binding names live only in
 //! [`bindings`]; errors become HTTP responses only in [`error::Error::to_response`].
 
-pub mod admission;
 pub mod auth;
 pub mod bindings;
 pub mod clock;

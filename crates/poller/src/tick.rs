@@ -96,7 +96,7 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
         }
     }
     // 4. Pipeline executions: release ended reservations, expire, admit by priority.
-    let admission = baton_edge::admission::admit_queued(&engine, limit).await.unwrap_or_else(|e| {
+    let admission = baton_edge::engine::admission::admit_queued(&engine, limit).await.unwrap_or_else(|e| {
         counts.errors += 1;
         worker::console_error!("poller: admission pass failed: {e}");
         Default::default()

@@ -110,7 +110,7 @@ pub async fn due(db: &Db, now: i64, limit: u32) -> Result<(Vec<RunRow>, Meta)> {
 
 /// The gate of a decision taken on a copy of the run read at version `read`: sets the
 /// version to `token` only if it is still `read`. `changes` = 1 means no one changed the run
-/// or its steps since that read, so every statement guarded by [`version_is`]`(token)` in the
+/// or its steps since that read, so every statement guarded by `version = token` in the
 /// same batch applies to exactly the state the decision was taken on.
 pub fn gate(db: &Db, run_id: &str, read: i64, token: i64) -> Result<Stmt> {
     db.stmt(

@@ -4,7 +4,7 @@
 //! Submitting is idempotent per `(client, request_id)`: a repeated request, or one that lost
 //! the race to insert the same request id, answers with the execution that stands. A new
 //! execution is queued with the plan core compiled from the key-account service's template,
-//! then an admission pass runs at once (see [`crate::admission`]); the run of an execution has
+//! then an admission pass runs at once (see [`super::admission`]); the run of an execution has
 //! the execution's id.
 
 use baton_core::execution::{self, client_status, waiting_reason};
@@ -14,10 +14,11 @@ use baton_core::request::Priority;
 use baton_core::template::{compile, CompileOptions};
 use serde_json::{json, Value};
 
+use super::admission;
 use super::run::{Engine, Loaded};
 use crate::d1::executions::{self, ExecutionRow};
 use crate::d1::{resources, runs};
-use crate::{admission, clock, kam, Error, Result};
+use crate::{clock, kam, Error, Result};
 
 /// Executions a request's admission pass may start (the poller's passes do the rest).
 pub const ADMIT_PER_REQUEST: u32 = 5;

@@ -144,7 +144,7 @@ impl Engine<'_> {
     pub async fn after_ending(&self, ended: &Loaded) {
         self.write_snapshot(ended).await;
         if ended.run.kind == "pipeline" {
-            if let Err(e) = Box::pin(crate::admission::admit_queued(self, 10)).await {
+            if let Err(e) = Box::pin(super::admission::admit_queued(self, 10)).await {
                 worker::console_warn!("admission after run {} ended: {e}", ended.run.run_id);
             }
         }

@@ -5,6 +5,7 @@
 //! The pattern for every change: read → core decides → compare-and-set in D1 (guarded by the
 //! state that was read) → act only on the writes this caller won (`changes` = 1).
 
+pub mod admission;
 mod apply;
 mod cancel;
 mod claim;

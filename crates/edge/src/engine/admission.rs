@@ -16,9 +16,9 @@ use baton_core::state::StepStatus;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::{Engine, NewRun};
 use crate::d1::executions::{self, ExecutionRow};
 use crate::d1::{resources, runs, Meta};
-use crate::engine::{Engine, NewRun};
 use crate::{clock, Error, Result};
 
 /// An admitted execution whose run is still missing this long after admission is started again.
