@@ -25,6 +25,17 @@ ensure_rust() {
   fi
 }
 
+# rustfmt and clippy (rustup's default profile has both). Whether they are there afterwards.
+ensure_lint_tools() {
+  local component
+  for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+      log "adding the $component component"
+      rustup component add "$component" >&2 || { log "could not add $component"; return 1; }
+    fi
+  done
+}
+
 ensure_cargo_tool() { # crate version binary
   local crate=$1 version=$2 bin=$3 root="$BATON_CACHE/cargo/$1-$2"
   if [ ! -x "$root/bin/$bin" ]; then
