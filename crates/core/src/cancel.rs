@@ -1,7 +1,7 @@
-//! Cancelling a run: the run ends `cancelled`, every step that has not ended does too, and
-//! the finish event says so. A run that has already ended is refused, naming its status.
+//! Cancelling a run: every step that has not ended ends `cancelled` (and
+//! [`crate::lifecycle::decide`] ends the run). A run that has already ended is refused, naming
+//! its status.
 
-use crate::events::{RunFinish, RunFinishedPayload};
 use crate::plan::Plan;
 use crate::retry::SplitMix64;
 use crate::scheduler::records_by_position;
@@ -60,31 +60,10 @@ pub fn cancel(
     }
 }
 
-/// The finish event of a cancelled run whose steps ended as `records`.
-pub fn finish_payload(
-    plan: &Plan,
-    records: &[StepRecord],
-    domain: &str,
-    started_at: Millis,
-    completed_at: Millis,
-) -> RunFinishedPayload {
-    RunFinishedPayload::new(
-        RunFinish {
-            status: RunStatus::Cancelled,
-            domain: domain.to_string(),
-            started_at,
-            completed_at,
-            diagnosis_event_id: None,
-            synthesis_error: None,
-        },
-        plan,
-        records,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::{RunFinish, RunFinishedPayload};
     use crate::plan::builtin_plan;
     use crate::state::{StepStatus, CANCELLED_ERROR};
 
@@ -112,7 +91,15 @@ mod tests {
             .iter()
             .all(|r| r.error.as_deref() == Some(CANCELLED_ERROR) && r.finished_at == Some(Millis::new(500))));
 
-        let payload = finish_payload(&plan, &c.records, "example.com", Millis::new(100), Millis::new(500));
+        let finish = RunFinish {
+            status: RunStatus::Cancelled,
+            domain: "example.com".into(),
+            started_at: Millis::new(100),
+            completed_at: Millis::new(500),
+            diagnosis_event_id: None,
+            synthesis_error: None,
+        };
+        let payload = RunFinishedPayload::new(finish, &plan, &c.records);
         assert_eq!(payload.status, RunStatus::Cancelled);
         assert_eq!((payload.services_completed, payload.services_failed, payload.services_skipped), (1, 1, 3));
         assert_eq!(payload.duration_ms, 400);

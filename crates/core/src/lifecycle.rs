@@ -19,6 +19,7 @@
 //! [`ReportOutcome::AlreadyTerminal`], one for another attempt is [`ReportOutcome::Stale`], and
 //! a decision on a run that is no longer active changes nothing.
 
+use crate::cancel;
 use crate::fanin::{self, FanInConfig, FanInDecision, RunView};
 use crate::ids::ServiceSlug;
 use crate::plan::Plan;
@@ -239,8 +240,14 @@ pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn
         }
     }
     let active = ACTIVE.contains(&run.status);
-    let action = if cancel && UNFINISHED.contains(&run.status) {
-        cancel_open_steps(plan, &mut records, &mut causes, rules.now, rng);
+    let cancellation = if cancel { cancel::cancel(run.status, plan, &records, rules.now).ok() } else { None };
+    let action = if let Some(cancellation) = cancellation {
+        for step in &cancellation.cancelled {
+            if let Some(position) = plan.position(step.service.as_str()) {
+                causes[position] = Some(Cause::Cancelled);
+            }
+        }
+        records = cancellation.records;
         RunAction::Finish(Finish { status: RunStatus::Cancelled, from: UNFINISHED, error: None })
     } else if look && active {
         look_at(run, &mut records, &mut causes, rules, rng)
@@ -301,21 +308,6 @@ fn record_report(
         Ok(StepOutcome::AlreadyTerminal) => ReportOutcome::AlreadyTerminal,
         // E.g. a result for a step that was never dispatched.
         Err(_) => ReportOutcome::Stale,
-    }
-}
-
-fn cancel_open_steps(
-    plan: &Plan,
-    records: &mut [StepRecord],
-    causes: &mut [Option<Cause>],
-    now: Millis,
-    rng: &mut dyn RandomSource,
-) {
-    for (position, spec) in plan.steps().iter().enumerate() {
-        if let Ok(StepOutcome::Applied(next)) = apply(&records[position], StepEvent::Cancelled, now, spec, rng) {
-            records[position] = next;
-            causes[position] = Some(Cause::Cancelled);
-        }
     }
 }
 
