@@ -73,7 +73,7 @@ impl<'de> Deserialize<'de> for ErrorKind {
 pub struct StepError {
     /// Its kind.
     pub kind: ErrorKind,
-    /// Human message (cut to [`MAX_ERROR_MESSAGE_CHARS`] when recorded).
+    /// Human message (cut to [`MAX_ERROR_MESSAGE_CHARS`](crate::state::MAX_ERROR_MESSAGE_CHARS) when recorded).
     pub message: String,
 }
 
