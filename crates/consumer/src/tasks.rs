@@ -13,13 +13,11 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
-use baton_core::lifecycle::{Event, ReportOutcome};
+use baton_core::lifecycle::{Event, Observer, ReportOutcome};
 use baton_core::messages::TaskMessage;
 use baton_core::state::{StepRecord, StepStatus};
 use baton_edge::concurrency::{join_all, Sender};
-use baton_edge::engine::{
-    seconds_until, AdvanceReport, AttemptClaim, Caller, Dispatch, Engine, Loaded, Report, Reported,
-};
+use baton_edge::engine::{seconds_until, AdvanceReport, AttemptClaim, Dispatch, Engine, Loaded, Report, Reported};
 use baton_edge::kv::Kv;
 use baton_edge::{Error, Result};
 use futures_util::lock::Mutex;
@@ -149,7 +147,7 @@ impl<'a> RunCell<'a> {
         let (tickets, reports): (Vec<u64>, Vec<Reported>) = batch.into_iter().unzip();
         // With an LLM configured the analysis may take seconds: it stays on its own queue.
         let dispatch = Dispatch::Inline { analysis: LlmConfig::from_env(engine.env()).is_none() };
-        let decided = engine.carry_out(self.copy(), reports, Event::Look, Caller::EventDriven, dispatch).await;
+        let decided = engine.carry_out(self.copy(), reports, Event::Look, Observer::EventDriven, dispatch).await;
         let (outcomes, advance) = match decided {
             Ok(decided) => decided,
             Err(e) => {

@@ -1,8 +1,9 @@
 //! One poller tick: select only due work through indexes, in bounded batches, and push each
 //! run forward with the same engine the event-driven path uses.
 
+use baton_core::lifecycle::Observer;
 use baton_core::time::Millis;
-use baton_edge::engine::{Caller, Dispatch, Engine, PollableStep};
+use baton_edge::engine::{Dispatch, Engine, PollableStep};
 use baton_edge::{bindings, kv::Kv, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -124,7 +125,7 @@ async fn advance(engine: &mut Engine<'_>, run_id: &str, counts: &mut TickCounts,
     counts.runs_checked += 1;
     let outcome = async {
         let Some(loaded) = engine.load(run_id).await? else { return Ok(()) };
-        let report = engine.advance(&loaded, Caller::Poller, Dispatch::Queue).await?;
+        let report = engine.advance(&loaded, Observer::Poller, Dispatch::Queue).await?;
         counts.steps_timed_out += report.timed_out.len() as u32;
         counts.steps_skipped += report.skipped.len() as u32;
         counts.steps_dispatched += report.dispatched.len() as u32;

@@ -29,7 +29,7 @@ use serde_json::Value;
 
 use super::rows::row_with_record;
 use super::run::{
-    missing_json, names, AdvanceReport, Caller, Dispatch, Engine, Loaded, RecordOutcome, Report, RESULT_RECHECK_MS,
+    missing_json, names, AdvanceReport, Dispatch, Engine, Loaded, RecordOutcome, Report, RESULT_RECHECK_MS,
     RETRY_GRACE_MS,
 };
 use crate::d1::runs;
@@ -88,7 +88,7 @@ impl Engine<'_> {
     ) -> Result<RecordOutcome> {
         let reported = Reported { service: service.to_string(), attempt, report };
         let (mut outcomes, advance) =
-            self.carry_out(loaded, vec![reported], Event::Look, Caller::EventDriven, dispatch).await?;
+            self.carry_out(loaded, vec![reported], Event::Look, Observer::EventDriven, dispatch).await?;
         Ok(match outcomes.pop() {
             Some(ReportOutcome::Recorded(step)) => RecordOutcome::Recorded { step, advance },
             Some(ReportOutcome::AlreadyTerminal) => RecordOutcome::AlreadyTerminal,
@@ -98,7 +98,7 @@ impl Engine<'_> {
     }
 
     /// Looks at a run now: attempt time-outs, the run's deadline, skips, ready steps, fan-in.
-    pub async fn advance(&self, loaded: &Loaded, caller: Caller, dispatch: Dispatch) -> Result<AdvanceReport> {
+    pub async fn advance(&self, loaded: &Loaded, caller: Observer, dispatch: Dispatch) -> Result<AdvanceReport> {
         Ok(self.carry_out(loaded.clone(), Vec::new(), Event::Look, caller, dispatch).await?.1)
     }
 
@@ -109,7 +109,7 @@ impl Engine<'_> {
         mut loaded: Loaded,
         reports: Vec<Reported>,
         then: Event,
-        caller: Caller,
+        caller: Observer,
         dispatch: Dispatch,
     ) -> Result<(Vec<ReportOutcome>, AdvanceReport)> {
         let mut outcomes: Vec<Option<ReportOutcome>> = vec![None; reports.len()];
@@ -188,7 +188,7 @@ impl Engine<'_> {
         Ok((outcomes, report))
     }
 
-    fn decide(&self, loaded: &Loaded, events: &[Event], caller: Caller) -> Result<lifecycle::Decision> {
+    fn decide(&self, loaded: &Loaded, events: &[Event], caller: Observer) -> Result<lifecycle::Decision> {
         let records = loaded.records()?;
         let run =
             RunState { status: loaded.status()?, started_at: loaded.started_at(), plan: &loaded.plan, steps: &records };
@@ -196,15 +196,12 @@ impl Engine<'_> {
     }
 
     /// The rules core decides under, now.
-    pub(super) fn rules(&self, caller: Caller) -> Rules {
+    pub(super) fn rules(&self, caller: Observer) -> Rules {
         Rules {
             now: self.now(),
             fan_in: self.config.fan_in(),
             event_driven_fanin: self.config.event_driven_fanin,
-            observer: match caller {
-                Caller::EventDriven => Observer::EventDriven,
-                Caller::Poller => Observer::Poller,
-            },
+            observer: caller,
             retry_grace_ms: RETRY_GRACE_MS,
         }
     }

@@ -3,10 +3,10 @@
 //! other decision — so a result racing the cancel either lands first (and the cancel is
 //! decided again on it) or finds its step cancelled.
 
-use baton_core::lifecycle::Event;
+use baton_core::lifecycle::{Event, Observer};
 use baton_core::state::RunStatus;
 
-use super::run::{Caller, Dispatch, Engine, Loaded};
+use super::run::{Dispatch, Engine, Loaded};
 use crate::{Error, Result};
 
 /// What cancelling did.
@@ -23,7 +23,7 @@ impl Engine<'_> {
     pub async fn cancel(&self, loaded: Loaded) -> Result<CancelOutcome> {
         let run_id = loaded.run.run_id.clone();
         let (_, report) =
-            self.carry_out(loaded, Vec::new(), Event::Cancel, Caller::EventDriven, Dispatch::Queue).await?;
+            self.carry_out(loaded, Vec::new(), Event::Cancel, Observer::EventDriven, Dispatch::Queue).await?;
         match (report.finished, report.after) {
             (Some(RunStatus::Cancelled), Some(after)) => {
                 Ok(CancelOutcome::Cancelled { loaded: Box::new(after), cancelled_steps: report.cancelled })

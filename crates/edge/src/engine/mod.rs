@@ -30,7 +30,6 @@ pub use finish::{rule_based_diagnosis, DIAGNOSIS_EVENT_TYPE};
 pub use plans::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSource};
 pub use rows::{record_of, row_with_record};
 pub use run::{
-    snapshot_of, summary_of, write_snapshot, AdvanceReport, Caller, Dispatch, Engine, Loaded, RecordOutcome, Report,
-    RETRY_GRACE_MS,
+    snapshot_of, summary_of, AdvanceReport, Dispatch, Engine, Loaded, RecordOutcome, Report, RETRY_GRACE_MS,
 };
 pub use start::{NewRun, Started};

@@ -192,15 +192,6 @@ pub enum Dispatch {
     },
 }
 
-/// Who is advancing a run: the poller claims fan-in even when event-driven fan-in is off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
-    /// The orchestrator or the consumer, right after a change.
-    EventDriven,
-    /// The poller.
-    Poller,
-}
-
 /// The engine for one event (request, queue batch, cron tick): bindings, config, clock.
 pub struct Engine<'a> {
     env: &'a Env,
@@ -276,19 +267,14 @@ impl<'a> Engine<'a> {
     /// Mirrors the run's summary into KV (`job:{traceId}`) for fast reads. Best effort: KV
     /// never decides anything, so a failure is logged, not raised.
     pub async fn write_snapshot(&self, loaded: &Loaded) {
-        write_snapshot(self.env, loaded).await
-    }
-}
-
-/// [`Engine::write_snapshot`] without an engine (no configuration needed).
-pub async fn write_snapshot(env: &Env, loaded: &Loaded) {
-    let outcome = async {
-        let snapshot = snapshot_of(loaded)?;
-        Kv::from_env(env)?.put_json(&bindings::kv_keys::job(&loaded.run.run_id), &snapshot).await
-    }
-    .await;
-    if let Err(e) = outcome {
-        worker::console_warn!("run {}: KV snapshot not written: {e}", loaded.run.run_id);
+        let outcome = async {
+            let snapshot = snapshot_of(loaded)?;
+            Kv::from_env(self.env)?.put_json(&bindings::kv_keys::job(&loaded.run.run_id), &snapshot).await
+        }
+        .await;
+        if let Err(e) = outcome {
+            worker::console_warn!("run {}: KV snapshot not written: {e}", loaded.run.run_id);
+        }
     }
 }
 

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use baton_core::events::{start_dedupe_key, RunStartedPayload, RUN_STATUS_EVENT_TYPE};
 use baton_core::fanin;
 use baton_core::ids::{EventId, RunId};
-use baton_core::lifecycle::{self, Event, RunAction, RunState};
+use baton_core::lifecycle::{self, Event, Observer, RunAction, RunState};
 use baton_core::messages::TaskMessage;
 use baton_core::plan::Plan;
 use baton_core::state::{RunStatus, StepRecord, StepStatus};
 use serde_json::Value;
 
 use super::rows::row_with_record;
-use super::run::{Caller, Dispatch, Engine, Loaded};
+use super::run::{Dispatch, Engine, Loaded};
 use crate::d1::events::{self as event_rows, EventRow};
 use crate::d1::runs::{self, RunRow};
 use crate::d1::steps::{self, StepRow};
@@ -77,7 +77,8 @@ impl Engine<'_> {
         let deadline = fanin::run_deadline(plan, now, &self.config.fan_in());
         let pending: Vec<StepRecord> = plan.steps().iter().map(|s| StepRecord::pending(s.service.clone())).collect();
         let state = RunState { status: RunStatus::Started, started_at: now, plan, steps: &pending };
-        let first_wave = lifecycle::decide(&state, &[Event::Look], &self.rules(Caller::EventDriven), &mut *self.rng());
+        let first_wave =
+            lifecycle::decide(&state, &[Event::Look], &self.rules(Observer::EventDriven), &mut *self.rng());
         let records: BTreeMap<String, StepRecord> =
             first_wave.steps.iter().map(|r| (r.service.as_str().to_string(), r.clone())).collect();
         let run_id = new.run_id.as_str().to_string();
