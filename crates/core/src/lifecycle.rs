@@ -133,13 +133,6 @@ pub struct StepWrite {
     pub cause: Cause,
 }
 
-impl StepWrite {
-    /// Whether this write ends the step.
-    pub fn ends_step(&self) -> bool {
-        !self.before.status.is_terminal() && self.after.status.is_terminal()
-    }
-}
-
 /// How a run ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finish {
@@ -513,7 +506,10 @@ mod tests {
         );
         assert!(matches!(d.reported[2], ReportOutcome::AlreadyTerminal));
         assert_eq!(d.writes.len(), 2);
-        assert!(d.writes.iter().all(|w| w.cause == Cause::Reported && w.ends_step()));
+        assert!(d
+            .writes
+            .iter()
+            .all(|w| w.cause == Cause::Reported && !w.before.status.is_terminal() && w.after.status.is_terminal()));
         assert!(matches!(d.run, RunAction::Claim { partial: false, .. }));
     }
 

@@ -122,6 +122,40 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     })
 }
 
+/// When an attempt's scripted outcome reaches the workers (never, if it hangs).
+fn arrival(script: Outcome, now: Millis) -> Millis {
+    match script {
+        Outcome::Succeed { after_ms } | Outcome::FailTransient { after_ms } | Outcome::FailPermanent { after_ms } => {
+            now.saturating_add(after_ms)
+        }
+        Outcome::Hang => Millis::new(u64::MAX),
+    }
+}
+
+/// The next moment something can happen: a result arrives, an attempt or a backoff ends, or
+/// the run's deadline; at least a millisecond after `now`.
+fn next_moment(
+    now: Millis,
+    deadline: Millis,
+    in_flight: &BTreeMap<usize, (u32, Outcome, Millis)>,
+    steps: &[StepRecord],
+) -> Millis {
+    let mut next = deadline;
+    for (_, _, at) in in_flight.values() {
+        next = next.min(*at);
+    }
+    for record in steps {
+        for at in [record.deadline_at, record.next_attempt_at].into_iter().flatten() {
+            next = next.min(at);
+        }
+    }
+    if next > now {
+        next
+    } else {
+        now.saturating_add(1)
+    }
+}
+
 /// What the simulated workers observed while driving a run.
 struct Trace {
     run: RunStatus,
@@ -199,13 +233,7 @@ fn drive(s: &Scenario) -> Result<Trace, TestCaseError> {
                     next.attempts
                 );
                 let script = s.scripts[position][(next.attempts as usize - 1).min(2)];
-                let arrives = match script {
-                    Outcome::Succeed { after_ms }
-                    | Outcome::FailTransient { after_ms }
-                    | Outcome::FailPermanent { after_ms } => now.saturating_add(after_ms),
-                    Outcome::Hang => Millis::new(u64::MAX),
-                };
-                in_flight.insert(position, (next.attempts, script, arrives));
+                in_flight.insert(position, (next.attempts, script, arrival(script, now)));
                 steps[position] = next;
                 match run.apply(RunEvent::Dispatched) {
                     Ok(RunOutcome::Applied(status)) => run = status,
@@ -253,17 +281,8 @@ fn drive(s: &Scenario) -> Result<Trace, TestCaseError> {
         }
 
         // 4. Advance the clock to the next thing that can happen.
-        let mut next = deadline;
-        for (_, _, at) in in_flight.values() {
-            next = next.min(*at);
-        }
-        for record in &steps {
-            for at in [record.deadline_at, record.next_attempt_at].into_iter().flatten() {
-                next = next.min(at);
-            }
-        }
         prop_assert!(now <= deadline, "the clock passed the run deadline without ending the run");
-        now = if next > now { next } else { now.saturating_add(1) };
+        now = next_moment(now, deadline, &in_flight, &steps);
     }
 
     prop_assert!(run.is_terminal(), "run never ended: {:?}", run);
@@ -477,13 +496,7 @@ fn drive_lifecycle(s: &Scenario) -> Result<(RunStatus, Vec<StepRecord>, usize), 
                 }
                 prop_assert!(dispatched.insert((position, write.after.attempts)), "an attempt dispatched twice");
                 let script = s.scripts[position][(write.after.attempts as usize - 1).min(2)];
-                let arrives = match script {
-                    Outcome::Succeed { after_ms }
-                    | Outcome::FailTransient { after_ms }
-                    | Outcome::FailPermanent { after_ms } => now.saturating_add(after_ms),
-                    Outcome::Hang => Millis::new(u64::MAX),
-                };
-                in_flight.insert(position, (write.after.attempts, script, arrives));
+                in_flight.insert(position, (write.after.attempts, script, arrival(script, now)));
             }
         }
         prop_assert_eq!(&decision.steps.len(), &steps.len());
@@ -514,16 +527,7 @@ fn drive_lifecycle(s: &Scenario) -> Result<(RunStatus, Vec<StepRecord>, usize), 
             prop_assert!(again.is_empty(), "an ended run was decided on again");
             break;
         }
-        let mut next = deadline;
-        for (_, _, at) in in_flight.values() {
-            next = next.min(*at);
-        }
-        for record in &steps {
-            for at in [record.deadline_at, record.next_attempt_at].into_iter().flatten() {
-                next = next.min(at);
-            }
-        }
-        now = if next > now { next } else { now.saturating_add(1) };
+        now = next_moment(now, deadline, &in_flight, &steps);
     }
     prop_assert!(run.is_terminal(), "run never ended: {:?}", run);
     Ok((run, steps, endings))
