@@ -33,7 +33,7 @@ use super::run::{
     RETRY_GRACE_MS,
 };
 use crate::d1::runs;
-use crate::d1::steps::{self, StepRow};
+use crate::d1::steps;
 use crate::d1::Stmt;
 use crate::{faults, Result};
 
@@ -54,13 +54,14 @@ pub struct Reported {
 /// A batch built from a decision: its statements and what each write's `changes` means.
 struct Batch {
     statements: Vec<Stmt>,
-    token: i64,
-    /// (index of the write's statement, the row written, whether it is a report's)
-    writes: Vec<(usize, StepRow, Cause)>,
+    /// (index of the write's statement, its step, why it is written)
+    writes: Vec<(usize, String, Cause)>,
     /// Index of the claim statement, if any.
     claim: Option<usize>,
     /// The ending written with it: (index of the statement, the run as it ends).
     ending: Option<(usize, Loaded)>,
+    /// The run as the batch leaves it if its gate is won.
+    after: Loaded,
 }
 
 impl Engine<'_> {
@@ -149,8 +150,8 @@ impl Engine<'_> {
             let metas = self.db.batch(batch.statements).await?;
             let won = |i: usize| metas.get(i).is_some_and(|m| m.changes > 0);
             for (&i, outcome) in open.iter().zip(&decision.reported) {
-                let written = batch.writes.iter().any(|(at, row, cause)| {
-                    *cause == Cause::Reported && won(*at) && outcome_service(outcome) == Some(row.service.as_str())
+                let written = batch.writes.iter().any(|(at, service, cause)| {
+                    *cause == Cause::Reported && won(*at) && outcome_service(outcome) == Some(service.as_str())
                 });
                 if written {
                     outcomes[i] = Some(outcome.clone());
@@ -164,24 +165,13 @@ impl Engine<'_> {
                 }
                 continue;
             }
-            let mut after = loaded.clone();
-            for (_, row, _) in &batch.writes {
-                after.replace_step(row.clone());
-            }
-            after.run.version = batch.token;
             self.report_decision(&decision, &mut report);
             let claimed = batch.claim.is_some_and(won);
-            if let RunAction::Claim { partial, missing, .. } = &decision.run {
-                if claimed {
-                    after.mark_fan_in_claimed(now, *partial, missing);
-                    report.aggregated = Some(*partial);
-                }
-            }
-            if decision.run == RunAction::Start {
-                after.run.status = RunStatus::Running.as_str().to_string();
+            if let (true, RunAction::Claim { partial, .. }) = (claimed, &decision.run) {
+                report.aggregated = Some(*partial);
             }
             let ended = batch.ending.filter(|(at, _)| won(*at)).map(|(_, ended)| ended);
-            self.act(after, ended, &decision, claimed, dispatch, &mut report).await?;
+            self.act(batch.after, ended, &decision, claimed, dispatch, &mut report).await?;
             break;
         }
         let outcomes = outcomes.into_iter().map(|o| o.unwrap_or(ReportOutcome::Stale)).collect();
@@ -222,12 +212,13 @@ impl Engine<'_> {
         let inline = matches!(dispatch, Dispatch::Inline { .. });
         let mut batch = Batch {
             statements: vec![runs::gate(db, run_id, loaded.run.version, token)?],
-            token,
             writes: Vec::new(),
             claim: None,
             ending: None,
+            after: loaded.clone(),
         };
-        let mut after = loaded.clone();
+        let after = &mut batch.after;
+        after.run.version = token;
         for write in &decision.writes {
             let Some(row) = loaded.step(write.after.service.as_str()) else { continue };
             let mut new_row = row_with_record(row, &write.after);
@@ -243,7 +234,7 @@ impl Engine<'_> {
             let claim = (inline && write.cause == Cause::Dispatched).then_some(at);
             new_row.claimed_at = claim.or(if new_row.attempts == row.attempts { row.claimed_at } else { None });
             let gate = (write.cause != Cause::Reported).then_some(token);
-            batch.writes.push((batch.statements.len(), new_row.clone(), write.cause));
+            batch.writes.push((batch.statements.len(), new_row.service.clone(), write.cause));
             batch.statements.push(steps::compare_and_set(db, &row.status, row.attempts, &new_row, claim, gate)?);
             after.replace_step(new_row);
         }
@@ -255,25 +246,28 @@ impl Engine<'_> {
         }
         match &decision.run {
             RunAction::Keep => {}
-            RunAction::Start => batch.statements.push(runs::mark_running(db, run_id, token)?),
+            RunAction::Start => {
+                after.run.status = RunStatus::Running.as_str().to_string();
+                batch.statements.push(runs::mark_running(db, run_id, token)?);
+            }
             RunAction::DeferFanIn => batch.statements.push(runs::set_due(db, run_id, at)?),
             RunAction::Claim { partial, missing, then } => {
                 let due = now.saturating_add(self.config.analysis_timeout_ms()).as_u64() as i64;
                 batch.claim = Some(batch.statements.len());
                 let missing_text = missing_json(missing);
                 batch.statements.push(runs::claim_fan_in(db, run_id, token, at, *partial, &missing_text, due)?);
+                after.mark_fan_in_claimed(now, *partial, missing);
                 if dispatch == (Dispatch::Inline { analysis: true }) && !faults::injected(self.env(), "analysis") {
                     // The rule-based analysis is pure: the run ends in this same batch.
-                    after.mark_fan_in_claimed(now, *partial, missing);
                     let finish = lifecycle::Finish { status: *then, from: lifecycle::CLAIMED, error: None };
-                    let diagnosis = super::finish::rule_based_diagnosis(&after, None);
-                    let (statements, ended) = self.ending(&after, &finish, Some(diagnosis), Some(token), now)?;
+                    let diagnosis = super::finish::rule_based_diagnosis(after, None);
+                    let (statements, ended) = self.ending(after, &finish, Some(diagnosis), Some(token), now)?;
                     batch.ending = Some((batch.statements.len(), ended));
                     batch.statements.extend(statements);
                 }
             }
             RunAction::Finish(finish) => {
-                let (statements, ended) = self.ending(&after, finish, None, Some(token), now)?;
+                let (statements, ended) = self.ending(after, finish, None, Some(token), now)?;
                 batch.ending = Some((batch.statements.len(), ended));
                 batch.statements.extend(statements);
             }
