@@ -1,9 +1,8 @@
 //! `baton-tasks`: run step attempts against their services.
 //!
 //! A task message asks for attempt `n` of a step. The messages of a batch are grouped by run:
-//! one read of the run, then one D1 transaction claims every attempt asked for (a duplicate
-//! delivery loses its claim and is acknowledged), then the claimed attempts run
-//! concurrently. The service calls overlap; the decisions on their outcomes are taken one at
+//! one D1 transaction claims every attempt asked for and reads the run (a duplicate delivery
+//! loses its claim and is acknowledged), then the claimed attempts run concurrently. The service calls overlap; the decisions on their outcomes are taken one at
 //! a time on one shared copy of the run ([`RunCell`]), each on the copy the last one left, so
 //! each is written in one round trip without reading the run again. What a result makes
 //! ready — the next steps, the analysis — runs here too, claimed in the same transaction that
