@@ -176,7 +176,7 @@ pub fn decide(
     if !at_deadline {
         for position in 0..records.len() {
             let record = &records[position];
-            if record.status == StepStatus::Running && record.deadline_at.is_some_and(|at| at <= now) {
+            if record.expires_at(&plan.steps()[position]).is_some_and(|at| at <= now) {
                 transition(&mut records, position, StepEvent::AttemptTimedOut, rng);
             }
         }

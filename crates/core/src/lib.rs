@@ -22,7 +22,8 @@
 //! - [`summary`], [`events`]: the run summary, confidence, lifecycle event payloads.
 //! - [`config`]: environment and KV-override configuration.
 //! - [`ids`], [`time`]: identifier newtypes; instants and RFC 3339.
-//! - [`messages`]: queue message shapes.
+//! - [`messages`]: queue message shapes; when timers are sent and what they do on firing.
+//! - [`progress`]: what a service's progress answer means for its attempt.
 //! - [`request`]: run and execution request validation.
 //! - [`listing`]: run listing queries and page cursors.
 //! - [`lifecycle`]: every change to a run, decided in one place (the engine interprets it).
@@ -46,6 +47,7 @@ pub mod lifecycle;
 pub mod listing;
 pub mod messages;
 pub mod plan;
+pub mod progress;
 pub mod request;
 pub mod retry;
 pub mod scheduler;

@@ -1,12 +1,19 @@
 //! The only shapes sent on queues. Each carries `v` (currently 1) so a consumer can tell a
-//! message it does not understand from a malformed one. Decoding never panics: a bad body is a
-//! typed [`MessageError`], which the consumer records and acks (a poison message).
+//! message it does not understand from a malformed one; the one exception is the analysis
+//! message in its original shape (`{"traceId": ...}` alone), read as version 1. Decoding never
+//! panics: a bad body is a typed [`MessageError`], which the consumer records and acks (a
+//! poison message).
+//!
+//! `baton-tasks` carries two kinds: [`TaskMessage`] (run an attempt) and [`TimerMessage`]
+//! (look at a run when something about it falls due); [`TasksQueueMessage::decode`] tells
+//! them apart by the `timer` field.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{RunId, ServiceSlug};
+use crate::time::Millis;
 
 /// The message version this crate writes and reads.
 pub const MESSAGE_VERSION: u32 = 1;
@@ -50,6 +57,161 @@ impl TaskMessage {
     }
 }
 
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// The run's own deadline.
+    RunDeadline,
+    /// An attempt's deadline (its timeout, or its heartbeat timeout).
+    AttemptDeadline,
+    /// Time to ask a service how an attempt it accepted is going.
+    Progress,
+    /// Tell a service that the attempt it works on was cancelled (due at once).
+    Cancelled,
+}
+
+impl TimerKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::RunDeadline => "run_deadline",
+            TimerKind::AttemptDeadline => "attempt_deadline",
+            TimerKind::Progress => "progress",
+            TimerKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Look at a run when something about it falls due (queue `baton-tasks`, sent with a delay).
+/// A timer that fires on a run or attempt that has moved on does nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerMessage {
+    /// Always [`MESSAGE_VERSION`].
+    pub v: u32,
+    /// What it is for.
+    pub timer: TimerKind,
+    /// The run.
+    pub run_id: RunId,
+    /// The step, for attempt timers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSlug>,
+    /// The attempt, for attempt timers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// When it is due (ms since the epoch).
+    pub due_at: u64,
+}
+
+impl TimerMessage {
+    /// A timer for the run's own deadline.
+    pub fn run_deadline(run_id: RunId, due_at: Millis) -> Self {
+        TimerMessage {
+            v: MESSAGE_VERSION,
+            timer: TimerKind::RunDeadline,
+            run_id,
+            service: None,
+            attempt: None,
+            due_at: due_at.as_u64(),
+        }
+    }
+
+    /// A timer about attempt `attempt` of `service`.
+    pub fn attempt(kind: TimerKind, run_id: RunId, service: ServiceSlug, attempt: u32, due_at: Millis) -> Self {
+        TimerMessage {
+            v: MESSAGE_VERSION,
+            timer: kind,
+            run_id,
+            service: Some(service),
+            attempt: Some(attempt),
+            due_at: due_at.as_u64(),
+        }
+    }
+
+    /// When it is due.
+    pub fn due(&self) -> Millis {
+        Millis::new(self.due_at)
+    }
+
+    /// The same timer, due at `at`.
+    pub fn at(&self, at: Millis) -> Self {
+        TimerMessage { due_at: at.as_u64(), ..self.clone() }
+    }
+}
+
+/// A queue can hold a message for at most this long (Cloudflare Queues' `delaySeconds`
+/// limit: 12 hours); a timer due later is sent for this long and sent again when it fires.
+pub const MAX_DELAY_SECONDS: u32 = 12 * 60 * 60;
+
+/// A timer fired this close to its due time waits out the rest in the consumer.
+pub const TIMER_WAIT_LIMIT_MS: u64 = 2_000;
+
+/// The delay to send a timer due at `due` with, at `now`: whole seconds rounded down (the
+/// consumer waits out the fraction), at most [`MAX_DELAY_SECONDS`].
+pub fn timer_delay_seconds(due: Millis, now: Millis) -> u32 {
+    (due.since(now) / 1000).min(u64::from(MAX_DELAY_SECONDS)) as u32
+}
+
+/// What a fired timer should do at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerFiring {
+    /// It is due: act.
+    Act,
+    /// It is due within [`TIMER_WAIT_LIMIT_MS`]: wait this many ms, then act.
+    WaitThenAct(u64),
+    /// It came early (a long timer): send it again.
+    Rearm,
+}
+
+/// How a timer due at `due` that fires at `now` proceeds.
+pub fn timer_firing(due: Millis, now: Millis) -> TimerFiring {
+    match due.since(now) {
+        0 => TimerFiring::Act,
+        wait if wait <= TIMER_WAIT_LIMIT_MS => TimerFiring::WaitThenAct(wait),
+        _ => TimerFiring::Rearm,
+    }
+}
+
+/// How long to wait between two questions to a service about an attempt it accepted: a
+/// quarter of its own estimate, between 1 and 10 s, and at most half the step's heartbeat
+/// timeout (so a missed heartbeat is noticed in time).
+pub fn progress_poll_interval_ms(estimated_completion_ms: Option<u64>, heartbeat_timeout_ms: Option<u64>) -> u64 {
+    let interval = (estimated_completion_ms.unwrap_or(4_000) / 4).clamp(1_000, 10_000);
+    heartbeat_timeout_ms.map_or(interval, |h| interval.min((h / 2).max(250)))
+}
+
+/// A message on `baton-tasks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum TasksQueueMessage {
+    /// Run an attempt.
+    Task(TaskMessage),
+    /// Look at a run.
+    Timer(TimerMessage),
+}
+
+impl TasksQueueMessage {
+    /// Decodes a `baton-tasks` body: a timer if it has a `timer` field, else a task.
+    pub fn decode(body: &Value) -> Result<Self, MessageError> {
+        if body.get("timer").is_some() {
+            return decode_versioned(MessageType::Timer, body).map(TasksQueueMessage::Timer);
+        }
+        TaskMessage::decode(body).map(TasksQueueMessage::Task)
+    }
+}
+
+impl From<TaskMessage> for TasksQueueMessage {
+    fn from(task: TaskMessage) -> Self {
+        TasksQueueMessage::Task(task)
+    }
+}
+
+impl From<TimerMessage> for TasksQueueMessage {
+    fn from(timer: TimerMessage) -> Self {
+        TasksQueueMessage::Timer(timer)
+    }
+}
+
 /// Analyse a run whose fan-in was claimed (queue `llm-analysis`). `traceId` is the run id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnalysisMessage {
@@ -72,8 +234,16 @@ impl AnalysisMessage {
         AnalysisMessage { v: MESSAGE_VERSION, trace_id, partial, missing }
     }
 
-    /// Decodes a queue body.
+    /// Decodes a queue body. A body without `v` whose only field is `traceId` is the
+    /// original shape of this message and reads as "analyse this run".
     pub fn decode(body: &Value) -> Result<Self, MessageError> {
+        if let Value::Object(fields) = body {
+            if !fields.contains_key("v") && fields.contains_key("traceId") {
+                let mut versioned = fields.clone();
+                versioned.insert("v".into(), Value::from(MESSAGE_VERSION));
+                return decode_versioned(MessageType::Analysis, &Value::Object(versioned));
+            }
+        }
         decode_versioned(MessageType::Analysis, body)
     }
 
@@ -90,6 +260,8 @@ pub enum MessageType {
     Task,
     /// [`AnalysisMessage`].
     Analysis,
+    /// [`TimerMessage`].
+    Timer,
 }
 
 impl std::fmt::Display for MessageType {
@@ -97,6 +269,7 @@ impl std::fmt::Display for MessageType {
         f.write_str(match self {
             MessageType::Task => "task message",
             MessageType::Analysis => "analysis message",
+            MessageType::Timer => "timer message",
         })
     }
 }
@@ -185,6 +358,57 @@ mod tests {
         let minimal =
             AnalysisMessage::decode(&json!({"v": 1, "traceId": "run_1732350000000_a1b2c3d4e5f60718"})).unwrap();
         assert_eq!(minimal, AnalysisMessage::new(run_id(), false, vec![]));
+    }
+
+    #[test]
+    fn the_original_analysis_message_shape_is_accepted() {
+        let seed = AnalysisMessage::decode(&json!({"traceId": "run_1732350000000_a1b2c3d4e5f60718"})).unwrap();
+        assert_eq!(seed, AnalysisMessage::new(run_id(), false, vec![]));
+        let error = AnalysisMessage::decode(&json!({"trace": "x"})).unwrap_err();
+        assert_eq!(error, MessageError::MissingVersion { message: MessageType::Analysis });
+    }
+
+    #[test]
+    fn timers_and_tasks_share_the_task_queue() {
+        let timer = TimerMessage::attempt(
+            TimerKind::AttemptDeadline,
+            run_id(),
+            "technical-seo".parse().unwrap(),
+            2,
+            Millis::new(1_732_350_012_345),
+        );
+        let json = serde_json::to_value(TasksQueueMessage::from(timer.clone())).unwrap();
+        assert_eq!(
+            json,
+            json!({"v": 1, "timer": "attempt_deadline", "run_id": "run_1732350000000_a1b2c3d4e5f60718",
+                   "service": "technical-seo", "attempt": 2, "due_at": 1_732_350_012_345u64})
+        );
+        assert_eq!(TasksQueueMessage::decode(&json).unwrap(), TasksQueueMessage::Timer(timer));
+        let task = TaskMessage::new(run_id(), "technical-seo".parse().unwrap(), 1);
+        let json = serde_json::to_value(TasksQueueMessage::from(task.clone())).unwrap();
+        assert_eq!(TasksQueueMessage::decode(&json).unwrap(), TasksQueueMessage::Task(task));
+        let bad = TasksQueueMessage::decode(&json!({"v": 1, "timer": "sometime", "run_id": "x"})).unwrap_err();
+        assert!(matches!(bad, MessageError::Malformed { message: MessageType::Timer, .. }), "{bad:?}");
+    }
+
+    #[test]
+    fn timers_are_sent_in_whole_seconds_and_wait_out_the_rest() {
+        let now = Millis::new(1_000_000);
+        assert_eq!(timer_delay_seconds(Millis::new(1_002_999), now), 2);
+        assert_eq!(timer_delay_seconds(Millis::new(999_000), now), 0);
+        assert_eq!(timer_delay_seconds(Millis::new(1_000_000 + 100_000_000), now), MAX_DELAY_SECONDS);
+        assert_eq!(timer_firing(Millis::new(999_000), now), TimerFiring::Act);
+        assert_eq!(timer_firing(Millis::new(1_000_999), now), TimerFiring::WaitThenAct(999));
+        assert_eq!(timer_firing(Millis::new(1_003_000), now), TimerFiring::Rearm);
+    }
+
+    #[test]
+    fn progress_is_asked_for_often_enough_to_see_a_heartbeat() {
+        assert_eq!(progress_poll_interval_ms(None, None), 1_000);
+        assert_eq!(progress_poll_interval_ms(Some(20_000), None), 5_000);
+        assert_eq!(progress_poll_interval_ms(Some(600_000), None), 10_000);
+        assert_eq!(progress_poll_interval_ms(Some(600_000), Some(4_000)), 2_000);
+        assert_eq!(progress_poll_interval_ms(Some(0), Some(100)), 250);
     }
 
     fn check_task(body: &str, expected: &str) {

@@ -59,6 +59,10 @@ pub struct StepSpec {
     /// The handshake `action` (a pipeline stage's `template_ref`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// Longest an attempt may go without a heartbeat (a progress answer saying it runs), if
+    /// the step asks for heartbeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout_ms: Option<u64>,
 }
 
 impl StepSpec {
@@ -74,6 +78,7 @@ impl StepSpec {
             timeout_ms: DEFAULT_STEP_TIMEOUT_MS,
             retry: RetryPolicy::default(),
             action: None,
+            heartbeat_timeout_ms: None,
         }
     }
 }
@@ -196,6 +201,7 @@ impl Plan {
                     timeout_ms: Some(s.timeout_ms),
                     retry: Some(s.retry.clone()),
                     action: s.action.clone(),
+                    heartbeat_timeout_ms: s.heartbeat_timeout_ms,
                 })
                 .collect(),
         }
@@ -215,12 +221,14 @@ fn default_required() -> bool {
 }
 
 /// A plan as a client sends it, unvalidated. Unknown fields are rejected (a typo such as
-/// `dependsOn` should not silently mean "no dependencies"). `max_duration_ms` (the seed's
-/// listing name) is accepted for `max_run_duration_ms`.
+/// `depends` should not silently mean "no dependencies"). `max_duration_ms` (the seed's
+/// listing name) and the camelCase spellings (`planId`, `maxRunDurationMs`, `dependsOn`,
+/// `timeoutMs`, ...) are accepted too.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanDraft {
     /// `[a-z0-9_-]{1,64}`.
+    #[serde(alias = "planId")]
     pub plan_id: String,
     /// 1..=200 characters.
     pub name: String,
@@ -228,7 +236,7 @@ pub struct PlanDraft {
     #[serde(default)]
     pub description: String,
     /// 1..=7 days.
-    #[serde(alias = "max_duration_ms")]
+    #[serde(alias = "max_duration_ms", alias = "maxRunDurationMs", alias = "maxDurationMs")]
     pub max_run_duration_ms: u64,
     /// 1..=50 steps.
     #[serde(default)]
@@ -245,26 +253,30 @@ pub struct StepDraft {
     /// The step's slug, `[a-z0-9_-]{1,64}`.
     pub service: String,
     /// Human name, 1..=200 characters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, alias = "displayName", skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// The worker to call, `[A-Za-z0-9_.-]{1,64}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, alias = "workerKey", skip_serializing_if = "Option::is_none")]
     pub worker_key: Option<String>,
     /// Slugs of steps that must complete first.
-    #[serde(default)]
+    #[serde(default, alias = "dependsOn")]
     pub depends_on: Vec<String>,
     /// Whether the diagnosis needs this step.
     #[serde(default = "default_required")]
     pub required: bool,
     /// Longest one attempt may take; 1..=the run's duration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, alias = "timeoutMs", skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// Retry policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
     /// The handshake action, 1..=128 characters.
-    #[serde(default, alias = "template_ref", skip_serializing_if = "Option::is_none")]
+    #[serde(default, alias = "template_ref", alias = "templateRef", skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// Longest an attempt may go without a heartbeat; 1..=`timeout_ms`. Absent: no heartbeats
+    /// are required.
+    #[serde(default, alias = "heartbeatTimeoutMs", skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout_ms: Option<u64>,
 }
 
 impl StepDraft {
@@ -340,6 +352,18 @@ pub enum PlanProblem {
         timeout_ms: u64,
         /// The run's duration.
         max_run_duration_ms: u64,
+    },
+    /// A heartbeat timeout longer than the attempt's own timeout.
+    #[error("service {service}: heartbeat_timeout_ms {heartbeat_timeout_ms} exceeds its timeout_ms {timeout_ms}")]
+    HeartbeatExceedsTimeout {
+        /// Step position.
+        index: usize,
+        /// Step slug.
+        service: String,
+        /// Its heartbeat timeout.
+        heartbeat_timeout_ms: u64,
+        /// Its attempt timeout.
+        timeout_ms: u64,
     },
     /// The same slug twice.
     #[error("service {service} appears twice (first at services[{first_index}])")]
@@ -420,6 +444,7 @@ impl PlanProblem {
             PlanProblem::ZeroDuration { .. } => "zero_duration",
             PlanProblem::DurationTooLong { .. } => "duration_too_long",
             PlanProblem::StepTimeoutExceedsRun { .. } => "step_timeout_exceeds_run",
+            PlanProblem::HeartbeatExceedsTimeout { .. } => "heartbeat_exceeds_timeout",
             PlanProblem::DuplicateService { .. } => "duplicate_service",
             PlanProblem::SelfDependency { .. } => "self_dependency",
             PlanProblem::UnknownDependency { .. } => "unknown_dependency",
@@ -439,6 +464,7 @@ impl PlanProblem {
             | PlanProblem::ZeroDuration { field }
             | PlanProblem::DurationTooLong { field, .. } => field.clone(),
             PlanProblem::StepTimeoutExceedsRun { index, .. } => format!("services[{index}].timeout_ms"),
+            PlanProblem::HeartbeatExceedsTimeout { index, .. } => format!("services[{index}].heartbeat_timeout_ms"),
             PlanProblem::DuplicateService { index, .. } => format!("services[{index}].service"),
             PlanProblem::SelfDependency { index, dependency_index, .. }
             | PlanProblem::UnknownDependency { index, dependency_index, .. }
@@ -586,6 +612,20 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
         if let Some(action) = &step.action {
             check_text(format!("services[{i}].action"), action, MAX_ACTION_CHARS, true, &mut problems);
         }
+        match step.heartbeat_timeout_ms {
+            Some(0) => {
+                problems.push(PlanProblem::ZeroDuration { field: format!("services[{i}].heartbeat_timeout_ms") })
+            }
+            Some(heartbeat) if timeout_ms > 0 && heartbeat > timeout_ms => {
+                problems.push(PlanProblem::HeartbeatExceedsTimeout {
+                    index: i,
+                    service: label.to_string(),
+                    heartbeat_timeout_ms: heartbeat,
+                    timeout_ms,
+                })
+            }
+            _ => {}
+        }
 
         let mut depends_on = Vec::with_capacity(step.depends_on.len());
         let mut seen = BTreeSet::new();
@@ -636,6 +676,7 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                 timeout_ms,
                 retry,
                 action: step.action.clone(),
+                heartbeat_timeout_ms: step.heartbeat_timeout_ms,
             });
         }
     }
@@ -1016,9 +1057,38 @@ mod tests {
         .unwrap_err();
         assert!(error.to_string().contains("the plan has no services"), "{error}");
         let typo = serde_json::from_str::<PlanDraft>(
-            r#"{"plan_id": "p", "name": "P", "max_run_duration_ms": 1000, "services": [{"service": "a", "dependsOn": []}]}"#,
+            r#"{"plan_id": "p", "name": "P", "max_run_duration_ms": 1000, "services": [{"service": "a", "depends": []}]}"#,
         );
         assert!(typo.is_err());
+    }
+
+    #[test]
+    fn a_camel_case_draft_reads_as_its_snake_case_twin() {
+        let camel: PlanDraft = serde_json::from_str(
+            r#"{"planId": "p", "name": "P", "maxRunDurationMs": 60000, "services": [
+                {"service": "a"},
+                {"service": "b", "dependsOn": ["a"], "timeoutMs": 5000, "heartbeatTimeoutMs": 1000,
+                 "retry": {"maxAttempts": 2}}]}"#,
+        )
+        .unwrap();
+        let snake: PlanDraft = serde_json::from_str(
+            r#"{"plan_id": "p", "name": "P", "max_run_duration_ms": 60000, "services": [
+                {"service": "a"},
+                {"service": "b", "depends_on": ["a"], "timeout_ms": 5000, "heartbeat_timeout_ms": 1000,
+                 "retry": {"max_attempts": 2}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(camel, snake);
+        assert_eq!(validate(&camel).unwrap().steps()[1].heartbeat_timeout_ms, Some(1000));
+    }
+
+    #[test]
+    fn a_heartbeat_timeout_fits_in_its_attempt() {
+        let mut d =
+            draft(vec![StepDraft { timeout_ms: Some(5_000), heartbeat_timeout_ms: Some(6_000), ..step("a", &[]) }]);
+        check(d.clone(), &[("heartbeat_exceeds_timeout", "services[0].heartbeat_timeout_ms")]);
+        d.services[0].heartbeat_timeout_ms = Some(0);
+        check(d, &[("zero_duration", "services[0].heartbeat_timeout_ms")]);
     }
 
     #[test]

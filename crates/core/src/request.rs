@@ -328,9 +328,55 @@ pub fn validate_execute_request(draft: &ExecuteRequestDraft) -> Result<ExecuteRe
     }
 }
 
+/// How long past its plan's maximum duration a client may wait for a run: its analysis.
+pub const WAIT_ANALYSIS_MARGIN_SECONDS: u64 = 60;
+
+/// The longest a client may wait for a run of `plan` (`?wait`): the plan's maximum duration,
+/// rounded up to whole seconds, and the time its analysis takes.
+pub fn wait_limit_seconds(plan: &crate::plan::Plan) -> u64 {
+    plan.max_run_duration_ms().div_ceil(1000) + WAIT_ANALYSIS_MARGIN_SECONDS
+}
+
+/// A `?wait` longer than the plan allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`wait` must be at most {limit} seconds for plan {plan_id} (its maximum run duration and its analysis), got {asked}")]
+pub struct WaitTooLong {
+    /// What was asked.
+    pub asked: u64,
+    /// The limit.
+    pub limit: u64,
+    /// The plan.
+    pub plan_id: String,
+}
+
+/// How long to wait for a run of `plan`, in seconds (0: answer at once): what the client
+/// asked (`?wait`), else the deployment's default capped at the plan's limit.
+pub fn wait_seconds(asked: Option<u64>, default: u64, plan: &crate::plan::Plan) -> Result<u64, WaitTooLong> {
+    let limit = wait_limit_seconds(plan);
+    match asked {
+        Some(asked) if asked > limit => Err(WaitTooLong { asked, limit, plan_id: plan.plan_id().to_string() }),
+        Some(asked) => Ok(asked),
+        None => Ok(default.min(limit)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_may_wait_as_long_as_the_plan_runs_and_its_analysis() {
+        let standard = crate::plan::builtin_plan("standard-v1").unwrap();
+        assert_eq!(wait_limit_seconds(&standard), 360);
+        assert_eq!(wait_seconds(Some(300), 0, &standard), Ok(300));
+        assert_eq!(wait_seconds(None, 0, &standard), Ok(0));
+        assert_eq!(wait_seconds(None, 3600, &standard), Ok(360), "a default is capped, not refused");
+        let error = wait_seconds(Some(361), 0, &standard).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`wait` must be at most 360 seconds for plan standard-v1 (its maximum run duration and its analysis), got 361"
+        );
+    }
     use serde_json::json;
 
     fn run_draft(website_id: &str, domain: &str) -> RunRequestDraft {

@@ -62,15 +62,20 @@ pub fn uniform_inclusive(rng: &mut dyn RandomSource, max: u64) -> u64 {
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// The cap of the first retry's delay. Default 1000 ms.
+    #[serde(alias = "initialIntervalMs")]
     pub initial_interval_ms: u64,
     /// How much the cap grows per attempt; ≥ 1. Default 2.0.
+    #[serde(alias = "backoffCoefficient")]
     pub backoff_coefficient: f64,
     /// The largest cap; ≥ `initial_interval_ms`, ≤ one day. Default 60000 ms.
+    #[serde(alias = "maxIntervalMs")]
     pub max_interval_ms: u64,
     /// Attempts in total, the first included; 1..=20 (1 = never retry). Default 3.
+    #[serde(alias = "maxAttempts")]
     pub max_attempts: u32,
     /// Error kinds (as their strings, e.g. `"rate_limited"`) never retried, on top of
     /// `permanent`, which never is.
+    #[serde(alias = "nonRetryableErrorKinds")]
     pub non_retryable_error_kinds: Vec<String>,
 }
 
@@ -330,9 +335,11 @@ mod tests {
     }
 
     #[test]
-    fn serde_fills_defaults_and_rejects_unknown_fields() {
+    fn serde_fills_defaults_accepts_camel_case_and_rejects_unknown_fields() {
         let policy: RetryPolicy = serde_json::from_str(r#"{"max_attempts": 5}"#).unwrap();
         assert_eq!(policy, RetryPolicy { max_attempts: 5, ..RetryPolicy::default() });
-        assert!(serde_json::from_str::<RetryPolicy>(r#"{"maxAttempts": 5}"#).is_err());
+        let camel: RetryPolicy = serde_json::from_str(r#"{"maxAttempts": 5}"#).unwrap();
+        assert_eq!(camel, policy);
+        assert!(serde_json::from_str::<RetryPolicy>(r#"{"max_tries": 5}"#).is_err());
     }
 }

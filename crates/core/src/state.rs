@@ -267,6 +267,8 @@ pub struct StepRecord {
     pub deadline_at: Option<Millis>,
     /// When a retrying step may be dispatched again.
     pub next_attempt_at: Option<Millis>,
+    /// When the running attempt last sent a heartbeat (a progress answer saying it runs).
+    pub heartbeat_at: Option<Millis>,
     /// The last error (or why it was skipped / timed out / cancelled).
     pub error: Option<String>,
     /// The last error's kind.
@@ -284,9 +286,21 @@ impl StepRecord {
             finished_at: None,
             deadline_at: None,
             next_attempt_at: None,
+            heartbeat_at: None,
             error: None,
             error_kind: None,
         }
+    }
+
+    /// When the running attempt times out: its own deadline, or earlier when the step asks
+    /// for heartbeats and none came within `heartbeat_timeout_ms` (counted from the last
+    /// heartbeat, else from the attempt's dispatch). `None` unless it runs.
+    pub fn expires_at(&self, spec: &StepSpec) -> Option<Millis> {
+        let deadline = self.deadline_at.filter(|_| self.status == StepStatus::Running)?;
+        let Some(heartbeat_timeout) = spec.heartbeat_timeout_ms else { return Some(deadline) };
+        let dispatched = Millis::new(deadline.as_u64().saturating_sub(spec.timeout_ms));
+        let last_sign = self.heartbeat_at.map_or(dispatched, |at| at.max(dispatched));
+        Some(deadline.min(last_sign.saturating_add(heartbeat_timeout)))
     }
 
     /// From first dispatch to the end; `None` if it never ran or has not ended.
@@ -492,6 +506,7 @@ fn start_attempt(next: &mut StepRecord, now: Millis, spec: &StepSpec) {
     next.started_at = next.started_at.or(Some(now));
     next.deadline_at = Some(now.saturating_add(spec.timeout_ms));
     next.next_attempt_at = None;
+    next.heartbeat_at = None;
     next.record_error(None);
 }
 
@@ -607,6 +622,33 @@ mod tests {
         let done = applied(apply(&again, StepEvent::Succeeded, Millis::new(5000), &spec(), &mut rng));
         assert_eq!(done.duration_ms(), Some(4990));
         assert_eq!(done.finished_at, Some(Millis::new(5000)));
+    }
+
+    #[test]
+    fn an_attempt_expires_at_its_deadline_or_when_its_heartbeats_stop() {
+        let heartbeat = StepSpec { timeout_ms: 10_000, heartbeat_timeout_ms: Some(2_000), ..spec() };
+        let dispatched = applied(apply(
+            &record(StepStatus::Pending, 0),
+            StepEvent::Dispatched,
+            Millis::new(1_000),
+            &heartbeat,
+            &mut SplitMix64::new(7),
+        ));
+        assert_eq!(dispatched.expires_at(&spec()), Some(Millis::new(11_000)), "no heartbeats asked for");
+        assert_eq!(dispatched.expires_at(&heartbeat), Some(Millis::new(3_000)), "none yet: from dispatch");
+        let beating = StepRecord { heartbeat_at: Some(Millis::new(5_000)), ..dispatched.clone() };
+        assert_eq!(beating.expires_at(&heartbeat), Some(Millis::new(7_000)));
+        let late = StepRecord { heartbeat_at: Some(Millis::new(9_500)), ..dispatched.clone() };
+        assert_eq!(late.expires_at(&heartbeat), Some(Millis::new(11_000)), "never past the attempt's deadline");
+        let retried = applied(apply(
+            &StepRecord { status: StepStatus::Retrying, ..late },
+            StepEvent::Dispatched,
+            Millis::new(20_000),
+            &heartbeat,
+            &mut SplitMix64::new(7),
+        ));
+        assert_eq!(retried.heartbeat_at, None, "a new attempt starts without heartbeats");
+        assert_eq!(record(StepStatus::Retrying, 1).expires_at(&heartbeat), None);
     }
 
     #[test]

@@ -312,6 +312,7 @@ pub fn compile(template: &MasterTemplate, options: &CompileOptions) -> Result<Pl
             timeout_ms: Some(step_timeout_ms),
             retry: Some(options.retry.clone()),
             action: stage.template_ref.clone(),
+            heartbeat_timeout_ms: None,
         });
         current_stage.push(slug.clone());
     }
