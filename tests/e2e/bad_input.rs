@@ -145,7 +145,7 @@ fn bad_requests_get_the_right_status_and_code_and_write_nothing() {
         case("body over 256 KiB", "POST", run, 413, "payload_too_large")
             .auth(&alice)
             .json(with("parameters", json!({"x": "y".repeat(300 * 1024)}))),
-        case("wait above 60 s", "POST", &format!("{run}?wait=61"), 400, "invalid_field")
+        case("wait beyond the plan's duration and analysis", "POST", &format!("{run}?wait=361"), 400, "invalid_field")
             .auth(&alice)
             .json(valid())
             .field("wait"),

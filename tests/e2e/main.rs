@@ -4,6 +4,7 @@
 mod api;
 mod bad_input;
 mod consumer;
+mod deadlines;
 mod foundation;
 mod llm;
 mod poller;

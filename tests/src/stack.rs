@@ -195,7 +195,8 @@ impl Stack {
         }
         command
             .args(["--port", &port.to_string(), "--inspector-port", &inspector_port.to_string()])
-            .args(["--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--log-level", "warn"])
+            .args(["--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--log-level"])
+            .arg(std::env::var("BATON_E2E_LOG_LEVEL").unwrap_or_else(|_| "warn".into()))
             .arg("--persist-to")
             .arg(&persist_dir)
             .args(["--var", "BATON_TEST_HOOKS:true"]);

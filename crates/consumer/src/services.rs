@@ -1,19 +1,26 @@
-//! The client side of the handshake protocol with a service.
+//! The client side of the handshake protocol with a service. Every call is signed and
+//! bounded by the attempt's remaining time ([`Endpoint::call`]).
+
+use std::time::Duration;
 
 use baton_core::state::{ErrorKind, StepError};
+use baton_core::time::Millis;
 use baton_edge::services::{endpoint, CallError, Endpoint};
 use serde_json::{json, Value};
-use worker::{Env, Headers, Method, RequestInit};
+use worker::{Env, Method};
 
 /// What a service did with an attempt.
 #[derive(Debug)]
 pub enum ServiceOutcome {
     /// It answered with the result.
     Done { output: Value, usage: Option<Value>, duration_ms: Option<u64> },
-    /// It accepted the work and will report with a callback; `progress`: it can be polled.
-    Accepted { progress: bool },
+    /// It accepted the work and will report with a callback; `progress`: it can be asked how
+    /// it is going (`Some`, with its own estimate of the time the work takes, if it gave one).
+    Accepted { progress: Option<Option<u64>> },
     /// It failed; the kind says whether to retry.
     Failed(StepError),
+    /// No answer before the attempt expired.
+    TimedOut,
 }
 
 /// One attempt of one step, as sent to the service.
@@ -29,20 +36,40 @@ pub struct Attempt<'a> {
     pub estimated_tokens: u64,
     /// `{"inputData": ...}` or `{"dataReference": ...}`.
     pub input: Value,
+    /// When the attempt expires: no call may outlast it.
+    pub expires_at: Millis,
 }
 
-async fn post(env: &Env, endpoint: &Endpoint, path: &str, body: &Value) -> Result<(u16, Value), StepError> {
-    let headers = Headers::new();
-    let _ = headers.set("Content-Type", "application/json");
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.to_string().into()));
-    let mut response = endpoint.fetch(env, path, init).await.map_err(|e| match e {
-        CallError::InvalidUrl { .. } => StepError::new(ErrorKind::Permanent, e.to_string()),
-        CallError::NoBinding(_) | CallError::Network { .. } => StepError::new(ErrorKind::Transient, e.to_string()),
-    })?;
-    let status = response.status_code();
-    let text = response.text().await.unwrap_or_default();
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+/// Why a call did not get an answer to read.
+enum Unanswered {
+    /// The attempt expired first.
+    TimedOut,
+    /// It failed on the way.
+    Failed(StepError),
+}
+
+async fn post(
+    env: &Env,
+    endpoint: &Endpoint,
+    path: &str,
+    body: &Value,
+    expires_at: Millis,
+) -> Result<(u16, Value), Unanswered> {
+    let left = expires_at.since(Millis::new(baton_edge::clock::now_ms()));
+    if left == 0 {
+        return Err(Unanswered::TimedOut);
+    }
+    let answer = endpoint
+        .call(env, Method::Post, path, Some(&body.to_string()), Duration::from_millis(left))
+        .await
+        .map_err(|e| match e {
+            CallError::TimedOut { .. } => Unanswered::TimedOut,
+            CallError::InvalidUrl { .. } => Unanswered::Failed(StepError::new(ErrorKind::Permanent, e.to_string())),
+            CallError::NoBinding(_) | CallError::Network { .. } => {
+                Unanswered::Failed(StepError::new(ErrorKind::Transient, e.to_string()))
+            }
+        })?;
+    Ok((answer.status, serde_json::from_str(&answer.body).unwrap_or(Value::String(answer.body))))
 }
 
 fn error_message(body: &Value) -> String {
@@ -82,11 +109,16 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
         json!({ "estimatedTokens": attempt.estimated_tokens, "timeoutMs": attempt.timeout_ms });
     handshake["validationConfig"] = json!({ "requireOutput": true });
     let endpoint = endpoint(env, attempt.worker);
+    let unanswered = |why: Unanswered| match why {
+        Unanswered::TimedOut => ServiceOutcome::TimedOut,
+        Unanswered::Failed(error) => ServiceOutcome::Failed(error),
+    };
     let progress_capable;
-    match post(env, &endpoint, "/api/handshake", &handshake).await {
-        Err(error) => return ServiceOutcome::Failed(error),
+    match post(env, &endpoint, "/api/handshake", &handshake, attempt.expires_at).await {
+        Err(why) => return unanswered(why),
         Ok((200..=299, body)) => {
-            progress_capable = body["capabilities"]["progress"] == Value::Bool(true);
+            progress_capable =
+                (body["capabilities"]["progress"] == Value::Bool(true)).then(|| body["estimatedCompletionMs"].as_u64());
             if body["accepted"] != Value::Bool(true) {
                 let reason = body["reason"].as_str().unwrap_or("no reason given");
                 return ServiceOutcome::Failed(StepError::new(
@@ -97,8 +129,8 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
         }
         Ok((status, body)) => return ServiceOutcome::Failed(failure("handshake", status, &body)),
     }
-    match post(env, &endpoint, "/api/process", &common).await {
-        Err(error) => ServiceOutcome::Failed(error),
+    match post(env, &endpoint, "/api/process", &common, attempt.expires_at).await {
+        Err(why) => unanswered(why),
         Ok((202, _)) => ServiceOutcome::Accepted { progress: progress_capable },
         Ok((200..=299, body)) => match body["status"].as_str() {
             Some("failed") => ServiceOutcome::Failed(StepError::new(ErrorKind::Permanent, error_message(&body))),

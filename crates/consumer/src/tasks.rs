@@ -13,10 +13,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use baton_core::lifecycle::{Event, Observer, ReportOutcome};
-use baton_core::messages::TaskMessage;
+use baton_core::messages::{TaskMessage, TasksQueueMessage, TimerMessage};
 use baton_core::state::{StepRecord, StepStatus};
 use baton_edge::concurrency::{join_all, Sender};
-use baton_edge::engine::{seconds_until, AdvanceReport, AttemptClaim, Dispatch, Engine, Loaded, Report, Reported};
+use baton_edge::engine::{
+    record_of, seconds_until, AdvanceReport, AttemptClaim, Dispatch, Engine, Loaded, Report, Reported,
+};
 use baton_edge::kv::Kv;
 use baton_edge::{Error, Result};
 use futures_util::lock::Mutex;
@@ -37,12 +39,15 @@ pub enum Disposition {
     RetryAfter(u32),
 }
 
-/// A batch of `baton-tasks`: each message is acknowledged or retried on its own.
+/// A batch of `baton-tasks`: each message is acknowledged or retried on its own. Task
+/// messages run attempts; timer messages look at runs when something falls due.
 pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
     let mut decoded: Vec<(&RawMessage, TaskMessage)> = Vec::new();
+    let mut timers: Vec<(&RawMessage, TimerMessage)> = Vec::new();
     for message in messages {
-        match crate::body_json(message).and_then(|v| TaskMessage::decode(&v).map_err(|e| e.to_string())) {
-            Ok(task) => decoded.push((message, task)),
+        match crate::body_json(message).and_then(|v| TasksQueueMessage::decode(&v).map_err(|e| e.to_string())) {
+            Ok(TasksQueueMessage::Task(task)) => decoded.push((message, task)),
+            Ok(TasksQueueMessage::Timer(timer)) => timers.push((message, timer)),
             Err(e) => {
                 worker::console_error!("baton-tasks: poison message {} acknowledged: {e}", message.id());
                 message.ack();
@@ -50,7 +55,8 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
         }
     }
     let tasks: Vec<TaskMessage> = decoded.iter().map(|(_, task)| task.clone()).collect();
-    let (outcomes, _) = run_batch(engine, &tasks, None, None).await;
+    let fired = timers.iter().map(|(message, timer)| fire(engine, message, timer));
+    let ((outcomes, _), _) = futures_util::future::join(run_batch(engine, &tasks, None, None), join_all(fired)).await;
     for ((message, task), outcome) in decoded.iter().zip(outcomes) {
         match outcome {
             Ok(Disposition::Ack) => message.ack(),
@@ -67,6 +73,27 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
                 );
                 message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(1).build());
             }
+        }
+    }
+}
+
+/// Carries out one timer; acknowledged once done, retried in a second on trouble.
+async fn fire(engine: &Engine<'_>, message: &RawMessage, timer: &TimerMessage) {
+    match engine.on_timer(timer).await {
+        Ok(outcome) => {
+            worker::console_log!(
+                "{}",
+                json!({
+                    "event": "timer_fired", "timer": timer.timer.as_str(), "run_id": timer.run_id,
+                    "service": timer.service, "attempt": timer.attempt, "due_at": timer.due_at,
+                    "late_ms": engine.now().as_u64() as i64 - timer.due_at as i64, "outcome": outcome.as_str(),
+                })
+            );
+            message.ack();
+        }
+        Err(e) => {
+            worker::console_error!("baton-tasks: {} timer of {}: {e}; will retry", timer.timer.as_str(), timer.run_id);
+            message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(1).build());
         }
     }
 }
@@ -129,12 +156,15 @@ impl<'a> RunCell<'a> {
         engine: &Engine<'_>,
         service: &str,
         attempt: u32,
-        report: Report,
+        report: Option<Report>,
     ) -> Result<(ReportOutcome, AdvanceReport)> {
         let ticket = self.tickets.get();
         self.tickets.set(ticket + 1);
-        let reported = Reported { service: service.to_string(), attempt: Some(attempt), report };
-        self.waiting.borrow_mut().push((ticket, reported));
+        // No report: a look at the run (an attempt this invocation called has expired).
+        if let Some(report) = report {
+            let reported = Reported { service: service.to_string(), attempt: Some(attempt), report };
+            self.waiting.borrow_mut().push((ticket, reported));
+        }
         let _turn = self.turn.lock().await;
         if let Some(outcome) = self.written.borrow_mut().remove(&ticket) {
             return outcome.map(|o| (o, AdvanceReport::default()));
@@ -277,6 +307,11 @@ async fn run_tasks_of_run(
                     AttemptClaim::Run(attempt) => run_or_release(engine, cell, task.service.as_str(), attempt).await,
                     AttemptClaim::Done => Ok(Disposition::Ack),
                     AttemptClaim::RetryAfter(seconds) => Ok(Disposition::RetryAfter(seconds)),
+                    AttemptClaim::Expired => {
+                        let (_, advance) = cell.record(engine, task.service.as_str(), task.attempt, None).await?;
+                        carry_on(engine, cell, advance).await;
+                        Ok(Disposition::Ack)
+                    }
                 }
             }
         })
@@ -301,10 +336,15 @@ async fn run_or_release(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, 
     outcome
 }
 
-/// Runs an attempt this invocation has claimed and records its outcome.
+/// Runs an attempt this invocation has claimed and records its outcome. The calls are
+/// bounded by the attempt's expiry; an attempt that gets no answer by then is looked at
+/// (core times it out: a retry, or a `timeout` step).
 async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, attempt: u32) -> Result<Disposition> {
     let copy = cell.copy();
     let Some(spec) = copy.plan.step(service).cloned() else { return Ok(Disposition::Ack) };
+    let Some(expires_at) = copy.step(service).map(record_of).transpose()?.and_then(|r| r.expires_at(&spec)) else {
+        return Ok(Disposition::Ack);
+    };
     let run_id = copy.run.run_id.clone();
     let run_id = run_id.as_str();
     let input = build_input(engine, &copy, service, attempt).await?;
@@ -319,19 +359,25 @@ async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, att
             timeout_ms: spec.timeout_ms,
             estimated_tokens: 1000,
             input,
+            expires_at,
         },
     )
     .await;
     let report = match outcome {
-        // The result comes by callback; a service that reports progress is polled by the poller.
+        // The result comes by callback, or from the service's progress answers.
         ServiceOutcome::Accepted { progress } => {
-            if progress {
-                engine.mark_pollable(run_id, service, spec.worker_key.as_str(), attempt).await?;
-            }
+            engine.accepted(&cell.copy(), service, spec.worker_key.as_str(), attempt, progress).await?;
             return Ok(Disposition::Ack);
         }
-        ServiceOutcome::Done { output, usage, duration_ms } => Report::Succeeded { output, usage, duration_ms },
-        ServiceOutcome::Failed(error) => Report::Failed(error),
+        ServiceOutcome::Done { output, usage, duration_ms } => Some(Report::Succeeded { output, usage, duration_ms }),
+        ServiceOutcome::Failed(error) => Some(Report::Failed(error)),
+        ServiceOutcome::TimedOut => {
+            let left = expires_at.since(engine.now());
+            if left > 0 {
+                worker::Delay::from(std::time::Duration::from_millis(left)).await;
+            }
+            None
+        }
     };
     let (outcome, advance) = cell.record(engine, service, attempt, report).await?;
     carry_on(engine, cell, advance).await;

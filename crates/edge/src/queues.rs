@@ -37,6 +37,24 @@ pub async fn send_all<T: Serialize + Clone>(queue: &Queue, messages: &[T]) -> Re
     Ok(())
 }
 
+/// Sends messages, each delivered no sooner than its own delay (seconds) from now, in
+/// batches of at most 100.
+pub async fn send_all_delayed<T: Serialize + Clone>(queue: &Queue, messages: &[(T, u32)]) -> Result<()> {
+    for chunk in messages.chunks(100) {
+        if let [(message, delay)] = chunk {
+            send_delayed(queue, message.clone(), *delay).await?;
+            continue;
+        }
+        crate::meter::add(|u| u.queue_messages += chunk.len() as u64);
+        let batch: Vec<worker::SendMessage<T>> = chunk
+            .iter()
+            .map(|(message, delay)| worker::MessageBuilder::new(message.clone()).delay_seconds(*delay).build())
+            .collect();
+        queue.send_batch(batch).await.map_err(|e| Error::Queue(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// The task queue producer.
 pub fn task_queue(env: &worker::Env) -> Result<Queue> {
     producer(env, bindings::TASK_QUEUE)

@@ -22,6 +22,8 @@ pub const SERVICE_URLS: &str = "SERVICE_URLS";
 pub const ORCHESTRATOR_SERVICE_NAME: &str = "ORCHESTRATOR_SERVICE_NAME";
 /// [`ORCHESTRATOR_SERVICE_NAME`] when unset or empty.
 pub const DEFAULT_ORCHESTRATOR_SERVICE_NAME: &str = "orchestrator";
+/// How long a run request without `?wait` waits for its run, in seconds (default 0).
+pub const RUN_WAIT_DEFAULT_SECONDS: &str = "RUN_WAIT_DEFAULT_SECONDS";
 /// "true" makes the test-only routes (`/__test/...`) exist.
 pub const BATON_TEST_HOOKS: &str = "BATON_TEST_HOOKS";
 /// Faults to inject, comma-separated (`kv`, `analysis`, `task-queue`); unset in every real deployment.
@@ -79,6 +81,19 @@ pub fn orchestrator_service_name(env: &Env) -> String {
     var(env, ORCHESTRATOR_SERVICE_NAME)
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| DEFAULT_ORCHESTRATOR_SERVICE_NAME.to_string())
+}
+
+/// [`RUN_WAIT_DEFAULT_SECONDS`]: how long a run request without `?wait` waits for its run
+/// (0, the default: it answers 202 at once). A value that is not a whole number is ignored,
+/// with an error logged.
+pub fn run_wait_default_seconds(env: &Env) -> u64 {
+    match var(env, RUN_WAIT_DEFAULT_SECONDS).filter(|v| !v.trim().is_empty()) {
+        None => 0,
+        Some(text) => text.trim().parse().unwrap_or_else(|_| {
+            worker::console_error!("{RUN_WAIT_DEFAULT_SECONDS} {text:?} is not a whole number of seconds; ignored");
+            0
+        }),
+    }
 }
 
 /// Whether the test-only routes exist in this worker ([`BATON_TEST_HOOKS`] is "true").

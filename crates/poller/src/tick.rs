@@ -146,27 +146,15 @@ async fn advance(engine: &mut Engine<'_>, run_id: &str, counts: &mut TickCounts,
     }
 }
 
-/// `GET {service}/api/progress/{executionId}`, recorded on the step. The service is reached
-/// the way the consumer reached it (its worker key: `SERVICE_URLS`, else the `SERVICES`
-/// binding).
+/// Asks the service of an attempt that reports progress how it is going, as its own progress
+/// timer would (the timers keep asking; this is the safety net for a lost one).
 async fn poll_progress(engine: &Engine<'_>, step: &PollableStep) -> Result<()> {
-    let worker = step.worker.as_deref().unwrap_or(&step.service);
-    let upstream = |message: String| baton_edge::Error::Upstream { service: step.service.clone(), message };
-    let mut init = worker::RequestInit::new();
-    init.with_method(worker::Method::Get);
-    let mut response = baton_edge::services::endpoint(engine.env(), worker)
-        .fetch(engine.env(), &format!("/api/progress/{}", step.run_id), init)
-        .await
-        .map_err(|e| upstream(e.to_string()))?;
-    let status = response.status_code();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    let progress = json!({
-        "pollable": true,
-        "worker": worker,
-        "polled_at": engine.now().as_u64(),
-        "http_status": status,
-        "progress": body.get("progress").cloned().unwrap_or(Value::Null),
-        "status": body.get("status").cloned().unwrap_or(Value::Null),
-    });
-    engine.record_progress(step, &progress).await
+    let Some(loaded) = engine.load(&step.run_id).await? else { return Ok(()) };
+    let (Some(row), Some(spec)) = (loaded.step(&step.service), loaded.plan.step(&step.service)) else { return Ok(()) };
+    let record = baton_edge::engine::record_of(row)?;
+    let Some(expires) = record.expires_at(spec) else { return Ok(()) };
+    if i64::from(record.attempts) != step.attempts {
+        return Ok(());
+    }
+    engine.ask_progress(loaded, &step.service, record.attempts, expires, false).await.map(|_| ())
 }

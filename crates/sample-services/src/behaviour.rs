@@ -27,6 +27,20 @@ pub struct Behaviour {
     /// Process answers 202 and reports the result later with a signed callback.
     #[serde(rename = "async")]
     pub asynchronous: bool,
+    /// The handshake does not offer progress answers (`capabilities.progress` false).
+    pub no_progress: bool,
+    /// Process answers 202; the result comes only through progress answers (`running` with a
+    /// growing fraction until `latency_ms` has passed, then `completed`).
+    pub progress_only: bool,
+    /// With `progress_only`: `completed` carries no output; it is fetched from
+    /// `/api/result/{executionId}`.
+    pub result_by_fetch: bool,
+    /// Process answers 202; progress answers say `running` (heartbeats) for this long, then
+    /// stop answering (the connection is held open).
+    pub heartbeat_then_silent_ms: Option<u64>,
+    /// Process holds the connection open without answering (for this long, capped at 10
+    /// minutes; `true`: 10 minutes).
+    pub hold_open: Option<Value>,
 }
 
 /// The message of a permanent failure when none is given.
@@ -52,6 +66,16 @@ impl Behaviour {
     /// Work time, capped.
     pub fn latency_ms(&self) -> u64 {
         self.latency_ms.min(30_000)
+    }
+
+    /// How long process holds the connection open, if it must.
+    pub fn hold_open_ms(&self) -> Option<u64> {
+        const LIMIT: u64 = 600_000;
+        match &self.hold_open {
+            None | Some(Value::Bool(false)) | Some(Value::Null) => None,
+            Some(Value::Number(ms)) => Some(ms.as_u64().unwrap_or(LIMIT).min(LIMIT)),
+            Some(_) => Some(LIMIT),
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! runs and is tested locally.
 //!
 //! One worker plays every service under a path prefix: `/{service}/api/handshake`,
-//! `/{service}/api/process`, `/{service}/api/progress/{executionId}`; and the key-account
+//! `/{service}/api/process`, `/{service}/api/progress/{executionId}`,
+//! `/{service}/api/result/{executionId}`, `/{service}/api/cancel/{executionId}` (each checks
+//! Baton's signature); and the key-account
 //! service at `/api/master-templates/{name}`. Outputs are deterministic, derived from a hash
 //! of the domain. Behaviour is steerable per request through the run's parameters (see
 //! [`behaviour::Behaviour`]).
@@ -42,7 +44,13 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             protocol::process(req, env, ctx, service).await
         }
         (Method::Get, [service, "api", "progress", execution_id]) if outputs::is_known(service) => {
-            protocol::progress(service, execution_id)
+            protocol::progress(req, &env, service, execution_id).await
+        }
+        (Method::Get, [service, "api", "result", execution_id]) if outputs::is_known(service) => {
+            protocol::result(req, &env, service, execution_id).await
+        }
+        (Method::Post, [service, "api", "cancel", execution_id]) if outputs::is_known(service) => {
+            protocol::cancel(req, &env, service, execution_id).await
         }
         _ => protocol::error(404, "not_found", &format!("no route {} {path}", req.method())),
     }

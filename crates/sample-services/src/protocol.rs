@@ -5,7 +5,14 @@
 //!    to the orchestrator's `POST /api/jobs/:trace_id/results/:service`.
 //!
 //! Both requests carry the same fields (`executionId`, `stageId`, `attempt`, `action`,
-//! `inputData` or `dataReference`), so the service keeps no state between them.
+//! `inputData` or `dataReference`), so the service keeps no state between them — except for
+//! work that reports through progress answers (`GET /{service}/api/progress/{executionId}`,
+//! then `GET /{service}/api/result/{executionId}`), kept in KV. `POST
+//! /{service}/api/cancel/{executionId}` records that Baton cancelled the work.
+//!
+//! Every request must carry Baton's signature (`X-Baton-Timestamp`, `X-Baton-Signature`:
+//! HMAC-SHA256 with `WORKER_SECRET` over `"{timestamp}." + body`); one that does not is
+//! refused with 401, as a real service would.
 
 use std::time::Duration;
 
@@ -49,9 +56,29 @@ pub fn error(status: u16, code: &str, message: &str) -> worker::Result<Response>
         .with_status(status))
 }
 
-async fn read_stage(mut req: Request) -> Result<StageRequest, String> {
-    let body = req.text().await.map_err(|e| e.to_string())?;
-    serde_json::from_str(&body).map_err(|e| format!("invalid request body: {e}"))
+/// The request's body, once its signature checks out (`Err`: the answer to give).
+pub async fn read_signed(mut req: Request, env: &Env) -> Result<String, worker::Result<Response>> {
+    let body = req.text().await.map_err(|e| error(400, "invalid_request", &e.to_string()))?;
+    let secret = env
+        .secret("WORKER_SECRET")
+        .map(|s| s.to_string())
+        .map_err(|_| error(500, "worker_config_invalid", "WORKER_SECRET is not set: cannot check who calls"))?;
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    signature::verify(
+        &secret,
+        header(signature::TIMESTAMP_HEADER).as_deref(),
+        header(signature::SIGNATURE_HEADER).as_deref(),
+        body.as_bytes(),
+        Millis::new(js_now()),
+        signature::DEFAULT_MAX_SKEW_MS,
+    )
+    .map_err(|e| error(401, "invalid_signature", &format!("not signed by Baton: {e}")))?;
+    Ok(body)
+}
+
+async fn read_stage(req: Request, env: &Env) -> Result<StageRequest, worker::Result<Response>> {
+    let body = read_signed(req, env).await?;
+    serde_json::from_str(&body).map_err(|e| error(400, "invalid_request", &format!("invalid request body: {e}")))
 }
 
 /// The input, inline or fetched from KV by reference.
@@ -75,9 +102,9 @@ async fn resolve_input(env: &Env, stage: &StageRequest) -> Result<Value, String>
 
 /// `POST /{service}/api/handshake`
 pub async fn handshake(req: Request, env: &Env, service: &str) -> worker::Result<Response> {
-    let stage = match read_stage(req).await {
+    let stage = match read_stage(req, env).await {
         Ok(stage) => stage,
-        Err(message) => return error(400, "invalid_request", &message),
+        Err(answer) => return answer,
     };
     let input = match resolve_input(env, &stage).await {
         Ok(input) => input,
@@ -93,15 +120,15 @@ pub async fn handshake(req: Request, env: &Env, service: &str) -> worker::Result
         "reason": if accepted { Value::Null } else { json!("at capacity, try again later") },
         "estimatedCompletionMs": behaviour.latency_ms(),
         "resourceRequirements": { "estimatedTokens": outputs::usage(service, &input)["tokens"] },
-        "capabilities": { "async": true, "progress": true, "dataReference": true },
+        "capabilities": { "async": true, "progress": !behaviour.no_progress, "dataReference": true },
     }))
 }
 
 /// `POST /{service}/api/process`
 pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> worker::Result<Response> {
-    let stage = match read_stage(req).await {
+    let stage = match read_stage(req, &env).await {
         Ok(stage) => stage,
-        Err(message) => return error(400, "invalid_request", &message),
+        Err(answer) => return answer,
     };
     let mut input = match resolve_input(&env, &stage).await {
         Ok(input) => input,
@@ -136,6 +163,25 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
         "duration_ms": behaviour.latency_ms(),
         "attempt": stage.attempt,
     });
+    if let Some(hold) = behaviour.hold_open_ms() {
+        Delay::from(Duration::from_millis(hold)).await;
+        return Response::from_json(&result);
+    }
+    if behaviour.progress_only || behaviour.heartbeat_then_silent_ms.is_some() {
+        let job = json!({
+            "started_at": js_now(),
+            "latency_ms": behaviour.latency_ms(),
+            "silent_after_ms": behaviour.heartbeat_then_silent_ms,
+            "by_fetch": behaviour.result_by_fetch,
+            "result": result,
+        });
+        if let Err(e) = put_kv(&env, &job_key(&stage.execution_id, service), &job).await {
+            return error(503, "temporarily_unavailable", &e);
+        }
+        return Ok(
+            Response::from_json(&json!({ "status": "accepted", "executionId": stage.execution_id }))?.with_status(202)
+        );
+    }
     if behaviour.asynchronous {
         // Report for the step that called (its slug ends the stage id), not the worker name.
         let service = stage.stage_id.rsplit(':').next().filter(|s| !s.is_empty()).unwrap_or(service).to_string();
@@ -185,13 +231,90 @@ fn js_now() -> u64 {
     worker::Date::now().as_millis()
 }
 
-/// `GET /{service}/api/progress/{executionId}`
-pub fn progress(service: &str, execution_id: &str) -> worker::Result<Response> {
-    let fraction = (outputs::fnv1a(&format!("{service}/{execution_id}")) % 90 + 5) as f64 / 100.0;
-    Response::from_json(&json!({
-        "executionId": execution_id,
-        "service": service,
-        "status": "running",
-        "progress": fraction,
-    }))
+fn job_key(execution_id: &str, service: &str) -> String {
+    format!("sample:job:{execution_id}:{service}")
+}
+
+/// The KV key where a cancel of `service`'s work on `execution_id` is recorded.
+pub fn cancel_key(execution_id: &str, service: &str) -> String {
+    format!("sample:cancelled:{execution_id}:{service}")
+}
+
+async fn put_kv(env: &Env, key: &str, value: &Value) -> Result<(), String> {
+    let kv = env.kv("KV").map_err(|e| e.to_string())?;
+    kv.put(key, value.to_string())
+        .map_err(|e| e.to_string())?
+        .expiration_ttl(3600)
+        .execute()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn get_kv(env: &Env, key: &str) -> Option<Value> {
+    let text = env.kv("KV").ok()?.get(key).text().await.ok()??;
+    serde_json::from_str(&text).ok()
+}
+
+/// `GET /{service}/api/progress/{executionId}`: for work that reports through progress, how
+/// far it is (or its result once done); otherwise a running fraction derived from the id.
+pub async fn progress(req: Request, env: &Env, service: &str, execution_id: &str) -> worker::Result<Response> {
+    if let Err(answer) = read_signed(req, env).await {
+        return answer;
+    }
+    let Some(job) = get_kv(env, &job_key(execution_id, service)).await else {
+        let fraction = (outputs::fnv1a(&format!("{service}/{execution_id}")) % 90 + 5) as f64 / 100.0;
+        return Response::from_json(&json!({
+            "executionId": execution_id,
+            "service": service,
+            "status": "running",
+            "progress": fraction,
+        }));
+    };
+    let elapsed = js_now().saturating_sub(job["started_at"].as_u64().unwrap_or(0));
+    if let Some(silent_after) = job["silent_after_ms"].as_u64() {
+        if elapsed >= silent_after {
+            // Gone quiet: hold the question without answering.
+            Delay::from(Duration::from_secs(60)).await;
+        }
+        return Response::from_json(&json!({
+            "executionId": execution_id, "status": "running", "progress": 0.5, "heartbeat": true,
+        }));
+    }
+    let latency = job["latency_ms"].as_u64().unwrap_or(0);
+    if elapsed < latency {
+        let fraction = (elapsed as f64 / latency.max(1) as f64 * 100.0).round() / 100.0;
+        return Response::from_json(&json!({ "executionId": execution_id, "status": "running", "progress": fraction }));
+    }
+    let mut result = job["result"].clone();
+    if job["by_fetch"] == true {
+        if let Value::Object(fields) = &mut result {
+            fields.remove("output");
+        }
+    }
+    Response::from_json(&result)
+}
+
+/// `GET /{service}/api/result/{executionId}`: the output of work that reported through progress.
+pub async fn result(req: Request, env: &Env, service: &str, execution_id: &str) -> worker::Result<Response> {
+    if let Err(answer) = read_signed(req, env).await {
+        return answer;
+    }
+    match get_kv(env, &job_key(execution_id, service)).await {
+        Some(job) => Response::from_json(&json!({ "executionId": execution_id, "output": job["result"]["output"] })),
+        None => error(404, "not_found", &format!("no work {execution_id} at {service}")),
+    }
+}
+
+/// `POST /{service}/api/cancel/{executionId}`: records that Baton cancelled the work.
+pub async fn cancel(req: Request, env: &Env, service: &str, execution_id: &str) -> worker::Result<Response> {
+    let body = match read_signed(req, env).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let record = json!({ "cancelled_at": js_now(), "request": request });
+    if let Err(e) = put_kv(env, &cancel_key(execution_id, service), &record).await {
+        return error(503, "temporarily_unavailable", &e);
+    }
+    Response::from_json(&json!({ "executionId": execution_id, "status": "cancelled" }))
 }

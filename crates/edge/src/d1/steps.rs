@@ -25,16 +25,18 @@ pub struct StepRow {
     pub output: Option<String>,
     pub usage: Option<String>,
     pub progress: Option<String>,
+    #[serde(default)]
+    pub heartbeat_at: Option<i64>,
 }
 
 const COLUMNS: &str =
     "run_id, service, position, wave, status, attempts, started_at, claimed_at, finished_at, deadline_at, \
-    next_attempt_at, duration_ms, error, error_kind, output, usage, progress";
+    next_attempt_at, duration_ms, error, error_kind, output, usage, progress, heartbeat_at";
 
 /// Inserts a step.
 pub fn insert(db: &Db, s: &StepRow) -> Result<Stmt> {
     db.stmt(
-        &format!("INSERT INTO steps ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+        &format!("INSERT INTO steps ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
         &[
             Arg::from(&s.run_id),
             Arg::from(&s.service),
@@ -53,6 +55,7 @@ pub fn insert(db: &Db, s: &StepRow) -> Result<Stmt> {
             Arg::from(s.output.clone()),
             Arg::from(s.usage.clone()),
             Arg::from(s.progress.clone()),
+            Arg::from(s.heartbeat_at),
         ],
     )
 }
@@ -96,11 +99,12 @@ pub fn compare_and_set(
         Arg::from(expected_status),
         Arg::Int(expected_attempts),
         Arg::from(claim),
+        Arg::from(new.heartbeat_at),
     ];
     let gated = match gate {
         Some(token) => {
             args.push(Arg::Int(token));
-            " AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = ?1 AND runs.version = ?18)"
+            " AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = ?1 AND runs.version = ?19)"
         }
         None => "",
     };
@@ -108,7 +112,7 @@ pub fn compare_and_set(
         &format!(
             "UPDATE steps SET status = ?3, attempts = ?4, started_at = ?5, finished_at = ?6, deadline_at = ?7, \
              next_attempt_at = ?8, duration_ms = ?9, error = ?10, error_kind = ?11, output = ?12, usage = ?13, \
-             progress = ?14, claimed_at = CASE WHEN ?17 IS NOT NULL THEN ?17 WHEN attempts = ?4 THEN claimed_at \
+             progress = ?14, heartbeat_at = ?18, claimed_at = CASE WHEN ?17 IS NOT NULL THEN ?17 WHEN attempts = ?4 THEN claimed_at \
              ELSE NULL END WHERE run_id = ?1 AND service = ?2 AND status = ?15 AND attempts = ?16{gated}"
         ),
         &args,
@@ -180,7 +184,7 @@ pub async fn scheduling_of_runs(db: &Db, run_ids: &[&str]) -> Result<Vec<StepRow
                 &format!(
                     "SELECT run_id, service, position, wave, status, attempts, started_at, claimed_at, finished_at, \
                      deadline_at, next_attempt_at, duration_ms, error, error_kind, NULL AS output, NULL AS usage, \
-                     NULL AS progress FROM steps WHERE run_id IN ({}) ORDER BY run_id, position",
+                     NULL AS progress, heartbeat_at FROM steps WHERE run_id IN ({}) ORDER BY run_id, position",
                     placeholders.join(", ")
                 ),
                 &args,
@@ -192,7 +196,7 @@ pub async fn scheduling_of_runs(db: &Db, run_ids: &[&str]) -> Result<Vec<StepRow
 }
 
 /// Marks a running attempt whose service accepted the work asynchronously and reports
-/// progress: the poller then polls it (`progress` JSON, `{"pollable": true, ...}`).
+/// progress: it is asked every `interval_ms` (`progress` JSON, `{"pollable": true, ...}`).
 pub fn mark_progress_pollable(
     db: &Db,
     run_id: &str,
@@ -200,11 +204,19 @@ pub fn mark_progress_pollable(
     worker: &str,
     attempt: u32,
     now: i64,
+    interval_ms: u64,
 ) -> Result<Stmt> {
     db.stmt(
-        "UPDATE steps SET progress = json_object('pollable', json('true'), 'accepted_at', ?4, 'worker', ?5) \
-         WHERE run_id = ?1 AND service = ?2 AND status = 'running' AND attempts = ?3",
-        &[Arg::from(run_id), Arg::from(service), Arg::from(attempt), Arg::Int(now), Arg::from(worker)],
+        "UPDATE steps SET progress = json_object('pollable', json('true'), 'accepted_at', ?4, 'worker', ?5, \
+         'interval_ms', ?6) WHERE run_id = ?1 AND service = ?2 AND status = 'running' AND attempts = ?3",
+        &[
+            Arg::from(run_id),
+            Arg::from(service),
+            Arg::from(attempt),
+            Arg::Int(now),
+            Arg::from(worker),
+            Arg::Int(interval_ms as i64),
+        ],
     )
 }
 
@@ -232,10 +244,19 @@ pub struct PollableStep {
     pub worker: Option<String>,
 }
 
-/// Records what a service said about its progress (only while that attempt still runs).
-pub fn record_progress(db: &Db, run_id: &str, service: &str, attempts: i64, progress_json: &str) -> Result<Stmt> {
+/// Records a heartbeat of a running attempt with what the service said (only while that
+/// attempt still runs).
+pub fn record_heartbeat(
+    db: &Db,
+    run_id: &str,
+    service: &str,
+    attempts: i64,
+    progress_json: &str,
+    now: i64,
+) -> Result<Stmt> {
     db.stmt(
-        "UPDATE steps SET progress = ?4 WHERE run_id = ?1 AND service = ?2 AND status = 'running' AND attempts = ?3",
-        &[Arg::from(run_id), Arg::from(service), Arg::Int(attempts), Arg::from(progress_json)],
+        "UPDATE steps SET progress = ?4, heartbeat_at = ?5 WHERE run_id = ?1 AND service = ?2 \
+         AND status = 'running' AND attempts = ?3",
+        &[Arg::from(run_id), Arg::from(service), Arg::Int(attempts), Arg::from(progress_json), Arg::Int(now)],
     )
 }

@@ -22,11 +22,12 @@
 use std::collections::BTreeMap;
 
 use baton_core::lifecycle::{self, Cause, Event, Observer, ReportOutcome, Rules, RunAction, RunState};
-use baton_core::messages::{AnalysisMessage, TaskMessage};
+use baton_core::messages::{AnalysisMessage, TaskMessage, TasksQueueMessage, TimerKind, TimerMessage};
 use baton_core::state::{RunStatus, StepStatus};
 use baton_core::time::Millis;
 use serde_json::Value;
 
+use super::claim::seconds_until;
 use super::rows::row_with_record;
 use super::run::{
     missing_json, names, AdvanceReport, Dispatch, Engine, Loaded, RecordOutcome, Report, RESULT_RECHECK_MS,
@@ -300,25 +301,67 @@ impl Engine<'_> {
         let tasks: Vec<TaskMessage> =
             decision.dispatched().map(|r| TaskMessage::new(run_id.clone(), r.service.clone(), r.attempts)).collect();
         let dispatched: Vec<String> = tasks.iter().map(|t| t.service.as_str().to_string()).collect();
+        let inline = matches!(dispatch, Dispatch::Inline { .. });
         report.cancelled = decision
             .writes
             .iter()
             .filter(|w| w.cause == Cause::Cancelled)
             .map(|w| w.after.service.as_str().to_string())
             .collect();
+        // Every retry travels as its own task message, delayed by its backoff; an inline
+        // caller re-queues the messages of the attempts it reported on itself.
+        let now = self.now();
+        let retries: Vec<(TasksQueueMessage, u32)> = decision
+            .writes
+            .iter()
+            .filter(|w| w.after.status == StepStatus::Retrying && !(inline && w.cause == Cause::Reported))
+            .map(|w| {
+                let task = TaskMessage::new(run_id.clone(), w.after.service.clone(), w.after.attempts);
+                let delay = w.after.next_attempt_at.map_or(0, |at| seconds_until(at, now));
+                (task.into(), delay)
+            })
+            .collect();
+        let mut messages = retries;
+        if !inline {
+            messages.extend(tasks.iter().cloned().map(|t| (t.into(), 0)));
+        }
+        let sent = self.send_task_queue(&messages).await;
+        let only_retries = tasks.is_empty() || inline;
         match dispatch {
             Dispatch::Inline { .. } => {
                 report.dispatched = dispatched;
                 report.unsent_tasks = tasks;
             }
             Dispatch::Queue if tasks.is_empty() => {}
-            Dispatch::Queue => match self.send_tasks(&tasks).await {
+            Dispatch::Queue => match &sent {
                 Ok(()) => report.dispatched = dispatched,
                 Err(e) => {
                     worker::console_error!("run {run_id}: dispatch send failed ({e}); leaving it to the poller");
                     self.undo_dispatch(&after, decision).await?;
                 }
             },
+        }
+        if let (Err(e), true) = (&sent, only_retries) {
+            worker::console_error!("run {run_id}: retry messages not sent ({e}); the poller dispatches them");
+        }
+        // The services of attempts in flight are told of a cancel by the consumer (which
+        // reaches them), at once, through the task queue.
+        let notices: Vec<TimerMessage> = decision
+            .writes
+            .iter()
+            .filter(|w| w.cause == Cause::Cancelled && w.before.status == StepStatus::Running)
+            .map(|w| {
+                TimerMessage::attempt(
+                    TimerKind::Cancelled,
+                    run_id.clone(),
+                    w.after.service.clone(),
+                    w.before.attempts,
+                    now,
+                )
+            })
+            .collect();
+        if let Err(e) = self.send_timers(notices).await {
+            worker::console_warn!("run {run_id}: cancel notices not sent ({e}); the services are not told");
         }
         if let Some(ended) = ended {
             let status = ended.status()?;
@@ -346,13 +389,19 @@ impl Engine<'_> {
 
     /// Sends task messages on the task queue.
     pub async fn send_tasks(&self, messages: &[TaskMessage]) -> Result<()> {
+        let messages: Vec<(TasksQueueMessage, u32)> = messages.iter().cloned().map(|t| (t.into(), 0)).collect();
+        self.send_task_queue(&messages).await
+    }
+
+    /// Sends messages (tasks, timers) on the task queue, each with its delay in seconds.
+    pub(super) async fn send_task_queue(&self, messages: &[(TasksQueueMessage, u32)]) -> Result<()> {
         if messages.is_empty() {
             return Ok(());
         }
         if faults::injected(self.env(), "task-queue") {
             return Err(crate::Error::Queue("injected task-queue fault".into()));
         }
-        crate::queues::send_all(&crate::queues::task_queue(self.env())?, messages).await
+        crate::queues::send_all_delayed(&crate::queues::task_queue(self.env())?, messages).await
     }
 
     /// Sends an analysis message (e.g. one a [`Dispatch::Inline`] caller could not run).

@@ -19,8 +19,12 @@ pub enum AttemptClaim {
     Run(u32),
     /// Nothing to run (a duplicate, a stale attempt, an ended run): acknowledge it.
     Done,
-    /// The step backs off: deliver the message again after this many seconds.
+    /// The step backs off, or another invocation holds the attempt: deliver the message
+    /// again after this many seconds.
     RetryAfter(u32),
+    /// Another invocation held the attempt and it has expired (that invocation died): look
+    /// at the run.
+    Expired,
 }
 
 impl Engine<'_> {
@@ -45,6 +49,25 @@ impl Engine<'_> {
             .zip(tasks)
             .map(|(c, t)| if *c > 0 { AttemptClaim::Run(t.attempt) } else { AttemptClaim::Done })
             .collect();
+        // An attempt someone else holds: if that invocation dies, this delivery is the
+        // attempt's timer — it comes back at the attempt's expiry and looks.
+        let now = self.now();
+        for (claim, task) in claims.iter_mut().zip(tasks) {
+            let (Some(row), Some(spec)) = (loaded.step(task.service.as_str()), loaded.plan.step(task.service.as_str()))
+            else {
+                continue;
+            };
+            if *claim != AttemptClaim::Done || row.claimed_at.is_none() || row.attempts != i64::from(task.attempt) {
+                continue;
+            }
+            if let Some(expires) = record_of(row)?.expires_at(spec) {
+                *claim = if expires > now {
+                    AttemptClaim::RetryAfter(seconds_until(expires, now))
+                } else {
+                    AttemptClaim::Expired
+                };
+            }
+        }
         let backing_off: Vec<usize> = (0..tasks.len())
             .filter(|&i| claims[i] == AttemptClaim::Done)
             .filter(|&i| loaded.step(tasks[i].service.as_str()).is_some_and(|row| row.status == "retrying"))
@@ -151,14 +174,6 @@ impl Engine<'_> {
     pub async fn release_attempt(&self, run_id: &str, service: &str, attempt: u32, claimed_at: i64) -> Result<()> {
         let release = steps::release_claim(&self.db, run_id, service, i64::from(attempt), claimed_at)?;
         self.db.batch(vec![release]).await.map(|_| ())
-    }
-
-    /// Marks a running attempt whose service accepted the work and reports progress: the
-    /// poller polls it at `worker`'s address.
-    pub async fn mark_pollable(&self, run_id: &str, service: &str, worker: &str, attempt: u32) -> Result<()> {
-        let now = self.now().as_u64() as i64;
-        let mark = steps::mark_progress_pollable(&self.db, run_id, service, worker, attempt, now)?;
-        self.db.batch(vec![mark]).await.map(|_| ())
     }
 }
 

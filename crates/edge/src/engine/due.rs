@@ -87,13 +87,6 @@ impl Engine<'_> {
         self.look_again_at(&run.run_id, next).await
     }
 
-    /// Records what a service said about an attempt's progress (only while it still runs).
-    pub async fn record_progress(&self, step: &PollableStep, progress: &serde_json::Value) -> Result<()> {
-        let statement =
-            steps::record_progress(&self.db, &step.run_id, &step.service, step.attempts, &progress.to_string())?;
-        self.db.batch(vec![statement]).await.map(|_| ())
-    }
-
     /// Active runs and those overdue (`due_at` passed), for health.
     pub async fn count_active(&self, now: i64) -> Result<(u64, u64)> {
         runs::count_active(&self.db, now).await

@@ -163,7 +163,7 @@ impl Engine<'_> {
             id: id.as_str().to_string(),
             website_id: run.run.website_id.clone(),
             run_id: run.run.run_id.clone(),
-            service: self.orchestrator_service_name(),
+            service: run.run.events_service.clone().unwrap_or_else(|| self.orchestrator_service_name()),
             kind: kind.to_string(),
             payload,
             created_at: now.as_u64() as i64,

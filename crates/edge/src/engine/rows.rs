@@ -26,6 +26,7 @@ pub fn record_of(row: &StepRow) -> Result<StepRecord> {
         finished_at: millis(row.finished_at),
         deadline_at: millis(row.deadline_at),
         next_attempt_at: millis(row.next_attempt_at),
+        heartbeat_at: millis(row.heartbeat_at),
         error: row.error.clone(),
         error_kind: row.error_kind.as_deref().map(ErrorKind::from),
     })
@@ -40,6 +41,7 @@ pub fn row_with_record(row: &StepRow, record: &StepRecord) -> StepRow {
         finished_at: int(record.finished_at),
         deadline_at: int(record.deadline_at),
         next_attempt_at: int(record.next_attempt_at),
+        heartbeat_at: int(record.heartbeat_at),
         duration_ms: record.duration_ms().map(|d| d as i64).or(row.duration_ms),
         error: record.error.clone(),
         error_kind: record.error_kind.as_ref().map(|k| k.as_str().to_string()),
@@ -70,6 +72,7 @@ mod tests {
             output: Some("{\"a\":1}".into()),
             usage: None,
             progress: None,
+            heartbeat_at: None,
         }
     }
 

@@ -1,5 +1,5 @@
 //! Starting a run: rows for the run, its steps and its start event in one transaction, then
-//! the first wave on the task queue.
+//! the first wave on the task queue with the timer of the run's deadline.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +7,7 @@ use baton_core::events::{start_dedupe_key, RunStartedPayload, RUN_STATUS_EVENT_T
 use baton_core::fanin;
 use baton_core::ids::{EventId, RunId};
 use baton_core::lifecycle::{self, Event, Observer, RunAction, RunState};
-use baton_core::messages::TaskMessage;
+use baton_core::messages::{TaskMessage, TasksQueueMessage};
 use baton_core::plan::Plan;
 use baton_core::state::{RunStatus, StepRecord, StepStatus};
 use serde_json::Value;
@@ -108,6 +108,7 @@ impl Engine<'_> {
             synthesis_error: None,
             error: None,
             version: 0,
+            events_service: Some(self.orchestrator_service_name()),
         };
         let pending_rows: Vec<StepRow> = plan
             .steps()
@@ -132,6 +133,7 @@ impl Engine<'_> {
                 output: None,
                 usage: None,
                 progress: None,
+                heartbeat_at: None,
             })
             .collect();
         let start_payload = RunStartedPayload::new(plan, &new.domain, now, deadline);
@@ -179,7 +181,10 @@ impl Engine<'_> {
         if matches!(dispatch, Dispatch::Inline { .. }) {
             return Ok((Started::New(written), messages));
         }
-        if let Err(e) = self.send_tasks(&messages).await {
+        // The first wave and the run's deadline timer, in one send.
+        let mut queued: Vec<(TasksQueueMessage, u32)> = messages.iter().cloned().map(|m| (m.into(), 0)).collect();
+        queued.extend(self.with_delays(vec![self.run_deadline_timer(&written)?]));
+        if let Err(e) = self.send_task_queue(&queued).await {
             worker::console_error!("run {run_id}: first wave not sent ({e}); leaving it to the poller");
             self.undo_dispatch(&written, &first_wave).await?;
         }

@@ -27,8 +27,22 @@ impl Engine<'_> {
     /// Returns the run's summary if it ended there. A refused hand-over gives the claims
     /// back and queues the wave; any other failure leaves it to the attempts' deadlines (the
     /// consumer may be running it, and an attempt must never run twice at once).
+    /// The run's deadline timer is sent meanwhile.
     pub async fn hand_over(&self, written: &Loaded, tasks: &[TaskMessage], limit: Duration) -> Option<Value> {
-        match with_timeout(self.deliver(written, tasks), limit).await {
+        let arm = async {
+            let sent = match self.run_deadline_timer(written) {
+                Ok(timer) => self.send_timers(vec![timer]).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                worker::console_error!(
+                    "run {}: deadline timer not sent ({e}); the poller keeps it",
+                    written.run.run_id
+                );
+            }
+        };
+        let (delivered, ()) = futures_util::future::join(with_timeout(self.deliver(written, tasks), limit), arm).await;
+        match delivered {
             Some(Ok(ended)) => ended.filter(|summary| !summary.is_null()),
             None => None,
             Some(Err(Undelivered::Unknown(e))) => {

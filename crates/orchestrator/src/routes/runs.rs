@@ -4,18 +4,16 @@ use std::time::Duration;
 
 use baton_core::ids::RunId;
 use baton_core::plan::{Plan, DEFAULT_PLAN_ID};
-use baton_core::request::{validate_run_request, RunRequest, RunRequestDraft};
+use baton_core::request::{self, validate_run_request, RunRequest, RunRequestDraft};
 use baton_core::state::RunStatus;
 use baton_core::time::Millis;
 use baton_edge::engine::{summary_of, Engine, Loaded, NewRun, Started};
-use baton_edge::{auth, clock, http, Error, Result};
+use baton_edge::{auth, clock, http, settings, Error, Result};
 use serde_json::{json, Map, Value};
 use worker::{Env, Request, Response};
 
 use super::input;
 
-/// Longest `?wait`, in seconds.
-const MAX_WAIT_SECONDS: u64 = 60;
 /// Largest `parameters` object: the run row must stay under D1's 100 KB statement limit.
 /// (Step inputs over 64 KiB — parameters plus upstream outputs — travel through KV.)
 const MAX_PARAMETERS_BYTES: usize = 90 * 1024;
@@ -23,11 +21,14 @@ const MAX_PARAMETERS_BYTES: usize = 90 * 1024;
 /// `POST /api/orchestration/run`
 pub async fn start(mut req: Request, env: &Env) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let wait = wait_seconds(&req)?.filter(|seconds| *seconds > 0);
+    let asked = wait_asked(&req)?;
     let body: Value = http::read_json(&mut req).await?;
     let (request, parameters) = decode_run_request(body)?;
     let engine = Engine::new(env).await?;
     let plan = resolve_plan(&engine, request.plan_id.as_str(), &client_id).await?;
+    let wait = request::wait_seconds(asked, settings::run_wait_default_seconds(env), &plan)
+        .map_err(|e| Error::bad_request("invalid_field", "wait", e.to_string()))?;
+    let wait = Some(wait).filter(|seconds| *seconds > 0);
     let new = new_run(client_id, request, plan, parameters)?;
     let wait_deadline = wait.map(|seconds| clock::now_ms() + seconds * 1000);
     let begun = begin(&engine, new, wait).await?;
@@ -121,16 +122,12 @@ fn decode_run_request(body: Value) -> Result<(RunRequest, Map<String, Value>)> {
     Ok((request, parameters))
 }
 
-fn wait_seconds(req: &Request) -> Result<Option<u64>> {
+/// `?wait` as asked (whole seconds), before the plan's limit is known.
+fn wait_asked(req: &Request) -> Result<Option<u64>> {
     let Some(raw) = http::query_param(req, "wait")? else { return Ok(None) };
-    match raw.parse::<u64>() {
-        Ok(s) if s <= MAX_WAIT_SECONDS => Ok(Some(s)),
-        _ => Err(Error::bad_request(
-            "invalid_field",
-            "wait",
-            format!("`wait` must be a whole number of seconds from 0 to {MAX_WAIT_SECONDS}, got {raw:?}"),
-        )),
-    }
+    raw.parse::<u64>().map(Some).map_err(|_| {
+        Error::bad_request("invalid_field", "wait", format!("`wait` must be a whole number of seconds, got {raw:?}"))
+    })
 }
 
 async fn resolve_plan(engine: &Engine<'_>, plan_id: &str, client_id: &str) -> Result<Plan> {

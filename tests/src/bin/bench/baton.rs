@@ -15,6 +15,8 @@ const STEPS_PER_RUN: usize = 5;
 
 /// The custom plan W5 runs on Baton (created by [`Baton::create_wide_plan`]).
 pub const WIDE_PLAN_ID: &str = "bench-wide";
+/// The plan of W4.
+pub const W4_PLAN_ID: &str = "bench-w4";
 
 /// The wide plan as a plan draft: the same steps as `WIDE_STEPS` in bench/shared/plans.js.
 /// Each step names the sample service it calls by `worker_key`, so one service serves
@@ -268,6 +270,78 @@ impl Baton {
             "cron_path_tick_issued_when_steps_done": summary(&cron),
             "cron_tick_request_ms": summary(&ticks),
             "note": "the cron path waits for the next cron tick first: up to the polling interval (cron granularity is 1 minute)",
+        })
+    }
+
+    /// W4, deadline overshoot: `runs` runs at once of a plan whose three steps each time out
+    /// one attempt (a held-open connection; a service that accepted and reports progress; one
+    /// that accepted and does not) and whose fourth step outlives the run's deadline.
+    /// Overshoot = when the deadline took effect − when it was due: for an attempt, its
+    /// step's end − (dispatch + timeout); for a run, its fan-in claim − its deadline.
+    pub fn w4(&self, runs: usize) -> Value {
+        let plan = json!({
+            "plan_id": W4_PLAN_ID, "name": "Deadline overshoot", "max_run_duration_ms": 8_000,
+            "services": [
+                {"service": "technical-seo", "timeout_ms": 2_000, "retry": {"max_attempts": 1}},
+                {"service": "serp-intelligence", "timeout_ms": 3_000, "retry": {"max_attempts": 1}},
+                {"service": "vitals-monitor", "timeout_ms": 4_000, "retry": {"max_attempts": 1}},
+                {"service": "domain-authority", "timeout_ms": 8_000},
+            ],
+        });
+        let r = self.stack.post_as(&self.token, "/api/orchestration/plans", &plan);
+        assert!(r.status == 201 || r.status == 409, "creating the W4 plan: {}", r.text());
+        let behaviour = json!({
+            "technical-seo": {"hold_open": true},
+            "serp-intelligence": {"never_answer": true},
+            "vitals-monitor": {"never_answer": true, "no_progress": true},
+            "domain-authority": {"never_answer": true, "no_progress": true},
+        });
+        let site = format!("bench-w4-{}", std::process::id());
+        let body = json!({"website_id": site, "domain": "bench.example", "plan_id": W4_PLAN_ID,
+                          "parameters": {"sample_behaviour": behaviour}});
+        for _ in 0..runs {
+            let r = self.stack.post_as(&self.token, "/api/orchestration/run", &body);
+            assert_eq!(r.status, 202, "{}", r.text());
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (rows, _) = self.stack.sql(
+                &format!("SELECT COUNT(*) AS n FROM runs WHERE website_id = ?1 AND status IN {TERMINAL}"),
+                &[json!(site)],
+            );
+            if rows.first().and_then(|r| r["n"].as_u64()) == Some(runs as u64) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "W4 runs did not all end within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (attempts, _) = self.stack.sql(
+            "SELECT s.service, s.finished_at - (s.started_at + CASE s.service WHEN 'technical-seo' THEN 2000              WHEN 'serp-intelligence' THEN 3000 ELSE 4000 END) AS late FROM steps s JOIN runs r ON r.run_id = s.run_id              WHERE r.website_id = ?1 AND s.service != 'domain-authority' AND s.status = 'timeout'",
+            &[json!(site)],
+        );
+        let (ends, _) = self
+            .stack
+            .sql("SELECT claimed_at - deadline_at AS late, status FROM runs WHERE website_id = ?1", &[json!(site)]);
+        let summary = |rows: &[Value]| {
+            let mut v: Vec<f64> = rows.iter().filter_map(|r| r["late"].as_f64()).collect();
+            v.sort_by(f64::total_cmp);
+            json!({"n": v.len(), "p50_ms": percentile(&v, 50.0), "p99_ms": percentile(&v, 99.0),
+                   "max_ms": v.last(), "min_ms": v.first()})
+        };
+        let by =
+            |service: &str| summary(&attempts.iter().filter(|r| r["service"] == service).cloned().collect::<Vec<_>>());
+        json!({
+            "runs": runs,
+            "timed_out_runs": ends.iter().filter(|r| r["status"] == "timeout").count(),
+            "attempts": summary(&attempts),
+            "attempts_by_kind": {
+                "held_open_connection": by("technical-seo"),
+                "accepted_with_progress": by("serp-intelligence"),
+                "accepted_without_progress": by("vitals-monitor"),
+            },
+            "runs_deadline": summary(&ends),
+            "polling_interval_minutes": 5,
+            "ticks_sent": 0,
         })
     }
 

@@ -281,6 +281,10 @@ fn main() {
             json!([baton.usage_per_run("standard-v1", 20, true), baton.usage_per_run(baton::WIDE_PLAN_ID, 20, true),]);
         eprintln!("  Baton W5 cost: {}", results["baton"]["w5_cost"]);
     }
+    if o.w4 > 0 {
+        results["baton"]["w4"] = baton.w4(o.w4);
+        eprintln!("  Baton W4: {}", results["baton"]["w4"]);
+    }
     if o.extras {
         results["baton"]["w3"] = baton.w3(o.runs.min(50));
         eprintln!("  Baton W3: {}", results["baton"]["w3"]);

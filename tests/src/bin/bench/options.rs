@@ -18,6 +18,7 @@ Options:
   --latencies LIST  W1 service latencies d in ms, comma-separated [default: 0,50]
   --w2 LIST         W2 sizes R (runs submitted at once), comma-separated [default: 100,1000,5000]
   --w5 N            W5 (wide plan) runs per system; 0 skips W5 [default: as --runs]
+  --w4 N            W4 (deadline overshoot) runs, 3 timed-out attempts each; 0 skips W4 [default: 20]
   --threads N       client threads submitting W2 runs [default: 32]
   --skip-workflows  do not start the Workflows peer
   --skip-floor      do not start the floor
@@ -40,6 +41,8 @@ pub struct Options {
     pub w2: Vec<usize>,
     /// W5 runs per system (0: no W5).
     pub w5: usize,
+    /// W4 runs (0: no W4).
+    pub w4: usize,
     /// Client threads for W2.
     pub threads: usize,
     /// Start the Workflows peer.
@@ -73,6 +76,7 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>, out: PathBuf) 
         latencies: vec![0, 50],
         w2: vec![100, 1000, 5000],
         w5: 0,
+        w4: 20,
         threads: 32,
         workflows: true,
         floor: true,
@@ -89,6 +93,7 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>, out: PathBuf) 
             Long("latencies") => o.latencies = parser.value()?.parse_with(list)?,
             Long("w2") => o.w2 = parser.value()?.parse_with(list)?,
             Long("w5") => w5 = Some(parser.value()?.parse()?),
+            Long("w4") => o.w4 = parser.value()?.parse()?,
             Long("threads") => o.threads = parser.value()?.parse()?,
             Long("skip-workflows") => o.workflows = false,
             Long("skip-floor") => o.floor = false,
