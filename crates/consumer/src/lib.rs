@@ -1,6 +1,7 @@
 //! The queue consumer worker. One module per queue:
 //! - [`tasks`]: `baton-tasks` — dispatch a step attempt to its service (handshake protocol).
-//! - [`dead_letters`]: `baton-tasks-dlq` and `llm-analysis-dlq` — record what exhausted its retries.
+//! - [`dead_letters`]: `baton-tasks-dlq` and `llm-analysis-dlq` — finish what exhausted its
+//!   retries; what cannot be finished either is recorded in D1 (`dead_letters`), never dropped.
 //! - [`analysis`]: `llm-analysis` — the diagnosis and the run's finalisation.
 //! - [`drive`]: `POST /internal/drive` — the orchestrator hands over the first wave of a run a
 //!   client waits for, to run here at once instead of through the queue.
@@ -43,6 +44,11 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> worker::R
         }
     };
     let messages: Vec<RawMessage> = batch.raw_iter().collect();
+    let Some(queue) = queue_names::kind(&queue) else {
+        worker::console_error!("consumer: {} messages from unexpected queue {queue}; acknowledged", messages.len());
+        batch.ack_all();
+        return Ok(());
+    };
     if queue == queue_names::TASKS {
         // Grouped by run: one read and one claim transaction per run.
         tasks::handle_batch(&engine, &messages).await;
@@ -50,16 +56,16 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> worker::R
     }
     // Locally one batch per queue is in flight at a time, and in production a batch's
     // messages are independent: handle them concurrently (each decides and acks on its own).
-    let handlers: Vec<_> = messages.iter().map(|message| handle(&engine, &queue, message)).collect();
+    let handlers: Vec<_> = messages.iter().map(|message| handle(&engine, queue, message)).collect();
     join_all(handlers).await;
     Ok(())
 }
 
 async fn handle(engine: &Engine<'_>, queue: &str, message: &RawMessage) {
     match queue {
-        queue_names::ANALYSIS => analysis::handle(engine, message, false).await,
+        queue_names::ANALYSIS => analysis::handle(engine, message).await,
         queue_names::TASKS_DLQ => dead_letters::task(engine, message).await,
-        queue_names::ANALYSIS_DLQ => analysis::handle(engine, message, true).await,
+        queue_names::ANALYSIS_DLQ => dead_letters::analysis(engine, message).await,
         other => {
             worker::console_error!("consumer: message from unexpected queue {other}; acknowledged");
             message.ack();

@@ -17,6 +17,9 @@ pub const CONSUMER: &str = "CONSUMER";
 pub const KAM: &str = "KAM";
 /// Service binding to the external services (handshake/process/progress).
 pub const SERVICES: &str = "SERVICES";
+/// The version metadata (`[version_metadata]`): when this version of the worker was uploaded
+/// (under `wrangler dev`: when the stack started).
+pub const VERSION_METADATA: &str = "CF_VERSION_METADATA";
 
 /// Queue names as the consumer sees them in a batch.
 pub mod queue_names {
@@ -28,6 +31,37 @@ pub mod queue_names {
     pub const ANALYSIS: &str = "llm-analysis";
     /// Analysis dead letters.
     pub const ANALYSIS_DLQ: &str = "llm-analysis-dlq";
+
+    /// Which of the queues above `name` is. A deployed environment other than production
+    /// suffixes its queues (`baton-tasks-staging`, `baton-tasks-dlq-staging`).
+    pub fn kind(name: &str) -> Option<&'static str> {
+        // The dead-letter queues first: `baton-tasks-dlq` also starts with `baton-tasks-`.
+        [TASKS_DLQ, ANALYSIS_DLQ, TASKS, ANALYSIS].into_iter().find(|base| {
+            name.strip_prefix(base).is_some_and(|rest| rest.is_empty() || (rest.starts_with('-') && rest.len() > 1))
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn an_environment_suffix_keeps_the_kind_of_queue() {
+            for (name, expected) in [
+                ("baton-tasks", Some(TASKS)),
+                ("baton-tasks-staging", Some(TASKS)),
+                ("baton-tasks-dlq", Some(TASKS_DLQ)),
+                ("baton-tasks-dlq-staging", Some(TASKS_DLQ)),
+                ("llm-analysis-staging", Some(ANALYSIS)),
+                ("llm-analysis-dlq", Some(ANALYSIS_DLQ)),
+                ("baton-tasks-", None),
+                ("baton-taskss", None),
+                ("other", None),
+            ] {
+                assert_eq!(kind(name), expected, "{name}");
+            }
+        }
+    }
 }
 
 /// KV keys.

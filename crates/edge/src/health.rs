@@ -49,3 +49,11 @@ pub fn probe_queue(env: &worker::Env, name: &'static str) -> Probe {
 pub fn probe_service(env: &worker::Env, name: &'static str) -> Probe {
     probe(name, "present", env.service(name).map(|_| ()).map_err(|e| e.to_string()))
 }
+
+/// When this version of the worker was uploaded (`timestamp` of the version metadata binding;
+/// under `wrangler dev`, when the stack started). `None` without the binding.
+pub fn version_uploaded_at(env: &worker::Env) -> Option<baton_core::time::Millis> {
+    let metadata = js_sys::Reflect::get(env, &bindings::VERSION_METADATA.into()).ok()?;
+    let timestamp = js_sys::Reflect::get(&metadata, &"timestamp".into()).ok()?.as_string()?;
+    baton_core::time::Millis::parse_rfc3339(&timestamp).ok()
+}

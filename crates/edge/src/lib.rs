@@ -9,6 +9,7 @@ pub mod bindings;
 pub mod clock;
 pub mod concurrency;
 pub mod d1;
+pub mod dead_letters;
 pub mod engine;
 pub mod error;
 pub mod faults;

@@ -4,6 +4,7 @@
 
 mod tick;
 
+use baton_core::time::Millis;
 use baton_edge::engine::Engine;
 use baton_edge::{auth, health, http, Error};
 use serde_json::json;
@@ -36,7 +37,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 }
 
 /// `GET /health`: last tick and its age, effective config (and a rejected override),
-/// active and overdue runs. 503 `degraded` when the last tick is older than 3× the frequency.
+/// active and overdue runs. 503 `degraded` when a tick is overdue ([`tick_overdue`]).
 async fn health(env: &Env) -> baton_edge::Result<Response> {
     let probes = vec![health::probe_d1(env).await, health::probe_kv(env).await];
     let engine = Engine::new(env).await?;
@@ -44,15 +45,17 @@ async fn health(env: &Env) -> baton_edge::Result<Response> {
     let last_run = tick::last_run(env).await.ok().flatten();
     let last_at = last_run.as_ref().and_then(tick::last_run_at);
     let age_ms = last_at.map(|at| now.since(at));
+    let started_at = health::version_uploaded_at(env);
     let stale_after_ms = 3 * engine.config.polling_frequency_ms();
     let (active, overdue) = engine.count_active(now.as_u64() as i64).await?;
-    let degraded = age_ms.is_none_or(|age| age > stale_after_ms) || probes.iter().any(|p| !p.ok);
+    let degraded = tick_overdue(last_at, started_at, now, stale_after_ms) || probes.iter().any(|p| !p.ok);
     let body = json!({
         "status": if degraded { "degraded" } else { "ok" },
         "worker": "poller",
         "bindings": probes,
         "last_run": last_run,
         "last_run_age_ms": age_ms,
+        "started_at": started_at.map(Millis::as_u64),
         "stale_after_ms": stale_after_ms,
         "config": {
             "POLLING_FREQUENCY_MINUTES": engine.config.polling_frequency_minutes,
@@ -66,4 +69,44 @@ async fn health(env: &Env) -> baton_edge::Result<Response> {
         "overdue_runs": overdue,
     });
     http::json(if degraded { 503 } else { 200 }, &body)
+}
+
+/// Whether a tick is overdue: none for `stale_after_ms` since the last one or, before the
+/// first, since this version of the poller started (a fresh stack is healthy until its first
+/// tick is late). With neither known, it is.
+fn tick_overdue(last_tick: Option<Millis>, started_at: Option<Millis>, now: Millis, stale_after_ms: u64) -> bool {
+    match last_tick.or(started_at) {
+        Some(since) => now.since(since) > stale_after_ms,
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STALE: u64 = 15 * 60_000;
+
+    fn at(minutes: u64) -> Millis {
+        Millis::new(minutes * 60_000)
+    }
+
+    #[test]
+    fn a_fresh_poller_is_healthy_until_its_first_tick_is_late() {
+        assert!(!tick_overdue(None, Some(at(100)), at(100), STALE));
+        assert!(!tick_overdue(None, Some(at(100)), at(115), STALE));
+        assert!(tick_overdue(None, Some(at(100)), at(116), STALE));
+    }
+
+    #[test]
+    fn once_it_has_ticked_the_last_tick_counts() {
+        assert!(!tick_overdue(Some(at(110)), Some(at(100)), at(120), STALE));
+        // A tick recorded before this version started still counts: the ticks stopped.
+        assert!(tick_overdue(Some(at(80)), Some(at(100)), at(101), STALE));
+    }
+
+    #[test]
+    fn with_no_tick_and_no_start_time_a_tick_is_overdue() {
+        assert!(tick_overdue(None, None, at(1), STALE));
+    }
 }
