@@ -118,6 +118,12 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_documented_test_vector_holds() {
+        let signed = sign("s3cret", Millis::new(1_732_350_000_000), br#"{"a":1}"#);
+        assert_eq!(signed, "9908a773272e1453a17699d9dfd7d6dfadda0dbed246ee7983d2a1b38b9be164");
+    }
+
     fn check_sha(input: &[u8], expected: &str) {
         assert_eq!(hex::encode(sha256(input)), expected, "sha256 of {:?}", String::from_utf8_lossy(input));
     }
