@@ -275,7 +275,8 @@ impl Baton {
 
     /// W4, deadline overshoot: `runs` runs at once of a plan whose three steps each time out
     /// one attempt (a held-open connection; a service that accepted and reports progress; one
-    /// that accepted and does not) and whose fourth step outlives the run's deadline.
+    /// that accepted and does not), whose fourth step outlives the run's deadline and whose
+    /// fifth completes (so the run is analysed and ends `timeout`, not `failed`).
     /// Overshoot = when the deadline took effect − when it was due: for an attempt, its
     /// step's end − (dispatch + timeout); for a run, its fan-in claim − its deadline.
     pub fn w4(&self, runs: usize) -> Value {
@@ -286,6 +287,7 @@ impl Baton {
                 {"service": "serp-intelligence", "timeout_ms": 3_000, "retry": {"max_attempts": 1}},
                 {"service": "vitals-monitor", "timeout_ms": 4_000, "retry": {"max_attempts": 1}},
                 {"service": "domain-authority", "timeout_ms": 8_000},
+                {"service": "competitive-intelligence"},
             ],
         });
         let r = self.stack.post_as(&self.token, "/api/orchestration/plans", &plan);
@@ -316,7 +318,8 @@ impl Baton {
             std::thread::sleep(Duration::from_millis(50));
         }
         let (attempts, _) = self.stack.sql(
-            "SELECT s.service, s.finished_at - (s.started_at + CASE s.service WHEN 'technical-seo' THEN 2000              WHEN 'serp-intelligence' THEN 3000 ELSE 4000 END) AS late FROM steps s JOIN runs r ON r.run_id = s.run_id              WHERE r.website_id = ?1 AND s.service != 'domain-authority' AND s.status = 'timeout'",
+            "SELECT s.service, s.finished_at - (s.started_at + CASE s.service WHEN 'technical-seo' THEN 2000              WHEN 'serp-intelligence' THEN 3000 ELSE 4000 END) AS late FROM steps s JOIN runs r ON r.run_id = s.run_id              WHERE r.website_id = ?1 AND s.service IN ('technical-seo', 'serp-intelligence', 'vitals-monitor') \
+             AND s.status = 'timeout'",
             &[json!(site)],
         );
         let (ends, _) = self
