@@ -18,6 +18,7 @@ mod plans;
 mod rows;
 mod run;
 mod start;
+mod views;
 mod wait;
 
 pub use apply::{Reported, MAX_ROUNDS};
@@ -33,3 +34,4 @@ pub use run::{
     snapshot_of, summary_of, AdvanceReport, Dispatch, Engine, Loaded, RecordOutcome, Report, RETRY_GRACE_MS,
 };
 pub use start::{NewRun, Started};
+pub use views::{blocked_by, depends_on, Attempt};
