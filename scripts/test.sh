@@ -31,6 +31,16 @@ wait_for_runtimes() {
   done
 }
 
+# The UI tests drive Debian's chromium through chromedriver (WebDriver).
+ensure_browser() {
+  if command -v chromium > /dev/null && command -v chromedriver > /dev/null; then return 0; fi
+  log "installing chromium and chromium-driver (apt-get) for the UI tests"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium chromium-driver > /dev/null
+}
+
 leave_nothing_behind() {
   wait_for_stacks
   wait_for_runtimes
@@ -39,6 +49,7 @@ trap leave_nothing_behind EXIT
 
 ensure_toolchain
 ensure_dev_vars
+ensure_browser
 
 if ensure_lint_tools; then
   log "formatting and lints (cargo fmt --check; cargo clippy, native and wasm32, warnings denied)"

@@ -9,3 +9,4 @@ mod llm;
 mod poller;
 mod resilience;
 mod runs;
+mod ui;
