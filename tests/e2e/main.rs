@@ -6,6 +6,7 @@ mod bad_input;
 mod consumer;
 mod foundation;
 mod llm;
+mod metrics;
 mod poller;
 mod resilience;
 mod runs;
