@@ -8,6 +8,7 @@ mod health;
 mod input;
 mod listing;
 mod metrics;
+mod openapi;
 mod plans;
 mod runs;
 mod test_hooks;
@@ -70,6 +71,10 @@ pub async fn route(req: Request, env: &Env) -> Result<Response> {
         },
         ["ui", rest @ ..] => match method {
             Method::Get => return ui::serve(rest),
+            _ => &[Method::Get],
+        },
+        ["openapi.json"] => match method {
+            Method::Get => return openapi::spec(),
             _ => &[Method::Get],
         },
         ["metrics"] => match method {
