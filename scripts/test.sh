@@ -41,6 +41,19 @@ ensure_browser() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium chromium-driver > /dev/null
 }
 
+# The OpenAPI conformance test runs schemathesis from a project-local virtual environment.
+SCHEMATHESIS_VERSION="4.32.*"
+ensure_schemathesis() {
+  local venv="$BATON_ROOT/.venv-schemathesis"
+  if [ -x "$venv/bin/schemathesis" ] && "$venv/bin/python" -m pip show schemathesis 2>/dev/null \
+      | grep -q "^Version: ${SCHEMATHESIS_VERSION%\*}"; then
+    return 0
+  fi
+  log "installing schemathesis $SCHEMATHESIS_VERSION into .venv-schemathesis"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
+}
+
 leave_nothing_behind() {
   wait_for_stacks
   wait_for_runtimes
@@ -50,6 +63,7 @@ trap leave_nothing_behind EXIT
 ensure_toolchain
 ensure_dev_vars
 ensure_browser
+ensure_schemathesis
 
 if ensure_lint_tools; then
   log "formatting and lints (cargo fmt --check; cargo clippy, native and wasm32, warnings denied)"

@@ -7,6 +7,7 @@ mod consumer;
 mod foundation;
 mod llm;
 mod metrics;
+mod openapi;
 mod poller;
 mod resilience;
 mod runs;
