@@ -45,10 +45,11 @@ ensure_browser() {
 SCHEMATHESIS_VERSION="4.32.*"
 ensure_schemathesis() {
   local venv="$BATON_ROOT/.venv-schemathesis"
-  if [ -x "$venv/bin/schemathesis" ] && "$venv/bin/python" -m pip show schemathesis 2>/dev/null \
-      | grep -q "^Version: ${SCHEMATHESIS_VERSION%\*}"; then
-    return 0
-  fi
+  local installed=""
+  [ -x "$venv/bin/schemathesis" ] && installed=$("$venv/bin/python" -m pip show schemathesis 2>/dev/null || true)
+  case "$installed" in
+    *"Version: ${SCHEMATHESIS_VERSION%\*}"*) return 0 ;;
+  esac
   log "installing schemathesis $SCHEMATHESIS_VERSION into .venv-schemathesis"
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
