@@ -31,6 +31,30 @@ wait_for_runtimes() {
   done
 }
 
+# The UI tests drive Debian's chromium through chromedriver (WebDriver).
+ensure_browser() {
+  if command -v chromium > /dev/null && command -v chromedriver > /dev/null; then return 0; fi
+  log "installing chromium and chromium-driver (apt-get) for the UI tests"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium chromium-driver > /dev/null
+}
+
+# The OpenAPI conformance test runs schemathesis from a project-local virtual environment.
+SCHEMATHESIS_VERSION="4.32.*"
+ensure_schemathesis() {
+  local venv="$BATON_ROOT/.venv-schemathesis"
+  local installed=""
+  [ -x "$venv/bin/schemathesis" ] && installed=$("$venv/bin/python" -m pip show schemathesis 2>/dev/null || true)
+  case "$installed" in
+    *"Version: ${SCHEMATHESIS_VERSION%\*}"*) return 0 ;;
+  esac
+  log "installing schemathesis $SCHEMATHESIS_VERSION into .venv-schemathesis"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
+}
+
 leave_nothing_behind() {
   wait_for_stacks
   wait_for_runtimes
@@ -39,6 +63,8 @@ trap leave_nothing_behind EXIT
 
 ensure_toolchain
 ensure_dev_vars
+ensure_browser
+ensure_schemathesis
 
 if ensure_lint_tools; then
   log "formatting and lints (cargo fmt --check; cargo clippy, native and wasm32, warnings denied)"

@@ -353,7 +353,8 @@ impl Stack {
     /// Stops the stack now (also done on drop).
     pub fn stop(&mut self) {
         let pgid = self.child.id();
-        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+        // Quietly: a stack already stopped has no group left to signal.
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -361,7 +362,7 @@ impl Stack {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
         let _ = self.child.wait();
     }
 }

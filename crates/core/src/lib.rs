@@ -26,6 +26,7 @@
 //! - [`progress`]: what a service's progress answer means for its attempt.
 //! - [`request`]: run and execution request validation.
 //! - [`listing`]: run listing queries and page cursors.
+//! - [`metrics`]: the operator's metrics in the Prometheus text format.
 //! - [`lifecycle`]: every change to a run, decided in one place (the engine interprets it).
 //! - [`cancel`]: cancelling a run.
 //! - [`execution`]: pipeline executions: demand, admission, costs.
@@ -46,6 +47,7 @@ pub mod json;
 pub mod lifecycle;
 pub mod listing;
 pub mod messages;
+pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod request;

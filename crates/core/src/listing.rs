@@ -1,4 +1,4 @@
-//! Listing a client's runs: the query (`website_id`, `status`, `limit`, `cursor`), its
+//! Listing a client's runs: the query (`website_id`, `status`, `plan_id`, `limit`, `cursor`), its
 //! validation, and keyset pagination over `(created_at, run_id)`, newest first.
 //!
 //! A cursor is `{created_at}_{run_id}` of the last run of a page; the next page holds the
@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ids::{RunId, WebsiteId};
+use crate::ids::{PlanId, RunId, WebsiteId};
 use crate::request::{RequestProblem, RequestProblems};
 use crate::state::RunStatus;
 use crate::time::Millis;
@@ -63,6 +63,8 @@ pub struct RunListDraft {
     pub website_id: Option<String>,
     /// Only runs in this status.
     pub status: Option<String>,
+    /// Only runs of this plan.
+    pub plan_id: Option<String>,
     /// Page size, 1..=100.
     pub limit: Option<String>,
     /// From a previous page's `next_cursor`.
@@ -76,6 +78,8 @@ pub struct RunListQuery {
     pub website_id: Option<WebsiteId>,
     /// Only runs in this status.
     pub status: Option<RunStatus>,
+    /// Only runs of this plan.
+    pub plan_id: Option<PlanId>,
     /// Page size.
     pub limit: u32,
     /// Start after this run.
@@ -107,6 +111,9 @@ pub fn validate_run_list(draft: &RunListDraft) -> Result<RunListQuery, RequestPr
             })
             .ok()
     });
+    let plan_id = present(&draft.plan_id).and_then(|p| {
+        PlanId::new(p).map_err(|error| problems.push(RequestProblem::InvalidId { field: "plan_id", error })).ok()
+    });
     let limit = match present(&draft.limit) {
         None => DEFAULT_PAGE_SIZE,
         Some(text) => match text.parse::<u32>() {
@@ -123,7 +130,7 @@ pub fn validate_run_list(draft: &RunListDraft) -> Result<RunListQuery, RequestPr
     };
     let after = present(&draft.cursor).and_then(|c| c.parse::<RunCursor>().map_err(|p| problems.push(p)).ok());
     if problems.is_empty() {
-        Ok(RunListQuery { website_id, status, limit, after })
+        Ok(RunListQuery { website_id, status, plan_id, limit, after })
     } else {
         Err(RequestProblems(problems))
     }
@@ -147,7 +154,13 @@ mod tests {
 
     fn draft(website_id: &str, status: &str, limit: &str, cursor: &str) -> RunListDraft {
         let some = |s: &str| Some(s.to_string());
-        RunListDraft { website_id: some(website_id), status: some(status), limit: some(limit), cursor: some(cursor) }
+        RunListDraft {
+            website_id: some(website_id),
+            status: some(status),
+            plan_id: None,
+            limit: some(limit),
+            cursor: some(cursor),
+        }
     }
 
     fn check(d: RunListDraft, expected: &[(&str, &str)]) {
@@ -161,7 +174,7 @@ mod tests {
     #[test]
     fn defaults_and_empty_values() {
         let q = validate_run_list(&RunListDraft::default()).unwrap();
-        assert_eq!(q, RunListQuery { website_id: None, status: None, limit: 20, after: None });
+        assert_eq!(q, RunListQuery { website_id: None, status: None, plan_id: None, limit: 20, after: None });
         let q = validate_run_list(&draft("", "", "", "")).unwrap();
         assert_eq!(q.limit, 20);
     }

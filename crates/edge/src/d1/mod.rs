@@ -8,6 +8,7 @@ pub mod plans;
 pub mod resources;
 pub mod runs;
 pub mod steps;
+pub mod views;
 
 use serde::de::DeserializeOwned;
 use wasm_bindgen::JsValue;

@@ -282,6 +282,7 @@ pub struct RunFilter<'a> {
     pub client_id: &'a str,
     pub website_id: Option<&'a str>,
     pub status: Option<&'a str>,
+    pub plan_id: Option<&'a str>,
     /// Only runs after `(created_at, run_id)` in newest-first order.
     pub after: Option<(i64, &'a str)>,
     pub limit: u32,
@@ -302,6 +303,10 @@ pub async fn page(db: &Db, filter: &RunFilter<'_>) -> Result<Vec<ListedRun>> {
     if let Some(status) = filter.status {
         args.push(Arg::from(status));
         sql.push_str(&format!(" AND status = ?{}", args.len()));
+    }
+    if let Some(plan_id) = filter.plan_id {
+        args.push(Arg::from(plan_id));
+        sql.push_str(&format!(" AND plan_id = ?{}", args.len()));
     }
     if let Some((created_at, run_id)) = filter.after {
         args.push(Arg::Int(created_at));

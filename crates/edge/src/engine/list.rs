@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use baton_core::ids::{EventId, RunId, WebsiteId};
+use baton_core::ids::{EventId, PlanId, RunId, WebsiteId};
 use baton_core::listing::{self, RunCursor, RunListQuery};
 use baton_core::plan::Plan;
 use baton_core::state::{RunStatus, StepRecord};
@@ -27,6 +27,7 @@ impl Engine<'_> {
             client_id,
             website_id: query.website_id.as_ref().map(WebsiteId::as_str),
             status: query.status.map(RunStatus::as_str),
+            plan_id: query.plan_id.as_ref().map(PlanId::as_str),
             after: query.after.as_ref().map(|c| (c.created_at.as_u64() as i64, c.run_id.as_str())),
             limit: query.limit + 1,
         };

@@ -19,6 +19,7 @@ mod rows;
 mod run;
 mod start;
 mod timers;
+mod views;
 mod wait;
 
 pub use apply::{Reported, MAX_ROUNDS};
@@ -35,3 +36,4 @@ pub use run::{
 };
 pub use start::{NewRun, Started};
 pub use timers::TimerOutcome;
+pub use views::{blocked_by, depends_on, Attempt};

@@ -1,4 +1,4 @@
-//! `GET /api/orchestration/runs?website_id=&status=&limit=&cursor=`: the caller's runs,
+//! `GET /api/orchestration/runs?website_id=&status=&plan_id=&limit=&cursor=`: the caller's runs,
 //! newest first, a page at a time.
 
 use baton_core::listing::{validate_run_list, RunListDraft};
@@ -14,6 +14,7 @@ pub async fn list(req: Request, env: &Env) -> Result<Response> {
     let draft = RunListDraft {
         website_id: http::query_param(&req, "website_id")?,
         status: http::query_param(&req, "status")?,
+        plan_id: http::query_param(&req, "plan_id")?,
         limit: http::query_param(&req, "limit")?,
         cursor: http::query_param(&req, "cursor")?,
     };

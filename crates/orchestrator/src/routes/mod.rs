@@ -7,9 +7,12 @@ mod executions;
 mod health;
 mod input;
 mod listing;
+mod metrics;
+mod openapi;
 mod plans;
 mod runs;
 mod test_hooks;
+mod ui;
 
 use baton_edge::{Error, Result};
 use worker::{Env, Method, Request, Response};
@@ -65,6 +68,18 @@ pub async fn route(req: Request, env: &Env) -> Result<Response> {
         ["api", "jobs", trace_id, "results", service] => match method {
             Method::Post => return callbacks::result(req, env, trace_id, service).await,
             _ => &[Method::Post],
+        },
+        ["ui", rest @ ..] => match method {
+            Method::Get => return ui::serve(rest),
+            _ => &[Method::Get],
+        },
+        ["openapi.json"] => match method {
+            Method::Get => return openapi::spec(),
+            _ => &[Method::Get],
+        },
+        ["metrics"] => match method {
+            Method::Get => return metrics::metrics(req, env).await,
+            _ => &[Method::Get],
         },
         ["admin", "poller", action @ ("cron" | "tick")] => match method {
             Method::Post => return admin::poller(req, env, action).await,

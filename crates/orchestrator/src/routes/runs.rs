@@ -7,7 +7,7 @@ use baton_core::plan::{Plan, DEFAULT_PLAN_ID};
 use baton_core::request::{self, validate_run_request, RunRequest, RunRequestDraft};
 use baton_core::state::RunStatus;
 use baton_core::time::Millis;
-use baton_edge::engine::{summary_of, Engine, Loaded, NewRun, Started};
+use baton_edge::engine::{blocked_by, depends_on, summary_of, Engine, Loaded, NewRun, Started};
 use baton_edge::{auth, clock, http, settings, Error, Result};
 use serde_json::{json, Map, Value};
 use worker::{Env, Request, Response};
@@ -156,6 +156,7 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let engine = Engine::new(env).await?;
     let loaded = visible_run(&engine, run_id, &client_id).await?;
     let summary = summary_of(&loaded)?;
+    let mut history = engine.attempts_of(&loaded).await?;
     let service_results: Vec<Value> = loaded
         .steps
         .iter()
@@ -168,6 +169,14 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
                 "duration_ms": s.duration_ms,
                 "error": s.error,
                 "progress": s.progress.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()),
+                "depends_on": depends_on(&loaded, &s.service),
+                "started_at": rfc3339(s.started_at),
+                "finished_at": rfc3339(s.finished_at),
+                "deadline_at": rfc3339(s.deadline_at),
+                "next_attempt_at": rfc3339(s.next_attempt_at),
+                "error_kind": s.error_kind,
+                "skipped_because": blocked_by(&loaded, &s.service),
+                "attempt_history": history.remove(&s.service).unwrap_or_default(),
             })
         })
         .collect();
@@ -182,8 +191,19 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
             "service_results": service_results,
             "diagnosis": diagnosis,
             "terminal": loaded.status().map(RunStatus::is_terminal).unwrap_or(false),
+            "kind": loaded.run.kind,
+            "plan_name": loaded.run.plan_name,
+            "created_at": rfc3339(Some(loaded.run.created_at)),
+            "deadline_at": rfc3339(Some(loaded.run.deadline_at)),
+            "fan_in_at": rfc3339(loaded.run.claimed_at),
+            "missing": loaded.run.missing.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
         }),
     )
+}
+
+/// An instant in RFC 3339, or `null`.
+fn rfc3339(ms: Option<i64>) -> Value {
+    ms.map(|ms| json!(Millis::new(ms.max(0) as u64).to_rfc3339())).unwrap_or(Value::Null)
 }
 
 /// `GET /api/orchestration/runs/:run_id/events`

@@ -1,0 +1,292 @@
+//! The operator's metrics (`GET /metrics`) in the Prometheus text exposition format
+//! (version 0.0.4), from a [`Snapshot`] of aggregates the edge reads out of D1.
+//!
+//! Every value is computed from the database on each scrape, not counted in memory: the
+//! counters are right across isolates, workers and restarts, and they only grow because the
+//! rows they count are never deleted. Histograms are cumulative (`le`) bucket counts over
+//! [`RUN_SECONDS`], [`FAN_IN_SECONDS`] and [`TASK_SECONDS`].
+
+use std::fmt::Write;
+
+use crate::state::{RunStatus, StepStatus};
+
+/// Bucket bounds (seconds) of `orchestrator_run_execution_seconds`: start to end of a run.
+pub const RUN_SECONDS: &[f64] = &[0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+/// Bucket bounds (seconds) of `orchestrator_fan_in_latency_seconds`: from the last step
+/// settling to the fan-in claim.
+pub const FAN_IN_SECONDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0];
+/// Bucket bounds (seconds) of `orchestrator_task_execution_seconds`: one attempt, from the
+/// moment a consumer began running it to its end.
+pub const TASK_SECONDS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// Observations of one histogram, as counted by the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// For each bound of the histogram, how many observations are at most that bound.
+    pub cumulative: Vec<u64>,
+    /// All observations.
+    pub count: u64,
+    /// Their sum, in milliseconds.
+    pub sum_ms: u64,
+}
+
+/// One admission pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// The resource (`tokens`, `concurrent_executions`).
+    pub resource: String,
+    /// Its capacity.
+    pub capacity: u64,
+    /// How much is reserved now.
+    pub in_use: u64,
+}
+
+/// The aggregates every metric is computed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Runs per status (statuses absent count 0).
+    pub runs_by_status: Vec<(String, u64)>,
+    /// Steps per status.
+    pub steps_by_status: Vec<(String, u64)>,
+    /// Attempts ever dispatched, over every step.
+    pub attempts_total: u64,
+    /// Attempts beyond each step's first, per service.
+    pub retries_by_service: Vec<(String, u64)>,
+    /// Durations of ended runs.
+    pub run_seconds: Observed,
+    /// Fan-in latencies of runs whose fan-in was claimed.
+    pub fan_in_seconds: Observed,
+    /// Durations of ended attempts that a consumer ran.
+    pub task_seconds: Observed,
+    /// Pipeline executions per queue status (`queued`, `admitted`, `started`, `failed`).
+    pub queue_by_status: Vec<(String, u64)>,
+    /// The admission pools.
+    pub pools: Vec<Pool>,
+}
+
+/// Execution-queue statuses that are still in the queue (a gauge for each).
+const QUEUE_WAITING: [&str; 2] = ["queued", "admitted"];
+
+fn count_of(counts: &[(String, u64)], key: &str) -> u64 {
+    counts.iter().filter(|(k, _)| k == key).map(|(_, v)| *v).sum()
+}
+
+/// The snapshot in the Prometheus text format.
+pub fn render(s: &Snapshot) -> String {
+    let mut out = Exposition::default();
+    out.family(
+        "orchestrator_flow_runs_processed_total",
+        "counter",
+        "Runs that ended, by final status.",
+        RunStatus::ALL
+            .iter()
+            .filter(|st| st.is_terminal())
+            .map(|st| (vec![("status", st.as_str())], count_of(&s.runs_by_status, st.as_str()) as f64))
+            .collect(),
+    );
+    let active: u64 =
+        RunStatus::ALL.iter().filter(|st| !st.is_terminal()).map(|st| count_of(&s.runs_by_status, st.as_str())).sum();
+    out.family("orchestrator_active_runs", "gauge", "Runs not yet ended.", vec![(vec![], active as f64)]);
+    out.histogram(
+        "orchestrator_run_execution_seconds",
+        "Run duration, start to end, of ended runs.",
+        RUN_SECONDS,
+        &s.run_seconds,
+    );
+    out.histogram(
+        "orchestrator_fan_in_latency_seconds",
+        "From the last step settling to the run's fan-in claim.",
+        FAN_IN_SECONDS,
+        &s.fan_in_seconds,
+    );
+    out.family(
+        "orchestrator_tasks_scheduled_total",
+        "counter",
+        "Step attempts dispatched.",
+        vec![(vec![], s.attempts_total as f64)],
+    );
+    out.family(
+        "orchestrator_tasks_completed_total",
+        "counter",
+        "Steps that ended, by final status.",
+        StepStatus::ALL
+            .iter()
+            .filter(|st| st.is_terminal())
+            .map(|st| (vec![("status", st.as_str())], count_of(&s.steps_by_status, st.as_str()) as f64))
+            .collect(),
+    );
+    out.family(
+        "orchestrator_active_tasks",
+        "gauge",
+        "Steps running now.",
+        vec![(vec![], count_of(&s.steps_by_status, StepStatus::Running.as_str()) as f64)],
+    );
+    out.histogram(
+        "orchestrator_task_execution_seconds",
+        "Duration of one attempt, from a consumer starting it to its end.",
+        TASK_SECONDS,
+        &s.task_seconds,
+    );
+    out.family(
+        "orchestrator_retry_attempts_total",
+        "counter",
+        "Attempts beyond a step's first, by service.",
+        s.retries_by_service.iter().map(|(service, n)| (vec![("service", service.as_str())], *n as f64)).collect(),
+    );
+    out.family(
+        "orchestrator_execution_queue",
+        "gauge",
+        "Pipeline executions waiting in the queue (queued) or admitted and not yet started.",
+        QUEUE_WAITING.iter().map(|st| (vec![("status", *st)], count_of(&s.queue_by_status, st) as f64)).collect(),
+    );
+    out.family(
+        "orchestrator_admission_pool_capacity",
+        "gauge",
+        "Capacity of each admission pool.",
+        s.pools.iter().map(|p| (vec![("resource", p.resource.as_str())], p.capacity as f64)).collect(),
+    );
+    out.family(
+        "orchestrator_admission_pool_in_use",
+        "gauge",
+        "Reserved amount of each admission pool.",
+        s.pools.iter().map(|p| (vec![("resource", p.resource.as_str())], p.in_use as f64)).collect(),
+    );
+    out.text
+}
+
+/// A labelled sample: label pairs and the value.
+type Sample<'a> = (Vec<(&'a str, &'a str)>, f64);
+
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v))).collect();
+            let _ = write!(self.text, "{{{}}}", pairs.join(","));
+        }
+        let _ = writeln!(self.text, " {}", number(value));
+    }
+
+    fn family(&mut self, name: &str, kind: &str, help: &str, samples: Vec<Sample<'_>>) {
+        self.header(name, kind, help);
+        for (labels, value) in samples {
+            self.sample(name, &labels, value);
+        }
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, bounds: &[f64], observed: &Observed) {
+        self.header(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        for (i, bound) in bounds.iter().enumerate() {
+            let le = number(*bound);
+            let below = observed.cumulative.get(i).copied().unwrap_or(observed.count).min(observed.count);
+            self.sample(&bucket, &[("le", &le)], below as f64);
+        }
+        self.sample(&bucket, &[("le", "+Inf")], observed.count as f64);
+        self.sample(&format!("{name}_sum"), &[], observed.sum_ms as f64 / 1000.0);
+        self.sample(&format!("{name}_count"), &[], observed.count as f64);
+    }
+}
+
+/// A sample value as Go's `strconv.FormatFloat(v, 'g', -1, 64)` would accept it back:
+/// integers without a fraction, others in Rust's shortest round-trip form.
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// HELP text escapes backslash and newline.
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape_label_value(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    #[test]
+    fn every_terminal_status_has_a_series_even_at_zero() {
+        let snapshot = Snapshot {
+            runs_by_status: vec![("completed".into(), 3), ("running".into(), 2), ("started".into(), 1)],
+            ..Snapshot::default()
+        };
+        let text = render(&snapshot);
+        let runs = lines_of(&text, "orchestrator_flow_runs_processed_total{");
+        assert!(runs.contains(&"orchestrator_flow_runs_processed_total{status=\"completed\"} 3"), "{text}");
+        assert!(runs.contains(&"orchestrator_flow_runs_processed_total{status=\"cancelled\"} 0"), "{text}");
+        assert!(!runs.iter().any(|l| l.contains("running")), "{text}");
+        assert_eq!(lines_of(&text, "orchestrator_active_runs "), ["orchestrator_active_runs 3"]);
+    }
+
+    #[test]
+    fn a_histogram_has_cumulative_buckets_an_infinite_bucket_a_sum_in_seconds_and_a_count() {
+        let observed = Observed { cumulative: vec![0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2], count: 3, sum_ms: 4_250 };
+        let text = render(&Snapshot { run_seconds: observed, ..Snapshot::default() });
+        let buckets = lines_of(&text, "orchestrator_run_execution_seconds_bucket");
+        assert_eq!(buckets.len(), RUN_SECONDS.len() + 1);
+        assert_eq!(buckets[0], "orchestrator_run_execution_seconds_bucket{le=\"0.25\"} 0");
+        assert_eq!(buckets[2], "orchestrator_run_execution_seconds_bucket{le=\"1\"} 2");
+        assert_eq!(buckets[RUN_SECONDS.len()], "orchestrator_run_execution_seconds_bucket{le=\"+Inf\"} 3");
+        assert_eq!(
+            lines_of(&text, "orchestrator_run_execution_seconds_sum"),
+            ["orchestrator_run_execution_seconds_sum 4.25"]
+        );
+        assert_eq!(
+            lines_of(&text, "orchestrator_run_execution_seconds_count"),
+            ["orchestrator_run_execution_seconds_count 3"]
+        );
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        assert_eq!(escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape_help("x\\y\nz"), "x\\\\y\\nz");
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_before_its_samples() {
+        let text = render(&Snapshot {
+            retries_by_service: vec![("technical-seo".into(), 2)],
+            pools: vec![Pool { resource: "tokens".into(), capacity: 10, in_use: 4 }],
+            ..Snapshot::default()
+        });
+        let mut declared: Vec<&str> = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap_or(""));
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap_or("");
+                let family = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+                assert!(declared.last().is_some_and(|d| *d == name || *d == family), "{line} outside its family");
+            }
+        }
+        assert!(text.contains("orchestrator_retry_attempts_total{service=\"technical-seo\"} 2"));
+        assert!(text.contains("orchestrator_admission_pool_in_use{resource=\"tokens\"} 4"));
+    }
+}

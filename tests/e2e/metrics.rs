@@ -1,0 +1,155 @@
+//! `GET /metrics`: the Prometheus text format, parsed by a real parser, with the values a
+//! known set of runs must produce on a stack of its own.
+
+use std::time::Duration;
+
+use baton_e2e::{poll_until, Stack, StackOptions};
+use prometheus_parse::{Sample, Scrape, Value as Metric};
+use serde_json::{json, Value};
+
+fn start_run(stack: &Stack, body: &Value) -> String {
+    let r = stack.post_as(stack.token(0), "/api/orchestration/run", body);
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["run_id"].as_str().expect("run_id").to_string()
+}
+
+fn wait_terminal(stack: &Stack, run_id: &str) -> Value {
+    poll_until(&format!("run {run_id} to end"), Duration::from_secs(60), || {
+        let r = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{run_id}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = r.json();
+        (body["terminal"] == true).then_some(body)
+    })
+}
+
+fn scrape(stack: &Stack) -> Scrape {
+    let r = stack.get_as(&stack.secrets().admin_token, "/metrics");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = r.text();
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap_or_else(|e| panic!("unparsable metrics: {e}\n{text}"))
+}
+
+fn find<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> &'a Sample {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no sample {name}{labels:?} in {:#?}", scrape.samples))
+}
+
+fn number(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    match &find(scrape, name, labels).value {
+        Metric::Counter(v) | Metric::Gauge(v) | Metric::Untyped(v) => *v,
+        other => panic!("{name} is not a number: {other:?}"),
+    }
+}
+
+/// A histogram's `(le, cumulative count)` buckets.
+fn buckets(scrape: &Scrape, name: &str) -> Vec<(f64, f64)> {
+    match &find(scrape, name, &[]).value {
+        Metric::Histogram(b) => b.iter().map(|c| (c.less_than, c.count)).collect(),
+        other => panic!("{name} is not a histogram: {other:?}"),
+    }
+}
+
+fn step_count(runs: &[&Value], status: &str) -> f64 {
+    runs.iter()
+        .flat_map(|r| r["service_results"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["status"] == status)
+        .count() as f64
+}
+
+#[test]
+fn metrics_count_runs_tasks_retries_and_latencies_from_the_database() {
+    let mut stack = Stack::start(StackOptions::default());
+    assert_eq!(stack.get("/metrics").status, 401);
+    assert_eq!(stack.get_as(stack.token(0), "/metrics").status, 401, "a client token is not the operator's");
+
+    let empty = scrape(&stack);
+    assert_eq!(number(&empty, "orchestrator_flow_runs_processed_total", &[("status", "completed")]), 0.0);
+    assert_eq!(number(&empty, "orchestrator_admission_pool_capacity", &[("resource", "tokens")]), 1_000_000.0);
+
+    // Three runs: one clean, one with a retry and a failed step, one cancelled.
+    let clean = start_run(&stack, &json!({"website_id": "metrics", "domain": "m.example", "plan_id": "quick-v1"}));
+    let bumpy = start_run(
+        &stack,
+        &json!({"website_id": "metrics", "domain": "m.example", "parameters": {"sample_behaviour": {
+            "technical-seo": {"fail_transient": 1}, "domain-authority": {"fail_permanent": true}}}}),
+    );
+    let stuck = start_run(
+        &stack,
+        &json!({"website_id": "metrics", "domain": "m.example", "plan_id": "quick-v1",
+                "parameters": {"sample_behaviour": {"*": {"never_answer": true}}}}),
+    );
+    let clean = wait_terminal(&stack, &clean);
+    let bumpy = wait_terminal(&stack, &bumpy);
+    poll_until("the stuck run's steps to be dispatched", Duration::from_secs(30), || {
+        let r = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{stuck}"));
+        (r.json()["status"] == "running").then_some(())
+    });
+    let r = stack.post_as(stack.token(0), &format!("/api/orchestration/runs/{stuck}/cancel"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stuck = wait_terminal(&stack, &stuck);
+    let runs = [&clean, &bumpy, &stuck];
+    assert_eq!(
+        runs.iter().map(|r| r["status"].as_str().unwrap_or("")).collect::<Vec<_>>(),
+        ["completed", "completed", "cancelled"]
+    );
+
+    let m = scrape(&stack);
+    let runs_with = |status| number(&m, "orchestrator_flow_runs_processed_total", &[("status", status)]);
+    assert_eq!(
+        [runs_with("completed"), runs_with("cancelled"), runs_with("failed"), runs_with("timeout")],
+        [2.0, 1.0, 0.0, 0.0]
+    );
+    assert_eq!(number(&m, "orchestrator_active_runs", &[]), 0.0);
+
+    let attempts: f64 = runs
+        .iter()
+        .flat_map(|r| r["service_results"].as_array().cloned().unwrap_or_default())
+        .map(|s| s["attempts"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert_eq!(number(&m, "orchestrator_tasks_scheduled_total", &[]), attempts);
+    for status in ["completed", "failed", "cancelled", "skipped", "timeout"] {
+        assert_eq!(
+            number(&m, "orchestrator_tasks_completed_total", &[("status", status)]),
+            step_count(&runs, status),
+            "steps {status}"
+        );
+    }
+    assert_eq!(number(&m, "orchestrator_tasks_completed_total", &[("status", "failed")]), 1.0);
+    assert_eq!(number(&m, "orchestrator_retry_attempts_total", &[("service", "technical-seo")]), 1.0);
+    assert!(!m
+        .samples
+        .iter()
+        .any(|s| s.metric == "orchestrator_retry_attempts_total" && s.labels.get("service") != Some("technical-seo")));
+
+    // Histograms: cumulative buckets ending in +Inf with the count; a sum in seconds.
+    let run_buckets = buckets(&m, "orchestrator_run_execution_seconds");
+    assert_eq!(run_buckets.last(), Some(&(f64::INFINITY, 3.0)), "{run_buckets:?}");
+    assert!(run_buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{run_buckets:?}");
+    let durations: f64 = runs.iter().map(|r| r["summary"]["durationMs"].as_f64().unwrap_or(0.0)).sum::<f64>() / 1000.0;
+    let sum = number(&m, "orchestrator_run_execution_seconds_sum", &[]);
+    assert!((sum - durations).abs() < 0.01, "sum {sum} vs the runs' durations {durations}");
+    assert_eq!(number(&m, "orchestrator_run_execution_seconds_count", &[]), 3.0);
+    // The two completed runs were fanned in; the cancelled one never was.
+    assert_eq!(buckets(&m, "orchestrator_fan_in_latency_seconds").last(), Some(&(f64::INFINITY, 2.0)));
+    let task = buckets(&m, "orchestrator_task_execution_seconds");
+    assert!(
+        task.last().is_some_and(|(_, n)| *n >= attempts - 3.0),
+        "the cancelled run's attempts never ended: {task:?}"
+    );
+
+    // Admission: nothing waits, nothing is reserved.
+    assert_eq!(number(&m, "orchestrator_execution_queue", &[("status", "queued")]), 0.0);
+    assert_eq!(number(&m, "orchestrator_admission_pool_in_use", &[("resource", "concurrent_executions")]), 0.0);
+
+    // A restart of the stack (same D1) shows the same counters: nothing is counted in memory.
+    stack.stop();
+    let again =
+        Stack::start(StackOptions { persist_dir: Some(stack.persist_dir().to_path_buf()), ..StackOptions::default() });
+    let after = scrape(&again);
+    assert_eq!(number(&after, "orchestrator_flow_runs_processed_total", &[("status", "completed")]), 2.0);
+    assert_eq!(number(&after, "orchestrator_tasks_scheduled_total", &[]), attempts);
+}

@@ -1,0 +1,63 @@
+//! `GET /openapi.json` and the API's conformance to it, checked by schemathesis (installed
+//! by `make test` into `.venv-schemathesis/`) against a stack of its own: generated valid
+//! and invalid inputs on every operation; each answer must have a documented status and
+//! match its response schema, and none may be a 5xx.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use baton_e2e::{repo_root, Stack, StackOptions};
+
+/// Examples per operation and phase (`BATON_SCHEMATHESIS_EXAMPLES` overrides it): bounds
+/// the run to well under a minute.
+const MAX_EXAMPLES: &str = "25";
+
+fn schemathesis() -> PathBuf {
+    std::env::var("BATON_SCHEMATHESIS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".venv-schemathesis/bin/schemathesis"))
+}
+
+#[test]
+fn the_api_conforms_to_its_openapi_document_on_generated_inputs() {
+    let stack = Stack::start(StackOptions::default());
+    let r = stack.get("/openapi.json");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let spec = r.json();
+    assert_eq!(spec["openapi"], "3.1.0");
+    for path in ["/api/orchestration/run", "/api/orchestration/runs/{run_id}", "/execute", "/metrics", "/ui"] {
+        assert!(spec["paths"][path].is_object(), "{path} is documented");
+    }
+
+    let bin = schemathesis();
+    assert!(bin.exists(), "{} not found: make test installs it (scripts/test.sh)", bin.display());
+    // Its reports and its cache go to a scratch directory, not into the checkout.
+    let report = std::env::temp_dir().join(format!("baton-schemathesis-{}", std::process::id()));
+    std::fs::create_dir_all(&report).expect("creating the schemathesis directory");
+    let output = Command::new(&bin)
+        .current_dir(&report)
+        .arg("run")
+        .arg(format!("{}/openapi.json", stack.base_url()))
+        .args(["--url", &stack.base_url()])
+        .args(["--header", &format!("Authorization: Bearer {}", stack.token(0))])
+        .args(["--checks", "not_a_server_error,status_code_conformance,response_schema_conformance"])
+        .args(["--phases", "examples,coverage,fuzzing,stateful"])
+        .args(["--max-examples", &std::env::var("BATON_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| MAX_EXAMPLES.into())])
+        .args(["--workers", "2", "--request-timeout", "30"])
+        .args(["--seed", "20261130", "--generation-deterministic"])
+        .arg("--report-dir")
+        .arg(&report)
+        .env("NO_COLOR", "1")
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .expect("running schemathesis");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let _ = std::fs::remove_dir_all(&report);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{stdout}\n{}\nwrangler log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        stack.log().lines().rev().take(60).collect::<Vec<_>>().join("\n")
+    );
+}
