@@ -104,7 +104,7 @@ impl IdError {
 
 const SLUG_ALPHABET: &str = "a-z 0-9 _ -";
 const WEBSITE_ALPHABET: &str = "A-Z a-z 0-9 _ . : -";
-const WORKER_KEY_ALPHABET: &str = "A-Z a-z 0-9 _ . -";
+const WORKER_KEY_ALPHABET: &str = "a-z 0-9 _ -";
 
 fn is_slug_char(ch: char) -> bool {
     ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-'
@@ -114,8 +114,9 @@ fn is_website_char(ch: char) -> bool {
     ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | ':' | '-')
 }
 
+/// No `.` or `/`: a worker key becomes a path segment (`services.internal/{worker_key}`).
 fn is_worker_key_char(ch: char) -> bool {
-    ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-')
+    is_slug_char(ch)
 }
 
 /// Checks length (1..=max characters) and alphabet.
@@ -257,7 +258,7 @@ text_id!(
     ClientId, IdKind::ClientId, 128, is_website_char, WEBSITE_ALPHABET
 );
 text_id!(
-    /// The worker a step calls: 1..=64 characters of `[A-Za-z0-9_.-]`, e.g. `serp_intelligence`
+    /// The worker a step calls: 1..=64 characters of `[a-z0-9_-]`, e.g. `serp_intelligence`
     /// or `bitware-content-granulator`.
     WorkerKey, IdKind::WorkerKey, 64, is_worker_key_char, WORKER_KEY_ALPHABET
 );

@@ -23,6 +23,7 @@
 //! - [`config`]: environment and KV-override configuration.
 //! - [`ids`], [`time`]: identifier newtypes; instants and RFC 3339.
 //! - [`messages`]: queue message shapes; when timers are sent and what they do on firing.
+//! - [`quota`]: per-client quotas.
 //! - [`progress`]: what a service's progress answer means for its attempt.
 //! - [`request`]: run and execution request validation.
 //! - [`listing`]: run listing queries and page cursors.
@@ -50,6 +51,7 @@ pub mod messages;
 pub mod metrics;
 pub mod plan;
 pub mod progress;
+pub mod quota;
 pub mod request;
 pub mod retry;
 pub mod scheduler;

