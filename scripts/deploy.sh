@@ -145,7 +145,7 @@ const parse = (text) => Object.fromEntries(text.split(/\r?\n/)
 const secrets = parse(fs.readFileSync(file, "utf8"));
 const devValues = new Set(Object.values(parse(fs.readFileSync(devExample, "utf8"))));
 const problems = [];
-for (const name of ["API_TOKENS", "ADMIN_TOKEN", "WORKER_SECRET"]) {
+for (const name of ["API_TOKENS", "ADMIN_TOKEN", "WORKER_SECRET", "INTERNAL_KEY"]) {
   if (!secrets[name]) problems.push(`${name} is missing or empty`);
   else if (devValues.has(secrets[name])) problems.push(`${name} is the local development value`);
 }
@@ -153,10 +153,10 @@ for (const p of problems) console.error(`  ${file}: ${p}`);
 if (problems.length) process.exit(1);
 const pick = (names) => Object.fromEntries(names.filter((n) => secrets[n]).map((n) => [n, secrets[n]]));
 const of = {
-  orchestrator: ["API_TOKENS", "ADMIN_TOKEN", "WORKER_SECRET"],
-  poller: ["ADMIN_TOKEN", "WORKER_SECRET"],
-  consumer: ["ADMIN_TOKEN", "WORKER_SECRET", "LLM_API_KEY"],
-  "sample-services": ["ADMIN_TOKEN", "WORKER_SECRET"],
+  orchestrator: ["API_TOKENS", "ADMIN_TOKEN", "WORKER_SECRET", "INTERNAL_KEY", "SERVICE_KEYS"],
+  poller: ["ADMIN_TOKEN", "WORKER_SECRET", "SERVICE_KEYS"],
+  consumer: ["ADMIN_TOKEN", "WORKER_SECRET", "INTERNAL_KEY", "SERVICE_KEYS", "LLM_API_KEY"],
+  "sample-services": ["ADMIN_TOKEN", "WORKER_SECRET", "SERVICE_KEYS"],
 };
 for (const [worker, names] of Object.entries(of)) {
   fs.writeFileSync(`${dir}/${worker}.json`, JSON.stringify(pick(names)), { mode: 0o600 });

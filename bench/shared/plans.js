@@ -14,11 +14,41 @@ export const WIDE_STEPS = Array.from({ length: 20 }, (_, i) => ({
 }));
 export const WIDE_JOIN = { name: "wide-join", service: DEPENDENT };
 
+// Signed as Baton signs its calls (see the README, "Writing a service"): the services refuse
+// unsigned requests, so the peers pay for the same HMAC as Baton does.
+const encoder = new TextEncoder();
+const cryptoKeys = new Map();
+
+function keyOf(env, service) {
+  const keys = JSON.parse(env.SERVICE_KEYS || "{}");
+  const entry = keys[service] ?? keys[service.replaceAll("-", "_")] ?? env.WORKER_SECRET;
+  return Array.isArray(entry) ? entry[0] : entry;
+}
+
+async function signed(env, service, method, path, attempt, body) {
+  const secret = keyOf(env, service);
+  if (!cryptoKeys.has(secret)) {
+    const algorithm = { name: "HMAC", hash: "SHA-256" };
+    cryptoKeys.set(secret, await crypto.subtle.importKey("raw", encoder.encode(secret), algorithm, false, ["sign"]));
+  }
+  const timestamp = Date.now();
+  const message = `v2\ncall\n${method}\n${path}\n${attempt}\n${timestamp}\n${body}`;
+  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", cryptoKeys.get(secret), encoder.encode(message)));
+  const hex = Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
+  return {
+    "X-Baton-Timestamp": String(timestamp),
+    "X-Baton-Attempt": String(attempt),
+    "X-Baton-Signature": `v2=${hex}`,
+  };
+}
+
 async function post(env, service, path, body) {
+  const text = JSON.stringify(body);
+  const headers = await signed(env, service, "POST", `/${service}${path}`, body.attempt, text);
   const r = await env.SERVICES.fetch(`https://services.internal/${service}${path}`, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
+    headers: { "Content-Type": "application/json", ...headers },
+    body: text,
   });
   const json = await r.json();
   if (r.status >= 300) throw new Error(`${service}${path}: ${r.status} ${JSON.stringify(json)}`);

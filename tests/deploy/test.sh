@@ -54,13 +54,14 @@ for w in "${BATON_WORKERS[@]}"; do
   [ "$w" = orchestrator ] || { mkdir -p "$root/crates/$w" && cp "crates/$w/wrangler.toml" "$root/crates/$w/"; }
 done
 export FAKE_ACCOUNT="$scratch/account" BATON_WRANGLER="$BATON_ROOT/tests/deploy/fake-wrangler"
-secret_values=(api-token-s3cr3t-1 admin-s3cr3t-2 worker-s3cr3t-3 llm-s3cr3t-4)
+secret_values=(api-token-s3cr3t-1 admin-s3cr3t-2 worker-s3cr3t-3 llm-s3cr3t-4 internal-s3cr3t-5)
 cat > "$root/.secrets.staging" <<SECRETS
 # test secrets
 API_TOKENS=${secret_values[0]}:acme
 ADMIN_TOKEN="${secret_values[1]}"
 WORKER_SECRET=${secret_values[2]}
 LLM_API_KEY=${secret_values[3]}
+INTERNAL_KEY=${secret_values[4]}
 SECRETS
 cp "$root/.secrets.staging" "$root/.secrets.production"
 
@@ -109,9 +110,9 @@ baton-orchestrator-staging config=wrangler.toml
 baton-sample-services-staging config=wrangler.toml"
 check "workers deploy in dependency order, the sample services twice" test "$(deploys)" = "$expected_first"
 check "the first-pass config is removed" test ! -e "$root/crates/sample-services/.wrangler-first-pass.toml"
-check "each worker gets its secrets" grep -q 'baton-orchestrator-staging secrets=ADMIN_TOKEN,API_TOKENS,WORKER_SECRET ' \
+check "each worker gets its secrets" grep -q 'baton-orchestrator-staging secrets=ADMIN_TOKEN,API_TOKENS,INTERNAL_KEY,WORKER_SECRET ' \
   "$FAKE_ACCOUNT/deploys.log"
-check "the consumer gets the LLM key" grep -q 'baton-consumer-staging secrets=ADMIN_TOKEN,LLM_API_KEY,WORKER_SECRET ' \
+check "the consumer gets the LLM key" grep -q 'baton-consumer-staging secrets=ADMIN_TOKEN,INTERNAL_KEY,LLM_API_KEY,WORKER_SECRET ' \
   "$FAKE_ACCOUNT/deploys.log"
 check "the URL is printed" grep -q 'curl https://baton-orchestrator-staging.fake.workers.dev/health' "$scratch/first.log"
 

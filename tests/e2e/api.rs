@@ -109,8 +109,7 @@ fn plans_are_listed_created_per_client_validated_and_used_by_runs() {
     // A duplicate of one's own plan or of a built-in is a conflict; the id is free for another client.
     let (status, code, _) = error_code(&stack.post_as(stack.token(0), "/api/orchestration/plans", &draft));
     assert_eq!((status, code.as_str()), (409, "conflict"));
-    let builtin =
-        json!({"plan_id": "quick-v1", "name": "Mine", "max_run_duration_ms": 60000, "services": [{"service": "a"}]});
+    let builtin = json!({"plan_id": "quick-v1", "name": "Mine", "max_run_duration_ms": 60000, "services": [{"service": "technical-seo"}]});
     let (status, code, _) = error_code(&stack.post_as(stack.token(0), "/api/orchestration/plans", &builtin));
     assert_eq!((status, code.as_str()), (409, "conflict"));
 

@@ -1,6 +1,6 @@
 //! Every bad input gets a clear error naming what is wrong, and writes nothing.
 
-use baton_core::signature;
+use baton_core::signature::{self, Purpose, Signed};
 use baton_core::time::Millis;
 use baton_e2e::{now_ms, Stack, StackOptions};
 use serde_json::{json, Value};
@@ -35,16 +35,26 @@ impl Case {
         self.body = Some(body.as_bytes().to_vec());
         self
     }
+    /// Signs the body for `path` instead of this case's own (a replay to another run).
+    fn signed_for(mut self, key: &str, path: &str) -> Self {
+        let own = std::mem::replace(&mut self.path, path.to_string());
+        self = self.signed(key, now_ms());
+        self.path = own;
+        self
+    }
     fn field(mut self, field: &'static str) -> Self {
         self.field = Some(field);
         self
     }
-    /// Signs the body as a service would (`at_ms` lets a case sign in the past).
-    fn signed(mut self, secret: &str, at_ms: u64) -> Self {
+    /// Signs the body as a service reporting attempt 1 would (`at_ms` lets a case sign in the
+    /// past).
+    fn signed(mut self, key: &str, at_ms: u64) -> Self {
         let body = self.body.clone().unwrap_or_default();
-        let at = Millis::new(at_ms);
-        self.headers.push((signature::TIMESTAMP_HEADER.into(), at.as_u64().to_string()));
-        self.headers.push((signature::SIGNATURE_HEADER.into(), signature::sign(secret, at, &body)));
+        let request =
+            Signed { purpose: Purpose::Result, method: self.method, path: &self.path, attempt: Some(1), body: &body };
+        for (name, value) in signature::headers(key, &request, Millis::new(at_ms)) {
+            self.headers.push((name.into(), value));
+        }
         self
     }
 }
@@ -65,7 +75,7 @@ fn row_counts(stack: &Stack) -> Vec<(String, i64)> {
 fn bad_requests_get_the_right_status_and_code_and_write_nothing() {
     let stack = Stack::start(StackOptions::default());
     let alice = stack.token(0).to_string();
-    let secret = stack.secrets().worker_secret.clone();
+    let secret = stack.secrets().key_for("technical_seo");
     let run = "/api/orchestration/run";
     let valid = || json!({"website_id": "site_1", "domain": "example.com"});
     let with = |key: &str, value: Value| {
@@ -73,7 +83,17 @@ fn bad_requests_get_the_right_status_and_code_and_write_nothing() {
         body[key] = value;
         body
     };
-    let callback = "/api/jobs/run_1795000000000_0123456789abcdef/results/technical-seo";
+    // A run that stays running (its services accept and never answer), to report on.
+    let r = stack.post_as(
+        &alice,
+        run,
+        &json!({"website_id": "site_cb", "domain": "cb.example",
+                "parameters": {"sample_behaviour": {"*": {"never_answer": true}}}}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let run_id = r.json()["run_id"].as_str().expect("run_id").to_string();
+    let callback = &format!("/api/jobs/{run_id}/results/technical-seo");
+    let unknown_job = "/api/jobs/run_1795000000000_0123456789abcdef/results/technical-seo";
     let completed = json!({"status": "completed", "output": {}});
 
     let cases = vec![
@@ -190,7 +210,13 @@ fn bad_requests_get_the_right_status_and_code_and_write_nothing() {
         case("callback signed too long ago", "POST", callback, 401, "unauthorized")
             .json(completed.clone())
             .signed(&secret, now_ms() - 10 * 60 * 1000),
-        case("callback for an unknown job", "POST", callback, 404, "not_found")
+        case("callback signed for another run", "POST", callback, 401, "unauthorized")
+            .json(completed.clone())
+            .signed_for(&secret, unknown_job),
+        case("callback signed with another service's key", "POST", callback, 401, "unauthorized")
+            .json(completed.clone())
+            .signed(&stack.secrets().key_for("vitals_monitor"), now_ms()),
+        case("callback for an unknown job", "POST", unknown_job, 404, "not_found")
             .json(completed.clone())
             .signed(&secret, now_ms()),
         case("callback with an unknown status", "POST", callback, 400, "invalid_field")

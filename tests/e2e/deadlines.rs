@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use baton_core::signature;
-use baton_core::time::Millis;
-use baton_e2e::{now_ms, poll_until, shared_stack, Stack, StackOptions};
+use baton_e2e::{now_ms, poll_until, result_headers, shared_stack, Stack, StackOptions};
 use serde_json::{json, Value};
 
 use crate::runs::start_run;
@@ -218,20 +216,11 @@ fn a_cancel_reaches_the_service_in_flight_and_a_late_result_changes_nothing() {
     assert_eq!(told["request"]["attempt"], 1, "{told}");
     assert_eq!(told["request"]["stageId"], format!("{run_id}:technical-seo"), "{told}");
 
-    let secret = stack.secrets().worker_secret.clone();
     let late = json!({"status": "completed", "attempt": 1, "output": {"late": true}}).to_string();
-    let at = Millis::new(now_ms());
-    let signed = signature::sign(&secret, at, late.as_bytes());
-    let r = stack.send(
-        "POST",
-        &format!("/api/jobs/{run_id}/results/technical-seo"),
-        &[
-            ("Content-Type", "application/json"),
-            (signature::TIMESTAMP_HEADER, &at.as_u64().to_string()),
-            (signature::SIGNATURE_HEADER, &signed),
-        ],
-        Some(late.as_bytes()),
-    );
+    let key = stack.secrets().key_for("technical_seo");
+    let signed = result_headers(&key, &run_id, "technical-seo", 1, late.as_bytes(), now_ms());
+    let headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = stack.send("POST", &format!("/api/jobs/{run_id}/results/technical-seo"), &headers, Some(late.as_bytes()));
     assert_eq!(r.status, 200, "a late result is acknowledged: {}", r.text());
     assert_eq!(step(stack, &run_id, "technical-seo")["status"], "cancelled");
     assert_eq!(step(stack, &run_id, "technical-seo")["output"], Value::Null);

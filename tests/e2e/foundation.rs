@@ -6,9 +6,17 @@ use baton_e2e::{poll_until, shared_stack};
 use serde_json::{json, Value};
 
 #[test]
-fn health_names_each_worker_and_the_bindings_it_reached() {
+fn health_names_each_worker_and_the_bindings_it_reached_for_the_operator_only() {
     let stack = shared_stack();
-    let r = stack.get("/health");
+    let public = stack.get("/health");
+    assert_eq!(
+        (public.status, public.json()),
+        (200, json!({"status": "ok"})),
+        "the public health says only its status"
+    );
+    let as_client = stack.get_as(stack.token(0), "/health");
+    assert_eq!(as_client.json(), json!({"status": "ok"}), "a client token is not the admin's");
+    let r = stack.admin_get("/health");
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.json();
     assert_eq!(body["worker"], "orchestrator");

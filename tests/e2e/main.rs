@@ -12,4 +12,5 @@ mod openapi;
 mod poller;
 mod resilience;
 mod runs;
+mod trust;
 mod ui;

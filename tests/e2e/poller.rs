@@ -151,12 +151,12 @@ fn a_malformed_config_override_is_ignored_shown_in_health_and_does_not_stop_the_
     stack.kv_put("orchestration:config", "{not json");
     let t = tick(stack);
     assert_eq!(t["ran"], true, "{t}");
-    let r = stack.get("/health");
+    let r = stack.admin_get("/health");
     let poller = &r.json()["workers"]["poller"];
     assert!(poller["rejected_override"].as_str().is_some_and(|s| !s.is_empty()), "{poller}");
     assert_eq!(poller["config"]["POLLING_FREQUENCY_MINUTES"], 5, "the env default stays in force");
     stack.kv_put("orchestration:config", r#"{"POLLING_FREQUENCY_MINUTES": "often"}"#);
-    let r = stack.get("/health");
+    let r = stack.admin_get("/health");
     let rejected = r.json()["workers"]["poller"]["rejected_override"].as_str().unwrap_or("").to_string();
     assert!(
         rejected.contains("POLLING_FREQUENCY_MINUTES") && rejected.contains("often"),
@@ -168,12 +168,12 @@ fn a_malformed_config_override_is_ignored_shown_in_health_and_does_not_stop_the_
 fn health_turns_degraded_when_ticks_stop() {
     let (stack, _turn) = poller_stack();
     tick(stack);
-    let r = stack.get("/health");
+    let r = stack.admin_get("/health");
     assert_eq!(r.json()["workers"]["poller"]["status"], "ok", "{}", r.text());
     // The last tick was 16 minutes ago: more than 3 × the 5-minute frequency.
     let old = now_ms() - 16 * 60 * 1000;
     stack.kv_put("orchestration:last_run", &json!({"at": old, "duration_ms": 1, "counts": {}}).to_string());
-    let r = stack.get("/health");
+    let r = stack.admin_get("/health");
     assert_eq!(r.json()["workers"]["poller"]["status"], "degraded", "{}", r.text());
     assert_eq!(r.json()["workers"]["poller"]["http_status"], 503, "{}", r.text());
 }
@@ -254,7 +254,7 @@ fn a_kv_failure_does_not_stop_the_tick() {
     assert_eq!(wait_terminal(&stack, &run_id)["summary"]["status"], "timeout");
     let cron = stack.cron_tick();
     assert_eq!(cron.json()["ran"], true, "without a readable last_run the cron path acts: {}", cron.text());
-    let health = stack.get("/health");
+    let health = stack.admin_get("/health");
     let poller = &health.json()["workers"]["poller"];
     assert_eq!(poller["status"], "degraded", "{poller}");
     assert!(poller["rejected_override"].as_str().is_some_and(|r| r.contains("injected fault")), "{poller}");

@@ -5,9 +5,7 @@
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use baton_core::signature;
-use baton_core::time::Millis;
-use baton_e2e::{now_ms, poll_until, shared_stack, Stack, StackOptions};
+use baton_e2e::{now_ms, poll_until, result_headers, shared_stack, Stack, StackOptions};
 use serde_json::{json, Value};
 
 use crate::consumer::insert_plan;
@@ -48,25 +46,24 @@ fn fifty_concurrent_callbacks_on_the_last_steps_make_one_analysis_and_one_diagno
         (rows[0]["done"] == 1 && rows[0]["claimed"] == 2).then_some(())
     });
 
-    let secret = stack.secrets().worker_secret.clone();
+    let secrets = stack.secrets().clone();
     let callers = 50;
     let barrier = Barrier::new(callers);
     let answers: Vec<(String, usize, Value)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..callers)
             .map(|i| {
-                let (barrier, secret, run_id) = (&barrier, &secret, &run_id);
+                let (barrier, secrets, run_id) = (&barrier, &secrets, &run_id);
                 scope.spawn(move || {
-                    let service = if i % 2 == 0 { "serp-intelligence" } else { "vitals-monitor" };
+                    let (service, worker) = if i % 2 == 0 {
+                        ("serp-intelligence", "serp_intelligence")
+                    } else {
+                        ("vitals-monitor", "vitals_monitor")
+                    };
                     let body = json!({"status": "completed", "attempt": 1, "output": {"caller": i}}).to_string();
-                    let at = Millis::new(now_ms());
-                    let signature = signature::sign(secret, at, body.as_bytes());
-                    let timestamp = at.as_u64().to_string();
+                    let signed =
+                        result_headers(&secrets.key_for(worker), run_id, service, 1, body.as_bytes(), now_ms());
                     let path = format!("/api/jobs/{run_id}/results/{service}");
-                    let headers = [
-                        ("Content-Type", "application/json"),
-                        (signature::TIMESTAMP_HEADER, timestamp.as_str()),
-                        (signature::SIGNATURE_HEADER, signature.as_str()),
-                    ];
+                    let headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
                     barrier.wait();
                     let r = stack.send("POST", &path, &headers, Some(body.as_bytes()));
                     assert_eq!(r.status, 200, "callback {i}: {}", r.text());

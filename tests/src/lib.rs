@@ -17,6 +17,24 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// The headers of a result callback for `service`'s attempt `attempt` of run `run_id`, signed
+/// with `key` at `at_ms` (the scheme of `baton_core::signature`).
+pub fn result_headers(
+    key: &str,
+    run_id: &str,
+    service: &str,
+    attempt: u32,
+    body: &[u8],
+    at_ms: u64,
+) -> Vec<(&'static str, String)> {
+    use baton_core::signature::{headers, Purpose, Signed};
+    let path = format!("/api/jobs/{run_id}/results/{service}");
+    let request = Signed { purpose: Purpose::Result, method: "POST", path: &path, attempt: Some(attempt), body };
+    let mut out = headers(key, &request, baton_core::time::Millis::new(at_ms));
+    out.push(("Content-Type", "application/json".to_string()));
+    out
+}
+
 /// One stack shared by the tests of a test binary. It is never dropped; when the test
 /// process exits, the guard script notices its closed stdin and kills the stack.
 pub fn shared_stack() -> &'static Stack {

@@ -57,8 +57,22 @@ pub struct Secrets {
     pub api_tokens: Vec<(String, String)>,
     /// The operator token for /admin routes.
     pub admin_token: String,
-    /// The HMAC secret for service result callbacks.
+    /// The HMAC key of services without one of their own.
     pub worker_secret: String,
+    /// Services' own keys (worker key → keys, the first signs).
+    pub service_keys: std::collections::BTreeMap<String, Vec<String>>,
+    /// The key of calls between Baton's workers.
+    pub internal_key: String,
+}
+
+impl Secrets {
+    /// The key a service (by worker key) signs with.
+    pub fn key_for(&self, worker: &str) -> String {
+        self.service_keys
+            .get(worker)
+            .and_then(|keys| keys.first().cloned())
+            .unwrap_or_else(|| self.worker_secret.clone())
+    }
 }
 
 /// The repository root (this crate lives in `tests/`).
@@ -76,7 +90,7 @@ fn read_dev_vars(path: &Path) -> Vec<(String, String)> {
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').trim_matches('\'').to_string()))
         .collect()
 }
 
@@ -93,7 +107,14 @@ impl Secrets {
             .filter_map(|pair| pair.split_once(':'))
             .map(|(t, c)| (t.trim().to_string(), c.trim().to_string()))
             .collect();
-        Secrets { api_tokens, admin_token: get("ADMIN_TOKEN"), worker_secret: get("WORKER_SECRET") }
+        let service_keys = baton_core::signature::parse_service_keys(&get("SERVICE_KEYS")).unwrap_or_default();
+        Secrets {
+            api_tokens,
+            admin_token: get("ADMIN_TOKEN"),
+            worker_secret: get("WORKER_SECRET"),
+            service_keys,
+            internal_key: get("INTERNAL_KEY"),
+        }
     }
 }
 
@@ -306,6 +327,12 @@ impl Stack {
     }
 
     /// POST to an admin route with the admin token.
+    /// `GET path` with the admin token.
+    pub fn admin_get(&self, path: &str) -> HttpResponse {
+        let token = self.secrets.admin_token.clone();
+        self.get_as(&token, path)
+    }
+
     pub fn admin_post(&self, path: &str, body: &Value) -> HttpResponse {
         let token = self.secrets.admin_token.clone();
         self.post_as(&token, path, body)

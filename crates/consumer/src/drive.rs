@@ -1,17 +1,17 @@
 //! `POST /internal/drive`: the orchestrator hands over the first wave of a run whose client
 //! waits for it (`?wait`). The attempts run here at once, as their task messages would, and
 //! what they make ready runs here too; the answer comes when there is nothing left to run
-//! here. Signed with `WORKER_SECRET` like result callbacks.
+//! here. Signed with the internal key (`INTERNAL_KEY`), which no service holds.
 //!
-//! The body carries the run as the orchestrator just wrote it and its effective
-//! configuration, so nothing is read before the claims (which are guarded all the same). The
+//! The body carries ids only (the run, its claimed first wave) and the orchestrator's effective
+//! configuration; the run, its plan and its parameters are read from D1. The
 //! work is handed to `ctx.wait_until`, so a caller that stops waiting (its `?wait` expired,
 //! its client left) does not cut it short.
 
 use baton_core::config::{apply_override, Config};
 use baton_core::messages::TaskMessage;
 use baton_edge::concurrency::oneshot;
-use baton_edge::engine::{summary_of, Engine, Loaded};
+use baton_edge::engine::{summary_of, Engine};
 
 use crate::tasks::{queue_what_remains, EndSignal};
 use baton_edge::{auth, http, Error, Result};
@@ -19,14 +19,21 @@ use serde_json::{json, Value};
 use worker::{Context, Env, Request, Response};
 
 /// The route.
-pub const PATH: &str = "/internal/drive";
+pub const PATH: &str = baton_edge::engine::DRIVE_PATH;
 
 pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Response> {
     let body = http::read_body(&mut req).await?;
-    auth::verify_signed(&req, &env, &body, "drive request")?;
+    auth::verify_internal(&req, &env, &body, "drive request")?;
     let body = http::parse_json(&body)?;
     let tasks = decode(&body)?;
-    let written = Loaded::from_hand_over(&body)?;
+    let run_id = body
+        .get("run_id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| Error::bad_request("missing_field", "run_id", "`run_id` must name the run handed over"))?;
+    if tasks.iter().any(|task| task.run_id.as_str() != run_id) {
+        return Err(Error::bad_request("invalid_field", "tasks", "every task must be of the run handed over"));
+    }
     let config = handed_config(&env, &body);
     let count = tasks.len();
     let (done, finished) = oneshot();
@@ -40,6 +47,14 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
         };
         match engine {
             Ok(engine) => {
+                // The run as D1 has it: nothing in the hand-over but ids is trusted.
+                let written = match engine.load(&run_id).await {
+                    Ok(loaded) => loaded,
+                    Err(e) => {
+                        worker::console_error!("drive: reading {run_id} failed ({e}); its deadlines bring the poller");
+                        None
+                    }
+                };
                 let (outcomes, finals) =
                     crate::tasks::run_batch(&engine, &tasks, written.as_ref(), Some(&signal)).await;
                 for (task, outcome) in tasks.iter().zip(outcomes) {

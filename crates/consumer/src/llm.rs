@@ -91,8 +91,10 @@ async fn call(config: &LlmConfig, diagnosis: &Diagnosis) -> Result<String, Attem
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.to_string().into()));
     let url = format!("{}/chat/completions", config.url);
-    let request =
-        Request::new_with_init(&url, &init).map_err(|e| AttemptError { message: e.to_string(), retryable: false })?;
+    let request = Request::new_with_init(&url, &init).map_err(|e| {
+        worker::console_warn!("LLM request to {url}: {e}");
+        AttemptError { message: "LLM_API_URL does not make a request".into(), retryable: false }
+    })?;
     let controller = AbortController::default();
     let signal = controller.signal();
     let timeout_ms = config.timeout_ms;
@@ -101,19 +103,27 @@ async fn call(config: &LlmConfig, diagnosis: &Diagnosis) -> Result<String, Attem
         controller.abort();
     });
     baton_edge::meter::subrequest();
+    // What the provider said goes to the log only: the error kept with the run says what kind
+    // of failure it was.
     let mut response = Fetch::Request(request).send_with_signal(&signal).await.map_err(|e| {
-        retryable(if signal.aborted() { format!("timed out after {timeout_ms} ms") } else { e.to_string() })
+        if signal.aborted() {
+            retryable(format!("timed out after {timeout_ms} ms"))
+        } else {
+            worker::console_warn!("LLM request: {e}");
+            retryable("network error".to_string())
+        }
     })?;
     let status = response.status_code();
-    let text = response.text().await.map_err(|e| retryable(e.to_string()))?;
+    let text = response.text().await.map_err(|e| {
+        worker::console_warn!("LLM answer: {e}");
+        retryable("the answer could not be read".to_string())
+    })?;
     match status {
         200..=299 => {}
         429 | 500..=599 => return Err(retryable(format!("HTTP {status}"))),
         _ => {
-            return Err(AttemptError {
-                message: format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()),
-                retryable: false,
-            })
+            worker::console_warn!("LLM answered {status}: {}", text.chars().take(500).collect::<String>());
+            return Err(AttemptError { message: format!("HTTP {status}"), retryable: false });
         }
     }
     let answer: Value = serde_json::from_str(&text).map_err(|_| retryable("malformed answer: not JSON".to_string()))?;

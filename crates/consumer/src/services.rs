@@ -53,6 +53,7 @@ async fn post(
     endpoint: &Endpoint,
     path: &str,
     body: &Value,
+    attempt: u32,
     expires_at: Millis,
 ) -> Result<(u16, Value), Unanswered> {
     let left = expires_at.since(Millis::new(baton_edge::clock::now_ms()));
@@ -60,12 +61,12 @@ async fn post(
         return Err(Unanswered::TimedOut);
     }
     let answer = endpoint
-        .call(env, Method::Post, path, Some(&body.to_string()), Duration::from_millis(left))
+        .call(env, Method::Post, path, Some(attempt), Some(&body.to_string()), Duration::from_millis(left))
         .await
         .map_err(|e| match e {
             CallError::TimedOut { .. } => Unanswered::TimedOut,
             CallError::InvalidUrl { .. } => Unanswered::Failed(StepError::new(ErrorKind::Permanent, e.to_string())),
-            CallError::NoBinding(_) | CallError::Network { .. } => {
+            CallError::NoBinding { .. } | CallError::Network { .. } => {
                 Unanswered::Failed(StepError::new(ErrorKind::Transient, e.to_string()))
             }
         })?;
@@ -114,7 +115,7 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
         Unanswered::Failed(error) => ServiceOutcome::Failed(error),
     };
     let progress_capable;
-    match post(env, &endpoint, "/api/handshake", &handshake, attempt.expires_at).await {
+    match post(env, &endpoint, "/api/handshake", &handshake, attempt.attempt, attempt.expires_at).await {
         Err(why) => return unanswered(why),
         Ok((200..=299, body)) => {
             progress_capable =
@@ -129,7 +130,7 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
         }
         Ok((status, body)) => return ServiceOutcome::Failed(failure("handshake", status, &body)),
     }
-    match post(env, &endpoint, "/api/process", &common, attempt.expires_at).await {
+    match post(env, &endpoint, "/api/process", &common, attempt.attempt, attempt.expires_at).await {
         Err(why) => unanswered(why),
         Ok((202, _)) => ServiceOutcome::Accepted { progress: progress_capable },
         Ok((200..=299, body)) => match body["status"].as_str() {

@@ -1,6 +1,7 @@
 //! Authentication. Bearer tokens come from secrets (`wrangler secret put`), locally from
 //! `.dev.vars`: `API_TOKENS` = "token:client_id,token:client_id", `ADMIN_TOKEN`. Requests
-//! from services and between workers are signed with `WORKER_SECRET` instead.
+//! from services are signed with their own key (`SERVICE_KEYS`, else `WORKER_SECRET`), those
+//! between Baton's workers with `INTERNAL_KEY` ([`baton_core::signature`]).
 
 use baton_core::signature::{self, constant_time_eq};
 use baton_core::time::Millis;
@@ -37,34 +38,45 @@ pub fn require_admin(req: &Request, env: &Env) -> Result<()> {
     }
 }
 
-/// `WORKER_SECRET`: the HMAC key of service result callbacks and of internal calls between
-/// Baton's workers.
-fn worker_secret(env: &Env) -> Result<String> {
-    settings::worker_secret(env)
-        .ok_or_else(|| Error::Binding { name: settings::WORKER_SECRET, cause: "secret not set".into() })
-}
-
-/// Checks the HMAC-SHA256 signature (`WORKER_SECRET`, over timestamp + body) of a request.
-pub fn verify_signed(req: &Request, env: &Env, body: &[u8], what: &str) -> Result<()> {
-    let secret = worker_secret(env)?;
+/// Checks a signed request ([`baton_core::signature`]) made for `purpose` with any of `keys`;
+/// returns the attempt it is about (its `X-Baton-Attempt`).
+pub fn verify_request(
+    req: &Request,
+    keys: &[String],
+    purpose: signature::Purpose,
+    body: &[u8],
+    what: &str,
+) -> Result<Option<u32>> {
+    let refused = |e: signature::SignatureError| Error::Unauthorized(format!("{what} refused: {e}"));
     let header = |name: &str| req.headers().get(name).ok().flatten();
+    let attempt = signature::attempt_of(header(signature::ATTEMPT_HEADER).as_deref()).map_err(refused)?;
+    let method = req.method().to_string();
+    let path = req.path();
+    let request = signature::Signed { purpose, method: &method, path: &path, attempt, body };
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     signature::verify(
-        &secret,
+        &keys,
+        &request,
         header(signature::TIMESTAMP_HEADER).as_deref(),
         header(signature::SIGNATURE_HEADER).as_deref(),
-        body,
         Millis::new(clock::now_ms()),
         signature::DEFAULT_MAX_SKEW_MS,
     )
-    .map_err(|e| Error::Unauthorized(format!("{what} refused: {e}")))
+    .map_err(refused)?;
+    Ok(attempt)
 }
 
-/// The signature headers for `body`, as [`verify_signed`] checks them.
-pub fn signature_headers(env: &Env, body: &[u8]) -> Result<Vec<(&'static str, String)>> {
-    let secret = worker_secret(env)?;
-    let now = Millis::new(clock::now_ms());
-    Ok(vec![
-        (signature::TIMESTAMP_HEADER, now.as_u64().to_string()),
-        (signature::SIGNATURE_HEADER, signature::sign(&secret, now, body)),
-    ])
+/// Checks a request between Baton's own workers (signed with the internal key).
+pub fn verify_internal(req: &Request, env: &Env, body: &[u8], what: &str) -> Result<()> {
+    let keys = settings::internal_keys(env);
+    verify_request(req, &keys, signature::Purpose::HandOver, body, what).map(|_| ())
+}
+
+/// The headers of a request between Baton's own workers, as [`verify_internal`] checks them.
+pub fn internal_headers(env: &Env, method: &str, path: &str, body: &[u8]) -> Result<Vec<(&'static str, String)>> {
+    let keys = settings::internal_keys(env);
+    let key =
+        keys.first().ok_or_else(|| Error::Binding { name: settings::INTERNAL_KEY, cause: "secret not set".into() })?;
+    let request = signature::Signed { purpose: signature::Purpose::HandOver, method, path, attempt: None, body };
+    Ok(signature::headers(key, &request, Millis::new(clock::now_ms())))
 }

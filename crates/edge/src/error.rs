@@ -47,7 +47,13 @@ pub enum Error {
     /// Anything else; the message is logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A client's quota would be exceeded.
+    #[error("{0}")]
+    Quota(baton_core::quota::QuotaExceeded),
 }
+
+/// How long a client over a quota that clears by itself is asked to wait.
+pub const QUOTA_RETRY_AFTER_SECONDS: u32 = 30;
 
 /// Edge result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -71,6 +77,8 @@ impl Error {
             Error::Upstream { .. } => 502,
             Error::Binding { .. } | Error::Storage(_) | Error::Kv(_) | Error::Queue(_) => 503,
             Error::Internal(_) => 500,
+            Error::Quota(exceeded) if exceeded.clears() => 429,
+            Error::Quota(_) => 403,
         }
     }
 
@@ -90,6 +98,7 @@ impl Error {
             Error::Kv(_) => "kv_unavailable",
             Error::Queue(_) => "queue_unavailable",
             Error::Internal(_) => "internal_error",
+            Error::Quota(_) => "quota_exceeded",
         }
     }
 
@@ -101,6 +110,8 @@ impl Error {
             Error::Kv(_) | Error::Queue(_) | Error::Binding { .. } => {
                 format!("{} is unavailable; retry later", self.code().trim_end_matches("_unavailable"))
             }
+            // What the service said goes to the log only.
+            Error::Upstream { service, .. } => format!("service {service} failed; retry later"),
             other => other.to_string(),
         }
     }
@@ -111,6 +122,7 @@ impl Error {
             Error::Forbidden { field, .. } => json!({ "field": field }),
             Error::MethodNotAllowed { allowed, .. } => json!({ "allowed": allowed }),
             Error::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            Error::Quota(exceeded) => json!({ "quota": exceeded.quota() }),
             _ => Value::Null,
         }
     }
@@ -127,6 +139,9 @@ impl Error {
         let mut response = Response::from_json(&body)?.with_status(self.status());
         if let Error::MethodNotAllowed { allowed, .. } = self {
             response.headers_mut().set("Allow", &allowed.join(", "))?;
+        }
+        if self.status() == 429 {
+            response.headers_mut().set("Retry-After", &QUOTA_RETRY_AFTER_SECONDS.to_string())?;
         }
         Ok(response)
     }

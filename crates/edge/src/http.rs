@@ -20,19 +20,26 @@ pub async fn read_json<T: DeserializeOwned>(req: &mut Request) -> Result<T> {
     parse_json(&bytes)
 }
 
-/// Reads the raw body, refusing anything over [`MAX_BODY_BYTES`].
+/// Reads the raw body, refusing anything over [`MAX_BODY_BYTES`]: at once when
+/// `Content-Length` says so, otherwise as soon as the bytes read pass it (a body without a
+/// length is never read whole first).
 pub async fn read_body(req: &mut Request) -> Result<Vec<u8>> {
+    use futures_util::StreamExt;
     if let Ok(Some(len)) = req.headers().get("Content-Length") {
         if len.parse::<usize>().map(|n| n > MAX_BODY_BYTES).unwrap_or(false) {
             return Err(Error::PayloadTooLarge { limit: MAX_BODY_BYTES });
         }
     }
-    let bytes = req
-        .bytes()
-        .await
-        .map_err(|e| Error::bad_request("invalid_body", "body", format!("could not read the body: {e}")))?;
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(Error::PayloadTooLarge { limit: MAX_BODY_BYTES });
+    let unreadable =
+        |e: worker::Error| Error::bad_request("invalid_body", "body", format!("could not read the body: {e}"));
+    let mut bytes = Vec::new();
+    // A request without a body has no stream.
+    let Ok(mut stream) = req.stream() else { return Ok(bytes) };
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.map_err(unreadable)?);
+        if bytes.len() > MAX_BODY_BYTES {
+            return Err(Error::PayloadTooLarge { limit: MAX_BODY_BYTES });
+        }
     }
     Ok(bytes)
 }

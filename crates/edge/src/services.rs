@@ -5,9 +5,8 @@
 //! signed, so the service can check that Baton calls, and bounded in time, so a hung
 //! connection becomes an attempt time-out.
 //!
-//! The signature: `X-Baton-Timestamp` (ms since the epoch) and `X-Baton-Signature`
-//! (lowercase hex HMAC-SHA256 with `WORKER_SECRET` over `"{timestamp}." + body`, the body
-//! empty for a `GET`) — the same scheme services use for their result callbacks.
+//! The signature is [`baton_core::signature`]'s, purpose `call`, keyed with the service's own
+//! key (`SERVICE_KEYS`, else `WORKER_SECRET`).
 
 use std::time::Duration;
 
@@ -26,28 +25,38 @@ pub fn worker(env: &Env, name: &'static str) -> crate::Result<Fetcher> {
 
 /// A service worker's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub struct Endpoint {
+    /// The worker key (whose keys sign the calls).
+    worker: String,
+    /// Where it is.
+    base: Base,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Base {
     /// A base URL (no trailing slash).
     Url(String),
     /// `https://services.internal/{worker_key}` over the `SERVICES` binding.
     Binding(String),
 }
 
-/// Why a request to a service did not get an answer.
+/// Why a request to a service did not get an answer. The messages name the service, never
+/// its address or the platform's own words (those go to the log): they reach clients as step
+/// errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     /// The configured base URL does not make a request URL.
-    #[error("invalid service URL {url}: {cause}")]
-    InvalidUrl { url: String, cause: String },
+    #[error("the address configured for service {worker} is not a valid URL")]
+    InvalidUrl { worker: String, cause: String },
     /// The `SERVICES` binding is missing.
-    #[error("service binding SERVICES unavailable: {0}")]
-    NoBinding(String),
+    #[error("service {worker} is unreachable: the SERVICES binding is not configured")]
+    NoBinding { worker: String, cause: String },
     /// The request failed on the way (connection, DNS, reset).
-    #[error("network error calling {url}: {cause}")]
-    Network { url: String, cause: String },
+    #[error("network error calling service {worker}")]
+    Network { worker: String, cause: String },
     /// No whole answer within the time allowed.
-    #[error("no answer from {url} within {limit_ms} ms")]
-    TimedOut { url: String, limit_ms: u64 },
+    #[error("no answer from service {worker} within {limit_ms} ms")]
+    TimedOut { worker: String, limit_ms: u64 },
 }
 
 /// A service's whole answer.
@@ -61,27 +70,30 @@ pub struct Answer {
 
 /// The endpoint of `worker` (a step's worker key).
 pub fn endpoint(env: &Env, worker: &str) -> Endpoint {
-    match settings::service_urls(env).remove(worker) {
-        Some(base) => Endpoint::Url(base),
-        None => Endpoint::Binding(format!("https://services.internal/{worker}")),
-    }
+    let base = match settings::service_urls(env).remove(worker) {
+        Some(base) => Base::Url(base),
+        None => Base::Binding(format!("https://services.internal/{worker}")),
+    };
+    Endpoint { worker: worker.to_string(), base }
 }
 
 impl Endpoint {
     /// The full URL of `path` (starting with `/`).
     pub fn url(&self, path: &str) -> String {
-        match self {
-            Endpoint::Url(base) | Endpoint::Binding(base) => format!("{base}{path}"),
+        match &self.base {
+            Base::Url(base) | Base::Binding(base) => format!("{base}{path}"),
         }
     }
 
-    /// Calls `path` with `method` and a JSON `body` (`None`: no body), signed, and reads the
-    /// whole answer within `limit`; past it the request is aborted.
+    /// Calls `path` with `method` and a JSON `body` (`None`: no body) about `attempt`, signed
+    /// with the service's key, and reads the whole answer within `limit`; past it the request
+    /// is aborted.
     pub async fn call(
         &self,
         env: &Env,
         method: Method,
         path: &str,
+        attempt: Option<u32>,
         body: Option<&str>,
         limit: Duration,
     ) -> Result<Answer, CallError> {
@@ -90,10 +102,20 @@ impl Endpoint {
         if body.is_some() {
             let _ = headers.set("Content-Type", "application/json");
         }
-        if let Some(secret) = settings::worker_secret(env) {
-            let now = Millis::new(clock::now_ms());
-            let _ = headers.set(signature::TIMESTAMP_HEADER, &now.as_u64().to_string());
-            let _ = headers.set(signature::SIGNATURE_HEADER, &signature::sign(&secret, now, payload.as_bytes()));
+        let url = self.url(path);
+        let signed_path = worker::Url::parse(&url).map(|u| u.path().to_string()).unwrap_or_else(|_| path.to_string());
+        if let Some(key) = settings::service_keys(env, &self.worker).first() {
+            let method_name = method.to_string();
+            let request = signature::Signed {
+                purpose: signature::Purpose::Call,
+                method: &method_name,
+                path: &signed_path,
+                attempt,
+                body: payload.as_bytes(),
+            };
+            for (name, value) in signature::headers(key, &request, Millis::new(clock::now_ms())) {
+                let _ = headers.set(name, &value);
+            }
         }
         let mut init = RequestInit::new();
         init.with_method(method).with_headers(headers);
@@ -111,14 +133,9 @@ impl Endpoint {
             Some(answer) => answer,
             None => {
                 controller.abort();
-                Err(CallError::TimedOut { url: self.url(path), limit_ms: limit.as_millis() as u64 })
+                Err(CallError::TimedOut { worker: self.worker.clone(), limit_ms: limit.as_millis() as u64 })
             }
         }
-    }
-
-    /// Sends a request to `path` (counted as a subrequest).
-    pub async fn fetch(&self, env: &Env, path: &str, init: RequestInit) -> Result<Response, CallError> {
-        self.send(env, path, &init, None).await
     }
 
     async fn send(
@@ -130,22 +147,30 @@ impl Endpoint {
     ) -> Result<Response, CallError> {
         let url = self.url(path);
         crate::meter::subrequest();
-        let network = |e: worker::Error| CallError::Network { url: url.clone(), cause: e.to_string() };
-        let invalid = |cause: String| CallError::InvalidUrl { url: url.clone(), cause };
+        let worker = self.worker.clone();
+        let logged = |what: &str, cause: String| {
+            worker::console_warn!("calling {url}: {what}: {cause}");
+            cause
+        };
         let raw: worker::web_sys::RequestInit = init.into();
         if let Some(signal) = signal {
             let signal: &worker::web_sys::AbortSignal = signal;
             raw.set_signal(Some(signal));
         }
-        let request = worker::web_sys::Request::new_with_str_and_init(&url, &raw)
-            .map(Request::from)
-            .map_err(|e| invalid(format!("{e:?}")))?;
-        match self {
-            Endpoint::Binding(_) => {
-                let fetcher = env.service(bindings::SERVICES).map_err(|e| CallError::NoBinding(e.to_string()))?;
+        let request = worker::web_sys::Request::new_with_str_and_init(&url, &raw).map(Request::from).map_err(|e| {
+            CallError::InvalidUrl { worker: worker.clone(), cause: logged("invalid URL", format!("{e:?}")) }
+        })?;
+        let network =
+            |e: worker::Error| CallError::Network { worker: worker.clone(), cause: logged("network", e.to_string()) };
+        match &self.base {
+            Base::Binding(_) => {
+                let fetcher = env.service(bindings::SERVICES).map_err(|e| CallError::NoBinding {
+                    worker: worker.clone(),
+                    cause: logged("binding", e.to_string()),
+                })?;
                 fetcher.fetch_request(request).await.map_err(network)
             }
-            Endpoint::Url(_) => Fetch::Request(request).send().await.map_err(network),
+            Base::Url(_) => Fetch::Request(request).send().await.map_err(network),
         }
     }
 }

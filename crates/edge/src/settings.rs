@@ -14,8 +14,18 @@ use worker::Env;
 pub const API_TOKENS: &str = "API_TOKENS";
 /// Secret: the operator token.
 pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
-/// Secret: the HMAC key of service result callbacks and of calls between Baton's workers.
+/// Secret: the HMAC key of a service that has none in [`SERVICE_KEYS`] (kept for one release:
+/// give every service its own key).
 pub const WORKER_SECRET: &str = "WORKER_SECRET";
+/// Secret: a JSON object of worker key → key (or [key, previous key]): each service's HMAC key.
+pub const SERVICE_KEYS: &str = "SERVICE_KEYS";
+/// Secret: the HMAC key of calls between Baton's own workers (`key` or `key,previous key`).
+pub const INTERNAL_KEY: &str = "INTERNAL_KEY";
+/// Per-client quotas, a JSON object (see [`baton_core::quota`]).
+pub const QUOTAS: &str = "QUOTAS";
+/// Worker keys custom plans may name, comma-separated (on top of those in [`SERVICE_URLS`]
+/// and [`SERVICE_KEYS`]).
+pub const ALLOWED_WORKER_KEYS: &str = "ALLOWED_WORKER_KEYS";
 /// Where service workers are reached: a JSON object of worker key → base URL.
 pub const SERVICE_URLS: &str = "SERVICE_URLS";
 /// The `service` of lifecycle events.
@@ -64,6 +74,59 @@ pub fn admin_token(env: &Env) -> Option<String> {
 /// [`WORKER_SECRET`], if set and not empty.
 pub fn worker_secret(env: &Env) -> Option<String> {
     secret_or_var(env, WORKER_SECRET).filter(|s| !s.is_empty())
+}
+
+/// The keys of `worker` (a service's worker key): its entry in [`SERVICE_KEYS`], else
+/// [`WORKER_SECRET`]. The first signs; any verifies. Empty when neither is set.
+pub fn service_keys(env: &Env, worker: &str) -> Vec<String> {
+    let configured = secret_or_var(env, SERVICE_KEYS).filter(|t| !t.trim().is_empty());
+    let mut keys = match configured.map(|text| baton_core::signature::parse_service_keys(&text)) {
+        Some(Ok(keys)) => keys,
+        Some(Err(e)) => {
+            worker::console_error!("{e}; services fall back to {WORKER_SECRET}");
+            BTreeMap::new()
+        }
+        None => BTreeMap::new(),
+    };
+    keys.remove(worker).unwrap_or_else(|| worker_secret(env).into_iter().collect())
+}
+
+/// The worker keys [`SERVICE_KEYS`] names.
+pub fn keyed_workers(env: &Env) -> Vec<String> {
+    secret_or_var(env, SERVICE_KEYS)
+        .and_then(|text| baton_core::signature::parse_service_keys(&text).ok())
+        .map(|keys| keys.into_keys().collect())
+        .unwrap_or_default()
+}
+
+/// The keys of calls between Baton's workers ([`INTERNAL_KEY`], comma-separated for a
+/// rotation), else [`WORKER_SECRET`] (kept for one release). The first signs; any verifies.
+pub fn internal_keys(env: &Env) -> Vec<String> {
+    match secret_or_var(env, INTERNAL_KEY).filter(|k| !k.trim().is_empty()) {
+        Some(keys) => keys.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect(),
+        None => worker_secret(env).into_iter().collect(),
+    }
+}
+
+/// The worker keys custom plans may name: [`ALLOWED_WORKER_KEYS`], and those with an address
+/// in [`SERVICE_URLS`] or a key in [`SERVICE_KEYS`].
+pub fn allowed_worker_keys(env: &Env) -> Vec<String> {
+    let listed = var(env, ALLOWED_WORKER_KEYS).unwrap_or_default();
+    let mut allowed: Vec<String> = listed.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+    allowed.extend(service_urls(env).into_keys());
+    allowed.extend(keyed_workers(env));
+    allowed.sort();
+    allowed.dedup();
+    allowed
+}
+
+/// [`QUOTAS`]; invalid: the built-in defaults, with an error logged.
+pub fn quotas(env: &Env) -> baton_core::quota::Quotas {
+    let text = var(env, QUOTAS).unwrap_or_default();
+    baton_core::quota::Quotas::parse(&text).unwrap_or_else(|e| {
+        worker::console_error!("{e}; the default quotas apply");
+        baton_core::quota::Quotas::default()
+    })
 }
 
 /// [`SERVICE_URLS`]: worker key → base URL (without a trailing slash). Empty when unset or

@@ -19,6 +19,13 @@ use worker::{event, Context, Env, Method, Request, Response};
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    if env.var("BATON_ENV").is_ok_and(|v| v.to_string() == "production") {
+        return protocol::error(
+            503,
+            "not_for_production",
+            "the sample services are stand-ins for tests and staging; bind your real services in production",
+        );
+    }
     let path = req.path();
     // Services are addressed by worker key; keys spell `serp_intelligence` what slugs spell
     // `serp-intelligence`, so both name the same service.

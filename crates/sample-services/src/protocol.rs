@@ -56,23 +56,56 @@ pub fn error(status: u16, code: &str, message: &str) -> worker::Result<Response>
         .with_status(status))
 }
 
-/// The request's body, once its signature checks out (`Err`: the answer to give).
+/// The keys of `worker` (as the path names it): its entry in `SERVICE_KEYS` (spelt with `-` or
+/// `_`), else `WORKER_SECRET`.
+pub fn keys_for(env: &Env, worker: &str) -> Vec<String> {
+    let text = env
+        .secret("SERVICE_KEYS")
+        .map(|s| s.to_string())
+        .ok()
+        .or_else(|| env.var("SERVICE_KEYS").ok().map(|v| v.to_string()));
+    if let Some(Ok(mut keys)) = text.map(|t| signature::parse_service_keys(&t)) {
+        for name in [worker.to_string(), worker.replace('-', "_"), worker.replace('_', "-")] {
+            if let Some(found) = keys.remove(&name) {
+                return found;
+            }
+        }
+    }
+    env.secret("WORKER_SECRET").map(|s| vec![s.to_string()]).unwrap_or_default()
+}
+
+/// The worker key a request's path names (its first segment, as sent).
+fn worker_of(req: &Request) -> String {
+    req.path().trim_start_matches('/').split('/').next().unwrap_or_default().to_string()
+}
+
+/// The request's body, once its signature (purpose `call`, with this service's key) checks out
+/// (`Err`: the answer to give).
 pub async fn read_signed(mut req: Request, env: &Env) -> Result<String, worker::Result<Response>> {
     let body = req.text().await.map_err(|e| error(400, "invalid_request", &e.to_string()))?;
-    let secret = env
-        .secret("WORKER_SECRET")
-        .map(|s| s.to_string())
-        .map_err(|_| error(500, "worker_config_invalid", "WORKER_SECRET is not set: cannot check who calls"))?;
+    let keys = keys_for(env, &worker_of(&req));
     let header = |name: &str| req.headers().get(name).ok().flatten();
+    let refused = |e: signature::SignatureError| error(401, "invalid_signature", &format!("not signed by Baton: {e}"));
+    let attempt = signature::attempt_of(header(signature::ATTEMPT_HEADER).as_deref()).map_err(refused)?;
+    let method = req.method().to_string();
+    let path = req.path();
+    let request = signature::Signed {
+        purpose: signature::Purpose::Call,
+        method: &method,
+        path: &path,
+        attempt,
+        body: body.as_bytes(),
+    };
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     signature::verify(
-        &secret,
+        &keys,
+        &request,
         header(signature::TIMESTAMP_HEADER).as_deref(),
         header(signature::SIGNATURE_HEADER).as_deref(),
-        body.as_bytes(),
         Millis::new(js_now()),
         signature::DEFAULT_MAX_SKEW_MS,
     )
-    .map_err(|e| error(401, "invalid_signature", &format!("not signed by Baton: {e}")))?;
+    .map_err(refused)?;
     Ok(body)
 }
 
@@ -87,6 +120,10 @@ async fn resolve_input(env: &Env, stage: &StageRequest) -> Result<Value, String>
         return Ok(input.clone());
     }
     let reference = stage.data_reference.as_ref().ok_or("neither inputData nor dataReference given")?;
+    // Only what Baton stored as a step's input may be read.
+    if !reference.key.starts_with(&format!("input:{}:", stage.execution_id)) {
+        return Err(format!("dataReference {} is not an input of execution {}", reference.key, stage.execution_id));
+    }
     let kv = env.kv("KV").map_err(|e| e.to_string())?;
     let text = kv
         .get(&reference.key)
@@ -126,6 +163,7 @@ pub async fn handshake(req: Request, env: &Env, service: &str) -> worker::Result
 
 /// `POST /{service}/api/process`
 pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> worker::Result<Response> {
+    let worker = worker_of(&req);
     let stage = match read_stage(req, &env).await {
         Ok(stage) => stage,
         Err(answer) => return answer,
@@ -187,9 +225,10 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
         let service = stage.stage_id.rsplit(':').next().filter(|s| !s.is_empty()).unwrap_or(service).to_string();
         let trace_id = stage.execution_id.clone();
         let latency = behaviour.latency_ms();
+        let attempt = stage.attempt;
         ctx.wait_until(async move {
             Delay::from(Duration::from_millis(latency)).await;
-            if let Err(e) = send_callback(&env, &trace_id, &service, &result).await {
+            if let Err(e) = send_callback(&env, &worker, &trace_id, &service, attempt, &result).await {
                 worker::console_error!("sample {service}: callback for {trace_id} failed: {e}");
             }
         });
@@ -203,22 +242,35 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
     Response::from_json(&result)
 }
 
-/// Reports a result to the orchestrator, signed with `WORKER_SECRET`.
-async fn send_callback(env: &Env, trace_id: &str, service: &str, result: &Value) -> Result<(), String> {
-    let secret = env.secret("WORKER_SECRET").map(|s| s.to_string()).map_err(|e| format!("WORKER_SECRET: {e}"))?;
+/// Reports a result to the orchestrator, signed (purpose `result`) with this service's key.
+async fn send_callback(
+    env: &Env,
+    worker: &str,
+    trace_id: &str,
+    service: &str,
+    attempt: u32,
+    result: &Value,
+) -> Result<(), String> {
+    let key = keys_for(env, worker).into_iter().next().ok_or("no key to sign with (SERVICE_KEYS, WORKER_SECRET)")?;
     let body = serde_json::to_string(result).map_err(|e| e.to_string())?;
-    let now = Millis::new(js_now());
+    let path = format!("/api/jobs/{trace_id}/results/{service}");
+    let request = signature::Signed {
+        purpose: signature::Purpose::Result,
+        method: "POST",
+        path: &path,
+        attempt: Some(attempt),
+        body: body.as_bytes(),
+    };
     let headers = Headers::new();
     headers.set("Content-Type", "application/json").map_err(|e| e.to_string())?;
-    headers.set(signature::TIMESTAMP_HEADER, &now.as_u64().to_string()).map_err(|e| e.to_string())?;
-    headers
-        .set(signature::SIGNATURE_HEADER, &signature::sign(&secret, now, body.as_bytes()))
-        .map_err(|e| e.to_string())?;
+    for (name, value) in signature::headers(&key, &request, Millis::new(js_now())) {
+        headers.set(name, &value).map_err(|e| e.to_string())?;
+    }
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
     let orchestrator = env.service("ORCHESTRATOR").map_err(|e| e.to_string())?;
     let response = orchestrator
-        .fetch(format!("https://orchestrator.internal/api/jobs/{trace_id}/results/{service}"), Some(init))
+        .fetch(format!("https://orchestrator.internal{path}"), Some(init))
         .await
         .map_err(|e| e.to_string())?;
     match response.status_code() {

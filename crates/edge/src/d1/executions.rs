@@ -151,3 +151,18 @@ pub fn mark_started(db: &Db, run_id: &str) -> Result<Stmt> {
         &[Arg::from(run_id)],
     )
 }
+
+/// How many of a client's executions wait for admission.
+pub async fn count_queued_of_client(db: &Db, client_id: &str) -> Result<u64> {
+    #[derive(serde::Deserialize)]
+    struct Count {
+        n: u64,
+    }
+    let row = db
+        .first::<Count>(
+            "SELECT COUNT(*) AS n FROM execution_queue WHERE client_id = ?1 AND status = 'queued'",
+            &[Arg::from(client_id)],
+        )
+        .await?;
+    Ok(row.map_or(0, |c| c.n))
+}

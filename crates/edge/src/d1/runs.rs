@@ -318,3 +318,28 @@ pub async fn page(db: &Db, filter: &RunFilter<'_>) -> Result<Vec<ListedRun>> {
     let (rows, _) = db.all(&sql, &args).await?;
     Ok(rows)
 }
+
+/// Counts a run `client_id` starts against its quota of runs in progress: the statement fails
+/// (and with it the start's whole transaction) if the client already has `max` in progress.
+pub fn count_started(db: &Db, client_id: &str, max: u32) -> Result<Stmt> {
+    db.stmt(
+        "INSERT INTO client_usage (client_id, active_runs, max_active) VALUES (?1, 1, ?2) \
+         ON CONFLICT (client_id) DO UPDATE SET active_runs = active_runs + 1, max_active = ?2",
+        &[Arg::from(client_id), Arg::from(max)],
+    )
+}
+
+/// Counts a run of `client_id` that ends, only if the ending that carries `token` won.
+pub fn count_ended(db: &Db, run_id: &str, client_id: &str, token: i64) -> Result<Stmt> {
+    db.stmt(
+        "UPDATE client_usage SET active_runs = active_runs - 1, max_active = MAX(max_active, active_runs - 1) \
+         WHERE client_id = ?1 AND active_runs > 0 \
+         AND EXISTS (SELECT 1 FROM runs WHERE run_id = ?2 AND version = ?3)",
+        &[Arg::from(client_id), Arg::from(run_id), Arg::Int(token)],
+    )
+}
+
+/// Whether a failed start was refused by the client's quota of runs in progress.
+pub fn is_over_active_quota(error: &crate::Error) -> bool {
+    error.to_string().contains("CHECK constraint failed")
+}

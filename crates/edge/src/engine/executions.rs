@@ -107,6 +107,11 @@ impl Engine<'_> {
     /// Queues `new` (or finds the execution its request id already submitted) and runs an
     /// admission pass, so it starts at once if the pools have room. An unknown template or
     /// one core cannot compile is a 400 naming `template_name`.
+    /// How many of `client_id`'s executions wait for admission.
+    pub async fn queued_of_client(&self, client_id: &str) -> Result<u64> {
+        crate::d1::executions::count_queued_of_client(&self.db, client_id).await
+    }
+
     pub async fn submit_execution(&self, new: NewExecution) -> Result<Submitted> {
         if let Some(existing) = self.execution_by_request(&new.client_id, new.request_id.as_deref()).await? {
             return self.submitted(existing, true).await;

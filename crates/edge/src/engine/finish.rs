@@ -135,6 +135,7 @@ impl Engine<'_> {
             now,
         );
         statements.push(event_rows::insert_if_run_version(&self.db, &row, token)?);
+        statements.push(runs::count_ended(&self.db, &ended.run.run_id, &ended.run.client_id, token)?);
         Ok((statements, ended))
     }
 

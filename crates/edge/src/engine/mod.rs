@@ -37,3 +37,4 @@ pub use run::{
 pub use start::{NewRun, Started};
 pub use timers::TimerOutcome;
 pub use views::{blocked_by, depends_on, Attempt};
+pub use wait::DRIVE_PATH;

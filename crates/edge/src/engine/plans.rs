@@ -38,6 +38,8 @@ pub enum PlanCreated {
     BuiltinId,
     /// The client already has a plan with this id (plans are never replaced).
     AlreadyExists,
+    /// The client holds as many plans as its quota allows.
+    OverQuota(u32),
 }
 
 impl Engine<'_> {
@@ -50,14 +52,27 @@ impl Engine<'_> {
     }
 }
 
-/// The plans the caller sees: the built-in ones, then (with a client) its own, oldest first.
-pub async fn visible_plans(env: &Env, client_id: Option<&str>) -> Result<Vec<(Plan, PlanSource)>> {
-    let mut visible: Vec<(Plan, PlanSource)> = builtin_plans().into_iter().map(|p| (p, PlanSource::Builtin)).collect();
-    if let Some(client_id) = client_id {
-        let custom = plans::of_client(&Db::from_env(env)?, client_id).await?;
-        visible.extend(custom.into_iter().map(|p| (p, PlanSource::Custom)));
-    }
-    Ok(visible)
+/// A page of the plans the caller sees — the built-in ones, then (with a client) its own,
+/// oldest first — from position `offset`, at most `limit`; and whether more follow.
+pub async fn visible_plans(
+    env: &Env,
+    client_id: Option<&str>,
+    offset: u32,
+    limit: u32,
+) -> Result<(Vec<(Plan, PlanSource)>, bool)> {
+    let builtin = builtin_plans();
+    let builtin_count = builtin.len() as u32;
+    let mut visible: Vec<(Plan, PlanSource)> =
+        builtin.into_iter().skip(offset as usize).take(limit as usize).map(|p| (p, PlanSource::Builtin)).collect();
+    let Some(client_id) = client_id else { return Ok((visible, offset + limit < builtin_count)) };
+    let wanted = limit.saturating_sub(visible.len() as u32);
+    // One more than asked for says whether another page follows.
+    let custom_offset = offset.saturating_sub(builtin_count);
+    let mut custom = plans::of_client(&Db::from_env(env)?, client_id, custom_offset, wanted + 1).await?;
+    let more = custom.len() as u32 > wanted;
+    custom.truncate(wanted as usize);
+    visible.extend(custom.into_iter().map(|p| (p, PlanSource::Custom)));
+    Ok((visible, more))
 }
 
 /// The plan `plan_id` as the caller sees it: a built-in plan, else (with a client) its own.
@@ -70,14 +85,19 @@ pub async fn visible_plan(env: &Env, plan_id: &str, client_id: Option<&str>) -> 
     Ok(custom.map(|plan| (plan, PlanSource::Custom)))
 }
 
-/// Stores `client_id`'s plan, unless its id is a built-in plan's or the client already has it.
-pub async fn create_plan(env: &Env, client_id: &str, plan: &Plan) -> Result<PlanCreated> {
+/// Stores `client_id`'s plan, unless its id is a built-in plan's, the client already has it,
+/// or it holds `max` plans.
+pub async fn create_plan(env: &Env, client_id: &str, plan: &Plan, max: u32) -> Result<PlanCreated> {
     if builtin_plan(plan.plan_id().as_str()).is_some() {
         return Ok(PlanCreated::BuiltinId);
     }
-    if plans::insert(&Db::from_env(env)?, client_id, plan, clock::now_ms() as i64).await? {
-        Ok(PlanCreated::Created)
-    } else {
+    let db = Db::from_env(env)?;
+    if plans::insert(&db, client_id, plan, clock::now_ms() as i64, max).await? {
+        return Ok(PlanCreated::Created);
+    }
+    if plans::get(&db, plan.plan_id().as_str(), client_id).await?.is_some() {
         Ok(PlanCreated::AlreadyExists)
+    } else {
+        Ok(PlanCreated::OverQuota(max))
     }
 }

@@ -11,7 +11,6 @@ use baton_core::retry::{RandomSource, SplitMix64};
 use baton_core::state::{RunStatus, StepError, StepRecord};
 use baton_core::summary::{RunFacts, RunSummary};
 use baton_core::time::Millis;
-use serde::Deserialize;
 use serde_json::Value;
 use worker::Env;
 
@@ -84,27 +83,6 @@ impl Loaded {
         self.run.claimed_at = Some(now.as_u64() as i64);
         self.run.partial = Some(i64::from(partial));
         self.run.missing = Some(missing_json(missing));
-    }
-
-    /// The run as a hand-over carries it (`{"run": .., "steps": [..]}`, as [`Loaded::hand_over`]
-    /// writes it).
-    pub fn from_hand_over(body: &Value) -> Result<Option<Loaded>> {
-        #[derive(Deserialize)]
-        struct HandOver {
-            run: RunRow,
-            steps: Vec<StepRow>,
-        }
-        if body.get("run").is_none() || body.get("steps").is_none() {
-            return Ok(None);
-        }
-        let handed: HandOver = serde_json::from_value(body.clone())
-            .map_err(|e| Error::bad_request("invalid_field", "run", format!("the handed-over run: {e}")))?;
-        Loaded::from_rows(handed.run, handed.steps).map(Some)
-    }
-
-    /// The run for a hand-over (`{"run": .., "steps": [..]}`).
-    pub fn hand_over(&self) -> Value {
-        serde_json::json!({ "run": self.run, "steps": self.steps })
     }
 
     /// When the run started.

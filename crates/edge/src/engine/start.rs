@@ -9,6 +9,7 @@ use baton_core::ids::{EventId, RunId};
 use baton_core::lifecycle::{self, Event, Observer, RunAction, RunState};
 use baton_core::messages::{TaskMessage, TasksQueueMessage};
 use baton_core::plan::Plan;
+use baton_core::quota::QuotaExceeded;
 use baton_core::state::{RunStatus, StepRecord, StepStatus};
 use serde_json::Value;
 
@@ -159,12 +160,22 @@ impl Engine<'_> {
                 None => row.clone(),
             })
             .collect();
-        let mut statements = vec![runs::insert(&self.db, &run)?];
+        // Diagnostic runs count against the client's quota of runs in progress; pipeline runs
+        // are counted too, but their admission already bounds them.
+        let max_active = match new.kind {
+            "diagnostic" => crate::settings::quotas(self.env()).of(&new.client_id).active_runs,
+            _ => u32::MAX,
+        };
+        let mut statements =
+            vec![runs::count_started(&self.db, &new.client_id, max_active)?, runs::insert(&self.db, &run)?];
         for row in &initial_rows {
             statements.push(steps::insert(&self.db, row)?);
         }
         statements.push(event_rows::insert(&self.db, &event)?);
         if let Err(e) = self.db.batch(statements).await {
+            if runs::is_over_active_quota(&e) {
+                return Err(Error::Quota(QuotaExceeded::ActiveRuns { limit: max_active }));
+            }
             // Two requests with the same idempotency key raced: the other one won.
             if let Some(key) = &new.idempotency_key {
                 if let Some(existing) = runs::by_idempotency_key(&self.db, &new.client_id, new.kind, key).await? {

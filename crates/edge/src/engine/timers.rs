@@ -185,7 +185,7 @@ impl Engine<'_> {
         let endpoint = endpoint(self.env(), &worker);
         let limit = Duration::from_millis(expires.since(self.now()).max(1)).min(PROGRESS_CALL_LIMIT);
         let path = format!("/api/progress/{run_id}");
-        let verdict = match endpoint.call(self.env(), Method::Get, &path, None, limit).await {
+        let verdict = match endpoint.call(self.env(), Method::Get, &path, Some(attempt), None, limit).await {
             Ok(answer) => {
                 let body = serde_json::from_str(&answer.body).unwrap_or(Value::String(answer.body.clone()));
                 progress::read(answer.status, &body)
@@ -199,7 +199,7 @@ impl Engine<'_> {
             Verdict::Completed { output: None, usage } => {
                 let limit = Duration::from_millis(expires.since(self.now()).max(1)).min(PROGRESS_CALL_LIMIT);
                 let path = format!("/api/result/{run_id}");
-                match endpoint.call(self.env(), Method::Get, &path, None, limit).await {
+                match endpoint.call(self.env(), Method::Get, &path, Some(attempt), None, limit).await {
                     Ok(answer) if (200..300).contains(&answer.status) => {
                         let body: Value = serde_json::from_str(&answer.body).unwrap_or(Value::String(answer.body));
                         let output = body.get("output").cloned().unwrap_or(body);
@@ -269,7 +269,7 @@ impl Engine<'_> {
             Some(async move {
                 let path = format!("/api/cancel/{run_id}");
                 let answer = endpoint(self.env(), &worker)
-                    .call(self.env(), Method::Post, &path, Some(&body.to_string()), CANCEL_CALL_LIMIT)
+                    .call(self.env(), Method::Post, &path, Some(*attempt), Some(&body.to_string()), CANCEL_CALL_LIMIT)
                     .await;
                 if let Err(e) = answer {
                     worker::console_warn!("run {run_id}: telling {service} of the cancel failed: {e}");

@@ -2,7 +2,8 @@
 //! (`POST /internal/drive` over the `CONSUMER` binding), which runs it, and what it makes ready,
 //! at once, and answers with the run's summary the moment the run ends there. The orchestrator
 //! claims the wave for the consumer in the run's own insert, so the consumer starts calling
-//! services without a write first.
+//! services without a write first. The hand-over carries ids only (signed with the internal
+//! key): the consumer reads the run, its plan and its parameters from D1.
 
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use worker::{Delay, Headers, Method, Request, RequestInit};
 use super::run::{Engine, Loaded};
 use crate::concurrency::with_timeout;
 use crate::{auth, bindings, clock, Error, Result};
+
+/// The consumer's route for a hand-over.
+pub const DRIVE_PATH: &str = "/internal/drive";
 
 /// Why a hand-over did not answer.
 enum Undelivered {
@@ -68,20 +72,19 @@ impl Engine<'_> {
         tasks: &[TaskMessage],
     ) -> std::result::Result<Option<Value>, Undelivered> {
         let unknown = Undelivered::Unknown;
-        // With the run as just written and the configuration just resolved, the consumer needs
-        // neither a read of the run nor of KV.
-        let mut body = written.hand_over();
-        body["tasks"] = json!(tasks);
-        body["config"] = self.config.to_override();
+        // Only ids: the consumer reads the run, its plan and its parameters from D1 itself.
+        // The configuration just resolved saves it a KV read.
+        let body = json!({ "run_id": written.run.run_id, "tasks": tasks, "config": self.config.to_override() });
         let body = serde_json::to_vec(&body).map_err(|e| unknown(Error::Internal(e.to_string())))?;
         let headers = Headers::new();
         let _ = headers.set("Content-Type", "application/json");
-        for (name, value) in auth::signature_headers(self.env(), &body).map_err(Undelivered::Refused)? {
+        let signed = auth::internal_headers(self.env(), "POST", DRIVE_PATH, &body).map_err(Undelivered::Refused)?;
+        for (name, value) in signed {
             let _ = headers.set(name, &value);
         }
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
-        let request = Request::new_with_init("https://consumer.internal/internal/drive", &init)
+        let request = Request::new_with_init(&format!("https://consumer.internal{DRIVE_PATH}"), &init)
             .map_err(|e| Undelivered::Refused(e.into()))?;
         let consumer = crate::services::worker(self.env(), bindings::CONSUMER).map_err(Undelivered::Refused)?;
         crate::meter::subrequest();

@@ -1,9 +1,13 @@
 //! `POST /api/jobs/:trace_id/results/:service`: a service reports a step's outcome
-//! asynchronously. Authenticated by HMAC-SHA256 (`WORKER_SECRET`) over timestamp + body.
+//! asynchronously. Signed ([`baton_core::signature`], purpose `result`) with the key of the
+//! service the step calls (`SERVICE_KEYS`, else `WORKER_SECRET`), over this path and the attempt
+//! (`X-Baton-Attempt`, required): a signature made for another run, step or attempt is refused,
+//! and a replay of the same one finds its attempt ended (`already_recorded`).
 
+use baton_core::signature::Purpose;
 use baton_core::state::{ErrorKind, StepError};
-use baton_edge::engine::{Engine, RecordOutcome, Report};
-use baton_edge::{auth, http, Error, Result};
+use baton_edge::engine::{Dispatch, Engine, RecordOutcome, Report};
+use baton_edge::{auth, http, settings, Error, Result};
 use serde_json::{json, Value};
 use worker::{Env, Request, Response};
 
@@ -11,15 +15,32 @@ use super::input;
 
 pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) -> Result<Response> {
     let body = http::read_body(&mut req).await?;
-    auth::verify_signed(&req, env, &body, "result callback")?;
-    let (attempt, report) = decode(http::parse_json(&body)?)?;
     let engine = Engine::new(env).await?;
-    let outcome = engine.record(trace_id, service, attempt, report).await?;
+    let not_found = || Error::NotFound { what: format!("step {service} of job {trace_id}") };
+    // The key is the step's service's: read the run first (a miss is the same 404 for anyone).
+    let loaded = engine.load(trace_id).await?.ok_or_else(not_found)?;
+    let worker = loaded.plan.step(service).map(|spec| spec.worker_key.as_str().to_string()).ok_or_else(not_found)?;
+    let keys = settings::service_keys(env, &worker);
+    let attempt = auth::verify_request(&req, &keys, Purpose::Result, &body, "result callback")?.ok_or_else(|| {
+        Error::Unauthorized(format!(
+            "result callback refused: the {} header is required",
+            baton_core::signature::ATTEMPT_HEADER
+        ))
+    })?;
+    let (in_body, report) = decode(http::parse_json(&body)?)?;
+    if in_body.is_some_and(|a| a != attempt) {
+        return Err(Error::bad_request(
+            "invalid_field",
+            "attempt",
+            format!("`attempt` in the body differs from the signed attempt {attempt}"),
+        ));
+    }
+    let outcome = engine.record_loaded(loaded, service, Some(attempt), report, Dispatch::Queue).await?;
     let (code, recorded) = match &outcome {
         RecordOutcome::Recorded { .. } => (200, "recorded"),
         RecordOutcome::AlreadyTerminal => (200, "already_recorded"),
         RecordOutcome::Stale => (200, "stale"),
-        RecordOutcome::NotFound => return Err(Error::NotFound { what: format!("step {service} of job {trace_id}") }),
+        RecordOutcome::NotFound => return Err(not_found()),
     };
     let advance = match outcome {
         RecordOutcome::Recorded { advance, .. } => serde_json::to_value(advance).unwrap_or(Value::Null),

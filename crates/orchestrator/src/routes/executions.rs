@@ -17,7 +17,7 @@ use baton_core::request::{normalize_domain, validate_execute_request, ExecuteReq
 use baton_core::state::StepStatus;
 use baton_core::time::Millis;
 use baton_edge::engine::{summary_of, Engine, ExecutionDetail, Loaded, NewExecution, Submitted};
-use baton_edge::{auth, http, Error, Result};
+use baton_edge::{auth, http, settings, Error, Result};
 use serde_json::{json, Map, Value};
 use worker::{Env, Request, Response};
 
@@ -38,7 +38,10 @@ pub async fn execute(mut req: Request, env: &Env) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
     let body: Value = http::read_json(&mut req).await?;
     let new = decode(body, client_id)?;
+    let quota = settings::quotas(env).of(&new.client_id);
+    quota.allows_priority(new.priority).map_err(Error::Quota)?;
     let engine = Engine::new(env).await?;
+    quota.allows_queued(engine.queued_of_client(&new.client_id).await?).map_err(Error::Quota)?;
     let submitted = engine.submit_execution(new).await?;
     http::json(202, &submitted_json(&submitted))
 }

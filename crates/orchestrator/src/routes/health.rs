@@ -1,10 +1,12 @@
-//! `GET /health`: this worker's bindings and the health of the workers behind its service bindings.
+//! `GET /health`: this worker's bindings and the health of the workers behind its service
+//! bindings. Public, it says only `{status}`; the detail (bindings, workers, configuration
+//! problems) needs the admin token.
 
-use baton_edge::{bindings, health, http, Result};
+use baton_edge::{auth, bindings, health, http, Result};
 use serde_json::{json, Value};
-use worker::{Env, Response};
+use worker::{Env, Request, Response};
 
-pub async fn health(env: &Env) -> Result<Response> {
+pub async fn health(req: &Request, env: &Env) -> Result<Response> {
     let probes = vec![
         health::probe_d1(env).await,
         health::probe_kv(env).await,
@@ -25,13 +27,13 @@ pub async fn health(env: &Env) -> Result<Response> {
         && workers
             .values()
             .all(|w| w.get("worker").is_some() && w.get("status").and_then(Value::as_str) != Some("unreachable"));
-    let body = json!({
-        "status": if healthy { "ok" } else { "degraded" },
-        "worker": "orchestrator",
-        "bindings": probes,
-        "workers": workers,
-    });
-    http::json(if healthy { 200 } else { 503 }, &body)
+    let status = if healthy { "ok" } else { "degraded" };
+    let code = if healthy { 200 } else { 503 };
+    if auth::require_admin(req, env).is_err() {
+        return http::json(code, &json!({ "status": status }));
+    }
+    let body = json!({ "status": status, "worker": "orchestrator", "bindings": probes, "workers": workers });
+    http::json(code, &body)
 }
 
 async fn fetch_health(env: &Env, binding: &'static str) -> Value {

@@ -25,7 +25,7 @@ pub async fn route(req: Request, env: &Env) -> Result<Response> {
     let method = req.method();
     let allowed: &[Method] = match segments.as_slice() {
         ["health"] | ["api", "orchestration", "health"] => match method {
-            Method::Get => return health::health(env).await,
+            Method::Get => return health::health(&req, env).await,
             _ => &[Method::Get],
         },
         ["api", "orchestration", "run"] => match method {
@@ -83,6 +83,10 @@ pub async fn route(req: Request, env: &Env) -> Result<Response> {
         },
         ["admin", "poller", action @ ("cron" | "tick")] => match method {
             Method::Post => return admin::poller(req, env, action).await,
+            _ => &[Method::Post],
+        },
+        ["__test", "drive"] => match method {
+            Method::Post => return test_hooks::drive(req, env).await,
             _ => &[Method::Post],
         },
         ["__test", "sql"] => match method {

@@ -5,8 +5,9 @@
 //! silently ignored). Custom plans are per client.
 
 use baton_core::plan::{validate, Plan, PlanDraft};
+use baton_core::quota::QuotaExceeded;
 use baton_edge::engine::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSource};
-use baton_edge::{auth, http, Error, Result};
+use baton_edge::{auth, http, settings, Error, Result};
 use serde_json::{json, Value};
 use worker::{Env, Request, Response};
 
@@ -29,12 +30,31 @@ fn optional_client(req: &Request, env: &Env) -> Result<Option<String>> {
     }
 }
 
-/// `GET /api/orchestration/plans`
+/// Plans per page when `limit` is not given, and the most a page holds.
+const PLAN_PAGE: u32 = 100;
+
+/// `GET /api/orchestration/plans[?limit=&cursor=]`: a page of plans; `next_cursor` (when more
+/// follow) is the `cursor` of the next page.
 pub async fn list(req: Request, env: &Env) -> Result<Response> {
     let client = optional_client(&req, env)?;
-    let plans = visible_plans(env, client.as_deref()).await?;
+    let number = |name: &str, min: u32, max: u32, default: u32| -> Result<u32> {
+        match http::query_param(&req, name)? {
+            None => Ok(default),
+            Some(raw) => raw.parse::<u32>().ok().filter(|n| (min..=max).contains(n)).ok_or_else(|| {
+                Error::bad_request(
+                    "invalid_field",
+                    name,
+                    format!("`{name}` must be a whole number from {min} to {max}, got {raw:?}"),
+                )
+            }),
+        }
+    };
+    let limit = number("limit", 1, PLAN_PAGE, PLAN_PAGE)?;
+    let offset = number("cursor", 0, u32::MAX, 0)?;
+    let (plans, more) = visible_plans(env, client.as_deref(), offset, limit).await?;
     let shown_plans = plans.iter().map(|(plan, source)| shown(plan, *source)).collect::<Result<Vec<_>>>()?;
-    http::json(200, &json!({ "success": true, "plans": shown_plans }))
+    let next = more.then(|| (offset + plans.len() as u32).to_string());
+    http::json(200, &json!({ "success": true, "plans": shown_plans, "next_cursor": next }))
 }
 
 /// `GET /api/orchestration/plans/:plan_id`
@@ -54,8 +74,16 @@ pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
         let list = problems.0.iter().map(|p| serde_json::to_value(p).unwrap_or(Value::Null)).collect();
         input::problems("invalid_plan", &problems.to_string(), list)
     })?;
+    // A step may only call a configured service: a worker key becomes a path to it.
+    let unknown = plan.unknown_workers(&settings::allowed_worker_keys(env));
+    if !unknown.is_empty() {
+        let list = unknown.iter().map(|p| serde_json::to_value(p).unwrap_or(Value::Null)).collect();
+        let message = unknown.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        return Err(input::problems("invalid_plan", &message, list));
+    }
     let plan_id = plan.plan_id().as_str();
-    match create_plan(env, &client_id, &plan).await? {
+    let quota = settings::quotas(env).of(&client_id);
+    match create_plan(env, &client_id, &plan, quota.custom_plans).await? {
         PlanCreated::Created => http::json(201, &json!({ "success": true, "plan": shown(&plan, PlanSource::Custom)? })),
         PlanCreated::BuiltinId => {
             Err(Error::Conflict(format!("plan_id {plan_id:?} is a built-in plan; choose another plan_id")))
@@ -63,5 +91,6 @@ pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
         PlanCreated::AlreadyExists => Err(Error::Conflict(format!(
             "you already have a plan {plan_id:?}; plans cannot be replaced, choose another plan_id"
         ))),
+        PlanCreated::OverQuota(limit) => Err(Error::Quota(QuotaExceeded::CustomPlans { limit })),
     }
 }

@@ -110,3 +110,24 @@ pub async fn meter(req: Request, env: &Env) -> Result<Response> {
     }
     http::json(200, &Value::Object(usage))
 }
+
+/// `POST /__test/drive`: hands the body to the consumer's `/internal/drive` exactly as the
+/// orchestrator's hand-over does (signed with the internal key), so tests can send hand-overs
+/// of their own making; answers with the consumer's status and body.
+pub async fn drive(mut req: Request, env: &Env) -> Result<Response> {
+    guard(&req, env)?;
+    let body = http::read_body(&mut req).await?;
+    let path = baton_edge::engine::DRIVE_PATH;
+    let headers = Headers::new();
+    let _ = headers.set("Content-Type", "application/json");
+    for (name, value) in auth::internal_headers(env, "POST", path, &body)? {
+        let _ = headers.set(name, &value);
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+    let consumer = baton_edge::services::worker(env, bindings::CONSUMER)?;
+    let mut response = consumer.fetch(format!("https://consumer.internal{path}"), Some(init)).await?;
+    let status = response.status_code();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    http::json(200, &json!({ "status": status, "body": answer }))
+}
