@@ -7,6 +7,7 @@ mod consumer;
 mod deadlines;
 mod foundation;
 mod llm;
+mod logs;
 mod metrics;
 mod openapi;
 mod poller;

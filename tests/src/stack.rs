@@ -37,6 +37,9 @@ pub struct StackOptions {
     pub consumer_vars: Vec<(String, String)>,
     /// Extra variables for the poller worker (e.g. `BATON_FAULT_INJECTION`).
     pub poller_vars: Vec<(String, String)>,
+    /// wrangler's `--log-level` (default `warn`, or `BATON_E2E_LOG_LEVEL`); `log` shows the
+    /// workers' own lines, the structured lifecycle logs among them.
+    pub log_level: Option<String>,
 }
 
 /// A running stack. Dropping it kills every process it started.
@@ -217,7 +220,13 @@ impl Stack {
         command
             .args(["--port", &port.to_string(), "--inspector-port", &inspector_port.to_string()])
             .args(["--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--log-level"])
-            .arg(std::env::var("BATON_E2E_LOG_LEVEL").unwrap_or_else(|_| "warn".into()))
+            .arg(
+                options
+                    .log_level
+                    .clone()
+                    .or_else(|| std::env::var("BATON_E2E_LOG_LEVEL").ok())
+                    .unwrap_or_else(|| "warn".into()),
+            )
             .arg("--persist-to")
             .arg(&persist_dir)
             .args(["--var", "BATON_TEST_HOOKS:true"]);

@@ -9,11 +9,12 @@
 //! is acknowledged and its row stays for an operator. Only if D1 itself fails on every one of
 //! the queue's deliveries is a message lost, and then each failure is logged.
 
-use baton_core::messages::{AnalysisMessage, TaskMessage};
+use baton_core::messages::{AnalysisMessage, TasksQueueMessage};
 use baton_core::state::{ErrorKind, StepError};
 use baton_edge::bindings::queue_names;
 use baton_edge::dead_letters::{self, Failure};
 use baton_edge::engine::{record_of, Engine, Report};
+use baton_edge::log;
 use worker::{MessageExt, QueueRetryOptionsBuilder, RawMessage};
 
 /// Failed deliveries of a dead-lettered message before it is given up. Below the dead-letter
@@ -32,10 +33,28 @@ fn retry_delay_seconds(failures: u32) -> u32 {
 
 pub async fn task(engine: &Engine<'_>, message: &RawMessage) {
     let queue = queue_names::TASKS_DLQ;
-    let task = match crate::body_json(message).and_then(|v| TaskMessage::decode(&v).map_err(|e| e.to_string())) {
-        Ok(task) => task,
+    let decoded = crate::body_json(message).and_then(|v| TasksQueueMessage::decode(&v).map_err(|e| e.to_string()));
+    let task = match decoded {
+        Ok(TasksQueueMessage::Task(task)) => task,
+        Ok(TasksQueueMessage::Timer(timer)) => {
+            // A timer that kept failing: the poller keeps what it was for.
+            let line = log::Line {
+                service: timer.service.as_ref().map(|s| s.as_str()),
+                attempt: timer.attempt,
+                error: Some(timer.timer.as_str()),
+                ..log::Line::run(timer.run_id.as_str())
+            };
+            log::emit(log::Event::DeadLettered, &line);
+            return handled(engine, queue, message).await;
+        }
         Err(e) => return failed(engine, queue, message, &format!("undecodable: {e}"), 1).await,
     };
+    let line = log::Line {
+        service: Some(task.service.as_str()),
+        attempt: Some(task.attempt),
+        ..log::Line::run(task.run_id.as_str())
+    };
+    log::emit(log::Event::DeadLettered, &line);
     let outcome = async {
         let Some(loaded) = engine.load(task.run_id.as_str()).await? else { return Ok(()) };
         let Some(row) = loaded.step(task.service.as_str()) else { return Ok(()) };
@@ -63,6 +82,7 @@ pub async fn analysis(engine: &Engine<'_>, message: &RawMessage) {
         Ok(analysis) => analysis,
         Err(e) => return failed(engine, queue, message, &format!("undecodable: {e}"), 1).await,
     };
+    log::emit(log::Event::DeadLettered, &log::Line::run(analysis.trace_id.as_str()));
     let note = Some("analysis retries exhausted; rule-based diagnosis only");
     match crate::analysis::finalize(engine, analysis.trace_id.as_str(), note).await {
         Ok(()) => handled(engine, queue, message).await,

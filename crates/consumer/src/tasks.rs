@@ -20,6 +20,7 @@ use baton_edge::engine::{
     record_of, seconds_until, AdvanceReport, AttemptClaim, Dispatch, Engine, Loaded, Report, Reported,
 };
 use baton_edge::kv::Kv;
+use baton_edge::log;
 use baton_edge::{Error, Result};
 use futures_util::lock::Mutex;
 use serde_json::{json, Map, Value};
@@ -80,15 +81,15 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
 /// Carries out one timer; acknowledged once done, retried in a second on trouble.
 async fn fire(engine: &Engine<'_>, message: &RawMessage, timer: &TimerMessage) {
     match engine.on_timer(timer).await {
-        Ok(outcome) => {
-            worker::console_log!(
-                "{}",
-                json!({
-                    "event": "timer_fired", "timer": timer.timer.as_str(), "run_id": timer.run_id,
-                    "service": timer.service, "attempt": timer.attempt, "due_at": timer.due_at,
-                    "late_ms": engine.now().as_u64() as i64 - timer.due_at as i64, "outcome": outcome.as_str(),
-                })
-            );
+        Ok(_) => {
+            let late = engine.now().as_u64().saturating_sub(timer.due_at);
+            let line = log::Line {
+                service: timer.service.as_ref().map(|s| s.as_str()),
+                attempt: timer.attempt,
+                duration_ms: Some(late),
+                ..log::Line::run(timer.run_id.as_str())
+            };
+            log::emit(log::Event::TimerFired, &line);
             message.ack();
         }
         Err(e) => {

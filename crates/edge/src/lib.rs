@@ -17,6 +17,7 @@ pub mod health;
 pub mod http;
 pub mod kam;
 pub mod kv;
+pub mod log;
 pub mod meter;
 pub mod queues;
 pub mod services;

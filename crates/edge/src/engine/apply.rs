@@ -36,7 +36,7 @@ use super::run::{
 use crate::d1::runs;
 use crate::d1::steps;
 use crate::d1::Stmt;
-use crate::{faults, Result};
+use crate::{faults, log, Result};
 
 /// Rounds of read-and-decide-again when racing writers keep winning the gate.
 pub const MAX_ROUNDS: usize = 4;
@@ -150,6 +150,7 @@ impl Engine<'_> {
             let batch = self.batch_of(&loaded, &decision, &payloads, dispatch, now)?;
             let metas = self.db.batch(batch.statements).await?;
             let won = |i: usize| metas.get(i).is_some_and(|m| m.changes > 0);
+            log_writes(&loaded, &decision, &batch.writes, &won);
             for (&i, outcome) in open.iter().zip(&decision.reported) {
                 let written = batch.writes.iter().any(|(at, service, cause)| {
                     *cause == Cause::Reported && won(*at) && outcome_service(outcome) == Some(service.as_str())
@@ -170,6 +171,7 @@ impl Engine<'_> {
             let claimed = batch.claim.is_some_and(won);
             if let (true, RunAction::Claim { partial, .. }) = (claimed, &decision.run) {
                 report.aggregated = Some(*partial);
+                log::emit(log::Event::FanInClaimed, &log::Line::run(&loaded.run.run_id));
             }
             let ended = batch.ending.filter(|(at, _)| won(*at)).map(|(_, ended)| ended);
             self.act(batch.after, ended, &decision, claimed, dispatch, &mut report).await?;
@@ -364,6 +366,11 @@ impl Engine<'_> {
             worker::console_warn!("run {run_id}: cancel notices not sent ({e}); the services are not told");
         }
         if let Some(ended) = ended {
+            if claimed {
+                // The rule-based analysis was written with the claim.
+                log::emit(log::Event::AnalysisStarted, &log::Line::run(&ended.run.run_id));
+                log::emit(log::Event::AnalysisFinished, &log::Line::run(&ended.run.run_id));
+            }
             let status = ended.status()?;
             report.finished = Some(status);
             report.failed = status == RunStatus::Failed;
@@ -376,6 +383,7 @@ impl Engine<'_> {
             return Ok(());
         }
         if let (true, RunAction::Claim { partial, missing, .. }) = (claimed, &decision.run) {
+            log::emit(log::Event::AnalysisStarted, &log::Line::run(&after.run.run_id));
             let message = AnalysisMessage::new(run_id, *partial, missing.clone());
             if dispatch == (Dispatch::Inline { analysis: true }) {
                 report.unsent_analysis = Some(message);
@@ -436,6 +444,46 @@ impl Engine<'_> {
                 Ok(false)
             }
         }
+    }
+}
+
+/// One log line per step write that was won, by what it did to the step.
+fn log_writes(
+    loaded: &Loaded,
+    decision: &lifecycle::Decision,
+    writes: &[(usize, String, Cause)],
+    won: &dyn Fn(usize) -> bool,
+) {
+    for (at, service, cause) in writes {
+        if !won(*at) {
+            continue;
+        }
+        let Some(write) = decision.writes.iter().find(|w| w.after.service.as_str() == service) else { continue };
+        let after = &write.after;
+        let event = match (cause, after.status) {
+            (Cause::Dispatched, _) => log::Event::StepDispatched,
+            (_, StepStatus::Completed) => log::Event::StepCompleted,
+            (_, StepStatus::Failed) => log::Event::StepFailed,
+            (_, StepStatus::Retrying) => log::Event::StepRetrying,
+            (_, StepStatus::Timeout) => log::Event::StepTimedOut,
+            (_, StepStatus::Skipped) => log::Event::StepSkipped,
+            (_, StepStatus::Cancelled) => log::Event::StepCancelled,
+            _ => continue,
+        };
+        let worker = loaded.plan.step(service).map(|spec| spec.worker_key.as_str());
+        let attempt =
+            Some(if *cause == Cause::Dispatched { after.attempts } else { write.before.attempts }).filter(|a| *a > 0);
+        log::emit(
+            event,
+            &log::Line {
+                run_id: &loaded.run.run_id,
+                service: Some(service),
+                attempt,
+                worker,
+                duration_ms: after.duration_ms().filter(|_| after.status.is_terminal()),
+                error: after.error.as_deref().filter(|_| event != log::Event::StepDispatched),
+            },
+        );
     }
 }
 

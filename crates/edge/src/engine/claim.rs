@@ -49,6 +49,11 @@ impl Engine<'_> {
             .zip(tasks)
             .map(|(c, t)| if *c > 0 { AttemptClaim::Run(t.attempt) } else { AttemptClaim::Done })
             .collect();
+        for (claim, task) in claims.iter().zip(tasks) {
+            if let AttemptClaim::Run(attempt) = claim {
+                log_claim(&loaded, task.service.as_str(), *attempt);
+            }
+        }
         // An attempt someone else holds: if that invocation dies, this delivery is the
         // attempt's timer — it comes back at the attempt's expiry and looks.
         let now = self.now();
@@ -157,6 +162,11 @@ impl Engine<'_> {
         for (i, decides, claimed, attempt) in pending {
             // A duplicate delivery (or a racing consumer) finds the attempt claimed: `changes` = 0.
             if metas.get(decides).is_some_and(|m| m.changes > 0) {
+                if claimed.attempts > i64::from(tasks[i].attempt) {
+                    // A retry dispatched by its own message.
+                    log_attempt(crate::log::Event::StepDispatched, &loaded, &claimed.service, attempt);
+                }
+                log_claim(&loaded, &claimed.service, attempt);
                 loaded.replace_step(claimed);
                 claims[i] = AttemptClaim::Run(attempt);
             }
@@ -175,6 +185,20 @@ impl Engine<'_> {
         let release = steps::release_claim(&self.db, run_id, service, i64::from(attempt), claimed_at)?;
         self.db.batch(vec![release]).await.map(|_| ())
     }
+}
+
+fn log_claim(loaded: &Loaded, service: &str, attempt: u32) {
+    log_attempt(crate::log::Event::StepClaimed, loaded, service, attempt);
+}
+
+fn log_attempt(event: crate::log::Event, loaded: &Loaded, service: &str, attempt: u32) {
+    let line = crate::log::Line {
+        service: Some(service),
+        attempt: Some(attempt),
+        worker: loaded.plan.step(service).map(|spec| spec.worker_key.as_str()),
+        ..crate::log::Line::run(&loaded.run.run_id)
+    };
+    crate::log::emit(event, &line);
 }
 
 /// Whole seconds from `now` until `at`, rounded up so a retry never comes before its backoff.

@@ -23,7 +23,7 @@ use super::run::{Engine, Loaded};
 use crate::d1::events::{self as event_rows, EventRow};
 use crate::d1::runs::{self, Ending};
 use crate::d1::Stmt;
-use crate::{clock, Error, Result};
+use crate::{clock, log, Error, Result};
 
 /// The `type` of the diagnosis event.
 pub const DIAGNOSIS_EVENT_TYPE: &str = "diagnosis";
@@ -62,6 +62,7 @@ impl Engine<'_> {
         let metas = self.db.batch(statements).await?;
         let won = metas.first().is_some_and(|m| m.changes > 0);
         if won {
+            log::emit(log::Event::AnalysisFinished, &log::Line::run(&ended.run.run_id));
             self.after_ending(&ended).await;
         }
         Ok(won)
@@ -143,6 +144,10 @@ impl Engine<'_> {
     /// pipeline, whose reservation is free now, the admission of what waits (the poller would,
     /// later). Best effort: neither decides anything.
     pub async fn after_ending(&self, ended: &Loaded) {
+        let took = ended.run.completed_at.map(|at| (at - ended.run.started_at).max(0) as u64);
+        let line =
+            log::Line { duration_ms: took, error: ended.run.error.as_deref(), ..log::Line::run(&ended.run.run_id) };
+        log::emit(log::Event::RunFinished, &line);
         self.write_snapshot(ended).await;
         if ended.run.kind == "pipeline" {
             if let Err(e) = Box::pin(super::admission::admit_queued(self, 10)).await {

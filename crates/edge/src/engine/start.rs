@@ -18,7 +18,7 @@ use super::run::{Dispatch, Engine, Loaded};
 use crate::d1::events::{self as event_rows, EventRow};
 use crate::d1::runs::{self, RunRow};
 use crate::d1::steps::{self, StepRow};
-use crate::{clock, Error, Result};
+use crate::{clock, log, Error, Result};
 
 /// What a new run is made of.
 #[derive(Debug, Clone)]
@@ -183,6 +183,20 @@ impl Engine<'_> {
                 }
             }
             return Err(e);
+        }
+        log::emit(log::Event::RunStarted, &log::Line::run(&run_id));
+        for record in first_wave.dispatched() {
+            let service = record.service.as_str();
+            let line = log::Line {
+                service: Some(service),
+                attempt: Some(record.attempts),
+                worker: plan.step(service).map(|spec| spec.worker_key.as_str()),
+                ..log::Line::run(&run_id)
+            };
+            log::emit(log::Event::StepDispatched, &line);
+            if claim.is_some() {
+                log::emit(log::Event::StepClaimed, &line);
+            }
         }
         let messages: Vec<TaskMessage> = first_wave
             .dispatched()

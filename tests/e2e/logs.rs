@@ -1,0 +1,73 @@
+//! Structured logs: one JSON line per lifecycle transition, in one schema, found in the stack's
+//! own output in the order things happened.
+
+use std::time::Duration;
+
+use baton_e2e::{poll_until, Stack, StackOptions};
+use serde_json::{json, Value};
+
+use crate::runs::start_run;
+
+/// The run's lifecycle lines in the stack's output, in order.
+fn lines_of(stack: &Stack, run_id: &str) -> Vec<Value> {
+    stack
+        .log()
+        .lines()
+        .filter_map(|line| line.find('{').and_then(|at| serde_json::from_str::<Value>(&line[at..]).ok()))
+        .filter(|line| line["run_id"] == run_id && line["event"].is_string())
+        .collect()
+}
+
+fn position(lines: &[Value], event: &str, service: Option<&str>, attempt: Option<u32>) -> usize {
+    lines
+        .iter()
+        .position(|l| {
+            l["event"] == event
+                && service.is_none_or(|s| l["service"] == s)
+                && attempt.is_none_or(|a| l["attempt"] == a)
+        })
+        .unwrap_or_else(|| panic!("no {event} {service:?} {attempt:?} in {lines:#?}"))
+}
+
+#[test]
+fn every_transition_of_a_run_is_one_json_line_in_order() {
+    let stack = Stack::start(StackOptions { log_level: Some("log".into()), ..StackOptions::default() });
+    let run_id = start_run(
+        &stack,
+        &json!({"website_id": "site_logs", "domain": "logs.example", "plan_id": "quick-v1",
+                "parameters": {"sample_behaviour": {"technical-seo": {"fail_transient": 1}}}}),
+    );
+    let lines = poll_until("the run's last line", Duration::from_secs(30), || {
+        let lines = lines_of(&stack, &run_id);
+        lines.iter().any(|l| l["event"] == "run_finished").then_some(lines)
+    });
+    for line in &lines {
+        let keys: Vec<&str> = line.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+        assert_eq!(
+            keys,
+            ["attempt", "duration_ms", "error", "event", "level", "run_id", "service", "ts", "worker"],
+            "one schema: {line}"
+        );
+        assert!(line["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+    }
+    assert_eq!(lines.first().map(|l| &l["event"]), Some(&json!("run_started")), "{lines:#?}");
+    assert_eq!(lines.last().map(|l| &l["event"]), Some(&json!("run_finished")), "{lines:#?}");
+    for service in ["technical-seo", "serp-intelligence", "vitals-monitor"] {
+        let last = if service == "technical-seo" { 2 } else { 1 };
+        let dispatched = position(&lines, "step_dispatched", Some(service), Some(last));
+        let claimed = position(&lines, "step_claimed", Some(service), Some(last));
+        let completed = position(&lines, "step_completed", Some(service), Some(last));
+        assert!(dispatched < claimed && claimed < completed, "{service}: {lines:#?}");
+        assert!(completed < position(&lines, "fan_in_claimed", None, None), "{service}: {lines:#?}");
+    }
+    let failed_once = position(&lines, "step_retrying", Some("technical-seo"), Some(1));
+    assert!(failed_once < position(&lines, "step_dispatched", Some("technical-seo"), Some(2)), "{lines:#?}");
+    assert!(lines[failed_once]["error"].as_str().is_some_and(|e| e.contains("503")), "{lines:#?}");
+    assert_eq!(lines[failed_once]["worker"], "technical_seo");
+    let claimed = position(&lines, "fan_in_claimed", None, None);
+    let started = position(&lines, "analysis_started", None, None);
+    let finished = position(&lines, "analysis_finished", None, None);
+    assert!(claimed < started && started <= finished, "{lines:#?}");
+    assert_eq!(lines.iter().filter(|l| l["event"] == "run_finished").count(), 1, "{lines:#?}");
+    assert!(lines.last().is_some_and(|l| l["duration_ms"].is_u64()), "{lines:#?}");
+}
