@@ -19,6 +19,7 @@ pub mod kam;
 pub mod kv;
 pub mod meter;
 pub mod queues;
+pub mod rate_limit;
 pub mod services;
 pub mod settings;
 
