@@ -10,7 +10,7 @@ pub const DEFAULT_TOKEN: &str = "dev-token-alice";
 
 /// Start and follow Baton runs, plans and executions.
 #[derive(Debug, Parser)]
-#[command(name = "baton", version, about, propagate_version = true)]
+#[command(name = "baton", version, propagate_version = true)]
 pub struct Cli {
     /// The API's base URL.
     #[arg(long, env = "BATON_URL", default_value = DEFAULT_URL, global = true)]
