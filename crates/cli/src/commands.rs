@@ -209,7 +209,14 @@ fn run(api: &Api, out: &Out, args: &RunArgs) -> Result<Exit, Failure> {
     let mut watch = Watch::new(&run_id, out.json);
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     loop {
-        let run = api.get(&path)?;
+        let run = match api.get(&path) {
+            // Over the rate limit while following: wait as told, then look again.
+            Err(ApiError::Refused { status: 429, body, .. }) if Instant::now() < deadline => {
+                std::thread::sleep(retry_after(&body));
+                continue;
+            }
+            other => other?,
+        };
         watch.update(&run);
         if run["terminal"] == Value::Bool(true) {
             watch.finish();
@@ -224,6 +231,11 @@ fn run(api: &Api, out: &Out, args: &RunArgs) -> Result<Exit, Failure> {
         }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// How long a 429 says to wait (`details.retry_after_s`; 5 s when it does not say).
+pub fn retry_after(body: &Value) -> Duration {
+    Duration::from_secs(body["error"]["details"]["retry_after_s"].as_u64().unwrap_or(5).clamp(1, 60))
 }
 
 /// The query of `GET /api/orchestration/runs` for one page.
@@ -362,6 +374,13 @@ mod tests {
             panic!("runs")
         };
         assert_eq!(runs_query(&args, None), vec![("limit", "100".into())]);
+    }
+
+    #[test]
+    fn a_rate_limited_follower_waits_as_told() {
+        let refused = json!({"error": {"code": "rate_limited", "details": {"retry_after_s": 7}}});
+        assert_eq!(retry_after(&refused), Duration::from_secs(7));
+        assert_eq!(retry_after(&Value::Null), Duration::from_secs(5));
     }
 
     #[test]
