@@ -31,7 +31,8 @@ const MAX_PARAMETERS_BYTES: usize = 32 * 1024;
 /// The domain of an execution whose parameters name none.
 const DEFAULT_DOMAIN: &str = "pipeline.local";
 
-fn rfc3339(ms: Option<i64>) -> Value {
+/// An instant in ms as RFC 3339, or `null`.
+pub(super) fn rfc3339(ms: Option<i64>) -> Value {
     ms.map(|ms| json!(Millis::new(ms.max(0) as u64).to_rfc3339())).unwrap_or(Value::Null)
 }
 

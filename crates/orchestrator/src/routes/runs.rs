@@ -14,6 +14,7 @@ use baton_edge::{clock, http, settings, Error, Result};
 use serde_json::{json, Map, Value};
 use worker::{Env, Request, Response};
 
+use super::executions::rfc3339;
 use super::input;
 
 /// Largest `parameters` object: the run row must stay under D1's 100 KB statement limit.
@@ -204,8 +205,4 @@ pub async fn events(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     visible_run(&engine, run_id, &caller).await?;
     let events = engine.run_events(run_id).await?;
     http::json(200, &json!({ "success": true, "run_id": run_id, "events": events }))
-}
-
-fn rfc3339(ms: Option<i64>) -> Value {
-    ms.map(|ms| json!(Millis::new(ms.max(0) as u64).to_rfc3339())).unwrap_or(Value::Null)
 }
