@@ -36,6 +36,7 @@ url="http://127.0.0.1:$port"
 
   Baton is running on $url (state in $persist; Ctrl-C stops it)
     health:  curl $url/health
+    the CLI: cargo run -q -p baton-cli -- --url $url run --site site_123 --domain example.com --wait
     a run:   curl -X POST '$url/api/orchestration/run?wait=30' -H 'Authorization: Bearer $api_token' \\
                -H 'Content-Type: application/json' -d '{"website_id":"site_123","domain":"example.com"}'
     API:     README.md, "API". Editing a crate rebuilds its worker in place.

@@ -1,8 +1,10 @@
 //! End-to-end tests against the whole suite under `wrangler dev` (one shared stack per
 //! test binary; tests that need a stack of their own start one).
 
+mod accounts;
 mod api;
 mod bad_input;
+mod cli;
 mod consumer;
 mod deadlines;
 mod foundation;

@@ -1,6 +1,7 @@
 //! The e2e harness: start the real stack under `wrangler dev` and talk to it over HTTP.
 
 pub mod browser;
+pub mod cli;
 pub mod fake_llm;
 pub mod fake_service;
 pub mod http;

@@ -1,9 +1,11 @@
 //! The crate's error type: one variant per module area, each carrying that area's typed error.
 
 use crate::config::ConfigError;
+use crate::delegation::DelegationError;
 use crate::ids::IdError;
 use crate::messages::MessageError;
 use crate::plan::PlanProblems;
+use crate::rate_limit::RateLimitError;
 use crate::request::RequestProblems;
 use crate::retry::RetryPolicyError;
 use crate::signature::SignatureError;
@@ -47,6 +49,12 @@ pub enum Error {
     /// A callback signature that does not verify.
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    /// An invalid `API_DELEGATIONS`.
+    #[error(transparent)]
+    Delegation(#[from] DelegationError),
+    /// An invalid `RATE_LIMITS`.
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitError),
 }
 
 /// Core's result type.
@@ -67,6 +75,8 @@ impl Error {
             Error::Message(_) => "invalid_message",
             Error::Request(_) => "invalid_request",
             Error::Signature(_) => "invalid_signature",
+            Error::Delegation(_) => "invalid_delegations",
+            Error::RateLimit(_) => "invalid_rate_limits",
         }
     }
 }

@@ -78,6 +78,10 @@ pub struct RunStartedPayload {
     pub timeout_at: Millis,
     /// The plan's steps, in plan order.
     pub services_planned: Vec<ServiceSlug>,
+    /// The delegate that started the run for its client (see [`crate::delegation`]); absent
+    /// when the client started it itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acted_by: Option<String>,
 }
 
 impl RunStartedPayload {
@@ -92,7 +96,13 @@ impl RunStartedPayload {
             started_at,
             timeout_at,
             services_planned: plan.service_slugs(),
+            acted_by: None,
         }
+    }
+
+    /// The same payload, naming the delegate that started the run for its client.
+    pub fn with_acted_by(self, delegate: Option<String>) -> Self {
+        RunStartedPayload { acted_by: delegate, ..self }
     }
 }
 

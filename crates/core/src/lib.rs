@@ -32,12 +32,15 @@
 //! - [`cancel`]: cancelling a run.
 //! - [`execution`]: pipeline executions: demand, admission, costs.
 //! - [`signature`]: signed result callbacks (HMAC-SHA256).
+//! - [`delegation`]: which clients may act for which others.
+//! - [`rate_limit`]: per-client rate limits and the fixed-window decision.
 //! - [`synthesis`]: the rule-based analysis (signals, rules, findings, recommendations).
 
 #![warn(missing_docs)]
 
 pub mod cancel;
 pub mod config;
+pub mod delegation;
 pub mod error;
 pub mod events;
 pub mod execution;
@@ -52,6 +55,7 @@ pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod quota;
+pub mod rate_limit;
 pub mod request;
 pub mod retry;
 pub mod scheduler;

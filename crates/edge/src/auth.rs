@@ -1,8 +1,10 @@
 //! Authentication. Bearer tokens come from secrets (`wrangler secret put`), locally from
 //! `.dev.vars`: `API_TOKENS` = "token:client_id,token:client_id", `ADMIN_TOKEN`. Requests
 //! from services are signed with their own key (`SERVICE_KEYS`, else `WORKER_SECRET`), those
-//! between Baton's workers with `INTERNAL_KEY` ([`baton_core::signature`]).
+//! between Baton's workers with `INTERNAL_KEY` ([`baton_core::signature`]). A client may act
+//! for others only as `API_DELEGATIONS` allows ([`Caller`]).
 
+use baton_core::delegation::{Acting, DelegationError, Delegations};
 use baton_core::signature::{self, constant_time_eq};
 use baton_core::time::Millis;
 use worker::{Env, Request};
@@ -25,6 +27,49 @@ pub fn client_id(req: &Request, env: &Env) -> Result<String> {
         }
     }
     found.ok_or_else(|| Error::Unauthorized("invalid bearer token".into()))
+}
+
+/// An authenticated client, and whom it may act for.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The client its bearer token belongs to.
+    pub client_id: String,
+    delegations: Result<Delegations, DelegationError>,
+}
+
+/// The caller of a request with a client token: its client and its delegations.
+pub fn caller(req: &Request, env: &Env) -> Result<Caller> {
+    Ok(Caller { client_id: client_id(req, env)?, delegations: settings::api_delegations(env) })
+}
+
+impl Caller {
+    /// Whether the caller may see and act on what `owner` owns: its own, or a client it is
+    /// delegated to act for.
+    pub fn may_act_for(&self, owner: &str) -> bool {
+        owner == self.client_id || self.delegations.as_ref().is_ok_and(|d| d.may_act_for(&self.client_id, owner))
+    }
+
+    /// Whom a request acts for: the `client_id` it names (`field`), when the caller may act
+    /// for it (403 otherwise); the caller itself when it names none.
+    pub fn acting(&self, claimed: Option<&str>, field: &'static str) -> Result<Acting> {
+        // A malformed API_DELEGATIONS stops only the requests that need it.
+        let none = Delegations::default();
+        let delegations = match (&self.delegations, claimed) {
+            (Ok(delegations), _) => delegations,
+            (Err(_), None) => &none,
+            (Err(_), Some(claimed)) if claimed == self.client_id => &none,
+            (Err(e), Some(_)) => {
+                return Err(Error::Binding { name: settings::API_DELEGATIONS, cause: e.to_string() });
+            }
+        };
+        delegations.acting(&self.client_id, claimed).ok_or_else(|| Error::Forbidden {
+            message: format!(
+                "{field} {:?} is not the client of this token, and this token may not act for it; omit it or send your own",
+                claimed.unwrap_or_default()
+            ),
+            field,
+        })
+    }
 }
 
 /// Succeeds only for the operator token (`ADMIN_TOKEN`).

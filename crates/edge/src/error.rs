@@ -29,6 +29,9 @@ pub enum Error {
     /// The request conflicts with current state (e.g. cancelling a finished run).
     #[error("{0}")]
     Conflict(String),
+    /// The client is over its rate limit (`RATE_LIMITS`): answered with `Retry-After`.
+    #[error("rate limit exceeded: at most {requests} requests per {period_s} s for client {client}; retry in {retry_after_s} s")]
+    RateLimited { client: String, requests: u32, period_s: u32, retry_after_s: u32 },
     /// A binding is missing or misconfigured.
     #[error("binding {name} unavailable: {cause}")]
     Binding { name: &'static str, cause: String },
@@ -74,6 +77,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => 405,
             Error::Conflict(_) => 409,
             Error::PayloadTooLarge { .. } => 413,
+            Error::RateLimited { .. } => 429,
             Error::Upstream { .. } => 502,
             Error::Binding { .. } | Error::Storage(_) | Error::Kv(_) | Error::Queue(_) => 503,
             Error::Internal(_) => 500,
@@ -92,6 +96,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Conflict(_) => "conflict",
             Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::RateLimited { .. } => "rate_limited",
             Error::Upstream { .. } => "upstream_failed",
             Error::Binding { .. } => "binding_unavailable",
             Error::Storage(_) => "storage_unavailable",
@@ -123,6 +128,9 @@ impl Error {
             Error::MethodNotAllowed { allowed, .. } => json!({ "allowed": allowed }),
             Error::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
             Error::Quota(exceeded) => json!({ "quota": exceeded.quota() }),
+            Error::RateLimited { requests, period_s, retry_after_s, .. } => {
+                json!({ "requests": requests, "period_s": period_s, "retry_after_s": retry_after_s })
+            }
             _ => Value::Null,
         }
     }
@@ -140,7 +148,9 @@ impl Error {
         if let Error::MethodNotAllowed { allowed, .. } = self {
             response.headers_mut().set("Allow", &allowed.join(", "))?;
         }
-        if self.status() == 429 {
+        if let Error::RateLimited { retry_after_s, .. } = self {
+            response.headers_mut().set("Retry-After", &retry_after_s.to_string())?;
+        } else if self.status() == 429 {
             response.headers_mut().set("Retry-After", &QUOTA_RETRY_AFTER_SECONDS.to_string())?;
         }
         Ok(response)

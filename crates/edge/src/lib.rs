@@ -20,6 +20,7 @@ pub mod kv;
 pub mod log;
 pub mod meter;
 pub mod queues;
+pub mod rate_limit;
 pub mod services;
 pub mod settings;
 

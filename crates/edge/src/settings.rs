@@ -7,11 +7,18 @@
 use std::collections::BTreeMap;
 
 use baton_core::config::{Config, ConfigError};
+use baton_core::delegation::{DelegationError, Delegations};
+use baton_core::rate_limit::{RateLimitError, RateLimits};
 use serde_json::Value;
 use worker::Env;
 
 /// Secret: the client tokens, `token:client_id,token:client_id`.
 pub const API_TOKENS: &str = "API_TOKENS";
+/// Secret (or variable): which clients may act for which others, `delegate:client|client,delegate:*`
+/// ([`baton_core::delegation`]).
+pub const API_DELEGATIONS: &str = "API_DELEGATIONS";
+/// Per-client rate limits on the API, a JSON object ([`baton_core::rate_limit`]); unset: none.
+pub const RATE_LIMITS: &str = "RATE_LIMITS";
 /// Secret: the operator token.
 pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
 /// Secret: the HMAC key of a service that has none in [`SERVICE_KEYS`] (kept for one release:
@@ -64,6 +71,16 @@ pub fn secret_or_var(env: &Env, name: &str) -> Option<String> {
 /// [`API_TOKENS`]; empty when unset.
 pub fn api_tokens(env: &Env) -> String {
     secret_or_var(env, API_TOKENS).unwrap_or_default()
+}
+
+/// [`API_DELEGATIONS`], parsed; unset: no client acts for another.
+pub fn api_delegations(env: &Env) -> Result<Delegations, DelegationError> {
+    Delegations::parse(&secret_or_var(env, API_DELEGATIONS).unwrap_or_default())
+}
+
+/// [`RATE_LIMITS`], parsed; unset: no client is limited.
+pub fn rate_limits(env: &Env) -> Result<RateLimits, RateLimitError> {
+    RateLimits::parse(&secret_or_var(env, RATE_LIMITS).unwrap_or_default())
 }
 
 /// [`ADMIN_TOKEN`], if set and not empty.

@@ -26,15 +26,19 @@ pub struct ExecutionRow {
     pub admitted_at: Option<i64>,
     pub admission_token: Option<String>,
     pub last_error: Option<String>,
+    /// The delegate that submitted it for its client (`API_DELEGATIONS`); `None` when the
+    /// client submitted it itself.
+    #[serde(default)]
+    pub acted_by: Option<String>,
 }
 
 const COLUMNS: &str = "run_id, client_id, request_id, template_name, website_id, domain, plan_json, parameters, \
-    priority, enqueued_at, deadline_at, status, attempts, admitted_at, admission_token, last_error";
+    priority, enqueued_at, deadline_at, status, attempts, admitted_at, admission_token, last_error, acted_by";
 
 /// Inserts an execution. Fails on a second row with the same `(client_id, request_id)`.
 pub fn insert(db: &Db, e: &ExecutionRow) -> Result<Stmt> {
     db.stmt(
-        &format!("INSERT INTO execution_queue ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+        &format!("INSERT INTO execution_queue ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
         &[
             Arg::from(&e.run_id),
             Arg::from(&e.client_id),
@@ -52,6 +56,7 @@ pub fn insert(db: &Db, e: &ExecutionRow) -> Result<Stmt> {
             Arg::from(e.admitted_at),
             Arg::from(e.admission_token.clone()),
             Arg::from(e.last_error.clone()),
+            Arg::from(e.acted_by.clone()),
         ],
     )
 }

@@ -5,6 +5,7 @@ pub mod dead_letters;
 pub mod events;
 pub mod executions;
 pub mod plans;
+pub mod rate_limits;
 pub mod resources;
 pub mod runs;
 pub mod steps;

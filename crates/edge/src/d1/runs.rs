@@ -39,11 +39,15 @@ pub struct RunRow {
     /// The `service` its events carry, fixed when it starts (`ORCHESTRATOR_SERVICE_NAME`).
     #[serde(default)]
     pub events_service: Option<String>,
+    /// The delegate that started it for its client (`API_DELEGATIONS`); `None` when the
+    /// client started it itself.
+    #[serde(default)]
+    pub acted_by: Option<String>,
 }
 
 const COLUMNS: &str = "run_id, kind, client_id, website_id, domain, plan_id, plan_name, plan_json, parameters, \
     idempotency_key, status, priority, created_at, started_at, deadline_at, due_at, claimed_at, completed_at, \
-    partial, missing, diagnosis_event_id, synthesis_error, error, version, events_service";
+    partial, missing, diagnosis_event_id, synthesis_error, error, version, events_service, acted_by";
 
 /// `'started', 'running'`: a list of core's statuses for an `IN (...)` guard. The texts are
 /// core's constants, never input.
@@ -56,7 +60,7 @@ pub fn insert(db: &Db, r: &RunRow) -> Result<Stmt> {
     db.stmt(
         &format!(
             "INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-             ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+             ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
         ),
         &[
             Arg::from(&r.run_id),
@@ -84,6 +88,7 @@ pub fn insert(db: &Db, r: &RunRow) -> Result<Stmt> {
             Arg::from(r.error.clone()),
             Arg::Int(r.version),
             Arg::from(r.events_service.clone()),
+            Arg::from(r.acted_by.clone()),
         ],
     )
 }

@@ -256,6 +256,7 @@ async fn start(engine: &Engine<'_>, row: &ExecutionRow) -> Result<()> {
                 parameters,
                 idempotency_key: row.request_id.clone(),
                 priority: row.priority,
+                acted_by: row.acted_by.clone(),
             })
             .await?;
     }

@@ -26,8 +26,11 @@ pub const ADMIT_PER_REQUEST: u32 = 5;
 /// A valid execution request of an authenticated client.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
-    /// The client (from the bearer token).
+    /// The client it is for: the bearer token's, or the one its delegate acts for.
     pub client_id: String,
+    /// The delegate that submits it for `client_id` (`API_DELEGATIONS`); `None` when the
+    /// client submits it itself.
+    pub acted_by: Option<String>,
     /// The master template to compile.
     pub template_name: String,
     /// Makes retries of the same request submit one execution.
@@ -133,14 +136,14 @@ impl Engine<'_> {
         self.submitted(current, false).await
     }
 
-    /// `client_id`'s execution `execution_id` with its run; `None` when the client has no
-    /// such execution (another client's execution is `None` too).
-    pub async fn execution_of_client(
+    /// The execution `execution_id` with its run, if its client is one `may_see` accepts;
+    /// `None` otherwise (an execution the caller may not see is as if it did not exist).
+    pub async fn execution_visible(
         &self,
         execution_id: &ExecutionId,
-        client_id: &str,
+        may_see: impl Fn(&str) -> bool,
     ) -> Result<Option<ExecutionDetail>> {
-        let found = executions::get(&self.db, execution_id.as_str()).await?.filter(|r| r.client_id == client_id);
+        let found = executions::get(&self.db, execution_id.as_str()).await?.filter(|r| may_see(&r.client_id));
         let Some(execution) = found else { return Ok(None) };
         let run = self.load(&execution.run_id).await?;
         Ok(Some(ExecutionDetail { execution, run }))
@@ -189,6 +192,7 @@ impl Engine<'_> {
             admitted_at: None,
             admission_token: None,
             last_error: None,
+            acted_by: new.acted_by,
         })
     }
 

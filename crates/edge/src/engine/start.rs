@@ -41,6 +41,9 @@ pub struct NewRun {
     pub idempotency_key: Option<String>,
     /// 0 low … 3 critical.
     pub priority: i64,
+    /// The delegate that starts it for `client_id` (`API_DELEGATIONS`); `None` when the
+    /// client starts it itself.
+    pub acted_by: Option<String>,
 }
 
 /// The run that a start request resolved to.
@@ -110,6 +113,7 @@ impl Engine<'_> {
             error: None,
             version: 0,
             events_service: Some(self.orchestrator_service_name()),
+            acted_by: new.acted_by.clone(),
         };
         let pending_rows: Vec<StepRow> = plan
             .steps()
@@ -137,7 +141,8 @@ impl Engine<'_> {
                 heartbeat_at: None,
             })
             .collect();
-        let start_payload = RunStartedPayload::new(plan, &new.domain, now, deadline);
+        let start_payload =
+            RunStartedPayload::new(plan, &new.domain, now, deadline).with_acted_by(new.acted_by.clone());
         let event = EventRow {
             id: EventId::from_parts(now, clock::random_bytes::<8>()?).as_str().to_string(),
             website_id: new.website_id.clone(),

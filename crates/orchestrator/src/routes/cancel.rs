@@ -9,9 +9,9 @@ use worker::{Env, Request, Response};
 use super::runs::visible_run;
 
 pub async fn cancel(req: Request, env: &Env, run_id: &str) -> Result<Response> {
-    let client_id = auth::client_id(&req, env)?;
+    let caller = auth::caller(&req, env)?;
     let engine = Engine::new(env).await?;
-    let loaded = visible_run(&engine, run_id, &client_id).await?;
+    let loaded = visible_run(&engine, run_id, &caller).await?;
     match engine.cancel(loaded).await? {
         CancelOutcome::AlreadyEnded { status } => Err(Error::Conflict(format!(
             "run {run_id} has already ended: it is {status}; only a run in progress can be cancelled"

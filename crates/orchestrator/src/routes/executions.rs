@@ -8,16 +8,18 @@
 //! it with the reason once its deadline (`JOB_TIMEOUT_MINUTES`) passes. The run of an
 //! execution has the execution's id.
 //!
-//! `client_id` in the body is optional; if given it must be the token's client (403
-//! `forbidden` otherwise: a caller cannot start executions for another client).
+//! `client_id` in the body is optional; if given it must be the token's client or one the
+//! token's client may act for (`API_DELEGATIONS`, e.g. the key-account service); 403
+//! `forbidden` otherwise. The execution belongs to that client and records who acted.
 
 use baton_core::execution::{self, priority_of_rank};
 use baton_core::ids::ExecutionId;
 use baton_core::request::{normalize_domain, validate_execute_request, ExecuteRequestDraft};
 use baton_core::state::StepStatus;
 use baton_core::time::Millis;
+use baton_edge::auth::{self, Caller};
 use baton_edge::engine::{summary_of, Engine, ExecutionDetail, Loaded, NewExecution, Submitted};
-use baton_edge::{auth, http, settings, Error, Result};
+use baton_edge::{http, settings, Error, Result};
 use serde_json::{json, Map, Value};
 use worker::{Env, Request, Response};
 
@@ -29,15 +31,16 @@ const MAX_PARAMETERS_BYTES: usize = 32 * 1024;
 /// The domain of an execution whose parameters name none.
 const DEFAULT_DOMAIN: &str = "pipeline.local";
 
-fn rfc3339(ms: Option<i64>) -> Value {
+/// An instant in ms as RFC 3339, or `null`.
+pub(super) fn rfc3339(ms: Option<i64>) -> Value {
     ms.map(|ms| json!(Millis::new(ms.max(0) as u64).to_rfc3339())).unwrap_or(Value::Null)
 }
 
 /// `POST /execute`
 pub async fn execute(mut req: Request, env: &Env) -> Result<Response> {
-    let client_id = auth::client_id(&req, env)?;
+    let caller = auth::caller(&req, env)?;
     let body: Value = http::read_json(&mut req).await?;
-    let new = decode(body, client_id)?;
+    let new = decode(body, &caller)?;
     let quota = settings::quotas(env).of(&new.client_id);
     quota.allows_priority(new.priority).map_err(Error::Quota)?;
     let engine = Engine::new(env).await?;
@@ -46,17 +49,10 @@ pub async fn execute(mut req: Request, env: &Env) -> Result<Response> {
     http::json(202, &submitted_json(&submitted))
 }
 
-/// The body of `POST /execute` as a valid request of `client_id`.
-fn decode(body: Value, client_id: String) -> Result<NewExecution> {
+/// The body of `POST /execute` as a valid request of `caller` (or of the client it acts for).
+fn decode(body: Value, caller: &Caller) -> Result<NewExecution> {
     let map = input::object(body, &["template_name", "parameters", "client_id", "request_id", "priority"])?;
-    if let Some(claimed) = input::optional_string(&map, "client_id")? {
-        if claimed != client_id {
-            return Err(Error::Forbidden {
-                message: format!("client_id {claimed:?} is not the client of this token; omit it or send your own"),
-                field: "client_id",
-            });
-        }
-    }
+    let acting = caller.acting(input::optional_string(&map, "client_id")?.as_deref(), "client_id")?;
     let draft = ExecuteRequestDraft {
         template_name: input::optional_string(&map, "template_name")?.unwrap_or_default(),
         parameters: map.get("parameters").cloned(),
@@ -73,7 +69,8 @@ fn decode(body: Value, client_id: String) -> Result<NewExecution> {
     })?;
     let parameters = sized(Value::Object(request.parameters))?;
     Ok(NewExecution {
-        client_id,
+        client_id: acting.client_id,
+        acted_by: acting.acted_by,
         template_name: request.template_name,
         request_id: request.request_id,
         priority: request.priority,
@@ -115,6 +112,8 @@ fn submitted_json(submitted: &Submitted) -> Value {
     json!({
         "success": true,
         "execution_id": row.run_id,
+        "client_id": row.client_id,
+        "acted_by": row.acted_by,
         "status": submitted.status(),
         "estimated_completion_ms": submitted.estimated_completion_ms,
         "priority": priority_of_rank(row.priority),
@@ -126,11 +125,12 @@ fn submitted_json(submitted: &Submitted) -> Value {
 
 /// `GET /executions/:execution_id`
 pub async fn get(req: Request, env: &Env, execution_id: &str) -> Result<Response> {
-    let client_id = auth::client_id(&req, env)?;
+    let caller = auth::caller(&req, env)?;
     let not_found = || Error::NotFound { what: format!("execution {execution_id}") };
     let execution_id: ExecutionId = execution_id.parse().map_err(|_| not_found())?;
     let engine = Engine::new(env).await?;
-    let detail = engine.execution_of_client(&execution_id, &client_id).await?.ok_or_else(not_found)?;
+    let detail =
+        engine.execution_visible(&execution_id, |owner| caller.may_act_for(owner)).await?.ok_or_else(not_found)?;
     http::json(200, &detail_json(&detail)?)
 }
 
@@ -145,6 +145,8 @@ fn detail_json(detail: &ExecutionDetail) -> Result<Value> {
         "success": true,
         "execution_id": row.run_id,
         "template_name": row.template_name,
+        "client_id": row.client_id,
+        "acted_by": row.acted_by,
         "request_id": row.request_id,
         "priority": priority_of_rank(row.priority),
         "status": detail.status(),

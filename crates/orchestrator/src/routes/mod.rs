@@ -17,9 +17,10 @@ mod ui;
 use baton_edge::{Error, Result};
 use worker::{Env, Method, Request, Response};
 
-/// Dispatches a request by method and path; unknown paths are 404, known paths with
-/// another method are 405.
+/// Dispatches a request by method and path, once its client is within its rate limit (429
+/// otherwise); unknown paths are 404, known paths with another method are 405.
 pub async fn route(req: Request, env: &Env) -> Result<Response> {
+    baton_edge::rate_limit::check(&req, env).await?;
     let path = req.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();

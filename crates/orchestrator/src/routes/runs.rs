@@ -2,16 +2,19 @@
 
 use std::time::Duration;
 
+use baton_core::delegation::Acting;
 use baton_core::ids::RunId;
 use baton_core::plan::{Plan, DEFAULT_PLAN_ID};
 use baton_core::request::{self, validate_run_request, RunRequest, RunRequestDraft};
 use baton_core::state::RunStatus;
 use baton_core::time::Millis;
+use baton_edge::auth::{self, Caller};
 use baton_edge::engine::{blocked_by, depends_on, summary_of, Engine, Loaded, NewRun, Started};
-use baton_edge::{auth, clock, http, settings, Error, Result};
+use baton_edge::{clock, http, settings, Error, Result};
 use serde_json::{json, Map, Value};
 use worker::{Env, Request, Response};
 
+use super::executions::rfc3339;
 use super::input;
 
 /// Largest `parameters` object: the run row must stay under D1's 100 KB statement limit.
@@ -20,16 +23,17 @@ const MAX_PARAMETERS_BYTES: usize = 90 * 1024;
 
 /// `POST /api/orchestration/run`
 pub async fn start(mut req: Request, env: &Env) -> Result<Response> {
-    let client_id = auth::client_id(&req, env)?;
+    let caller = auth::caller(&req, env)?;
     let asked = wait_asked(&req)?;
     let body: Value = http::read_json(&mut req).await?;
-    let (request, parameters) = decode_run_request(body)?;
+    let (request, parameters, claimed) = decode_run_request(body)?;
+    let acting = caller.acting(claimed.as_deref(), "client_id")?;
     let engine = Engine::new(env).await?;
-    let plan = resolve_plan(&engine, request.plan_id.as_str(), &client_id).await?;
+    let plan = resolve_plan(&engine, request.plan_id.as_str(), &acting.client_id).await?;
     let wait = request::wait_seconds(asked, settings::run_wait_default_seconds(env), &plan)
         .map_err(|e| Error::bad_request("invalid_field", "wait", e.to_string()))?;
     let wait = Some(wait).filter(|seconds| *seconds > 0);
-    let new = new_run(client_id, request, plan, parameters)?;
+    let new = new_run(acting, request, plan, parameters)?;
     let wait_deadline = wait.map(|seconds| clock::now_ms() + seconds * 1000);
     let begun = begin(&engine, new, wait).await?;
     let answer = |status: &Value, summary: Value| {
@@ -52,12 +56,13 @@ pub async fn start(mut req: Request, env: &Env) -> Result<Response> {
     )
 }
 
-/// A new diagnostic run of `client_id`'s.
-fn new_run(client_id: String, request: RunRequest, plan: Plan, parameters: Map<String, Value>) -> Result<NewRun> {
+/// A new diagnostic run of the client `acting` names.
+fn new_run(acting: Acting, request: RunRequest, plan: Plan, parameters: Map<String, Value>) -> Result<NewRun> {
     Ok(NewRun {
         run_id: RunId::from_parts(Millis::new(clock::now_ms()), clock::random_bytes::<8>()?),
         kind: "diagnostic",
-        client_id,
+        client_id: acting.client_id,
+        acted_by: acting.acted_by,
         website_id: request.website_id.as_str().to_string(),
         domain: request.domain,
         plan,
@@ -101,9 +106,11 @@ async fn begin(engine: &Engine<'_>, new: NewRun, wait: Option<u64>) -> Result<Be
     })
 }
 
-/// The run request's fields, validated (every problem named), and its parameters.
-fn decode_run_request(body: Value) -> Result<(RunRequest, Map<String, Value>)> {
-    let map = input::object(body, &["website_id", "domain", "plan_id", "parameters", "idempotency_key"])?;
+/// The run request's fields, validated (every problem named), its parameters and the
+/// `client_id` it names.
+fn decode_run_request(body: Value) -> Result<(RunRequest, Map<String, Value>, Option<String>)> {
+    let map = input::object(body, &["website_id", "domain", "plan_id", "parameters", "idempotency_key", "client_id"])?;
+    let claimed = input::optional_string(&map, "client_id")?;
     let draft = RunRequestDraft {
         website_id: input::optional_string(&map, "website_id")?.unwrap_or_default(),
         domain: input::optional_string(&map, "domain")?.unwrap_or_default(),
@@ -119,7 +126,7 @@ fn decode_run_request(body: Value) -> Result<(RunRequest, Map<String, Value>)> {
             .collect();
         input::problems("invalid_request", &problems.to_string(), list)
     })?;
-    Ok((request, parameters))
+    Ok((request, parameters, claimed))
 }
 
 /// `?wait` as asked (whole seconds), before the plan's limit is known.
@@ -138,23 +145,24 @@ async fn resolve_plan(engine: &Engine<'_>, plan_id: &str, client_id: &str) -> Re
     })
 }
 
-/// Loads a run the client may see; another client's run is 404, as if it did not exist.
-pub(super) async fn visible_run(engine: &Engine<'_>, run_id: &str, client_id: &str) -> Result<Loaded> {
+/// Loads a run the caller may see (its own, or one of a client it may act for); another
+/// client's run is 404, as if it did not exist.
+pub(super) async fn visible_run(engine: &Engine<'_>, run_id: &str, caller: &Caller) -> Result<Loaded> {
     let not_found = || Error::NotFound { what: format!("run {run_id}") };
     if run_id.parse::<RunId>().is_err() {
         return Err(not_found());
     }
     match engine.load(run_id).await? {
-        Some(loaded) if loaded.run.client_id == client_id => Ok(loaded),
+        Some(loaded) if caller.may_act_for(&loaded.run.client_id) => Ok(loaded),
         _ => Err(not_found()),
     }
 }
 
 /// `GET /api/orchestration/runs/:run_id`
 pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
-    let client_id = auth::client_id(&req, env)?;
+    let caller = auth::caller(&req, env)?;
     let engine = Engine::new(env).await?;
-    let loaded = visible_run(&engine, run_id, &client_id).await?;
+    let loaded = visible_run(&engine, run_id, &caller).await?;
     let summary = summary_of(&loaded)?;
     let mut history = engine.attempts_of(&loaded).await?;
     let service_results: Vec<Value> = loaded
@@ -167,6 +175,8 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
                 "wave": s.wave,
                 "attempts": s.attempts,
                 "duration_ms": s.duration_ms,
+                "started_at": rfc3339(s.started_at),
+                "finished_at": rfc3339(s.finished_at),
                 "error": s.error,
                 "progress": s.progress.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()),
                 "depends_on": depends_on(&loaded, &s.service),
@@ -187,6 +197,8 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
             "success": true,
             "summary": summary,
             "status": loaded.run.status,
+            "client_id": loaded.run.client_id,
+            "acted_by": loaded.run.acted_by,
             "partial": loaded.run.partial.map(|p| p != 0),
             "service_results": service_results,
             "diagnosis": diagnosis,
@@ -201,16 +213,11 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     )
 }
 
-/// An instant in RFC 3339, or `null`.
-fn rfc3339(ms: Option<i64>) -> Value {
-    ms.map(|ms| json!(Millis::new(ms.max(0) as u64).to_rfc3339())).unwrap_or(Value::Null)
-}
-
 /// `GET /api/orchestration/runs/:run_id/events`
 pub async fn events(req: Request, env: &Env, run_id: &str) -> Result<Response> {
-    let client_id = auth::client_id(&req, env)?;
+    let caller = auth::caller(&req, env)?;
     let engine = Engine::new(env).await?;
-    visible_run(&engine, run_id, &client_id).await?;
+    visible_run(&engine, run_id, &caller).await?;
     let events = engine.run_events(run_id).await?;
     http::json(200, &json!({ "success": true, "run_id": run_id, "events": events }))
 }

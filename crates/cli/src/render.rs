@@ -1,0 +1,514 @@
+//! The API's answers as text for a terminal. Every function is pure: JSON in, text out.
+
+use baton_core::time::Millis;
+use serde_json::Value;
+
+/// One step of a run, as `GET /api/orchestration/runs/:id` shows it (run summaries are
+/// camelCase, everything else snake_case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepView {
+    /// The step's service.
+    pub service: String,
+    /// Its wave (1 = no dependencies).
+    pub wave: i64,
+    /// Its status.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// How long it ran, once it has ended.
+    pub duration_ms: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When its current attempt started.
+    pub started_at: Option<Millis>,
+    /// When it ended.
+    pub finished_at: Option<Millis>,
+}
+
+impl StepView {
+    /// Whether the step has ended (it will not change again).
+    pub fn ended(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "failed" | "timeout" | "skipped" | "cancelled")
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn instant(value: &Value) -> Option<Millis> {
+    value.as_str().and_then(|t| Millis::parse_rfc3339(t).ok())
+}
+
+/// The steps of a run's JSON (`service_results`), in plan order.
+pub fn steps_of(run: &Value) -> Vec<StepView> {
+    let Some(results) = run["service_results"].as_array() else { return Vec::new() };
+    results
+        .iter()
+        .map(|s| StepView {
+            service: text(&s["service"]),
+            wave: s["wave"].as_i64().unwrap_or(0),
+            status: text(&s["status"]),
+            attempts: s["attempts"].as_i64().unwrap_or(0),
+            duration_ms: s["duration_ms"].as_u64(),
+            error: s["error"].as_str().map(str::to_string),
+            started_at: instant(&s["started_at"]),
+            finished_at: instant(&s["finished_at"]),
+        })
+        .collect()
+}
+
+/// `ms` for people: `850 ms`, `4.2 s`, `3 min 05 s`.
+pub fn duration(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1_000..=59_999 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => format!("{} min {:02} s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
+/// One step on one line: wave, service, status, attempt, duration (and the error, if any).
+pub fn step_line(step: &StepView) -> String {
+    let took = step.duration_ms.map(duration).unwrap_or_default();
+    let mut line =
+        format!("wave {}  {:<28} {:<10} attempt {:<2} {took}", step.wave, step.service, step.status, step.attempts);
+    if let Some(error) = &step.error {
+        line.push_str(&format!("  ({error})"));
+    }
+    line.trim_end().to_string()
+}
+
+/// The lines for steps that are new in `after` or whose status or attempt changed since `before`.
+pub fn step_changes(before: &[StepView], after: &[StepView]) -> Vec<String> {
+    after
+        .iter()
+        .filter(|step| {
+            !before.iter().any(|b| b.service == step.service && b.status == step.status && b.attempts == step.attempts)
+        })
+        .map(step_line)
+        .collect()
+}
+
+/// Columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.iter().map(|r| line(r.clone())));
+    out.join("\n") + "\n"
+}
+
+/// The answer to a run request that did not wait.
+pub fn run_started(body: &Value) -> String {
+    let run_id = text(&body["run_id"]);
+    let replay = if body["idempotent_replay"] == Value::Bool(true) { " (already started with this key)" } else { "" };
+    format!("run {run_id} {}{replay}\n  follow it: baton show {run_id}\n", text(&body["status"]))
+}
+
+/// A run in full: its header, its steps, and its diagnosis.
+pub fn run_report(run: &Value) -> String {
+    let summary = &run["summary"];
+    let mut out = String::new();
+    let took = summary["durationMs"].as_u64().map(|ms| format!(" in {}", duration(ms))).unwrap_or_default();
+    out.push_str(&format!(
+        "run {} {}{took} (plan {}, {})\n",
+        text(&summary["runId"]),
+        text(&run["status"]),
+        text(&summary["planId"]),
+        text(&summary["domain"])
+    ));
+    if let Some(by) = run["acted_by"].as_str() {
+        out.push_str(&format!("  started for {} by {by}\n", text(&run["client_id"])));
+    }
+    out.push_str(&format!(
+        "  {} services: {} completed, {} failed, {} timed out, {} skipped\n",
+        summary["servicesTotal"].as_u64().unwrap_or(0),
+        summary["servicesCompleted"].as_u64().unwrap_or(0),
+        summary["servicesFailed"].as_u64().unwrap_or(0),
+        summary["servicesTimeout"].as_u64().unwrap_or(0),
+        summary["servicesSkipped"].as_u64().unwrap_or(0),
+    ));
+    if let Some(error) = summary["error"].as_str() {
+        out.push_str(&format!("  error: {error}\n"));
+    }
+    out.push_str("steps:\n");
+    for step in steps_of(run) {
+        out.push_str(&format!("  {}\n", step_line(&step)));
+    }
+    out.push_str(&diagnosis(&run["diagnosis"]));
+    out
+}
+
+/// The diagnosis: status and score, missing services, findings, recommendations.
+pub fn diagnosis(diagnosis: &Value) -> String {
+    if diagnosis.is_null() {
+        return "diagnosis: none yet\n".to_string();
+    }
+    let mut out = format!(
+        "diagnosis: {}, score {}, confidence {:.2}\n",
+        text(&diagnosis["overall_status"]),
+        text(&diagnosis["overall_score"]),
+        diagnosis["confidence"].as_f64().unwrap_or(0.0)
+    );
+    let missing: Vec<String> = diagnosis["missing_services"].as_array().into_iter().flatten().map(text).collect();
+    if !missing.is_empty() {
+        out.push_str(&format!("  missing: {}\n", missing.join(", ")));
+    }
+    for finding in diagnosis["findings"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  [{}] {}: {}\n",
+            text(&finding["severity"]),
+            text(&finding["title"]),
+            text(&finding["detail"])
+        ));
+    }
+    for recommendation in diagnosis["recommendations"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {}. {}\n", text(&recommendation["priority"]), text(&recommendation["action"])));
+    }
+    if let Some(narrative) = diagnosis["narrative"].as_str() {
+        out.push_str(&format!("  {narrative}\n"));
+    }
+    out
+}
+
+/// Width of the timeline's bars, in characters.
+pub const TIMELINE_WIDTH: usize = 40;
+
+/// A run's steps on a timeline: each step's bar spans its start to its end (or `now`, while
+/// it runs), on a scale from the run's start to its end (or `now`).
+pub fn timeline(run: &Value, now: Millis) -> String {
+    let summary = &run["summary"];
+    let steps = steps_of(run);
+    let Some(start) = instant(&summary["startedAt"]) else { return String::new() };
+    let end = instant(&summary["completedAt"])
+        .or_else(|| steps.iter().filter_map(|s| s.finished_at).max().filter(|_| steps.iter().all(StepView::ended)))
+        .unwrap_or(now)
+        .max(Millis::new(start.as_u64() + 1));
+    let span = end.since(start) as f64;
+    let column = |at: Millis| ((at.since(start) as f64 / span) * TIMELINE_WIDTH as f64).round() as usize;
+    let mut rows = Vec::new();
+    for step in &steps {
+        let bar = match step.started_at {
+            Some(from) => {
+                let to = step.finished_at.unwrap_or(if step.ended() { from } else { end });
+                let (a, b) = (column(from).min(TIMELINE_WIDTH), column(to).min(TIMELINE_WIDTH));
+                let fill = if step.ended() { '█' } else { '▒' };
+                format!("{}{}", " ".repeat(a), fill.to_string().repeat((b - a.min(b)).max(1)))
+            }
+            None => String::new(),
+        };
+        rows.push(vec![
+            step.wave.to_string(),
+            step.service.clone(),
+            step.status.clone(),
+            step.attempts.to_string(),
+            step.duration_ms.map(duration).unwrap_or_default(),
+            format!("|{:<w$}|", bar.chars().take(TIMELINE_WIDTH).collect::<String>(), w = TIMELINE_WIDTH),
+        ]);
+    }
+    let mut out = format!("timeline: 0 → {}\n", duration(end.since(start)));
+    out.push_str(&table(&["WAVE", "SERVICE", "STATUS", "ATTEMPTS", "TOOK", ""], &rows));
+    out
+}
+
+/// A run's events, oldest first: time since the first, type, service, and what it says.
+pub fn events(body: &Value) -> String {
+    let events = body["events"].as_array().cloned().unwrap_or_default();
+    let first = events.first().and_then(|e| instant(&e["created_at"]));
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let at = match (first, instant(&e["created_at"])) {
+                (Some(first), Some(at)) => format!("+{}", duration(at.since(first))),
+                _ => text(&e["created_at"]),
+            };
+            vec![at, text(&e["type"]), text(&e["service"]), event_gist(&e["payload"])]
+        })
+        .collect();
+    table(&["AT", "TYPE", "SERVICE", "WHAT"], &rows)
+}
+
+/// What an event's payload says, in a few words.
+fn event_gist(payload: &Value) -> String {
+    let mut parts = Vec::new();
+    for key in ["status", "overall_status", "error"] {
+        if let Some(value) = payload[key].as_str() {
+            parts.push(if key == "status" { value.to_string() } else { format!("{key}: {value}") });
+        }
+    }
+    if let Some(by) = payload["acted_by"].as_str() {
+        parts.push(format!("acted_by: {by}"));
+    }
+    if parts.is_empty() {
+        let compact = payload.to_string();
+        return if compact.chars().count() > 80 {
+            compact.chars().take(77).collect::<String>() + "..."
+        } else {
+            compact
+        };
+    }
+    parts.join(", ")
+}
+
+/// Runs as a table.
+pub fn runs(runs: &[Value]) -> String {
+    if runs.is_empty() {
+        return "no runs\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                text(&r["runId"]),
+                text(&r["status"]),
+                text(&r["planId"]),
+                text(&r["websiteId"]),
+                text(&r["domain"]),
+                text(&r["startedAt"]),
+                r["durationMs"].as_u64().map(duration).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["RUN", "STATUS", "PLAN", "SITE", "DOMAIN", "STARTED", "TOOK"], &rows)
+}
+
+/// The answer to a cancel.
+pub fn cancelled(body: &Value) -> String {
+    let steps: Vec<String> = body["cancelled_steps"].as_array().into_iter().flatten().map(text).collect();
+    let which = if steps.is_empty() { String::new() } else { format!(": {}", steps.join(", ")) };
+    format!("run {} {}; {} steps cancelled{which}\n", text(&body["run_id"]), text(&body["status"]), steps.len())
+}
+
+/// Plans as a table.
+pub fn plans(body: &Value) -> String {
+    let rows: Vec<Vec<String>> = body["plans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            vec![
+                text(&p["plan_id"]),
+                text(&p["name"]),
+                p["services"].as_array().map(|s| s.len()).unwrap_or(0).to_string(),
+                p["max_run_duration_ms"].as_u64().map(duration).unwrap_or_default(),
+                text(&p["source"]),
+            ]
+        })
+        .collect();
+    table(&["PLAN", "NAME", "STEPS", "MAX DURATION", "SOURCE"], &rows)
+}
+
+/// One plan: its header and its steps.
+pub fn plan(plan: &Value) -> String {
+    let mut out = format!(
+        "plan {} ({}): {}\n  max duration {}\n",
+        text(&plan["plan_id"]),
+        text(&plan["source"]),
+        text(&plan["name"]),
+        plan["max_run_duration_ms"].as_u64().map(duration).unwrap_or_default()
+    );
+    if let Some(description) = plan["description"].as_str().filter(|d| !d.is_empty()) {
+        out.push_str(&format!("  {description}\n"));
+    }
+    let rows: Vec<Vec<String>> = plan["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let depends: Vec<String> = s["depends_on"].as_array().into_iter().flatten().map(text).collect();
+            vec![
+                text(&s["service"]),
+                text(&s["worker_key"]),
+                if depends.is_empty() { "-".to_string() } else { depends.join(", ") },
+                s["timeout_ms"].as_u64().map(duration).unwrap_or_default(),
+                s["retry"]["max_attempts"].as_u64().map(|n| n.to_string()).unwrap_or_default(),
+                if s["required"] == Value::Bool(true) { "yes" } else { "no" }.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["SERVICE", "WORKER", "DEPENDS ON", "TIMEOUT", "ATTEMPTS", "REQUIRED"], &rows));
+    out
+}
+
+/// The answer to `POST /execute`.
+pub fn execution_submitted(body: &Value) -> String {
+    let id = text(&body["execution_id"]);
+    let mut out = format!("execution {id} {} (priority {})", text(&body["status"]), text(&body["priority"]));
+    if let Some(by) = body["acted_by"].as_str() {
+        out.push_str(&format!(" for {} by {by}", text(&body["client_id"])));
+    }
+    out.push('\n');
+    if let Some(reason) = body["reason"].as_str() {
+        out.push_str(&format!("  waiting: {reason}\n"));
+    }
+    if let Some(ms) = body["estimated_completion_ms"].as_u64() {
+        out.push_str(&format!("  estimated completion: {}\n", duration(ms)));
+    }
+    out.push_str(&format!("  follow it: baton executions show {id}\n"));
+    out
+}
+
+/// An execution: status, queue, stages, deliverables and costs.
+pub fn execution(body: &Value) -> String {
+    let mut out = format!(
+        "execution {} {} (template {}, priority {})\n",
+        text(&body["execution_id"]),
+        text(&body["status"]),
+        text(&body["template_name"]),
+        text(&body["priority"])
+    );
+    if let Some(by) = body["acted_by"].as_str() {
+        out.push_str(&format!("  submitted for {} by {by}\n", text(&body["client_id"])));
+    }
+    if let Some(reason) = body["queue"]["reason"].as_str() {
+        out.push_str(&format!("  queue: {reason}\n"));
+    }
+    if let Some(error) = body["error"].as_str() {
+        out.push_str(&format!("  error: {error}\n"));
+    }
+    let rows: Vec<Vec<String>> = body["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            vec![
+                text(&s["stage"]),
+                text(&s["service"]),
+                text(&s["status"]),
+                text(&s["attempts"]),
+                s["duration_ms"].as_u64().map(duration).unwrap_or_default(),
+                s["error"].as_str().unwrap_or_default().to_string(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push_str(&table(&["STAGE", "SERVICE", "STATUS", "ATTEMPTS", "TOOK", "ERROR"], &rows));
+    }
+    let deliverables = body["deliverables"].as_array().map(Vec::len).unwrap_or(0);
+    out.push_str(&format!("deliverables: {deliverables}\n"));
+    if let Some(tokens) = body["costs"]["tokens"].as_u64() {
+        out.push_str(&format!("tokens: {tokens}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run_json(status: &str, completed: Option<&str>) -> Value {
+        json!({
+            "status": status,
+            "client_id": "alice",
+            "acted_by": "key-accounts",
+            "summary": {
+                "runId": "run_1", "planId": "quick-v1", "domain": "example.com", "status": status,
+                "startedAt": "2026-01-01T00:00:00.000Z", "completedAt": completed,
+                "durationMs": completed.map(|_| 4000), "servicesTotal": 2, "servicesCompleted": 1,
+                "servicesFailed": 1, "servicesTimeout": 0, "servicesSkipped": 0, "error": null
+            },
+            "service_results": [
+                {"service": "serp", "wave": 1, "status": "completed", "attempts": 1, "duration_ms": 1500,
+                 "started_at": "2026-01-01T00:00:00.000Z", "finished_at": "2026-01-01T00:00:01.500Z", "error": null},
+                {"service": "seo", "wave": 2, "status": "failed", "attempts": 3, "duration_ms": 2000,
+                 "started_at": "2026-01-01T00:00:02.000Z", "finished_at": "2026-01-01T00:00:04.000Z",
+                 "error": "Worker config invalid"}
+            ],
+            "diagnosis": {
+                "overall_status": "needs_attention", "overall_score": 61, "confidence": 0.5,
+                "missing_services": ["seo"],
+                "findings": [{"severity": "high", "title": "Slow LCP", "detail": "LCP 4.1 s"}],
+                "recommendations": [{"priority": 1, "action": "Compress images"}]
+            }
+        })
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        for (ms, expected) in [(0, "0 ms"), (850, "850 ms"), (4_200, "4.2 s"), (185_000, "3 min 05 s")] {
+            assert_eq!(duration(ms), expected);
+        }
+    }
+
+    #[test]
+    fn a_report_shows_every_step_who_acted_and_the_diagnosis() {
+        let report = run_report(&run_json("completed", Some("2026-01-01T00:00:04.000Z")));
+        assert!(report.starts_with("run run_1 completed in 4.0 s (plan quick-v1, example.com)\n"), "{report}");
+        for expected in [
+            "  started for alice by key-accounts\n",
+            "  2 services: 1 completed, 1 failed, 0 timed out, 0 skipped\n",
+            "  wave 1  serp                         completed  attempt 1  1.5 s\n",
+            "  wave 2  seo                          failed     attempt 3  2.0 s  (Worker config invalid)\n",
+            "diagnosis: needs_attention, score 61, confidence 0.50\n",
+            "  missing: seo\n",
+            "  [high] Slow LCP: LCP 4.1 s\n",
+            "  1. Compress images\n",
+        ] {
+            assert!(report.contains(expected), "missing {expected:?} in\n{report}");
+        }
+        assert!(diagnosis(&Value::Null).contains("none yet"));
+    }
+
+    #[test]
+    fn only_changed_steps_are_reported_while_following() {
+        let before = steps_of(&run_json("running", None));
+        let mut after = before.clone();
+        after[1].status = "retrying".into();
+        after[1].attempts = 2;
+        assert_eq!(
+            step_changes(&before, &after),
+            vec!["wave 2  seo                          retrying   attempt 2  2.0 s  (Worker config invalid)"]
+        );
+        assert_eq!(step_changes(&[], &before).len(), 2);
+        assert!(step_changes(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn the_timeline_places_each_step_on_the_runs_span() {
+        let shown = timeline(&run_json("completed", Some("2026-01-01T00:00:04.000Z")), Millis::new(0));
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines[0], "timeline: 0 → 4.0 s");
+        // serp ran in the first 1.5 s of 4 s: 15 of 40 columns from the left edge.
+        let serp = lines.iter().find(|l| l.contains("serp")).unwrap();
+        assert!(serp.contains(&format!("|{}{}|", "█".repeat(15), " ".repeat(25))), "{serp}");
+        let seo = lines.iter().find(|l| l.contains("seo")).unwrap();
+        assert!(seo.contains(&format!("|{}{}|", " ".repeat(20), "█".repeat(20))), "{seo}");
+    }
+
+    #[test]
+    fn events_tables_and_answers_name_what_matters() {
+        let body = json!({"events": [
+            {"created_at": "2026-01-01T00:00:00.000Z", "type": "run_status", "service": "orchestrator",
+             "payload": {"status": "started", "acted_by": "key-accounts"}},
+            {"created_at": "2026-01-01T00:00:02.500Z", "type": "diagnosis", "service": "orchestrator",
+             "payload": {"overall_status": "healthy"}}
+        ]});
+        let shown = events(&body);
+        assert!(shown.contains("+0 ms   run_status  orchestrator  started, acted_by: key-accounts"), "{shown}");
+        assert!(shown.contains("+2.5 s  diagnosis   orchestrator  overall_status: healthy"), "{shown}");
+        assert_eq!(table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]), "A    BB\nxyz  1\n");
+        assert_eq!(runs(&[]), "no runs\n");
+        let cancelled_text =
+            cancelled(&json!({"run_id": "run_1", "status": "cancelled", "cancelled_steps": ["a", "b"]}));
+        assert_eq!(cancelled_text, "run run_1 cancelled; 2 steps cancelled: a, b\n");
+        let submitted = execution_submitted(&json!({"execution_id": "exec_1", "status": "queued", "priority": "high",
+            "client_id": "alice", "acted_by": "kam", "reason": "waiting for tokens", "estimated_completion_ms": 1200}));
+        assert!(submitted
+            .starts_with("execution exec_1 queued (priority high) for alice by kam\n  waiting: waiting for tokens\n"));
+    }
+}
