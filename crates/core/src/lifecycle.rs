@@ -333,6 +333,18 @@ fn look_at(
             }
         }
         FanInDecision::Fail { reason } => {
+            // A run that fails early (its threshold out of reach) cancels what still runs.
+            for (position, record) in records.iter_mut().enumerate() {
+                if record.status.is_terminal() {
+                    continue;
+                }
+                if let Ok(StepOutcome::Applied(next)) =
+                    apply(record, StepEvent::Cancelled, rules.now, &plan.steps()[position], rng)
+                {
+                    *record = next;
+                    causes[position] = Some(Cause::Cancelled);
+                }
+            }
             RunAction::Finish(Finish { status: RunStatus::Failed, from: ACTIVE, error: Some(reason.to_string()) })
         }
     }
@@ -375,9 +387,10 @@ fn dispatch_ready(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::test_plan;
+    use crate::plan::{test_plan, validate, PlanDraft, StepDraft, Threshold};
     use crate::retry::SplitMix64;
     use crate::state::ErrorKind;
+    use crate::trigger::TriggerRule;
 
     const NOW: Millis = Millis::new(1_800_000_000_000);
 
@@ -401,6 +414,10 @@ mod tests {
             deadline_at: Some(NOW.saturating_add(60_000)),
             ..StepRecord::pending(slug(service))
         }
+    }
+
+    fn failed_record(service: &str) -> StepRecord {
+        StepRecord { status: StepStatus::Failed, finished_at: Some(NOW), ..running(service) }
     }
 
     fn completed(service: &str) -> StepRecord {
@@ -441,6 +458,71 @@ mod tests {
         assert_eq!(dispatched, ["c"]);
         assert_eq!(d.writes.len(), 2, "the result and the dispatch");
         assert_eq!(d.run, RunAction::Keep);
+    }
+
+    fn failed(service: &str) -> Event {
+        let error = StepError::new(ErrorKind::Permanent, "boom");
+        Event::Reported { service: slug(service), attempt: Some(1), report: Report::Failed(error) }
+    }
+
+    fn with_rules(steps: &[(&str, &[&str], TriggerRule)], min_completed: Option<Threshold>) -> Plan {
+        let draft = PlanDraft {
+            plan_id: "p".into(),
+            name: "P".into(),
+            description: String::new(),
+            max_run_duration_ms: 600_000,
+            services: steps
+                .iter()
+                .map(|(service, deps, rule)| StepDraft {
+                    depends_on: deps.iter().map(|d| d.to_string()).collect(),
+                    trigger_rule: Some(*rule),
+                    ..StepDraft::new(*service)
+                })
+                .collect(),
+            min_completed,
+        };
+        validate(&draft).expect("a valid plan")
+    }
+
+    #[test]
+    fn an_all_done_step_runs_after_its_upstream_failed_and_an_all_success_one_is_skipped_at_once() {
+        let p = with_rules(
+            &[
+                ("a", &[], TriggerRule::AllSuccess),
+                ("b", &[], TriggerRule::AllSuccess),
+                ("report", &["a"], TriggerRule::AllDone),
+                ("strict", &["a"], TriggerRule::AllSuccess),
+            ],
+            None,
+        );
+        let d = decide_on(&p, RunStatus::Running, &[running("a"), running("b")], &[failed("a")], Observer::EventDriven);
+        let dispatched: Vec<&str> = d.dispatched().map(|r| r.service.as_str()).collect();
+        assert_eq!(dispatched, ["report"]);
+        let skipped: Vec<&str> = d.settled_as(StepStatus::Skipped).map(ServiceSlug::as_str).collect();
+        assert_eq!(skipped, ["strict"], "skipped while b still runs: the run's deadline is not awaited");
+    }
+
+    #[test]
+    fn a_run_that_can_no_longer_reach_its_threshold_fails_at_once_and_cancels_what_runs() {
+        let steps: Vec<(&str, &[&str], TriggerRule)> =
+            ["a", "b", "c", "d", "e"].iter().map(|s| (*s, &[][..], TriggerRule::AllSuccess)).collect();
+        let p = with_rules(&steps, Some(Threshold::Count(3)));
+        let records = [failed_record("a"), failed_record("b"), running("c"), running("d"), running("e")];
+        let d = decide_on(&p, RunStatus::Running, &records, &[Event::Look], Observer::EventDriven);
+        assert_eq!(d.run, RunAction::Keep, "3 of 5 can still complete");
+        let d = decide_on(&p, RunStatus::Running, &records, &[failed("c")], Observer::EventDriven);
+        match &d.run {
+            RunAction::Finish(finish) => {
+                assert_eq!(finish.status, RunStatus::Failed);
+                assert!(finish.error.as_deref().is_some_and(|e| e.contains("min_completed of 3")), "{finish:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let cancelled: Vec<&str> =
+            d.writes.iter().filter(|w| w.cause == Cause::Cancelled).map(|w| w.after.service.as_str()).collect();
+        assert_eq!(cancelled, ["d", "e"]);
+        let ratio = with_rules(&steps, Some(Threshold::Ratio(0.6)));
+        assert_eq!(ratio.min_completed(), 3);
     }
 
     #[test]
