@@ -13,5 +13,6 @@ mod openapi;
 mod poller;
 mod resilience;
 mod runs;
+mod semantics;
 mod trust;
 mod ui;

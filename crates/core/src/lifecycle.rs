@@ -272,6 +272,50 @@ pub fn analysed(status: RunStatus, partial: bool, claimed_at: Millis, deadline_a
     })
 }
 
+/// Why a run cannot be retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetryRefused {
+    /// It has not ended.
+    #[error("the run is {0}: only a run that has ended can be retried")]
+    InProgress(RunStatus),
+    /// Every step completed.
+    #[error("every step of the run completed: nothing to retry")]
+    NothingToRetry,
+}
+
+/// Retrying an ended run: its steps that did not complete (failed, timed out, skipped,
+/// cancelled) start over as `pending`, with a fresh retry budget and their attempt numbers
+/// going on (so a late report of an old attempt stays stale); completed steps keep their
+/// outputs. The run goes back to `running`, and a look then dispatches what is ready, by the
+/// plan's rules, and settles the rest.
+pub fn retry(status: RunStatus, plan: &Plan, steps: &[StepRecord]) -> Result<Vec<StepWrite>, RetryRefused> {
+    if !status.is_terminal() {
+        return Err(RetryRefused::InProgress(status));
+    }
+    let writes: Vec<StepWrite> = records_by_position(plan, steps)
+        .into_iter()
+        .filter(|r| r.status.is_terminal() && r.status != StepStatus::Completed)
+        .map(|before| {
+            let after = StepRecord {
+                status: StepStatus::Pending,
+                finished_at: None,
+                deadline_at: None,
+                next_attempt_at: None,
+                heartbeat_at: None,
+                attempt_base: before.attempts,
+                error: None,
+                error_kind: None,
+                ..before.clone()
+            };
+            StepWrite { before, after, cause: Cause::Dispatched }
+        })
+        .collect();
+    if writes.is_empty() {
+        return Err(RetryRefused::NothingToRetry);
+    }
+    Ok(writes)
+}
+
 fn record_report(
     plan: &Plan,
     records: &mut [StepRecord],
@@ -523,6 +567,34 @@ mod tests {
         assert_eq!(cancelled, ["d", "e"]);
         let ratio = with_rules(&steps, Some(Threshold::Ratio(0.6)));
         assert_eq!(ratio.min_completed(), 3);
+    }
+
+    #[test]
+    fn a_retried_run_starts_over_what_did_not_complete_with_a_fresh_budget() {
+        let p = plan(&[("a", &[]), ("b", &[]), ("c", &["b"])]);
+        let skipped =
+            StepRecord { status: StepStatus::Skipped, finished_at: Some(NOW), ..StepRecord::pending(slug("c")) };
+        let failed_b = StepRecord { attempts: 3, ..failed_record("b") };
+        let steps = [completed("a"), failed_b, skipped];
+        assert_eq!(retry(RunStatus::Running, &p, &steps), Err(RetryRefused::InProgress(RunStatus::Running)));
+        let writes = retry(RunStatus::Failed, &p, &steps).unwrap();
+        let reset: Vec<(&str, StepStatus, u32, u32)> = writes
+            .iter()
+            .map(|w| (w.after.service.as_str(), w.after.status, w.after.attempts, w.after.attempt_base))
+            .collect();
+        assert_eq!(reset, [("b", StepStatus::Pending, 3, 3), ("c", StepStatus::Pending, 0, 0)]);
+        let done = [completed("a"), completed("b"), completed("c")];
+        assert_eq!(retry(RunStatus::Completed, &p, &done), Err(RetryRefused::NothingToRetry));
+        // The retried step gets its whole budget again.
+        let again = decide_on(
+            &p,
+            RunStatus::Running,
+            &[completed("a"), writes[0].after.clone(), writes[1].after.clone()],
+            &[Event::Look],
+            Observer::EventDriven,
+        );
+        let dispatched: Vec<(&str, u32)> = again.dispatched().map(|r| (r.service.as_str(), r.attempts)).collect();
+        assert_eq!(dispatched, [("b", 4)]);
     }
 
     #[test]

@@ -179,6 +179,9 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
     if let Some(message) = behaviour.permanent_error() {
         return error(400, "worker_config_invalid", &message);
     }
+    if stage.attempt <= behaviour.fail_permanent_until {
+        return error(400, "worker_config_invalid", &format!("permanent failure on attempt {}", stage.attempt));
+    }
     if stage.attempt <= behaviour.rate_limit {
         return error(429, "rate_limited", "too many requests, retry later");
     }

@@ -110,6 +110,7 @@ impl Engine<'_> {
             error: None,
             version: 0,
             events_service: Some(self.orchestrator_service_name()),
+            retries: 0,
         };
         let pending_rows: Vec<StepRow> = plan
             .steps()
@@ -135,6 +136,7 @@ impl Engine<'_> {
                 usage: None,
                 progress: None,
                 heartbeat_at: None,
+                attempt_base: 0,
             })
             .collect();
         let start_payload = RunStartedPayload::new(plan, &new.domain, now, deadline);
