@@ -142,3 +142,39 @@ fn a_retried_run_completes_its_failed_step_and_keeps_both_diagnoses() {
     assert!(r.status == 409 || r.status == 200, "{}", r.text());
     wait_ended(stack, &again, Duration::from_secs(30));
 }
+
+#[test]
+fn a_service_capped_at_two_never_has_three_attempts_in_flight_under_twenty_runs() {
+    let cap = json!({"technical_seo": 2}).to_string();
+    let stack = baton_e2e::Stack::start(baton_e2e::StackOptions {
+        vars: vec![("SERVICE_CONCURRENCY".into(), cap.clone())],
+        consumer_vars: vec![("SERVICE_CONCURRENCY".into(), cap.clone())],
+        poller_vars: vec![("SERVICE_CONCURRENCY".into(), cap)],
+        ..baton_e2e::StackOptions::default()
+    });
+    let body = json!({"website_id": "site_cap", "domain": "cap.example", "plan_id": "quick-v1",
+                      "parameters": {"sample_behaviour": {"technical-seo": {"latency_ms": 300, "record_calls": true}}}});
+    let runs: Vec<String> = (0..20).map(|_| start_run(&stack, &body)).collect();
+    for run_id in &runs {
+        let ended = wait_ended(&stack, run_id, Duration::from_secs(60));
+        assert_eq!(step_status(&ended, "technical-seo"), "completed", "waiting for a slot never fails a step: {ended}");
+    }
+    let mut edges = Vec::new();
+    for run_id in &runs {
+        let call = stack.kv_get(&format!("sample:call:{run_id}:technical-seo:1")).expect("the call was recorded");
+        let call: Value = serde_json::from_str(&call).expect("JSON");
+        edges.push((call["start"].as_i64().expect("start"), 1));
+        edges.push((call["end"].as_i64().expect("end"), -1));
+    }
+    // Ends before starts at the same instant: a slot given back can be taken at once.
+    edges.sort();
+    let (mut in_flight, mut most) = (0, 0);
+    for (_, change) in edges {
+        in_flight += change;
+        most = most.max(in_flight);
+    }
+    assert!(most <= 2, "{most} calls of technical-seo were in flight at once");
+    assert_eq!(most, 2, "the cap is used, not just respected");
+    let (slots, _) = stack.sql("SELECT COUNT(*) AS n FROM service_slots", &[]);
+    assert_eq!(slots[0]["n"], 0, "every slot was given back");
+}

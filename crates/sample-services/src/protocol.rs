@@ -239,8 +239,15 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
             Response::from_json(&json!({ "status": "accepted", "executionId": stage.execution_id }))?.with_status(202)
         );
     }
+    let began = js_now();
     if behaviour.latency_ms() > 0 {
         Delay::from(Duration::from_millis(behaviour.latency_ms())).await;
+    }
+    if behaviour.record_calls {
+        let key = format!("sample:call:{}:{service}:{}", stage.execution_id, stage.attempt);
+        if let Err(e) = put_kv(&env, &key, &json!({ "start": began, "end": js_now() })).await {
+            return error(503, "temporarily_unavailable", &e);
+        }
     }
     Response::from_json(&result)
 }

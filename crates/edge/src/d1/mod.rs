@@ -7,6 +7,7 @@ pub mod executions;
 pub mod plans;
 pub mod resources;
 pub mod runs;
+pub mod service_slots;
 pub mod steps;
 pub mod views;
 

@@ -75,7 +75,7 @@ impl Engine<'_> {
             }
             Err(e) => return Err(e),
         };
-        if !metas.first().is_some_and(|m| m.changes > 0) {
+        if metas.first().is_none_or(|m| m.changes == 0) {
             return Err(Error::Conflict(format!("run {run_id} changed while it was being retried; try again")));
         }
         log::emit(log::Event::RunStarted, &log::Line::run(&run_id));
