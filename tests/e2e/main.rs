@@ -15,5 +15,6 @@ mod openapi;
 mod poller;
 mod resilience;
 mod runs;
+mod semantics;
 mod trust;
 mod ui;

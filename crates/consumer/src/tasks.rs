@@ -38,7 +38,14 @@ pub enum Disposition {
     Ack,
     /// Deliver again after this many seconds.
     RetryAfter(u32),
+    /// Its service is at its concurrency cap: acknowledge this message and send the attempt
+    /// again, as a new message, after this many seconds (waiting does not use up the queue's
+    /// retries).
+    Requeue(u32),
 }
+
+/// How long an attempt waiting for a slot of its service waits before asking again.
+const SLOT_WAIT_SECONDS: u32 = 1;
 
 /// A batch of `baton-tasks`: each message is acknowledged or retried on its own. Task
 /// messages run attempts; timer messages look at runs when something falls due.
@@ -63,6 +70,10 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
             Ok(Disposition::Ack) => message.ack(),
             Ok(Disposition::RetryAfter(seconds)) => {
                 message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(seconds).build())
+            }
+            Ok(Disposition::Requeue(seconds)) => {
+                send_task(engine, task, seconds).await;
+                message.ack();
             }
             Err(e) => {
                 // Storage or binding trouble: the claim (if any) was given up; try again later.
@@ -251,7 +262,9 @@ pub async fn run_batch(
 pub async fn queue_what_remains(engine: &Engine<'_>, task: &TaskMessage, outcome: Result<Disposition>) {
     match outcome {
         Ok(Disposition::Ack) => {}
-        Ok(Disposition::RetryAfter(seconds)) => send_task(engine, task, seconds).await,
+        Ok(Disposition::RetryAfter(seconds)) | Ok(Disposition::Requeue(seconds)) => {
+            send_task(engine, task, seconds).await
+        }
         Err(e) => {
             worker::console_warn!("baton-tasks: {}/{} in place: {e}; queueing it", task.run_id, task.service);
             send_task(engine, task, 1).await;
@@ -329,7 +342,7 @@ async fn run_or_release(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, 
     let run_id = copy.run.run_id.clone();
     // Boxed: running a step may run the steps it makes ready (recursion).
     let outcome = Box::pin(run_claimed(engine, cell, service, attempt)).await;
-    if let (Err(_), Some(at)) = (&outcome, claimed_at) {
+    if let (Err(_) | Ok(Disposition::Requeue(_)), Some(at)) = (&outcome, claimed_at) {
         if let Err(e) = engine.release_attempt(&run_id, service, attempt, at).await {
             worker::console_warn!("baton-tasks: {run_id}/{service}: claim not released ({e}); its deadline frees it");
         }
@@ -346,6 +359,9 @@ async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, att
     let Some(expires_at) = copy.step(service).map(record_of).transpose()?.and_then(|r| r.expires_at(&spec)) else {
         return Ok(Disposition::Ack);
     };
+    if !engine.take_slot(&copy, service, attempt, expires_at).await? {
+        return Ok(Disposition::Requeue(SLOT_WAIT_SECONDS));
+    }
     let run_id = copy.run.run_id.clone();
     let run_id = run_id.as_str();
     let input = build_input(engine, &copy, service, attempt).await?;

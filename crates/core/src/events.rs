@@ -20,14 +20,20 @@ pub fn start_dedupe_key(run_id: &RunId) -> String {
     format!("run:{run_id}:start")
 }
 
-/// Dedupe key of a run's finish event.
-pub fn finish_dedupe_key(run_id: &RunId) -> String {
-    format!("run:{run_id}:finish")
+/// Dedupe key of a run's finish event in its `round` (0, then one more per retry of the run).
+pub fn finish_dedupe_key(run_id: &RunId, round: u32) -> String {
+    match round {
+        0 => format!("run:{run_id}:finish"),
+        n => format!("run:{run_id}:finish:{n}"),
+    }
 }
 
-/// Dedupe key of a run's diagnosis event.
-pub fn diagnosis_dedupe_key(run_id: &RunId) -> String {
-    format!("run:{run_id}:diagnosis")
+/// Dedupe key of a run's diagnosis event in its `round`.
+pub fn diagnosis_dedupe_key(run_id: &RunId, round: u32) -> String {
+    match round {
+        0 => format!("run:{run_id}:diagnosis"),
+        n => format!("run:{run_id}:diagnosis:{n}"),
+    }
 }
 
 /// A knowledge-base event: `{website_id, run_id, service, type, payload}`.
@@ -308,7 +314,8 @@ mod tests {
     fn dedupe_keys_are_per_run_and_kind() {
         let run: RunId = "run_1737972000000_0123456789abcdef".parse().unwrap();
         assert_eq!(start_dedupe_key(&run), "run:run_1737972000000_0123456789abcdef:start");
-        assert_eq!(finish_dedupe_key(&run), "run:run_1737972000000_0123456789abcdef:finish");
-        assert_eq!(diagnosis_dedupe_key(&run), "run:run_1737972000000_0123456789abcdef:diagnosis");
+        assert_eq!(finish_dedupe_key(&run, 0), "run:run_1737972000000_0123456789abcdef:finish");
+        assert_eq!(diagnosis_dedupe_key(&run, 0), "run:run_1737972000000_0123456789abcdef:diagnosis");
+        assert_eq!(finish_dedupe_key(&run, 2), "run:run_1737972000000_0123456789abcdef:finish:2");
     }
 }

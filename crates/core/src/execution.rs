@@ -295,6 +295,7 @@ mod tests {
             description: String::new(),
             max_run_duration_ms: 600_000,
             services: vec![step("a", &[]), step("b", &[]), step("c", &["a", "b"])],
+            min_completed: None,
         })
         .unwrap()
     }

@@ -4,13 +4,14 @@
 //! [`decide`] first settles the step records at `now` and returns those changes to persist:
 //! - a running attempt past its own `deadline_at` gets `AttemptTimedOut` (retried per policy,
 //!   else `timeout`);
-//! - a pending step whose dependencies can never complete is `skipped`;
+//! - a pending step whose trigger rule can no longer hold is `skipped`;
 //! - at the run's deadline every other non-terminal step ends `timeout` (or `skipped` if one of
 //!   its dependencies did not complete).
 //!
-//! Then, on the settled records: while some step is not terminal → [`FanInDecision::Wait`].
-//! Once all are: no step completed → `Fail`; some missing and partial data disabled → `Fail`;
-//! otherwise → `Aggregate` (synthesis runs on what completed).
+//! Then, on the settled records: fewer steps can still complete than the plan's
+//! `min_completed` (above 1) → `Fail` at once; while some step is not terminal →
+//! [`FanInDecision::Wait`]. Once all are: no step completed → `Fail`; some missing and partial
+//! data disabled → `Fail`; otherwise → `Aggregate` (synthesis runs on what completed).
 //!
 //! Only `started`/`running` runs are decided; any other status answers `Wait` with no updates,
 //! because someone already claimed the run (`running → aggregating`) or it is over. That is
@@ -24,6 +25,7 @@ use crate::retry::RandomSource;
 use crate::scheduler::records_by_position;
 use crate::state::{apply, RunStatus, StepEvent, StepOutcome, StepRecord, StepStatus};
 use crate::time::{Millis, MINUTE_MS};
+use crate::trigger;
 
 /// The configuration fan-in needs (see [`crate::config::Config::fan_in`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,13 @@ pub fn run_deadline(plan: &Plan, started_at: Millis, config: &FanInConfig) -> Mi
 pub enum FailReason {
     /// Every step ended without a result.
     NoStepCompleted,
+    /// Fewer steps than the plan's `min_completed` can still complete.
+    BelowThreshold {
+        /// The plan's `min_completed`.
+        required: u32,
+        /// The most that could still complete.
+        reachable: u32,
+    },
     /// Some steps did not complete and `ENABLE_PARTIAL_DATA` is off.
     IncompleteWithoutPartialData {
         /// The steps that did not complete, in plan order.
@@ -71,6 +80,10 @@ impl fmt::Display for FailReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FailReason::NoStepCompleted => f.write_str("No service completed successfully"),
+            FailReason::BelowThreshold { required, reachable } => write!(
+                f,
+                "At most {reachable} service(s) can still complete, fewer than the plan's min_completed of {required}"
+            ),
             FailReason::IncompleteWithoutPartialData { missing } => {
                 let names: Vec<&str> = missing.iter().map(ServiceSlug::as_str).collect();
                 write!(
@@ -187,16 +200,23 @@ pub fn decide(
         if status.is_terminal() {
             continue;
         }
-        let dependency_missing =
-            plan.dependency_positions(position).iter().any(|&dep| records[dep].status.is_missing());
-        if status == StepStatus::Pending && dependency_missing {
+        let dependencies: Vec<StepStatus> =
+            plan.dependency_positions(position).iter().map(|&dep| records[dep].status).collect();
+        let never = trigger::evaluate(plan.steps()[position].trigger_rule, &dependencies) == trigger::Verdict::Never;
+        if status == StepStatus::Pending && never {
             transition(&mut records, position, StepEvent::Skipped, rng);
         } else if at_deadline {
             transition(&mut records, position, StepEvent::TimedOut, rng);
         }
     }
 
-    let decision = if records.iter().all(|r| r.status.is_terminal()) {
+    let required = plan.min_completed();
+    let completed = records.iter().filter(|r| r.status == StepStatus::Completed).count() as u32;
+    let open = records.iter().filter(|r| !r.status.is_terminal()).count() as u32;
+    let decision = if required > 1 && completed + open < required {
+        // The threshold can no longer be reached: stop now, spend no analysis on it.
+        FanInDecision::Fail { reason: FailReason::BelowThreshold { required, reachable: completed + open } }
+    } else if records.iter().all(|r| r.status.is_terminal()) {
         let missing: Vec<ServiceSlug> =
             records.iter().filter(|r| r.status != StepStatus::Completed).map(|r| r.service.clone()).collect();
         if missing.len() == records.len() {

@@ -17,6 +17,7 @@
 //! - [`failure`]: error kinds and step errors (what decides a retry).
 //! - [`state`]: run and step statuses, the step record, transitions.
 //! - [`scheduler`]: ready steps, dependency skips, waves.
+//! - [`trigger`]: trigger rules (when a step with dependencies runs).
 //! - [`fanin`]: wait / aggregate / fail, with deadline and attempt timeouts.
 //! - [`retry`]: retry policy with full-jitter backoff; random sources.
 //! - [`summary`], [`events`]: the run summary, confidence, lifecycle event payloads.
@@ -65,5 +66,6 @@ pub mod summary;
 pub mod synthesis;
 pub mod template;
 pub mod time;
+pub mod trigger;
 
 pub use error::{Error, Result};

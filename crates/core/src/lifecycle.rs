@@ -272,6 +272,50 @@ pub fn analysed(status: RunStatus, partial: bool, claimed_at: Millis, deadline_a
     })
 }
 
+/// Why a run cannot be retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetryRefused {
+    /// It has not ended.
+    #[error("the run is {0}: only a run that has ended can be retried")]
+    InProgress(RunStatus),
+    /// Every step completed.
+    #[error("every step of the run completed: nothing to retry")]
+    NothingToRetry,
+}
+
+/// Retrying an ended run: its steps that did not complete (failed, timed out, skipped,
+/// cancelled) start over as `pending`, with a fresh retry budget and their attempt numbers
+/// going on (so a late report of an old attempt stays stale); completed steps keep their
+/// outputs. The run goes back to `running`, and a look then dispatches what is ready, by the
+/// plan's rules, and settles the rest.
+pub fn retry(status: RunStatus, plan: &Plan, steps: &[StepRecord]) -> Result<Vec<StepWrite>, RetryRefused> {
+    if !status.is_terminal() {
+        return Err(RetryRefused::InProgress(status));
+    }
+    let writes: Vec<StepWrite> = records_by_position(plan, steps)
+        .into_iter()
+        .filter(|r| r.status.is_terminal() && r.status != StepStatus::Completed)
+        .map(|before| {
+            let after = StepRecord {
+                status: StepStatus::Pending,
+                finished_at: None,
+                deadline_at: None,
+                next_attempt_at: None,
+                heartbeat_at: None,
+                attempt_base: before.attempts,
+                error: None,
+                error_kind: None,
+                ..before.clone()
+            };
+            StepWrite { before, after, cause: Cause::Dispatched }
+        })
+        .collect();
+    if writes.is_empty() {
+        return Err(RetryRefused::NothingToRetry);
+    }
+    Ok(writes)
+}
+
 fn record_report(
     plan: &Plan,
     records: &mut [StepRecord],
@@ -333,6 +377,18 @@ fn look_at(
             }
         }
         FanInDecision::Fail { reason } => {
+            // A run that fails early (its threshold out of reach) cancels what still runs.
+            for (position, record) in records.iter_mut().enumerate() {
+                if record.status.is_terminal() {
+                    continue;
+                }
+                if let Ok(StepOutcome::Applied(next)) =
+                    apply(record, StepEvent::Cancelled, rules.now, &plan.steps()[position], rng)
+                {
+                    *record = next;
+                    causes[position] = Some(Cause::Cancelled);
+                }
+            }
             RunAction::Finish(Finish { status: RunStatus::Failed, from: ACTIVE, error: Some(reason.to_string()) })
         }
     }
@@ -375,9 +431,10 @@ fn dispatch_ready(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::test_plan;
+    use crate::plan::{test_plan, validate, PlanDraft, StepDraft, Threshold};
     use crate::retry::SplitMix64;
     use crate::state::ErrorKind;
+    use crate::trigger::TriggerRule;
 
     const NOW: Millis = Millis::new(1_800_000_000_000);
 
@@ -401,6 +458,10 @@ mod tests {
             deadline_at: Some(NOW.saturating_add(60_000)),
             ..StepRecord::pending(slug(service))
         }
+    }
+
+    fn failed_record(service: &str) -> StepRecord {
+        StepRecord { status: StepStatus::Failed, finished_at: Some(NOW), ..running(service) }
     }
 
     fn completed(service: &str) -> StepRecord {
@@ -441,6 +502,99 @@ mod tests {
         assert_eq!(dispatched, ["c"]);
         assert_eq!(d.writes.len(), 2, "the result and the dispatch");
         assert_eq!(d.run, RunAction::Keep);
+    }
+
+    fn failed(service: &str) -> Event {
+        let error = StepError::new(ErrorKind::Permanent, "boom");
+        Event::Reported { service: slug(service), attempt: Some(1), report: Report::Failed(error) }
+    }
+
+    fn with_rules(steps: &[(&str, &[&str], TriggerRule)], min_completed: Option<Threshold>) -> Plan {
+        let draft = PlanDraft {
+            plan_id: "p".into(),
+            name: "P".into(),
+            description: String::new(),
+            max_run_duration_ms: 600_000,
+            services: steps
+                .iter()
+                .map(|(service, deps, rule)| StepDraft {
+                    depends_on: deps.iter().map(|d| d.to_string()).collect(),
+                    trigger_rule: Some(*rule),
+                    ..StepDraft::new(*service)
+                })
+                .collect(),
+            min_completed,
+        };
+        validate(&draft).expect("a valid plan")
+    }
+
+    #[test]
+    fn an_all_done_step_runs_after_its_upstream_failed_and_an_all_success_one_is_skipped_at_once() {
+        let p = with_rules(
+            &[
+                ("a", &[], TriggerRule::AllSuccess),
+                ("b", &[], TriggerRule::AllSuccess),
+                ("report", &["a"], TriggerRule::AllDone),
+                ("strict", &["a"], TriggerRule::AllSuccess),
+            ],
+            None,
+        );
+        let d = decide_on(&p, RunStatus::Running, &[running("a"), running("b")], &[failed("a")], Observer::EventDriven);
+        let dispatched: Vec<&str> = d.dispatched().map(|r| r.service.as_str()).collect();
+        assert_eq!(dispatched, ["report"]);
+        let skipped: Vec<&str> = d.settled_as(StepStatus::Skipped).map(ServiceSlug::as_str).collect();
+        assert_eq!(skipped, ["strict"], "skipped while b still runs: the run's deadline is not awaited");
+    }
+
+    #[test]
+    fn a_run_that_can_no_longer_reach_its_threshold_fails_at_once_and_cancels_what_runs() {
+        let steps: Vec<(&str, &[&str], TriggerRule)> =
+            ["a", "b", "c", "d", "e"].iter().map(|s| (*s, &[][..], TriggerRule::AllSuccess)).collect();
+        let p = with_rules(&steps, Some(Threshold::Count(3)));
+        let records = [failed_record("a"), failed_record("b"), running("c"), running("d"), running("e")];
+        let d = decide_on(&p, RunStatus::Running, &records, &[Event::Look], Observer::EventDriven);
+        assert_eq!(d.run, RunAction::Keep, "3 of 5 can still complete");
+        let d = decide_on(&p, RunStatus::Running, &records, &[failed("c")], Observer::EventDriven);
+        match &d.run {
+            RunAction::Finish(finish) => {
+                assert_eq!(finish.status, RunStatus::Failed);
+                assert!(finish.error.as_deref().is_some_and(|e| e.contains("min_completed of 3")), "{finish:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let cancelled: Vec<&str> =
+            d.writes.iter().filter(|w| w.cause == Cause::Cancelled).map(|w| w.after.service.as_str()).collect();
+        assert_eq!(cancelled, ["d", "e"]);
+        let ratio = with_rules(&steps, Some(Threshold::Ratio(0.6)));
+        assert_eq!(ratio.min_completed(), 3);
+    }
+
+    #[test]
+    fn a_retried_run_starts_over_what_did_not_complete_with_a_fresh_budget() {
+        let p = plan(&[("a", &[]), ("b", &[]), ("c", &["b"])]);
+        let skipped =
+            StepRecord { status: StepStatus::Skipped, finished_at: Some(NOW), ..StepRecord::pending(slug("c")) };
+        let failed_b = StepRecord { attempts: 3, ..failed_record("b") };
+        let steps = [completed("a"), failed_b, skipped];
+        assert_eq!(retry(RunStatus::Running, &p, &steps), Err(RetryRefused::InProgress(RunStatus::Running)));
+        let writes = retry(RunStatus::Failed, &p, &steps).unwrap();
+        let reset: Vec<(&str, StepStatus, u32, u32)> = writes
+            .iter()
+            .map(|w| (w.after.service.as_str(), w.after.status, w.after.attempts, w.after.attempt_base))
+            .collect();
+        assert_eq!(reset, [("b", StepStatus::Pending, 3, 3), ("c", StepStatus::Pending, 0, 0)]);
+        let done = [completed("a"), completed("b"), completed("c")];
+        assert_eq!(retry(RunStatus::Completed, &p, &done), Err(RetryRefused::NothingToRetry));
+        // The retried step gets its whole budget again.
+        let again = decide_on(
+            &p,
+            RunStatus::Running,
+            &[completed("a"), writes[0].after.clone(), writes[1].after.clone()],
+            &[Event::Look],
+            Observer::EventDriven,
+        );
+        let dispatched: Vec<(&str, u32)> = again.dispatched().map(|r| (r.service.as_str(), r.attempts)).collect();
+        assert_eq!(dispatched, [("b", 4)]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::ids::{IdError, PlanId, ServiceSlug, WorkerKey};
 use crate::retry::{RetryPolicy, RetryPolicyError};
 use crate::time::MINUTE_MS;
+use crate::trigger::TriggerRule;
 
 /// At most this many steps per plan.
 pub const MAX_STEPS: usize = 50;
@@ -63,6 +64,9 @@ pub struct StepSpec {
     /// the step asks for heartbeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_timeout_ms: Option<u64>,
+    /// When it runs, given its dependencies (default `all_success`).
+    #[serde(default, skip_serializing_if = "TriggerRule::is_default")]
+    pub trigger_rule: TriggerRule,
 }
 
 impl StepSpec {
@@ -79,6 +83,7 @@ impl StepSpec {
             retry: RetryPolicy::default(),
             action: None,
             heartbeat_timeout_ms: None,
+            trigger_rule: TriggerRule::AllSuccess,
         }
     }
 }
@@ -109,6 +114,8 @@ pub struct Plan {
     description: String,
     max_run_duration_ms: u64,
     services: Vec<StepSpec>,
+    #[serde(default, skip_serializing_if = "Threshold::is_default")]
+    min_completed: Threshold,
     /// Step positions, dependencies first.
     #[serde(skip)]
     order: Vec<usize>,
@@ -182,6 +189,11 @@ impl Plan {
             .unwrap_or_default()
     }
 
+    /// How many steps must complete for the run to be analysed.
+    pub fn min_completed(&self) -> u32 {
+        self.min_completed.of(self.services.len())
+    }
+
     /// The draft this plan validates from (every default spelled out).
     pub fn to_draft(&self) -> PlanDraft {
         PlanDraft {
@@ -202,8 +214,10 @@ impl Plan {
                     retry: Some(s.retry.clone()),
                     action: s.action.clone(),
                     heartbeat_timeout_ms: s.heartbeat_timeout_ms,
+                    trigger_rule: Some(s.trigger_rule).filter(|r| !r.is_default()),
                 })
                 .collect(),
+            min_completed: Some(self.min_completed).filter(|t| !t.is_default()),
         }
     }
 }
@@ -242,6 +256,39 @@ fn default_required() -> bool {
     true
 }
 
+/// How many steps must complete for a run to be worth analysing: a count (`3`) or a share of
+/// the plan's steps (`0.6`, rounded up). As soon as it can no longer be reached the run ends
+/// `failed`, its remaining steps are cancelled, and no analysis is spent on it. Default 1: a
+/// run where no step completed fails.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Threshold {
+    /// This many steps.
+    Count(u32),
+    /// This share of the steps, in (0, 1].
+    Ratio(f64),
+}
+
+impl Default for Threshold {
+    fn default() -> Self {
+        Threshold::Count(1)
+    }
+}
+
+impl Threshold {
+    /// The steps that must complete out of `steps`.
+    pub fn of(self, steps: usize) -> u32 {
+        match self {
+            Threshold::Count(count) => count,
+            Threshold::Ratio(ratio) => ((ratio * steps as f64).ceil() as u32).max(1),
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Threshold::Count(1)
+    }
+}
+
 /// A plan as a client sends it, unvalidated. Unknown fields are rejected (a typo such as
 /// `depends` should not silently mean "no dependencies"). `max_duration_ms` (the seed's
 /// listing name) and the camelCase spellings (`planId`, `maxRunDurationMs`, `dependsOn`,
@@ -263,6 +310,9 @@ pub struct PlanDraft {
     /// 1..=50 steps.
     #[serde(default)]
     pub services: Vec<StepDraft>,
+    /// How many steps must complete (default 1).
+    #[serde(default, alias = "minCompleted", skip_serializing_if = "Option::is_none")]
+    pub min_completed: Option<Threshold>,
 }
 
 /// A step as a client sends it. Defaults: `display_name` and `worker_key` from the slug,
@@ -299,6 +349,9 @@ pub struct StepDraft {
     /// are required.
     #[serde(default, alias = "heartbeatTimeoutMs", skip_serializing_if = "Option::is_none")]
     pub heartbeat_timeout_ms: Option<u64>,
+    /// When it runs, given its dependencies (default `all_success`).
+    #[serde(default, alias = "triggerRule", skip_serializing_if = "Option::is_none")]
+    pub trigger_rule: Option<TriggerRule>,
 }
 
 impl StepDraft {
@@ -386,6 +439,12 @@ pub enum PlanProblem {
         heartbeat_timeout_ms: u64,
         /// Its attempt timeout.
         timeout_ms: u64,
+    },
+    /// `min_completed` out of range.
+    #[error("min_completed must be a count from 1 to the number of steps ({steps}) or a share in (0, 1]")]
+    InvalidThreshold {
+        /// The plan's steps.
+        steps: usize,
     },
     /// A worker key that is not one of the configured services.
     #[error("service {service}: worker_key {worker_key:?} is not a configured service")]
@@ -478,6 +537,7 @@ impl PlanProblem {
             PlanProblem::StepTimeoutExceedsRun { .. } => "step_timeout_exceeds_run",
             PlanProblem::HeartbeatExceedsTimeout { .. } => "heartbeat_exceeds_timeout",
             PlanProblem::UnknownWorker { .. } => "unknown_worker",
+            PlanProblem::InvalidThreshold { .. } => "invalid_threshold",
             PlanProblem::DuplicateService { .. } => "duplicate_service",
             PlanProblem::SelfDependency { .. } => "self_dependency",
             PlanProblem::UnknownDependency { .. } => "unknown_dependency",
@@ -499,6 +559,7 @@ impl PlanProblem {
             PlanProblem::StepTimeoutExceedsRun { index, .. } => format!("services[{index}].timeout_ms"),
             PlanProblem::HeartbeatExceedsTimeout { index, .. } => format!("services[{index}].heartbeat_timeout_ms"),
             PlanProblem::UnknownWorker { index, .. } => format!("services[{index}].worker_key"),
+            PlanProblem::InvalidThreshold { .. } => "min_completed".to_string(),
             PlanProblem::DuplicateService { index, .. } => format!("services[{index}].service"),
             PlanProblem::SelfDependency { index, dependency_index, .. }
             | PlanProblem::UnknownDependency { index, dependency_index, .. }
@@ -711,6 +772,7 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                 retry,
                 action: step.action.clone(),
                 heartbeat_timeout_ms: step.heartbeat_timeout_ms,
+                trigger_rule: step.trigger_rule.unwrap_or_default(),
             });
         }
     }
@@ -720,6 +782,15 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
         let mut path: Vec<String> = cycle.iter().map(|&(node, _)| draft.services[node].service.clone()).collect();
         path.push(draft.services[index].service.clone());
         problems.push(PlanProblem::DependencyCycle { index, dependency_index, path });
+    }
+
+    let min_completed = draft.min_completed.unwrap_or_default();
+    let invalid_threshold = match min_completed {
+        Threshold::Count(count) => count == 0 || count as usize > draft.services.len().max(1),
+        Threshold::Ratio(ratio) => !(ratio > 0.0 && ratio <= 1.0),
+    };
+    if invalid_threshold {
+        problems.push(PlanProblem::InvalidThreshold { steps: draft.services.len() });
     }
 
     match plan_id {
@@ -735,6 +806,7 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                 description: draft.description.clone(),
                 max_run_duration_ms: max_run,
                 services: specs,
+                min_completed,
                 order,
                 waves,
             })
@@ -835,6 +907,7 @@ pub fn builtin_drafts() -> Vec<PlanDraft> {
                 builtin_step("competitive-intelligence", "Competitive Intelligence", &["serp-intelligence"]),
                 builtin_step("vitals-monitor", "Vitals Monitor", &[]),
             ],
+            min_completed: None,
         },
         PlanDraft {
             plan_id: QUICK_PLAN_ID.into(),
@@ -846,6 +919,7 @@ pub fn builtin_drafts() -> Vec<PlanDraft> {
                 builtin_step("technical-seo", "Technical SEO", &[]),
                 builtin_step("vitals-monitor", "Vitals Monitor", &[]),
             ],
+            min_completed: None,
         },
     ]
 }
@@ -877,6 +951,7 @@ pub(crate) fn test_plan(steps: &[(&str, &[&str])]) -> Plan {
                 ..StepDraft::new(*service)
             })
             .collect(),
+        min_completed: None,
     })
     .unwrap_or_else(|problems| panic!("an invalid test plan: {problems}"))
 }
@@ -896,6 +971,7 @@ mod tests {
             description: String::new(),
             max_run_duration_ms: 180_000,
             services,
+            min_completed: None,
         }
     }
 

@@ -1,10 +1,10 @@
 //! Which steps to dispatch and which to skip, given a plan and its step records.
 //!
-//! A step is ready when it is `pending` and every dependency is `completed`, or `retrying`
-//! and its backoff has ended. A pending step with a dependency that failed, timed out, was
-//! skipped or cancelled can never run: it is skipped (with
-//! [`DEPENDENCIES_FAILED_ERROR`](crate::state::DEPENDENCIES_FAILED_ERROR)), and so,
-//! transitively, are its pending dependents — all in the same decision.
+//! A step is ready when it is `pending` and its trigger rule holds over its dependencies
+//! ([`crate::trigger`]; by default every dependency `completed`), or `retrying` and its
+//! backoff has ended. A pending step whose rule can no longer hold is skipped (with
+//! [`DEPENDENCIES_FAILED_ERROR`](crate::state::DEPENDENCIES_FAILED_ERROR)), and its pending
+//! dependents are judged as if it were skipped already — all in the same decision.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,7 @@ use crate::ids::ServiceSlug;
 use crate::plan::Plan;
 use crate::state::{StepRecord, StepStatus};
 use crate::time::Millis;
+use crate::trigger::{self, Verdict};
 
 /// What to do now, as data. Both lists are in plan order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,37 +43,47 @@ pub fn records_by_position(plan: &Plan, steps: &[StepRecord]) -> Vec<StepRecord>
         .collect()
 }
 
-/// By position: whether the step is pending yet can never run, because a dependency is
-/// missing (failed, timeout, skipped, cancelled) or is itself such a step.
+/// By position: whether the step is pending yet can never run, because its trigger rule can
+/// no longer hold over its dependencies (a step that can never run counts as skipped for its
+/// own dependents).
 pub fn blocked_positions(plan: &Plan, statuses: &[StepStatus]) -> Vec<bool> {
-    let mut blocked = vec![false; statuses.len()];
+    verdicts(plan, statuses).into_iter().map(|v| v == Some(Verdict::Never)).collect()
+}
+
+/// By position: the trigger verdict of each pending step (`None` for the others), judged in
+/// dependency order so that a step that can never run counts as skipped for its dependents.
+pub fn verdicts(plan: &Plan, statuses: &[StepStatus]) -> Vec<Option<Verdict>> {
+    let mut seen = statuses.to_vec();
+    let mut verdicts = vec![None; statuses.len()];
     for &position in plan.topological_order() {
-        if statuses[position] == StepStatus::Pending {
-            blocked[position] =
-                plan.dependency_positions(position).iter().any(|&dep| statuses[dep].is_missing() || blocked[dep]);
+        if statuses[position] != StepStatus::Pending {
+            continue;
         }
+        let dependencies: Vec<StepStatus> = plan.dependency_positions(position).iter().map(|&d| seen[d]).collect();
+        let verdict = trigger::evaluate(plan.steps()[position].trigger_rule, &dependencies);
+        if verdict == Verdict::Never {
+            seen[position] = StepStatus::Skipped;
+        }
+        verdicts[position] = Some(verdict);
     }
-    blocked
+    verdicts
 }
 
 /// Steps to dispatch and to skip at `now`.
 pub fn schedule(plan: &Plan, steps: &[StepRecord], now: Millis) -> Schedule {
     let records = records_by_position(plan, steps);
     let statuses: Vec<StepStatus> = records.iter().map(|r| r.status).collect();
-    let blocked = blocked_positions(plan, &statuses);
+    let verdicts = verdicts(plan, &statuses);
     let mut decision = Schedule::default();
     for (position, record) in records.iter().enumerate() {
         let ready = match record.status {
-            StepStatus::Pending => {
-                !blocked[position]
-                    && plan.dependency_positions(position).iter().all(|&dep| statuses[dep] == StepStatus::Completed)
-            }
+            StepStatus::Pending => verdicts[position] == Some(Verdict::Ready),
             StepStatus::Retrying => record.next_attempt_at.is_none_or(|at| at <= now),
             _ => false,
         };
         if ready {
             decision.dispatch.push(record.service.clone());
-        } else if blocked[position] {
+        } else if verdicts[position] == Some(Verdict::Never) {
             decision.skip.push(record.service.clone());
         }
     }

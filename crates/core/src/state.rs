@@ -269,6 +269,8 @@ pub struct StepRecord {
     pub next_attempt_at: Option<Millis>,
     /// When the running attempt last sent a heartbeat (a progress answer saying it runs).
     pub heartbeat_at: Option<Millis>,
+    /// Attempts made before the run was last retried: the retry policy counts from here.
+    pub attempt_base: u32,
     /// The last error (or why it was skipped / timed out / cancelled).
     pub error: Option<String>,
     /// The last error's kind.
@@ -287,6 +289,7 @@ impl StepRecord {
             deadline_at: None,
             next_attempt_at: None,
             heartbeat_at: None,
+            attempt_base: 0,
             error: None,
             error_kind: None,
         }
@@ -519,7 +522,7 @@ fn end_attempt(
     spec: &StepSpec,
     rng: &mut dyn RandomSource,
 ) {
-    match spec.retry.delay_after(next.attempts, &error.kind, rng) {
+    match spec.retry.delay_after(next.attempts.saturating_sub(next.attempt_base), &error.kind, rng) {
         Some(delay) => {
             next.status = StepStatus::Retrying;
             next.deadline_at = None;

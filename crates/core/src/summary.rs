@@ -257,6 +257,7 @@ mod tests {
                 .zip(required)
                 .map(|(s, required)| StepDraft { required, ..StepDraft::new(*s) })
                 .collect(),
+            min_completed: None,
         })
         .unwrap();
         let steps: Vec<StepRecord> = plan

@@ -313,6 +313,7 @@ pub fn compile(template: &MasterTemplate, options: &CompileOptions) -> Result<Pl
             retry: Some(options.retry.clone()),
             action: stage.template_ref.clone(),
             heartbeat_timeout_ms: None,
+            trigger_rule: None,
         });
         current_stage.push(slug.clone());
     }
@@ -326,6 +327,7 @@ pub fn compile(template: &MasterTemplate, options: &CompileOptions) -> Result<Pl
         ),
         max_run_duration_ms: options.max_run_duration_ms,
         services,
+        min_completed: None,
     };
     validate(&draft).map_err(|problems| TemplateError::InvalidPlan {
         template: template.template_name.chars().take(100).collect(),

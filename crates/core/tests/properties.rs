@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use baton_core::fanin::{decide, run_deadline, FanInConfig, FanInDecision, RunView};
+use baton_core::fanin::{decide, run_deadline, FailReason, FanInConfig, FanInDecision, RunView};
 use baton_core::ids::{EventId, ExecutionId, RunId};
-use baton_core::plan::{validate, Plan, PlanDraft, StepDraft};
+use baton_core::plan::{validate, Plan, PlanDraft, StepDraft, Threshold};
 use baton_core::retry::{RandomSource, RetryPolicy, SplitMix64};
 use baton_core::scheduler::schedule;
 use baton_core::state::{
@@ -17,9 +17,25 @@ use baton_core::state::{
 };
 use baton_core::summary::{RunFacts, RunSummary};
 use baton_core::time::{Millis, MAX_RFC3339_MS};
+use baton_core::trigger::{evaluate, TriggerRule, Verdict};
 use proptest::prelude::*;
 
 const START: Millis = Millis::new(1_737_972_000_000);
+
+/// Every trigger rule; the default four times as likely in generated plans.
+const RULES: [TriggerRule; 11] = [
+    TriggerRule::AllSuccess,
+    TriggerRule::AllSuccess,
+    TriggerRule::AllSuccess,
+    TriggerRule::AllSuccess,
+    TriggerRule::AllDone,
+    TriggerRule::AllFailed,
+    TriggerRule::OneSuccess,
+    TriggerRule::OneFailed,
+    TriggerRule::NoneFailed,
+    TriggerRule::NoneFailedMinOneSuccess,
+    TriggerRule::NoneSkipped,
+];
 
 /// What a service does on one attempt.
 #[derive(Debug, Clone, Copy)]
@@ -70,14 +86,17 @@ fn plan_strategy() -> impl Strategy<Value = Plan> {
                 20_000u64..120_000,
                 1u32..=3,
                 0u64..3_000,
+                prop::collection::vec(0usize..RULES.len(), n),
+                1u32..=n as u32,
             )
         })
-        .prop_map(|(masks, order, required, timeouts, max_run, attempts, initial)| {
+        .prop_map(|(masks, order, required, timeouts, max_run, attempts, initial, rules, min_completed)| {
             let services = order
                 .iter()
                 .map(|&i| StepDraft {
                     depends_on: (0..i).filter(|j| masks[i] & (1 << j) != 0).map(|j| format!("s{j}")).collect(),
                     required: required[i],
+                    trigger_rule: Some(RULES[rules[i]]),
                     timeout_ms: Some(timeouts[i]),
                     retry: Some(RetryPolicy {
                         initial_interval_ms: initial,
@@ -94,6 +113,7 @@ fn plan_strategy() -> impl Strategy<Value = Plan> {
                 description: String::new(),
                 max_run_duration_ms: max_run,
                 services,
+                min_completed: Some(Threshold::Count(min_completed)),
             })
             .expect("generated plans are valid")
         })
@@ -218,8 +238,11 @@ fn drive(s: &Scenario) -> Result<Trace, TestCaseError> {
             }
             for service in &decision.dispatch {
                 let position = plan.position(service.as_str()).expect("planned");
-                for dep in plan.dependency_positions(position) {
-                    prop_assert_eq!(steps[dep].status, StepStatus::Completed, "{} dispatched before {}", service, dep);
+                if steps[position].status == StepStatus::Pending {
+                    let dependencies: Vec<StepStatus> =
+                        plan.dependency_positions(position).iter().map(|&d| steps[d].status).collect();
+                    let verdict = evaluate(plan.steps()[position].trigger_rule, &dependencies);
+                    prop_assert_eq!(verdict, Verdict::Ready, "{} dispatched over {:?}", service, dependencies);
                 }
                 let next = match apply(&steps[position], StepEvent::Dispatched, now, &plan.steps()[position], &mut rng)
                 {
@@ -253,7 +276,21 @@ fn drive(s: &Scenario) -> Result<Trace, TestCaseError> {
             FanInDecision::Wait => {}
             FanInDecision::Aggregate { .. } | FanInDecision::Fail { .. } => {
                 terminal_decisions += 1;
-                prop_assert!(steps.iter().all(|r| r.status.is_terminal()), "decided with steps in flight");
+                let early =
+                    matches!(&fan_in.decision, FanInDecision::Fail { reason: FailReason::BelowThreshold { .. } });
+                prop_assert!(early || steps.iter().all(|r| r.status.is_terminal()), "decided with steps in flight");
+                if early {
+                    // The engine cancels what still runs when a run fails early.
+                    for (position, record) in steps.iter_mut().enumerate() {
+                        if !record.status.is_terminal() {
+                            if let Ok(StepOutcome::Applied(next)) =
+                                apply(record, StepEvent::Cancelled, now, &plan.steps()[position], &mut rng)
+                            {
+                                *record = next;
+                            }
+                        }
+                    }
+                }
                 let claimed = match fan_in.decision {
                     FanInDecision::Aggregate { .. } => run.apply(RunEvent::Claimed),
                     _ => run.apply(RunEvent::Failed),
@@ -302,8 +339,12 @@ proptest! {
         if !any_completed {
             prop_assert_eq!(trace.run, RunStatus::Failed);
         }
-        if trace.run == RunStatus::Failed && any_completed {
+        let completed = trace.steps.iter().filter(|r| r.status == StepStatus::Completed).count() as u32;
+        if trace.run == RunStatus::Failed && any_completed && completed >= s.plan.min_completed() {
             prop_assert!(!s.config.enable_partial_data, "failed with data while partial data is enabled");
+        }
+        if completed < s.plan.min_completed() {
+            prop_assert_eq!(trace.run, RunStatus::Failed, "below the plan's threshold");
         }
         // Dependents of a step that did not complete never ran.
         for (position, record) in trace.steps.iter().enumerate() {
@@ -311,9 +352,9 @@ proptest! {
                 prop_assert_eq!(record.attempts, 0);
             }
             if record.attempts > 0 {
-                for dep in s.plan.dependency_positions(position) {
-                    prop_assert_eq!(trace.steps[dep].status, StepStatus::Completed);
-                }
+                let dependencies: Vec<StepStatus> =
+                    s.plan.dependency_positions(position).iter().map(|&d| trace.steps[d].status).collect();
+                prop_assert_eq!(evaluate(s.plan.steps()[position].trigger_rule, &dependencies), Verdict::Ready);
             }
             prop_assert!(record.attempts <= s.plan.steps()[position].retry.max_attempts);
         }
@@ -353,6 +394,7 @@ proptest! {
                     ..StepDraft::new(format!("n{i}"))
                 })
                 .collect(),
+            min_completed: None,
         };
         // Kahn's algorithm decides acyclicity independently.
         let mut placed = vec![false; n];
@@ -490,9 +532,12 @@ fn drive_lifecycle(s: &Scenario) -> Result<(RunStatus, Vec<StepRecord>, usize), 
             prop_assert_eq!(&write.before, &steps[position], "a write not based on the record read");
             prop_assert!(!write.before.status.is_terminal(), "a terminal step was written");
             if write.cause == Cause::Dispatched {
-                // Its dependencies completed, possibly by a report in this same decision.
-                for dep in plan.dependency_positions(position) {
-                    prop_assert_eq!(decision.steps[dep].status, StepStatus::Completed);
+                // Its rule holds, possibly by a report in this same decision.
+                if write.before.status == StepStatus::Pending {
+                    let dependencies: Vec<StepStatus> =
+                        plan.dependency_positions(position).iter().map(|&d| decision.steps[d].status).collect();
+                    let verdict = evaluate(plan.steps()[position].trigger_rule, &dependencies);
+                    prop_assert_eq!(verdict, Verdict::Ready, "dispatched over {:?}", dependencies);
                 }
                 prop_assert!(dispatched.insert((position, write.after.attempts)), "an attempt dispatched twice");
                 let script = s.scripts[position][(write.after.attempts as usize - 1).min(2)];
@@ -545,11 +590,24 @@ proptest! {
         if !steps.iter().any(|r| r.status == StepStatus::Completed) {
             prop_assert_eq!(run, RunStatus::Failed);
         }
+        let completed = steps.iter().filter(|r| r.status == StepStatus::Completed).count() as u32;
+        if completed < s.plan.min_completed() {
+            prop_assert_eq!(run, RunStatus::Failed, "below the plan's threshold");
+        }
         for (position, record) in steps.iter().enumerate() {
+            let dependencies: Vec<StepStatus> =
+                s.plan.dependency_positions(position).iter().map(|&d| steps[d].status).collect();
+            let verdict = evaluate(s.plan.steps()[position].trigger_rule, &dependencies);
+            // A step ran iff its rule held: it ran only on a rule that held, it was skipped
+            // only on one that could not, and one that held ran unless the run was cut short.
             if record.attempts > 0 {
-                for dep in s.plan.dependency_positions(position) {
-                    prop_assert_eq!(steps[dep].status, StepStatus::Completed);
-                }
+                prop_assert_eq!(verdict, Verdict::Ready, "{:?} ran over {:?}", record.service, dependencies);
+            }
+            if record.status == StepStatus::Skipped {
+                prop_assert_eq!(verdict, Verdict::Never, "{:?} skipped over {:?}", record.service, dependencies);
+            }
+            if verdict == Verdict::Ready && run != RunStatus::Failed && record.status != StepStatus::Timeout {
+                prop_assert!(record.attempts > 0, "{:?} held over {:?} but never ran", record.service, dependencies);
             }
             prop_assert!(record.attempts <= s.plan.steps()[position].retry.max_attempts);
         }

@@ -28,6 +28,8 @@ pub const WORKER_SECRET: &str = "WORKER_SECRET";
 pub const SERVICE_KEYS: &str = "SERVICE_KEYS";
 /// Secret: the HMAC key of calls between Baton's own workers (`key` or `key,previous key`).
 pub const INTERNAL_KEY: &str = "INTERNAL_KEY";
+/// Per-service concurrency caps: a JSON object of worker key → most attempts in flight.
+pub const SERVICE_CONCURRENCY: &str = "SERVICE_CONCURRENCY";
 /// Per-client quotas, a JSON object (see [`baton_core::quota`]).
 pub const QUOTAS: &str = "QUOTAS";
 /// Worker keys custom plans may name, comma-separated (on top of those in [`SERVICE_URLS`]
@@ -135,6 +137,19 @@ pub fn allowed_worker_keys(env: &Env) -> Vec<String> {
     allowed.sort();
     allowed.dedup();
     allowed
+}
+
+/// The concurrency cap of `worker` ([`SERVICE_CONCURRENCY`]), if it has one. An invalid
+/// setting caps nothing, with an error logged.
+pub fn concurrency_cap(env: &Env, worker: &str) -> Option<u32> {
+    let text = var(env, SERVICE_CONCURRENCY).filter(|t| !t.trim().is_empty())?;
+    match serde_json::from_str::<BTreeMap<String, u32>>(&text) {
+        Ok(caps) => caps.get(worker).copied().filter(|cap| *cap > 0),
+        Err(e) => {
+            worker::console_error!("{SERVICE_CONCURRENCY} must be a JSON object of worker key → count: {e}");
+            None
+        }
+    }
 }
 
 /// [`QUOTAS`]; invalid: the built-in defaults, with an error logged.

@@ -179,6 +179,9 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
     if let Some(message) = behaviour.permanent_error() {
         return error(400, "worker_config_invalid", &message);
     }
+    if stage.attempt <= behaviour.fail_permanent_until {
+        return error(400, "worker_config_invalid", &format!("permanent failure on attempt {}", stage.attempt));
+    }
     if stage.attempt <= behaviour.rate_limit {
         return error(429, "rate_limited", "too many requests, retry later");
     }
@@ -236,8 +239,15 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
             Response::from_json(&json!({ "status": "accepted", "executionId": stage.execution_id }))?.with_status(202)
         );
     }
+    let began = js_now();
     if behaviour.latency_ms() > 0 {
         Delay::from(Duration::from_millis(behaviour.latency_ms())).await;
+    }
+    if behaviour.record_calls {
+        let key = format!("sample:call:{}:{service}:{}", stage.execution_id, stage.attempt);
+        if let Err(e) = put_kv(&env, &key, &json!({ "start": began, "end": js_now() })).await {
+            return error(503, "temporarily_unavailable", &e);
+        }
     }
     Response::from_json(&result)
 }

@@ -8,6 +8,7 @@ pub mod plans;
 pub mod rate_limits;
 pub mod resources;
 pub mod runs;
+pub mod service_slots;
 pub mod steps;
 pub mod views;
 

@@ -43,11 +43,14 @@ pub struct RunRow {
     /// client started it itself.
     #[serde(default)]
     pub acted_by: Option<String>,
+    /// How many times it was retried after it ended.
+    #[serde(default)]
+    pub retries: i64,
 }
 
 const COLUMNS: &str = "run_id, kind, client_id, website_id, domain, plan_id, plan_name, plan_json, parameters, \
     idempotency_key, status, priority, created_at, started_at, deadline_at, due_at, claimed_at, completed_at, \
-    partial, missing, diagnosis_event_id, synthesis_error, error, version, events_service, acted_by";
+    partial, missing, diagnosis_event_id, synthesis_error, error, version, events_service, acted_by, retries";
 
 /// `'started', 'running'`: a list of core's statuses for an `IN (...)` guard. The texts are
 /// core's constants, never input.
@@ -60,7 +63,7 @@ pub fn insert(db: &Db, r: &RunRow) -> Result<Stmt> {
     db.stmt(
         &format!(
             "INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-             ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
+             ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
         ),
         &[
             Arg::from(&r.run_id),
@@ -89,6 +92,7 @@ pub fn insert(db: &Db, r: &RunRow) -> Result<Stmt> {
             Arg::Int(r.version),
             Arg::from(r.events_service.clone()),
             Arg::from(r.acted_by.clone()),
+            Arg::Int(r.retries),
         ],
     )
 }
@@ -347,4 +351,18 @@ pub fn count_ended(db: &Db, run_id: &str, client_id: &str, token: i64) -> Result
 /// Whether a failed start was refused by the client's quota of runs in progress.
 pub fn is_over_active_quota(error: &crate::Error) -> bool {
     error.to_string().contains("CHECK constraint failed")
+}
+
+/// Starts an ended run over (a retry), under the gate `token`: `running` again from `now`, its
+/// ending cleared, its retries counted.
+pub fn restart(db: &Db, run_id: &str, token: i64, now: i64, deadline_at: i64) -> Result<Stmt> {
+    db.stmt(
+        &format!(
+            "UPDATE runs SET status = 'running', started_at = ?3, deadline_at = ?4, due_at = ?4, claimed_at = NULL, \
+             completed_at = NULL, partial = NULL, missing = NULL, diagnosis_event_id = NULL, synthesis_error = NULL, \
+             error = NULL, retries = retries + 1 WHERE run_id = ?1 AND version = ?2 AND status IN ({})",
+            status_list(&[RunStatus::Completed, RunStatus::Failed, RunStatus::Timeout, RunStatus::Cancelled])
+        ),
+        &[Arg::from(run_id), Arg::Int(token), Arg::Int(now), Arg::Int(deadline_at)],
+    )
 }

@@ -27,16 +27,18 @@ pub struct StepRow {
     pub progress: Option<String>,
     #[serde(default)]
     pub heartbeat_at: Option<i64>,
+    #[serde(default)]
+    pub attempt_base: i64,
 }
 
 const COLUMNS: &str =
     "run_id, service, position, wave, status, attempts, started_at, claimed_at, finished_at, deadline_at, \
-    next_attempt_at, duration_ms, error, error_kind, output, usage, progress, heartbeat_at";
+    next_attempt_at, duration_ms, error, error_kind, output, usage, progress, heartbeat_at, attempt_base";
 
 /// Inserts a step.
 pub fn insert(db: &Db, s: &StepRow) -> Result<Stmt> {
     db.stmt(
-        &format!("INSERT INTO steps ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
+        &format!("INSERT INTO steps ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
         &[
             Arg::from(&s.run_id),
             Arg::from(&s.service),
@@ -56,6 +58,7 @@ pub fn insert(db: &Db, s: &StepRow) -> Result<Stmt> {
             Arg::from(s.usage.clone()),
             Arg::from(s.progress.clone()),
             Arg::from(s.heartbeat_at),
+            Arg::Int(s.attempt_base),
         ],
     )
 }
@@ -100,11 +103,12 @@ pub fn compare_and_set(
         Arg::Int(expected_attempts),
         Arg::from(claim),
         Arg::from(new.heartbeat_at),
+        Arg::Int(new.attempt_base),
     ];
     let gated = match gate {
         Some(token) => {
             args.push(Arg::Int(token));
-            " AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = ?1 AND runs.version = ?19)"
+            " AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = ?1 AND runs.version = ?20)"
         }
         None => "",
     };
@@ -112,7 +116,7 @@ pub fn compare_and_set(
         &format!(
             "UPDATE steps SET status = ?3, attempts = ?4, started_at = ?5, finished_at = ?6, deadline_at = ?7, \
              next_attempt_at = ?8, duration_ms = ?9, error = ?10, error_kind = ?11, output = ?12, usage = ?13, \
-             progress = ?14, heartbeat_at = ?18, claimed_at = CASE WHEN ?17 IS NOT NULL THEN ?17 WHEN attempts = ?4 THEN claimed_at \
+             progress = ?14, heartbeat_at = ?18, attempt_base = ?19, claimed_at = CASE WHEN ?17 IS NOT NULL THEN ?17 WHEN attempts = ?4 THEN claimed_at \
              ELSE NULL END WHERE run_id = ?1 AND service = ?2 AND status = ?15 AND attempts = ?16{gated}"
         ),
         &args,
@@ -184,7 +188,7 @@ pub async fn scheduling_of_runs(db: &Db, run_ids: &[&str]) -> Result<Vec<StepRow
                 &format!(
                     "SELECT run_id, service, position, wave, status, attempts, started_at, claimed_at, finished_at, \
                      deadline_at, next_attempt_at, duration_ms, error, error_kind, NULL AS output, NULL AS usage, \
-                     NULL AS progress, heartbeat_at FROM steps WHERE run_id IN ({}) ORDER BY run_id, position",
+                     NULL AS progress, heartbeat_at, attempt_base FROM steps WHERE run_id IN ({}) ORDER BY run_id, position",
                     placeholders.join(", ")
                 ),
                 &args,

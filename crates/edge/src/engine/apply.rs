@@ -239,6 +239,19 @@ impl Engine<'_> {
             let gate = (write.cause != Cause::Reported).then_some(token);
             batch.writes.push((batch.statements.len(), new_row.service.clone(), write.cause));
             batch.statements.push(steps::compare_and_set(db, &row.status, row.attempts, &new_row, claim, gate)?);
+            // An attempt that ends gives back its service's slot, if it holds one.
+            let capped = loaded
+                .plan
+                .step(&new_row.service)
+                .is_some_and(|spec| crate::settings::concurrency_cap(self.env(), spec.worker_key.as_str()).is_some());
+            if capped && write.before.status == StepStatus::Running && write.after.status != StepStatus::Running {
+                batch.statements.push(crate::d1::service_slots::release(
+                    db,
+                    run_id,
+                    &new_row.service,
+                    write.before.attempts,
+                )?);
+            }
             after.replace_step(new_row);
         }
         let reported = decision.writes.iter().any(|w| w.cause == Cause::Reported);

@@ -187,6 +187,31 @@ impl Engine<'_> {
     }
 }
 
+impl Engine<'_> {
+    /// Takes a slot of the service `service` calls, if that service has a concurrency cap
+    /// (`SERVICE_CONCURRENCY`): `false` means as many attempts as the cap allows are in
+    /// flight, and this one must wait. A slot lasts at most until `expires` (the attempt's
+    /// deadline), so a crash cannot leak one; the attempt's ending gives it back.
+    pub async fn take_slot(&self, loaded: &Loaded, service: &str, attempt: u32, expires: Millis) -> Result<bool> {
+        let Some(spec) = loaded.plan.step(service) else { return Ok(true) };
+        let worker = spec.worker_key.as_str();
+        let Some(cap) = crate::settings::concurrency_cap(self.env(), worker) else { return Ok(true) };
+        let now = self.now().as_u64() as i64;
+        let take = crate::d1::service_slots::take(
+            &self.db,
+            worker,
+            &loaded.run.run_id,
+            service,
+            attempt,
+            now,
+            expires.as_u64() as i64,
+            cap,
+        )?;
+        let metas = self.db.batch(vec![take]).await?;
+        Ok(metas.first().is_some_and(|m| m.changes > 0))
+    }
+}
+
 fn log_claim(loaded: &Loaded, service: &str, attempt: u32) {
     log_attempt(crate::log::Event::StepClaimed, loaded, service, attempt);
 }

@@ -55,7 +55,7 @@ impl Engine<'_> {
         if loaded.run.diagnosis_event_id.is_none() {
             return Ok(None);
         }
-        let key = diagnosis_dedupe_key(&loaded.run_id()?);
+        let key = diagnosis_dedupe_key(&loaded.run_id()?, loaded.run.retries.max(0) as u32);
         let event = events::by_dedupe_key(&self.db, &key).await?;
         Ok(event.and_then(|e| serde_json::from_str::<Value>(&e.payload).ok()))
     }

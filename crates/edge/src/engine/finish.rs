@@ -110,7 +110,7 @@ impl Engine<'_> {
                 id.clone(),
                 DIAGNOSIS_EVENT_TYPE,
                 serde_json::to_string(diagnosis).map_err(|e| Error::Internal(e.to_string()))?,
-                diagnosis_dedupe_key(&run_id),
+                diagnosis_dedupe_key(&run_id, ended.run.retries.max(0) as u32),
                 now,
             );
             statements.push(event_rows::insert_if_run_version(&self.db, &row, token)?);
@@ -132,7 +132,7 @@ impl Engine<'_> {
             EventId::from_parts(now, clock::random_bytes::<8>()?),
             RUN_STATUS_EVENT_TYPE,
             serde_json::to_string(&payload).map_err(|e| Error::Internal(e.to_string()))?,
-            finish_dedupe_key(&run_id),
+            finish_dedupe_key(&run_id, ended.run.retries.max(0) as u32),
             now,
         );
         statements.push(event_rows::insert_if_run_version(&self.db, &row, token)?);

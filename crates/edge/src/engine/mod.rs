@@ -15,6 +15,7 @@ mod executions;
 mod finish;
 mod list;
 mod plans;
+mod retry;
 mod rows;
 mod run;
 mod start;
@@ -30,6 +31,7 @@ pub use events::RunEvent;
 pub use executions::{ExecutionDetail, NewExecution, Submitted};
 pub use finish::{rule_based_diagnosis, DIAGNOSIS_EVENT_TYPE};
 pub use plans::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSource};
+pub use retry::RetryOutcome;
 pub use rows::{record_of, row_with_record};
 pub use run::{
     snapshot_of, summary_of, AdvanceReport, Dispatch, Engine, Loaded, RecordOutcome, Report, RETRY_GRACE_MS,

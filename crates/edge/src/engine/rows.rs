@@ -27,6 +27,7 @@ pub fn record_of(row: &StepRow) -> Result<StepRecord> {
         deadline_at: millis(row.deadline_at),
         next_attempt_at: millis(row.next_attempt_at),
         heartbeat_at: millis(row.heartbeat_at),
+        attempt_base: row.attempt_base.max(0) as u32,
         error: row.error.clone(),
         error_kind: row.error_kind.as_deref().map(ErrorKind::from),
     })
@@ -42,6 +43,7 @@ pub fn row_with_record(row: &StepRow, record: &StepRecord) -> StepRow {
         deadline_at: int(record.deadline_at),
         next_attempt_at: int(record.next_attempt_at),
         heartbeat_at: int(record.heartbeat_at),
+        attempt_base: i64::from(record.attempt_base),
         duration_ms: record.duration_ms().map(|d| d as i64).or(row.duration_ms),
         error: record.error.clone(),
         error_kind: record.error_kind.as_ref().map(|k| k.as_str().to_string()),
@@ -73,6 +75,7 @@ mod tests {
             usage: None,
             progress: None,
             heartbeat_at: None,
+            attempt_base: 0,
         }
     }
 

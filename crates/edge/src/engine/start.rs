@@ -114,6 +114,7 @@ impl Engine<'_> {
             version: 0,
             events_service: Some(self.orchestrator_service_name()),
             acted_by: new.acted_by.clone(),
+            retries: 0,
         };
         let pending_rows: Vec<StepRow> = plan
             .steps()
@@ -139,6 +140,7 @@ impl Engine<'_> {
                 usage: None,
                 progress: None,
                 heartbeat_at: None,
+                attempt_base: 0,
             })
             .collect();
         let start_payload =

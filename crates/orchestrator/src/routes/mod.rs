@@ -10,6 +10,7 @@ mod listing;
 mod metrics;
 mod openapi;
 mod plans;
+mod retry;
 mod runs;
 mod test_hooks;
 mod ui;
@@ -53,6 +54,14 @@ pub async fn route(req: Request, env: &Env) -> Result<Response> {
         ["api", "orchestration", "runs", run_id, "events"] => match method {
             Method::Get => return runs::events(req, env, run_id).await,
             _ => &[Method::Get],
+        },
+        ["api", "orchestration", "runs", run_id, "retry"] => match method {
+            Method::Post => return retry::retry(req, env, run_id).await,
+            _ => &[Method::Post],
+        },
+        ["api", "orchestration", "runs", run_id, "rerun"] => match method {
+            Method::Post => return retry::rerun(req, env, run_id).await,
+            _ => &[Method::Post],
         },
         ["api", "orchestration", "runs", run_id, "cancel"] => match method {
             Method::Post => return cancel::cancel(req, env, run_id).await,
