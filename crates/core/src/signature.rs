@@ -209,6 +209,24 @@ pub fn verify(
     }
 }
 
+/// Checks a received request, signed for `purpose` with any of `keys`, at `now`: its method,
+/// path and body, and its headers as `header` finds them (by name). Returns the attempt it is
+/// about.
+pub fn verify_received(
+    keys: &[String],
+    purpose: Purpose,
+    (method, path, body): (&str, &str, &[u8]),
+    header: impl Fn(&str) -> Option<String>,
+    now: Millis,
+) -> Result<Option<u32>, SignatureError> {
+    let attempt = attempt_of(header(ATTEMPT_HEADER).as_deref())?;
+    let request = Signed { purpose, method, path, attempt, body };
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let (timestamp, signature) = (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER));
+    verify(&keys, &request, timestamp.as_deref(), signature.as_deref(), now, DEFAULT_MAX_SKEW_MS)?;
+    Ok(attempt)
+}
+
 /// The MAC over the signed string, ready to finalize or verify.
 fn mac_of(key: &str, request: &Signed<'_>, timestamp: Millis) -> HmacSha256 {
     let mut mac = keyed(key.as_bytes());

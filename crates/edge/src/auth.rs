@@ -92,23 +92,10 @@ pub fn verify_request(
     body: &[u8],
     what: &str,
 ) -> Result<Option<u32>> {
-    let refused = |e: signature::SignatureError| Error::Unauthorized(format!("{what} refused: {e}"));
     let header = |name: &str| req.headers().get(name).ok().flatten();
-    let attempt = signature::attempt_of(header(signature::ATTEMPT_HEADER).as_deref()).map_err(refused)?;
-    let method = req.method().to_string();
-    let path = req.path();
-    let request = signature::Signed { purpose, method: &method, path: &path, attempt, body };
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    signature::verify(
-        &keys,
-        &request,
-        header(signature::TIMESTAMP_HEADER).as_deref(),
-        header(signature::SIGNATURE_HEADER).as_deref(),
-        Millis::new(clock::now_ms()),
-        signature::DEFAULT_MAX_SKEW_MS,
-    )
-    .map_err(refused)?;
-    Ok(attempt)
+    let (method, path) = (req.method().to_string(), req.path());
+    signature::verify_received(keys, purpose, (&method, &path, body), header, Millis::new(clock::now_ms()))
+        .map_err(|e| Error::Unauthorized(format!("{what} refused: {e}")))
 }
 
 /// Checks a request between Baton's own workers (signed with the internal key).

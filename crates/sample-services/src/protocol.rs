@@ -85,27 +85,10 @@ pub async fn read_signed(mut req: Request, env: &Env) -> Result<String, worker::
     let body = req.text().await.map_err(|e| error(400, "invalid_request", &e.to_string()))?;
     let keys = keys_for(env, &worker_of(&req));
     let header = |name: &str| req.headers().get(name).ok().flatten();
-    let refused = |e: signature::SignatureError| error(401, "invalid_signature", &format!("not signed by Baton: {e}"));
-    let attempt = signature::attempt_of(header(signature::ATTEMPT_HEADER).as_deref()).map_err(refused)?;
-    let method = req.method().to_string();
-    let path = req.path();
-    let request = signature::Signed {
-        purpose: signature::Purpose::Call,
-        method: &method,
-        path: &path,
-        attempt,
-        body: body.as_bytes(),
-    };
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    signature::verify(
-        &keys,
-        &request,
-        header(signature::TIMESTAMP_HEADER).as_deref(),
-        header(signature::SIGNATURE_HEADER).as_deref(),
-        Millis::new(js_now()),
-        signature::DEFAULT_MAX_SKEW_MS,
-    )
-    .map_err(refused)?;
+    let (method, path) = (req.method().to_string(), req.path());
+    let received = (method.as_str(), path.as_str(), body.as_bytes());
+    signature::verify_received(&keys, signature::Purpose::Call, received, header, Millis::new(js_now()))
+        .map_err(|e| error(401, "invalid_signature", &format!("not signed by Baton: {e}")))?;
     Ok(body)
 }
 
