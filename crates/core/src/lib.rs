@@ -54,6 +54,7 @@ pub mod progress;
 pub mod quota;
 pub mod request;
 pub mod retry;
+pub mod schedule;
 pub mod scheduler;
 pub mod signature;
 pub mod state;
@@ -61,5 +62,6 @@ pub mod summary;
 pub mod synthesis;
 pub mod template;
 pub mod time;
+pub mod webhook;
 
 pub use error::{Error, Result};
