@@ -7,8 +7,10 @@ pub mod executions;
 pub mod plans;
 pub mod resources;
 pub mod runs;
+pub mod schedules;
 pub mod steps;
 pub mod views;
+pub mod webhooks;
 
 use serde::de::DeserializeOwned;
 use wasm_bindgen::JsValue;
