@@ -13,5 +13,7 @@ mod openapi;
 mod poller;
 mod resilience;
 mod runs;
+mod schedules;
 mod trust;
 mod ui;
+mod webhooks;
