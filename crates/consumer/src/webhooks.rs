@@ -26,8 +26,9 @@ pub async fn handle(engine: &Engine<'_>, message: &RawMessage) {
     };
     match engine.deliver_webhook(&decoded.delivery_id).await {
         Ok(DeliveryOutcome::Done) => message.ack(),
-        Ok(DeliveryOutcome::Retry { delay_seconds }) => message
-            .retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay_seconds).build()),
+        Ok(DeliveryOutcome::Retry { delay_seconds }) => {
+            message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay_seconds).build())
+        }
         Err(e) => {
             worker::console_error!("webhooks: delivery {}: {e}; retrying", decoded.delivery_id);
             message.retry();
