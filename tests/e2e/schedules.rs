@@ -1,5 +1,6 @@
 //! Schedules: a slot fires one run however many ticks race for it, a paused schedule fires
-//! none, and a client sees only its own schedules.
+//! none, and a client sees only its own schedules. The ticking test takes its turn on the
+//! poller tests' stack, so its ticks never race another test's run.
 
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ fn racing_ticks(stack: &'static Stack) {
 
 #[test]
 fn racing_ticks_fire_one_run_per_slot_and_a_paused_schedule_fires_none() {
-    let stack = shared_stack();
+    let (stack, _turn) = crate::poller::poller_stack();
     let base = json!({ "website_id": "site-sched", "domain": "sched.example", "plan_id": "quick-v1",
                        "interval_seconds": 3600, "missed": "latest" });
     let active = create(stack, &base);

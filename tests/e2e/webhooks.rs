@@ -106,3 +106,42 @@ fn a_webhook_url_must_be_https_or_local() {
         assert_eq!(r.json()["error"]["details"]["field"], json!(field), "{body}: {}", r.text());
     }
 }
+
+#[test]
+fn a_delivery_that_always_fails_is_dead_lettered_and_logged_as_failed() {
+    let stack = shared_stack();
+    // Every attempt answers 500.
+    let receiver = WebhookReceiver::start(usize::MAX);
+    let r = stack.post_as(stack.token(1), "/api/orchestration/webhooks", &json!({ "url": receiver.url() }));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let hook_id = r.json()["webhook"]["webhook_id"].as_str().unwrap().to_string();
+    let r = stack.post_as(
+        stack.token(1),
+        "/api/orchestration/run?wait=60",
+        &json!({ "website_id": "site-hooks-dlq", "domain": "dlq.example", "plan_id": "quick-v1" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let run_id = r.json()["run_id"].as_str().unwrap().to_string();
+
+    // Six attempts, 1 + 2 + 4 + 8 + 16 s apart on the local stack, then the dead-letter queue.
+    let path = format!("/api/orchestration/webhooks/{hook_id}/deliveries");
+    let failed = poll_until("the delivery to be recorded failed", Duration::from_secs(90), || {
+        let r = stack.get_as(stack.token(1), &path);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["deliveries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|d| d["run_id"] == json!(run_id) && d["status"] == "failed")
+    });
+    assert_eq!(failed["attempts"], webhook::MAX_ATTEMPTS, "{failed}");
+    assert_eq!(failed["attempt_log"].as_array().map(Vec::len), Some(webhook::MAX_ATTEMPTS as usize), "{failed}");
+    assert!(failed["last_error"].as_str().unwrap_or_default().contains("dead-lettered"), "{failed}");
+    let got = receiver.received().into_iter().filter(|d| d.json()["data"]["run_id"] == json!(run_id)).count();
+    assert_eq!(got, webhook::MAX_ATTEMPTS as usize);
+
+    let auth = format!("Bearer {}", stack.token(1));
+    let r = stack.send("DELETE", &format!("/api/orchestration/webhooks/{hook_id}"), &[("Authorization", &auth)], None);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
