@@ -15,6 +15,8 @@ mod openapi;
 mod poller;
 mod resilience;
 mod runs;
+mod schedules;
 mod semantics;
 mod trust;
 mod ui;
+mod webhooks;

@@ -25,7 +25,15 @@ fn the_api_conforms_to_its_openapi_document_on_generated_inputs() {
     assert_eq!(r.status, 200, "{}", r.text());
     let spec = r.json();
     assert_eq!(spec["openapi"], "3.1.0");
-    for path in ["/api/orchestration/run", "/api/orchestration/runs/{run_id}", "/execute", "/metrics", "/ui"] {
+    for path in [
+        "/api/orchestration/run",
+        "/api/orchestration/runs/{run_id}",
+        "/api/orchestration/schedules/{schedule_id}",
+        "/api/orchestration/webhooks/{webhook_id}/deliveries",
+        "/execute",
+        "/metrics",
+        "/ui",
+    ] {
         assert!(spec["paths"][path].is_object(), "{path} is documented");
     }
 

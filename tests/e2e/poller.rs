@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::runs::{start_run, wait_terminal};
 
-fn poller_stack() -> (&'static Stack, MutexGuard<'static, ()>) {
+pub(crate) fn poller_stack() -> (&'static Stack, MutexGuard<'static, ()>) {
     static STACK: OnceLock<Stack> = OnceLock::new();
     static TURN: Mutex<()> = Mutex::new(());
     let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -6,6 +6,7 @@ pub mod fake_llm;
 pub mod fake_service;
 pub mod http;
 pub mod stack;
+pub mod webhook_receiver;
 
 pub use http::HttpResponse;
 pub use stack::{poll_until, repo_root, Stack, StackOptions};

@@ -3,6 +3,8 @@
 //! - [`dead_letters`]: `baton-tasks-dlq` and `llm-analysis-dlq` — finish what exhausted its
 //!   retries; what cannot be finished either is recorded in D1 (`dead_letters`), never dropped.
 //! - [`analysis`]: `llm-analysis` — the diagnosis and the run's finalisation.
+//! - [`webhooks`]: `baton-webhooks` — one attempt of a webhook delivery; `baton-webhooks-dlq` —
+//!   a delivery whose attempts are spent is recorded as failed.
 //! - [`drive`]: `POST /internal/drive` — the orchestrator hands over the first wave of a run a
 //!   client waits for, to run here at once instead of through the queue.
 //!
@@ -15,6 +17,7 @@ mod drive;
 mod llm;
 mod services;
 mod tasks;
+mod webhooks;
 
 use baton_edge::bindings::queue_names;
 use baton_edge::concurrency::join_all;
@@ -66,6 +69,8 @@ async fn handle(engine: &Engine<'_>, queue: &str, message: &RawMessage) {
         queue_names::ANALYSIS => analysis::handle(engine, message).await,
         queue_names::TASKS_DLQ => dead_letters::task(engine, message).await,
         queue_names::ANALYSIS_DLQ => dead_letters::analysis(engine, message).await,
+        queue_names::WEBHOOKS => webhooks::handle(engine, message).await,
+        queue_names::WEBHOOKS_DLQ => webhooks::dead_letter(engine, message).await,
         other => {
             worker::console_error!("consumer: message from unexpected queue {other}; acknowledged");
             message.ack();

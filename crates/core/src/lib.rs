@@ -59,6 +59,7 @@ pub mod quota;
 pub mod rate_limit;
 pub mod request;
 pub mod retry;
+pub mod schedule;
 pub mod scheduler;
 pub mod signature;
 pub mod state;
@@ -67,5 +68,6 @@ pub mod synthesis;
 pub mod template;
 pub mod time;
 pub mod trigger;
+pub mod webhook;
 
 pub use error::{Error, Result};

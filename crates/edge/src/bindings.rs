@@ -9,6 +9,8 @@ pub const KV: &str = "KV";
 pub const TASK_QUEUE: &str = "TASK_QUEUE";
 /// Producer for analysis messages (queue `llm-analysis`).
 pub const LLM_ANALYSIS_QUEUE: &str = "LLM_ANALYSIS_QUEUE";
+/// Producer for webhook deliveries (queue `baton-webhooks`).
+pub const WEBHOOK_QUEUE: &str = "WEBHOOK_QUEUE";
 /// Service binding to the poller worker (from the orchestrator).
 pub const POLLER: &str = "POLLER";
 /// Service binding to the consumer worker (from the orchestrator).
@@ -32,11 +34,16 @@ pub mod queue_names {
     /// Analysis dead letters.
     pub const ANALYSIS_DLQ: &str = "llm-analysis-dlq";
 
+    /// Webhook deliveries.
+    pub const WEBHOOKS: &str = "baton-webhooks";
+    /// Webhook deliveries that exhausted their attempts.
+    pub const WEBHOOKS_DLQ: &str = "baton-webhooks-dlq";
+
     /// Which of the queues above `name` is. A deployed environment other than production
     /// suffixes its queues (`baton-tasks-staging`, `baton-tasks-dlq-staging`).
     pub fn kind(name: &str) -> Option<&'static str> {
         // The dead-letter queues first: `baton-tasks-dlq` also starts with `baton-tasks-`.
-        [TASKS_DLQ, ANALYSIS_DLQ, TASKS, ANALYSIS].into_iter().find(|base| {
+        [TASKS_DLQ, ANALYSIS_DLQ, WEBHOOKS_DLQ, TASKS, ANALYSIS, WEBHOOKS].into_iter().find(|base| {
             name.strip_prefix(base).is_some_and(|rest| rest.is_empty() || (rest.starts_with('-') && rest.len() > 1))
         })
     }
@@ -54,6 +61,8 @@ pub mod queue_names {
                 ("baton-tasks-dlq-staging", Some(TASKS_DLQ)),
                 ("llm-analysis-staging", Some(ANALYSIS)),
                 ("llm-analysis-dlq", Some(ANALYSIS_DLQ)),
+                ("baton-webhooks", Some(WEBHOOKS)),
+                ("baton-webhooks-dlq-staging", Some(WEBHOOKS_DLQ)),
                 ("baton-tasks-", None),
                 ("baton-taskss", None),
                 ("other", None),

@@ -47,6 +47,13 @@ pub const RUN_WAIT_DEFAULT_SECONDS: &str = "RUN_WAIT_DEFAULT_SECONDS";
 pub const BATON_TEST_HOOKS: &str = "BATON_TEST_HOOKS";
 /// Faults to inject, comma-separated (`kv`, `analysis`, `task-queue`); unset in every real deployment.
 pub const BATON_FAULT_INJECTION: &str = "BATON_FAULT_INJECTION";
+/// "true" lets webhooks use `http://localhost` and `http://127.0.0.1` (a local stack); else
+/// webhook URLs must be https.
+pub const WEBHOOK_ALLOW_HTTP_LOCALHOST: &str = "WEBHOOK_ALLOW_HTTP_LOCALHOST";
+/// The wait after a webhook delivery's first failed attempt, in seconds (doubled after each).
+pub const WEBHOOK_RETRY_BASE_SECONDS: &str = "WEBHOOK_RETRY_BASE_SECONDS";
+/// [`WEBHOOK_RETRY_BASE_SECONDS`] when unset or not a number.
+pub const DEFAULT_WEBHOOK_RETRY_BASE_SECONDS: u32 = 10;
 /// The LLM's OpenAI-compatible base URL (e.g. `https://api.openai.com/v1`); unset: no LLM.
 pub const LLM_API_URL: &str = "LLM_API_URL";
 /// Secret: the LLM's API key.
@@ -189,6 +196,18 @@ pub fn run_wait_default_seconds(env: &Env) -> u64 {
             0
         }),
     }
+}
+
+/// Whether webhooks may use local `http` URLs ([`WEBHOOK_ALLOW_HTTP_LOCALHOST`] is "true").
+pub fn webhook_allow_http_localhost(env: &Env) -> bool {
+    var(env, WEBHOOK_ALLOW_HTTP_LOCALHOST).is_some_and(|v| v == "true")
+}
+
+/// [`WEBHOOK_RETRY_BASE_SECONDS`], default [`DEFAULT_WEBHOOK_RETRY_BASE_SECONDS`].
+pub fn webhook_retry_base_seconds(env: &Env) -> u32 {
+    var(env, WEBHOOK_RETRY_BASE_SECONDS)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_WEBHOOK_RETRY_BASE_SECONDS)
 }
 
 /// Whether the test-only routes exist in this worker ([`BATON_TEST_HOOKS`] is "true").

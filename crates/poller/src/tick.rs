@@ -102,7 +102,13 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
         worker::console_error!("poller: admission pass failed: {e}");
         Default::default()
     });
-    counts.rows_read = due.rows_read + admission.rows_read;
+    // 5. Schedules: fire the due slots, each claimed once whatever ticks race.
+    let schedules = engine.fire_schedules(limit).await.unwrap_or_else(|e| {
+        counts.errors += 1;
+        worker::console_error!("poller: schedules pass failed: {e}");
+        Default::default()
+    });
+    counts.rows_read = due.rows_read + admission.rows_read + schedules.rows_read;
 
     let finished = engine.now();
     let last_run = json!({
@@ -111,6 +117,7 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
         "duration_ms": finished.since(started),
         "counts": counts,
         "admission": admission,
+        "schedules": schedules,
     });
     worker::console_log!("{}", json!({ "event": "poller_tick", "last_run": last_run }));
     if let Err(e) = Kv::from_env(engine.env())?.put_json(bindings::kv_keys::LAST_RUN, &last_run).await {

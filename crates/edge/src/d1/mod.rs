@@ -8,9 +8,11 @@ pub mod plans;
 pub mod rate_limits;
 pub mod resources;
 pub mod runs;
+pub mod schedules;
 pub mod service_slots;
 pub mod steps;
 pub mod views;
+pub mod webhooks;
 
 use serde::de::DeserializeOwned;
 use wasm_bindgen::JsValue;

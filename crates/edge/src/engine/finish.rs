@@ -149,6 +149,7 @@ impl Engine<'_> {
             log::Line { duration_ms: took, error: ended.run.error.as_deref(), ..log::Line::run(&ended.run.run_id) };
         log::emit(log::Event::RunFinished, &line);
         self.write_snapshot(ended).await;
+        self.enqueue_webhooks(ended).await;
         if ended.run.kind == "pipeline" {
             if let Err(e) = Box::pin(super::admission::admit_queued(self, 10)).await {
                 worker::console_warn!("admission after run {} ended: {e}", ended.run.run_id);

@@ -18,11 +18,14 @@ mod plans;
 mod retry;
 mod rows;
 mod run;
+mod schedules;
 mod start;
 mod timers;
 mod views;
 mod wait;
+mod webhooks;
 
+pub use crate::d1::schedules::{FireRow as ScheduleFire, ScheduleRow as Schedule};
 pub use apply::{Reported, MAX_ROUNDS};
 pub use cancel::CancelOutcome;
 pub use claim::{seconds_until, AttemptClaim};
@@ -36,7 +39,12 @@ pub use rows::{record_of, row_with_record};
 pub use run::{
     snapshot_of, summary_of, AdvanceReport, Dispatch, Engine, Loaded, RecordOutcome, Report, RETRY_GRACE_MS,
 };
+pub use schedules::{new_schedule_id, timing_of, ScheduleCounts, ScheduleFields, ScheduleView};
 pub use start::{NewRun, Started};
 pub use timers::TimerOutcome;
 pub use views::{blocked_by, depends_on, Attempt};
 pub use wait::DRIVE_PATH;
+pub use webhooks::{
+    webhook_json, DeliveryOutcome, Webhook, WebhookAttempt, WebhookDelivery, DELIVERY_LOG_LIMIT,
+    MAX_WEBHOOKS_PER_CLIENT,
+};

@@ -12,8 +12,10 @@ mod openapi;
 mod plans;
 mod retry;
 mod runs;
+mod schedules;
 mod test_hooks;
 mod ui;
+mod webhooks;
 
 use baton_edge::{Error, Result};
 use worker::{Env, Method, Request, Response};
@@ -65,6 +67,35 @@ pub async fn route(req: Request, env: &Env) -> Result<Response> {
         },
         ["api", "orchestration", "runs", run_id, "cancel"] => match method {
             Method::Post => return cancel::cancel(req, env, run_id).await,
+            _ => &[Method::Post],
+        },
+        ["api", "orchestration", "schedules"] => match method {
+            Method::Get => return schedules::list(req, env).await,
+            Method::Post => return schedules::create(req, env).await,
+            _ => &[Method::Get, Method::Post],
+        },
+        ["api", "orchestration", "schedules", schedule_id] => match method {
+            Method::Get => return schedules::get(req, env, schedule_id).await,
+            Method::Patch => return schedules::update(req, env, schedule_id).await,
+            Method::Delete => return schedules::delete(req, env, schedule_id).await,
+            _ => &[Method::Get, Method::Patch, Method::Delete],
+        },
+        ["api", "orchestration", "webhooks"] => match method {
+            Method::Get => return webhooks::list(req, env).await,
+            Method::Post => return webhooks::create(req, env).await,
+            _ => &[Method::Get, Method::Post],
+        },
+        ["api", "orchestration", "webhooks", webhook_id] => match method {
+            Method::Get => return webhooks::get(req, env, webhook_id).await,
+            Method::Delete => return webhooks::delete(req, env, webhook_id).await,
+            _ => &[Method::Get, Method::Delete],
+        },
+        ["api", "orchestration", "webhooks", webhook_id, "deliveries"] => match method {
+            Method::Get => return webhooks::deliveries(req, env, webhook_id).await,
+            _ => &[Method::Get],
+        },
+        ["api", "orchestration", "webhooks", webhook_id, "deliveries", delivery_id, "replay"] => match method {
+            Method::Post => return webhooks::replay(req, env, webhook_id, delivery_id).await,
             _ => &[Method::Post],
         },
         ["execute"] => match method {

@@ -191,6 +191,7 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
         })
         .collect();
     let diagnosis = engine.diagnosis_of(&loaded).await?;
+    let fire = engine.schedule_fire_of(run_id).await?;
     http::json(
         200,
         &json!({
@@ -209,6 +210,8 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
             "deadline_at": rfc3339(Some(loaded.run.deadline_at)),
             "fan_in_at": rfc3339(loaded.run.claimed_at),
             "missing": loaded.run.missing.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
+            "schedule_id": fire.as_ref().map(|f| f.schedule_id.clone()),
+            "schedule_slot": rfc3339(fire.as_ref().map(|f| f.slot)),
         }),
     )
 }

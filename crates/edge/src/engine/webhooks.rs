@@ -1,0 +1,305 @@
+//! Webhooks: a client's URLs told, signed, when its runs end.
+//!
+//! When a run ends ([`Engine::after_ending`]), one delivery per matching webhook is written to
+//! D1 and a [`DeliveryMessage`] sent on the webhook queue — best effort: a failure is logged,
+//! never fails the ending. The consumer makes one attempt per message ([`Engine::deliver_webhook`]):
+//! a signed `POST` bounded by [`webhook::ATTEMPT_TIMEOUT_MS`], each attempt recorded; anything
+//! but a 2xx is retried by the queue with core's backoff, and after [`webhook::MAX_ATTEMPTS`]
+//! the queue dead-letters the message and the delivery is recorded as failed
+//! ([`Engine::webhook_dead_lettered`]).
+
+use std::time::Duration;
+
+use baton_core::time::Millis;
+use baton_core::webhook::{self, DeliveryMessage, Event};
+use serde_json::{json, Value};
+use worker::{Fetch, Headers, Method, Request, RequestInit};
+
+use super::run::{summary_of, Engine, Loaded};
+use crate::concurrency::with_timeout;
+use crate::d1::webhooks::{self as rows, AttemptRow, DeliveryRow, WebhookRow};
+use crate::{bindings, clock, queues, settings, Error, Result};
+
+pub use crate::d1::webhooks::{AttemptRow as WebhookAttempt, DeliveryRow as WebhookDelivery, WebhookRow as Webhook};
+
+/// Webhooks per client.
+pub const MAX_WEBHOOKS_PER_CLIENT: u32 = 10;
+/// Deliveries shown per page of a delivery log.
+pub const DELIVERY_LOG_LIMIT: u32 = 50;
+/// Longest error text kept per attempt.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// What an attempt of a delivery came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The receiver answered 2xx, or there was nothing to do (already settled, unknown).
+    Done,
+    /// Try again in `delay_seconds`.
+    Retry { delay_seconds: u32 },
+}
+
+fn new_id(prefix: &str, now: Millis) -> Result<String> {
+    Ok(format!("{prefix}_{:013}_{}", now.as_u64(), hex::encode(clock::random_bytes::<8>()?)))
+}
+
+fn cut(text: &str) -> String {
+    text.chars().take(MAX_ERROR_CHARS).collect()
+}
+
+impl Engine<'_> {
+    /// Creates a webhook for `client_id` on `events` (all, if empty); its secret is generated
+    /// here and shown once, in the answer. The URL is checked by core (https; local http only
+    /// where `WEBHOOK_ALLOW_HTTP_LOCALHOST` allows it).
+    pub async fn create_webhook(&self, client_id: &str, url: &str, events: &[Event]) -> Result<WebhookRow> {
+        webhook::validate_url(url, settings::webhook_allow_http_localhost(self.env()))
+            .map_err(|e| Error::bad_request("invalid_url", "url", e.to_string()))?;
+        if rows::of_client(&self.db, client_id, MAX_WEBHOOKS_PER_CLIENT).await?.len() as u32 >= MAX_WEBHOOKS_PER_CLIENT
+        {
+            return Err(Error::Conflict(format!("at most {MAX_WEBHOOKS_PER_CLIENT} webhooks per client")));
+        }
+        let now = self.now();
+        let events: Vec<&str> = if events.is_empty() {
+            Event::ALL.iter().map(|e| e.as_str()).collect()
+        } else {
+            events.iter().map(|e| e.as_str()).collect()
+        };
+        let row = WebhookRow {
+            webhook_id: new_id("wh", now)?,
+            client_id: client_id.to_string(),
+            url: url.to_string(),
+            secret: format!("whsec_{}", hex::encode(clock::random_bytes::<24>()?)),
+            events: serde_json::to_string(&events).map_err(|e| Error::Internal(e.to_string()))?,
+            created_at: now.as_u64() as i64,
+        };
+        rows::insert(&self.db, &row).await?;
+        Ok(row)
+    }
+
+    /// `client_id`'s webhooks.
+    pub async fn webhooks(&self, client_id: &str) -> Result<Vec<WebhookRow>> {
+        rows::of_client(&self.db, client_id, MAX_WEBHOOKS_PER_CLIENT).await
+    }
+
+    /// One of `client_id`'s webhooks (another client's is 404).
+    pub async fn webhook(&self, client_id: &str, webhook_id: &str) -> Result<WebhookRow> {
+        rows::get(&self.db, client_id, webhook_id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: format!("webhook {webhook_id}") })
+    }
+
+    /// Deletes one of `client_id`'s webhooks; 404 if there is none.
+    pub async fn delete_webhook(&self, client_id: &str, webhook_id: &str) -> Result<()> {
+        match rows::delete(&self.db, client_id, webhook_id).await? {
+            true => Ok(()),
+            false => Err(Error::NotFound { what: format!("webhook {webhook_id}") }),
+        }
+    }
+
+    /// One of `client_id`'s webhooks' latest deliveries, newest first, with their attempts.
+    pub async fn webhook_deliveries(
+        &self,
+        client_id: &str,
+        webhook_id: &str,
+    ) -> Result<(Vec<DeliveryRow>, Vec<AttemptRow>)> {
+        self.webhook(client_id, webhook_id).await?;
+        rows::deliveries(&self.db, webhook_id, DELIVERY_LOG_LIMIT).await
+    }
+
+    /// Sends one of a webhook's deliveries again, as a new delivery with the same payload
+    /// (`replay_of` names the original).
+    pub async fn replay_delivery(&self, client_id: &str, webhook_id: &str, delivery_id: &str) -> Result<DeliveryRow> {
+        self.webhook(client_id, webhook_id).await?;
+        let original = rows::delivery(&self.db, delivery_id)
+            .await?
+            .filter(|d| d.webhook_id == webhook_id && d.client_id == client_id)
+            .ok_or_else(|| Error::NotFound { what: format!("delivery {delivery_id}") })?;
+        let now = self.now().as_u64() as i64;
+        let replay = DeliveryRow {
+            delivery_id: new_id("whd", self.now())?,
+            status: "pending".to_string(),
+            attempts: 0,
+            last_status_code: None,
+            last_error: None,
+            replay_of: Some(original.delivery_id.clone()),
+            created_at: now,
+            updated_at: now,
+            delivered_at: None,
+            ..original
+        };
+        self.db.batch(vec![rows::insert_delivery(&self.db, &replay)?]).await?;
+        let queue = queues::producer(self.env(), bindings::WEBHOOK_QUEUE)?;
+        queues::send(&queue, &DeliveryMessage::new(&replay.delivery_id)).await?;
+        Ok(replay)
+    }
+
+    /// Writes and queues the deliveries of a run's ending to its client's webhooks. Best
+    /// effort: logs what fails.
+    pub(super) async fn enqueue_webhooks(&self, ended: &Loaded) {
+        if let Err(e) = self.try_enqueue_webhooks(ended).await {
+            worker::console_warn!("run {}: webhook deliveries not queued: {e}", ended.run.run_id);
+        }
+    }
+
+    async fn try_enqueue_webhooks(&self, ended: &Loaded) -> Result<()> {
+        let event = Event::of_run_kind(&ended.run.kind);
+        let hooks: Vec<WebhookRow> = rows::of_client(&self.db, &ended.run.client_id, MAX_WEBHOOKS_PER_CLIENT)
+            .await?
+            .into_iter()
+            .filter(|w| {
+                serde_json::from_str::<Vec<String>>(&w.events).is_ok_and(|e| e.iter().any(|n| n == event.as_str()))
+            })
+            .collect();
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let summary = serde_json::to_value(summary_of(ended)?).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut deliveries = Vec::with_capacity(hooks.len());
+        for hook in &hooks {
+            let delivery_id = new_id("whd", now)?;
+            let payload = json!({
+                "id": delivery_id,
+                "event": event.as_str(),
+                "created_at": now.to_rfc3339(),
+                "data": { "run_id": ended.run.run_id, "kind": ended.run.kind, "status": ended.run.status,
+                          "summary": summary },
+            });
+            deliveries.push(DeliveryRow {
+                delivery_id,
+                webhook_id: hook.webhook_id.clone(),
+                client_id: hook.client_id.clone(),
+                event: event.as_str().to_string(),
+                run_id: Some(ended.run.run_id.clone()),
+                payload: payload.to_string(),
+                status: "pending".to_string(),
+                attempts: 0,
+                last_status_code: None,
+                last_error: None,
+                replay_of: None,
+                created_at: now.as_u64() as i64,
+                updated_at: now.as_u64() as i64,
+                delivered_at: None,
+            });
+        }
+        let statements = deliveries.iter().map(|d| rows::insert_delivery(&self.db, d)).collect::<Result<Vec<_>>>()?;
+        self.db.batch(statements).await?;
+        let messages: Vec<DeliveryMessage> = deliveries.iter().map(|d| DeliveryMessage::new(&d.delivery_id)).collect();
+        let sent = match queues::producer(self.env(), bindings::WEBHOOK_QUEUE) {
+            Ok(queue) => queues::send_all(&queue, &messages).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            // Recorded, so the delivery log says so and a replay can send it.
+            for d in &deliveries {
+                let _ =
+                    rows::fail(&self.db, &d.delivery_id, &cut(&format!("not queued: {e}")), now.as_u64() as i64).await;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// One attempt of a delivery: a signed `POST` of its payload to its webhook, bounded in
+    /// time, recorded whatever it comes to.
+    pub async fn deliver_webhook(&self, delivery_id: &str) -> Result<DeliveryOutcome> {
+        let Some((delivery, hook)) = rows::delivery_with_target(&self.db, delivery_id).await? else {
+            return Ok(DeliveryOutcome::Done);
+        };
+        if delivery.status != "pending" {
+            return Ok(DeliveryOutcome::Done);
+        }
+        let Some(hook) = hook else {
+            rows::fail(&self.db, delivery_id, "the webhook was deleted", self.now().as_u64() as i64).await?;
+            return Ok(DeliveryOutcome::Done);
+        };
+        let attempt = delivery.attempts + 1;
+        let started = self.now();
+        let answer = post_signed(&hook, &delivery, started).await;
+        let finished = self.now();
+        let (status_code, error) = match &answer {
+            Ok(status) if (200..300).contains(status) => (Some(i64::from(*status)), None),
+            Ok(status) => (Some(i64::from(*status)), Some(format!("HTTP {status}"))),
+            Err(e) => (None, Some(cut(e))),
+        };
+        let succeeded = status_code.is_some_and(|s| (200..300).contains(&s));
+        let row = AttemptRow {
+            delivery_id: delivery_id.to_string(),
+            attempt,
+            at: started.as_u64() as i64,
+            status_code,
+            error,
+            duration_ms: finished.since(started) as i64,
+        };
+        rows::record_attempt(&self.db, &row, succeeded).await?;
+        if succeeded {
+            return Ok(DeliveryOutcome::Done);
+        }
+        let base = settings::webhook_retry_base_seconds(self.env());
+        let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+        // Past the last attempt the queue dead-letters the message; the delay only spaces it.
+        let delay_seconds = webhook::retry_delay_seconds(attempt, base).unwrap_or(base);
+        Ok(DeliveryOutcome::Retry { delay_seconds })
+    }
+
+    /// A delivery whose message exhausted its attempts: recorded as failed.
+    pub async fn webhook_dead_lettered(&self, delivery_id: &str) -> Result<()> {
+        let Some(delivery) = rows::delivery(&self.db, delivery_id).await? else { return Ok(()) };
+        let last = delivery.last_error.as_deref().unwrap_or("none");
+        let reason = cut(&format!("gave up after {} attempts (dead-lettered); last error: {last}", delivery.attempts));
+        rows::fail(&self.db, delivery_id, &reason, self.now().as_u64() as i64).await
+    }
+}
+
+/// Posts a delivery's payload to its webhook, signed at `now`; the answer's status, or why
+/// there was none. Bounded by [`webhook::ATTEMPT_TIMEOUT_MS`]: past it the request is aborted.
+async fn post_signed(hook: &WebhookRow, delivery: &DeliveryRow, now: Millis) -> Result<u16, String> {
+    let headers = Headers::new();
+    let body = delivery.payload.as_str();
+    let set = |name: &str, value: &str| headers.set(name, value).map_err(|e| e.to_string());
+    set("Content-Type", "application/json")?;
+    set("User-Agent", "Baton-Webhooks/1")?;
+    set(webhook::ID_HEADER, &delivery.delivery_id)?;
+    set(webhook::EVENT_HEADER, &delivery.event)?;
+    set(webhook::TIMESTAMP_HEADER, &now.as_u64().to_string())?;
+    set(webhook::SIGNATURE_HEADER, &webhook::sign(&hook.secret, now, body.as_bytes()))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+    let controller = worker::AbortController::default();
+    let raw: worker::web_sys::RequestInit = (&init).into();
+    let signal: &worker::web_sys::AbortSignal = &controller.signal();
+    raw.set_signal(Some(signal));
+    let request = worker::web_sys::Request::new_with_str_and_init(&hook.url, &raw)
+        .map(Request::from)
+        .map_err(|_| "the webhook URL does not make a request".to_string())?;
+    crate::meter::subrequest();
+    let exchange = async {
+        let mut response = Fetch::Request(request).send().await.map_err(|e| format!("network error: {e}"))?;
+        let status = response.status_code();
+        // Read (and drop) the answer so the connection is released.
+        let _ = response.text().await;
+        Ok::<u16, String>(status)
+    };
+    let limit = Duration::from_millis(webhook::ATTEMPT_TIMEOUT_MS);
+    match with_timeout(exchange, limit).await {
+        Some(answer) => answer,
+        None => {
+            controller.abort();
+            Err(format!("no answer within {} ms", webhook::ATTEMPT_TIMEOUT_MS))
+        }
+    }
+}
+
+/// A webhook as its owner sees it (the secret is shown only when it is created).
+pub fn webhook_json(row: &WebhookRow, with_secret: bool) -> Value {
+    let events: Value = serde_json::from_str(&row.events).unwrap_or(Value::Array(Vec::new()));
+    let mut body = json!({
+        "webhook_id": row.webhook_id,
+        "url": row.url,
+        "events": events,
+        "created_at": Millis::new(row.created_at.max(0) as u64).to_rfc3339(),
+    });
+    if with_secret {
+        body["secret"] = json!(row.secret);
+    }
+    body
+}

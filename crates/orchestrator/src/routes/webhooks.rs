@@ -1,0 +1,116 @@
+//! Webhooks (`/api/orchestration/webhooks`): a client's URLs told, signed, when its runs and
+//! executions end; their delivery log and replays. A client sees only its own.
+
+use baton_core::time::Millis;
+use baton_core::webhook::Event;
+use baton_edge::engine::{webhook_json, Engine, WebhookAttempt, WebhookDelivery};
+use baton_edge::{auth, http, Error, Result};
+use serde_json::{json, Value};
+use worker::{Env, Request, Response};
+
+use super::input;
+
+fn rfc3339(ms: Option<i64>) -> Value {
+    ms.map(|ms| json!(Millis::new(ms.max(0) as u64).to_rfc3339())).unwrap_or(Value::Null)
+}
+
+fn shown_delivery(d: &WebhookDelivery, attempts: &[WebhookAttempt]) -> Value {
+    let log: Vec<Value> = attempts
+        .iter()
+        .filter(|a| a.delivery_id == d.delivery_id)
+        .map(|a| {
+            json!({ "attempt": a.attempt, "at": rfc3339(Some(a.at)), "status_code": a.status_code,
+                    "error": a.error, "duration_ms": a.duration_ms })
+        })
+        .collect();
+    json!({
+        "delivery_id": d.delivery_id,
+        "webhook_id": d.webhook_id,
+        "event": d.event,
+        "run_id": d.run_id,
+        "status": d.status,
+        "attempts": d.attempts,
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "replay_of": d.replay_of,
+        "created_at": rfc3339(Some(d.created_at)),
+        "updated_at": rfc3339(Some(d.updated_at)),
+        "delivered_at": rfc3339(d.delivered_at),
+        "attempt_log": log,
+        "payload": serde_json::from_str::<Value>(&d.payload).unwrap_or(Value::Null),
+    })
+}
+
+/// `POST /api/orchestration/webhooks` `{url, events?}`
+pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
+    let client_id = auth::client_id(&req, env)?;
+    let body: Value = http::read_json(&mut req).await?;
+    let map = input::object(body, &["url", "events"])?;
+    let url = input::optional_string(&map, "url")?
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| Error::bad_request("missing_field", "url", "`url` is required"))?;
+    let events = match map.get("events") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().and_then(Event::parse))
+            .collect::<Option<Vec<Event>>>()
+            .filter(|events| !events.is_empty())
+            .ok_or_else(|| {
+                Error::bad_request(
+                    "invalid_field",
+                    "events",
+                    "`events` must list one or more of `run.finished`, `execution.finished`",
+                )
+            })?,
+        Some(_) => {
+            return Err(Error::bad_request("invalid_field", "events", "`events` must be an array of event names"))
+        }
+    };
+    let engine = Engine::new(env).await?;
+    let row = engine.create_webhook(&client_id, url.trim(), &events).await?;
+    http::json(201, &json!({ "success": true, "webhook": webhook_json(&row, true) }))
+}
+
+/// `GET /api/orchestration/webhooks`
+pub async fn list(req: Request, env: &Env) -> Result<Response> {
+    let client_id = auth::client_id(&req, env)?;
+    let engine = Engine::new(env).await?;
+    let hooks: Vec<Value> = engine.webhooks(&client_id).await?.iter().map(|w| webhook_json(w, false)).collect();
+    http::json(200, &json!({ "success": true, "webhooks": hooks }))
+}
+
+/// `GET /api/orchestration/webhooks/:id`
+pub async fn get(req: Request, env: &Env, webhook_id: &str) -> Result<Response> {
+    let client_id = auth::client_id(&req, env)?;
+    let engine = Engine::new(env).await?;
+    let row = engine.webhook(&client_id, webhook_id).await?;
+    http::json(200, &json!({ "success": true, "webhook": webhook_json(&row, false) }))
+}
+
+/// `DELETE /api/orchestration/webhooks/:id`
+pub async fn delete(req: Request, env: &Env, webhook_id: &str) -> Result<Response> {
+    let client_id = auth::client_id(&req, env)?;
+    let engine = Engine::new(env).await?;
+    engine.delete_webhook(&client_id, webhook_id).await?;
+    http::json(200, &json!({ "success": true, "webhook_id": webhook_id, "deleted": true }))
+}
+
+/// `GET /api/orchestration/webhooks/:id/deliveries`: the latest deliveries, newest first,
+/// each with every attempt.
+pub async fn deliveries(req: Request, env: &Env, webhook_id: &str) -> Result<Response> {
+    let client_id = auth::client_id(&req, env)?;
+    let engine = Engine::new(env).await?;
+    let (deliveries, attempts) = engine.webhook_deliveries(&client_id, webhook_id).await?;
+    let shown: Vec<Value> = deliveries.iter().map(|d| shown_delivery(d, &attempts)).collect();
+    http::json(200, &json!({ "success": true, "webhook_id": webhook_id, "deliveries": shown }))
+}
+
+/// `POST /api/orchestration/webhooks/:id/deliveries/:delivery_id/replay`: sends the delivery's
+/// payload again, as a new delivery.
+pub async fn replay(req: Request, env: &Env, webhook_id: &str, delivery_id: &str) -> Result<Response> {
+    let client_id = auth::client_id(&req, env)?;
+    let engine = Engine::new(env).await?;
+    let replay = engine.replay_delivery(&client_id, webhook_id, delivery_id).await?;
+    http::json(202, &json!({ "success": true, "delivery": shown_delivery(&replay, &[]) }))
+}
