@@ -166,6 +166,20 @@ impl Stack {
     /// Starts a fresh stack (fresh D1/KV/queues) and waits until `/health` answers 200.
     /// Panics with wrangler's own output if it does not come up.
     pub fn start(options: StackOptions) -> Stack {
+        // wrangler picks some ports of its own: when stacks start side by side it can lose a
+        // race for one ("Address already in use"). That start is thrown away and tried again.
+        const STARTS: u32 = 3;
+        for start in 1..=STARTS {
+            match Stack::try_start(&options) {
+                Ok(stack) => return stack,
+                Err(e) if start < STARTS && e.contains("Address already in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!("the last start either returns or panics")
+    }
+
+    fn try_start(options: &StackOptions) -> Result<Stack, String> {
         let root = repo_root();
         let wrangler =
             std::env::var("WRANGLER").map(PathBuf::from).unwrap_or_else(|_| root.join("node_modules/.bin/wrangler"));
@@ -255,19 +269,19 @@ impl Stack {
             _guard_pipe: guard_pipe,
             secrets: Secrets::load(&root),
         };
-        stack.wait_ready();
-        stack
+        stack.wait_ready()?;
+        Ok(stack)
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + STARTUP_DEADLINE;
         let mut last = String::from("no answer yet");
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("wrangler dev exited ({status}) before becoming ready:\n{}", self.log());
+                return Err(format!("wrangler dev exited ({status}) before becoming ready:\n{}", self.log()));
             }
             match request(self.port, "GET", "/health", &[], None, Duration::from_secs(5)) {
-                Ok(r) if r.status == 200 => return,
+                Ok(r) if r.status == 200 => return Ok(()),
                 Ok(r) => last = format!("{} {}", r.status, r.text()),
                 Err(e) => last = e.to_string(),
             }
