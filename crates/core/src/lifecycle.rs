@@ -235,12 +235,7 @@ pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn
     let active = ACTIVE.contains(&run.status);
     let cancellation = if cancel { cancel::cancel(run.status, plan, &records, rules.now).ok() } else { None };
     let action = if let Some(cancellation) = cancellation {
-        for step in &cancellation.cancelled {
-            if let Some(position) = plan.position(step.service.as_str()) {
-                causes[position] = Some(Cause::Cancelled);
-            }
-        }
-        records = cancellation.records;
+        take_cancellation(plan, cancellation, &mut records, &mut causes);
         RunAction::Finish(Finish { status: RunStatus::Cancelled, from: UNFINISHED, error: None })
     } else if look && active {
         look_at(run, &mut records, &mut causes, rules, rng)
@@ -378,20 +373,25 @@ fn look_at(
         }
         FanInDecision::Fail { reason } => {
             // A run that fails early (its threshold out of reach) cancels what still runs.
-            for (position, record) in records.iter_mut().enumerate() {
-                if record.status.is_terminal() {
-                    continue;
-                }
-                if let Ok(StepOutcome::Applied(next)) =
-                    apply(record, StepEvent::Cancelled, rules.now, &plan.steps()[position], rng)
-                {
-                    *record = next;
-                    causes[position] = Some(Cause::Cancelled);
-                }
-            }
+            take_cancellation(plan, cancel::cancel_steps(plan, records, rules.now), records, causes);
             RunAction::Finish(Finish { status: RunStatus::Failed, from: ACTIVE, error: Some(reason.to_string()) })
         }
     }
+}
+
+/// Takes the steps a cancellation ends into `records`, each with its cause.
+fn take_cancellation(
+    plan: &Plan,
+    cancellation: cancel::Cancellation,
+    records: &mut [StepRecord],
+    causes: &mut [Option<Cause>],
+) {
+    for step in &cancellation.cancelled {
+        if let Some(position) = plan.position(step.service.as_str()) {
+            causes[position] = Some(Cause::Cancelled);
+        }
+    }
+    records.clone_from_slice(&cancellation.records);
 }
 
 fn dispatch_ready(

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use baton_core::cancel::cancel_steps;
 use baton_core::fanin::{decide, run_deadline, FailReason, FanInConfig, FanInDecision, RunView};
 use baton_core::ids::{EventId, ExecutionId, RunId};
 use baton_core::plan::{validate, Plan, PlanDraft, StepDraft, Threshold};
@@ -281,15 +282,7 @@ fn drive(s: &Scenario) -> Result<Trace, TestCaseError> {
                 prop_assert!(early || steps.iter().all(|r| r.status.is_terminal()), "decided with steps in flight");
                 if early {
                     // The engine cancels what still runs when a run fails early.
-                    for (position, record) in steps.iter_mut().enumerate() {
-                        if !record.status.is_terminal() {
-                            if let Ok(StepOutcome::Applied(next)) =
-                                apply(record, StepEvent::Cancelled, now, &plan.steps()[position], &mut rng)
-                            {
-                                *record = next;
-                            }
-                        }
-                    }
+                    steps = cancel_steps(plan, &steps, now).records;
                 }
                 let claimed = match fan_in.decision {
                     FanInDecision::Aggregate { .. } => run.apply(RunEvent::Claimed),
