@@ -146,17 +146,22 @@ pub fn allowed_worker_keys(env: &Env) -> Vec<String> {
     allowed
 }
 
-/// The concurrency cap of `worker` ([`SERVICE_CONCURRENCY`]), if it has one. An invalid
-/// setting caps nothing, with an error logged.
-pub fn concurrency_cap(env: &Env, worker: &str) -> Option<u32> {
-    let text = var(env, SERVICE_CONCURRENCY).filter(|t| !t.trim().is_empty())?;
+/// Every concurrency cap ([`SERVICE_CONCURRENCY`]): worker key → most attempts in flight
+/// (caps of 0 left out). An invalid setting caps nothing, with an error logged.
+pub fn concurrency_caps(env: &Env) -> BTreeMap<String, u32> {
+    let Some(text) = var(env, SERVICE_CONCURRENCY).filter(|t| !t.trim().is_empty()) else { return BTreeMap::new() };
     match serde_json::from_str::<BTreeMap<String, u32>>(&text) {
-        Ok(caps) => caps.get(worker).copied().filter(|cap| *cap > 0),
+        Ok(caps) => caps.into_iter().filter(|(_, cap)| *cap > 0).collect(),
         Err(e) => {
             worker::console_error!("{SERVICE_CONCURRENCY} must be a JSON object of worker key → count: {e}");
-            None
+            BTreeMap::new()
         }
     }
+}
+
+/// The concurrency cap of `worker`, if it has one (see [`concurrency_caps`]).
+pub fn concurrency_cap(env: &Env, worker: &str) -> Option<u32> {
+    concurrency_caps(env).remove(worker)
 }
 
 /// [`QUOTAS`]; invalid: the built-in defaults, with an error logged.

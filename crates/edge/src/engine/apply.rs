@@ -222,6 +222,7 @@ impl Engine<'_> {
         };
         let after = &mut batch.after;
         after.run.version = token;
+        let caps = crate::settings::concurrency_caps(self.env());
         for write in &decision.writes {
             let Some(row) = loaded.step(write.after.service.as_str()) else { continue };
             let mut new_row = row_with_record(row, &write.after);
@@ -240,11 +241,10 @@ impl Engine<'_> {
             batch.writes.push((batch.statements.len(), new_row.service.clone(), write.cause));
             batch.statements.push(steps::compare_and_set(db, &row.status, row.attempts, &new_row, claim, gate)?);
             // An attempt that ends gives back its service's slot, if it holds one.
-            let capped = loaded
-                .plan
-                .step(&new_row.service)
-                .is_some_and(|spec| crate::settings::concurrency_cap(self.env(), spec.worker_key.as_str()).is_some());
-            if capped && write.before.status == StepStatus::Running && write.after.status != StepStatus::Running {
+            let ends_attempt = write.before.status == StepStatus::Running && write.after.status != StepStatus::Running;
+            let capped =
+                || loaded.plan.step(&new_row.service).is_some_and(|s| caps.contains_key(s.worker_key.as_str()));
+            if ends_attempt && capped() {
                 batch.statements.push(crate::d1::service_slots::release(
                     db,
                     run_id,
