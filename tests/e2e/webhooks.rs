@@ -47,6 +47,12 @@ fn a_finished_run_is_delivered_once_signed_after_two_failed_attempts() {
         assert!(!webhook::verify("another-secret", timestamp, signature, &delivery.body, now, 300_000));
         assert_eq!(delivery.header(webhook::EVENT_HEADER), Some("run.finished"));
         assert_eq!(delivery.json()["data"]["summary"]["status"], delivery.json()["data"]["status"]);
+        assert_eq!(
+            delivery.json()["id"].as_str(),
+            delivery.header(webhook::ID_HEADER),
+            "the payload names its delivery"
+        );
+        assert_eq!(delivery.json()["event"], "run.finished");
     }
 
     // The delivery log: one delivery for the run, succeeded, with its three attempts.

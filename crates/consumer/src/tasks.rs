@@ -210,7 +210,7 @@ impl<'a> RunCell<'a> {
             if let Some(signal) = self.on_end {
                 signal.fire(Some(ended.clone()));
             }
-            engine.after_ending(ended).await;
+            engine.after_ending(ended, &advance.deliveries).await;
         }
         let mut mine = ReportOutcome::Stale;
         for (t, outcome) in tickets.into_iter().zip(outcomes) {

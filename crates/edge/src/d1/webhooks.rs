@@ -127,6 +127,55 @@ pub fn insert_delivery(db: &Db, d: &DeliveryRow) -> Result<Stmt> {
     )
 }
 
+/// The deliveries of a run's ending, written in the ending's own batch (an outbox: a run
+/// that ends has its deliveries, a run that does not has none): one per webhook of
+/// `client_id` subscribed to `event`, only if the run carries `token` (the ending won).
+/// The `i`-th webhook (oldest first, at most `limit`) gets the id `ids[i]`; the statement's
+/// `changes` says how many were written, so the first `changes` ids are the deliveries. The
+/// payload is `{"id", "event", "created_at", "data"}` with `data` as given.
+pub struct EndingDeliveries<'a> {
+    pub run_id: &'a str,
+    pub client_id: &'a str,
+    pub event: &'a str,
+    pub token: i64,
+    /// Candidate delivery ids, oldest webhook first; all of the same length.
+    pub ids: &'a [String],
+    /// `created_at` of the payload (RFC 3339).
+    pub created: &'a str,
+    /// The payload's `data`, as JSON text.
+    pub data: &'a str,
+    pub now: i64,
+}
+
+/// The statement of [`EndingDeliveries`].
+pub fn insert_ending_deliveries(db: &Db, d: &EndingDeliveries<'_>) -> Result<Stmt> {
+    let width = d.ids.first().map_or(0, String::len);
+    db.stmt(
+        "INSERT INTO webhook_deliveries (delivery_id, webhook_id, client_id, event, run_id, payload, status, \
+           attempts, created_at, updated_at) \
+         SELECT m.id, m.webhook_id, m.client_id, ?3, ?1, \
+           json_object('id', m.id, 'event', ?3, 'created_at', ?7, 'data', json(?8)), 'pending', 0, ?9, ?9 \
+         FROM (SELECT substr(?5, (row_number() OVER (ORDER BY w.created_at, w.webhook_id) - 1) * ?6 + 1, ?6) AS id, \
+                 w.webhook_id, w.client_id \
+               FROM webhooks w \
+               WHERE w.client_id = ?2 AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value = ?3) \
+               ORDER BY w.created_at, w.webhook_id LIMIT ?10) m \
+         WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND version = ?4)",
+        &[
+            Arg::from(d.run_id),
+            Arg::from(d.client_id),
+            Arg::from(d.event),
+            Arg::Int(d.token),
+            Arg::Text(d.ids.concat()),
+            Arg::Int(width as i64),
+            Arg::from(d.created),
+            Arg::from(d.data),
+            Arg::Int(d.now),
+            Arg::Int(d.ids.len() as i64),
+        ],
+    )
+}
+
 /// A delivery, with its webhook's URL and secret (`None` for those if the webhook is gone).
 pub async fn delivery_with_target(db: &Db, delivery_id: &str) -> Result<Option<(DeliveryRow, Option<WebhookRow>)>> {
     let Some(delivery) = delivery(db, delivery_id).await? else { return Ok(None) };

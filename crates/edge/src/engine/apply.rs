@@ -33,6 +33,7 @@ use super::run::{
     missing_json, names, AdvanceReport, Dispatch, Engine, Loaded, RecordOutcome, Report, RESULT_RECHECK_MS,
     RETRY_GRACE_MS,
 };
+use super::webhooks::Outbox;
 use crate::d1::runs;
 use crate::d1::steps;
 use crate::d1::Stmt;
@@ -59,8 +60,9 @@ struct Batch {
     writes: Vec<(usize, String, Cause)>,
     /// Index of the claim statement, if any.
     claim: Option<usize>,
-    /// The ending written with it: (index of the statement, the run as it ends).
-    ending: Option<(usize, Loaded)>,
+    /// The ending written with it: (index of the statement, the run as it ends, the index of
+    /// its deliveries' insert and their candidate ids).
+    ending: Option<(usize, Loaded, usize, Outbox)>,
     /// The run as the batch leaves it if its gate is won.
     after: Loaded,
 }
@@ -173,7 +175,9 @@ impl Engine<'_> {
                 report.aggregated = Some(*partial);
                 log::emit(log::Event::FanInClaimed, &log::Line::run(&loaded.run.run_id));
             }
-            let ended = batch.ending.filter(|(at, _)| won(*at)).map(|(_, ended)| ended);
+            let ended = batch.ending.filter(|(at, ..)| won(*at)).map(|(_, ended, outbox_at, outbox)| {
+                (ended, outbox.written(metas.get(outbox_at).map_or(0, |m| m.changes)))
+            });
             self.act(batch.after, ended, &decision, claimed, dispatch, &mut report).await?;
             break;
         }
@@ -277,14 +281,16 @@ impl Engine<'_> {
                     // The rule-based analysis is pure: the run ends in this same batch.
                     let finish = lifecycle::Finish { status: *then, from: lifecycle::CLAIMED, error: None };
                     let diagnosis = super::finish::rule_based_diagnosis(after, None);
-                    let (statements, ended) = self.ending(after, &finish, Some(diagnosis), Some(token), now)?;
-                    batch.ending = Some((batch.statements.len(), ended));
+                    let (statements, ended, outbox) = self.ending(after, &finish, Some(diagnosis), Some(token), now)?;
+                    let at = batch.statements.len();
+                    batch.ending = Some((at, ended, at + statements.len() - 1, outbox));
                     batch.statements.extend(statements);
                 }
             }
             RunAction::Finish(finish) => {
-                let (statements, ended) = self.ending(after, finish, None, Some(token), now)?;
-                batch.ending = Some((batch.statements.len(), ended));
+                let (statements, ended, outbox) = self.ending(after, finish, None, Some(token), now)?;
+                let at = batch.statements.len();
+                batch.ending = Some((at, ended, at + statements.len() - 1, outbox));
                 batch.statements.extend(statements);
             }
         }
@@ -306,7 +312,7 @@ impl Engine<'_> {
     async fn act(
         &self,
         after: Loaded,
-        ended: Option<Loaded>,
+        ended: Option<(Loaded, Vec<String>)>,
         decision: &lifecycle::Decision,
         claimed: bool,
         dispatch: Dispatch,
@@ -378,7 +384,7 @@ impl Engine<'_> {
         if let Err(e) = self.send_timers(notices).await {
             worker::console_warn!("run {run_id}: cancel notices not sent ({e}); the services are not told");
         }
-        if let Some(ended) = ended {
+        if let Some((ended, deliveries)) = ended {
             if claimed {
                 // The rule-based analysis was written with the claim.
                 log::emit(log::Event::AnalysisStarted, &log::Line::run(&ended.run.run_id));
@@ -389,8 +395,9 @@ impl Engine<'_> {
             report.failed = status == RunStatus::Failed;
             if matches!(dispatch, Dispatch::Inline { .. }) {
                 report.tail_pending = true;
+                report.deliveries = deliveries;
             } else {
-                self.after_ending(&ended).await;
+                self.after_ending(&ended, &deliveries).await;
             }
             report.after = Some(ended);
             return Ok(());

@@ -20,6 +20,7 @@ use baton_core::time::Millis;
 use serde_json::Value;
 
 use super::run::{Engine, Loaded};
+use super::webhooks::Outbox;
 use crate::d1::events::{self as event_rows, EventRow};
 use crate::d1::runs::{self, Ending};
 use crate::d1::Stmt;
@@ -58,18 +59,20 @@ impl Engine<'_> {
         let Some(finish) = lifecycle::analysed(loaded.status()?, partial, claimed_at, deadline_at) else {
             return Ok(false);
         };
-        let (statements, ended) = self.ending(loaded, &finish, Some(diagnosis), None, self.now())?;
+        let (statements, ended, outbox) = self.ending(loaded, &finish, Some(diagnosis), None, self.now())?;
+        let last = statements.len() - 1;
         let metas = self.db.batch(statements).await?;
         let won = metas.first().is_some_and(|m| m.changes > 0);
         if won {
             log::emit(log::Event::AnalysisFinished, &log::Line::run(&ended.run.run_id));
-            self.after_ending(&ended).await;
+            let deliveries = outbox.written(metas.get(last).map_or(0, |m| m.changes));
+            self.after_ending(&ended, &deliveries).await;
         }
         Ok(won)
     }
 
-    /// The statements that end `loaded` as `finish` says (under `gate`, if any), and the run
-    /// as they leave it.
+    /// The statements that end `loaded` as `finish` says (under `gate`, if any), the run as
+    /// they leave it, and its webhook deliveries (always the last statement: see [`Outbox`]).
     pub(super) fn ending(
         &self,
         loaded: &Loaded,
@@ -77,7 +80,7 @@ impl Engine<'_> {
         diagnosis: Option<Diagnosis>,
         gate: Option<i64>,
         now: Millis,
-    ) -> Result<(Vec<Stmt>, Loaded)> {
+    ) -> Result<(Vec<Stmt>, Loaded, Outbox)> {
         let token = self.token();
         let run_id = loaded.run_id()?;
         let diagnosis_event_id = match &diagnosis {
@@ -137,19 +140,22 @@ impl Engine<'_> {
         );
         statements.push(event_rows::insert_if_run_version(&self.db, &row, token)?);
         statements.push(runs::count_ended(&self.db, &ended.run.run_id, &ended.run.client_id, token)?);
-        Ok((statements, ended))
+        let outbox = self.outbox(now)?;
+        statements.push(outbox.statement(&self.db, &ended, token, now)?);
+        Ok((statements, ended, outbox))
     }
 
     /// What follows an ending: the KV mirror of the run as it ended (no read), and for a
     /// pipeline, whose reservation is free now, the admission of what waits (the poller would,
     /// later). Best effort: neither decides anything.
-    pub async fn after_ending(&self, ended: &Loaded) {
+    /// `deliveries`: the webhook deliveries the ending wrote ([`Outbox::written`]), to queue.
+    pub async fn after_ending(&self, ended: &Loaded, deliveries: &[String]) {
         let took = ended.run.completed_at.map(|at| (at - ended.run.started_at).max(0) as u64);
         let line =
             log::Line { duration_ms: took, error: ended.run.error.as_deref(), ..log::Line::run(&ended.run.run_id) };
         log::emit(log::Event::RunFinished, &line);
         self.write_snapshot(ended).await;
-        self.enqueue_webhooks(ended).await;
+        self.queue_deliveries(&ended.run.run_id, deliveries).await;
         if ended.run.kind == "pipeline" {
             if let Err(e) = Box::pin(super::admission::admit_queued(self, 10)).await {
                 worker::console_warn!("admission after run {} ended: {e}", ended.run.run_id);

@@ -141,6 +141,9 @@ pub struct AdvanceReport {
     /// waits for the run.
     #[serde(skip)]
     pub tail_pending: bool,
+    /// With `tail_pending`: the webhook deliveries the ending wrote, for the tail to queue.
+    #[serde(skip)]
+    pub deliveries: Vec<String>,
     /// [`Dispatch::Inline`]: the task messages of `dispatched`, not sent.
     #[serde(skip)]
     pub unsent_tasks: Vec<TaskMessage>,

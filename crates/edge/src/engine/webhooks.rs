@@ -1,12 +1,14 @@
 //! Webhooks: a client's URLs told, signed, when its runs end.
 //!
-//! When a run ends ([`Engine::after_ending`]), one delivery per matching webhook is written to
-//! D1 and a [`DeliveryMessage`] sent on the webhook queue — best effort: a failure is logged,
-//! never fails the ending. The consumer makes one attempt per message ([`Engine::deliver_webhook`]):
-//! a signed `POST` bounded by [`webhook::ATTEMPT_TIMEOUT_MS`], each attempt recorded; anything
-//! but a 2xx is retried by the queue with core's backoff, and after [`webhook::MAX_ATTEMPTS`]
-//! the queue dead-letters the message and the delivery is recorded as failed
-//! ([`Engine::webhook_dead_lettered`]).
+//! A run's ending writes, in its own batch, one delivery per webhook of the client subscribed
+//! to the event ([`Outbox`]): the run ends with its deliveries recorded, or neither happens,
+//! and a racing writer whose ending lost writes none. The writer that won then sends a
+//! [`DeliveryMessage`] per delivery on the webhook queue ([`Engine::after_ending`]); a send
+//! that fails is recorded on the delivery. The consumer makes one attempt per message
+//! ([`Engine::deliver_webhook`]): a signed `POST` bounded by [`webhook::ATTEMPT_TIMEOUT_MS`],
+//! each attempt recorded; anything but a 2xx is retried by the queue with core's backoff, and
+//! after [`webhook::MAX_ATTEMPTS`] the queue dead-letters the message and the delivery is
+//! recorded as failed ([`Engine::webhook_dead_lettered`]).
 
 use std::time::Duration;
 
@@ -132,71 +134,31 @@ impl Engine<'_> {
         Ok(replay)
     }
 
-    /// Writes and queues the deliveries of a run's ending to its client's webhooks. Best
-    /// effort: logs what fails.
-    pub(super) async fn enqueue_webhooks(&self, ended: &Loaded) {
-        if let Err(e) = self.try_enqueue_webhooks(ended).await {
-            worker::console_warn!("run {}: webhook deliveries not queued: {e}", ended.run.run_id);
-        }
+    /// The outbox of an ending at `now`: a candidate delivery id per webhook a client may have.
+    pub(super) fn outbox(&self, now: Millis) -> Result<Outbox> {
+        let random = clock::random_bytes::<{ 8 * MAX_WEBHOOKS_PER_CLIENT as usize }>()?;
+        let ids = random.chunks(8).map(|bytes| format!("whd_{:013}_{}", now.as_u64(), hex::encode(bytes))).collect();
+        Ok(Outbox { ids })
     }
 
-    async fn try_enqueue_webhooks(&self, ended: &Loaded) -> Result<()> {
-        let event = Event::of_run_kind(&ended.run.kind);
-        let hooks: Vec<WebhookRow> = rows::of_client(&self.db, &ended.run.client_id, MAX_WEBHOOKS_PER_CLIENT)
-            .await?
-            .into_iter()
-            .filter(|w| {
-                serde_json::from_str::<Vec<String>>(&w.events).is_ok_and(|e| e.iter().any(|n| n == event.as_str()))
-            })
-            .collect();
-        if hooks.is_empty() {
-            return Ok(());
+    /// Queues the deliveries an ending wrote. Best effort: a delivery whose message cannot be
+    /// sent is recorded as failed (its log says so, and a replay sends it).
+    pub(super) async fn queue_deliveries(&self, run_id: &str, deliveries: &[String]) {
+        if deliveries.is_empty() {
+            return;
         }
-        let now = self.now();
-        let summary = serde_json::to_value(summary_of(ended)?).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut deliveries = Vec::with_capacity(hooks.len());
-        for hook in &hooks {
-            let delivery_id = new_id("whd", now)?;
-            let payload = json!({
-                "id": delivery_id,
-                "event": event.as_str(),
-                "created_at": now.to_rfc3339(),
-                "data": { "run_id": ended.run.run_id, "kind": ended.run.kind, "status": ended.run.status,
-                          "summary": summary },
-            });
-            deliveries.push(DeliveryRow {
-                delivery_id,
-                webhook_id: hook.webhook_id.clone(),
-                client_id: hook.client_id.clone(),
-                event: event.as_str().to_string(),
-                run_id: Some(ended.run.run_id.clone()),
-                payload: payload.to_string(),
-                status: "pending".to_string(),
-                attempts: 0,
-                last_status_code: None,
-                last_error: None,
-                replay_of: None,
-                created_at: now.as_u64() as i64,
-                updated_at: now.as_u64() as i64,
-                delivered_at: None,
-            });
-        }
-        let statements = deliveries.iter().map(|d| rows::insert_delivery(&self.db, d)).collect::<Result<Vec<_>>>()?;
-        self.db.batch(statements).await?;
-        let messages: Vec<DeliveryMessage> = deliveries.iter().map(|d| DeliveryMessage::new(&d.delivery_id)).collect();
+        let messages: Vec<DeliveryMessage> = deliveries.iter().map(DeliveryMessage::new).collect();
         let sent = match queues::producer(self.env(), bindings::WEBHOOK_QUEUE) {
             Ok(queue) => queues::send_all(&queue, &messages).await,
             Err(e) => Err(e),
         };
         if let Err(e) = sent {
-            // Recorded, so the delivery log says so and a replay can send it.
-            for d in &deliveries {
-                let _ =
-                    rows::fail(&self.db, &d.delivery_id, &cut(&format!("not queued: {e}")), now.as_u64() as i64).await;
+            worker::console_warn!("run {run_id}: webhook deliveries not queued: {e}");
+            let now = self.now().as_u64() as i64;
+            for id in deliveries {
+                let _ = rows::fail(&self.db, id, &cut(&format!("not queued: {e}")), now).await;
             }
-            return Err(e);
         }
-        Ok(())
     }
 
     /// One attempt of a delivery: a signed `POST` of its payload to its webhook, bounded in
@@ -302,4 +264,47 @@ pub fn webhook_json(row: &WebhookRow, with_secret: bool) -> Value {
         body["secret"] = json!(row.secret);
     }
     body
+}
+
+/// The webhook deliveries of a run's ending, written in the ending's own batch
+/// ([`rows::insert_ending_deliveries`]): a run that ends has its deliveries recorded with it,
+/// and only the writer whose ending stands queues them.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// A candidate id per webhook the client may have, oldest webhook first.
+    ids: Vec<String>,
+}
+
+impl Outbox {
+    /// The insert of the deliveries of `ended`, written only if the run carries `token`.
+    pub(super) fn statement(
+        &self,
+        db: &crate::d1::Db,
+        ended: &Loaded,
+        token: i64,
+        now: Millis,
+    ) -> Result<crate::d1::Stmt> {
+        let event = Event::of_run_kind(&ended.run.kind);
+        let summary = serde_json::to_value(summary_of(ended)?).map_err(|e| Error::Internal(e.to_string()))?;
+        let data = json!({ "run_id": ended.run.run_id, "kind": ended.run.kind, "status": ended.run.status,
+                           "summary": summary });
+        rows::insert_ending_deliveries(
+            db,
+            &rows::EndingDeliveries {
+                run_id: &ended.run.run_id,
+                client_id: &ended.run.client_id,
+                event: event.as_str(),
+                token,
+                ids: &self.ids,
+                created: &now.to_rfc3339(),
+                data: &data.to_string(),
+                now: now.as_u64() as i64,
+            },
+        )
+    }
+
+    /// The ids of the deliveries written, from the statement's `changes`.
+    pub fn written(&self, changes: u64) -> Vec<String> {
+        self.ids.iter().take(usize::try_from(changes).unwrap_or(usize::MAX)).cloned().collect()
+    }
 }
