@@ -31,7 +31,14 @@ fn position(lines: &[Value], event: &str, service: Option<&str>, attempt: Option
 
 #[test]
 fn every_transition_of_a_run_is_one_json_line_in_order() {
-    let stack = Stack::start(StackOptions { log_level: Some("log".into()), ..StackOptions::default() });
+    let debug = vec![("LOG_LEVEL".to_string(), "debug".to_string())];
+    let stack = Stack::start(StackOptions {
+        log_level: Some("log".into()),
+        vars: debug.clone(),
+        consumer_vars: debug.clone(),
+        poller_vars: debug,
+        ..StackOptions::default()
+    });
     let run_id = start_run(
         &stack,
         &json!({"website_id": "site_logs", "domain": "logs.example", "plan_id": "quick-v1",
@@ -70,4 +77,26 @@ fn every_transition_of_a_run_is_one_json_line_in_order() {
     assert!(claimed < started && started <= finished, "{lines:#?}");
     assert_eq!(lines.iter().filter(|l| l["event"] == "run_finished").count(), 1, "{lines:#?}");
     assert!(lines.last().is_some_and(|l| l["duration_ms"].is_u64()), "{lines:#?}");
+    assert_eq!(lines[position(&lines, "step_dispatched", None, None)]["level"], "debug", "{lines:#?}");
+    assert_eq!(lines[position(&lines, "step_completed", None, None)]["level"], "info", "{lines:#?}");
+}
+
+#[test]
+fn by_default_a_run_logs_how_each_step_ended_but_not_each_dispatch_and_claim() {
+    let stack = Stack::start(StackOptions { log_level: Some("log".into()), ..StackOptions::default() });
+    let run_id =
+        start_run(&stack, &json!({"website_id": "site_logs_info", "domain": "logs.example", "plan_id": "quick-v1"}));
+    let lines = poll_until("the run's last line", Duration::from_secs(30), || {
+        let lines = lines_of(&stack, &run_id);
+        lines.iter().any(|l| l["event"] == "run_finished").then_some(lines)
+    });
+    let events: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
+    for service in ["technical-seo", "serp-intelligence", "vitals-monitor"] {
+        position(&lines, "step_completed", Some(service), Some(1));
+    }
+    for left_out in ["step_dispatched", "step_claimed", "analysis_started"] {
+        assert!(!events.contains(&left_out), "{left_out} is a debug line: {events:?}");
+    }
+    assert_eq!(events.first(), Some(&"run_started"), "{events:?}");
+    assert_eq!(events.last(), Some(&"run_finished"), "{events:?}");
 }

@@ -9,11 +9,59 @@
 //!
 //! `event` is one of [`Event`]'s names; `worker` is the worker key of the service the step
 //! calls. Workers Logs (`[observability]`) index every field.
+//!
+//! `LOG_LEVEL` ([`configure`]) sets the least level written: `info` by default, which leaves
+//! out the `debug` lines (an attempt dispatched or claimed, the analysis started, a timer
+//! fired: each followed by a line that says how it went); `debug` writes every transition.
+
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use baton_core::time::Millis;
 use serde_json::json;
+use worker::Env;
 
 use crate::clock;
+
+/// A line's level, least first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug = 0,
+    Info = 1,
+    Warn = 2,
+    Error = 3,
+}
+
+impl Level {
+    /// The `level` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+
+    /// A level by name (`debug`, `info`, `warn`, `error`).
+    pub fn parse(text: &str) -> Option<Level> {
+        [Level::Debug, Level::Info, Level::Warn, Level::Error].into_iter().find(|l| l.as_str() == text.trim())
+    }
+}
+
+/// The least level written, for this isolate.
+static THRESHOLD: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// Reads `LOG_LEVEL` (default `info`; an unknown name is reported once and ignored).
+pub fn configure(env: &Env) {
+    let level = match crate::settings::log_level(env) {
+        None => Level::Info,
+        Some(text) => Level::parse(&text).unwrap_or_else(|| {
+            worker::console_error!("LOG_LEVEL {text:?} is not one of debug, info, warn, error; using info");
+            Level::Info
+        }),
+    };
+    THRESHOLD.store(level as u8, Ordering::Relaxed);
+}
 
 /// A lifecycle transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +120,12 @@ impl Event {
         }
     }
 
-    fn level(self) -> &'static str {
+    /// Its level: `warn` for what failed for good, `debug` for what a later line follows up.
+    pub fn level(self) -> Level {
         match self {
-            Event::StepFailed | Event::StepTimedOut | Event::DeadLettered => "warn",
-            _ => "info",
+            Event::StepFailed | Event::StepTimedOut | Event::DeadLettered => Level::Warn,
+            Event::StepDispatched | Event::StepClaimed | Event::AnalysisStarted | Event::TimerFired => Level::Debug,
+            _ => Level::Info,
         }
     }
 }
@@ -106,9 +156,13 @@ impl<'a> Line<'a> {
 
 /// Writes `line` as `event`.
 pub fn emit(event: Event, line: &Line<'_>) {
+    let level = event.level();
+    if (level as u8) < THRESHOLD.load(Ordering::Relaxed) {
+        return;
+    }
     let text = json!({
         "ts": Millis::new(clock::now_ms()).to_rfc3339(),
-        "level": event.level(),
+        "level": level.as_str(),
         "event": event.as_str(),
         "run_id": line.run_id,
         "service": line.service,
@@ -120,4 +174,32 @@ pub fn emit(event: Event, line: &Line<'_>) {
     .to_string();
     // One stream for every level, so the lines stay in order; `level` says which.
     worker::console_log!("{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_by_name_and_order_least_first() {
+        assert_eq!(Level::parse("debug"), Some(Level::Debug));
+        assert_eq!(Level::parse(" warn "), Some(Level::Warn));
+        assert_eq!(Level::parse("verbose"), None);
+        assert!(Level::Debug < Level::Info && Level::Info < Level::Warn && Level::Warn < Level::Error);
+    }
+
+    #[test]
+    fn what_a_later_line_follows_up_is_debug_and_what_failed_for_good_is_warn() {
+        for event in [Event::StepDispatched, Event::StepClaimed, Event::AnalysisStarted, Event::TimerFired] {
+            assert_eq!(event.level(), Level::Debug, "{}", event.as_str());
+        }
+        for event in
+            [Event::RunStarted, Event::StepCompleted, Event::StepRetrying, Event::FanInClaimed, Event::RunFinished]
+        {
+            assert_eq!(event.level(), Level::Info, "{}", event.as_str());
+        }
+        for event in [Event::StepFailed, Event::StepTimedOut, Event::DeadLettered] {
+            assert_eq!(event.level(), Level::Warn, "{}", event.as_str());
+        }
+    }
 }

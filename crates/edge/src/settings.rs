@@ -67,6 +67,14 @@ pub const DEFAULT_LLM_MODEL: &str = "gpt-4o-mini";
 /// [`LLM_TIMEOUT_MS`] when unset or not a number.
 pub const DEFAULT_LLM_TIMEOUT_MS: u64 = 15_000;
 
+/// The least level of the lifecycle log lines (`debug`, `info`, `warn`, `error`).
+pub const LOG_LEVEL: &str = "LOG_LEVEL";
+
+/// [`LOG_LEVEL`], if set and not blank.
+pub fn log_level(env: &Env) -> Option<String> {
+    var(env, LOG_LEVEL).filter(|v| !v.trim().is_empty())
+}
+
 /// A plain variable, if set.
 fn var(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string())

@@ -198,6 +198,7 @@ impl<'a> Engine<'a> {
     /// An engine with a configuration handed over by another worker (which resolved it
     /// moments ago), saving the KV read.
     pub fn with_config(env: &'a Env, config: Config) -> Result<Engine<'a>> {
+        crate::log::configure(env);
         let db = Db::from_env(env)?;
         let rng = RefCell::new(SplitMix64::new(clock::random_u64()?));
         Ok(Engine { env, db, config, rejected_override: None, rng })
