@@ -153,7 +153,7 @@ for (const p of problems) console.error(`  ${file}: ${p}`);
 if (problems.length) process.exit(1);
 const pick = (names) => Object.fromEntries(names.filter((n) => secrets[n]).map((n) => [n, secrets[n]]));
 const of = {
-  orchestrator: ["API_TOKENS", "API_DELEGATIONS", "ADMIN_TOKEN", "WORKER_SECRET", "INTERNAL_KEY", "SERVICE_KEYS"],
+  orchestrator: ["API_TOKENS", "API_DELEGATIONS", "ADMIN_TOKEN", "WORKER_SECRET", "INTERNAL_KEY", "SERVICE_KEYS", "LLM_API_KEY"],
   poller: ["ADMIN_TOKEN", "WORKER_SECRET", "SERVICE_KEYS"],
   consumer: ["ADMIN_TOKEN", "WORKER_SECRET", "INTERNAL_KEY", "SERVICE_KEYS", "LLM_API_KEY"],
   "sample-services": ["ADMIN_TOKEN", "WORKER_SECRET", "SERVICE_KEYS"],
@@ -167,6 +167,10 @@ JS
 sample_name=$(worker_name sample-services)
 kam=$(toml_service_of wrangler.toml "$(section services)" KAM)
 services=$(toml_service_of "$(worker_config consumer)" "$(section services)" SERVICES)
+orchestrator_services=$(toml_service_of wrangler.toml "$(section services)" SERVICES)
+[ -z "$orchestrator_services" ] || [ "$orchestrator_services" = "$services" ] || fail "SERVICES in wrangler.toml \
+($orchestrator_services) and in crates/consumer/wrangler.toml ($services) differ in [env.$env_name]: both run attempts, \
+so both must reach the same services"
 if [ "$with_samples" = 0 ]; then
   for bound in "KAM:$kam" "SERVICES:$services"; do
     [ "${bound#*:}" != "$sample_name" ] || fail "${bound%%:*} binds the sample services ($sample_name): point it at your \

@@ -84,7 +84,7 @@ pub async fn analysis(engine: &Engine<'_>, message: &RawMessage) {
     };
     log::emit(log::Event::DeadLettered, &log::Line::run(analysis.trace_id.as_str()));
     let note = Some("analysis retries exhausted; rule-based diagnosis only");
-    match crate::analysis::finalize(engine, analysis.trace_id.as_str(), note).await {
+    match engine.finalize(analysis.trace_id.as_str(), note).await {
         Ok(()) => handled(engine, queue, message).await,
         Err(e) => failed(engine, queue, message, &format!("run {}: {e}", analysis.trace_id), GIVE_UP_AFTER).await,
     }

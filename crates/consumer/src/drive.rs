@@ -13,7 +13,7 @@ use baton_core::messages::TaskMessage;
 use baton_edge::concurrency::oneshot;
 use baton_edge::engine::{summary_of, Engine};
 
-use crate::tasks::{queue_what_remains, EndSignal};
+use baton_edge::engine::attempts::{run_here, EndSignal};
 use baton_edge::{auth, http, Error, Result};
 use serde_json::{json, Value};
 use worker::{Context, Env, Request, Response};
@@ -55,13 +55,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
                         None
                     }
                 };
-                let (outcomes, finals) =
-                    crate::tasks::run_batch(&engine, &tasks, written.as_ref(), Some(&signal)).await;
-                for (task, outcome) in tasks.iter().zip(outcomes) {
-                    queue_what_remains(&engine, task, outcome).await;
-                }
-                // The run as this invocation left it, if it has ended.
-                signal.fire(finals.into_iter().find(|run| run.status().is_ok_and(|s| s.is_terminal())));
+                run_here(&engine, written.as_ref(), &tasks, &signal).await;
             }
             Err(e) => {
                 worker::console_error!("drive: cannot start ({e}); queueing {count} tasks");

@@ -14,8 +14,6 @@
 mod analysis;
 mod dead_letters;
 mod drive;
-mod llm;
-mod services;
 mod tasks;
 mod webhooks;
 

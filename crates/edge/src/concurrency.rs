@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 
 /// Drives every future to completion concurrently; their outputs in the same order.
-pub use futures_util::future::join_all;
+pub use futures_util::future::{join, join_all};
 
 /// The halves of a [`oneshot`]; the receiver yields `Err(Canceled)` if the sender is dropped
 /// without sending.

@@ -77,6 +77,14 @@ pub fn endpoint(env: &Env, worker: &str) -> Endpoint {
     Endpoint { worker: worker.to_string(), base }
 }
 
+/// Whether this worker can reach every one of `workers`: each has a `SERVICE_URLS` address,
+/// or the `SERVICES` binding is there.
+pub fn reachable<'a>(env: &Env, mut workers: impl Iterator<Item = &'a str>) -> bool {
+    let urls = settings::service_urls(env);
+    let binding = env.service(bindings::SERVICES).is_ok();
+    workers.all(|worker| binding || urls.contains_key(worker))
+}
+
 impl Endpoint {
     /// The full URL of `path` (starting with `/`).
     pub fn url(&self, path: &str) -> String {

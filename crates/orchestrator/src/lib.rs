@@ -7,8 +7,8 @@ mod routes;
 use worker::{event, Context, Env, Request, Response};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    match routes::route(req, &env).await {
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    match routes::route(req, &env, &ctx).await {
         Ok(response) => Ok(response),
         Err(error) => error.to_response(),
     }

@@ -6,7 +6,9 @@
 //! state that was read) → act only on the writes this caller won (`changes` = 1).
 
 pub mod admission;
+mod analysis;
 mod apply;
+pub mod attempts;
 mod cancel;
 mod claim;
 mod due;

@@ -1,8 +1,8 @@
-//! A client that waits for its run (`?wait`): the first wave is handed to the consumer
-//! (`POST /internal/drive` over the `CONSUMER` binding), which runs it, and what it makes ready,
-//! at once, and answers with the run's summary the moment the run ends there. The orchestrator
-//! claims the wave for the consumer in the run's own insert, so the consumer starts calling
-//! services without a write first. The hand-over carries ids only (signed with the internal
+//! A client that waits for its run (`?wait`). The orchestrator claims the first wave in the
+//! run's own insert and runs it, and what it makes ready, at once: itself when it reaches
+//! every service of the plan (`attempts::run_waited`), else by handing it to the consumer
+//! (`POST /internal/drive` over the `CONSUMER` binding), which answers with the run's summary
+//! the moment the run ends there. The hand-over carries ids only (signed with the internal
 //! key): the consumer reads the run, its plan and its parameters from D1.
 
 use std::time::Duration;
@@ -33,18 +33,7 @@ impl Engine<'_> {
     /// consumer may be running it, and an attempt must never run twice at once).
     /// The run's deadline timer is sent meanwhile.
     pub async fn hand_over(&self, written: &Loaded, tasks: &[TaskMessage], limit: Duration) -> Option<Value> {
-        let arm = async {
-            let sent = match self.run_deadline_timer(written) {
-                Ok(timer) => self.send_timers(vec![timer]).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = sent {
-                worker::console_error!(
-                    "run {}: deadline timer not sent ({e}); the poller keeps it",
-                    written.run.run_id
-                );
-            }
-        };
+        let arm = self.arm_run_deadline(written);
         let (delivered, ()) = futures_util::future::join(with_timeout(self.deliver(written, tasks), limit), arm).await;
         match delivered {
             Some(Ok(ended)) => ended.filter(|summary| !summary.is_null()),
@@ -63,6 +52,18 @@ impl Engine<'_> {
                 }
                 None
             }
+        }
+    }
+
+    /// Sends the run's deadline timer (best effort: if it cannot be sent, the poller keeps the
+    /// deadline).
+    pub async fn arm_run_deadline(&self, written: &Loaded) {
+        let sent = match self.run_deadline_timer(written) {
+            Ok(timer) => self.send_timers(vec![timer]).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            worker::console_error!("run {}: deadline timer not sent ({e}); the poller keeps it", written.run.run_id);
         }
     }
 

@@ -18,11 +18,11 @@ mod ui;
 mod webhooks;
 
 use baton_edge::{Error, Result};
-use worker::{Env, Method, Request, Response};
+use worker::{Context, Env, Method, Request, Response};
 
 /// Dispatches a request by method and path, once its client is within its rate limit (429
 /// otherwise); unknown paths are 404, known paths with another method are 405.
-pub async fn route(req: Request, env: &Env) -> Result<Response> {
+pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
     baton_edge::rate_limit::check(&req, env).await?;
     let path = req.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -33,7 +33,7 @@ pub async fn route(req: Request, env: &Env) -> Result<Response> {
             _ => &[Method::Get],
         },
         ["api", "orchestration", "run"] => match method {
-            Method::Post => return runs::start(req, env).await,
+            Method::Post => return runs::start(req, env, ctx).await,
             _ => &[Method::Post],
         },
         ["api", "orchestration", "plans"] => match method {

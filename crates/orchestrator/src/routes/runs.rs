@@ -4,15 +4,16 @@ use std::time::Duration;
 
 use baton_core::delegation::Acting;
 use baton_core::ids::RunId;
+use baton_core::messages::TaskMessage;
 use baton_core::plan::{Plan, DEFAULT_PLAN_ID};
 use baton_core::request::{self, validate_run_request, RunRequest, RunRequestDraft};
 use baton_core::state::RunStatus;
 use baton_core::time::Millis;
 use baton_edge::auth::{self, Caller};
-use baton_edge::engine::{blocked_by, depends_on, summary_of, Engine, Loaded, NewRun, Started};
-use baton_edge::{clock, http, settings, Error, Result};
+use baton_edge::engine::{attempts, blocked_by, depends_on, summary_of, Engine, Loaded, NewRun, Started};
+use baton_edge::{clock, http, services, settings, Error, Result};
 use serde_json::{json, Map, Value};
-use worker::{Env, Request, Response};
+use worker::{Context, Env, Request, Response};
 
 use super::executions::rfc3339;
 use super::input;
@@ -22,7 +23,7 @@ use super::input;
 const MAX_PARAMETERS_BYTES: usize = 90 * 1024;
 
 /// `POST /api/orchestration/run`
-pub async fn start(mut req: Request, env: &Env) -> Result<Response> {
+pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
     let asked = wait_asked(&req)?;
     let body: Value = http::read_json(&mut req).await?;
@@ -35,12 +36,12 @@ pub async fn start(mut req: Request, env: &Env) -> Result<Response> {
     let wait = Some(wait).filter(|seconds| *seconds > 0);
     let new = new_run(acting, request, plan, parameters)?;
     let wait_deadline = wait.map(|seconds| clock::now_ms() + seconds * 1000);
-    let begun = begin(&engine, new, wait).await?;
+    let begun = begin(&engine, ctx, new, wait).await?;
     let answer = |status: &Value, summary: Value| {
         let replayed = begun.replayed;
         json!({ "success": true, "run_id": begun.run_id, "status": status, "summary": summary, "idempotent_replay": replayed })
     };
-    // The consumer ran the whole run and answered with how it ended: nothing to read.
+    // The run ended while its first wave ran at once: nothing to read.
     if let Some(summary) = &begun.ended {
         return http::json(200, &answer(&summary["status"], summary.clone()));
     }
@@ -82,8 +83,9 @@ struct Begun {
 }
 
 /// Starts the run (or finds the one its idempotency key names). A waiting client's first
-/// wave is handed to the consumer, which runs it at once.
-async fn begin(engine: &Engine<'_>, new: NewRun, wait: Option<u64>) -> Result<Begun> {
+/// wave runs at once: here when this worker reaches every service of the plan, else handed to
+/// the consumer.
+async fn begin(engine: &Engine<'_>, ctx: &Context, new: NewRun, wait: Option<u64>) -> Result<Begun> {
     let begun = |run_id: &str, status: &str, replayed, ended| Begun {
         run_id: run_id.to_string(),
         status: status.to_string(),
@@ -97,13 +99,35 @@ async fn begin(engine: &Engine<'_>, new: NewRun, wait: Option<u64>) -> Result<Be
     Ok(match started {
         Started::New(written) => {
             let ended = match wait {
-                Some(seconds) => engine.hand_over(&written, &wave, Duration::from_secs(seconds)).await,
+                Some(seconds) => {
+                    run_first_wave(engine, ctx, *written.clone(), wave, Duration::from_secs(seconds)).await?
+                }
                 None => None,
             };
             begun(&written.run.run_id, &written.run.status, false, ended)
         }
         Started::Existing(run) => begun(&run.run_id, &run.status, true, None),
     })
+}
+
+/// Runs a waiting client's first wave (claimed in the run's insert) at once, and the run's
+/// deadline timer beside it; the run's summary if it ended within `limit`.
+async fn run_first_wave(
+    engine: &Engine<'_>,
+    ctx: &Context,
+    written: Loaded,
+    wave: Vec<TaskMessage>,
+    limit: Duration,
+) -> Result<Option<Value>> {
+    let workers = written.plan.steps().iter().map(|step| step.worker_key.as_str());
+    if !services::reachable(engine.env(), workers) {
+        return Ok(engine.hand_over(&written, &wave, limit).await);
+    }
+    let here = attempts::run_waited(ctx, engine.env(), engine.config, written.clone(), wave, limit);
+    let (ended, ()) = baton_edge::concurrency::join(here, engine.arm_run_deadline(&written)).await;
+    ended
+        .map(|run| summary_of(&run).and_then(|s| serde_json::to_value(s).map_err(|e| Error::Internal(e.to_string()))))
+        .transpose()
 }
 
 /// The run request's fields, validated (every problem named), its parameters and the

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use crate::settings::{self, LlmSettings};
 use baton_core::retry::{RandomSource, RetryPolicy, SplitMix64};
 use baton_core::synthesis::Diagnosis;
-use baton_edge::settings::{self, LlmSettings};
 use serde_json::{json, Value};
 use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
 
@@ -49,7 +49,7 @@ struct AttemptError {
 
 /// The narrative, or the last error after every attempt failed.
 pub async fn narrative(config: &LlmConfig, diagnosis: &Diagnosis) -> Result<String, String> {
-    let mut rng = SplitMix64::new(baton_edge::clock::random_u64().unwrap_or(7));
+    let mut rng = SplitMix64::new(crate::clock::random_u64().unwrap_or(7));
     let mut attempt = 1;
     loop {
         match call(config, diagnosis).await {
@@ -102,7 +102,7 @@ async fn call(config: &LlmConfig, diagnosis: &Diagnosis) -> Result<String, Attem
         Delay::from(Duration::from_millis(timeout_ms)).await;
         controller.abort();
     });
-    baton_edge::meter::subrequest();
+    crate::meter::subrequest();
     // What the provider said goes to the log only: the error kept with the run says what kind
     // of failure it was.
     let mut response = Fetch::Request(request).send_with_signal(&signal).await.map_err(|e| {

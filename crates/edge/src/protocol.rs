@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::services::{endpoint, CallError, Endpoint};
 use baton_core::state::{ErrorKind, StepError};
 use baton_core::time::Millis;
-use baton_edge::services::{endpoint, CallError, Endpoint};
 use serde_json::{json, Value};
 use worker::{Env, Method};
 
@@ -56,7 +56,7 @@ async fn post(
     attempt: u32,
     expires_at: Millis,
 ) -> Result<(u16, Value), Unanswered> {
-    let left = expires_at.since(Millis::new(baton_edge::clock::now_ms()));
+    let left = expires_at.since(Millis::new(crate::clock::now_ms()));
     if left == 0 {
         return Err(Unanswered::TimedOut);
     }
