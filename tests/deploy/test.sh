@@ -111,9 +111,9 @@ baton-orchestrator-staging config=wrangler.toml
 baton-sample-services-staging config=wrangler.toml"
 check "workers deploy in dependency order, the sample services twice" test "$(deploys)" = "$expected_first"
 check "the first-pass config is removed" test ! -e "$root/crates/sample-services/.wrangler-first-pass.toml"
-check "each worker gets its secrets" grep -q 'baton-orchestrator-staging secrets=ADMIN_TOKEN,API_TOKENS,INTERNAL_KEY,WORKER_SECRET ' \
+check "each worker gets its secrets" grep -q 'baton-orchestrator-staging secrets=ADMIN_TOKEN,API_TOKENS,INTERNAL_KEY,LLM_API_KEY,WORKER_SECRET ' \
   "$FAKE_ACCOUNT/deploys.log"
-check "the consumer gets the LLM key" grep -q 'baton-consumer-staging secrets=ADMIN_TOKEN,INTERNAL_KEY,LLM_API_KEY,WORKER_SECRET ' \
+check "the consumer (and the orchestrator) get the LLM key" grep -q 'baton-consumer-staging secrets=ADMIN_TOKEN,INTERNAL_KEY,LLM_API_KEY,WORKER_SECRET ' \
   "$FAKE_ACCOUNT/deploys.log"
 check "the URL is printed" grep -q 'curl https://baton-orchestrator-staging.fake.workers.dev/health' "$scratch/first.log"
 
