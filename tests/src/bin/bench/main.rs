@@ -215,7 +215,13 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut results = json!({"machine": report::machine(), "state": "disk (wrangler dev --persist-to)"});
+    // wrangler's local trace collector stores every span and log line of every invocation in
+    // SQLite, on the same thread as the workers: a cost of `wrangler dev` alone (deployed,
+    // Workers Logs and traces are collected outside the worker). Off for every system alike
+    // unless asked for; the three `wrangler dev` processes inherit the setting.
+    std::env::set_var("X_LOCAL_OBSERVABILITY", if o.local_observability { "true" } else { "false" });
+    let mut results = json!({"machine": report::machine(), "state": "disk (wrangler dev --persist-to)",
+                             "local_observability": o.local_observability});
 
     eprintln!("starting Baton (wrangler dev)");
     // The consumer and the poller answer `/__test/meter` too (their usage counters).

@@ -24,6 +24,10 @@ Options:
   --skip-floor      do not start the floor
   --skip-extras     skip W3 and the cost section (Baton only)
   --poll            Baton's W1 and W5 poll GET /runs/:id every 5 ms instead of ?wait=30
+  --local-observability
+                    keep wrangler's local trace collector on for every system (off by default:
+                    it records every span and log line of every invocation into SQLite on the
+                    runtime's thread, which a deployed worker does not pay)
   --out PATH        where the JSON results go [default: bench-results/latest.json]
   -h, --help        print this
 ";
@@ -53,6 +57,8 @@ pub struct Options {
     pub extras: bool,
     /// Baton's W1 and W5 poll the run instead of `?wait`.
     pub poll: bool,
+    /// Keep wrangler's local trace collector on (`X_LOCAL_OBSERVABILITY`) for every system.
+    pub local_observability: bool,
     /// The JSON results file.
     pub out: PathBuf,
 }
@@ -82,6 +88,7 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>, out: PathBuf) 
         floor: true,
         extras: true,
         poll: false,
+        local_observability: false,
         out,
     };
     let mut w5 = None;
@@ -99,6 +106,7 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>, out: PathBuf) 
             Long("skip-floor") => o.floor = false,
             Long("skip-extras") => o.extras = false,
             Long("poll") => o.poll = true,
+            Long("local-observability") => o.local_observability = true,
             Long("out") => o.out = parser.value()?.into(),
             Short('h') | Long("help") => return Ok(Command::Help),
             _ => return Err(arg.unexpected()),
@@ -139,6 +147,7 @@ mod tests {
         assert_eq!((o.runs, o.warmup, o.w5, o.threads), (100, 10, 100, 32));
         assert_eq!((o.latencies, o.w2), (vec![0, 50], vec![100, 1000, 5000]));
         assert_eq!((o.workflows, o.floor, o.extras, o.poll), (true, true, true, false));
+        assert!(!o.local_observability);
         assert_eq!(o.out, PathBuf::from("out.json"));
     }
 
@@ -160,6 +169,7 @@ mod tests {
             "--skip-floor",
             "--skip-extras",
             "--poll",
+            "--local-observability",
             "--out",
             "x.json",
         ])
@@ -167,6 +177,7 @@ mod tests {
         assert_eq!((o.runs, o.warmup, o.w5, o.threads), (5, 2, 0, 4));
         assert_eq!((o.latencies, o.w2), (vec![0, 20], vec![]));
         assert_eq!((o.workflows, o.floor, o.extras, o.poll), (false, false, false, true));
+        assert!(o.local_observability);
         assert_eq!(o.out, PathBuf::from("x.json"));
         assert_eq!(run(&["--runs", "7"]).expect("valid").w5, 7, "W5 follows --runs unless given");
     }
