@@ -132,9 +132,9 @@ impl Endpoint {
         }
         let controller = worker::AbortController::default();
         let exchange = async {
-            let mut response = self.send(env, path, &init, Some(&controller.signal())).await?;
+            let response = self.send(env, path, &init, Some(&controller.signal())).await?;
             let status = response.status_code();
-            let text = response.text().await.unwrap_or_default();
+            let text = crate::http::response_text(response).await.unwrap_or_default();
             Ok(Answer { status, body: text })
         };
         match with_timeout(exchange, limit).await {

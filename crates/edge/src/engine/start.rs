@@ -175,9 +175,7 @@ impl Engine<'_> {
         };
         let mut statements =
             vec![runs::count_started(&self.db, &new.client_id, max_active)?, runs::insert(&self.db, &run)?];
-        for row in &initial_rows {
-            statements.push(steps::insert(&self.db, row)?);
-        }
+        statements.extend(steps::insert_all(&self.db, &initial_rows)?);
         statements.push(event_rows::insert(&self.db, &event)?);
         if let Err(e) = self.db.batch(statements).await {
             if runs::is_over_active_quota(&e) {
