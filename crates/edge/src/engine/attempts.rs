@@ -143,9 +143,11 @@ impl<'a> RunCell<'a> {
             None => self.copy.borrow_mut().run.version = -1,
         }
         if let (true, Some(ended)) = (advance.tail_pending, &advance.after) {
-            // Answer whoever waits first; the KV mirror and admission follow.
+            // Answer whoever waits first; the KV mirror and admission follow, once the waiting
+            // side has had its turn (one timer tick: its answer goes out before their writes).
             if let Some(signal) = self.on_end {
                 signal.fire(Some(ended.clone()));
+                worker::Delay::from(std::time::Duration::ZERO).await;
             }
             engine.after_ending(ended, &advance.deliveries).await;
         }
