@@ -82,7 +82,7 @@ fn every_transition_of_a_run_is_one_json_line_in_order() {
 }
 
 #[test]
-fn by_default_a_run_logs_how_each_step_ended_but_not_each_dispatch_and_claim() {
+fn by_default_a_run_logs_how_it_started_how_each_step_ended_and_how_it_ended() {
     let stack = Stack::start(StackOptions { log_level: Some("log".into()), ..StackOptions::default() });
     let run_id =
         start_run(&stack, &json!({"website_id": "site_logs_info", "domain": "logs.example", "plan_id": "quick-v1"}));
@@ -94,7 +94,7 @@ fn by_default_a_run_logs_how_each_step_ended_but_not_each_dispatch_and_claim() {
     for service in ["technical-seo", "serp-intelligence", "vitals-monitor"] {
         position(&lines, "step_completed", Some(service), Some(1));
     }
-    for left_out in ["step_dispatched", "step_claimed", "analysis_started"] {
+    for left_out in ["step_dispatched", "step_claimed", "fan_in_claimed", "analysis_started", "analysis_finished"] {
         assert!(!events.contains(&left_out), "{left_out} is a debug line: {events:?}");
     }
     assert_eq!(events.first(), Some(&"run_started"), "{events:?}");

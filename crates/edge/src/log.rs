@@ -11,8 +11,9 @@
 //! calls. Workers Logs (`[observability]`) index every field.
 //!
 //! `LOG_LEVEL` ([`configure`]) sets the least level written: `info` by default, which leaves
-//! out the `debug` lines (an attempt dispatched or claimed, the analysis started, a timer
-//! fired: each followed by a line that says how it went); `debug` writes every transition.
+//! out the `debug` lines (an attempt dispatched or claimed, the fan-in claimed, the analysis
+//! started or written, a timer fired: each followed by a line that says how it went, a step's
+//! or the run's); `debug` writes every transition.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -124,7 +125,12 @@ impl Event {
     pub fn level(self) -> Level {
         match self {
             Event::StepFailed | Event::StepTimedOut | Event::DeadLettered => Level::Warn,
-            Event::StepDispatched | Event::StepClaimed | Event::AnalysisStarted | Event::TimerFired => Level::Debug,
+            Event::StepDispatched
+            | Event::StepClaimed
+            | Event::FanInClaimed
+            | Event::AnalysisStarted
+            | Event::AnalysisFinished
+            | Event::TimerFired => Level::Debug,
             _ => Level::Info,
         }
     }
@@ -190,11 +196,18 @@ mod tests {
 
     #[test]
     fn what_a_later_line_follows_up_is_debug_and_what_failed_for_good_is_warn() {
-        for event in [Event::StepDispatched, Event::StepClaimed, Event::AnalysisStarted, Event::TimerFired] {
+        for event in [
+            Event::StepDispatched,
+            Event::StepClaimed,
+            Event::FanInClaimed,
+            Event::AnalysisStarted,
+            Event::AnalysisFinished,
+            Event::TimerFired,
+        ] {
             assert_eq!(event.level(), Level::Debug, "{}", event.as_str());
         }
         for event in
-            [Event::RunStarted, Event::StepCompleted, Event::StepRetrying, Event::FanInClaimed, Event::RunFinished]
+            [Event::RunStarted, Event::StepCompleted, Event::StepRetrying, Event::StepSkipped, Event::RunFinished]
         {
             assert_eq!(event.level(), Level::Info, "{}", event.as_str());
         }
