@@ -1,5 +1,6 @@
-//! `POST /internal/drive`: the orchestrator hands over the first wave of a run whose client
-//! waits for it (`?wait`). The attempts run here at once, as their task messages would, and
+//! `POST /internal/drive`: an orchestrator that cannot reach one of the plan's services (it
+//! runs the first wave itself otherwise) hands over the first wave of a run whose client waits
+//! for it (`?wait`). The attempts run here at once, as their task messages would, and
 //! what they make ready runs here too; the answer comes when there is nothing left to run
 //! here. Signed with the internal key (`INTERNAL_KEY`), which no service holds.
 //!

@@ -5,8 +5,9 @@
 //! - [`analysis`]: `llm-analysis` — the diagnosis and the run's finalisation.
 //! - [`webhooks`]: `baton-webhooks` — one attempt of a webhook delivery; `baton-webhooks-dlq` —
 //!   a delivery whose attempts are spent is recorded as failed.
-//! - [`drive`]: `POST /internal/drive` — the orchestrator hands over the first wave of a run a
-//!   client waits for, to run here at once instead of through the queue.
+//! - [`drive`]: `POST /internal/drive` — an orchestrator that cannot reach one of a plan's
+//!   services hands over the first wave of a run a client waits for, to run here at once
+//!   instead of through the queue.
 //!
 //! Every message is decoded on its own (a malformed one is logged and acknowledged, never
 //! failing the batch), and acknowledged, retried with a delay, or recorded per message.
