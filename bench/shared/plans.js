@@ -21,7 +21,8 @@ const cryptoKeys = new Map();
 
 function keyOf(env, service) {
   const keys = JSON.parse(env.SERVICE_KEYS || "{}");
-  const entry = keys[service] ?? keys[service.replaceAll("-", "_")] ?? env.WORKER_SECRET;
+  // The key of exactly this worker key (as Baton looks it up), else the shared secret.
+  const entry = keys[service] ?? env.WORKER_SECRET;
   return Array.isArray(entry) ? entry[0] : entry;
 }
 

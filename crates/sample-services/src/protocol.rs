@@ -56,19 +56,19 @@ pub fn error(status: u16, code: &str, message: &str) -> worker::Result<Response>
         .with_status(status))
 }
 
-/// The keys of `worker` (as the path names it): its entry in `SERVICE_KEYS` (spelt with `-` or
-/// `_`), else `WORKER_SECRET`.
+/// The keys of `worker` (as the path names it): its entry in `SERVICE_KEYS`, else
+/// `WORKER_SECRET`.
 pub fn keys_for(env: &Env, worker: &str) -> Vec<String> {
     let text = env
         .secret("SERVICE_KEYS")
         .map(|s| s.to_string())
         .ok()
         .or_else(|| env.var("SERVICE_KEYS").ok().map(|v| v.to_string()));
+    // The key of exactly this worker key, as Baton looks it up: `technical-seo` and
+    // `technical_seo` are two worker keys (two paths), each with its own key or none.
     if let Some(Ok(mut keys)) = text.map(|t| signature::parse_service_keys(&t)) {
-        for name in [worker.to_string(), worker.replace('-', "_"), worker.replace('_', "-")] {
-            if let Some(found) = keys.remove(&name) {
-                return found;
-            }
+        if let Some(found) = keys.remove(worker) {
+            return found;
         }
     }
     env.secret("WORKER_SECRET").map(|s| vec![s.to_string()]).unwrap_or_default()

@@ -97,7 +97,7 @@ impl System for Baton {
             loop {
                 let r = self.stack.get_as(&self.token, &format!("/api/orchestration/runs/{id}"));
                 if r.json()["terminal"] == true {
-                    assert_eq!(r.json()["summary"]["status"], "completed", "{}", r.text());
+                    assert_every_step_completed(&r.json()["summary"]);
                     return;
                 }
                 assert!(Instant::now() < deadline, "run {id} did not finish");
@@ -107,8 +107,18 @@ impl System for Baton {
         let body = Self::body(plan, site, latency_ms);
         let r = self.stack.post_as(&self.token, "/api/orchestration/run?wait=30", &body);
         assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(r.json()["status"], "completed", "{}", r.text());
+        assert_every_step_completed(&r.json()["summary"]);
     }
+}
+
+/// A measured run counts only if it did all its work: completed, every step completed (a
+/// run "completed" with failed steps, e.g. refused calls, would be measured doing less).
+fn assert_every_step_completed(summary: &Value) {
+    assert_eq!(summary["status"], "completed", "a measured run did not complete: {summary}");
+    assert_eq!(
+        summary["servicesCompleted"], summary["servicesTotal"],
+        "a measured run completed without all its steps: {summary}"
+    );
 }
 
 impl Bulk for Baton {
