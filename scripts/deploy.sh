@@ -171,6 +171,13 @@ orchestrator_services=$(toml_service_of wrangler.toml "$(section services)" SERV
 [ -z "$orchestrator_services" ] || [ "$orchestrator_services" = "$services" ] || fail "SERVICES in wrangler.toml \
 ($orchestrator_services) and in crates/consumer/wrangler.toml ($services) differ in [env.$env_name]: both run attempts, \
 so both must reach the same services"
+# Both analyse runs (the orchestrator those whose client waits): the same LLM settings.
+for var in LLM_API_URL LLM_MODEL LLM_TIMEOUT_MS; do
+  ours=$(toml_values wrangler.toml "$(section vars)" "$var" | head -n 1)
+  theirs=$(toml_values "$(worker_config consumer)" "$(section vars)" "$var" | head -n 1)
+  [ "$ours" = "$theirs" ] || fail "$var in [env.$env_name.vars] is \"$ours\" in wrangler.toml and \"$theirs\" in \
+crates/consumer/wrangler.toml: both workers analyse runs, so both need the same value"
+done
 if [ "$with_samples" = 0 ]; then
   for bound in "KAM:$kam" "SERVICES:$services"; do
     [ "${bound#*:}" != "$sample_name" ] || fail "${bound%%:*} binds the sample services ($sample_name): point it at your \

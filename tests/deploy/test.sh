@@ -135,6 +135,15 @@ check "production with the stand-ins bound is refused" test "$status" -ne 0
 check "the refusal names KAM" grep -q 'KAM binds the sample services' "$scratch/refused.log"
 check "the refusal happens before anything is created" test "$(count_calls create)" = 0
 
+# The orchestrator and the consumer both analyse runs: LLM settings that differ are refused.
+cp "$root/crates/consumer/wrangler.toml" "$scratch/consumer.toml.orig"
+sed -i 's/^\[env.production.vars\]$/[env.production.vars]\nLLM_API_URL = "https:\/\/llm.example\/v1"/' \
+  "$root/crates/consumer/wrangler.toml"
+run_deploy "$scratch/llm.log" --env production --with-samples && status=0 || status=$?
+check "LLM settings that differ between the workers are refused" grep -q 'LLM_API_URL in \[env.production.vars\]' "$scratch/llm.log"
+check "... before anything is created" test "$(count_calls create)" = 0
+cp "$scratch/consumer.toml.orig" "$root/crates/consumer/wrangler.toml"
+
 # An incomplete or development secrets file is refused before anything is created.
 sed -i.bak 's/^WORKER_SECRET=.*/WORKER_SECRET=dev-worker-secret/' "$root/.secrets.production"
 run_deploy "$scratch/dev-secret.log" --env production --with-samples && status=0 || status=$?
