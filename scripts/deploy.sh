@@ -181,7 +181,7 @@ done
 if [ "$with_samples" = 0 ]; then
   for bound in "KAM:$kam" "SERVICES:$services"; do
     [ "${bound#*:}" != "$sample_name" ] || fail "${bound%%:*} binds the sample services ($sample_name): point it at your \
-own service in [env.$env_name] (wrangler.toml for KAM, crates/{poller,consumer}/wrangler.toml for SERVICES), or pass --with-samples"
+own service in [env.$env_name] (wrangler.toml for KAM; wrangler.toml and crates/{poller,consumer}/wrangler.toml for SERVICES), or pass --with-samples"
   done
 fi
 
