@@ -62,6 +62,13 @@ toml_values() { # file section key
     }' "$1"
 }
 
+# The raw right-hand side of `key = ...` in table `section` (quotes and all).
+toml_raw() { # file section key
+  awk -v sec="$2" -v key="$3" '
+    /^[[:space:]]*\[/ { cur = $0; gsub(/^[[:space:]]*\[+|\][^]]*$|\]/, "", cur); next }
+    cur == sec && $0 ~ "^[[:space:]]*" key "[[:space:]]*=" { v = $0; sub(/^[^=]*=[[:space:]]*/, "", v); print v }' "$1"
+}
+
 # The `service` of the [[section]] table whose `binding` is `binding`.
 toml_service_of() { # file section binding
   awk -v sec="$2" -v want="$3" '
@@ -171,12 +178,13 @@ orchestrator_services=$(toml_service_of wrangler.toml "$(section services)" SERV
 [ -z "$orchestrator_services" ] || [ "$orchestrator_services" = "$services" ] || fail "SERVICES in wrangler.toml \
 ($orchestrator_services) and in crates/consumer/wrangler.toml ($services) differ in [env.$env_name]: both run attempts, \
 so both must reach the same services"
-# Both analyse runs (the orchestrator those whose client waits): the same LLM settings.
-for var in LLM_API_URL LLM_MODEL LLM_TIMEOUT_MS; do
-  ours=$(toml_values wrangler.toml "$(section vars)" "$var" | head -n 1)
-  theirs=$(toml_values "$(worker_config consumer)" "$(section vars)" "$var" | head -n 1)
-  [ "$ours" = "$theirs" ] || fail "$var in [env.$env_name.vars] is \"$ours\" in wrangler.toml and \"$theirs\" in \
-crates/consumer/wrangler.toml: both workers analyse runs, so both need the same value"
+# Both run attempts and analyse runs (the orchestrator those whose client waits): the same
+# service addresses and LLM settings.
+for var in SERVICE_URLS LLM_API_URL LLM_MODEL LLM_TIMEOUT_MS; do
+  ours=$(toml_raw wrangler.toml "$(section vars)" "$var" | head -n 1)
+  theirs=$(toml_raw "$(worker_config consumer)" "$(section vars)" "$var" | head -n 1)
+  [ "$ours" = "$theirs" ] || fail "$var in [env.$env_name.vars] is ${ours:-unset} in wrangler.toml and ${theirs:-unset} in \
+crates/consumer/wrangler.toml: both workers run attempts and analyse runs, so both need the same value"
 done
 if [ "$with_samples" = 0 ]; then
   for bound in "KAM:$kam" "SERVICES:$services"; do
