@@ -25,18 +25,15 @@ pub async fn read_json<T: DeserializeOwned>(req: &mut Request) -> Result<T> {
 /// length is never read whole first).
 pub async fn read_body(req: &mut Request) -> Result<Vec<u8>> {
     use futures_util::StreamExt;
-    if let Ok(Some(len)) = req.headers().get("Content-Length") {
-        if len.parse::<usize>().map(|n| n > MAX_BODY_BYTES).unwrap_or(false) {
-            return Err(Error::PayloadTooLarge { limit: MAX_BODY_BYTES });
-        }
-    }
     let unreadable =
         |e: worker::Error| Error::bad_request("invalid_body", "body", format!("could not read the body: {e}"));
-    // A declared length within the cap bounds the body (the runtime holds a body to its
-    // Content-Length): read it whole, in one call. Otherwise count the bytes as they come.
-    let declared = req.headers().get("Content-Length").ok().flatten().and_then(|len| len.parse::<usize>().ok());
-    if declared.is_some_and(|len| len <= MAX_BODY_BYTES) {
-        return req.bytes().await.map_err(unreadable);
+    // A declared length bounds the body (the runtime holds a body to its Content-Length): over
+    // the cap it is refused at once, within it read whole, in one call. Otherwise count the
+    // bytes as they come.
+    match req.headers().get("Content-Length").ok().flatten().and_then(|len| len.parse::<usize>().ok()) {
+        Some(len) if len > MAX_BODY_BYTES => return Err(Error::PayloadTooLarge { limit: MAX_BODY_BYTES }),
+        Some(_) => return req.bytes().await.map_err(unreadable),
+        None => {}
     }
     let mut bytes = Vec::new();
     // A request without a body has no stream.
