@@ -11,10 +11,8 @@
 
 use baton_core::config::{apply_override, Config};
 use baton_core::messages::TaskMessage;
-use baton_edge::concurrency::oneshot;
-use baton_edge::engine::{summary_of, Engine};
-
-use baton_edge::engine::attempts::{run_here, EndSignal};
+use baton_edge::engine::attempts::{run_first_wave, FirstWaveRun};
+use baton_edge::engine::summary_of;
 use baton_edge::{auth, http, Error, Result};
 use serde_json::{json, Value};
 use worker::{Context, Env, Request, Response};
@@ -37,36 +35,8 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
     }
     let config = handed_config(&env, &body);
     let count = tasks.len();
-    let (done, finished) = oneshot();
-    ctx.wait_until(async move {
-        // Answered the moment the run ends here (its KV mirror is written after), or once
-        // there is nothing left to run here.
-        let signal = EndSignal::new(done);
-        let engine = match config {
-            Some(config) => Engine::with_config(&env, config),
-            None => Engine::new(&env).await,
-        };
-        match engine {
-            Ok(engine) => {
-                // The run as D1 has it: nothing in the hand-over but ids is trusted.
-                let written = match engine.load(&run_id).await {
-                    Ok(loaded) => loaded,
-                    Err(e) => {
-                        worker::console_error!("drive: reading {run_id} failed ({e}); its deadlines bring the poller");
-                        None
-                    }
-                };
-                run_here(&engine, written.as_ref(), &tasks, &signal).await;
-            }
-            Err(e) => {
-                worker::console_error!("drive: cannot start ({e}); queueing {count} tasks");
-                if let Err(e) = send(&env, &tasks).await {
-                    worker::console_error!("drive: not queued either ({e}); the poller dispatches them");
-                }
-            }
-        }
-        signal.fire(None);
-    });
+    // The run as D1 has it: nothing in the hand-over but ids is trusted.
+    let finished = run_first_wave(ctx, &env, config, FirstWaveRun::Read(run_id), tasks);
     let ended = finished.await.map_err(|_| Error::Internal("drive: the work ended without finishing".into()))?;
     let summary = ended.as_ref().map(summary_of).transpose()?;
     http::json(200, &json!({ "success": true, "ran": count, "ended": summary }))
@@ -92,8 +62,4 @@ fn handed_config(env: &Env, body: &Value) -> Option<Config> {
     let config = body.get("config")?;
     let base = baton_edge::settings::base_config(env).ok()?;
     apply_override(&base, &config.to_string()).ok()
-}
-
-async fn send(env: &Env, tasks: &[TaskMessage]) -> Result<()> {
-    baton_edge::queues::send_all(&baton_edge::queues::task_queue(env)?, tasks).await
 }

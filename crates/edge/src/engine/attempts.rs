@@ -413,25 +413,46 @@ pub async fn run_here(engine: &Engine<'_>, known: Option<&Loaded>, tasks: &[Task
     signal.fire(finals.into_iter().find(|run| run.status().is_ok_and(|s| s.is_terminal())));
 }
 
+/// The run of a first wave about to run at once: as its insert wrote it (the orchestrator), or
+/// to be read from D1 by its id (a hand-over, which trusts nothing but ids).
+pub enum FirstWaveRun {
+    Written(Box<Loaded>),
+    Read(String),
+}
+
 /// [`run_here`] as work of its own (`ctx.wait_until`), so a caller that stops waiting (its
-/// `?wait` expired, its client left) does not cut it short: the run as it ended, if it ended
-/// within `limit`. `written`: the run as its insert wrote it, first wave claimed.
-pub async fn run_waited(
+/// `?wait` expired, its client left) does not cut it short. The receiver gets the run as it
+/// ended, the moment it ends, or `None` once nothing is left to run here. `config`: the
+/// configuration already resolved (`None`: resolve it). If no engine can be had, the wave goes
+/// to the task queue.
+pub fn run_first_wave(
     ctx: &worker::Context,
     env: &worker::Env,
-    config: baton_core::config::Config,
-    written: Loaded,
+    config: Option<baton_core::config::Config>,
+    run: FirstWaveRun,
     tasks: Vec<TaskMessage>,
-    limit: std::time::Duration,
-) -> Option<Loaded> {
+) -> crate::concurrency::Receiver<Option<Loaded>> {
     let (done, finished) = crate::concurrency::oneshot();
     let env = env.clone();
     ctx.wait_until(async move {
         let signal = EndSignal::new(done);
-        match Engine::with_config(&env, config) {
-            Ok(engine) => run_here(&engine, Some(&written), &tasks, &signal).await,
+        let engine = match config {
+            Some(config) => Engine::with_config(&env, config),
+            None => Engine::new(&env).await,
+        };
+        match engine {
+            Ok(engine) => {
+                let known = match run {
+                    FirstWaveRun::Written(written) => Some(*written),
+                    FirstWaveRun::Read(run_id) => engine.load(&run_id).await.unwrap_or_else(|e| {
+                        worker::console_error!("reading {run_id} failed ({e}); its deadlines bring the poller");
+                        None
+                    }),
+                };
+                run_here(&engine, known.as_ref(), &tasks, &signal).await;
+            }
             Err(e) => {
-                worker::console_error!("run {}: cannot run its first wave here ({e}); queueing it", written.run.run_id);
+                worker::console_error!("cannot run a first wave of {} tasks here ({e}); queueing it", tasks.len());
                 let sent = async { crate::queues::send_all(&crate::queues::task_queue(&env)?, &tasks).await };
                 if let Err(e) = sent.await {
                     worker::console_error!("not queued either ({e}); the attempts' deadlines bring the poller");
@@ -440,5 +461,19 @@ pub async fn run_waited(
         }
         signal.fire(None);
     });
+    finished
+}
+
+/// [`run_first_wave`] of the run as its insert wrote it (first wave claimed), waited for at
+/// most `limit`: the run as it ended, if it ended by then.
+pub async fn run_waited(
+    ctx: &worker::Context,
+    env: &worker::Env,
+    config: baton_core::config::Config,
+    written: Loaded,
+    tasks: Vec<TaskMessage>,
+    limit: std::time::Duration,
+) -> Option<Loaded> {
+    let finished = run_first_wave(ctx, env, Some(config), FirstWaveRun::Written(Box::new(written)), tasks);
     crate::concurrency::with_timeout(finished, limit).await.and_then(|ended| ended.ok()).flatten()
 }
