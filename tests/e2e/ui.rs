@@ -72,13 +72,15 @@ fn the_ui_shows_a_run_filling_in_live_with_every_step_and_the_diagnosis_and_only
     let browser = Browser::start();
     sign_in(&browser, &base, stack.token(0));
 
-    // A run with a retry, a permanent failure and a second wave, slow enough to watch.
+    // A run with a retry, a permanent failure and a second wave, slow enough to watch: it
+    // lasts longer than two refreshes of the runs list (every 3 s), so the page finds it
+    // while it is still in progress.
     let site = unique("ui-site");
     let run_id = start_run(
         stack,
         0,
         &json!({"website_id": site, "domain": "ui.example", "parameters": {"sample_behaviour": {
-            "serp-intelligence": {"latency_ms": 1500},
+            "serp-intelligence": {"latency_ms": 6500},
             "technical-seo": {"fail_transient": 1, "latency_ms": 300},
             "domain-authority": {"fail_permanent": true},
             "*": {"latency_ms": 600},
