@@ -72,8 +72,9 @@ fn a_task_that_exhausts_the_queue_retries_is_dead_lettered_and_the_run_goes_on()
     assert_eq!(technical["status"], "failed", "{body}");
     let error = technical["error"].as_str().unwrap_or("");
     assert!(error.contains("dead-lettered") && error.contains("503"), "the last error is kept: {error}");
-    // The queue delivers a message 1 + max_retries (5) times before dead-lettering it.
-    assert_eq!(technical["attempts"], 6, "{body}");
+    // The first attempt runs in place, in the orchestrator; its retry is a task message, which
+    // the queue delivers 1 + max_retries (5) times before dead-lettering it.
+    assert_eq!(technical["attempts"], 7, "{body}");
     assert_eq!(step(&body, "vitals-monitor")["status"], "completed");
 }
 
@@ -196,8 +197,10 @@ fn malformed_queue_messages_are_acknowledged_without_stopping_the_batch() {
 
 #[test]
 fn an_analysis_that_keeps_failing_is_finalised_from_the_dead_letter_queue() {
+    let fault = vec![("BATON_FAULT_INJECTION".to_string(), "analysis".to_string())];
     let stack = baton_e2e::Stack::start(baton_e2e::StackOptions {
-        consumer_vars: vec![("BATON_FAULT_INJECTION".into(), "analysis".into())],
+        vars: fault.clone(),
+        consumer_vars: fault,
         ..baton_e2e::StackOptions::default()
     });
     let run_id =
@@ -216,8 +219,10 @@ fn an_analysis_that_keeps_failing_is_finalised_from_the_dead_letter_queue() {
 fn a_service_configured_by_base_url_is_called_over_http() {
     let service = baton_e2e::fake_service::FakeService::start();
     let urls = json!({"vitals_monitor": service.base_url()}).to_string();
+    let vars = vec![("SERVICE_URLS".to_string(), urls)];
     let stack = baton_e2e::Stack::start(baton_e2e::StackOptions {
-        consumer_vars: vec![("SERVICE_URLS".into(), urls)],
+        vars: vars.clone(),
+        consumer_vars: vars,
         ..baton_e2e::StackOptions::default()
     });
     let run_id =

@@ -16,14 +16,13 @@ fn llm_stack() -> (&'static Stack, &'static FakeLlm, MutexGuard<'static, ()>) {
     let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
     let server = SERVER.get_or_init(|| FakeLlm::start(LlmMode::Answer));
     let stack = STACK.get_or_init(|| {
-        Stack::start(StackOptions {
-            consumer_vars: vec![
-                ("LLM_API_URL".into(), server.base_url()),
-                ("LLM_MODEL".into(), "fake-model".into()),
-                ("LLM_TIMEOUT_MS".into(), "5000".into()),
-            ],
-            ..StackOptions::default()
-        })
+        // Both workers that analyse runs (the orchestrator runs attempts in place) see the LLM.
+        let llm = vec![
+            ("LLM_API_URL".to_string(), server.base_url()),
+            ("LLM_MODEL".to_string(), "fake-model".to_string()),
+            ("LLM_TIMEOUT_MS".to_string(), "5000".to_string()),
+        ];
+        Stack::start(StackOptions { vars: llm.clone(), consumer_vars: llm, ..StackOptions::default() })
     });
     (stack, server, turn)
 }

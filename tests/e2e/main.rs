@@ -8,6 +8,7 @@ mod cli;
 mod consumer;
 mod deadlines;
 mod foundation;
+mod in_place;
 mod llm;
 mod logs;
 mod metrics;

@@ -265,8 +265,12 @@ fn progress_is_polled_where_the_service_was_reached_its_base_url() {
     let service = baton_e2e::fake_service::FakeService::start_long_running();
     let urls = json!({"vitals_monitor": service.base_url()}).to_string();
     let vars = vec![("SERVICE_URLS".to_string(), urls)];
-    let stack =
-        Stack::start(StackOptions { consumer_vars: vars.clone(), poller_vars: vars, ..StackOptions::default() });
+    let stack = Stack::start(StackOptions {
+        vars: vars.clone(),
+        consumer_vars: vars.clone(),
+        poller_vars: vars,
+        ..StackOptions::default()
+    });
     let run_id = start_run(
         &stack,
         &json!({"website_id": "site_progress_url", "domain": "progress-url.example", "plan_id": "quick-v1"}),

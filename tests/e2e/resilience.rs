@@ -232,9 +232,10 @@ fn a_stack_killed_mid_way_through_100_runs_finishes_every_run_after_a_restart() 
 
 #[test]
 fn a_waiting_client_s_run_does_not_need_the_task_queue_and_a_failed_send_is_left_to_the_poller() {
-    // The orchestrator cannot send task messages at all.
+    // The orchestrator cannot send task messages at all, and runs only a waiting client's
+    // attempts in place.
     let stack = Stack::start(StackOptions {
-        vars: vec![("BATON_FAULT_INJECTION".into(), "task-queue".into())],
+        vars: vec![("BATON_FAULT_INJECTION".into(), "task-queue".into()), ("IN_PLACE_SECONDS".into(), "0".into())],
         ..StackOptions::default()
     });
     // `?wait`: the first wave is handed to the consumer directly, and the run ends.

@@ -11,7 +11,8 @@
 
 use baton_core::config::{apply_override, Config};
 use baton_core::messages::TaskMessage;
-use baton_edge::engine::attempts::{run_first_wave, FirstWaveRun};
+use baton_core::time::Millis;
+use baton_edge::engine::attempts::{self, run_first_wave, FirstWaveRun};
 use baton_edge::engine::summary_of;
 use baton_edge::{auth, http, Error, Result};
 use serde_json::{json, Value};
@@ -36,7 +37,8 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
     let config = handed_config(&env, &body);
     let count = tasks.len();
     // The run as D1 has it: nothing in the hand-over but ids is trusted.
-    let finished = run_first_wave(ctx, &env, config, FirstWaveRun::Read(run_id), tasks);
+    let until = handed_until(&env, &body);
+    let finished = run_first_wave(ctx, &env, config, FirstWaveRun::Read(run_id), tasks, until);
     let ended = finished.await.map_err(|_| Error::Internal("drive: the work ended without finishing".into()))?;
     let summary = ended.as_ref().map(summary_of).transpose()?;
     http::json(200, &json!({ "success": true, "ran": count, "ended": summary }))
@@ -54,6 +56,13 @@ fn decode(body: &Value) -> Result<Vec<TaskMessage>> {
             TaskMessage::decode(t).map_err(|e| Error::bad_request("invalid_field", "tasks", format!("tasks[{i}]: {e}")))
         })
         .collect()
+}
+
+/// When the attempts must be let go of: as the orchestrator says (it stops waiting before
+/// then), and not before this worker's own time after an answer is up.
+fn handed_until(env: &Env, body: &Value) -> Millis {
+    let latest = attempts::in_place_until(env, std::time::Duration::ZERO);
+    body.get("until").and_then(Value::as_u64).map(Millis::new).map_or(latest, |until| until.max(latest))
 }
 
 /// The orchestrator's effective configuration (`config`, as an override object) on top of

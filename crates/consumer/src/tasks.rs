@@ -30,7 +30,7 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
     }
     let tasks: Vec<TaskMessage> = decoded.iter().map(|(_, task)| task.clone()).collect();
     let fired = timers.iter().map(|(message, timer)| fire(engine, message, timer));
-    let ((outcomes, _), _) = join(run_batch(engine, &tasks, None, None), join_all(fired)).await;
+    let ((outcomes, _), _) = join(run_batch(engine, &tasks, None, None, None), join_all(fired)).await;
     for ((message, task), outcome) in decoded.iter().zip(outcomes) {
         match outcome {
             Ok(Disposition::Ack) => message.ack(),

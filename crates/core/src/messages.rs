@@ -172,6 +172,23 @@ pub fn timer_firing(due: Millis, now: Millis) -> TimerFiring {
     }
 }
 
+/// The least time between two firings of a run's own timer.
+pub const RUN_TIMER_MIN_GAP_MS: u64 = 1_000;
+
+/// When a run's own timer (`run_deadline`) is due: at the run's deadline, or sooner just after
+/// the first expiry among `unwatched` — attempts nothing else brings back if the invocation
+/// running them dies (claimed and run in place, with no task message of their own). Such a look
+/// is due a whole number of seconds from `now` (rounded up: it never waits out a fraction,
+/// holding up the timers behind it), and never sooner than [`RUN_TIMER_MIN_GAP_MS`], so a look
+/// that leaves the attempt running (its expiry moved) does not fire again at once.
+pub fn run_timer_due(deadline: Millis, unwatched: impl IntoIterator<Item = Millis>, now: Millis) -> Millis {
+    let look_at = |expiry: Millis| {
+        let wait = expiry.since(now).max(RUN_TIMER_MIN_GAP_MS).div_ceil(1000) * 1000;
+        now.saturating_add(wait)
+    };
+    unwatched.into_iter().map(look_at).fold(deadline, Millis::min)
+}
+
 /// How long to wait between two questions to a service about an attempt it accepted: a
 /// quarter of its own estimate, between 1 and 10 s, and at most half the step's heartbeat
 /// timeout (so a missed heartbeat is noticed in time).
@@ -333,6 +350,22 @@ mod tests {
 
     fn run_id() -> RunId {
         "run_1732350000000_a1b2c3d4e5f60718".parse().unwrap()
+    }
+
+    #[test]
+    fn run_timer_is_due_at_the_deadline_or_the_first_unwatched_expiry() {
+        let now = Millis::new(10_000);
+        let deadline = Millis::new(300_000);
+        assert_eq!(run_timer_due(deadline, [], now), deadline);
+        let expiries = [Millis::new(70_000), Millis::new(65_000), Millis::new(400_000)];
+        assert_eq!(run_timer_due(deadline, expiries, now), Millis::new(65_000));
+        // A whole number of seconds from now, rounded up.
+        assert_eq!(run_timer_due(deadline, [Millis::new(11_990)], now), Millis::new(12_000));
+        assert_eq!(run_timer_due(deadline, [Millis::new(12_001)], now), Millis::new(13_000));
+        // An expiry already past (or about to be) is looked at after the least gap.
+        assert_eq!(run_timer_due(deadline, [Millis::new(9_000)], now), Millis::new(11_000));
+        // Never later than the deadline, even one sooner than the gap.
+        assert_eq!(run_timer_due(Millis::new(10_500), [Millis::new(9_000)], now), Millis::new(10_500));
     }
 
     #[test]

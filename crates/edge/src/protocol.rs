@@ -21,6 +21,9 @@ pub enum ServiceOutcome {
     Failed(StepError),
     /// No answer before the attempt expired.
     TimedOut,
+    /// This invocation's time ran out before the service was asked to start (the handshake
+    /// was not answered in time): the attempt can be run elsewhere.
+    NotStarted,
 }
 
 /// One attempt of one step, as sent to the service.
@@ -38,6 +41,9 @@ pub struct Attempt<'a> {
     pub input: Value,
     /// When the attempt expires: no call may outlast it.
     pub expires_at: Millis,
+    /// When this invocation must stop waiting (at most `expires_at`). A process call cut
+    /// here leaves the work with the service, as if it had accepted it (202).
+    pub call_until: Millis,
 }
 
 /// Why a call did not get an answer to read.
@@ -110,12 +116,16 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
         json!({ "estimatedTokens": attempt.estimated_tokens, "timeoutMs": attempt.timeout_ms });
     handshake["validationConfig"] = json!({ "requireOutput": true });
     let endpoint = endpoint(env, attempt.worker);
+    let until = attempt.call_until.min(attempt.expires_at);
+    // Cut by this invocation's own limit, not by the attempt's expiry.
+    let cut = || Millis::new(crate::clock::now_ms()) < attempt.expires_at;
     let unanswered = |why: Unanswered| match why {
         Unanswered::TimedOut => ServiceOutcome::TimedOut,
         Unanswered::Failed(error) => ServiceOutcome::Failed(error),
     };
     let progress_capable;
-    match post(env, &endpoint, "/api/handshake", &handshake, attempt.attempt, attempt.expires_at).await {
+    match post(env, &endpoint, "/api/handshake", &handshake, attempt.attempt, until).await {
+        Err(Unanswered::TimedOut) if cut() => return ServiceOutcome::NotStarted,
         Err(why) => return unanswered(why),
         Ok((200..=299, body)) => {
             progress_capable =
@@ -130,7 +140,8 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
         }
         Ok((status, body)) => return ServiceOutcome::Failed(failure("handshake", status, &body)),
     }
-    match post(env, &endpoint, "/api/process", &common, attempt.attempt, attempt.expires_at).await {
+    match post(env, &endpoint, "/api/process", &common, attempt.attempt, until).await {
+        Err(Unanswered::TimedOut) if cut() => ServiceOutcome::Accepted { progress: progress_capable },
         Err(why) => unanswered(why),
         Ok((202, _)) => ServiceOutcome::Accepted { progress: progress_capable },
         Ok((200..=299, body)) => match body["status"].as_str() {

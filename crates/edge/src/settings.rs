@@ -43,9 +43,16 @@ pub const ORCHESTRATOR_SERVICE_NAME: &str = "ORCHESTRATOR_SERVICE_NAME";
 pub const DEFAULT_ORCHESTRATOR_SERVICE_NAME: &str = "orchestrator";
 /// How long a run request without `?wait` waits for its run, in seconds (default 0).
 pub const RUN_WAIT_DEFAULT_SECONDS: &str = "RUN_WAIT_DEFAULT_SECONDS";
+/// How long after answering a run request the orchestrator goes on running the run's
+/// attempts in place, in seconds (default [`DEFAULT_IN_PLACE_SECONDS`]); 0: a run nobody waits
+/// for goes through the task queue.
+pub const IN_PLACE_SECONDS: &str = "IN_PLACE_SECONDS";
+/// [`IN_PLACE_SECONDS`] when unset: within the 30 s a worker may work on after its response.
+pub const DEFAULT_IN_PLACE_SECONDS: u64 = 25;
 /// "true" makes the test-only routes (`/__test/...`) exist.
 pub const BATON_TEST_HOOKS: &str = "BATON_TEST_HOOKS";
-/// Faults to inject, comma-separated (`kv`, `analysis`, `task-queue`); unset in every real deployment.
+/// Faults to inject, comma-separated (`kv`, `analysis`, `task-queue`, `in-place`); unset in every
+/// real deployment.
 pub const BATON_FAULT_INJECTION: &str = "BATON_FAULT_INJECTION";
 /// "true" lets webhooks use `http://localhost` and `http://127.0.0.1` (a local stack); else
 /// webhook URLs must be https.
@@ -208,6 +215,23 @@ pub fn run_wait_default_seconds(env: &Env) -> u64 {
             worker::console_error!("{RUN_WAIT_DEFAULT_SECONDS} {text:?} is not a whole number of seconds; ignored");
             0
         }),
+    }
+}
+
+/// [`IN_PLACE_SECONDS`], default [`DEFAULT_IN_PLACE_SECONDS`] (and at most that: the
+/// platform ends work left after a response 30 s later).
+pub fn in_place_seconds(env: &Env) -> u64 {
+    match var(env, IN_PLACE_SECONDS).filter(|v| !v.trim().is_empty()) {
+        None => DEFAULT_IN_PLACE_SECONDS,
+        Some(text) => match text.trim().parse::<u64>() {
+            Ok(seconds) => seconds.min(DEFAULT_IN_PLACE_SECONDS),
+            Err(_) => {
+                worker::console_error!(
+                    "{IN_PLACE_SECONDS} {text:?} is not a whole number of seconds; using the default"
+                );
+                DEFAULT_IN_PLACE_SECONDS
+            }
+        },
     }
 }
 

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use baton_core::lifecycle::{Event, Observer, ReportOutcome};
 use baton_core::messages::TaskMessage;
 use baton_core::state::{StepRecord, StepStatus};
+use baton_core::time::Millis;
 use futures_util::lock::Mutex;
 use serde_json::{json, Map, Value};
 
@@ -54,6 +55,10 @@ const SLOT_WAIT_SECONDS: u32 = 1;
 pub struct RunCell<'a> {
     copy: RefCell<Loaded>,
     on_end: Option<&'a EndSignal>,
+    /// When this invocation must let go of the run's attempts (`None`: not before they
+    /// expire): an attempt not started by then goes to the task queue, and a call still
+    /// waiting then is left to its service as if accepted.
+    until: Option<Millis>,
     turn: Mutex<()>,
     /// Reports waiting for a turn, by ticket.
     waiting: RefCell<Vec<(u64, Reported)>>,
@@ -81,10 +86,11 @@ impl EndSignal {
 }
 
 impl<'a> RunCell<'a> {
-    fn new(copy: Loaded, on_end: Option<&'a EndSignal>) -> Self {
+    fn new(copy: Loaded, on_end: Option<&'a EndSignal>, until: Option<Millis>) -> Self {
         RunCell {
             copy: RefCell::new(copy),
             on_end,
+            until,
             turn: Mutex::new(()),
             waiting: RefCell::new(Vec::new()),
             written: RefCell::new(BTreeMap::new()),
@@ -165,12 +171,13 @@ impl<'a> RunCell<'a> {
 
 /// Runs task attempts, grouped by run (runs concurrently); the outcomes in input order, and
 /// each run as this invocation left it. `known`: a run the caller has just read or written
-/// (its tasks skip the read).
+/// (its tasks skip the read). `until`: when this invocation must let go (see [`RunCell`]).
 pub async fn run_batch(
     engine: &Engine<'_>,
     tasks: &[TaskMessage],
     known: Option<&Loaded>,
     on_end: Option<&EndSignal>,
+    until: Option<Millis>,
 ) -> (Vec<Result<Disposition>>, Vec<Loaded>) {
     let mut by_run: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, task) in tasks.iter().enumerate() {
@@ -182,7 +189,7 @@ pub async fn run_batch(
         .map(|indices| {
             let group: Vec<TaskMessage> = indices.iter().map(|&i| tasks[i].clone()).collect();
             let known = known.filter(|k| group.first().is_some_and(|t| t.run_id.as_str() == k.run.run_id));
-            async move { run_tasks_of_run(engine, &group, known, on_end).await }
+            async move { run_tasks_of_run(engine, &group, known, on_end, until).await }
         })
         .collect();
     let mut outcomes: Vec<Option<Result<Disposition>>> = tasks.iter().map(|_| None).collect();
@@ -233,6 +240,7 @@ async fn run_tasks_of_run(
     tasks: &[TaskMessage],
     known: Option<&Loaded>,
     on_end: Option<&EndSignal>,
+    until: Option<Millis>,
 ) -> (Vec<Result<Disposition>>, Option<Loaded>) {
     let claimed = async {
         match (known, tasks.first()) {
@@ -249,7 +257,7 @@ async fn run_tasks_of_run(
         }
     };
     let Some(loaded) = loaded else { return (tasks.iter().map(|_| Ok(Disposition::Ack)).collect(), None) };
-    let cell = RunCell::new(loaded, on_end);
+    let cell = RunCell::new(loaded, on_end, until);
     let runs: Vec<_> = claims
         .into_iter()
         .zip(tasks)
@@ -298,6 +306,11 @@ async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, att
     let Some(expires_at) = copy.step(service).map(record_of).transpose()?.and_then(|r| r.expires_at(&spec)) else {
         return Ok(Disposition::Ack);
     };
+    // Past this invocation's own limit: the attempt is run from the task queue instead.
+    let call_until = cell.until.map_or(expires_at, |until| until.min(expires_at));
+    if call_until <= engine.now() {
+        return Ok(Disposition::Requeue(0));
+    }
     if !engine.take_slot(&copy, service, attempt, expires_at).await? {
         return Ok(Disposition::Requeue(SLOT_WAIT_SECONDS));
     }
@@ -316,6 +329,7 @@ async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, att
             estimated_tokens: 1000,
             input,
             expires_at,
+            call_until,
         },
     )
     .await;
@@ -325,6 +339,7 @@ async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, att
             engine.accepted(&cell.copy(), service, spec.worker_key.as_str(), attempt, progress).await?;
             return Ok(Disposition::Ack);
         }
+        ServiceOutcome::NotStarted => return Ok(Disposition::Requeue(0)),
         ServiceOutcome::Done { output, usage, duration_ms } => Some(Report::Succeeded { output, usage, duration_ms }),
         ServiceOutcome::Failed(error) => Some(Report::Failed(error)),
         ServiceOutcome::TimedOut => {
@@ -371,7 +386,7 @@ async fn carry_on(engine: &Engine<'_>, cell: &RunCell<'_>, advance: AdvanceRepor
     }
 }
 
-fn retry_delay(step: &StepRecord, now: baton_core::time::Millis) -> u32 {
+fn retry_delay(step: &StepRecord, now: Millis) -> u32 {
     step.next_attempt_at.map(|at| seconds_until(at, now)).unwrap_or(0)
 }
 
@@ -404,8 +419,15 @@ async fn build_input(engine: &Engine<'_>, loaded: &Loaded, service: &str, attemp
 /// Runs a run's claimed first wave here, at once, and what it makes ready; queues what cannot
 /// finish here. `known`: the run as just written or read (`None`: read it). `signal` is told
 /// how the run ended the moment it ends, or `None` once nothing is left to run here.
-pub async fn run_here(engine: &Engine<'_>, known: Option<&Loaded>, tasks: &[TaskMessage], signal: &EndSignal) {
-    let (outcomes, finals) = run_batch(engine, tasks, known, Some(signal)).await;
+/// `until`: when this invocation must let go (see [`RunCell`]).
+pub async fn run_here(
+    engine: &Engine<'_>,
+    known: Option<&Loaded>,
+    tasks: &[TaskMessage],
+    signal: &EndSignal,
+    until: Option<Millis>,
+) {
+    let (outcomes, finals) = run_batch(engine, tasks, known, Some(signal), until).await;
     for (task, outcome) in tasks.iter().zip(outcomes) {
         queue_what_remains(engine, task, outcome).await;
     }
@@ -423,19 +445,25 @@ pub enum FirstWaveRun {
 /// [`run_here`] as work of its own (`ctx.wait_until`), so a caller that stops waiting (its
 /// `?wait` expired, its client left) does not cut it short. The receiver gets the run as it
 /// ended, the moment it ends, or `None` once nothing is left to run here. `config`: the
-/// configuration already resolved (`None`: resolve it). If no engine can be had, the wave goes
-/// to the task queue.
+/// configuration already resolved (`None`: resolve it). `until`: when the invocation must let
+/// go of the attempts (see [`RunCell`]). If no engine can be had, the wave goes to the task
+/// queue.
 pub fn run_first_wave(
     ctx: &worker::Context,
     env: &worker::Env,
     config: Option<baton_core::config::Config>,
     run: FirstWaveRun,
     tasks: Vec<TaskMessage>,
+    until: Millis,
 ) -> crate::concurrency::Receiver<Option<Loaded>> {
     let (done, finished) = crate::concurrency::oneshot();
     let env = env.clone();
     ctx.wait_until(async move {
         let signal = EndSignal::new(done);
+        if crate::faults::injected(&env, "in-place") {
+            worker::console_warn!("fault injected: the first wave of {} tasks is dropped", tasks.len());
+            return signal.fire(None);
+        }
         let engine = match config {
             Some(config) => Engine::with_config(&env, config),
             None => Engine::new(&env).await,
@@ -449,7 +477,7 @@ pub fn run_first_wave(
                         None
                     }),
                 };
-                run_here(&engine, known.as_ref(), &tasks, &signal).await;
+                run_here(&engine, known.as_ref(), &tasks, &signal, Some(until)).await;
             }
             Err(e) => {
                 worker::console_error!("cannot run a first wave of {} tasks here ({e}); queueing it", tasks.len());
@@ -465,7 +493,8 @@ pub fn run_first_wave(
 }
 
 /// [`run_first_wave`] of the run as its insert wrote it (first wave claimed), waited for at
-/// most `limit`: the run as it ended, if it ended by then.
+/// most `limit` (zero: not at all): the run as it ended, if it ended by then. The attempts
+/// run here until `limit` and [`crate::settings::in_place_seconds`] after it have passed.
 pub async fn run_waited(
     ctx: &worker::Context,
     env: &worker::Env,
@@ -474,6 +503,17 @@ pub async fn run_waited(
     tasks: Vec<TaskMessage>,
     limit: std::time::Duration,
 ) -> Option<Loaded> {
-    let finished = run_first_wave(ctx, env, Some(config), FirstWaveRun::Written(Box::new(written)), tasks);
+    let until = in_place_until(env, limit);
+    let finished = run_first_wave(ctx, env, Some(config), FirstWaveRun::Written(Box::new(written)), tasks, until);
+    if limit.is_zero() {
+        return None;
+    }
     crate::concurrency::with_timeout(finished, limit).await.and_then(|ended| ended.ok()).flatten()
+}
+
+/// When an invocation that answers within `limit` must let go of the attempts it runs in
+/// place: [`crate::settings::in_place_seconds`] after that answer.
+pub fn in_place_until(env: &worker::Env, limit: std::time::Duration) -> Millis {
+    let after = std::time::Duration::from_secs(crate::settings::in_place_seconds(env));
+    Millis::new(crate::clock::now_ms()).saturating_add((limit + after).as_millis() as u64)
 }

@@ -3,7 +3,7 @@
 //!
 //! | timer              | sent                                             | on firing                                  |
 //! |--------------------|--------------------------------------------------|--------------------------------------------|
-//! | `run_deadline`     | when the run starts                              | look at the run (times out what still runs)|
+//! | `run_deadline`     | when the run starts (due at its deadline, or sooner at the expiry of an attempt run in place) | look at the run (times out what still runs); if it was early, send the next |
 //! | `attempt_deadline` | when a service accepts (202) without progress answers | look, if that attempt still runs and is due |
 //! | `progress`         | when a service that reports progress accepts     | ask it; record the result, failure or heartbeat; send the next |
 //! | `cancelled`        | when a cancel ends an attempt in flight (due at once) | tell its service (`POST /api/cancel/{executionId}`, bounded, best effort) |
@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use baton_core::lifecycle::{self, Observer};
 use baton_core::messages::{
-    progress_poll_interval_ms, timer_delay_seconds, timer_firing, TasksQueueMessage, TimerFiring, TimerKind,
-    TimerMessage,
+    progress_poll_interval_ms, run_timer_due, timer_delay_seconds, timer_firing, TasksQueueMessage, TimerFiring,
+    TimerKind, TimerMessage,
 };
 use baton_core::progress::{self, Verdict};
 use baton_core::state::{StepError, StepStatus};
@@ -79,9 +79,17 @@ impl Engine<'_> {
         crate::queues::send_all_delayed(&crate::queues::task_queue(self.env())?, &messages).await
     }
 
-    /// The timer of a run's own deadline.
+    /// The run's own timer: at its deadline, or sooner at the expiry of an attempt claimed
+    /// here and run in place ([`run_timer_due`]), so that if this invocation dies the attempt
+    /// is looked at when it expires, as a consumer's redelivered task message would.
     pub fn run_deadline_timer(&self, loaded: &Loaded) -> Result<TimerMessage> {
-        Ok(TimerMessage::run_deadline(loaded.run_id()?, Millis::new(loaded.run.deadline_at.max(0) as u64)))
+        let deadline = Millis::new(loaded.run.deadline_at.max(0) as u64);
+        let mut unwatched = Vec::new();
+        for row in loaded.steps.iter().filter(|row| row.status == "running" && row.claimed_at.is_some()) {
+            let Some(spec) = loaded.plan.step(&row.service) else { continue };
+            unwatched.extend(record_of(row)?.expires_at(spec));
+        }
+        Ok(TimerMessage::run_deadline(loaded.run_id()?, run_timer_due(deadline, unwatched, self.now())))
     }
 
     /// A service accepted attempt `attempt` of `service` (202) and will report later: if it
@@ -149,7 +157,12 @@ impl Engine<'_> {
             worker::Delay::from(Duration::from_millis(ms)).await;
         }
         let Some((service, number, expires)) = attempt else {
-            self.advance(&loaded, Observer::EventDriven, Dispatch::Queue).await?;
+            let report = self.advance(&loaded, Observer::EventDriven, Dispatch::Queue).await?;
+            // Fired before the deadline (an attempt run in place expired): the next look.
+            if report.finished.is_none() && timer.due().as_u64() < loaded.run.deadline_at.max(0) as u64 {
+                let after = report.after.as_ref().unwrap_or(&loaded);
+                self.send_timers(vec![self.run_deadline_timer(after)?]).await?;
+            }
             return Ok(TimerOutcome::Acted);
         };
         if timer.timer == TimerKind::Progress {

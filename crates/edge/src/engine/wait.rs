@@ -34,7 +34,9 @@ impl Engine<'_> {
     /// The run's deadline timer is sent meanwhile.
     pub async fn hand_over(&self, written: &Loaded, tasks: &[TaskMessage], limit: Duration) -> Option<Value> {
         let arm = self.arm_run_deadline(written);
-        let (delivered, ()) = futures_util::future::join(with_timeout(self.deliver(written, tasks), limit), arm).await;
+        let until = super::attempts::in_place_until(self.env(), limit);
+        let delivered = with_timeout(self.deliver(written, tasks, until), limit);
+        let (delivered, ()) = futures_util::future::join(delivered, arm).await;
         match delivered {
             Some(Ok(ended)) => ended.filter(|summary| !summary.is_null()),
             None => None,
@@ -71,11 +73,14 @@ impl Engine<'_> {
         &self,
         written: &Loaded,
         tasks: &[TaskMessage],
+        until: baton_core::time::Millis,
     ) -> std::result::Result<Option<Value>, Undelivered> {
         let unknown = Undelivered::Unknown;
         // Only ids: the consumer reads the run, its plan and its parameters from D1 itself.
-        // The configuration just resolved saves it a KV read.
-        let body = json!({ "run_id": written.run.run_id, "tasks": tasks, "config": self.config.to_override() });
+        // The configuration just resolved saves it a KV read; `until`: when the consumer must
+        // let go of the attempts (this side stops waiting before then).
+        let body = json!({ "run_id": written.run.run_id, "tasks": tasks, "config": self.config.to_override(),
+                           "until": until.as_u64() });
         let body = serde_json::to_vec(&body).map_err(|e| unknown(Error::Internal(e.to_string())))?;
         let headers = Headers::new();
         let _ = headers.set("Content-Type", "application/json");

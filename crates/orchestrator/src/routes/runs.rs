@@ -82,9 +82,10 @@ struct Begun {
     ended: Option<Value>,
 }
 
-/// Starts the run (or finds the one its idempotency key names). A waiting client's first
-/// wave runs at once: here when this worker reaches every service of the plan, else handed to
-/// the consumer.
+/// Starts the run (or finds the one its idempotency key names). Its first wave runs at once,
+/// here, when this worker reaches every service of the plan (for a client that does not wait,
+/// only if `IN_PLACE_SECONDS` is not 0); a waiting client's is otherwise handed to the
+/// consumer, anyone else's queued.
 async fn begin(engine: &Engine<'_>, ctx: &Context, new: NewRun, wait: Option<u64>) -> Result<Begun> {
     let begun = |run_id: &str, status: &str, replayed, ended| Begun {
         run_id: run_id.to_string(),
@@ -92,17 +93,20 @@ async fn begin(engine: &Engine<'_>, ctx: &Context, new: NewRun, wait: Option<u64
         replayed,
         ended,
     };
-    let (started, wave) = match wait {
-        Some(_) => engine.start_run_inline(new).await?,
-        None => (engine.start_run(new).await?, Vec::new()),
+    let reachable = || services::reachable(engine.env(), new.plan.steps().iter().map(|s| s.worker_key.as_str()));
+    let at_once = wait.is_some() || (settings::in_place_seconds(engine.env()) > 0 && reachable());
+    let (started, wave) = match at_once {
+        true => engine.start_run_inline(new).await?,
+        false => (engine.start_run(new).await?, Vec::new()),
     };
     Ok(match started {
         Started::New(written) => {
-            let ended = match wait {
-                Some(seconds) => {
-                    run_first_wave(engine, ctx, *written.clone(), wave, Duration::from_secs(seconds)).await?
+            let ended = match at_once {
+                true => {
+                    let limit = Duration::from_secs(wait.unwrap_or(0));
+                    run_first_wave(engine, ctx, *written.clone(), wave, limit).await?
                 }
-                None => None,
+                false => None,
             };
             begun(&written.run.run_id, &written.run.status, false, ended)
         }
@@ -110,8 +114,8 @@ async fn begin(engine: &Engine<'_>, ctx: &Context, new: NewRun, wait: Option<u64
     })
 }
 
-/// Runs a waiting client's first wave (claimed in the run's insert) at once, and the run's
-/// deadline timer beside it; the run's summary if it ended within `limit`.
+/// Runs a first wave (claimed in the run's insert) at once, and the run's deadline timer
+/// beside it; the run's summary if it ended within `limit` (zero: the client does not wait).
 async fn run_first_wave(
     engine: &Engine<'_>,
     ctx: &Context,
