@@ -383,11 +383,10 @@ impl Baton {
     }
 
     /// Billed units per run, from the workers' own counters over `runs` sequential runs:
-    /// `waited` runs are started with `?wait=30` (the first wave handed to the consumer),
-    /// the others with a plain 202 and the queue (completion seen through the unmetered
-    /// test SQL hook).
+    /// `waited` runs are started with `?wait=30`, the others with a plain 202 (completion seen
+    /// through the unmetered test SQL hook); both run their first wave in the orchestrator.
     pub fn usage_per_run(&self, plan: &str, runs: usize, waited: bool) -> Value {
-        let site = format!("bench-usage-{plan}-{}", if waited { "wait" } else { "queue" });
+        let site = format!("bench-usage-{plan}-{}", if waited { "wait" } else { "202" });
         self.run_and_wait(&site, plan, json!({}));
         std::thread::sleep(Duration::from_millis(300)); // the warm-up's background writes
         self.meter();
@@ -436,7 +435,7 @@ impl Baton {
         let steps = c.steps as f64 / runs as f64;
         let rows_read_per_step =
             total.get("d1_rows_read").and_then(Value::as_f64).map(|r| (r / steps * 10.0).round() / 10.0);
-        json!({"plan": plan, "started_with": if waited { "?wait=30" } else { "202 + queue" }, "runs": runs,
+        json!({"plan": plan, "started_with": if waited { "?wait=30" } else { "202" }, "runs": runs,
                "steps": steps, "per_run": total, "d1_rows_read_per_step": rows_read_per_step,
                "by_worker_total": usage, "lost": c.lost, "duplicated": c.duplicated, "completed": c.completed})
     }
