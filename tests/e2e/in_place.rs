@@ -90,9 +90,10 @@ fn a_first_wave_whose_invocation_dies_is_retried_when_its_attempts_expire() {
             ],
         }),
     );
-    // The first wave is claimed in the run's insert, then dropped (the fault): nothing but the
-    // run's own timer, due when the first attempt expires, can bring it back before the
-    // run's deadline (2 minutes) or a poller tick (none here).
+    // The first wave is claimed in the run's insert, then dropped two seconds later (the fault:
+    // an invocation that dies). The run had not ended a second in, so its own timer was sent,
+    // due when the first attempt expires: nothing else brings the wave back before the run's
+    // deadline (2 minutes) or a poller tick (none here).
     let run_id =
         start_run(&stack, &json!({"website_id": "site_lost", "domain": "lost.example", "plan_id": "in-place-lost"}));
     let body = wait_terminal_within(&stack, &run_id, Duration::from_secs(20));

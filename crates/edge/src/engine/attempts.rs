@@ -17,6 +17,9 @@ use baton_core::lifecycle::{Event, Observer, ReportOutcome};
 use baton_core::messages::TaskMessage;
 use baton_core::state::{StepRecord, StepStatus};
 use baton_core::time::Millis;
+use std::future::Future;
+
+use futures_util::future::Either;
 use futures_util::lock::Mutex;
 use serde_json::{json, Map, Value};
 
@@ -69,21 +72,34 @@ pub struct RunCell<'a> {
 
 /// Tells whoever waits for a run (the hand-over's caller) how it ended, the moment it ends.
 #[derive(Default)]
-pub struct EndSignal(RefCell<Option<Sender<Option<Loaded>>>>);
+pub struct EndSignal {
+    sender: RefCell<Option<Sender<Option<Loaded>>>>,
+    ended: Cell<bool>,
+}
 
 impl EndSignal {
     /// A signal that sends on `sender`.
     pub fn new(sender: Sender<Option<Loaded>>) -> Self {
-        EndSignal(RefCell::new(Some(sender)))
+        EndSignal { sender: RefCell::new(Some(sender)), ended: Cell::new(false) }
     }
 
     /// Sends `ended` (`None`: nothing ended here), once; later calls do nothing.
     pub fn fire(&self, ended: Option<Loaded>) {
-        if let Some(sender) = self.0.borrow_mut().take() {
+        if let Some(sender) = self.sender.borrow_mut().take() {
+            self.ended.set(ended.is_some());
             let _ = sender.send(ended); // the caller may have stopped waiting
         }
     }
+
+    /// Whether the run ended here.
+    pub fn ended(&self) -> bool {
+        self.ended.get()
+    }
 }
+
+/// How long a run whose first wave runs in place may go without its own timer: one that ends
+/// sooner never needs it (if the invocation dies first, the poller finds its expired attempts).
+pub const RUN_TIMER_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl<'a> RunCell<'a> {
     fn new(copy: Loaded, on_end: Option<&'a EndSignal>, until: Option<Millis>) -> Self {
@@ -460,24 +476,35 @@ pub fn run_first_wave(
     let env = env.clone();
     ctx.wait_until(async move {
         let signal = EndSignal::new(done);
-        if crate::faults::injected(&env, "in-place") {
-            worker::console_warn!("fault injected: the first wave of {} tasks is dropped", tasks.len());
-            return signal.fire(None);
-        }
         let engine = match config {
             Some(config) => Engine::with_config(&env, config),
             None => Engine::new(&env).await,
         };
         match engine {
             Ok(engine) => {
-                let known = match run {
-                    FirstWaveRun::Written(written) => Some(*written),
-                    FirstWaveRun::Read(run_id) => engine.load(&run_id).await.unwrap_or_else(|e| {
-                        worker::console_error!("reading {run_id} failed ({e}); its deadlines bring the poller");
-                        None
-                    }),
+                let (known, own) = match run {
+                    FirstWaveRun::Written(written) => (Some(*written), true),
+                    FirstWaveRun::Read(run_id) => (
+                        engine.load(&run_id).await.unwrap_or_else(|e| {
+                            worker::console_error!("reading {run_id} failed ({e}); its deadlines bring the poller");
+                            None
+                        }),
+                        false,
+                    ),
                 };
-                run_here(&engine, known.as_ref(), &tasks, &signal, Some(until)).await;
+                let work = async {
+                    if crate::faults::injected(&env, "in-place") {
+                        // The invocation "dies" two seconds in, its claimed attempts unrun.
+                        worker::Delay::from(2 * RUN_TIMER_AFTER).await;
+                        return worker::console_warn!("fault injected: {} claimed attempts dropped", tasks.len());
+                    }
+                    run_here(&engine, known.as_ref(), &tasks, &signal, Some(until)).await
+                };
+                match (own, &known) {
+                    // The run's own timer, unless the run ends first (a hand-over's sender armed it).
+                    (true, Some(written)) => with_run_timer(&engine, written, &signal, work).await,
+                    _ => work.await,
+                }
             }
             Err(e) => {
                 worker::console_error!("cannot run a first wave of {} tasks here ({e}); queueing it", tasks.len());
@@ -490,6 +517,24 @@ pub fn run_first_wave(
         signal.fire(None);
     });
     finished
+}
+
+/// Runs `work` (the first wave of `written`, in place) and sends the run's own timer once
+/// [`RUN_TIMER_AFTER`] has passed or `work` is done, whichever comes first, unless the run has
+/// ended by then.
+async fn with_run_timer(engine: &Engine<'_>, written: &Loaded, signal: &EndSignal, work: impl Future<Output = ()>) {
+    let arm = || async {
+        if !signal.ended() {
+            engine.arm_run_deadline(written).await;
+        }
+    };
+    let waited = worker::Delay::from(RUN_TIMER_AFTER);
+    match futures_util::future::select(std::pin::pin!(work), std::pin::pin!(waited)).await {
+        Either::Left(((), _)) => arm().await,
+        Either::Right(((), work)) => {
+            futures_util::future::join(work, arm()).await;
+        }
+    }
 }
 
 /// [`run_first_wave`] of the run as its insert wrote it (first wave claimed), waited for at

@@ -114,8 +114,9 @@ async fn begin(engine: &Engine<'_>, ctx: &Context, new: NewRun, wait: Option<u64
     })
 }
 
-/// Runs a first wave (claimed in the run's insert) at once, and the run's deadline timer
-/// beside it; the run's summary if it ended within `limit` (zero: the client does not wait).
+/// Runs a first wave (claimed in the run's insert) at once (the run's own timer is sent if it
+/// does not end within a second); the run's summary if it ended within `limit` (zero: the
+/// client does not wait).
 async fn run_first_wave(
     engine: &Engine<'_>,
     ctx: &Context,
@@ -127,8 +128,7 @@ async fn run_first_wave(
     if !services::reachable(engine.env(), workers) {
         return Ok(engine.hand_over(&written, &wave, limit).await);
     }
-    let here = attempts::run_waited(ctx, engine.env(), engine.config, written.clone(), wave, limit);
-    let (ended, ()) = baton_edge::concurrency::join(here, engine.arm_run_deadline(&written)).await;
+    let ended = attempts::run_waited(ctx, engine.env(), engine.config, written, wave, limit).await;
     ended
         .map(|run| summary_of(&run).and_then(|s| serde_json::to_value(s).map_err(|e| Error::Internal(e.to_string()))))
         .transpose()
