@@ -3,7 +3,7 @@
 //!
 //! | timer              | sent                                             | on firing                                  |
 //! |--------------------|--------------------------------------------------|--------------------------------------------|
-//! | `run_deadline`     | when the run starts (due at its deadline, or sooner at the expiry of an attempt run in place) | look at the run (times out what still runs); if it was early, send the next |
+//! | `run_deadline`     | when the run starts (run in place: once it has gone a second without ending); due at its deadline, or sooner at the expiry of an attempt run in place | look at the run (times out what still runs); if it was early, send the next |
 //! | `attempt_deadline` | when a service accepts (202) without progress answers | look, if that attempt still runs and is due |
 //! | `progress`         | when a service that reports progress accepts     | ask it; record the result, failure or heartbeat; send the next |
 //! | `cancelled`        | when a cancel ends an attempt in flight (due at once) | tell its service (`POST /api/cancel/{executionId}`, bounded, best effort) |
