@@ -10,13 +10,13 @@ use serde_json::{json, Value};
 use crate::runs::start_run;
 
 /// Creates a plan through the API (in the camelCase a client of the seeds writes).
-fn create_plan(stack: &Stack, plan: &Value) {
+pub(crate) fn create_plan(stack: &Stack, plan: &Value) {
     let r = stack.post_as(stack.token(0), "/api/orchestration/plans", plan);
     assert!(r.status == 201 || r.status == 409, "{}", r.text());
 }
 
 /// Polls the run until it is terminal (at most `limit`), and returns its GET body.
-fn wait_terminal_within(stack: &Stack, run_id: &str, limit: Duration) -> Value {
+pub(crate) fn wait_terminal_within(stack: &Stack, run_id: &str, limit: Duration) -> Value {
     poll_until(&format!("run {run_id} to end"), limit, || {
         let r = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{run_id}"));
         assert_eq!(r.status, 200, "{}", r.text());

@@ -6,29 +6,16 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use baton_e2e::{poll_until, Stack, StackOptions};
+use baton_e2e::{Stack, StackOptions};
 use serde_json::{json, Value};
 
+use crate::deadlines::{create_plan, wait_terminal_within};
 use crate::runs::start_run;
 
 fn stack() -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
     STACK.get_or_init(|| {
         Stack::start(StackOptions { vars: vec![("IN_PLACE_SECONDS".into(), "1".into())], ..StackOptions::default() })
-    })
-}
-
-fn create_plan(stack: &Stack, plan: &Value) {
-    let r = stack.post_as(stack.token(0), "/api/orchestration/plans", plan);
-    assert!(r.status == 201 || r.status == 409, "{}", r.text());
-}
-
-fn wait_terminal_within(stack: &Stack, run_id: &str, limit: Duration) -> Value {
-    poll_until(&format!("run {run_id} to end"), limit, || {
-        let r = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{run_id}"));
-        assert_eq!(r.status, 200, "{}", r.text());
-        let body = r.json();
-        (body["terminal"] == true).then_some(body)
     })
 }
 
