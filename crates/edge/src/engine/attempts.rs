@@ -83,12 +83,12 @@ impl EndSignal {
         EndSignal { sender: RefCell::new(Some(sender)), ended: Cell::new(false) }
     }
 
-    /// Sends `ended` (`None`: nothing ended here), once; later calls do nothing.
-    pub fn fire(&self, ended: Option<Loaded>) {
-        if let Some(sender) = self.sender.borrow_mut().take() {
-            self.ended.set(ended.is_some());
-            let _ = sender.send(ended); // the caller may have stopped waiting
-        }
+    /// Sends `ended` (`None`: nothing ended here), once; later calls do nothing. Whether a
+    /// waiting side received it (the caller may have stopped waiting, or never waited).
+    pub fn fire(&self, ended: Option<Loaded>) -> bool {
+        let Some(sender) = self.sender.borrow_mut().take() else { return false };
+        self.ended.set(ended.is_some());
+        sender.send(ended).is_ok()
     }
 
     /// Whether the run ended here.
@@ -96,6 +96,12 @@ impl EndSignal {
         self.ended.get()
     }
 }
+
+/// How long the ending's tail (the KV mirror, webhook messages, admission) waits after a
+/// waiting client has been told the run ended, so that the answer leaves before the tail's
+/// writes: one turn of the event loop is not enough for a response to get out, and locally,
+/// where every worker shares one thread, the tail would hold it up by milliseconds.
+const ANSWER_FIRST: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// How long a run whose first wave runs in place may go without its own timer: one that ends
 /// sooner never needs it (if the invocation dies first, the poller finds its expired attempts).
@@ -165,11 +171,10 @@ impl<'a> RunCell<'a> {
             None => self.copy.borrow_mut().run.version = -1,
         }
         if let (true, Some(ended)) = (advance.tail_pending, &advance.after) {
-            // Answer whoever waits first; the KV mirror and admission follow, once the waiting
-            // side has had its turn (one timer tick: its answer goes out before their writes).
-            if let Some(signal) = self.on_end {
-                signal.fire(Some(ended.clone()));
-                worker::Delay::from(std::time::Duration::ZERO).await;
+            // Answer whoever waits first; the KV mirror and admission follow once the answer
+            // has had time to leave.
+            if self.on_end.is_some_and(|signal| signal.fire(Some(ended.clone()))) {
+                worker::Delay::from(ANSWER_FIRST).await;
             }
             engine.after_ending(ended, &advance.deliveries).await;
         }
