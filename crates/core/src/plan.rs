@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::ids::{IdError, PlanId, ServiceSlug, WorkerKey};
 use crate::retry::{RetryPolicy, RetryPolicyError};
 use crate::time::MINUTE_MS;
-use crate::trigger::TriggerRule;
 
 /// At most this many steps per plan.
 pub const MAX_STEPS: usize = 50;
@@ -922,6 +921,36 @@ pub fn builtin_drafts() -> Vec<PlanDraft> {
             min_completed: None,
         },
     ]
+}
+
+/// When a step runs, given its dependencies (judged in [`crate::trigger`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerRule {
+    /// Every dependency completed.
+    #[default]
+    AllSuccess,
+    /// Every dependency is done, however it ended.
+    AllDone,
+    /// Every dependency failed.
+    AllFailed,
+    /// At least one dependency completed.
+    OneSuccess,
+    /// At least one dependency failed.
+    OneFailed,
+    /// Every dependency is done and none failed.
+    NoneFailed,
+    /// Every dependency is done, none failed, and at least one completed.
+    NoneFailedMinOneSuccess,
+    /// Every dependency is done and none was skipped.
+    NoneSkipped,
+}
+
+impl TriggerRule {
+    /// Whether this is the default rule (left out when a plan is shown).
+    pub fn is_default(&self) -> bool {
+        *self == TriggerRule::AllSuccess
+    }
 }
 
 /// The built-in plans: `standard-v1` and `quick-v1`.

@@ -15,39 +15,10 @@
 //!
 //! A step that can no longer run is skipped at once; a step without dependencies runs.
 
-use serde::{Deserialize, Serialize};
-
 use crate::state::StepStatus;
 
-/// When a step runs, given its dependencies.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TriggerRule {
-    /// Every dependency completed.
-    #[default]
-    AllSuccess,
-    /// Every dependency is done, however it ended.
-    AllDone,
-    /// Every dependency failed.
-    AllFailed,
-    /// At least one dependency completed.
-    OneSuccess,
-    /// At least one dependency failed.
-    OneFailed,
-    /// Every dependency is done and none failed.
-    NoneFailed,
-    /// Every dependency is done, none failed, and at least one completed.
-    NoneFailedMinOneSuccess,
-    /// Every dependency is done and none was skipped.
-    NoneSkipped,
-}
-
-impl TriggerRule {
-    /// Whether this is the default rule (left out when a plan is shown).
-    pub fn is_default(&self) -> bool {
-        *self == TriggerRule::AllSuccess
-    }
-}
+/// The rule a step's dependencies are judged by (part of the step's specification).
+pub use crate::plan::TriggerRule;
 
 /// Whether a pending step may run now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
