@@ -209,29 +209,24 @@ pub fn orchestrator_service_name(env: &Env) -> String {
 /// (0, the default: it answers 202 at once). A value that is not a whole number is ignored,
 /// with an error logged.
 pub fn run_wait_default_seconds(env: &Env) -> u64 {
-    match var(env, RUN_WAIT_DEFAULT_SECONDS).filter(|v| !v.trim().is_empty()) {
-        None => 0,
-        Some(text) => text.trim().parse().unwrap_or_else(|_| {
-            worker::console_error!("{RUN_WAIT_DEFAULT_SECONDS} {text:?} is not a whole number of seconds; ignored");
-            0
-        }),
-    }
+    whole_seconds(env, RUN_WAIT_DEFAULT_SECONDS, 0)
 }
 
 /// [`IN_PLACE_SECONDS`], default [`DEFAULT_IN_PLACE_SECONDS`] (and at most that: the
 /// platform ends work left after a response 30 s later).
 pub fn in_place_seconds(env: &Env) -> u64 {
-    match var(env, IN_PLACE_SECONDS).filter(|v| !v.trim().is_empty()) {
-        None => DEFAULT_IN_PLACE_SECONDS,
-        Some(text) => match text.trim().parse::<u64>() {
-            Ok(seconds) => seconds.min(DEFAULT_IN_PLACE_SECONDS),
-            Err(_) => {
-                worker::console_error!(
-                    "{IN_PLACE_SECONDS} {text:?} is not a whole number of seconds; using the default"
-                );
-                DEFAULT_IN_PLACE_SECONDS
-            }
-        },
+    whole_seconds(env, IN_PLACE_SECONDS, DEFAULT_IN_PLACE_SECONDS).min(DEFAULT_IN_PLACE_SECONDS)
+}
+
+/// The variable `name` as whole seconds; `default` when unset or empty, and when not a whole
+/// number (with an error logged).
+fn whole_seconds(env: &Env, name: &str, default: u64) -> u64 {
+    match var(env, name).filter(|v| !v.trim().is_empty()) {
+        None => default,
+        Some(text) => text.trim().parse().unwrap_or_else(|_| {
+            worker::console_error!("{name} {text:?} is not a whole number of seconds; using {default}");
+            default
+        }),
     }
 }
 

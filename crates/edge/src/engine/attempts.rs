@@ -12,13 +12,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use baton_core::lifecycle::{Event, Observer, ReportOutcome};
 use baton_core::messages::TaskMessage;
 use baton_core::state::{StepRecord, StepStatus};
 use baton_core::time::Millis;
-use std::future::Future;
-
 use futures_util::future::Either;
 use futures_util::lock::Mutex;
 use serde_json::{json, Map, Value};

@@ -93,39 +93,41 @@ async fn begin(engine: &Engine<'_>, ctx: &Context, new: NewRun, wait: Option<u64
         replayed,
         ended,
     };
-    let reachable = || services::reachable(engine.env(), new.plan.steps().iter().map(|s| s.worker_key.as_str()));
-    let at_once = wait.is_some() || (settings::in_place_seconds(engine.env()) > 0 && reachable());
+    let reachable = services::reachable(engine.env(), new.plan.steps().iter().map(|s| s.worker_key.as_str()));
+    let here = reachable && (wait.is_some() || settings::in_place_seconds(engine.env()) > 0);
+    let at_once = here || wait.is_some();
     let (started, wave) = match at_once {
         true => engine.start_run_inline(new).await?,
         false => (engine.start_run(new).await?, Vec::new()),
     };
     Ok(match started {
         Started::New(written) => {
+            let (run_id, status) = (written.run.run_id.clone(), written.run.status.clone());
             let ended = match at_once {
                 true => {
                     let limit = Duration::from_secs(wait.unwrap_or(0));
-                    run_first_wave(engine, ctx, *written.clone(), wave, limit).await?
+                    run_first_wave(engine, ctx, *written, wave, limit, here).await?
                 }
                 false => None,
             };
-            begun(&written.run.run_id, &written.run.status, false, ended)
+            begun(&run_id, &status, false, ended)
         }
         Started::Existing(run) => begun(&run.run_id, &run.status, true, None),
     })
 }
 
-/// Runs a first wave (claimed in the run's insert) at once (the run's own timer is sent if it
-/// does not end within a second); the run's summary if it ended within `limit` (zero: the
-/// client does not wait).
+/// Runs a first wave (claimed in the run's insert) at once: `here` (the run's own timer is sent
+/// if it does not end within a second), else handed to the consumer; the run's summary if it
+/// ended within `limit` (zero: the client does not wait).
 async fn run_first_wave(
     engine: &Engine<'_>,
     ctx: &Context,
     written: Loaded,
     wave: Vec<TaskMessage>,
     limit: Duration,
+    here: bool,
 ) -> Result<Option<Value>> {
-    let workers = written.plan.steps().iter().map(|step| step.worker_key.as_str());
-    if !services::reachable(engine.env(), workers) {
+    if !here {
         return Ok(engine.hand_over(&written, &wave, limit).await);
     }
     let ended = attempts::run_waited(ctx, engine.env(), engine.config, written, wave, limit).await;
