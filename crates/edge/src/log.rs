@@ -14,7 +14,14 @@
 //! out the `debug` lines (an attempt dispatched or claimed, the fan-in claimed, the analysis
 //! started or written, a timer fired: each followed by a line that says how it went, a step's
 //! or the run's); `debug` writes every transition.
+//!
+//! While a client waits for a run's answer, the run's lines are held ([`hold`]) and written,
+//! in order and with the times they happened, once the answer has left: writing a line costs
+//! the invocation's one thread time the answer would otherwise wait for. The platform collects
+//! an invocation's lines when it ends, so holding them changes nothing that is collected.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use baton_core::time::Millis;
@@ -160,15 +167,101 @@ impl<'a> Line<'a> {
     }
 }
 
-/// Writes `line` as `event`.
+/// A line kept until its run's hold ends: what it says, and when it happened.
+struct Kept {
+    event: Event,
+    at: Millis,
+    service: Option<String>,
+    attempt: Option<u32>,
+    worker: Option<String>,
+    duration_ms: Option<u64>,
+    error: Option<String>,
+}
+
+/// A run's hold: how many holders it has, and the lines kept meanwhile.
+#[derive(Default)]
+struct Held {
+    holders: usize,
+    lines: Vec<Kept>,
+}
+
+thread_local! {
+    /// Held runs, by run id.
+    static HELD: RefCell<HashMap<String, Held>> = RefCell::new(HashMap::new());
+}
+
+/// Holds `run_id`'s lines until the returned guard, and every other guard of that run, is
+/// dropped; they are written then, in order.
+#[must_use = "the lines are held only while the guard lives"]
+pub fn hold(run_id: &str) -> Hold {
+    HELD.with(|held| held.borrow_mut().entry(run_id.to_string()).or_default().holders += 1);
+    Hold { run_id: run_id.to_string() }
+}
+
+/// A run's lines are held while this lives ([`hold`]).
+pub struct Hold {
+    run_id: String,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let released = HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            let entry = held.get_mut(&self.run_id)?;
+            entry.holders -= 1;
+            match entry.holders {
+                0 => held.remove(&self.run_id).map(|entry| entry.lines),
+                _ => None,
+            }
+        });
+        for kept in released.into_iter().flatten() {
+            let line = Line {
+                run_id: &self.run_id,
+                service: kept.service.as_deref(),
+                attempt: kept.attempt,
+                worker: kept.worker.as_deref(),
+                duration_ms: kept.duration_ms,
+                error: kept.error.as_deref(),
+            };
+            write(kept.event, kept.at, &line);
+        }
+    }
+}
+
+/// Writes `line` as `event` (or keeps it while its run is held).
 pub fn emit(event: Event, line: &Line<'_>) {
-    let level = event.level();
-    if (level as u8) < THRESHOLD.load(Ordering::Relaxed) {
+    if (event.level() as u8) < THRESHOLD.load(Ordering::Relaxed) {
         return;
     }
+    keep_or_write(event, Millis::new(clock::now_ms()), line);
+}
+
+/// Keeps `line` if its run is held, else writes it.
+fn keep_or_write(event: Event, at: Millis, line: &Line<'_>) {
+    let kept = HELD.with(|held| match held.borrow_mut().get_mut(line.run_id) {
+        Some(entry) => {
+            entry.lines.push(Kept {
+                event,
+                at,
+                service: line.service.map(str::to_string),
+                attempt: line.attempt,
+                worker: line.worker.map(str::to_string),
+                duration_ms: line.duration_ms,
+                error: line.error.map(str::to_string),
+            });
+            true
+        }
+        None => false,
+    });
+    if !kept {
+        write(event, at, line);
+    }
+}
+
+fn write(event: Event, at: Millis, line: &Line<'_>) {
     let text = json!({
-        "ts": Millis::new(clock::now_ms()).to_rfc3339(),
-        "level": level.as_str(),
+        "ts": at.to_rfc3339(),
+        "level": event.level().as_str(),
         "event": event.as_str(),
         "run_id": line.run_id,
         "service": line.service,
@@ -178,13 +271,60 @@ pub fn emit(event: Event, line: &Line<'_>) {
         "error": line.error,
     })
     .to_string();
-    // One stream for every level, so the lines stay in order; `level` says which.
+    sink(&text);
+}
+
+/// One stream for every level, so the lines stay in order; `level` says which.
+#[cfg(not(test))]
+fn sink(text: &str) {
     worker::console_log!("{text}");
+}
+
+#[cfg(test)]
+thread_local! {
+    static WRITTEN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+fn sink(text: &str) {
+    WRITTEN.with(|written| written.borrow_mut().push(text.to_string()));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn written() -> Vec<serde_json::Value> {
+        WRITTEN.with(|w| w.borrow_mut().drain(..).map(|t| serde_json::from_str(&t).unwrap()).collect())
+    }
+
+    #[test]
+    fn a_held_runs_lines_are_written_in_order_with_their_own_times_when_its_last_hold_ends() {
+        let step = |run_id, service| Line { service: Some(service), attempt: Some(1), ..Line::run(run_id) };
+        let first = hold("run_a");
+        let second = hold("run_a");
+        keep_or_write(Event::RunStarted, Millis::new(1_000), &Line::run("run_a"));
+        keep_or_write(Event::StepCompleted, Millis::new(1_005), &step("run_b", "seo"));
+        keep_or_write(Event::StepCompleted, Millis::new(1_009), &step("run_a", "serp"));
+        let now: Vec<_> = written();
+        assert_eq!(now.len(), 1, "another run's line is written at once");
+        assert_eq!(now[0]["run_id"], "run_b");
+        drop(first);
+        assert!(written().is_empty(), "held while one hold lives");
+        drop(second);
+        let later = written();
+        let events: Vec<_> = later.iter().map(|l| (l["event"].clone(), l["ts"].clone())).collect();
+        assert_eq!(
+            events,
+            [
+                (serde_json::json!("run_started"), serde_json::json!("1970-01-01T00:00:01.000Z")),
+                (serde_json::json!("step_completed"), serde_json::json!("1970-01-01T00:00:01.009Z")),
+            ]
+        );
+        assert_eq!(later[1]["service"], "serp");
+        keep_or_write(Event::RunFinished, Millis::new(1_020), &Line::run("run_a"));
+        assert_eq!(written().len(), 1, "no longer held");
+    }
 
     #[test]
     fn levels_parse_by_name_and_order_least_first() {

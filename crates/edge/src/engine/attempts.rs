@@ -102,6 +102,16 @@ impl EndSignal {
 /// where every worker shares one thread, the tail would hold it up by milliseconds.
 const ANSWER_FIRST: std::time::Duration = std::time::Duration::from_millis(5);
 
+/// Lets `hold` go (its run's log lines are written) once an answer being sent now has had
+/// time to leave: the lines are not written on the answer's way out.
+pub fn release_after_answer(ctx: &worker::Context, hold: Option<crate::log::Hold>) {
+    let Some(hold) = hold else { return };
+    ctx.wait_until(async move {
+        worker::Delay::from(ANSWER_FIRST).await;
+        drop(hold);
+    });
+}
+
 /// How long a run whose first wave runs in place may go without its own timer: one that ends
 /// sooner never needs it (if the invocation dies first, the poller finds its expired attempts).
 pub const RUN_TIMER_AFTER: std::time::Duration = std::time::Duration::from_secs(1);

@@ -11,7 +11,7 @@ use baton_core::state::RunStatus;
 use baton_core::time::Millis;
 use baton_edge::auth::{self, Caller};
 use baton_edge::engine::{attempts, blocked_by, depends_on, summary_of, Engine, Loaded, NewRun, Started};
-use baton_edge::{clock, http, services, settings, Error, Result};
+use baton_edge::{clock, http, log, services, settings, Error, Result};
 use serde_json::{json, Map, Value};
 use worker::{Context, Env, Request, Response};
 
@@ -35,6 +35,12 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
         .map_err(|e| Error::bad_request("invalid_field", "wait", e.to_string()))?;
     let wait = Some(wait).filter(|seconds| *seconds > 0);
     let new = new_run(acting, request, plan, parameters)?;
+    // The run's log lines wait until a waiting client has its answer.
+    let held = wait.map(|_| log::hold(new.run_id.as_str()));
+    let answered = |response| {
+        attempts::release_after_answer(ctx, held);
+        response
+    };
     let wait_deadline = wait.map(|seconds| clock::now_ms() + seconds * 1000);
     let begun = begin(&engine, ctx, new, wait).await?;
     let answer = |status: &Value, summary: Value| {
@@ -43,11 +49,11 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
     };
     // The run ended while its first wave ran at once: nothing to read.
     if let Some(summary) = &begun.ended {
-        return http::json(200, &answer(&summary["status"], summary.clone()));
+        return answered(http::json(200, &answer(&summary["status"], summary.clone())));
     }
     if let Some(deadline) = wait_deadline {
         let loaded = engine.wait_for_end(&begun.run_id, deadline).await?;
-        return http::json(200, &answer(&json!(loaded.run.status), json!(summary_of(&loaded)?)));
+        return answered(http::json(200, &answer(&json!(loaded.run.status), json!(summary_of(&loaded)?))));
     }
     let status_url = format!("/api/orchestration/runs/{}", begun.run_id);
     http::json(
