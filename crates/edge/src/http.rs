@@ -47,15 +47,6 @@ pub async fn read_body(req: &mut Request) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A response's whole body as text, read by the runtime in one call (`Response.text()`):
-/// `worker::Response::text` polls the body's stream chunk by chunk through wasm, which costs
-/// far more CPU for the same bytes.
-pub async fn response_text(response: worker::Response) -> worker::Result<String> {
-    let raw: worker::web_sys::Response = response.into();
-    let text = worker::wasm_bindgen_futures::JsFuture::from(raw.text()?).await?;
-    Ok(text.as_string().unwrap_or_default())
-}
-
 /// Parses JSON. Broken JSON (syntax, cut short, trailing text) is `invalid_json` about the
 /// `body`; JSON that does not fit `T` is `invalid_field`, naming the field by its path in the
 /// body (`domain`, `parameters.x`, `services[2].depends_on`).
