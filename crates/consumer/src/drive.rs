@@ -14,7 +14,7 @@ use baton_core::messages::TaskMessage;
 use baton_core::time::Millis;
 use baton_edge::engine::attempts::{self, run_first_wave, FirstWaveRun};
 use baton_edge::engine::summary_of;
-use baton_edge::{auth, http, Error, Result};
+use baton_edge::{auth, http, log, Error, Result};
 use serde_json::{json, Value};
 use worker::{Context, Env, Request, Response};
 
@@ -38,9 +38,12 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context) -> Result<Respons
     let count = tasks.len();
     // The run as D1 has it: nothing in the hand-over but ids is trusted.
     let until = handed_until(&env, &body);
+    // The run's log lines wait until the orchestrator has the answer for its client.
+    let held = log::hold(&run_id);
     let finished = run_first_wave(ctx, &env, config, FirstWaveRun::Read(run_id), tasks, until);
     let ended = finished.await.map_err(|_| Error::Internal("drive: the work ended without finishing".into()))?;
     let summary = ended.as_ref().map(summary_of).transpose()?;
+    attempts::release_after_answer(ctx, Some(held));
     http::json(200, &json!({ "success": true, "ran": count, "ended": summary }))
 }
 
