@@ -238,3 +238,25 @@ fn a_service_configured_by_base_url_is_called_over_http() {
         assert_eq!(by_url, row["service"] == "vitals-monitor", "{row}");
     }
 }
+
+#[test]
+fn a_service_address_that_refuses_connections_is_a_transient_network_error_and_retried() {
+    // Nothing listens on the discard port: the connection is refused.
+    let urls = json!({"vitals_monitor": "http://127.0.0.1:9"}).to_string();
+    let vars = vec![("SERVICE_URLS".to_string(), urls)];
+    let stack = baton_e2e::Stack::start(baton_e2e::StackOptions {
+        vars: vars.clone(),
+        consumer_vars: vars,
+        ..baton_e2e::StackOptions::default()
+    });
+    let run_id =
+        start_run(&stack, &json!({"website_id": "site_refused", "domain": "refused.example", "plan_id": "quick-v1"}));
+    let sql = "SELECT status, attempts, error, error_kind FROM steps WHERE run_id = ?1 AND service = 'vitals-monitor'";
+    let row = poll_until("vitals-monitor's first attempt to fail", Duration::from_secs(20), || {
+        let (rows, _) = stack.sql(sql, &[json!(run_id)]);
+        rows.into_iter().next().filter(|row| row["error"].is_string())
+    });
+    assert_eq!(row["error_kind"], "transient", "{row}");
+    assert_eq!(row["error"], "network error calling service vitals_monitor", "{row}");
+    assert!(["retrying", "running", "pending"].contains(&row["status"].as_str().unwrap_or("")), "{row}");
+}

@@ -169,8 +169,11 @@ impl Endpoint {
             worker::console_warn!("calling {url}: {what}: {cause}");
             cause
         };
-        let network =
-            |e: JsValue| CallError::Network { worker: worker.clone(), cause: logged("network", format!("{e:?}")) };
+        let network = |e: JsValue| {
+            // The platform's own message (`TypeError: ...`) when it gives one.
+            let text = e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.to_string())).unwrap_or(format!("{e:?}"));
+            CallError::Network { worker: worker.clone(), cause: logged("network", text) }
+        };
         let promise = match &self.base {
             Base::Binding(_) => {
                 let fetcher = env.service(bindings::SERVICES).map_err(|e| CallError::NoBinding {
