@@ -218,13 +218,7 @@ fn an_analysis_that_keeps_failing_is_finalised_from_the_dead_letter_queue() {
 #[test]
 fn a_service_configured_by_base_url_is_called_over_http() {
     let service = baton_e2e::fake_service::FakeService::start();
-    let urls = json!({"vitals_monitor": service.base_url()}).to_string();
-    let vars = vec![("SERVICE_URLS".to_string(), urls)];
-    let stack = baton_e2e::Stack::start(baton_e2e::StackOptions {
-        vars: vars.clone(),
-        consumer_vars: vars,
-        ..baton_e2e::StackOptions::default()
-    });
+    let stack = stack_calling_vitals_monitor_at(&service.base_url());
     let run_id =
         start_run(&stack, &json!({"website_id": "site_urls", "domain": "urls.example", "plan_id": "quick-v1"}));
     let body = wait_terminal(&stack, &run_id);
@@ -242,13 +236,7 @@ fn a_service_configured_by_base_url_is_called_over_http() {
 #[test]
 fn a_service_address_that_refuses_connections_is_a_transient_network_error_and_retried() {
     // Nothing listens on the discard port: the connection is refused.
-    let urls = json!({"vitals_monitor": "http://127.0.0.1:9"}).to_string();
-    let vars = vec![("SERVICE_URLS".to_string(), urls)];
-    let stack = baton_e2e::Stack::start(baton_e2e::StackOptions {
-        vars: vars.clone(),
-        consumer_vars: vars,
-        ..baton_e2e::StackOptions::default()
-    });
+    let stack = stack_calling_vitals_monitor_at("http://127.0.0.1:9");
     let run_id =
         start_run(&stack, &json!({"website_id": "site_refused", "domain": "refused.example", "plan_id": "quick-v1"}));
     let sql = "SELECT status, attempts, error, error_kind FROM steps WHERE run_id = ?1 AND service = 'vitals-monitor'";
@@ -259,4 +247,15 @@ fn a_service_address_that_refuses_connections_is_a_transient_network_error_and_r
     assert_eq!(row["error_kind"], "transient", "{row}");
     assert_eq!(row["error"], "network error calling service vitals_monitor", "{row}");
     assert!(["retrying", "running", "pending"].contains(&row["status"].as_str().unwrap_or("")), "{row}");
+}
+
+/// A stack whose orchestrator and consumer call vitals-monitor at `base` (`SERVICE_URLS`).
+fn stack_calling_vitals_monitor_at(base: &str) -> Stack {
+    let urls = json!({ "vitals_monitor": base }).to_string();
+    let vars = vec![("SERVICE_URLS".to_string(), urls)];
+    Stack::start(baton_e2e::StackOptions {
+        vars: vars.clone(),
+        consumer_vars: vars,
+        ..baton_e2e::StackOptions::default()
+    })
 }
