@@ -165,7 +165,10 @@ fn a_stage_that_reports_only_through_progress_completes_with_its_output_as_a_del
 
 #[test]
 fn an_attempt_whose_heartbeats_stop_times_out_long_before_its_own_timeout() {
-    let stack = shared_stack();
+    // A stack of its own: the heartbeat window (2 s) is shorter than the time other tests'
+    // timers can hold the local queue's one consumer, which takes one batch at a time.
+    let own = Stack::start(StackOptions::default());
+    let stack = &own;
     create_plan(
         stack,
         &json!({

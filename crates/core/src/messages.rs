@@ -190,11 +190,12 @@ pub fn run_timer_due(deadline: Millis, unwatched: impl IntoIterator<Item = Milli
 }
 
 /// How long to wait between two questions to a service about an attempt it accepted: a
-/// quarter of its own estimate, between 1 and 10 s, and at most half the step's heartbeat
-/// timeout (so a missed heartbeat is noticed in time).
+/// quarter of its own estimate, between 1 and 10 s, and at most a third of the step's
+/// heartbeat timeout, so that a missed heartbeat is noticed in time and one question that
+/// comes late (a busy queue) does not by itself lose the window.
 pub fn progress_poll_interval_ms(estimated_completion_ms: Option<u64>, heartbeat_timeout_ms: Option<u64>) -> u64 {
     let interval = (estimated_completion_ms.unwrap_or(4_000) / 4).clamp(1_000, 10_000);
-    heartbeat_timeout_ms.map_or(interval, |h| interval.min((h / 2).max(250)))
+    heartbeat_timeout_ms.map_or(interval, |h| interval.min((h / 3).max(250)))
 }
 
 /// A message on `baton-tasks`.
@@ -440,7 +441,8 @@ mod tests {
         assert_eq!(progress_poll_interval_ms(None, None), 1_000);
         assert_eq!(progress_poll_interval_ms(Some(20_000), None), 5_000);
         assert_eq!(progress_poll_interval_ms(Some(600_000), None), 10_000);
-        assert_eq!(progress_poll_interval_ms(Some(600_000), Some(4_000)), 2_000);
+        assert_eq!(progress_poll_interval_ms(Some(600_000), Some(4_000)), 1_333);
+        assert_eq!(progress_poll_interval_ms(Some(600_000), Some(2_000)), 666);
         assert_eq!(progress_poll_interval_ms(Some(0), Some(100)), 250);
     }
 

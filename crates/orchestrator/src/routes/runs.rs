@@ -1,5 +1,6 @@
 //! Runs: start (`POST /api/orchestration/run`), read, list events.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use baton_core::delegation::Acting;
@@ -10,7 +11,7 @@ use baton_core::request::{self, validate_run_request, RunRequest, RunRequestDraf
 use baton_core::state::RunStatus;
 use baton_core::time::Millis;
 use baton_edge::auth::{self, Caller};
-use baton_edge::engine::{attempts, blocked_by, depends_on, summary_of, Engine, Loaded, NewRun, Started};
+use baton_edge::engine::{attempts, blocked_by, depends_on, summary_of, Attempt, Engine, Loaded, NewRun, Started};
 use baton_edge::{clock, http, log, services, settings, Error, Result};
 use serde_json::{json, Map, Value};
 use worker::{Context, Env, Request, Response};
@@ -200,32 +201,7 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let engine = Engine::new(env).await?;
     let loaded = visible_run(&engine, run_id, &caller).await?;
     let summary = summary_of(&loaded)?;
-    let mut history = engine.attempts_of(&loaded).await?;
-    let service_results: Vec<Value> = loaded
-        .steps
-        .iter()
-        .map(|s| {
-            json!({
-                "service": s.service,
-                "status": s.status,
-                "wave": s.wave,
-                "attempts": s.attempts,
-                "duration_ms": s.duration_ms,
-                "started_at": rfc3339(s.started_at),
-                "finished_at": rfc3339(s.finished_at),
-                "error": s.error,
-                "progress": s.progress.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()),
-                "depends_on": depends_on(&loaded, &s.service),
-                "started_at": rfc3339(s.started_at),
-                "finished_at": rfc3339(s.finished_at),
-                "deadline_at": rfc3339(s.deadline_at),
-                "next_attempt_at": rfc3339(s.next_attempt_at),
-                "error_kind": s.error_kind,
-                "skipped_because": blocked_by(&loaded, &s.service),
-                "attempt_history": history.remove(&s.service).unwrap_or_default(),
-            })
-        })
-        .collect();
+    let service_results = step_views(&loaded, engine.attempts_of(&loaded).await?);
     let diagnosis = engine.diagnosis_of(&loaded).await?;
     let fire = engine.schedule_fire_of(run_id).await?;
     http::json(
@@ -250,6 +226,33 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
             "schedule_slot": rfc3339(fire.as_ref().map(|f| f.slot)),
         }),
     )
+}
+
+/// The steps of a run as `GET /runs/:id` shows them, each with its attempts (`history`).
+fn step_views(loaded: &Loaded, mut history: BTreeMap<String, Vec<Attempt>>) -> Vec<Value> {
+    loaded
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "service": s.service,
+                "status": s.status,
+                "wave": s.wave,
+                "attempts": s.attempts,
+                "duration_ms": s.duration_ms,
+                "error": s.error,
+                "progress": s.progress.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()),
+                "depends_on": depends_on(loaded, &s.service),
+                "started_at": rfc3339(s.started_at),
+                "finished_at": rfc3339(s.finished_at),
+                "deadline_at": rfc3339(s.deadline_at),
+                "next_attempt_at": rfc3339(s.next_attempt_at),
+                "error_kind": s.error_kind,
+                "skipped_because": blocked_by(loaded, &s.service),
+                "attempt_history": history.remove(&s.service).unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// `GET /api/orchestration/runs/:run_id/events`
