@@ -171,7 +171,8 @@ impl Endpoint {
         };
         let network = |e: JsValue| {
             // The platform's own message (`TypeError: ...`) when it gives one.
-            let text = e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.to_string())).unwrap_or(format!("{e:?}"));
+            let text =
+                e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.to_string())).unwrap_or_else(|| format!("{e:?}"));
             CallError::Network { worker: worker.clone(), cause: logged("network", text) }
         };
         let promise = match &self.base {
