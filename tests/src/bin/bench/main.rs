@@ -4,7 +4,8 @@
 //!
 //! W1: sequential standard-v1 runs, end-to-end latency seen by the client (p50/p99), and the
 //!     overhead above the floor.
-//! W2: R runs submitted concurrently; wall time, runs/s, steps/s, lost and duplicated runs.
+//! W2: R runs submitted concurrently; wall time, runs/s, steps/s, lost and duplicated runs, in
+//!     rounds the systems take turns at (so both see the same machine), medians reported.
 //! W3 (Baton): last result callback → fan-in claim, event-driven and by the poller alone.
 //! W5: a wide plan, 20 independent steps then one depending on all 20: latency, and Baton's
 //!     D1 cost per run next to standard-v1's.
@@ -159,8 +160,55 @@ fn latency(
     rows
 }
 
-fn w2(system: &dyn Bulk, o: &Options, runs: usize) -> Value {
-    let site = format!("bench-w2-{runs}-{}", std::process::id());
+/// W2 at size `runs` for every system, in rounds: each round runs every system once, the order
+/// turning each round (Baton then the peer, then the peer then Baton...). On this shared
+/// machine the background load drifts from one minute to the next, so one system measured
+/// after the other can differ by a fifth on unchanged code; taking turns gives both the same
+/// machine. Returns each system's row (medians of the rounds, losses summed, every round kept)
+/// and the ratio of the first system to the second in each round.
+fn w2_rounds(systems: &[&dyn Bulk], o: &Options, runs: usize) -> (Vec<Value>, Vec<f64>) {
+    let rounds = if runs <= options::ROUNDS_UP_TO { o.w2_rounds } else { 1 };
+    let mut by_system: Vec<Vec<Value>> = vec![Vec::new(); systems.len()];
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..systems.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            by_system[i].push(w2(systems[i], o, runs, round));
+        }
+    }
+    let ratios: Vec<f64> = match by_system.as_slice() {
+        [first, second, ..] => first
+            .iter()
+            .zip(second)
+            .map(|(a, b)| a["runs_per_s"].as_f64().unwrap_or(f64::NAN) / b["runs_per_s"].as_f64().unwrap_or(f64::NAN))
+            .collect(),
+        _ => Vec::new(),
+    };
+    (by_system.into_iter().map(|rounds| w2_summary(runs, o, rounds)).collect(), ratios)
+}
+
+/// One system's W2 row over its rounds: the median round's times and rates, every loss and
+/// duplicate of every round, and the rounds themselves.
+fn w2_summary(runs: usize, o: &Options, rounds: Vec<Value>) -> Value {
+    let median = |key: &str| {
+        let mut v: Vec<f64> = rounds.iter().filter_map(|r| r[key].as_f64()).collect();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 50.0)
+    };
+    let sum = |key: &str| rounds.iter().filter_map(|r| r[key].as_u64()).sum::<u64>();
+    json!({
+        "runs": runs, "client_threads": o.threads, "rounds": rounds.len(),
+        "submit_s": median("submit_s"), "wall_s": median("wall_s"),
+        "runs_per_s": median("runs_per_s"), "steps_per_s": median("steps_per_s"),
+        "terminal": sum("terminal"), "completed": sum("completed"), "submit_failures": sum("submit_failures"),
+        "lost": sum("lost"), "duplicated": sum("duplicated"), "by_round": rounds,
+    })
+}
+
+fn w2(system: &dyn Bulk, o: &Options, runs: usize, round: usize) -> Value {
+    let site = format!("bench-w2-{runs}-{round}-{}", std::process::id());
     let ids = Arc::new(Mutex::new(Vec::with_capacity(runs)));
     let next = AtomicUsize::new(0);
     let failed = AtomicUsize::new(0);
@@ -189,8 +237,9 @@ fn w2(system: &dyn Bulk, o: &Options, runs: usize) -> Value {
     let failed = failed.load(Ordering::SeqCst);
     let lost = check.lost + failed;
     eprintln!(
-        "  {} W2 R={runs}: {wall:.2} s, {:.1} runs/s, {} lost, {} duplicated",
+        "  {} W2 R={runs} (round {}): {wall:.2} s, {:.1} runs/s, {} lost, {} duplicated",
         system.name(),
+        round + 1,
         runs as f64 / wall,
         lost,
         check.duplicated
@@ -266,10 +315,21 @@ fn main() {
             results[system.key()]["w5"] = row;
         }
     }
+    let mut w2_ratios = Vec::new();
     for &r in &o.w2 {
-        for system in &bulk {
-            results[system.key()]["w2"].as_array_mut().expect("w2 list").push(w2(*system, &o, r));
+        let (rows, ratios) = w2_rounds(&bulk, &o, r);
+        for (system, row) in bulk.iter().zip(rows) {
+            results[system.key()]["w2"].as_array_mut().expect("w2 list").push(row);
         }
+        if !ratios.is_empty() {
+            let mut sorted = ratios.clone();
+            sorted.sort_by(f64::total_cmp);
+            eprintln!("  W2 R={r}: Baton / Workflows by round {ratios:.2?}, median {:.2}", percentile(&sorted, 50.0));
+            w2_ratios.push(json!({"runs": r, "by_round": ratios, "median": percentile(&sorted, 50.0)}));
+        }
+    }
+    if !w2_ratios.is_empty() {
+        results["w2_ratio_by_round"] = json!(w2_ratios);
     }
     drop(floor);
     drop(peer); // what follows measures Baton alone

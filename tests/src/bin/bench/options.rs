@@ -17,6 +17,8 @@ Options:
   --warmup N        warm-up runs per system before W1 and before W5 [default: 10]
   --latencies LIST  W1 service latencies d in ms, comma-separated [default: 0,50]
   --w2 LIST         W2 sizes R (runs submitted at once), comma-separated [default: 100,1000,5000]
+  --w2-rounds N     W2 rounds per size up to 1000, the systems taking turns (larger sizes run
+                    once) [default: 3]
   --w5 N            W5 (wide plan) runs per system; 0 skips W5 [default: as --runs]
   --w4 N            W4 (deadline overshoot) runs, 3 timed-out attempts each; 0 skips W4 [default: 20]
   --threads N       client threads submitting W2 runs [default: 32]
@@ -43,6 +45,8 @@ pub struct Options {
     pub latencies: Vec<u64>,
     /// W2 sizes.
     pub w2: Vec<usize>,
+    /// W2 rounds per size up to [`ROUNDS_UP_TO`] (larger sizes run once).
+    pub w2_rounds: usize,
     /// W5 runs per system (0: no W5).
     pub w5: usize,
     /// W4 runs (0: no W4).
@@ -63,6 +67,10 @@ pub struct Options {
     pub out: PathBuf,
 }
 
+/// The largest W2 size measured in [`Options::w2_rounds`] rounds; larger sizes (minutes per
+/// system) run once.
+pub const ROUNDS_UP_TO: usize = 1000;
+
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -81,6 +89,7 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>, out: PathBuf) 
         warmup: 10,
         latencies: vec![0, 50],
         w2: vec![100, 1000, 5000],
+        w2_rounds: 3,
         w5: 0,
         w4: 20,
         threads: 32,
@@ -99,6 +108,7 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>, out: PathBuf) 
             Long("warmup") => o.warmup = parser.value()?.parse()?,
             Long("latencies") => o.latencies = parser.value()?.parse_with(list)?,
             Long("w2") => o.w2 = parser.value()?.parse_with(list)?,
+            Long("w2-rounds") => o.w2_rounds = parser.value()?.parse()?,
             Long("w5") => w5 = Some(parser.value()?.parse()?),
             Long("w4") => o.w4 = parser.value()?.parse()?,
             Long("threads") => o.threads = parser.value()?.parse()?,
@@ -113,6 +123,9 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>, out: PathBuf) 
         }
     }
     o.w5 = w5.unwrap_or(o.runs);
+    if o.w2_rounds == 0 {
+        return Err("--w2-rounds must be at least 1 (an empty --w2 skips W2)".into());
+    }
     Ok(Command::Run(o))
 }
 
@@ -145,7 +158,7 @@ mod tests {
     fn defaults() {
         let o = run(&[]).expect("no arguments is valid");
         assert_eq!((o.runs, o.warmup, o.w5, o.threads), (100, 10, 100, 32));
-        assert_eq!((o.latencies, o.w2), (vec![0, 50], vec![100, 1000, 5000]));
+        assert_eq!((o.latencies, o.w2, o.w2_rounds), (vec![0, 50], vec![100, 1000, 5000], 3));
         assert_eq!((o.workflows, o.floor, o.extras, o.poll), (true, true, true, false));
         assert!(!o.local_observability);
         assert_eq!(o.out, PathBuf::from("out.json"));
@@ -161,6 +174,8 @@ mod tests {
             "0, 20",
             "--w2",
             "",
+            "--w2-rounds",
+            "5",
             "--w5",
             "0",
             "--threads",
@@ -175,7 +190,7 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!((o.runs, o.warmup, o.w5, o.threads), (5, 2, 0, 4));
-        assert_eq!((o.latencies, o.w2), (vec![0, 20], vec![]));
+        assert_eq!((o.latencies, o.w2, o.w2_rounds), (vec![0, 20], vec![], 5));
         assert_eq!((o.workflows, o.floor, o.extras, o.poll), (false, false, false, true));
         assert!(o.local_observability);
         assert_eq!(o.out, PathBuf::from("x.json"));
@@ -195,6 +210,7 @@ mod tests {
         check(&["--runs", "many"], "many");
         check(&["--w2", "100,lots"], "lots");
         check(&["--skip-floor=yes"], "--skip-floor");
+        check(&["--w2-rounds", "0"], "--w2-rounds");
         check(&["extra"], "extra");
     }
 }

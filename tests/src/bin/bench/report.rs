@@ -54,7 +54,12 @@ pub fn table(results: &Value) -> String {
         latency_rows(&mut t, &format!("W5 ({} steps)", b["w5"]["steps"]), [&b["w5"], &w["w5"], &f["w5"]]);
     }
     for (i, r) in b["w2"].as_array().into_iter().flatten().enumerate() {
-        let workload = format!("W2 R={}", r["runs"]);
+        let rounds = r["rounds"].as_u64().unwrap_or(1);
+        let workload = if rounds > 1 {
+            format!("W2 R={} (median of {rounds} rounds)", r["runs"])
+        } else {
+            format!("W2 R={}", r["runs"])
+        };
         for (metric, key, digits) in [
             ("wall s", "wall_s", 2),
             ("runs/s", "runs_per_s", 1),
@@ -63,6 +68,34 @@ pub fn table(results: &Value) -> String {
             ("duplicated", "duplicated", 0),
         ] {
             row(&mut t, &workload, metric, [r, &w["w2"][i], &Value::Null], key, digits);
+        }
+        // In rounds, Baton / Workflows is judged round by round (each round measures both on
+        // the same machine): the median of those ratios, not the ratio of the two medians.
+        if rounds > 1 {
+            let by_round = |v: &Value| {
+                let rates: Vec<String> =
+                    v["by_round"].as_array().into_iter().flatten().map(|x| num(&x["runs_per_s"], 1)).collect();
+                if rates.is_empty() {
+                    "–".to_string()
+                } else {
+                    rates.join(", ")
+                }
+            };
+            let ratios = results["w2_ratio_by_round"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|x| x["runs"] == r["runs"])
+                .map(|x| {
+                    let each: Vec<String> = x["by_round"].as_array().into_iter().flatten().map(|v| num(v, 2)).collect();
+                    format!("{} (median {})", each.join(", "), num(&x["median"], 2))
+                })
+                .unwrap_or_else(|| "–".into());
+            t.push_str(&format!(
+                "| {workload} | runs/s by round, Baton / Workflows each round | {} | {} | – | {ratios} |\n",
+                by_round(r),
+                by_round(&w["w2"][i])
+            ));
         }
     }
     let by_width = b["w5_cost"].as_array().cloned().unwrap_or_default();
@@ -121,4 +154,38 @@ pub fn machine() -> Value {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     json!({"cpu": cpu, "cores": cores, "date": date})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn w2_in_rounds_shows_the_medians_each_round_and_the_ratio_of_each_round() {
+        let round = |rate: f64| json!({"runs_per_s": rate});
+        let results = json!({
+            "baton": {"w2": [{"runs": 1000, "rounds": 3, "runs_per_s": 90.0, "wall_s": 11.1, "lost": 0, "duplicated": 0,
+                              "by_round": [round(80.0), round(90.0), round(100.0)]}]},
+            "workflows": {"w2": [{"runs": 1000, "rounds": 3, "runs_per_s": 45.0, "wall_s": 22.2, "lost": 0, "duplicated": 0,
+                                  "by_round": [round(50.0), round(45.0), round(40.0)]}]},
+            "w2_ratio_by_round": [{"runs": 1000, "by_round": [1.6, 2.0, 2.5], "median": 2.0}],
+        });
+        let t = table(&results);
+        assert!(t.contains("| W2 R=1000 (median of 3 rounds) | runs/s | 90.0 | 45.0 | – | 2.00 |"), "{t}");
+        assert!(
+            t.contains("| W2 R=1000 (median of 3 rounds) | runs/s by round, Baton / Workflows each round | 80.0, 90.0, 100.0 | 50.0, 45.0, 40.0 | – | 1.60, 2.00, 2.50 (median 2.00) |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn w2_in_one_round_has_no_rows_by_round() {
+        let results = json!({
+            "baton": {"w2": [{"runs": 5000, "rounds": 1, "runs_per_s": 90.0, "by_round": [{"runs_per_s": 90.0}]}]},
+            "workflows": {"w2": [{"runs": 5000, "rounds": 1, "runs_per_s": 45.0}]},
+        });
+        let t = table(&results);
+        assert!(t.contains("| W2 R=5000 | runs/s | 90.0 | 45.0 | – | 2.00 |"), "{t}");
+        assert!(!t.contains("by round"), "{t}");
+    }
 }
