@@ -290,10 +290,8 @@ fn main() {
         Floor::start()
     });
     let mut systems: Vec<&dyn System> = vec![&baton];
-    let mut bulk: Vec<&dyn Bulk> = vec![&baton];
     if let Some(peer) = &peer {
         systems.push(peer);
-        bulk.push(peer);
     }
     if let Some(floor) = &floor {
         systems.push(floor);
@@ -315,8 +313,26 @@ fn main() {
             results[system.key()]["w5"] = row;
         }
     }
+    // The peer's local engine keeps every workflow instance's SQLite files open (three per
+    // instance) while it runs, and fails its instances once the process runs out of files
+    // (20,000 here: about 6,600 instances). So each W2 size gets a peer of its own, started
+    // afresh and warmed up as before W1; Baton keeps its state throughout.
+    let mut peer = peer;
     let mut w2_ratios = Vec::new();
     for &r in &o.w2 {
+        if peer.is_some() {
+            drop(peer.take());
+            eprintln!("starting the Workflows peer afresh for W2 R={r}");
+            let fresh = Workflows::start();
+            for _ in 0..o.warmup {
+                fresh.run_to_end(Plan::Standard, "bench-w2-warmup", 0);
+            }
+            peer = Some(fresh);
+        }
+        let mut bulk: Vec<&dyn Bulk> = vec![&baton];
+        if let Some(peer) = &peer {
+            bulk.push(peer);
+        }
         let (rows, ratios) = w2_rounds(&bulk, &o, r);
         for (system, row) in bulk.iter().zip(rows) {
             results[system.key()]["w2"].as_array_mut().expect("w2 list").push(row);

@@ -29,7 +29,10 @@ impl DevProcess {
         let root = repo_root();
         let wrangler =
             std::env::var("WRANGLER").map(PathBuf::from).unwrap_or_else(|_| root.join("node_modules/.bin/wrangler"));
-        let scratch = std::env::temp_dir().join(format!("baton-bench-{what}-{}", std::process::id()));
+        // A directory of its own per start: a peer started afresh never sees the last one's state.
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let scratch = std::env::temp_dir().join(format!("baton-bench-{what}-{}-{start}", std::process::id()));
         fs::create_dir_all(&scratch).expect("creating the scratch directory");
         let port = free_port();
         let inspector = free_port();
