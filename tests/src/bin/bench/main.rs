@@ -316,11 +316,13 @@ fn main() {
     // The peer's local engine keeps every workflow instance's SQLite files open (three per
     // instance) while it runs, and fails its instances once the process runs out of files
     // (20,000 here: about 6,600 instances). So each W2 size gets a peer of its own, started
-    // afresh and warmed up as before W1; Baton keeps its state throughout.
+    // afresh (unless nothing has used it yet) and warmed up as before W1; Baton keeps its state
+    // throughout.
     let mut peer = peer;
+    let mut peer_used = (!o.latencies.is_empty() && o.runs + o.warmup > 0) || o.w5 > 0;
     let mut w2_ratios = Vec::new();
     for &r in &o.w2 {
-        if peer.is_some() {
+        if peer.is_some() && std::mem::replace(&mut peer_used, true) {
             drop(peer.take());
             eprintln!("starting the Workflows peer afresh for W2 R={r}");
             let fresh = Workflows::start();
