@@ -325,11 +325,12 @@ fn main() {
         if peer.is_some() && std::mem::replace(&mut peer_used, true) {
             drop(peer.take());
             eprintln!("starting the Workflows peer afresh for W2 R={r}");
-            let fresh = Workflows::start();
+            peer = Some(Workflows::start());
+        }
+        if let Some(peer) = &peer {
             for _ in 0..o.warmup {
-                fresh.run_to_end(Plan::Standard, "bench-w2-warmup", 0);
+                peer.run_to_end(Plan::Standard, &format!("bench-w2-{r}-warmup"), 0);
             }
-            peer = Some(fresh);
         }
         let mut bulk: Vec<&dyn Bulk> = vec![&baton];
         if let Some(peer) = &peer {
