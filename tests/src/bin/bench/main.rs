@@ -61,6 +61,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The median (nearest rank: the lower middle of an even count) of unsorted values.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    percentile(&values, 50.0)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -192,16 +198,12 @@ fn w2_rounds(systems: &[&dyn Bulk], o: &Options, runs: usize) -> (Vec<Value>, Ve
 /// One system's W2 row over its rounds: the median round's times and rates, every loss and
 /// duplicate of every round, and the rounds themselves.
 fn w2_summary(runs: usize, o: &Options, rounds: Vec<Value>) -> Value {
-    let median = |key: &str| {
-        let mut v: Vec<f64> = rounds.iter().filter_map(|r| r[key].as_f64()).collect();
-        v.sort_by(f64::total_cmp);
-        percentile(&v, 50.0)
-    };
+    let middle = |key: &str| median(rounds.iter().filter_map(|r| r[key].as_f64()).collect());
     let sum = |key: &str| rounds.iter().filter_map(|r| r[key].as_u64()).sum::<u64>();
     json!({
         "runs": runs, "client_threads": o.threads, "rounds": rounds.len(),
-        "submit_s": median("submit_s"), "wall_s": median("wall_s"),
-        "runs_per_s": median("runs_per_s"), "steps_per_s": median("steps_per_s"),
+        "submit_s": middle("submit_s"), "wall_s": middle("wall_s"),
+        "runs_per_s": middle("runs_per_s"), "steps_per_s": middle("steps_per_s"),
         "terminal": sum("terminal"), "completed": sum("completed"), "submit_failures": sum("submit_failures"),
         "lost": sum("lost"), "duplicated": sum("duplicated"), "by_round": rounds,
     })
@@ -327,13 +329,11 @@ fn main() {
             eprintln!("starting the Workflows peer afresh for W2 R={r}");
             peer = Some(Workflows::start());
         }
+        let mut bulk: Vec<&dyn Bulk> = vec![&baton];
         if let Some(peer) = &peer {
             for _ in 0..o.warmup {
                 peer.run_to_end(Plan::Standard, &format!("bench-w2-{r}-warmup"), 0);
             }
-        }
-        let mut bulk: Vec<&dyn Bulk> = vec![&baton];
-        if let Some(peer) = &peer {
             bulk.push(peer);
         }
         let (rows, ratios) = w2_rounds(&bulk, &o, r);
@@ -341,10 +341,9 @@ fn main() {
             results[system.key()]["w2"].as_array_mut().expect("w2 list").push(row);
         }
         if !ratios.is_empty() {
-            let mut sorted = ratios.clone();
-            sorted.sort_by(f64::total_cmp);
-            eprintln!("  W2 R={r}: Baton / Workflows by round {ratios:.2?}, median {:.2}", percentile(&sorted, 50.0));
-            w2_ratios.push(json!({"runs": r, "by_round": ratios, "median": percentile(&sorted, 50.0)}));
+            let middle = median(ratios.clone());
+            eprintln!("  W2 R={r}: Baton / Workflows by round {ratios:.2?}, median {middle:.2}");
+            w2_ratios.push(json!({"runs": r, "by_round": ratios, "median": middle}));
         }
     }
     if !w2_ratios.is_empty() {
