@@ -61,6 +61,9 @@ leave_nothing_behind() {
 }
 trap leave_nothing_behind EXIT
 
+log "toolchain: the Node install of a new machine (tests/toolchain/test.sh)"
+bash tests/toolchain/test.sh
+
 ensure_toolchain
 ensure_dev_vars
 ensure_browser

@@ -73,11 +73,15 @@ ensure_node() {
   esac
   dir="$BATON_CACHE/node$major"
   export PATH="$dir/node_modules/node-$platform/bin:$PATH"
+  # Changing PATH makes the shell forget where it found `node`; it remembers again on the next
+  # call, so forget once more after the install, or the old `node` found before it still runs.
+  hash -r
   if ! node_is_new_enough; then
     command -v npm > /dev/null || { log "install Node.js $required or newer first (npm not found)"; exit 1; }
     log "system Node is older than $required: installing node-$platform@$major into $dir"
     mkdir -p "$dir"
     npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$dir" "node-$platform@$major" >&2
+    hash -r
     node_is_new_enough || { log "node-$platform@$major is older than $required: install Node.js $required first"; exit 1; }
   fi
 }
