@@ -90,6 +90,38 @@ fn a_run_whose_service_never_answers_ends_timeout_within_two_seconds_of_its_dead
 }
 
 #[test]
+fn a_retried_held_open_attempt_is_cut_at_the_runs_deadline() {
+    // The first attempt times out at 6 s and its retry starts at about 7 s: allowed its own 6 s,
+    // it would end the run 5 s late. Every call made for the run is bounded by its deadline.
+    let stack = shared_stack();
+    create_plan(
+        stack,
+        &json!({
+            "planId": "held-past-deadline", "name": "Held past the deadline", "maxRunDurationMs": 8_000,
+            "services": [
+                {"service": "technical-seo", "timeoutMs": 6_000,
+                 "retry": {"maxAttempts": 3, "initialIntervalMs": 500, "maxIntervalMs": 500}},
+                {"service": "serp-intelligence"},
+            ],
+        }),
+    );
+    let run_id = start_run(
+        stack,
+        &json!({"website_id": "site_held_deadline", "domain": "held-deadline.example", "plan_id": "held-past-deadline",
+                "parameters": {"sample_behaviour": {"technical-seo": {"hold_open": true}}}}),
+    );
+    let body = wait_terminal_within(stack, &run_id, Duration::from_secs(20));
+    let run = run_row(stack, &run_id);
+    assert_eq!(run["status"], "timeout", "{body}");
+    let overshoot = int(&run["completed_at"]) - int(&run["deadline_at"]);
+    assert!(overshoot <= 1_000, "ended {overshoot} ms after its deadline: {run}\n{}", log_tail(stack));
+    let held = step(stack, &run_id, "technical-seo");
+    assert_eq!(held["status"], "timeout", "{held}");
+    assert_eq!(held["attempts"], 2, "timed out once, then cut by the run's deadline: {held}");
+    assert_eq!(step(stack, &run_id, "serp-intelligence")["status"], "completed");
+}
+
+#[test]
 fn a_held_open_connection_times_the_attempt_out_and_it_is_retried_within_its_budget() {
     let stack = shared_stack();
     create_plan(

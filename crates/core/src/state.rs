@@ -306,6 +306,13 @@ impl StepRecord {
         Some(deadline.min(last_sign.saturating_add(heartbeat_timeout)))
     }
 
+    /// When anything waiting on the running attempt gives up (a call to its service, a
+    /// question about its progress, its timer): its expiry, or the run's deadline if that
+    /// comes first, so that no call made for a run outlasts the run. `None` unless it runs.
+    pub fn gives_up_at(&self, spec: &StepSpec, run_deadline: Millis) -> Option<Millis> {
+        self.expires_at(spec).map(|at| at.min(run_deadline))
+    }
+
     /// From first dispatch to the end; `None` if it never ran or has not ended.
     pub fn duration_ms(&self) -> Option<u64> {
         match (self.started_at, self.finished_at) {
@@ -652,6 +659,18 @@ mod tests {
         ));
         assert_eq!(retried.heartbeat_at, None, "a new attempt starts without heartbeats");
         assert_eq!(record(StepStatus::Retrying, 1).expires_at(&heartbeat), None);
+    }
+
+    #[test]
+    fn an_attempt_is_given_up_on_at_its_expiry_or_the_runs_deadline_whichever_comes_first() {
+        let dispatched = StepRecord { deadline_at: Some(Millis::new(11_000)), ..record(StepStatus::Running, 2) };
+        assert_eq!(dispatched.gives_up_at(&spec(), Millis::new(8_000)), Some(Millis::new(8_000)), "the run ends first");
+        assert_eq!(
+            dispatched.gives_up_at(&spec(), Millis::new(20_000)),
+            Some(Millis::new(11_000)),
+            "the attempt first"
+        );
+        assert_eq!(record(StepStatus::Retrying, 1).gives_up_at(&spec(), Millis::new(8_000)), None, "nothing runs");
     }
 
     #[test]
