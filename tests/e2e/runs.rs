@@ -66,6 +66,11 @@ fn a_standard_run_goes_from_http_through_d1_and_queues_to_one_diagnosis() {
     let competitive_output: Value =
         serde_json::from_str(competitive["output"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
     assert_eq!(competitive_output["based_on_serp"], true, "{competitive_output}");
+    // The run detail shows what each service returned.
+    assert_eq!(step(&body, "competitive-intelligence")["output"], competitive_output, "{body}");
+    let serp_output: Value = serde_json::from_str(serp["output"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+    assert!(serp_output.is_object(), "{serp}");
+    assert_eq!(step(&body, "serp-intelligence")["output"], serp_output, "{body}");
 
     // Two lifecycle events and exactly one diagnosis.
     let r = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{run_id}/events"));

@@ -139,6 +139,7 @@ fn the_ui_shows_a_run_filling_in_live_with_every_step_and_the_diagnosis_and_only
         "const text = s => document.querySelector(s)?.innerText ?? null; \
          return { retried: text(\"#steps tr[data-service='technical-seo']\"), \
                   failed: text(\"#steps tr[data-service='domain-authority']\"), \
+                  output: document.querySelector(\"#steps tr[data-service='vitals-monitor'] details.output pre\")?.textContent ?? null, \
                   fanIn: document.getElementById('fan-in') !== null, \
                   confidence: text('#confidence'), missing: text('#missing'), \
                   findings: document.querySelectorAll('#diagnosis [data-finding]').length, \
@@ -148,6 +149,14 @@ fn the_ui_shows_a_run_filling_in_live_with_every_step_and_the_diagnosis_and_only
     let retried = details["retried"].as_str().unwrap_or("");
     assert!(retried.contains("attempt 1: retrying") && retried.contains("attempt 2: completed"), "{retried}");
     assert!(details["failed"].as_str().unwrap_or("").contains("failed"), "{details}");
+    // What the service returned, as the API gives it.
+    let api = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{run_id}")).json();
+    let returned =
+        api["service_results"].as_array().and_then(|steps| steps.iter().find(|s| s["service"] == "vitals-monitor"));
+    let returned = returned.map(|s| s["output"].clone()).unwrap_or(Value::Null);
+    assert!(returned.is_object(), "the API shows the step's output: {api}");
+    let shown: Value = serde_json::from_str(details["output"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+    assert_eq!(shown, returned, "the page shows the step's output: {details}");
     assert_eq!(details["fanIn"], true, "the fan-in moment is marked: {details}");
     assert!(details["confidence"].as_str().is_some_and(|c| c.ends_with('%')), "{details}");
     assert!(details["missing"].as_str().unwrap_or("").contains("domain-authority"), "{details}");

@@ -23,6 +23,8 @@ pub struct StepView {
     pub started_at: Option<Millis>,
     /// When it ended.
     pub finished_at: Option<Millis>,
+    /// What its service returned (`Null` until it completed).
+    pub output: Value,
 }
 
 impl StepView {
@@ -58,8 +60,24 @@ pub fn steps_of(run: &Value) -> Vec<StepView> {
             error: s["error"].as_str().map(str::to_string),
             started_at: instant(&s["started_at"]),
             finished_at: instant(&s["finished_at"]),
+            output: s["output"].clone(),
         })
         .collect()
+}
+
+/// Longest output shown on a step's line in a report (`--json` prints all of it).
+pub const OUTPUT_PREVIEW_CHARS: usize = 100;
+
+/// A step's output on one line, cut to [`OUTPUT_PREVIEW_CHARS`]; `None` when it has none.
+pub fn output_preview(step: &StepView) -> Option<String> {
+    if step.output.is_null() {
+        return None;
+    }
+    let text = step.output.to_string();
+    Some(match text.char_indices().nth(OUTPUT_PREVIEW_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    })
 }
 
 /// `ms` for people: `850 ms`, `4.2 s`, `3 min 05 s`.
@@ -148,6 +166,9 @@ pub fn run_report(run: &Value) -> String {
     out.push_str("steps:\n");
     for step in steps_of(run) {
         out.push_str(&format!("  {}\n", step_line(&step)));
+        if let Some(output) = output_preview(&step) {
+            out.push_str(&format!("          output {output}\n"));
+        }
     }
     out.push_str(&diagnosis(&run["diagnosis"]));
     out
@@ -424,7 +445,8 @@ mod tests {
             },
             "service_results": [
                 {"service": "serp", "wave": 1, "status": "completed", "attempts": 1, "duration_ms": 1500,
-                 "started_at": "2026-01-01T00:00:00.000Z", "finished_at": "2026-01-01T00:00:01.500Z", "error": null},
+                 "started_at": "2026-01-01T00:00:00.000Z", "finished_at": "2026-01-01T00:00:01.500Z", "error": null,
+                 "output": {"rank": 3, "keywords": ["a", "b"]}},
                 {"service": "seo", "wave": 2, "status": "failed", "attempts": 3, "duration_ms": 2000,
                  "started_at": "2026-01-01T00:00:02.000Z", "finished_at": "2026-01-01T00:00:04.000Z",
                  "error": "Worker config invalid"}
@@ -452,7 +474,7 @@ mod tests {
         for expected in [
             "  started for alice by key-accounts\n",
             "  2 services: 1 completed, 1 failed, 0 timed out, 0 skipped\n",
-            "  wave 1  serp                         completed  attempt 1  1.5 s\n",
+            "  wave 1  serp                         completed  attempt 1  1.5 s\n          output {\"keywords\":[\"a\",\"b\"],\"rank\":3}\n",
             "  wave 2  seo                          failed     attempt 3  2.0 s  (Worker config invalid)\n",
             "diagnosis: needs_attention, score 61, confidence 0.50\n",
             "  missing: seo\n",
@@ -462,6 +484,15 @@ mod tests {
             assert!(report.contains(expected), "missing {expected:?} in\n{report}");
         }
         assert!(diagnosis(&Value::Null).contains("none yet"));
+    }
+
+    #[test]
+    fn a_long_output_is_cut_on_a_character_boundary() {
+        let step = |output: Value| StepView { output, ..steps_of(&run_json("completed", None))[0].clone() };
+        let long = output_preview(&step(json!("é".repeat(300)))).unwrap();
+        assert_eq!(long.chars().count(), OUTPUT_PREVIEW_CHARS + 1, "{long}");
+        assert!(long.ends_with('…'));
+        assert_eq!(output_preview(&step(Value::Null)), None);
     }
 
     #[test]

@@ -359,9 +359,18 @@ function stepsTable(steps) {
       h("td", { class: "num" }, step.wave), h("td", {}, badge(step.status)),
       h("td", {}, attempts.length ? h("ol", { class: "attempts" }, attempts) : h("span", { class: "muted" }, String(step.attempts || 0))),
       h("td", { class: "num" }, fmtMs(step.duration_ms)),
-      h("td", {}, step.error ? h("span", { class: "error" }, step.error) : "", why ? h("div", { class: "muted skip-reason" }, why) : null));
+      h("td", {}, step.error ? h("span", { class: "error" }, step.error) : "", why ? h("div", { class: "muted skip-reason" }, why) : null),
+      h("td", {}, outputCell(step.output)));
   });
-  return h("table", { id: "steps" }, h("thead", {}, h("tr", {}, ["Step", "Wave", "Status", "Attempts", "Duration", "Error / why"].map((t) => h("th", {}, t)))), h("tbody", {}, rows));
+  return h("table", { id: "steps" }, h("thead", {}, h("tr", {}, ["Step", "Wave", "Status", "Attempts", "Duration", "Error / why", "Output"].map((t) => h("th", {}, t)))), h("tbody", {}, rows));
+}
+
+/** What a step's service returned: its top-level keys, unfolding to the whole JSON. */
+function outputCell(output) {
+  if (output === null || output === undefined) return h("span", { class: "muted" }, "—");
+  const keys = typeof output === "object" && !Array.isArray(output) ? Object.keys(output) : [];
+  const label = keys.length ? keys.slice(0, 4).join(", ") + (keys.length > 4 ? ", …" : "") : typeof output;
+  return h("details", { class: "output" }, h("summary", {}, label), h("pre", { class: "mono" }, JSON.stringify(output, null, 2)));
 }
 
 function diagnosisCard(run) {

@@ -228,7 +228,8 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     )
 }
 
-/// The steps of a run as `GET /runs/:id` shows them, each with its attempts (`history`).
+/// The steps of a run as `GET /runs/:id` shows them, each with its attempts (`history`) and
+/// what its service returned (`output`, once it completed).
 fn step_views(loaded: &Loaded, mut history: BTreeMap<String, Vec<Attempt>>) -> Vec<Value> {
     loaded
         .steps
@@ -241,6 +242,7 @@ fn step_views(loaded: &Loaded, mut history: BTreeMap<String, Vec<Attempt>>) -> V
                 "attempts": s.attempts,
                 "duration_ms": s.duration_ms,
                 "error": s.error,
+                "output": s.output.as_deref().and_then(|o| serde_json::from_str::<Value>(o).ok()),
                 "progress": s.progress.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()),
                 "depends_on": depends_on(loaded, &s.service),
                 "started_at": rfc3339(s.started_at),
