@@ -69,6 +69,13 @@ fn a_result_signature_holds_only_for_its_run_step_and_attempt_and_its_service_ke
     let headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let r = stack.send("POST", &format!("/api/jobs/{a}/results/technical-seo"), &headers, Some(body.as_bytes()));
     assert_eq!(r.status, 401, "replayed for another attempt: {}", r.text());
+    // Without its attempt header: the answer names the header, not a mismatch.
+    signed.retain(|(name, _)| *name != baton_core::signature::ATTEMPT_HEADER);
+    let headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = stack.send("POST", &format!("/api/jobs/{a}/results/technical-seo"), &headers, Some(body.as_bytes()));
+    assert_eq!(r.status, 401, "{}", r.text());
+    let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("missing header X-Baton-Attempt"), "the message names the header: {message}");
     let vitals_key = stack.secrets().key_for("vitals_monitor");
     let (status, _) = report(stack, &vitals_key, &a, "technical-seo", 1, &a, "technical-seo", &body);
     assert_eq!(status, 401, "signed with another service's key");

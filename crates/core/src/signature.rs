@@ -60,6 +60,12 @@ impl Purpose {
             Purpose::HandOver => "hand-over",
         }
     }
+
+    /// Whether a request of this purpose must name its attempt ([`ATTEMPT_HEADER`]): a result
+    /// is always about one attempt of a step.
+    pub fn requires_attempt(self) -> bool {
+        self == Purpose::Result
+    }
 }
 
 /// A request as signed: everything the signature covers but the time.
@@ -220,6 +226,9 @@ pub fn verify_received(
     now: Millis,
 ) -> Result<Option<u32>, SignatureError> {
     let attempt = attempt_of(header(ATTEMPT_HEADER).as_deref())?;
+    if attempt.is_none() && purpose.requires_attempt() {
+        return Err(SignatureError::MissingHeader { header: ATTEMPT_HEADER });
+    }
     let request = Signed { purpose, method, path, attempt, body };
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let (timestamp, signature) = (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER));
@@ -350,6 +359,23 @@ mod tests {
         assert_eq!(attempt_of(None), Ok(None));
         assert!(matches!(attempt_of(Some("0")), Err(SignatureError::InvalidAttempt { .. })));
         assert!(matches!(attempt_of(Some("two")), Err(SignatureError::InvalidAttempt { .. })));
+    }
+
+    #[test]
+    fn a_result_without_its_attempt_header_is_refused_naming_the_header() {
+        let request = result_callback(b"{}");
+        let sent = headers("k", &request, NOW);
+        let received = |skip: &str| {
+            let sent = sent.clone();
+            let skip = skip.to_string();
+            move |name: &str| sent.iter().find(|(n, _)| *n == name && *n != skip).map(|(_, v)| v.clone())
+        };
+        let http = (request.method, request.path, request.body);
+        let keys = ["k".to_string()];
+        assert_eq!(verify_received(&keys, Purpose::Result, http, received(""), NOW), Ok(Some(2)));
+        let missing = verify_received(&keys, Purpose::Result, http, received(ATTEMPT_HEADER), NOW).unwrap_err();
+        assert_eq!(missing, SignatureError::MissingHeader { header: ATTEMPT_HEADER });
+        assert_eq!(missing.to_string(), "missing header X-Baton-Attempt");
     }
 
     #[test]
