@@ -3,10 +3,15 @@
 //! ```json
 //! {"sample_behaviour": {"technical-seo": {"fail_transient": 1}, "*": {"latency_ms": 50}}}
 //! ```
-//! The entry for the service wins over `"*"`.
+//! Keys are sample services (`technical-seo`; `technical_seo` names the same one) or `"*"`;
+//! the entry for the service wins over `"*"`. A key that names no sample service, a field
+//! that is not a behaviour, or a value of the wrong type is refused (400), so that a typo
+//! fails the step with a message naming it instead of being ignored.
 
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::outputs;
 
 /// How a sample service behaves for one request.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -51,11 +56,34 @@ pub struct Behaviour {
 pub const DEFAULT_PERMANENT_ERROR: &str = "Worker config invalid: No API key found";
 
 impl Behaviour {
-    /// Reads the behaviour for `service` from the run parameters (absent or malformed: default).
-    pub fn for_service(parameters: &Value, service: &str) -> Behaviour {
-        let table = &parameters["sample_behaviour"];
-        let entry = if table.get(service).is_some() { &table[service] } else { &table["*"] };
-        serde_json::from_value(entry.clone()).unwrap_or_default()
+    /// Reads the behaviour for `service` from the run parameters (none given: the default).
+    /// An error names what is wrong with the table, whichever service it is about.
+    pub fn for_service(parameters: &Value, service: &str) -> Result<Behaviour, String> {
+        let table = match &parameters["sample_behaviour"] {
+            Value::Null => return Ok(Behaviour::default()),
+            Value::Object(table) => table,
+            other => {
+                return Err(format!("parameters.sample_behaviour must be an object keyed by service, got {other}"))
+            }
+        };
+        let mut own = None;
+        let mut wildcard = None;
+        for (key, entry) in table {
+            let named = key.replace('_', "-");
+            let behaviour: Behaviour =
+                serde_json::from_value(entry.clone()).map_err(|e| format!("parameters.sample_behaviour.{key}: {e}"))?;
+            if key == "*" {
+                wildcard = Some(behaviour);
+            } else if !outputs::is_known(&named) {
+                return Err(format!(
+                    "parameters.sample_behaviour: `{key}` is not a sample service; keys are \"*\" or one of: {}",
+                    outputs::SERVICES.join(", ")
+                ));
+            } else if named == service {
+                own = Some(behaviour);
+            }
+        }
+        Ok(own.or(wildcard).unwrap_or_default())
     }
 
     /// The permanent failure message, if this request must fail permanently.
@@ -90,11 +118,31 @@ mod tests {
 
     #[test]
     fn the_service_entry_wins_over_the_wildcard() {
-        let params = json!({"sample_behaviour": {"a": {"fail_transient": 2}, "*": {"latency_ms": 5}}});
-        assert_eq!(Behaviour::for_service(&params, "a").fail_transient, 2);
-        assert_eq!(Behaviour::for_service(&params, "a").latency_ms, 0);
-        assert_eq!(Behaviour::for_service(&params, "b").latency_ms, 5);
-        assert_eq!(Behaviour::for_service(&json!({}), "b"), Behaviour::default());
+        let params = json!({"sample_behaviour": {"technical-seo": {"fail_transient": 2}, "*": {"latency_ms": 5}}});
+        let of = |service| Behaviour::for_service(&params, service).unwrap();
+        assert_eq!(of("technical-seo").fail_transient, 2);
+        assert_eq!(of("technical-seo").latency_ms, 0);
+        assert_eq!(of("vitals-monitor").latency_ms, 5);
+        assert_eq!(Behaviour::for_service(&json!({}), "vitals-monitor"), Ok(Behaviour::default()));
+    }
+
+    #[test]
+    fn a_key_with_underscores_names_the_same_service() {
+        let params = json!({"sample_behaviour": {"technical_seo": {"fail_transient": 2}}});
+        assert_eq!(Behaviour::for_service(&params, "technical-seo").unwrap().fail_transient, 2);
+        assert_eq!(Behaviour::for_service(&params, "vitals-monitor").unwrap(), Behaviour::default());
+    }
+
+    #[test]
+    fn a_typo_is_an_error_naming_it() {
+        let check = |table: Value, expected: &str| {
+            let error = Behaviour::for_service(&json!({ "sample_behaviour": table }), "vitals-monitor").unwrap_err();
+            assert!(error.contains(expected), "{error:?} should contain {expected:?}");
+        };
+        check(json!({"technical-sep": {"hold_open": true}}), "`technical-sep` is not a sample service");
+        check(json!({"technical-seo": {"hold_opn": true}}), "sample_behaviour.technical-seo: unknown field `hold_opn`");
+        check(json!({"*": {"latency_ms": "fast"}}), "sample_behaviour.*: invalid type");
+        check(json!([1]), "must be an object keyed by service");
     }
 
     #[test]

@@ -130,7 +130,10 @@ pub async fn handshake(req: Request, env: &Env, service: &str) -> worker::Result
         Ok(input) => input,
         Err(message) => return error(400, "invalid_input", &message),
     };
-    let behaviour = Behaviour::for_service(&input["parameters"], service);
+    let behaviour = match Behaviour::for_service(&input["parameters"], service) {
+        Ok(behaviour) => behaviour,
+        Err(message) => return error(400, "invalid_sample_behaviour", &message),
+    };
     let accepted = stage.attempt > behaviour.reject;
     Response::from_json(&json!({
         "executionId": stage.execution_id,
@@ -158,7 +161,10 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
     if let Some(action) = &stage.action {
         input["template_ref"] = json!(action);
     }
-    let behaviour = Behaviour::for_service(&input["parameters"], service);
+    let behaviour = match Behaviour::for_service(&input["parameters"], service) {
+        Ok(behaviour) => behaviour,
+        Err(message) => return error(400, "invalid_sample_behaviour", &message),
+    };
     if let Some(message) = behaviour.permanent_error() {
         return error(400, "worker_config_invalid", &message);
     }
