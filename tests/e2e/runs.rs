@@ -128,6 +128,22 @@ fn a_permanently_failing_wave_one_service_skips_its_dependent_and_the_run_still_
 }
 
 #[test]
+fn a_mistyped_sample_behaviour_fails_the_steps_with_a_message_naming_it() {
+    let stack = shared_stack();
+    let run_id = start_run(
+        stack,
+        &json!({"website_id": "site_typo", "domain": "typo.example", "plan_id": "quick-v1",
+                "parameters": {"sample_behaviour": {"technical-sep": {"hold_open": true}}}}),
+    );
+    let body = wait_terminal(stack, &run_id);
+    let seo = step(&body, "technical-seo");
+    assert_eq!(seo["status"], "failed", "{body}");
+    let error = seo["error"].as_str().unwrap_or_default();
+    assert!(error.contains("`technical-sep` is not a sample service"), "{error}");
+    assert_eq!(seo["attempts"], 1, "a typo is permanent: {seo}");
+}
+
+#[test]
 fn wait_answers_when_the_run_ends() {
     let stack = shared_stack();
     let r = stack.post_as(
