@@ -66,6 +66,16 @@ fn a_standard_run_goes_from_http_through_d1_and_queues_to_one_diagnosis() {
     let competitive_output: Value =
         serde_json::from_str(competitive["output"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
     assert_eq!(competitive_output["based_on_serp"], true, "{competitive_output}");
+    // Each step's duration is Baton's measure, from its dispatch to its end (the sample
+    // services say they worked 0 ms).
+    for service in ["serp-intelligence", "competitive-intelligence"] {
+        let shown = step(&body, service);
+        let at = |field: &str| {
+            baton_core::time::Millis::parse_rfc3339(shown[field].as_str().unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{service} {field}: {e}: {shown}"))
+        };
+        assert_eq!(shown["duration_ms"].as_u64(), Some(at("finished_at").since(at("started_at"))), "{shown}");
+    }
     // The run detail shows what each service returned.
     assert_eq!(step(&body, "competitive-intelligence")["output"], competitive_output, "{body}");
     let serp_output: Value = serde_json::from_str(serp["output"].as_str().unwrap_or("null")).unwrap_or(Value::Null);

@@ -230,13 +230,11 @@ impl Engine<'_> {
         for write in &decision.writes {
             let Some(row) = loaded.step(write.after.service.as_str()) else { continue };
             let mut new_row = row_with_record(row, &write.after);
-            if let Some(Report::Succeeded { output, usage, duration_ms }) = payloads.get(row.service.as_str()) {
+            // The step's duration stays Baton's own measure (first dispatch to its end), as its
+            // attempts' are: a service's `duration_ms` may leave out queueing and transport.
+            if let Some(Report::Succeeded { output, usage, .. }) = payloads.get(row.service.as_str()) {
                 new_row.output = Some(output.to_string());
                 new_row.usage = usage.as_ref().map(Value::to_string);
-                // The service's own measure of its work, when it gives one.
-                if write.after.status == StepStatus::Completed {
-                    new_row.duration_ms = duration_ms.map(|d| d as i64).or(new_row.duration_ms);
-                }
             }
             // An inline caller claims what it dispatches in the same write: it runs them.
             let claim = (inline && write.cause == Cause::Dispatched).then_some(at);

@@ -99,7 +99,8 @@ impl Loaded {
 /// What a service reported for a step attempt.
 #[derive(Debug, Clone)]
 pub enum Report {
-    /// It produced a result.
+    /// It produced a result. `duration_ms` is what the service said its work took, if it
+    /// said: the step's own duration is Baton's measure, from dispatch to the result.
     Succeeded { output: Value, usage: Option<Value>, duration_ms: Option<u64> },
     /// It failed.
     Failed(StepError),
