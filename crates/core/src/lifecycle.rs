@@ -206,6 +206,9 @@ pub const ACTIVE: &[RunStatus] = &[RunStatus::Started, RunStatus::Running];
 pub const UNFINISHED: &[RunStatus] = &[RunStatus::Started, RunStatus::Running, RunStatus::Aggregating];
 /// The status an analysed run is finished from.
 pub const CLAIMED: &[RunStatus] = &[RunStatus::Aggregating];
+/// Statuses of a run that has ended: a retry starts from one, and what an ended run held
+/// (its resource reservations) is released.
+pub const ENDED: &[RunStatus] = &[RunStatus::Completed, RunStatus::Failed, RunStatus::Timeout, RunStatus::Cancelled];
 /// Step statuses that can still change.
 pub const OPEN_STEPS: &[StepStatus] = &[StepStatus::Pending, StepStatus::Running, StepStatus::Retrying];
 
@@ -481,6 +484,19 @@ mod tests {
 
     fn succeeded(service: &str) -> Event {
         Event::Reported { service: slug(service), attempt: Some(1), report: Report::Succeeded }
+    }
+
+    #[test]
+    fn the_status_sets_the_sql_guards_use_agree_with_the_statuses_themselves() {
+        for status in RunStatus::ALL {
+            assert_eq!(ENDED.contains(&status), status.is_terminal(), "{status:?}");
+            assert_eq!(UNFINISHED.contains(&status), !status.is_terminal(), "{status:?}");
+            assert_eq!(CLAIMED.contains(&status), status == RunStatus::Aggregating, "{status:?}");
+            assert!(!ACTIVE.contains(&status) || UNFINISHED.contains(&status), "{status:?}");
+        }
+        for status in StepStatus::ALL {
+            assert_eq!(OPEN_STEPS.contains(&status), !status.is_terminal(), "{status:?}");
+        }
     }
 
     #[test]

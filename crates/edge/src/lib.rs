@@ -25,5 +25,6 @@ pub mod queues;
 pub mod rate_limit;
 pub mod services;
 pub mod settings;
+pub mod test_hooks;
 
 pub use error::{Error, Result};

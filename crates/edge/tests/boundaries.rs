@@ -1,6 +1,6 @@
-//! The architecture's import rules, checked on the source: the workers decode, call the
-//! engine and respond — they never compose SQL of their own (the test hooks aside), and no
-//! SHA-256 or HMAC is written by hand anywhere.
+//! The architecture's import rules, checked on the parsed source: the workers decode, call the
+//! engine and respond — they never reach the storage module (`baton_edge::d1`), so they never
+//! compose SQL of their own — and no SHA-256 or HMAC is written by hand anywhere.
 
 // Helpers outside `#[test]` functions; a panic there is the failure report.
 #![allow(clippy::expect_used)]
@@ -23,20 +23,164 @@ fn crates_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-#[test]
-fn workers_import_nothing_from_the_d1_module_outside_the_test_hooks() {
-    let mut offenders = Vec::new();
-    for worker in ["orchestrator", "consumer", "poller"] {
-        let mut files = Vec::new();
-        rust_files(&crates_dir().join(worker).join("src"), &mut files);
-        for file in files.iter().filter(|f| !f.ends_with("test_hooks.rs")) {
-            let text = fs::read_to_string(file).expect("a readable source file");
-            if text.contains("baton_edge::d1") {
-                offenders.push(file.display().to_string());
+/// Where a source file reaches into `baton_edge::d1`, in any spelling: a `use` (grouped,
+/// renamed or a glob of the crate), a path in code, or a path inside a macro's tokens. The
+/// crate may be renamed (`use baton_edge as e;`, `extern crate baton_edge as e;`,
+/// `use baton_edge::{self as e}`). Comments and strings do not count.
+fn reaches_into_d1(source: &str) -> Vec<String> {
+    use syn::visit::Visit;
+
+    struct Finder {
+        edge_names: Vec<String>,
+        found: Vec<String>,
+    }
+    impl Finder {
+        fn is_edge(&self, name: &str) -> bool {
+            self.edge_names.iter().any(|n| n == name)
+        }
+        /// `prefix` are the segments above `tree`: records each import under `baton_edge::d1`,
+        /// and every glob of the crate itself (it brings `d1` into scope).
+        fn use_tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree) {
+            match tree {
+                syn::UseTree::Path(p) => {
+                    prefix.push(p.ident.to_string());
+                    self.use_tree(prefix, &p.tree);
+                    prefix.pop();
+                }
+                syn::UseTree::Name(n) => self.check_use(prefix, &n.ident.to_string()),
+                syn::UseTree::Rename(r) => self.check_use(prefix, &r.ident.to_string()),
+                syn::UseTree::Glob(_) => self.check_use(prefix, "*"),
+                syn::UseTree::Group(g) => g.items.iter().for_each(|item| self.use_tree(prefix, item)),
+            }
+        }
+        fn check_use(&mut self, prefix: &[String], last: &str) {
+            let mut path: Vec<&str> = prefix.iter().map(String::as_str).collect();
+            if last != "self" {
+                path.push(last);
+            }
+            let reaches = match path.as_slice() {
+                [first, "d1", ..] => self.is_edge(first),
+                [first, "*"] => self.is_edge(first),
+                _ => false,
+            };
+            if reaches {
+                self.found.push(format!("use {}", path.join("::")));
+            }
+        }
+        fn tokens(&mut self, tokens: proc_macro2::TokenStream) {
+            let flat: Vec<String> = flatten(tokens);
+            for window in flat.windows(4) {
+                if self.is_edge(&window[0]) && window[1] == ":" && window[2] == ":" && window[3] == "d1" {
+                    self.found.push(format!("{}::d1 in a macro", window[0]));
+                }
             }
         }
     }
-    assert!(offenders.is_empty(), "these worker files reach into baton_edge::d1: {offenders:?}");
+    fn flatten(tokens: proc_macro2::TokenStream) -> Vec<String> {
+        let mut out = Vec::new();
+        for token in tokens {
+            match token {
+                proc_macro2::TokenTree::Group(g) => out.extend(flatten(g.stream())),
+                proc_macro2::TokenTree::Ident(i) => out.push(i.to_string()),
+                proc_macro2::TokenTree::Punct(p) => out.push(p.as_char().to_string()),
+                proc_macro2::TokenTree::Literal(_) => out.push(String::new()),
+            }
+        }
+        out
+    }
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
+            self.use_tree(&mut Vec::new(), &item.tree);
+        }
+        fn visit_path(&mut self, path: &'ast syn::Path) {
+            let names: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+            if names.len() >= 2 && self.is_edge(&names[0]) && names[1] == "d1" {
+                self.found.push(names.join("::"));
+            }
+            syn::visit::visit_path(self, path);
+        }
+        fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+            self.tokens(mac.tokens.clone());
+            syn::visit::visit_macro(self, mac);
+        }
+    }
+
+    /// Every name the crate goes by in this file.
+    fn edge_names(file: &syn::File) -> Vec<String> {
+        fn renames(tree: &syn::UseTree, parent: Option<&str>, out: &mut Vec<String>) {
+            match tree {
+                syn::UseTree::Rename(r) if r.ident == "baton_edge" => out.push(r.rename.to_string()),
+                syn::UseTree::Rename(r) if r.ident == "self" && parent == Some("baton_edge") => {
+                    out.push(r.rename.to_string())
+                }
+                syn::UseTree::Path(p) => renames(&p.tree, Some(&p.ident.to_string()), out),
+                syn::UseTree::Group(g) => g.items.iter().for_each(|t| renames(t, parent, out)),
+                _ => {}
+            }
+        }
+        let mut names = vec!["baton_edge".to_string()];
+        for item in &file.items {
+            match item {
+                syn::Item::Use(u) => renames(&u.tree, None, &mut names),
+                syn::Item::ExternCrate(e) if e.ident == "baton_edge" => {
+                    names.extend(e.rename.as_ref().map(|(_, name)| name.to_string()))
+                }
+                _ => {}
+            }
+        }
+        names
+    }
+
+    let file = syn::parse_file(source).unwrap_or_else(|e| panic!("parsing a source file: {e}"));
+    let mut finder = Finder { edge_names: edge_names(&file), found: Vec::new() };
+    finder.visit_file(&file);
+    finder.found
+}
+
+#[test]
+fn the_d1_check_sees_every_spelling_and_nothing_else() {
+    for reaching in [
+        "use baton_edge::d1::Db;",
+        "use baton_edge::{d1::Db};",
+        "use baton_edge::{auth, d1::{self, Arg}};",
+        "use baton_edge::d1;",
+        "use baton_edge::d1 as storage;",
+        "use baton_edge::*;",
+        "use ::baton_edge::{d1::Db};",
+        "use baton_edge as e; use e::d1::Db;",
+        "use baton_edge::{self as e}; fn f() { e::d1::runs::get(); }",
+        "extern crate baton_edge as e; fn f() { let _ = e::d1::Arg::Null; }",
+        "fn f() { baton_edge::d1::runs::get(); }",
+        "fn f() -> baton_edge::d1::Db { todo!() }",
+        "fn f() { let _ = vec![baton_edge::d1::Arg::Null]; }",
+    ] {
+        assert!(!reaches_into_d1(reaching).is_empty(), "not seen: {reaching}");
+    }
+    for clean in [
+        "use baton_edge::engine::Engine;",
+        "use baton_edge::{auth, engine::{self, Engine}};",
+        "// baton_edge::d1 in a comment\nfn f() {}",
+        "fn f() -> &'static str { \"baton_edge::d1\" }",
+        "mod d1 { pub struct Db; } use self::d1::Db;",
+    ] {
+        assert_eq!(reaches_into_d1(clean), Vec::<String>::new(), "{clean}");
+    }
+}
+
+#[test]
+fn workers_import_nothing_from_the_d1_module_in_any_spelling() {
+    let mut offenders = Vec::new();
+    for worker in ["orchestrator", "consumer", "poller", "sample-services"] {
+        let mut files = Vec::new();
+        rust_files(&crates_dir().join(worker).join("src"), &mut files);
+        for file in files {
+            let source = fs::read_to_string(&file).expect("a readable source file");
+            for found in reaches_into_d1(&source) {
+                offenders.push(format!("{}: {found}", file.display()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "worker code reaches into baton_edge::d1 (SQL lives in edge): {offenders:#?}");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! admission token). A release takes effect once: it is guarded by the allocation being held.
 
 use baton_core::execution::{Pool, UsageSample, UsageStat};
+use baton_core::lifecycle;
 use serde::Deserialize;
 
 use super::{Arg, Db, Meta, Stmt};
@@ -105,9 +106,11 @@ pub async fn releasable(db: &Db, now: i64, limit: u32) -> Result<(Vec<String>, M
     }
     let (rows, meta) = db
         .all::<Row>(
-            "SELECT DISTINCT a.run_id FROM resource_allocations a LEFT JOIN runs r ON r.run_id = a.run_id \
-             WHERE a.status = 'held' AND (a.expires_at <= ?1 OR r.status IN ('completed', 'failed', 'timeout', 'cancelled')) \
-             LIMIT ?2",
+            &format!(
+                "SELECT DISTINCT a.run_id FROM resource_allocations a LEFT JOIN runs r ON r.run_id = a.run_id \
+                 WHERE a.status = 'held' AND (a.expires_at <= ?1 OR r.status IN ({})) LIMIT ?2",
+                super::runs::status_list(lifecycle::ENDED)
+            ),
             &[Arg::Int(now), Arg::from(limit)],
         )
         .await?;

@@ -1,6 +1,6 @@
 //! `runs`: one row per run (diagnostic runs and pipeline executions).
 
-use baton_core::lifecycle::ACTIVE;
+use baton_core::lifecycle::{self, ACTIVE};
 use baton_core::state::RunStatus;
 use serde::{Deserialize, Serialize};
 
@@ -179,8 +179,11 @@ pub fn claim_fan_in(
 /// now for the poller to claim again.
 pub fn release_fan_in(db: &Db, run_id: &str, now: i64, token: i64) -> Result<Stmt> {
     db.stmt(
-        "UPDATE runs SET status = 'running', claimed_at = NULL, due_at = ?2, version = ?3 \
-         WHERE run_id = ?1 AND status = 'aggregating'",
+        &format!(
+            "UPDATE runs SET status = 'running', claimed_at = NULL, due_at = ?2, version = ?3 \
+             WHERE run_id = ?1 AND status IN ({})",
+            status_list(lifecycle::CLAIMED)
+        ),
         &[Arg::from(run_id), Arg::Int(now), Arg::Int(token)],
     )
 }
@@ -361,7 +364,7 @@ pub fn restart(db: &Db, run_id: &str, token: i64, now: i64, deadline_at: i64) ->
             "UPDATE runs SET status = 'running', started_at = ?3, deadline_at = ?4, due_at = ?4, claimed_at = NULL, \
              completed_at = NULL, partial = NULL, missing = NULL, diagnosis_event_id = NULL, synthesis_error = NULL, \
              error = NULL, retries = retries + 1 WHERE run_id = ?1 AND version = ?2 AND status IN ({})",
-            status_list(&[RunStatus::Completed, RunStatus::Failed, RunStatus::Timeout, RunStatus::Cancelled])
+            status_list(lifecycle::ENDED)
         ),
         &[Arg::from(run_id), Arg::Int(token), Arg::Int(now), Arg::Int(deadline_at)],
     )

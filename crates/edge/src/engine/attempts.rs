@@ -328,14 +328,12 @@ async fn run_or_release(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, 
 }
 
 /// Runs an attempt this invocation has claimed and records its outcome. The calls are
-/// bounded by the attempt's expiry and the run's deadline; an attempt that gets no answer by
-/// then is looked at (core times it out: a retry, or a `timeout` step; past the run's
-/// deadline, the run).
+/// bounded by the attempt's expiry; an attempt that gets no answer by then is looked at
+/// (core times it out: a retry, or a `timeout` step).
 async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, attempt: u32) -> Result<Disposition> {
     let copy = cell.copy();
     let Some(spec) = copy.plan.step(service).cloned() else { return Ok(Disposition::Ack) };
-    let record = copy.step(service).map(record_of).transpose()?;
-    let Some(expires_at) = record.and_then(|r| r.gives_up_at(&spec, copy.deadline())) else {
+    let Some(expires_at) = copy.step(service).map(record_of).transpose()?.and_then(|r| r.expires_at(&spec)) else {
         return Ok(Disposition::Ack);
     };
     // Past this invocation's own limit: the attempt is run from the task queue instead.

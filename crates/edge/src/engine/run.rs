@@ -60,11 +60,6 @@ impl Loaded {
         self.run.status.parse().map_err(|e| Error::Storage(format!("run {} status: {e}", self.run.run_id)))
     }
 
-    /// When the run times out: no call made for it may outlast this.
-    pub fn deadline(&self) -> Millis {
-        Millis::new(self.run.deadline_at.max(0) as u64)
-    }
-
     /// The core records of every step.
     pub fn records(&self) -> Result<Vec<StepRecord>> {
         self.steps.iter().map(record_of).collect()

@@ -2,13 +2,7 @@
 //! rows read) and KV access. They answer only when `BATON_TEST_HOOKS` is "true" and the
 //! admin token is given; otherwise they do not exist (404).
 
-use baton_edge::{
-    auth, bindings,
-    d1::{Arg, Db},
-    http,
-    kv::Kv,
-    queues, settings, Error, Result,
-};
+use baton_edge::{auth, bindings, http, kv::Kv, queues, settings, test_hooks, Error, Result};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use worker::{Env, Headers, Method, Request, RequestInit, Response};
@@ -30,20 +24,7 @@ struct SqlRequest {
 pub async fn sql(mut req: Request, env: &Env) -> Result<Response> {
     guard(&req, env)?;
     let body: SqlRequest = http::read_json(&mut req).await?;
-    let args: Vec<Arg> = body
-        .params
-        .iter()
-        .map(|v| match v {
-            Value::Null => Arg::Null,
-            Value::Bool(b) => Arg::from(*b),
-            Value::Number(n) => n.as_i64().map(Arg::Int).unwrap_or_else(|| Arg::Real(n.as_f64().unwrap_or(0.0))),
-            Value::String(s) => Arg::Text(s.clone()),
-            other => Arg::Text(other.to_string()),
-        })
-        .collect();
-    let db = Db::unmetered_from_env(env)?;
-    let (rows, meta) = db.all::<Value>(&body.sql, &args).await?;
-    http::json(200, &json!({ "rows": rows, "meta": meta }))
+    http::json(200, &test_hooks::sql(env, &body.sql, &body.params).await?)
 }
 
 pub async fn kv(mut req: Request, env: &Env, key: &str) -> Result<Response> {
