@@ -88,7 +88,7 @@ fn fifty_concurrent_callbacks_on_the_last_steps_make_one_analysis_and_one_diagno
     // At most one caller says it won the fan-in claim. (A caller whose report came too late
     // may still be the one whose look claims it; its answer says `already_recorded` and carries
     // no advance.) That the claim happened exactly once is the one diagnosis below.
-    let claims = answers.iter().filter(|(_, _, a)| !a["advance"]["aggregated"].is_null()).count();
+    let claims = answers.iter().filter(|(_, _, a)| !a["advance"]["claimed"].is_null()).count();
     assert!(claims <= 1, "{answers:?}");
 
     let body = wait_terminal(stack, &run_id);

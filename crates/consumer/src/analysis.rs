@@ -6,7 +6,7 @@
 //! guarded finalisation and the events' dedupe keys let exactly one diagnosis stand.
 
 use baton_core::messages::AnalysisMessage;
-use baton_edge::engine::Engine;
+use baton_edge::engine::{Analysis, Engine};
 use worker::{MessageExt, QueueRetryOptionsBuilder, RawMessage};
 
 pub async fn handle(engine: &Engine<'_>, message: &RawMessage) {
@@ -20,7 +20,7 @@ pub async fn handle(engine: &Engine<'_>, message: &RawMessage) {
             return;
         }
     };
-    match engine.finalize(analysis.trace_id.as_str(), None).await {
+    match engine.finalize(analysis.trace_id.as_str(), Analysis::Full).await {
         Ok(()) => message.ack(),
         Err(e) => {
             worker::console_error!("{queue}: run {}: {e}; will retry", analysis.trace_id);

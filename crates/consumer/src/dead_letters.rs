@@ -13,7 +13,7 @@ use baton_core::messages::{AnalysisMessage, TasksQueueMessage};
 use baton_core::state::{ErrorKind, StepError};
 use baton_edge::bindings::queue_names;
 use baton_edge::dead_letters::{self, Failure};
-use baton_edge::engine::{record_of, Engine, Report};
+use baton_edge::engine::{record_of, Analysis, Engine, Report};
 use baton_edge::log;
 use worker::{MessageExt, QueueRetryOptionsBuilder, RawMessage};
 
@@ -83,8 +83,8 @@ pub async fn analysis(engine: &Engine<'_>, message: &RawMessage) {
         Err(e) => return failed(engine, queue, message, &format!("undecodable: {e}"), 1).await,
     };
     log::emit(log::Event::DeadLettered, &log::Line::run(analysis.trace_id.as_str()));
-    let note = Some("analysis retries exhausted; rule-based diagnosis only");
-    match engine.finalize(analysis.trace_id.as_str(), note).await {
+    let rules_only = Analysis::RulesOnly { because: "analysis retries exhausted; rule-based diagnosis only" };
+    match engine.finalize(analysis.trace_id.as_str(), rules_only).await {
         Ok(()) => handled(engine, queue, message).await,
         Err(e) => failed(engine, queue, message, &format!("run {}: {e}", analysis.trace_id), GIVE_UP_AFTER).await,
     }

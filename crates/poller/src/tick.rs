@@ -136,9 +136,9 @@ async fn advance(engine: &mut Engine<'_>, run_id: &str, counts: &mut TickCounts,
         counts.steps_timed_out += report.timed_out.len() as u32;
         counts.steps_skipped += report.skipped.len() as u32;
         counts.steps_dispatched += report.dispatched.len() as u32;
-        counts.aggregated += u32::from(report.aggregated.is_some());
+        counts.aggregated += u32::from(report.claimed.is_some());
         counts.failed += u32::from(report.failed);
-        let settled = report.aggregated.is_some() || report.finished.is_some();
+        let settled = report.claimed.is_some() || report.finished.is_some();
         if let (Some(deadline), false) = (due_deadline, settled) {
             // Nothing left to do now: look again at the run's deadline.
             let next = deadline.max(engine.now().as_u64() as i64 + 60_000);

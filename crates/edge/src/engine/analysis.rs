@@ -12,27 +12,43 @@ use super::run::{Engine, Loaded};
 use crate::llm::{narrative, LlmConfig};
 use crate::{faults, Error, Result};
 
+/// How a claimed run is analysed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Analysis<'a> {
+    /// The rule-based diagnosis, with the LLM's narrative when one is configured.
+    Full,
+    /// The rule-based diagnosis only, noting why the narrative is missing (the dead-letter
+    /// path, which must not wait on the LLM again).
+    RulesOnly {
+        /// Why: kept as the diagnosis's `synthesis_error`.
+        because: &'a str,
+    },
+}
+
 impl Engine<'_> {
-    /// Writes the diagnosis of `run_id` and ends it, once. `synthesis_error`: why the
-    /// narrative is missing (the dead-letter path, which must not wait on the LLM again).
-    pub async fn finalize(&self, run_id: &str, synthesis_error: Option<&str>) -> Result<()> {
+    /// Writes the diagnosis of `run_id` and ends it, once.
+    pub async fn finalize(&self, run_id: &str, analysis: Analysis<'_>) -> Result<()> {
         let Some(loaded) = self.load(run_id).await? else { return Ok(()) };
-        self.finalize_loaded(loaded, synthesis_error).await
+        self.finalize_loaded(loaded, analysis).await
     }
 
     /// [`finalize`](Self::finalize) on a run the caller has (the one that just won the fan-in
     /// claim).
-    pub async fn finalize_loaded(&self, loaded: Loaded, synthesis_error: Option<&str>) -> Result<()> {
+    pub async fn finalize_loaded(&self, loaded: Loaded, analysis: Analysis<'_>) -> Result<()> {
         // Resilience tests make the analysis fail so its messages reach the dead-letter queue
-        // (whose finalisation, with `synthesis_error`, is let through).
-        if synthesis_error.is_none() && faults::injected(self.env(), "analysis") {
+        // (whose rules-only finalisation is let through).
+        if analysis == Analysis::Full && faults::injected(self.env(), "analysis") {
             return Err(Error::Internal("injected analysis fault".into()));
         }
         if loaded.status()? != RunStatus::Aggregating {
             return Ok(()); // finalised already, or not claimed: nothing to do
         }
+        let synthesis_error = match analysis {
+            Analysis::Full => None,
+            Analysis::RulesOnly { because } => Some(because),
+        };
         let mut diagnosis = rule_based_diagnosis(&loaded, synthesis_error);
-        if let (None, Some(llm)) = (synthesis_error, LlmConfig::from_env(self.env())) {
+        if let (Analysis::Full, Some(llm)) = (analysis, LlmConfig::from_env(self.env())) {
             match narrative(&llm, &diagnosis).await {
                 Ok(text) => {
                     diagnosis.narrative = Some(text);

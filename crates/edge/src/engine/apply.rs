@@ -30,7 +30,7 @@ use serde_json::Value;
 use super::claim::seconds_until;
 use super::rows::row_with_record;
 use super::run::{
-    missing_json, names, AdvanceReport, Dispatch, Engine, Loaded, RecordOutcome, Report, RESULT_RECHECK_MS,
+    missing_json, names, AdvanceReport, Dispatch, Engine, FanInClaim, Loaded, RecordOutcome, Report, RESULT_RECHECK_MS,
     RETRY_GRACE_MS,
 };
 use super::webhooks::Outbox;
@@ -172,7 +172,7 @@ impl Engine<'_> {
             self.report_decision(&decision, &mut report);
             let claimed = batch.claim.is_some_and(won);
             if let (true, RunAction::Claim { partial, .. }) = (claimed, &decision.run) {
-                report.aggregated = Some(*partial);
+                report.claimed = Some(if *partial { FanInClaim::Partial } else { FanInClaim::Complete });
                 log::emit(log::Event::FanInClaimed, &log::Line::run(&loaded.run.run_id));
             }
             let ended = batch.ending.filter(|(at, ..)| won(*at)).map(|(_, ended, outbox_at, outbox)| {
@@ -406,7 +406,7 @@ impl Engine<'_> {
             if dispatch == (Dispatch::Inline { analysis: true }) {
                 report.unsent_analysis = Some(message);
             } else if !self.start_analysis(&after.run.run_id, &message).await? {
-                report.aggregated = None;
+                report.claimed = None;
             }
         }
         report.after = Some(after);

@@ -22,6 +22,7 @@ use futures_util::future::Either;
 use futures_util::lock::Mutex;
 use serde_json::{json, Map, Value};
 
+use super::analysis::Analysis;
 use super::apply::Reported;
 use super::claim::{seconds_until, AttemptClaim};
 use super::rows::record_of;
@@ -407,7 +408,7 @@ async fn carry_on(engine: &Engine<'_>, cell: &RunCell<'_>, advance: AdvanceRepor
     join_all(runs).await;
     if let Some(message) = advance.unsent_analysis {
         let run_id = message.trace_id.as_str().to_string();
-        if let Err(e) = engine.finalize_loaded(cell.copy(), None).await {
+        if let Err(e) = engine.finalize_loaded(cell.copy(), Analysis::Full).await {
             worker::console_warn!("baton-tasks: {run_id} inline analysis: {e}; queueing it");
             if let Err(e) = engine.send_analysis(&message).await {
                 worker::console_error!("baton-tasks: {run_id}: analysis not queued ({e}); the poller resends it");

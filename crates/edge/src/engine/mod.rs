@@ -28,6 +28,7 @@ mod wait;
 mod webhooks;
 
 pub use crate::d1::schedules::{FireRow as ScheduleFire, ScheduleRow as Schedule};
+pub use analysis::Analysis;
 pub use apply::{Reported, MAX_ROUNDS};
 pub use cancel::CancelOutcome;
 pub use claim::{seconds_until, AttemptClaim};
@@ -39,7 +40,7 @@ pub use plans::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSourc
 pub use retry::RetryOutcome;
 pub use rows::{record_of, row_with_record};
 pub use run::{
-    snapshot_of, summary_of, AdvanceReport, Dispatch, Engine, Loaded, RecordOutcome, Report, RETRY_GRACE_MS,
+    snapshot_of, summary_of, AdvanceReport, Dispatch, Engine, FanInClaim, Loaded, RecordOutcome, Report, RETRY_GRACE_MS,
 };
 pub use schedules::{new_schedule_id, timing_of, ScheduleCounts, ScheduleFields, ScheduleView};
 pub use start::{NewRun, Started};

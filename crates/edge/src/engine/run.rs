@@ -117,6 +117,17 @@ pub enum RecordOutcome {
 }
 
 /// What advancing a run did.
+/// A fan-in claim a caller won: whether every step completed, or the run goes to analysis
+/// with some missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FanInClaim {
+    /// Every step completed.
+    Complete,
+    /// Some steps ended without a result (the analysis names them).
+    Partial,
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct AdvanceReport {
     /// Steps dispatched (messages sent).
@@ -127,8 +138,8 @@ pub struct AdvanceReport {
     pub timed_out: Vec<String>,
     /// Steps whose timed-out attempt will be retried.
     pub retrying: Vec<String>,
-    /// The fan-in claim this caller won: `Some(partial)`.
-    pub aggregated: Option<bool>,
+    /// The fan-in claim this caller won, if it won one.
+    pub claimed: Option<FanInClaim>,
     /// Fan-in is due but left to the poller (event-driven fan-in is off).
     pub deferred: bool,
     /// The run failed without analysis.
