@@ -48,6 +48,27 @@ pub struct ParseStatusError {
     pub value: String,
 }
 
+/// What a run is: a diagnostic run of a plan (`POST /api/orchestration/run`, a schedule, a
+/// rerun), or a pipeline run of a master template (`POST /execute`). Serialises lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    /// A plan run for a website, ending with a diagnosis.
+    Diagnostic,
+    /// A master template's stages, admitted from the execution queue.
+    Pipeline,
+}
+
+impl RunKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Diagnostic => "diagnostic",
+            RunKind::Pipeline => "pipeline",
+        }
+    }
+}
+
 /// A run's status. Serialises lowercase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

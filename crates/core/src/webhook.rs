@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::signature::{constant_time_eq, hmac_sha256};
+use crate::state::RunKind;
 use crate::time::Millis;
 
 /// Header carrying the sending time (ms since the epoch).
@@ -60,11 +61,11 @@ impl Event {
         Event::ALL.into_iter().find(|e| e.as_str() == text)
     }
 
-    /// The event of a run of `kind` (`diagnostic` or `pipeline`) ending.
-    pub fn of_run_kind(kind: &str) -> Event {
+    /// The event of a run of `kind` ending.
+    pub fn of_run_kind(kind: RunKind) -> Event {
         match kind {
-            "pipeline" => Event::ExecutionFinished,
-            _ => Event::RunFinished,
+            RunKind::Pipeline => Event::ExecutionFinished,
+            RunKind::Diagnostic => Event::RunFinished,
         }
     }
 }
@@ -206,8 +207,8 @@ mod tests {
 
     #[test]
     fn events_are_named_after_the_kind_of_run() {
-        assert_eq!(Event::of_run_kind("diagnostic"), Event::RunFinished);
-        assert_eq!(Event::of_run_kind("pipeline"), Event::ExecutionFinished);
+        assert_eq!(Event::of_run_kind(RunKind::Diagnostic), Event::RunFinished);
+        assert_eq!(Event::of_run_kind(RunKind::Pipeline), Event::ExecutionFinished);
         assert_eq!(Event::parse("execution.finished"), Some(Event::ExecutionFinished));
         assert_eq!(Event::parse("run.started"), None);
         assert_eq!(serde_json::to_string(&Event::RunFinished).unwrap(), r#""run.finished""#);

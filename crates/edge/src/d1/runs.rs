@@ -1,7 +1,7 @@
 //! `runs`: one row per run (diagnostic runs and pipeline executions).
 
 use baton_core::lifecycle::{self, ACTIVE};
-use baton_core::state::RunStatus;
+use baton_core::state::{RunKind, RunStatus};
 use serde::{Deserialize, Serialize};
 
 use super::{Arg, Db, Meta, Stmt};
@@ -11,7 +11,7 @@ use crate::Result;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRow {
     pub run_id: String,
-    pub kind: String,
+    pub kind: RunKind,
     pub client_id: String,
     pub website_id: String,
     pub domain: String,
@@ -67,7 +67,7 @@ pub fn insert(db: &Db, r: &RunRow) -> Result<Stmt> {
         ),
         &[
             Arg::from(&r.run_id),
-            Arg::from(&r.kind),
+            Arg::from(r.kind.as_str()),
             Arg::from(&r.client_id),
             Arg::from(&r.website_id),
             Arg::from(&r.domain),
@@ -103,10 +103,10 @@ pub async fn get(db: &Db, run_id: &str) -> Result<Option<RunRow>> {
 }
 
 /// The run a client already started with this idempotency key, if any.
-pub async fn by_idempotency_key(db: &Db, client_id: &str, kind: &str, key: &str) -> Result<Option<RunRow>> {
+pub async fn by_idempotency_key(db: &Db, client_id: &str, kind: RunKind, key: &str) -> Result<Option<RunRow>> {
     db.first(
         &format!("SELECT {COLUMNS} FROM runs WHERE client_id = ?1 AND kind = ?2 AND idempotency_key = ?3"),
-        &[Arg::from(client_id), Arg::from(kind), Arg::from(key)],
+        &[Arg::from(client_id), Arg::from(kind.as_str()), Arg::from(key)],
     )
     .await
 }

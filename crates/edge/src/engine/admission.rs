@@ -12,6 +12,7 @@ use baton_core::execution::{self, Admission, StepUsage};
 use baton_core::fanin;
 use baton_core::ids::RunId;
 use baton_core::plan::Plan;
+use baton_core::state::RunKind;
 use baton_core::state::StepStatus;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -248,7 +249,7 @@ async fn start(engine: &Engine<'_>, row: &ExecutionRow) -> Result<()> {
         engine
             .start_run(NewRun {
                 run_id,
-                kind: "pipeline",
+                kind: RunKind::Pipeline,
                 client_id: row.client_id.clone(),
                 website_id: row.website_id.clone(),
                 domain: row.domain.clone(),

@@ -13,6 +13,7 @@ use baton_core::events::{
 };
 use baton_core::ids::EventId;
 use baton_core::lifecycle::{self, Finish};
+use baton_core::state::RunKind;
 use baton_core::state::StepStatus;
 use baton_core::summary::{confidence, missing_services};
 use baton_core::synthesis::{self, Diagnosis};
@@ -156,7 +157,7 @@ impl Engine<'_> {
         log::emit(log::Event::RunFinished, &line);
         self.write_snapshot(ended).await;
         self.queue_deliveries(&ended.run.run_id, deliveries).await;
-        if ended.run.kind == "pipeline" {
+        if ended.run.kind == RunKind::Pipeline {
             if let Err(e) = Box::pin(super::admission::admit_queued(self, 10)).await {
                 worker::console_warn!("admission after run {} ended: {e}", ended.run.run_id);
             }

@@ -12,6 +12,7 @@ use baton_core::fanin;
 use baton_core::ids::{EventId, RunId};
 use baton_core::lifecycle::{self, Observer, RetryRefused};
 use baton_core::quota::QuotaExceeded;
+use baton_core::state::RunKind;
 use baton_core::time::Millis;
 use serde_json::Value;
 
@@ -108,7 +109,7 @@ impl Engine<'_> {
         let parameters: Value = serde_json::from_str(&loaded.run.parameters).unwrap_or(Value::Null);
         let new = NewRun {
             run_id: RunId::from_parts(Millis::new(clock::now_ms()), clock::random_bytes::<8>()?),
-            kind: "diagnostic",
+            kind: RunKind::Diagnostic,
             client_id: loaded.run.client_id.clone(),
             website_id: loaded.run.website_id.clone(),
             domain: loaded.run.domain.clone(),

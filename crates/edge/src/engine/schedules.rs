@@ -11,6 +11,7 @@
 
 use baton_core::ids::RunId;
 use baton_core::schedule::{self, Due, Missed, Timing};
+use baton_core::state::RunKind;
 use baton_core::time::Millis;
 use serde::Serialize;
 
@@ -154,7 +155,7 @@ impl Engine<'_> {
         let parameters = serde_json::from_str(&row.parameters).unwrap_or_else(|_| serde_json::json!({}));
         let new = NewRun {
             run_id,
-            kind: "diagnostic",
+            kind: RunKind::Diagnostic,
             client_id: row.client_id.clone(),
             website_id: row.website_id.clone(),
             domain: row.domain.clone(),

@@ -10,6 +10,7 @@ use baton_core::lifecycle::{self, Event, Observer, RunAction, RunState};
 use baton_core::messages::{TaskMessage, TasksQueueMessage};
 use baton_core::plan::Plan;
 use baton_core::quota::QuotaExceeded;
+use baton_core::state::RunKind;
 use baton_core::state::{RunStatus, StepRecord, StepStatus};
 use serde_json::Value;
 
@@ -26,7 +27,7 @@ pub struct NewRun {
     /// Its id (a run id or an execution id).
     pub run_id: RunId,
     /// `diagnostic` or `pipeline`.
-    pub kind: &'static str,
+    pub kind: RunKind,
     /// The client that started it.
     pub client_id: String,
     /// The website it is about.
@@ -89,7 +90,7 @@ impl Engine<'_> {
         let plan_json = serde_json::to_string(plan).map_err(|e| Error::Internal(e.to_string()))?;
         let run = RunRow {
             run_id: run_id.clone(),
-            kind: new.kind.to_string(),
+            kind: new.kind,
             client_id: new.client_id.clone(),
             website_id: new.website_id.clone(),
             domain: new.domain.clone(),
@@ -170,8 +171,8 @@ impl Engine<'_> {
         // Diagnostic runs count against the client's quota of runs in progress; pipeline runs
         // are counted too, but their admission already bounds them.
         let max_active = match new.kind {
-            "diagnostic" => crate::settings::quotas(self.env()).of(&new.client_id).active_runs,
-            _ => u32::MAX,
+            RunKind::Diagnostic => crate::settings::quotas(self.env()).of(&new.client_id).active_runs,
+            RunKind::Pipeline => u32::MAX,
         };
         let mut statements =
             vec![runs::count_started(&self.db, &new.client_id, max_active)?, runs::insert(&self.db, &run)?];

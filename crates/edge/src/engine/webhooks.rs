@@ -284,7 +284,7 @@ impl Outbox {
         token: i64,
         now: Millis,
     ) -> Result<crate::d1::Stmt> {
-        let event = Event::of_run_kind(&ended.run.kind);
+        let event = Event::of_run_kind(ended.run.kind);
         let summary = serde_json::to_value(summary_of(ended)?).map_err(|e| Error::Internal(e.to_string()))?;
         let data = json!({ "run_id": ended.run.run_id, "kind": ended.run.kind, "status": ended.run.status,
                            "summary": summary });

@@ -1,6 +1,7 @@
 //! `POST /api/orchestration/runs/:run_id/retry` (the ended run again, in place: what did not
 //! complete starts over) and `.../rerun` (a new run with the same inputs).
 
+use baton_core::state::RunKind;
 use baton_edge::engine::{Engine, RetryOutcome, Started};
 use baton_edge::{auth, http, Error, Result};
 use serde_json::json;
@@ -9,8 +10,8 @@ use worker::{Env, Request, Response};
 use super::runs::visible_run;
 
 /// Only diagnostic runs are retried here; an execution is submitted again with `/execute`.
-fn diagnostic(kind: &str, run_id: &str) -> Result<()> {
-    if kind != "diagnostic" {
+fn diagnostic(kind: RunKind, run_id: &str) -> Result<()> {
+    if kind != RunKind::Diagnostic {
         return Err(Error::Conflict(format!("{run_id} is an execution: submit it again with POST /execute")));
     }
     Ok(())
@@ -21,7 +22,7 @@ pub async fn retry(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
     let engine = Engine::new(env).await?;
     let loaded = visible_run(&engine, run_id, &caller).await?;
-    diagnostic(&loaded.run.kind, run_id)?;
+    diagnostic(loaded.run.kind, run_id)?;
     match engine.retry_run(loaded).await? {
         RetryOutcome::Retried { steps, retries, advance } => http::json(
             200,
@@ -37,7 +38,7 @@ pub async fn rerun(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
     let engine = Engine::new(env).await?;
     let loaded = visible_run(&engine, run_id, &caller).await?;
-    diagnostic(&loaded.run.kind, run_id)?;
+    diagnostic(loaded.run.kind, run_id)?;
     let acted_by = Some(caller.client_id.clone()).filter(|c| *c != loaded.run.client_id);
     let Started::New(written) = engine.rerun(&loaded, acted_by).await? else {
         return Err(Error::Internal("a rerun has no idempotency key, so it is always new".into()));

@@ -8,6 +8,7 @@ use baton_core::ids::RunId;
 use baton_core::messages::TaskMessage;
 use baton_core::plan::{Plan, DEFAULT_PLAN_ID};
 use baton_core::request::{self, validate_run_request, RunRequest, RunRequestDraft};
+use baton_core::state::RunKind;
 use baton_core::state::RunStatus;
 use baton_core::time::Millis;
 use baton_edge::auth::{self, Caller};
@@ -68,7 +69,7 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
 fn new_run(acting: Acting, request: RunRequest, plan: Plan, parameters: Map<String, Value>) -> Result<NewRun> {
     Ok(NewRun {
         run_id: RunId::from_parts(Millis::new(clock::now_ms()), clock::random_bytes::<8>()?),
-        kind: "diagnostic",
+        kind: RunKind::Diagnostic,
         client_id: acting.client_id,
         acted_by: acting.acted_by,
         website_id: request.website_id.as_str().to_string(),
