@@ -1,5 +1,6 @@
 //! `steps`: one row per step (service) of a run.
 
+use baton_core::state::StepStatus;
 use serde::{Deserialize, Serialize};
 
 use super::{Arg, Db, Stmt};
@@ -12,7 +13,7 @@ pub struct StepRow {
     pub service: String,
     pub position: i64,
     pub wave: i64,
-    pub status: String,
+    pub status: StepStatus,
     pub attempts: i64,
     pub started_at: Option<i64>,
     pub claimed_at: Option<i64>,
@@ -64,7 +65,7 @@ fn row_args(s: &StepRow) -> [Arg; COLUMN_COUNT] {
         Arg::from(&s.service),
         Arg::Int(s.position),
         Arg::Int(s.wave),
-        Arg::from(&s.status),
+        Arg::from(s.status.as_str()),
         Arg::Int(s.attempts),
         Arg::from(s.started_at),
         Arg::from(s.claimed_at),
@@ -97,7 +98,7 @@ pub async fn of_run(db: &Db, run_id: &str) -> Result<Vec<StepRow>> {
 /// ([`super::runs::gate`]).
 pub fn compare_and_set(
     db: &Db,
-    expected_status: &str,
+    expected_status: StepStatus,
     expected_attempts: i64,
     new: &StepRow,
     claim: Option<i64>,
@@ -106,7 +107,7 @@ pub fn compare_and_set(
     let mut args = vec![
         Arg::from(&new.run_id),
         Arg::from(&new.service),
-        Arg::from(&new.status),
+        Arg::from(new.status.as_str()),
         Arg::Int(new.attempts),
         Arg::from(new.started_at),
         Arg::from(new.finished_at),
@@ -118,7 +119,7 @@ pub fn compare_and_set(
         Arg::from(new.output.clone()),
         Arg::from(new.usage.clone()),
         Arg::from(new.progress.clone()),
-        Arg::from(expected_status),
+        Arg::from(expected_status.as_str()),
         Arg::Int(expected_attempts),
         Arg::from(claim),
         Arg::from(new.heartbeat_at),

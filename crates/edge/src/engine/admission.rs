@@ -13,7 +13,6 @@ use baton_core::fanin;
 use baton_core::ids::RunId;
 use baton_core::plan::Plan;
 use baton_core::state::RunKind;
-use baton_core::state::StepStatus;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -71,7 +70,7 @@ async fn release_ended(engine: &Engine<'_>, limit: u32, report: &mut AdmissionRe
                         .iter()
                         .map(|s| StepUsage {
                             service: &s.service,
-                            status: s.status.parse().unwrap_or(StepStatus::Failed),
+                            status: s.status,
                             usage: s.usage.as_deref().and_then(|u| serde_json::from_str(u).ok()),
                             duration_ms: s.duration_ms.map(|d| d.max(0) as u64),
                         })

@@ -241,7 +241,7 @@ impl Engine<'_> {
             new_row.claimed_at = claim.or(if new_row.attempts == row.attempts { row.claimed_at } else { None });
             let gate = (write.cause != Cause::Reported).then_some(token);
             batch.writes.push((batch.statements.len(), new_row.service.clone(), write.cause));
-            batch.statements.push(steps::compare_and_set(db, &row.status, row.attempts, &new_row, claim, gate)?);
+            batch.statements.push(steps::compare_and_set(db, row.status, row.attempts, &new_row, claim, gate)?);
             // An attempt that ends gives back its service's slot, if it holds one.
             let ends_attempt = write.before.status == StepStatus::Running && write.after.status != StepStatus::Running;
             let capped =
@@ -265,7 +265,7 @@ impl Engine<'_> {
         match &decision.run {
             RunAction::Keep => {}
             RunAction::Start => {
-                after.run.status = RunStatus::Running.as_str().to_string();
+                after.run.status = RunStatus::Running;
                 batch.statements.push(runs::mark_running(db, run_id, token)?);
             }
             RunAction::DeferFanIn => batch.statements.push(runs::set_due(db, run_id, at)?),
@@ -442,7 +442,7 @@ impl Engine<'_> {
         for write in decision.writes.iter().filter(|w| w.cause == Cause::Dispatched) {
             let Some(row) = after.step(write.after.service.as_str()) else { continue };
             let before = row_with_record(row, &write.before);
-            statements.push(steps::compare_and_set(&self.db, &row.status, row.attempts, &before, None, None)?);
+            statements.push(steps::compare_and_set(&self.db, row.status, row.attempts, &before, None, None)?);
         }
         statements.push(runs::set_due(&self.db, &after.run.run_id, self.now().as_u64() as i64)?);
         statements.push(runs::bump(&self.db, &after.run.run_id, self.token())?);

@@ -75,7 +75,7 @@ impl Engine<'_> {
         }
         let backing_off: Vec<usize> = (0..tasks.len())
             .filter(|&i| claims[i] == AttemptClaim::Done)
-            .filter(|&i| loaded.step(tasks[i].service.as_str()).is_some_and(|row| row.status == "retrying"))
+            .filter(|&i| loaded.step(tasks[i].service.as_str()).is_some_and(|row| row.status == StepStatus::Retrying))
             .collect();
         if backing_off.is_empty() {
             return Ok((Some(loaded), claims));
@@ -141,7 +141,7 @@ impl Engine<'_> {
                     pending.push((i, statements.len(), claimed.clone(), next.attempts));
                     statements.push(steps::compare_and_set(
                         &self.db,
-                        &row.status,
+                        row.status,
                         row.attempts,
                         &claimed,
                         Some(at),

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use baton_core::messages::AnalysisMessage;
+use baton_core::state::RunStatus;
 
 use super::run::{Engine, RETRY_GRACE_MS};
 use crate::d1::{runs, steps, Meta};
@@ -62,7 +63,7 @@ impl Engine<'_> {
         let runs = due
             .into_iter()
             .map(|run| DueRun {
-                aggregating: run.status == "aggregating",
+                aggregating: run.status == RunStatus::Aggregating,
                 partial: run.partial == Some(1),
                 missing: run.missing.as_deref().and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default(),
                 deadline_at: run.deadline_at,

@@ -11,6 +11,7 @@ use baton_core::execution::{self, client_status, waiting_reason};
 use baton_core::ids::{ExecutionId, RunId};
 use baton_core::plan::Plan;
 use baton_core::request::Priority;
+use baton_core::state::RunStatus;
 use baton_core::template::{compile, CompileOptions};
 use serde_json::{json, Value};
 
@@ -49,7 +50,7 @@ pub struct Submitted {
     /// Its queue row.
     pub execution: ExecutionRow,
     /// Its run's status, once the run exists.
-    pub run_status: Option<String>,
+    pub run_status: Option<RunStatus>,
     /// Core's completion estimate, from the history of the plan's workers.
     pub estimated_completion_ms: u64,
     /// An earlier request with the same request id submitted it.
@@ -59,7 +60,7 @@ pub struct Submitted {
 impl Submitted {
     /// The status clients see ([`execution::client_status`]).
     pub fn status(&self) -> String {
-        client_status(&self.execution.status, self.run_status.as_deref())
+        client_status(&self.execution.status, self.run_status.map(RunStatus::as_str))
     }
 
     /// Why it waits or failed ([`execution::waiting_reason`]).

@@ -39,7 +39,7 @@ pub fn rule_based_diagnosis(loaded: &Loaded, synthesis_error: Option<&str>) -> D
     let outputs: Vec<(String, Value)> = loaded
         .steps
         .iter()
-        .filter(|s| s.status == StepStatus::Completed.as_str())
+        .filter(|s| s.status == StepStatus::Completed)
         .map(|s| {
             (s.service.clone(), s.output.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null))
         })
@@ -90,7 +90,7 @@ impl Engine<'_> {
         };
         let synthesis_error = diagnosis.as_ref().and_then(|d| d.synthesis_error.clone());
         let mut ended = loaded.clone();
-        ended.run.status = finish.status.as_str().to_string();
+        ended.run.status = finish.status;
         ended.run.completed_at = Some(now.as_u64() as i64);
         ended.run.error = finish.error.clone().or(ended.run.error);
         ended.run.diagnosis_event_id = diagnosis_event_id.as_ref().map(|id| id.as_str().to_string());

@@ -61,10 +61,7 @@ impl Engine<'_> {
                         .map_err(|e: baton_core::ids::IdError| corrupt(&row.run_id, e.to_string()))?,
                     domain: row.domain.clone(),
                     plan_id: plan.plan_id().clone(),
-                    status: row
-                        .status
-                        .parse()
-                        .map_err(|e: baton_core::state::ParseStatusError| corrupt(&row.run_id, e.to_string()))?,
+                    status: row.status,
                     started_at: Millis::new(row.started_at.max(0) as u64),
                     completed_at: row.completed_at.map(|c| Millis::new(c.max(0) as u64)),
                     diagnosis_event_id: match &row.diagnosis_event_id {

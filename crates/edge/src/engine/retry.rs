@@ -13,6 +13,7 @@ use baton_core::ids::{EventId, RunId};
 use baton_core::lifecycle::{self, Observer, RetryRefused};
 use baton_core::quota::QuotaExceeded;
 use baton_core::state::RunKind;
+use baton_core::state::RunStatus;
 use baton_core::time::Millis;
 use serde_json::Value;
 
@@ -50,7 +51,7 @@ impl Engine<'_> {
         for write in &writes {
             let Some(row) = loaded.step(write.after.service.as_str()) else { continue };
             let new_row = row_with_record(row, &write.after);
-            statements.push(steps::compare_and_set(&self.db, &row.status, row.attempts, &new_row, None, Some(token))?);
+            statements.push(steps::compare_and_set(&self.db, row.status, row.attempts, &new_row, None, Some(token))?);
             after.replace_step(new_row);
         }
         statements.push(runs::restart(&self.db, &run_id, token, at, deadline.as_u64() as i64)?);
@@ -81,7 +82,7 @@ impl Engine<'_> {
         }
         log::emit(log::Event::RunStarted, &log::Line::run(&run_id));
         after.run.version = token;
-        after.run.status = "running".into();
+        after.run.status = RunStatus::Running;
         after.run.started_at = at;
         after.run.deadline_at = deadline.as_u64() as i64;
         after.run.due_at = Some(deadline.as_u64() as i64);

@@ -1,7 +1,7 @@
 //! Conversions between D1 step rows and core step records.
 
 use baton_core::ids::ServiceSlug;
-use baton_core::state::{ErrorKind, StepRecord, StepStatus};
+use baton_core::state::{ErrorKind, StepRecord};
 use baton_core::time::Millis;
 
 use crate::d1::steps::StepRow;
@@ -20,7 +20,7 @@ pub fn record_of(row: &StepRow) -> Result<StepRecord> {
     let corrupt = |what: String| Error::Storage(format!("step {}/{}: {what}", row.run_id, row.service));
     Ok(StepRecord {
         service: row.service.parse::<ServiceSlug>().map_err(|e| corrupt(e.to_string()))?,
-        status: row.status.parse::<StepStatus>().map_err(|e| corrupt(e.to_string()))?,
+        status: row.status,
         attempts: row.attempts.max(0) as u32,
         started_at: millis(row.started_at),
         finished_at: millis(row.finished_at),
@@ -36,7 +36,7 @@ pub fn record_of(row: &StepRow) -> Result<StepRecord> {
 /// `row` with the scheduling columns of `record` (payload columns are kept).
 pub fn row_with_record(row: &StepRow, record: &StepRecord) -> StepRow {
     StepRow {
-        status: record.status.as_str().to_string(),
+        status: record.status,
         attempts: i64::from(record.attempts),
         started_at: int(record.started_at),
         finished_at: int(record.finished_at),
@@ -54,14 +54,15 @@ pub fn row_with_record(row: &StepRow, record: &StepRecord) -> StepRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use baton_core::state::StepStatus;
 
-    fn row(status: &str) -> StepRow {
+    fn row(status: StepStatus) -> StepRow {
         StepRow {
             run_id: "run_1795000000000_0123456789abcdef".into(),
             service: "technical-seo".into(),
             position: 1,
             wave: 1,
-            status: status.into(),
+            status,
             attempts: 2,
             started_at: Some(1_000),
             claimed_at: Some(1_500),
@@ -81,7 +82,7 @@ mod tests {
 
     #[test]
     fn a_row_round_trips_through_its_record_keeping_payload_columns() {
-        let original = row("running");
+        let original = row(StepStatus::Running);
         let record = record_of(&original).expect("a valid row");
         assert_eq!(record.status, StepStatus::Running);
         assert_eq!(record.attempts, 2);
@@ -91,18 +92,19 @@ mod tests {
 
     #[test]
     fn a_finished_record_sets_its_duration() {
-        let original = row("running");
+        let original = row(StepStatus::Running);
         let mut record = record_of(&original).expect("a valid row");
         record.status = StepStatus::Completed;
         record.finished_at = Some(Millis::new(4_000));
         let updated = row_with_record(&original, &record);
-        assert_eq!((updated.status.as_str(), updated.duration_ms), ("completed", Some(3_000)));
+        assert_eq!((updated.status, updated.duration_ms), (StepStatus::Completed, Some(3_000)));
         assert_eq!(updated.output, original.output, "payload columns are kept");
     }
 
     #[test]
     fn a_corrupt_row_is_a_storage_error_naming_the_step() {
-        let error = record_of(&row("exploded")).expect_err("unknown status");
-        assert!(error.to_string().contains("technical-seo"), "{error}");
+        let corrupt = StepRow { service: "Not A Slug".into(), ..row(StepStatus::Running) };
+        let error = record_of(&corrupt).expect_err("an invalid slug");
+        assert!(error.to_string().contains("Not A Slug"), "{error}");
     }
 }

@@ -57,7 +57,7 @@ impl Loaded {
 
     /// The run status.
     pub fn status(&self) -> Result<RunStatus> {
-        self.run.status.parse().map_err(|e| Error::Storage(format!("run {} status: {e}", self.run.run_id)))
+        Ok(self.run.status)
     }
 
     /// The core records of every step.
@@ -79,7 +79,7 @@ impl Loaded {
 
     /// The run as the fan-in claim leaves it (what `runs::claim_fan_in` writes).
     pub(super) fn mark_fan_in_claimed(&mut self, now: Millis, partial: bool, missing: &[ServiceSlug]) {
-        self.run.status = RunStatus::Aggregating.as_str().to_string();
+        self.run.status = RunStatus::Aggregating;
         self.run.claimed_at = Some(now.as_u64() as i64);
         self.run.partial = Some(i64::from(partial));
         self.run.missing = Some(missing_json(missing));

@@ -85,7 +85,7 @@ impl Engine<'_> {
     pub fn run_deadline_timer(&self, loaded: &Loaded) -> Result<TimerMessage> {
         let deadline = Millis::new(loaded.run.deadline_at.max(0) as u64);
         let mut unwatched = Vec::new();
-        for row in loaded.steps.iter().filter(|row| row.status == "running" && row.claimed_at.is_some()) {
+        for row in loaded.steps.iter().filter(|row| row.status == StepStatus::Running && row.claimed_at.is_some()) {
             let Some(spec) = loaded.plan.step(&row.service) else { continue };
             unwatched.extend(record_of(row)?.expires_at(spec));
         }

@@ -56,12 +56,7 @@ pub fn blocked_by(loaded: &Loaded, service: &str) -> Vec<String> {
     let Some(spec) = loaded.plan.step(service) else { return Vec::new() };
     spec.depends_on
         .iter()
-        .filter(|dep| {
-            loaded
-                .step(dep.as_str())
-                .and_then(|row| row.status.parse::<StepStatus>().ok())
-                .is_some_and(StepStatus::is_missing)
-        })
+        .filter(|dep| loaded.step(dep.as_str()).is_some_and(|row| row.status.is_missing()))
         .map(|dep| dep.as_str().to_string())
         .collect()
 }
@@ -87,7 +82,7 @@ impl Engine<'_> {
         for row in views::attempts_of_run(&self.db, &loaded.run.run_id).await? {
             by_step.entry(row.service.clone()).or_default().push(Attempt::from(row));
         }
-        for step in loaded.steps.iter().filter(|s| s.status == StepStatus::Running.as_str() && s.attempts > 0) {
+        for step in loaded.steps.iter().filter(|s| s.status == StepStatus::Running && s.attempts > 0) {
             let attempts = by_step.entry(step.service.clone()).or_default();
             if attempts.iter().all(|a| a.attempt != step.attempts) {
                 attempts.push(Attempt {

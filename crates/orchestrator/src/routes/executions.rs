@@ -196,7 +196,7 @@ fn stages_of(loaded: &Loaded) -> (Vec<Value>, Vec<Value>, Value) {
             "output": output,
             "usage": usage,
         }));
-        if step.status == StepStatus::Completed.as_str() {
+        if step.status == StepStatus::Completed {
             deliverables.push(json!({
                 "service": step.service,
                 "worker": worker,

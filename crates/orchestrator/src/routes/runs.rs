@@ -85,7 +85,7 @@ fn new_run(acting: Acting, request: RunRequest, plan: Plan, parameters: Map<Stri
 /// while the request waited for its hand-over.
 struct Begun {
     run_id: String,
-    status: String,
+    status: RunStatus,
     replayed: bool,
     ended: Option<Value>,
 }
@@ -95,9 +95,9 @@ struct Begun {
 /// only if `IN_PLACE_SECONDS` is not 0); a waiting client's is otherwise handed to the
 /// consumer, anyone else's queued.
 async fn begin(engine: &Engine<'_>, ctx: &Context, new: NewRun, wait: Option<u64>) -> Result<Begun> {
-    let begun = |run_id: &str, status: &str, replayed, ended| Begun {
+    let begun = |run_id: &str, status: RunStatus, replayed, ended| Begun {
         run_id: run_id.to_string(),
-        status: status.to_string(),
+        status,
         replayed,
         ended,
     };
@@ -110,7 +110,7 @@ async fn begin(engine: &Engine<'_>, ctx: &Context, new: NewRun, wait: Option<u64
     };
     Ok(match started {
         Started::New(written) => {
-            let (run_id, status) = (written.run.run_id.clone(), written.run.status.clone());
+            let (run_id, status) = (written.run.run_id.clone(), written.run.status);
             let ended = match at_once {
                 true => {
                     let limit = Duration::from_secs(wait.unwrap_or(0));
@@ -118,9 +118,9 @@ async fn begin(engine: &Engine<'_>, ctx: &Context, new: NewRun, wait: Option<u64
                 }
                 false => None,
             };
-            begun(&run_id, &status, false, ended)
+            begun(&run_id, status, false, ended)
         }
-        Started::Existing(run) => begun(&run.run_id, &run.status, true, None),
+        Started::Existing(run) => begun(&run.run_id, run.status, true, None),
     })
 }
 
