@@ -329,14 +329,22 @@ async fn run_or_release(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, 
 }
 
 /// Runs an attempt this invocation has claimed and records its outcome. The calls are
-/// bounded by the attempt's expiry; an attempt that gets no answer by then is looked at
-/// (core times it out: a retry, or a `timeout` step).
+/// bounded by the attempt's expiry and the run's deadline; an attempt that gets no answer by
+/// then is looked at (core times it out: a retry, or a `timeout` step; past the run's
+/// deadline, the run).
 async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, attempt: u32) -> Result<Disposition> {
     let copy = cell.copy();
     let Some(spec) = copy.plan.step(service).cloned() else { return Ok(Disposition::Ack) };
-    let Some(expires_at) = copy.step(service).map(record_of).transpose()?.and_then(|r| r.expires_at(&spec)) else {
+    let record = copy.step(service).map(record_of).transpose()?;
+    let Some(expires_at) = record.and_then(|r| r.gives_up_at(&spec, copy.deadline())) else {
         return Ok(Disposition::Ack);
     };
+    // Past the attempt's expiry or the run's deadline: nothing to call, the run is looked at.
+    if expires_at <= engine.now() {
+        let (_, advance) = cell.record(engine, service, attempt, None).await?;
+        carry_on(engine, cell, advance).await;
+        return Ok(Disposition::Ack);
+    }
     // Past this invocation's own limit: the attempt is run from the task queue instead.
     let call_until = cell.until.map_or(expires_at, |until| until.min(expires_at));
     if call_until <= engine.now() {

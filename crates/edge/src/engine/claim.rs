@@ -65,7 +65,7 @@ impl Engine<'_> {
             if *claim != AttemptClaim::Done || row.claimed_at.is_none() || row.attempts != i64::from(task.attempt) {
                 continue;
             }
-            if let Some(expires) = record_of(row)?.expires_at(spec) {
+            if let Some(expires) = record_of(row)?.gives_up_at(spec, loaded.deadline()) {
                 *claim = if expires > now {
                     AttemptClaim::RetryAfter(seconds_until(expires, now))
                 } else {

@@ -60,6 +60,11 @@ impl Loaded {
         Ok(self.run.status)
     }
 
+    /// When the run times out: no call made for it may outlast this.
+    pub fn deadline(&self) -> Millis {
+        Millis::new(self.run.deadline_at.max(0) as u64)
+    }
+
     /// The core records of every step.
     pub fn records(&self) -> Result<Vec<StepRecord>> {
         self.steps.iter().map(record_of).collect()

@@ -83,7 +83,7 @@ impl Engine<'_> {
     /// here and run in place ([`run_timer_due`]), so that if this invocation dies the attempt
     /// is looked at when it expires, as a consumer's redelivered task message would.
     pub fn run_deadline_timer(&self, loaded: &Loaded) -> Result<TimerMessage> {
-        let deadline = Millis::new(loaded.run.deadline_at.max(0) as u64);
+        let deadline = loaded.deadline();
         let mut unwatched = Vec::new();
         for row in loaded.steps.iter().filter(|row| row.status == StepStatus::Running && row.claimed_at.is_some()) {
             let Some(spec) = loaded.plan.step(&row.service) else { continue };
@@ -107,7 +107,7 @@ impl Engine<'_> {
         let run_id = loaded.run_id()?;
         let (Some(row), Some(spec)) = (loaded.step(service), loaded.plan.step(service)) else { return Ok(()) };
         let record = record_of(row)?;
-        let Some(expires) = record.expires_at(spec) else { return Ok(()) };
+        let Some(expires) = record.gives_up_at(spec, loaded.deadline()) else { return Ok(()) };
         let timer = match progress {
             Some(estimated) => {
                 let interval = progress_poll_interval_ms(estimated, spec.heartbeat_timeout_ms);
@@ -149,7 +149,9 @@ impl Engine<'_> {
                 if record.status != StepStatus::Running || Some(record.attempts) != timer.attempt {
                     return Ok(TimerOutcome::MovedOn);
                 }
-                let Some(expires) = record.expires_at(spec) else { return Ok(TimerOutcome::MovedOn) };
+                let Some(expires) = record.gives_up_at(spec, loaded.deadline()) else {
+                    return Ok(TimerOutcome::MovedOn);
+                };
                 Some((service.as_str().to_string(), record.attempts, expires))
             }
         };
@@ -257,7 +259,7 @@ impl Engine<'_> {
         if record.status != StepStatus::Running || record.attempts != attempt {
             return Ok(TimerOutcome::MovedOn);
         }
-        let Some(expires) = record.expires_at(spec) else { return Ok(TimerOutcome::MovedOn) };
+        let Some(expires) = record.gives_up_at(spec, fresh.deadline()) else { return Ok(TimerOutcome::MovedOn) };
         let now = self.now();
         if expires <= now {
             self.advance(&fresh, Observer::EventDriven, Dispatch::Queue).await?;
