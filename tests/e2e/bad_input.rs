@@ -15,10 +15,22 @@ struct Case {
     status: u16,
     code: &'static str,
     field: Option<&'static str>,
+    /// The `Allow` header a 405 must carry.
+    allow: Option<&'static str>,
 }
 
 fn case(name: &'static str, method: &'static str, path: &str, status: u16, code: &'static str) -> Case {
-    Case { name, method, path: path.to_string(), headers: Vec::new(), body: None, status, code, field: None }
+    Case {
+        name,
+        method,
+        path: path.to_string(),
+        headers: Vec::new(),
+        body: None,
+        status,
+        code,
+        field: None,
+        allow: None,
+    }
 }
 
 impl Case {
@@ -44,6 +56,10 @@ impl Case {
     }
     fn field(mut self, field: &'static str) -> Self {
         self.field = Some(field);
+        self
+    }
+    fn allow(mut self, allow: &'static str) -> Self {
+        self.allow = Some(allow);
         self
     }
     /// Signs the body as a service reporting attempt 1 would (`at_ms` lets a case sign in the
@@ -173,7 +189,14 @@ fn bad_requests_get_the_right_status_and_code_and_write_nothing() {
             .auth(&alice)
             .json(valid())
             .field("wait"),
-        case("GET on the run endpoint", "GET", run, 405, "method_not_allowed"),
+        case("GET on the run endpoint", "GET", run, 405, "method_not_allowed").allow("POST"),
+        // A method no route declares (a custom one too) is refused, never served as a GET.
+        case("QUERY on the run list", "QUERY", "/api/orchestration/runs", 405, "method_not_allowed")
+            .auth(&alice)
+            .allow("GET"),
+        case("QUERY on a schedule", "QUERY", "/api/orchestration/schedules/sch_1", 405, "method_not_allowed")
+            .auth(&alice)
+            .allow("GET, PATCH, DELETE"),
         case(
             "PUT on a run",
             "PUT",
@@ -261,6 +284,9 @@ fn bad_requests_get_the_right_status_and_code_and_write_nothing() {
             if !named {
                 problems.push(format!("details do not name {field}: {}", body["error"]["details"]));
             }
+        }
+        if c.allow.is_some() && r.header("Allow") != c.allow {
+            problems.push(format!("Allow {:?} (expected {:?})", r.header("Allow"), c.allow));
         }
         if !problems.is_empty() {
             failures.push(format!(
