@@ -20,17 +20,7 @@ struct Case {
 }
 
 fn case(name: &'static str, method: &'static str, path: &str, status: u16, code: &'static str) -> Case {
-    Case {
-        name,
-        method,
-        path: path.to_string(),
-        headers: Vec::new(),
-        body: None,
-        status,
-        code,
-        field: None,
-        allow: None,
-    }
+    Case { name, method, path: path.to_string(), headers: Vec::new(), body: None, status, code, field: None, allow: None }
 }
 
 impl Case {
@@ -181,7 +171,7 @@ fn bad_requests_get_the_right_status_and_code_and_write_nothing() {
         case("body over 256 KiB", "POST", run, 413, "payload_too_large")
             .auth(&alice)
             .json(with("parameters", json!({"x": "y".repeat(300 * 1024)}))),
-        case("wait beyond the plan's duration and analysis", "POST", &format!("{run}?wait=361"), 400, "invalid_field")
+        case("wait beyond any plan's duration and analysis", "POST", &format!("{run}?wait=604861"), 400, "invalid_field")
             .auth(&alice)
             .json(valid())
             .field("wait"),

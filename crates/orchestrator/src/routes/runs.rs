@@ -32,8 +32,7 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
     let acting = caller.acting(claimed.as_deref(), "client_id")?;
     let engine = Engine::new(env).await?;
     let plan = resolve_plan(&engine, request.plan_id.as_str(), &acting.client_id).await?;
-    let wait = request::wait_seconds(asked, settings::run_wait_default_seconds(env), &plan)
-        .map_err(|e| Error::bad_request("invalid_field", "wait", e.to_string()))?;
+    let wait = request::wait_seconds(asked, settings::run_wait_default_seconds(env), &plan);
     let wait = Some(wait).filter(|seconds| *seconds > 0);
     let new = new_run(acting, request, plan, parameters)?;
     // The run's log lines wait until a waiting client has its answer.
@@ -166,11 +165,17 @@ fn decode_run_request(body: Value) -> Result<(RunRequest, Map<String, Value>, Op
     Ok((request, parameters, claimed))
 }
 
-/// `?wait` as asked (whole seconds), before the plan's limit is known.
+/// `?wait` as asked (whole seconds, at most [`request::MAX_WAIT_SECONDS`]), before the plan's
+/// limit is known.
 fn wait_asked(req: &Request) -> Result<Option<u64>> {
     let Some(raw) = http::query_param(req, "wait")? else { return Ok(None) };
-    raw.parse::<u64>().map(Some).map_err(|_| {
-        Error::bad_request("invalid_field", "wait", format!("`wait` must be a whole number of seconds, got {raw:?}"))
+    let max = request::MAX_WAIT_SECONDS;
+    raw.parse::<u64>().ok().filter(|seconds| *seconds <= max).map(Some).ok_or_else(|| {
+        Error::bad_request(
+            "invalid_field",
+            "wait",
+            format!("`wait` must be a whole number of seconds from 0 to {max}, got {raw:?}"),
+        )
     })
 }
 
