@@ -20,7 +20,17 @@ struct Case {
 }
 
 fn case(name: &'static str, method: &'static str, path: &str, status: u16, code: &'static str) -> Case {
-    Case { name, method, path: path.to_string(), headers: Vec::new(), body: None, status, code, field: None, allow: None }
+    Case {
+        name,
+        method,
+        path: path.to_string(),
+        headers: Vec::new(),
+        body: None,
+        status,
+        code,
+        field: None,
+        allow: None,
+    }
 }
 
 impl Case {
@@ -171,10 +181,16 @@ fn bad_requests_get_the_right_status_and_code_and_write_nothing() {
         case("body over 256 KiB", "POST", run, 413, "payload_too_large")
             .auth(&alice)
             .json(with("parameters", json!({"x": "y".repeat(300 * 1024)}))),
-        case("wait beyond any plan's duration and analysis", "POST", &format!("{run}?wait=604861"), 400, "invalid_field")
-            .auth(&alice)
-            .json(valid())
-            .field("wait"),
+        case(
+            "wait beyond any plan's duration and analysis",
+            "POST",
+            &format!("{run}?wait=604861"),
+            400,
+            "invalid_field",
+        )
+        .auth(&alice)
+        .json(valid())
+        .field("wait"),
         case("wait not a number", "POST", &format!("{run}?wait=soon"), 400, "invalid_field")
             .auth(&alice)
             .json(valid())
