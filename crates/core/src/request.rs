@@ -242,7 +242,7 @@ pub fn normalize_domain(raw: &str) -> Result<String, RequestProblem> {
 fn check_key(field: &'static str, key: &Option<String>, problems: &mut Vec<RequestProblem>) -> Option<String> {
     let key = key.as_ref()?;
     let len = key.chars().count();
-    if key.trim().is_empty() {
+    if key.is_empty() {
         problems.push(RequestProblem::Missing { field });
     } else if len > MAX_IDEMPOTENCY_KEY_CHARS {
         problems.push(RequestProblem::TooLong { field, len, max: MAX_IDEMPOTENCY_KEY_CHARS });
@@ -281,7 +281,7 @@ fn shown(value: &Value) -> String {
 /// Validates an execution request.
 pub fn validate_execute_request(draft: &ExecuteRequestDraft) -> Result<ExecuteRequest, RequestProblems> {
     let mut problems = Vec::new();
-    let name = draft.template_name.trim();
+    let name = draft.template_name.as_str();
     let len = name.chars().count();
     if name.is_empty() {
         problems.push(RequestProblem::Missing { field: "template_name" });

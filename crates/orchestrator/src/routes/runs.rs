@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use baton_api::runs::StartRun;
 use baton_core::delegation::Acting;
 use baton_core::ids::RunId;
 use baton_core::messages::TaskMessage;
@@ -145,15 +146,15 @@ async fn run_first_wave(
 /// The run request's fields, validated (every problem named), its parameters and the
 /// `client_id` it names.
 fn decode_run_request(body: Value) -> Result<(RunRequest, Map<String, Value>, Option<String>)> {
-    let map = input::object(body, &["website_id", "domain", "plan_id", "parameters", "idempotency_key", "client_id"])?;
-    let claimed = input::optional_string(&map, "client_id")?;
+    let body: StartRun = input::decode(body)?;
+    let parameters = body.parameters.unwrap_or_default();
+    input::at_most("parameters", &parameters, MAX_PARAMETERS_BYTES)?;
     let draft = RunRequestDraft {
-        website_id: input::optional_string(&map, "website_id")?.unwrap_or_default(),
-        domain: input::optional_string(&map, "domain")?.unwrap_or_default(),
-        plan_id: input::optional_string(&map, "plan_id")?,
-        idempotency_key: input::optional_string(&map, "idempotency_key")?,
+        website_id: body.website_id,
+        domain: body.domain,
+        plan_id: body.plan_id,
+        idempotency_key: body.idempotency_key,
     };
-    let parameters = input::optional_object(&map, "parameters", MAX_PARAMETERS_BYTES)?.unwrap_or_default();
     let request = validate_run_request(&draft).map_err(|problems| {
         let list = problems
             .0
@@ -162,7 +163,7 @@ fn decode_run_request(body: Value) -> Result<(RunRequest, Map<String, Value>, Op
             .collect();
         input::problems("invalid_request", &problems.to_string(), list)
     })?;
-    Ok((request, parameters, claimed))
+    Ok((request, parameters, body.client_id))
 }
 
 /// `?wait` as asked (whole seconds, at most [`request::MAX_WAIT_SECONDS`]), before the plan's

@@ -1,6 +1,7 @@
 //! Webhooks (`/api/orchestration/webhooks`): a client's URLs told, signed, when its runs and
 //! executions end; their delivery log and replays. A client sees only its own.
 
+use baton_api::webhooks::WebhookDraft;
 use baton_core::time::Millis;
 use baton_core::webhook::Event;
 use baton_edge::engine::{webhook_json, Engine, WebhookAttempt, WebhookDelivery};
@@ -44,31 +45,17 @@ fn shown_delivery(d: &WebhookDelivery, attempts: &[WebhookAttempt]) -> Value {
 /// `POST /api/orchestration/webhooks` `{url, events?}`
 pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let body: Value = http::read_json(&mut req).await?;
-    let map = input::object(body, &["url", "events"])?;
-    let url = input::optional_string(&map, "url")?
-        .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| Error::bad_request("missing_field", "url", "`url` is required"))?;
-    let events = match map.get("events") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| item.as_str().and_then(Event::parse))
-            .collect::<Option<Vec<Event>>>()
-            .filter(|events| !events.is_empty())
-            .ok_or_else(|| {
-                Error::bad_request(
-                    "invalid_field",
-                    "events",
-                    "`events` must list one or more of `run.finished`, `execution.finished`",
-                )
-            })?,
-        Some(_) => {
-            return Err(Error::bad_request("invalid_field", "events", "`events` must be an array of event names"))
-        }
-    };
+    let draft: WebhookDraft = input::decode(http::read_json(&mut req).await?)?;
+    let events: Vec<Event> = draft.events.iter().flatten().filter_map(|e| Event::parse(e.as_str())).collect();
+    if draft.events.as_ref().is_some_and(Vec::is_empty) {
+        return Err(Error::bad_request(
+            "invalid_field",
+            "events",
+            "`events` must list one or more of `run.finished`, `execution.finished`",
+        ));
+    }
     let engine = Engine::new(env).await?;
-    let row = engine.create_webhook(&client_id, url.trim(), &events).await?;
+    let row = engine.create_webhook(&client_id, &draft.url, &events).await?;
     http::json(201, &json!({ "success": true, "webhook": webhook_json(&row, true) }))
 }
 

@@ -1,0 +1,61 @@
+//! `POST /api/orchestration/webhooks`' body.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The https URLs the schema describes (a subset of those accepted: lower-case host names whose
+/// labels start with a letter, so none reads as a malformed IP address).
+const URL_PATTERN: &str =
+    "^https://[a-z]([a-z0-9-]{0,61}[a-z0-9])?([.][a-z]([a-z0-9-]{0,61}[a-z0-9])?)*(:[0-9]{1,4})?(/[A-Za-z0-9._~%/-]*)?$";
+
+/// What a webhook is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WebhookEvent {
+    /// A run ended.
+    #[serde(rename = "run.finished")]
+    RunFinished,
+    /// An execution ended.
+    #[serde(rename = "execution.finished")]
+    ExecutionFinished,
+}
+
+impl WebhookEvent {
+    /// Its name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::RunFinished => "run.finished",
+            WebhookEvent::ExecutionFinished => "execution.finished",
+        }
+    }
+}
+
+/// A webhook to create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDraft {
+    /// Where deliveries are posted: an https URL (a deployment with
+    /// `WEBHOOK_ALLOW_HTTP_LOCALHOST` on also takes http to localhost or 127.0.0.1). At most 2048
+    /// characters, without credentials.
+    #[schemars(length(max = 2048), extend("format" = "uri", "pattern" = URL_PATTERN))]
+    pub url: String,
+    /// What to deliver (default: both).
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub events: Option<Vec<WebhookEvent>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn every_url_the_schema_allows_is_accepted(
+            url in proptest::string::string_regex(URL_PATTERN.trim_start_matches('^').trim_end_matches('$')).unwrap()
+        ) {
+            prop_assume!(url.len() <= 2048);
+            prop_assert_eq!(baton_core::webhook::validate_url(&url, false), Ok(()), "{}", url);
+        }
+    }
+}
