@@ -45,6 +45,8 @@ pub fn decode<T: DeserializeOwned>(body: Value) -> Result<T, BodyError> {
             let path = e.path().to_string();
             ("invalid_field", path.clone(), format!("`{path}`: {message}"))
         };
+        // An error of the whole object (a field given twice through an alias) is the body's.
+        let path = if path == "." { "body".to_string() } else { path };
         let field = path.split(['.', '[']).next().unwrap_or_default().to_string();
         BodyError { code, path: (path != field).then_some(path), field, message }
     })

@@ -19,6 +19,20 @@ pub mod webhooks;
 /// A JSON object of any keys: a run's or an execution's `parameters`.
 pub type Object = Map<String, Value>;
 
+/// An optional whole number as JSON Schema's `integer` counts them: `60` and `60.0` alike (a
+/// schema-valid `60.0` must not be refused as a float).
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::{Deserialize, Error, Unexpected};
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    let whole = number
+        .as_i64()
+        .or_else(|| number.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < i64::MAX as f64).map(|f| f as i64));
+    match whole {
+        Some(n) => Ok(Some(n)),
+        None => Err(D::Error::invalid_value(Unexpected::Other(&number.to_string()), &"a whole number")),
+    }
+}
+
 /// The schemas derived from the types, by name, as `openapi.json`'s `components.schemas` holds
 /// them (references point into `#/components/schemas/`).
 pub fn schemas() -> Map<String, Value> {

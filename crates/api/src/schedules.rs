@@ -52,10 +52,17 @@ impl Missed {
 // missing one with the request's other problems.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(extend("required" = ["website_id", "domain"], "oneOf" = [
-    {"required": ["cron"], "properties": {"cron": {"type": "string"}}},
-    {"required": ["interval_seconds"], "properties": {"interval_seconds": {"type": "integer"}, "timezone": {"type": "null"}}}
-]))]
+#[schemars(extend(
+    "required" = ["website_id", "domain"],
+    "oneOf" = [
+        {"required": ["cron"], "properties": {"cron": {"type": "string"}}},
+        {"required": ["interval_seconds"], "properties": {"interval_seconds": {"type": "integer"}}}
+    ],
+    "not" = {
+        "required": ["timezone", "interval_seconds"],
+        "properties": {"timezone": {"type": "string"}, "interval_seconds": {"type": "integer"}}
+    }
+))]
 pub struct ScheduleDraft {
     /// A label for people.
     #[serde(default)]
@@ -71,8 +78,8 @@ pub struct ScheduleDraft {
     #[schemars(schema_with = "timezone_schema")]
     pub timezone: Option<String>,
     /// Every so many seconds, counted from the Unix epoch (3600: on the hour, UTC).
-    #[serde(default)]
-    #[schemars(range(min = 1, max = 31_622_400))]
+    #[serde(default, deserialize_with = "crate::whole_number")]
+    #[schemars(with = "Option<i64>", range(min = 1, max = 31_622_400))]
     pub interval_seconds: Option<i64>,
     /// Slots the poller reached late (an outage): `skip` them (default), or run the `latest`
     /// once.
@@ -127,8 +134,8 @@ pub struct SchedulePatch {
     #[schemars(schema_with = "timezone_schema")]
     pub timezone: Option<String>,
     /// Every so many seconds, counted from the Unix epoch. Replaces a cron expression.
-    #[serde(default)]
-    #[schemars(range(min = 1, max = 31_622_400))]
+    #[serde(default, deserialize_with = "crate::whole_number")]
+    #[schemars(with = "Option<i64>", range(min = 1, max = 31_622_400))]
     pub interval_seconds: Option<i64>,
     /// Slots the poller reached late (an outage): `skip` them, or run the `latest` once.
     #[serde(default)]
@@ -187,6 +194,16 @@ mod tests {
         fn every_cron_the_schema_allows_fires(cron in proptest::string::string_regex(unanchored(CRON_PATTERN)).unwrap()) {
             prop_assert!(timing(Some(&cron), None, None).is_ok(), "{cron}: {:?}", timing(Some(&cron), None, None).err());
         }
+    }
+
+    #[test]
+    fn an_interval_is_a_whole_number_written_either_way() {
+        let decode = |body| crate::decode::decode::<SchedulePatch>(body).map(|p| p.interval_seconds);
+        assert_eq!(decode(serde_json::json!({"interval_seconds": 60})), Ok(Some(60)));
+        assert_eq!(decode(serde_json::json!({"interval_seconds": 60.0})), Ok(Some(60)));
+        assert_eq!(decode(serde_json::json!({"interval_seconds": null})), Ok(None));
+        let refused = decode(serde_json::json!({"interval_seconds": 1.5})).unwrap_err();
+        assert_eq!((refused.code, refused.field.as_str()), ("invalid_field", "interval_seconds"));
     }
 
     #[test]

@@ -4,9 +4,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The https URLs the schema describes (a subset of those accepted: lower-case host names whose
-/// labels start with a letter, so none reads as a malformed IP address).
-const URL_PATTERN: &str =
-    "^https://[a-z]([a-z0-9-]{0,61}[a-z0-9])?([.][a-z]([a-z0-9-]{0,61}[a-z0-9])?)*(:[0-9]{1,4})?(/[A-Za-z0-9._~%/-]*)?$";
+/// labels start with a letter, so none reads as a malformed IP address, and have no `--`, so
+/// none reads as punycode; a path of unreserved characters, so each is a well-formed URI).
+const URL_PATTERN: &str = concat!(
+    "^https://[a-z][a-z0-9]{0,20}(-[a-z0-9]{1,20}){0,3}([.][a-z][a-z0-9]{0,20}(-[a-z0-9]{1,20}){0,3}){0,5}",
+    "(:[0-9]{1,4})?(/[A-Za-z0-9._~/-]*)?$"
+);
 
 /// What a webhook is told about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -36,7 +39,7 @@ pub struct WebhookDraft {
     /// Where deliveries are posted: an https URL (a deployment with
     /// `WEBHOOK_ALLOW_HTTP_LOCALHOST` on also takes http to localhost or 127.0.0.1). At most 2048
     /// characters, without credentials.
-    #[schemars(length(max = 2048), extend("format" = "uri", "pattern" = URL_PATTERN))]
+    #[schemars(length(max = 2048), extend("pattern" = URL_PATTERN))]
     pub url: String,
     /// What to deliver (default: both).
     #[serde(default)]

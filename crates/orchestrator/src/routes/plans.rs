@@ -78,7 +78,7 @@ pub async fn get(req: Request, env: &Env, plan_id: &str) -> Result<Response> {
 /// `POST /api/orchestration/plans`: body is a plan draft; 400 lists every problem.
 pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let draft: PlanDraft = http::read_json(&mut req).await?;
+    let draft: PlanDraft = input::decode(http::read_json(&mut req).await?)?;
     let plan = validate(&draft).map_err(|problems| {
         let list = problems.0.iter().map(|p| serde_json::to_value(p).unwrap_or(Value::Null)).collect();
         input::problems("invalid_plan", &problems.to_string(), list)
