@@ -34,29 +34,78 @@ pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Opt
 }
 
 /// The schemas derived from the types, by name, as `openapi.json`'s `components.schemas` holds
-/// them (references point into `#/components/schemas/`).
+/// them (references point into `#/components/schemas/`): request bodies as they are decoded,
+/// answers as they are encoded (every field present, `null` or not).
 pub fn schemas() -> Map<String, Value> {
-    let mut generator = SchemaSettings::draft2020_12()
-        .with(|s| {
-            s.definitions_path = "/components/schemas/".into();
-            s.meta_schema = None;
-        })
-        .for_deserialize()
-        .into_generator();
+    let settings = SchemaSettings::draft2020_12().with(|s| {
+        s.definitions_path = "/components/schemas/".into();
+        s.meta_schema = None;
+    });
+    let mut requests = settings.clone().for_deserialize().into_generator();
+    let mut answers = settings.for_serialize().into_generator();
     let mut named = Map::new();
-    let mut add = |name: &str, schema: schemars::Schema| {
-        named.insert(name.to_string(), schema.to_value());
+    let mut add = |schema: schemars::Schema, name: std::borrow::Cow<'static, str>| {
+        named.insert(name.into_owned(), schema.to_value());
     };
-    add("StartRun", runs::StartRun::json_schema(&mut generator));
-    add("ScheduleDraft", schedules::ScheduleDraft::json_schema(&mut generator));
-    add("SchedulePatch", schedules::SchedulePatch::json_schema(&mut generator));
-    add("WebhookDraft", webhooks::WebhookDraft::json_schema(&mut generator));
-    add("Execute", executions::Execute::json_schema(&mut generator));
-    for (name, schema) in generator.take_definitions(true) {
+    add(runs::StartRun::json_schema(&mut requests), runs::StartRun::schema_name());
+    add(executions::Execute::json_schema(&mut requests), executions::Execute::schema_name());
+    add(schedules::ScheduleDraft::json_schema(&mut requests), schedules::ScheduleDraft::schema_name());
+    add(schedules::SchedulePatch::json_schema(&mut requests), schedules::SchedulePatch::schema_name());
+    add(webhooks::WebhookDraft::json_schema(&mut requests), webhooks::WebhookDraft::schema_name());
+    add(schedules::Schedule::json_schema(&mut answers), schedules::Schedule::schema_name());
+    add(schedules::ScheduleOne::json_schema(&mut answers), schedules::ScheduleOne::schema_name());
+    add(schedules::ScheduleList::json_schema(&mut answers), schedules::ScheduleList::schema_name());
+    add(webhooks::Webhook::json_schema(&mut answers), webhooks::Webhook::schema_name());
+    add(webhooks::WebhookOne::json_schema(&mut answers), webhooks::WebhookOne::schema_name());
+    add(webhooks::WebhookList::json_schema(&mut answers), webhooks::WebhookList::schema_name());
+    for (name, schema) in requests.take_definitions(true).into_iter().chain(answers.take_definitions(true)) {
         named.entry(name).or_insert(schema);
     }
     named.values_mut().for_each(tidy);
     named
+}
+
+/// An instant as RFC 3339 text (`2026-12-06T08:35:49.572Z`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Instant(pub String);
+
+impl JsonSchema for Instant {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Instant".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "date-time" })
+    }
+}
+
+/// `true`: the `success` of every answer that is not an error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Success;
+
+impl serde::Serialize for Success {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bool(true)
+    }
+}
+
+impl JsonSchema for Success {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Success".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "const": true })
+    }
 }
 
 /// Drops the `default`s serde's defaults put in (`null`, or the empty string of a field whose

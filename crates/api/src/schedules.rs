@@ -3,7 +3,7 @@
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use crate::Object;
+use crate::{Instant, Object};
 
 /// Longest `interval_seconds`: a leap year.
 pub const MAX_INTERVAL_SECONDS: i64 = 31_622_400;
@@ -38,6 +38,11 @@ pub enum Missed {
 }
 
 impl Missed {
+    /// The policy named `text`, if any.
+    pub fn parse(text: &str) -> Option<Missed> {
+        [Missed::Skip, Missed::Latest].into_iter().find(|m| m.as_str() == text)
+    }
+
     /// Its name on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -176,6 +181,50 @@ impl From<ScheduleDraft> for SchedulePatch {
             paused: d.paused,
         }
     }
+}
+
+/// A schedule as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Schedule {
+    pub schedule_id: String,
+    pub name: Option<String>,
+    pub cron: Option<String>,
+    pub timezone: Option<String>,
+    pub interval_seconds: Option<i64>,
+    pub missed: Missed,
+    pub website_id: String,
+    pub domain: String,
+    pub plan_id: String,
+    pub parameters: Object,
+    pub paused: bool,
+    /// The first slot not yet handled; null if the expression names none.
+    pub next_slot: Option<Instant>,
+    /// The next 3 slots (none while paused).
+    pub next_fire_times: Vec<Instant>,
+    /// The last slot fired.
+    pub last_slot: Option<Instant>,
+    /// The run of the last slot fired.
+    pub last_run_id: Option<String>,
+    /// Why the last fired slot's run did not start, if it did not.
+    pub last_error: Option<String>,
+    pub created_at: Instant,
+    pub updated_at: Instant,
+}
+
+/// One schedule (created, read or changed).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ScheduleOne {
+    pub success: crate::Success,
+    pub schedule: Schedule,
+}
+
+/// A page of schedules, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ScheduleList {
+    pub success: crate::Success,
+    pub schedules: Vec<Schedule>,
+    /// Pass it back as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
 }
 
 #[cfg(test)]

@@ -23,6 +23,11 @@ pub enum WebhookEvent {
 }
 
 impl WebhookEvent {
+    /// The event named `text`, if any.
+    pub fn parse(text: &str) -> Option<WebhookEvent> {
+        [WebhookEvent::RunFinished, WebhookEvent::ExecutionFinished].into_iter().find(|e| e.as_str() == text)
+    }
+
     /// Its name on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -45,6 +50,33 @@ pub struct WebhookDraft {
     #[serde(default)]
     #[schemars(length(min = 1))]
     pub events: Option<Vec<WebhookEvent>>,
+}
+
+/// A webhook as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Webhook {
+    pub webhook_id: String,
+    pub url: String,
+    pub events: Vec<WebhookEvent>,
+    pub created_at: crate::Instant,
+    /// The signing secret: shown once, when the webhook is created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub secret: Option<String>,
+}
+
+/// One webhook (created or read).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct WebhookOne {
+    pub success: crate::Success,
+    pub webhook: Webhook,
+}
+
+/// A client's webhooks.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct WebhookList {
+    pub success: crate::Success,
+    pub webhooks: Vec<Webhook>,
 }
 
 #[cfg(test)]
