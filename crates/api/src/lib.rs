@@ -10,6 +10,7 @@ use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
+pub mod callbacks;
 pub mod decode;
 pub mod executions;
 pub mod runs;
@@ -52,6 +53,7 @@ pub fn schemas() -> Map<String, Value> {
     add(schedules::ScheduleDraft::json_schema(&mut requests), schedules::ScheduleDraft::schema_name());
     add(schedules::SchedulePatch::json_schema(&mut requests), schedules::SchedulePatch::schema_name());
     add(webhooks::WebhookDraft::json_schema(&mut requests), webhooks::WebhookDraft::schema_name());
+    add(callbacks::ResultReport::json_schema(&mut requests), callbacks::ResultReport::schema_name());
     add(schedules::Schedule::json_schema(&mut answers), schedules::Schedule::schema_name());
     add(schedules::ScheduleOne::json_schema(&mut answers), schedules::ScheduleOne::schema_name());
     add(schedules::ScheduleList::json_schema(&mut answers), schedules::ScheduleList::schema_name());

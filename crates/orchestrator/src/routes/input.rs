@@ -1,4 +1,5 @@
-//! Request-body helpers: every rejection names the field.
+//! Request-body helpers: a body is decoded into its `baton_api` type; every rejection names the
+//! field.
 
 use baton_edge::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -28,34 +29,6 @@ pub fn at_most(field: &str, object: &Map<String, Value>, max_bytes: usize) -> Re
         ));
     }
     Ok(())
-}
-
-/// The body as a JSON object whose keys are all in `allowed`.
-pub fn object(body: Value, allowed: &[&str]) -> Result<Map<String, Value>> {
-    let Value::Object(map) = body else {
-        return Err(Error::bad_request("invalid_body", "body", "the body must be a JSON object"));
-    };
-    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(Error::BadRequest {
-            code: "unknown_field",
-            message: format!("unknown field `{unknown}`; expected one of: {}", allowed.join(", ")),
-            details: json!({ "field": unknown, "allowed": allowed }),
-        });
-    }
-    Ok(map)
-}
-
-/// An optional string field (`null` counts as absent).
-pub fn optional_string(map: &Map<String, Value>, field: &str) -> Result<Option<String>> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(Error::bad_request(
-            "invalid_field",
-            field,
-            format!("`{field}` must be a string, got {}", baton_core::json::kind(other)),
-        )),
-    }
 }
 
 /// A 400 listing every problem: `details.problems[] = {field, code, message}`.
