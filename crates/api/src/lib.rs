@@ -54,6 +54,7 @@ pub fn schemas() -> Map<String, Value> {
     add(schedules::SchedulePatch::json_schema(&mut requests), schedules::SchedulePatch::schema_name());
     add(webhooks::WebhookDraft::json_schema(&mut requests), webhooks::WebhookDraft::schema_name());
     add(callbacks::ResultReport::json_schema(&mut requests), callbacks::ResultReport::schema_name());
+    add(baton_core::plan::PlanDraft::json_schema(&mut requests), baton_core::plan::PlanDraft::schema_name());
     add(schedules::Schedule::json_schema(&mut answers), schedules::Schedule::schema_name());
     add(schedules::ScheduleOne::json_schema(&mut answers), schedules::ScheduleOne::schema_name());
     add(schedules::ScheduleList::json_schema(&mut answers), schedules::ScheduleList::schema_name());
