@@ -29,18 +29,18 @@ pub struct Execute {
     #[schemars(extend("pattern" = "^[A-Za-z0-9_-]{1,64}$"))]
     pub template_name: String,
     /// At most 32 KiB; `parameters.domain` names the domain.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<Object>")]
     pub parameters: Option<Value>,
     /// Optional; must be the token's client (or one it may act for).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// The same request id is the same execution.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub request_id: Option<String>,
     /// Default `normal`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<Priority>")]
     pub priority: Option<String>,
 }

@@ -21,19 +21,19 @@ pub struct StartRun {
     #[schemars(extend("pattern" = "^[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?[.][a-z]{2,10}$"))]
     pub domain: String,
     /// Default `standard-v1`. A built-in plan or one of yours (`[a-z0-9_-]{1,64}`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["standard-v1", "quick-v1", null]))]
     pub plan_id: Option<String>,
     /// Passed to every step; at most 90 KiB.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Object>,
     /// The same key returns the same run.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub idempotency_key: Option<String>,
     /// The client this run is for, when the token may act for others (`API_DELEGATIONS`);
     /// otherwise your own or absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
 }
 
