@@ -128,7 +128,7 @@ worker_is_stale() { # crate
   local out="$BATON_ROOT/crates/$1/build/index_bg.wasm"
   [ -f "$out" ] || return 0
   [ -n "$(find "$BATON_ROOT/crates/$1/src" "$BATON_ROOT/crates/$1/Cargo.toml" "$BATON_ROOT/crates/core/src" \
-    "$BATON_ROOT/crates/edge/src" "$BATON_ROOT/Cargo.toml" "$BATON_ROOT/Cargo.lock" -newer "$out" -print -quit)" ]
+    "$BATON_ROOT/crates/edge/src" "$BATON_ROOT/crates/api/src" "$BATON_ROOT/Cargo.toml" "$BATON_ROOT/Cargo.lock" -newer "$out" -print -quit)" ]
 }
 
 build_all_workers() {

@@ -3,8 +3,10 @@
 use std::io::Read;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use baton_api::executions::Execute;
+use baton_api::runs::StartRun;
 use baton_core::time::Millis;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::api::{Api, ApiError};
 use crate::args::{parameters, Command, ExecuteArgs, ExecutionsCommand, PlansCommand, RunArgs, RunsArgs};
@@ -156,36 +158,27 @@ fn read_plan(file: &str) -> Result<Value, Failure> {
 
 /// The body of `POST /api/orchestration/run` for `baton run`.
 pub fn run_body(args: &RunArgs) -> Value {
-    let mut body = Map::new();
-    body.insert("website_id".into(), json!(args.site));
-    body.insert("domain".into(), json!(args.domain));
-    let optional =
-        [("plan_id", &args.plan), ("client_id", &args.for_client), ("idempotency_key", &args.idempotency_key)];
-    for (key, value) in optional {
-        if let Some(value) = value {
-            body.insert(key.into(), json!(value));
-        }
-    }
-    if !args.params.is_empty() {
-        body.insert("parameters".into(), Value::Object(parameters(&args.params)));
-    }
-    Value::Object(body)
+    let body = StartRun {
+        website_id: args.site.clone(),
+        domain: args.domain.clone(),
+        plan_id: args.plan.clone(),
+        parameters: (!args.params.is_empty()).then(|| parameters(&args.params)),
+        idempotency_key: args.idempotency_key.clone(),
+        client_id: args.for_client.clone(),
+    };
+    serde_json::to_value(body).unwrap_or_default()
 }
 
 /// The body of `POST /execute` for `baton execute`.
 pub fn execute_body(args: &ExecuteArgs) -> Value {
-    let mut body = Map::new();
-    body.insert("template_name".into(), json!(args.template));
-    let optional = [("priority", &args.priority), ("client_id", &args.for_client), ("request_id", &args.request_id)];
-    for (key, value) in optional {
-        if let Some(value) = value {
-            body.insert(key.into(), json!(value));
-        }
-    }
-    if !args.params.is_empty() {
-        body.insert("parameters".into(), Value::Object(parameters(&args.params)));
-    }
-    Value::Object(body)
+    let body = Execute {
+        template_name: args.template.clone(),
+        parameters: (!args.params.is_empty()).then(|| Value::Object(parameters(&args.params))),
+        client_id: args.for_client.clone(),
+        request_id: args.request_id.clone(),
+        priority: args.priority.clone(),
+    };
+    serde_json::to_value(body).unwrap_or_default()
 }
 
 /// How a run that ended makes the command end: 0 only when it completed.

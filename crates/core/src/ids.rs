@@ -276,11 +276,12 @@ fn generated(prefix: &str, timestamp: Millis, random: &[u8]) -> String {
     format!("{prefix}{:013}_{}", timestamp.as_u64(), hex::encode(random))
 }
 
-/// Parses `{prefix}{digits}_{hex of hex_len}`; returns the timestamp.
+/// Parses `{prefix}{digits}_{hex of hex_len}`; returns the timestamp. At most 19 digits: every
+/// such number fits a u64, so the shape alone (openapi.json's cursor pattern) says what parses.
 fn parse_generated(text: &str, prefix: &str, hex_len: usize) -> Option<Millis> {
     let rest = text.strip_prefix(prefix)?;
     let (digits, hex) = rest.split_once('_')?;
-    let digits_ok = !digits.is_empty() && digits.len() <= 20 && digits.bytes().all(|b| b.is_ascii_digit());
+    let digits_ok = !digits.is_empty() && digits.len() <= 19 && digits.bytes().all(|b| b.is_ascii_digit());
     let hex_ok = hex.len() == hex_len && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if !(digits_ok && hex_ok) {
         return None;

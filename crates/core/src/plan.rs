@@ -294,23 +294,32 @@ impl Threshold {
 /// `timeoutMs`, ...) are accepted too.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(transform = schema::plan_draft, description = schema::PLAN_DRAFT))]
 pub struct PlanDraft {
     /// `[a-z0-9_-]{1,64}`.
     #[serde(alias = "planId")]
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = "^[a-z0-9_-]{1,64}$")))]
     pub plan_id: String,
     /// 1..=200 characters.
+    #[cfg_attr(feature = "schema", schemars(length(max = 200), extend("pattern" = "\\S")))]
     pub name: String,
     /// At most 2000 characters; default empty.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = 2000)))]
     pub description: String,
-    /// 1..=7 days.
+    /// The longest a run may take: 1 ms to 7 days (604800000 ms).
     #[serde(alias = "max_duration_ms", alias = "maxRunDurationMs", alias = "maxDurationMs")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 604_800_000)))]
     pub max_run_duration_ms: u64,
-    /// 1..=50 steps.
+    /// The steps, 1 to 50.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 50)))]
     pub services: Vec<StepDraft>,
-    /// How many steps must complete (default 1).
+    /// Steps that must complete: a count (3) or a share of the steps (0.6). Once out of reach
+    /// the run fails at once (default 1).
     #[serde(default, alias = "minCompleted", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0)))]
     pub min_completed: Option<Threshold>,
 }
 
@@ -320,14 +329,19 @@ pub struct PlanDraft {
 /// (`template_ref` is accepted as its name).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(transform = schema::step_draft))]
 pub struct StepDraft {
     /// The step's slug, `[a-z0-9_-]{1,64}`.
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = "^[a-z0-9_-]{1,64}$")))]
     pub service: String,
     /// Human name, 1..=200 characters.
     #[serde(default, alias = "displayName", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 200), extend("pattern" = "\\S")))]
     pub display_name: Option<String>,
-    /// The worker to call, `[A-Za-z0-9_.-]{1,64}`.
+    /// The worker to call, `[A-Za-z0-9_.-]{1,64}`: a service this deployment configures.
     #[serde(default, alias = "workerKey", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = "^[A-Za-z0-9_.-]{1,64}$")))]
     pub worker_key: Option<String>,
     /// Slugs of steps that must complete first.
     #[serde(default, alias = "dependsOn")]
@@ -337,16 +351,19 @@ pub struct StepDraft {
     pub required: bool,
     /// Longest one attempt may take; 1..=the run's duration.
     #[serde(default, alias = "timeoutMs", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 604_800_000)))]
     pub timeout_ms: Option<u64>,
     /// Retry policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
-    /// The handshake action, 1..=128 characters.
+    /// The handshake action, 1..=128 characters (`template_ref` is the same).
     #[serde(default, alias = "template_ref", alias = "templateRef", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 128)))]
     pub action: Option<String>,
-    /// Longest an attempt may go without a heartbeat; 1..=`timeout_ms`. Absent: no heartbeats
-    /// are required.
+    /// Longest an attempt may go without a heartbeat (a progress answer); 1..=`timeout_ms`.
+    /// Absent: no heartbeats are required.
     #[serde(default, alias = "heartbeatTimeoutMs", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub heartbeat_timeout_ms: Option<u64>,
     /// When it runs, given its dependencies (default `all_success`).
     #[serde(default, alias = "triggerRule", skip_serializing_if = "Option::is_none")]
@@ -926,6 +943,7 @@ pub fn builtin_drafts() -> Vec<PlanDraft> {
 /// When a step runs, given its dependencies (judged in [`crate::trigger`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum TriggerRule {
     /// Every dependency completed.
     #[default]
@@ -983,6 +1001,45 @@ pub(crate) fn test_plan(steps: &[(&str, &[&str])]) -> Plan {
         min_completed: None,
     })
     .unwrap_or_else(|problems| panic!("an invalid test plan: {problems}"))
+}
+
+/// What serde's aliases and defaults hide from the derived schemas of a draft.
+#[cfg(feature = "schema")]
+mod schema {
+    use schemars::Schema;
+    use serde_json::{json, Value};
+
+    pub const PLAN_DRAFT: &str = "A custom plan: its steps (`services`) and how long a run may take \
+        (`max_run_duration_ms`, or its alias `max_duration_ms`: exactly one). Every problem is reported at once \
+        (`details.problems`); a plan's graph (each dependency a step of the plan, no cycle) and its worker keys \
+        (services the deployment configures) are checked beyond this schema.";
+
+    /// `max_duration_ms` is `max_run_duration_ms` under another name (exactly one is given);
+    /// `services` is required (empty, it is reported with the draft's other problems).
+    pub fn plan_draft(schema: &mut Schema) {
+        alias(schema, "max_run_duration_ms", "max_duration_ms");
+        if let Some(Value::Array(required)) = schema.get_mut("required") {
+            required.retain(|r| r != "max_run_duration_ms");
+            required.push(json!("services"));
+        }
+        schema
+            .insert("oneOf".into(), json!([{"required": ["max_run_duration_ms"]}, {"required": ["max_duration_ms"]}]));
+    }
+
+    /// `template_ref` is `action` under another name.
+    pub fn step_draft(schema: &mut Schema) {
+        alias(schema, "action", "template_ref");
+        schema.insert("not".into(), json!({"required": ["action", "template_ref"]}));
+    }
+
+    fn alias(schema: &mut Schema, field: &str, alias: &str) {
+        if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+            if let Some(mut property) = properties.get(field).cloned() {
+                property["description"] = json!(format!("The same as `{field}` (give one of them)."));
+                properties.insert(alias.to_string(), property);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -60,18 +60,22 @@ pub fn uniform_inclusive(rng: &mut dyn RandomSource, max: u64) -> u64 {
 /// How a step is retried. Serde: snake_case fields, each optional (defaults below).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RetryPolicy {
     /// The cap of the first retry's delay. Default 1000 ms.
     #[serde(alias = "initialIntervalMs")]
     pub initial_interval_ms: u64,
     /// How much the cap grows per attempt; ≥ 1. Default 2.0.
     #[serde(alias = "backoffCoefficient")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1.0)))]
     pub backoff_coefficient: f64,
     /// The largest cap; ≥ `initial_interval_ms`, ≤ one day. Default 60000 ms.
     #[serde(alias = "maxIntervalMs")]
+    #[cfg_attr(feature = "schema", schemars(range(max = 86_400_000)))]
     pub max_interval_ms: u64,
     /// Attempts in total, the first included; 1..=20 (1 = never retry). Default 3.
     #[serde(alias = "maxAttempts")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 20)))]
     pub max_attempts: u32,
     /// Error kinds (as their strings, e.g. `"rate_limited"`) never retried, on top of
     /// `permanent`, which never is.

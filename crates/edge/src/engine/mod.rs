@@ -48,6 +48,5 @@ pub use timers::TimerOutcome;
 pub use views::{blocked_by, depends_on, Attempt};
 pub use wait::DRIVE_PATH;
 pub use webhooks::{
-    webhook_json, DeliveryOutcome, Webhook, WebhookAttempt, WebhookDelivery, DELIVERY_LOG_LIMIT,
-    MAX_WEBHOOKS_PER_CLIENT,
+    DeliveryOutcome, Webhook, WebhookAttempt, WebhookDelivery, DELIVERY_LOG_LIMIT, MAX_WEBHOOKS_PER_CLIENT,
 };

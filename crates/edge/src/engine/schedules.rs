@@ -298,6 +298,7 @@ impl Engine<'_> {
         now: Millis,
     ) -> Result<(ScheduleRow, bool)> {
         let timing_changed = fields.cron.is_some() || fields.interval_seconds.is_some() || fields.timezone.is_some();
+        let fields_interval = fields.interval_seconds;
         if fields.cron.is_some() {
             row.interval_seconds = None;
         }
@@ -308,8 +309,20 @@ impl Engine<'_> {
         row.cron = fields.cron.or(row.cron);
         row.timezone = fields.timezone.or(row.timezone);
         row.interval_seconds = fields.interval_seconds.or(row.interval_seconds);
-        let timing = schedule::timing(row.cron.as_deref(), row.timezone.as_deref(), row.interval_seconds)
-            .map_err(|e| bad(&e))?;
+        let timing =
+            schedule::timing(row.cron.as_deref(), row.timezone.as_deref(), row.interval_seconds).map_err(|e| {
+                match e {
+                    // A time zone alone, for a schedule that stays on its interval: the change is
+                    // well formed but conflicts with the schedule as it is.
+                    schedule::ScheduleError::TimezoneWithInterval if !creating && fields_interval.is_none() => {
+                        Error::Conflict(format!(
+                            "{e}: this schedule runs every {} s; give `cron` too",
+                            row.interval_seconds.unwrap_or_default()
+                        ))
+                    }
+                    e => bad(&e),
+                }
+            })?;
         if let Timing::Cron { .. } = timing {
             row.timezone = Some(row.timezone.unwrap_or_else(|| schedule::DEFAULT_TIMEZONE.to_string()));
         }

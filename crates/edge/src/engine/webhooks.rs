@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use baton_core::time::Millis;
 use baton_core::webhook::{self, DeliveryMessage, Event};
-use serde_json::{json, Value};
+use serde_json::json;
 use worker::{Fetch, Headers, Method, Request, RequestInit};
 
 use super::run::{summary_of, Engine, Loaded};
@@ -249,21 +249,6 @@ async fn post_signed(hook: &WebhookRow, delivery: &DeliveryRow, now: Millis) -> 
             Err(format!("no answer within {} ms", webhook::ATTEMPT_TIMEOUT_MS))
         }
     }
-}
-
-/// A webhook as its owner sees it (the secret is shown only when it is created).
-pub fn webhook_json(row: &WebhookRow, with_secret: bool) -> Value {
-    let events: Value = serde_json::from_str(&row.events).unwrap_or(Value::Array(Vec::new()));
-    let mut body = json!({
-        "webhook_id": row.webhook_id,
-        "url": row.url,
-        "events": events,
-        "created_at": Millis::new(row.created_at.max(0) as u64).to_rfc3339(),
-    });
-    if with_secret {
-        body["secret"] = json!(row.secret);
-    }
-    body
 }
 
 /// The webhook deliveries of a run's ending, written in the ending's own batch

@@ -4,6 +4,7 @@
 //! (`X-Baton-Attempt`, required): a signature made for another run, step or attempt is refused,
 //! and a replay of the same one finds its attempt ended (`already_recorded`).
 
+use baton_api::callbacks::{ReportStatus, ResultReport};
 use baton_core::signature::Purpose;
 use baton_core::state::{ErrorKind, StepError};
 use baton_edge::engine::{Dispatch, Engine, RecordOutcome, Report};
@@ -54,39 +55,16 @@ pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) 
 
 /// The callback's body: the attempt it reports on (any when absent), and what happened.
 fn decode(body: Value) -> Result<(Option<u32>, Report)> {
-    let map = input::object(body, &["status", "output", "error", "duration_ms", "usage", "attempt"])?;
-    let attempt = match map.get("attempt") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .filter(|a| *a >= 1 && *a <= u64::from(u32::MAX))
-                .ok_or_else(|| Error::bad_request("invalid_field", "attempt", "`attempt` must be a positive integer"))?
-                as u32,
-        ),
-    };
-    let duration_ms = match map.get("duration_ms") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| {
-            Error::bad_request("invalid_field", "duration_ms", "`duration_ms` must be a non-negative integer")
-        })?),
-    };
-    let report = match input::optional_string(&map, "status")?.as_deref() {
-        Some("completed") => Report::Succeeded {
-            output: map.get("output").cloned().unwrap_or(Value::Null),
-            usage: map.get("usage").cloned().filter(|u| !u.is_null()),
-            duration_ms,
+    let body: ResultReport = input::decode(body)?;
+    let report = match body.status {
+        ReportStatus::Completed => Report::Succeeded {
+            output: body.output.unwrap_or(Value::Null),
+            usage: body.usage,
+            duration_ms: body.duration_ms,
         },
-        Some("failed") => Report::Failed(step_error(map.get("error"))),
-        Some(other) => {
-            return Err(Error::bad_request(
-                "invalid_field",
-                "status",
-                format!("`status` must be \"completed\" or \"failed\", got {other:?}"),
-            ))
-        }
-        None => return Err(Error::bad_request("missing_field", "status", "`status` is required")),
+        ReportStatus::Failed => Report::Failed(step_error(body.error.as_ref())),
     };
-    Ok((attempt, report))
+    Ok((body.attempt, report))
 }
 
 /// A reported failure: `error` is a message, or `{message, retryable}` (not retryable unless it says so).

@@ -12,6 +12,7 @@
 //! token's client may act for (`API_DELEGATIONS`, e.g. the key-account service); 403
 //! `forbidden` otherwise. The execution belongs to that client and records who acted.
 
+use baton_api::executions::Execute;
 use baton_core::execution::{self, priority_of_rank};
 use baton_core::ids::ExecutionId;
 use baton_core::request::{normalize_domain, validate_execute_request, ExecuteRequestDraft};
@@ -51,13 +52,13 @@ pub async fn execute(mut req: Request, env: &Env) -> Result<Response> {
 
 /// The body of `POST /execute` as a valid request of `caller` (or of the client it acts for).
 fn decode(body: Value, caller: &Caller) -> Result<NewExecution> {
-    let map = input::object(body, &["template_name", "parameters", "client_id", "request_id", "priority"])?;
-    let acting = caller.acting(input::optional_string(&map, "client_id")?.as_deref(), "client_id")?;
+    let body: Execute = input::decode(body)?;
+    let acting = caller.acting(body.client_id.as_deref(), "client_id")?;
     let draft = ExecuteRequestDraft {
-        template_name: input::optional_string(&map, "template_name")?.unwrap_or_default(),
-        parameters: map.get("parameters").cloned(),
-        request_id: input::optional_string(&map, "request_id")?,
-        priority: input::optional_string(&map, "priority")?,
+        template_name: body.template_name,
+        parameters: body.parameters,
+        request_id: body.request_id,
+        priority: body.priority,
     };
     let request = validate_execute_request(&draft).map_err(|problems| {
         let list = problems

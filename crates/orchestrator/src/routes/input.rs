@@ -1,57 +1,34 @@
-//! Request-body helpers: every rejection names the field.
+//! Request-body helpers: a body is decoded into its `baton_api` type; every rejection names the
+//! field.
 
 use baton_edge::{Error, Result};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
-/// The body as a JSON object whose keys are all in `allowed`.
-pub fn object(body: Value, allowed: &[&str]) -> Result<Map<String, Value>> {
-    let Value::Object(map) = body else {
-        return Err(Error::bad_request("invalid_body", "body", "the body must be a JSON object"));
-    };
-    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(Error::BadRequest {
-            code: "unknown_field",
-            message: format!("unknown field `{unknown}`; expected one of: {}", allowed.join(", ")),
-            details: json!({ "field": unknown, "allowed": allowed }),
-        });
-    }
-    Ok(map)
-}
-
-/// An optional string field (`null` counts as absent).
-pub fn optional_string(map: &Map<String, Value>, field: &str) -> Result<Option<String>> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(Error::bad_request(
-            "invalid_field",
-            field,
-            format!("`{field}` must be a string, got {}", baton_core::json::kind(other)),
-        )),
-    }
-}
-
-/// An optional object field (`null` counts as absent), at most `max_bytes` when serialised.
-pub fn optional_object(map: &Map<String, Value>, field: &str, max_bytes: usize) -> Result<Option<Map<String, Value>>> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(o)) => {
-            let size = Value::Object(o.clone()).to_string().len();
-            if size > max_bytes {
-                return Err(Error::bad_request(
-                    "too_long",
-                    field,
-                    format!("`{field}` is {size} bytes, at most {max_bytes} allowed"),
-                ));
-            }
-            Ok(Some(o.clone()))
+/// The body as its wire type from `baton_api` (the type `openapi.json` describes): a JSON
+/// object of its fields only; a refusal names the field (`details.field`, and `details.path`
+/// when deeper).
+pub fn decode<T: DeserializeOwned>(body: Value) -> Result<T> {
+    baton_api::decode::decode(body).map_err(|e| {
+        let mut details = json!({ "field": e.field });
+        if let Some(path) = e.path {
+            details["path"] = json!(path);
         }
-        Some(other) => Err(Error::bad_request(
-            "invalid_field",
+        Error::BadRequest { code: e.code, message: e.message, details }
+    })
+}
+
+/// Refuses an object `field` longer than `max_bytes` when serialised.
+pub fn at_most(field: &str, object: &Map<String, Value>, max_bytes: usize) -> Result<()> {
+    let size = serde_json::to_string(object).map(|s| s.len()).unwrap_or(usize::MAX);
+    if size > max_bytes {
+        return Err(Error::bad_request(
+            "too_long",
             field,
-            format!("`{field}` must be an object, got {}", baton_core::json::kind(other)),
-        )),
+            format!("`{field}` is {size} bytes, at most {max_bytes} allowed"),
+        ));
     }
+    Ok(())
 }
 
 /// A 400 listing every problem: `details.problems[] = {field, code, message}`.

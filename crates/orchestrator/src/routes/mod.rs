@@ -18,148 +18,140 @@ mod ui;
 mod webhooks;
 
 use baton_edge::{Error, Result};
-use worker::{Context, Env, Method, Request, Response};
+use worker::{Context, Env, Request, Response};
 
 /// Dispatches a request by method and path, once its client is within its rate limit (429
-/// otherwise); unknown paths are 404, known paths with another method are 405.
+/// otherwise); unknown paths are 404, known paths with any other method (a custom one too) are
+/// 405 with `Allow`.
 pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
     baton_edge::rate_limit::check(&req, env).await?;
     let path = req.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = req.method();
-    let allowed: &[Method] = match segments.as_slice() {
-        ["health"] | ["api", "orchestration", "health"] => match method {
-            Method::Get => return health::health(&req, env).await,
-            _ => &[Method::Get],
+    // The method as sent: workers-rs reads a method it has no variant for (`QUERY`, say) as GET,
+    // which would serve it; an undeclared method must be 405 instead.
+    let method = req.inner().method();
+    let allowed: &[&'static str] = match segments.as_slice() {
+        ["health"] | ["api", "orchestration", "health"] => match method.as_str() {
+            "GET" => return health::health(&req, env).await,
+            _ => &["GET"],
         },
-        ["api", "orchestration", "run"] => match method {
-            Method::Post => return runs::start(req, env, ctx).await,
-            _ => &[Method::Post],
+        ["api", "orchestration", "run"] => match method.as_str() {
+            "POST" => return runs::start(req, env, ctx).await,
+            _ => &["POST"],
         },
-        ["api", "orchestration", "plans"] => match method {
-            Method::Get => return plans::list(req, env).await,
-            Method::Post => return plans::create(req, env).await,
-            _ => &[Method::Get, Method::Post],
+        ["api", "orchestration", "plans"] => match method.as_str() {
+            "GET" => return plans::list(req, env).await,
+            "POST" => return plans::create(req, env).await,
+            _ => &["GET", "POST"],
         },
-        ["api", "orchestration", "plans", plan_id] => match method {
-            Method::Get => return plans::get(req, env, plan_id).await,
-            _ => &[Method::Get],
+        ["api", "orchestration", "plans", plan_id] => match method.as_str() {
+            "GET" => return plans::get(req, env, plan_id).await,
+            _ => &["GET"],
         },
-        ["api", "orchestration", "runs"] => match method {
-            Method::Get => return listing::list(req, env).await,
-            _ => &[Method::Get],
+        ["api", "orchestration", "runs"] => match method.as_str() {
+            "GET" => return listing::list(req, env).await,
+            _ => &["GET"],
         },
-        ["api", "orchestration", "runs", run_id] => match method {
-            Method::Get => return runs::get(req, env, run_id).await,
-            _ => &[Method::Get],
+        ["api", "orchestration", "runs", run_id] => match method.as_str() {
+            "GET" => return runs::get(req, env, run_id).await,
+            _ => &["GET"],
         },
-        ["api", "orchestration", "runs", run_id, "events"] => match method {
-            Method::Get => return runs::events(req, env, run_id).await,
-            _ => &[Method::Get],
+        ["api", "orchestration", "runs", run_id, "events"] => match method.as_str() {
+            "GET" => return runs::events(req, env, run_id).await,
+            _ => &["GET"],
         },
-        ["api", "orchestration", "runs", run_id, "retry"] => match method {
-            Method::Post => return retry::retry(req, env, run_id).await,
-            _ => &[Method::Post],
+        ["api", "orchestration", "runs", run_id, "retry"] => match method.as_str() {
+            "POST" => return retry::retry(req, env, run_id).await,
+            _ => &["POST"],
         },
-        ["api", "orchestration", "runs", run_id, "rerun"] => match method {
-            Method::Post => return retry::rerun(req, env, run_id).await,
-            _ => &[Method::Post],
+        ["api", "orchestration", "runs", run_id, "rerun"] => match method.as_str() {
+            "POST" => return retry::rerun(req, env, run_id).await,
+            _ => &["POST"],
         },
-        ["api", "orchestration", "runs", run_id, "cancel"] => match method {
-            Method::Post => return cancel::cancel(req, env, run_id).await,
-            _ => &[Method::Post],
+        ["api", "orchestration", "runs", run_id, "cancel"] => match method.as_str() {
+            "POST" => return cancel::cancel(req, env, run_id).await,
+            _ => &["POST"],
         },
-        ["api", "orchestration", "schedules"] => match method {
-            Method::Get => return schedules::list(req, env).await,
-            Method::Post => return schedules::create(req, env).await,
-            _ => &[Method::Get, Method::Post],
+        ["api", "orchestration", "schedules"] => match method.as_str() {
+            "GET" => return schedules::list(req, env).await,
+            "POST" => return schedules::create(req, env).await,
+            _ => &["GET", "POST"],
         },
-        ["api", "orchestration", "schedules", schedule_id] => match method {
-            Method::Get => return schedules::get(req, env, schedule_id).await,
-            Method::Patch => return schedules::update(req, env, schedule_id).await,
-            Method::Delete => return schedules::delete(req, env, schedule_id).await,
-            _ => &[Method::Get, Method::Patch, Method::Delete],
+        ["api", "orchestration", "schedules", schedule_id] => match method.as_str() {
+            "GET" => return schedules::get(req, env, schedule_id).await,
+            "PATCH" => return schedules::update(req, env, schedule_id).await,
+            "DELETE" => return schedules::delete(req, env, schedule_id).await,
+            _ => &["GET", "PATCH", "DELETE"],
         },
-        ["api", "orchestration", "webhooks"] => match method {
-            Method::Get => return webhooks::list(req, env).await,
-            Method::Post => return webhooks::create(req, env).await,
-            _ => &[Method::Get, Method::Post],
+        ["api", "orchestration", "webhooks"] => match method.as_str() {
+            "GET" => return webhooks::list(req, env).await,
+            "POST" => return webhooks::create(req, env).await,
+            _ => &["GET", "POST"],
         },
-        ["api", "orchestration", "webhooks", webhook_id] => match method {
-            Method::Get => return webhooks::get(req, env, webhook_id).await,
-            Method::Delete => return webhooks::delete(req, env, webhook_id).await,
-            _ => &[Method::Get, Method::Delete],
+        ["api", "orchestration", "webhooks", webhook_id] => match method.as_str() {
+            "GET" => return webhooks::get(req, env, webhook_id).await,
+            "DELETE" => return webhooks::delete(req, env, webhook_id).await,
+            _ => &["GET", "DELETE"],
         },
-        ["api", "orchestration", "webhooks", webhook_id, "deliveries"] => match method {
-            Method::Get => return webhooks::deliveries(req, env, webhook_id).await,
-            _ => &[Method::Get],
+        ["api", "orchestration", "webhooks", webhook_id, "deliveries"] => match method.as_str() {
+            "GET" => return webhooks::deliveries(req, env, webhook_id).await,
+            _ => &["GET"],
         },
-        ["api", "orchestration", "webhooks", webhook_id, "deliveries", delivery_id, "replay"] => match method {
-            Method::Post => return webhooks::replay(req, env, webhook_id, delivery_id).await,
-            _ => &[Method::Post],
+        ["api", "orchestration", "webhooks", webhook_id, "deliveries", delivery_id, "replay"] => {
+            match method.as_str() {
+                "POST" => return webhooks::replay(req, env, webhook_id, delivery_id).await,
+                _ => &["POST"],
+            }
+        }
+        ["execute"] => match method.as_str() {
+            "POST" => return executions::execute(req, env).await,
+            _ => &["POST"],
         },
-        ["execute"] => match method {
-            Method::Post => return executions::execute(req, env).await,
-            _ => &[Method::Post],
+        ["executions", execution_id] => match method.as_str() {
+            "GET" => return executions::get(req, env, execution_id).await,
+            _ => &["GET"],
         },
-        ["executions", execution_id] => match method {
-            Method::Get => return executions::get(req, env, execution_id).await,
-            _ => &[Method::Get],
+        ["api", "jobs", trace_id, "results", service] => match method.as_str() {
+            "POST" => return callbacks::result(req, env, trace_id, service).await,
+            _ => &["POST"],
         },
-        ["api", "jobs", trace_id, "results", service] => match method {
-            Method::Post => return callbacks::result(req, env, trace_id, service).await,
-            _ => &[Method::Post],
+        ["ui", rest @ ..] => match method.as_str() {
+            "GET" => return ui::serve(rest),
+            _ => &["GET"],
         },
-        ["ui", rest @ ..] => match method {
-            Method::Get => return ui::serve(rest),
-            _ => &[Method::Get],
+        ["openapi.json"] => match method.as_str() {
+            "GET" => return openapi::spec(),
+            _ => &["GET"],
         },
-        ["openapi.json"] => match method {
-            Method::Get => return openapi::spec(),
-            _ => &[Method::Get],
+        ["metrics"] => match method.as_str() {
+            "GET" => return metrics::metrics(req, env).await,
+            _ => &["GET"],
         },
-        ["metrics"] => match method {
-            Method::Get => return metrics::metrics(req, env).await,
-            _ => &[Method::Get],
+        ["admin", "poller", action @ ("cron" | "tick")] => match method.as_str() {
+            "POST" => return admin::poller(req, env, action).await,
+            _ => &["POST"],
         },
-        ["admin", "poller", action @ ("cron" | "tick")] => match method {
-            Method::Post => return admin::poller(req, env, action).await,
-            _ => &[Method::Post],
+        ["__test", "drive"] => match method.as_str() {
+            "POST" => return test_hooks::drive(req, env).await,
+            _ => &["POST"],
         },
-        ["__test", "drive"] => match method {
-            Method::Post => return test_hooks::drive(req, env).await,
-            _ => &[Method::Post],
+        ["__test", "sql"] => match method.as_str() {
+            "POST" => return test_hooks::sql(req, env).await,
+            _ => &["POST"],
         },
-        ["__test", "sql"] => match method {
-            Method::Post => return test_hooks::sql(req, env).await,
-            _ => &[Method::Post],
+        ["__test", "queues", name] => match method.as_str() {
+            "POST" => return test_hooks::queue(req, env, name).await,
+            _ => &["POST"],
         },
-        ["__test", "queues", name] => match method {
-            Method::Post => return test_hooks::queue(req, env, name).await,
-            _ => &[Method::Post],
+        ["__test", "meter"] => match method.as_str() {
+            "GET" => return test_hooks::meter(req, env).await,
+            _ => &["GET"],
         },
-        ["__test", "meter"] => match method {
-            Method::Get => return test_hooks::meter(req, env).await,
-            _ => &[Method::Get],
-        },
-        ["__test", "kv", key] => match method {
-            Method::Get | Method::Put | Method::Delete => return test_hooks::kv(req, env, key).await,
-            _ => &[Method::Get, Method::Put, Method::Delete],
+        ["__test", "kv", key] => match method.as_str() {
+            "GET" | "PUT" | "DELETE" => return test_hooks::kv(req, env, key).await,
+            _ => &["GET", "PUT", "DELETE"],
         },
         _ => return Err(Error::NotFound { what: format!("route {path}") }),
     };
-    Err(Error::MethodNotAllowed { method: method.to_string(), allowed: allowed.iter().map(method_name).collect() })
-}
-
-fn method_name(m: &Method) -> &'static str {
-    match m {
-        Method::Get => "GET",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Delete => "DELETE",
-        Method::Patch => "PATCH",
-        Method::Head => "HEAD",
-        Method::Options => "OPTIONS",
-        _ => "OTHER",
-    }
+    Err(Error::MethodNotAllowed { method, allowed: allowed.to_vec() })
 }

@@ -50,6 +50,15 @@ pub async fn list(req: Request, env: &Env) -> Result<Response> {
         }
     };
     let limit = number("limit", 1, PLAN_PAGE, PLAN_PAGE)?;
+    // A cursor is up to 9 digits (openapi.json's pattern), nothing else that parses as a number.
+    let cursor = http::query_param(&req, "cursor")?;
+    if cursor.as_deref().is_some_and(|c| c.is_empty() || c.len() > 9 || !c.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(Error::bad_request(
+            "invalid_field",
+            "cursor",
+            format!("`cursor` must be the next_cursor of a previous page (up to 9 digits), got {cursor:?}"),
+        ));
+    }
     let offset = number("cursor", 0, u32::MAX, 0)?;
     let (plans, more) = visible_plans(env, client.as_deref(), offset, limit).await?;
     let shown_plans = plans.iter().map(|(plan, source)| shown(plan, *source)).collect::<Result<Vec<_>>>()?;
@@ -69,7 +78,7 @@ pub async fn get(req: Request, env: &Env, plan_id: &str) -> Result<Response> {
 /// `POST /api/orchestration/plans`: body is a plan draft; 400 lists every problem.
 pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let draft: PlanDraft = http::read_json(&mut req).await?;
+    let draft: PlanDraft = input::decode(http::read_json(&mut req).await?)?;
     let plan = validate(&draft).map_err(|problems| {
         let list = problems.0.iter().map(|p| serde_json::to_value(p).unwrap_or(Value::Null)).collect();
         input::problems("invalid_plan", &problems.to_string(), list)

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use baton_api::runs::StartRun;
 use baton_core::delegation::Acting;
 use baton_core::ids::RunId;
 use baton_core::messages::TaskMessage;
@@ -33,8 +34,7 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
     let acting = caller.acting(claimed.as_deref(), "client_id")?;
     let engine = Engine::new(env).await?;
     let plan = resolve_plan(&engine, request.plan_id.as_str(), &acting.client_id).await?;
-    let wait = request::wait_seconds(asked, settings::run_wait_default_seconds(env), &plan)
-        .map_err(|e| Error::bad_request("invalid_field", "wait", e.to_string()))?;
+    let wait = request::wait_seconds(asked, settings::run_wait_default_seconds(env), &plan);
     let wait = Some(wait).filter(|seconds| *seconds > 0);
     let new = new_run(acting, request, plan, parameters)?;
     // The run's log lines wait until a waiting client has its answer.
@@ -147,15 +147,15 @@ async fn run_first_wave(
 /// The run request's fields, validated (every problem named), its parameters and the
 /// `client_id` it names.
 fn decode_run_request(body: Value) -> Result<(RunRequest, Map<String, Value>, Option<String>)> {
-    let map = input::object(body, &["website_id", "domain", "plan_id", "parameters", "idempotency_key", "client_id"])?;
-    let claimed = input::optional_string(&map, "client_id")?;
+    let body: StartRun = input::decode(body)?;
+    let parameters = body.parameters.unwrap_or_default();
+    input::at_most("parameters", &parameters, MAX_PARAMETERS_BYTES)?;
     let draft = RunRequestDraft {
-        website_id: input::optional_string(&map, "website_id")?.unwrap_or_default(),
-        domain: input::optional_string(&map, "domain")?.unwrap_or_default(),
-        plan_id: input::optional_string(&map, "plan_id")?,
-        idempotency_key: input::optional_string(&map, "idempotency_key")?,
+        website_id: body.website_id,
+        domain: body.domain,
+        plan_id: body.plan_id,
+        idempotency_key: body.idempotency_key,
     };
-    let parameters = input::optional_object(&map, "parameters", MAX_PARAMETERS_BYTES)?.unwrap_or_default();
     let request = validate_run_request(&draft).map_err(|problems| {
         let list = problems
             .0
@@ -164,14 +164,20 @@ fn decode_run_request(body: Value) -> Result<(RunRequest, Map<String, Value>, Op
             .collect();
         input::problems("invalid_request", &problems.to_string(), list)
     })?;
-    Ok((request, parameters, claimed))
+    Ok((request, parameters, body.client_id))
 }
 
-/// `?wait` as asked (whole seconds), before the plan's limit is known.
+/// `?wait` as asked (whole seconds, at most [`request::MAX_WAIT_SECONDS`]), before the plan's
+/// limit is known.
 fn wait_asked(req: &Request) -> Result<Option<u64>> {
     let Some(raw) = http::query_param(req, "wait")? else { return Ok(None) };
-    raw.parse::<u64>().map(Some).map_err(|_| {
-        Error::bad_request("invalid_field", "wait", format!("`wait` must be a whole number of seconds, got {raw:?}"))
+    let max = request::MAX_WAIT_SECONDS;
+    raw.parse::<u64>().ok().filter(|seconds| *seconds <= max).map(Some).ok_or_else(|| {
+        Error::bad_request(
+            "invalid_field",
+            "wait",
+            format!("`wait` must be a whole number of seconds from 0 to {max}, got {raw:?}"),
+        )
     })
 }
 

@@ -1,9 +1,11 @@
 //! Webhooks (`/api/orchestration/webhooks`): a client's URLs told, signed, when its runs and
 //! executions end; their delivery log and replays. A client sees only its own.
 
+use baton_api::webhooks::{Webhook, WebhookDraft, WebhookEvent, WebhookList, WebhookOne};
+use baton_api::{Instant, Success};
 use baton_core::time::Millis;
 use baton_core::webhook::Event;
-use baton_edge::engine::{webhook_json, Engine, WebhookAttempt, WebhookDelivery};
+use baton_edge::engine::{Engine, Webhook as WebhookRow, WebhookAttempt, WebhookDelivery};
 use baton_edge::{auth, http, Error, Result};
 use serde_json::{json, Value};
 use worker::{Env, Request, Response};
@@ -12,6 +14,18 @@ use super::input;
 
 fn rfc3339(ms: Option<i64>) -> Value {
     ms.map(|ms| json!(Millis::new(ms.max(0) as u64).to_rfc3339())).unwrap_or(Value::Null)
+}
+
+/// A webhook as its owner sees it; its secret only when it is created.
+fn shown(row: &WebhookRow, with_secret: bool) -> Webhook {
+    let events: Vec<String> = serde_json::from_str(&row.events).unwrap_or_default();
+    Webhook {
+        webhook_id: row.webhook_id.clone(),
+        url: row.url.clone(),
+        events: events.iter().filter_map(|e| WebhookEvent::parse(e)).collect(),
+        created_at: Instant(Millis::new(row.created_at.max(0) as u64).to_rfc3339()),
+        secret: with_secret.then(|| row.secret.clone()),
+    }
 }
 
 fn shown_delivery(d: &WebhookDelivery, attempts: &[WebhookAttempt]) -> Value {
@@ -44,40 +58,26 @@ fn shown_delivery(d: &WebhookDelivery, attempts: &[WebhookAttempt]) -> Value {
 /// `POST /api/orchestration/webhooks` `{url, events?}`
 pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let body: Value = http::read_json(&mut req).await?;
-    let map = input::object(body, &["url", "events"])?;
-    let url = input::optional_string(&map, "url")?
-        .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| Error::bad_request("missing_field", "url", "`url` is required"))?;
-    let events = match map.get("events") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| item.as_str().and_then(Event::parse))
-            .collect::<Option<Vec<Event>>>()
-            .filter(|events| !events.is_empty())
-            .ok_or_else(|| {
-                Error::bad_request(
-                    "invalid_field",
-                    "events",
-                    "`events` must list one or more of `run.finished`, `execution.finished`",
-                )
-            })?,
-        Some(_) => {
-            return Err(Error::bad_request("invalid_field", "events", "`events` must be an array of event names"))
-        }
-    };
+    let draft: WebhookDraft = input::decode(http::read_json(&mut req).await?)?;
+    let events: Vec<Event> = draft.events.iter().flatten().filter_map(|e| Event::parse(e.as_str())).collect();
+    if draft.events.as_ref().is_some_and(Vec::is_empty) {
+        return Err(Error::bad_request(
+            "invalid_field",
+            "events",
+            "`events` must list one or more of `run.finished`, `execution.finished`",
+        ));
+    }
     let engine = Engine::new(env).await?;
-    let row = engine.create_webhook(&client_id, url.trim(), &events).await?;
-    http::json(201, &json!({ "success": true, "webhook": webhook_json(&row, true) }))
+    let row = engine.create_webhook(&client_id, &draft.url, &events).await?;
+    http::json(201, &WebhookOne { success: Success, webhook: shown(&row, true) })
 }
 
 /// `GET /api/orchestration/webhooks`
 pub async fn list(req: Request, env: &Env) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
     let engine = Engine::new(env).await?;
-    let hooks: Vec<Value> = engine.webhooks(&client_id).await?.iter().map(|w| webhook_json(w, false)).collect();
-    http::json(200, &json!({ "success": true, "webhooks": hooks }))
+    let webhooks = engine.webhooks(&client_id).await?.iter().map(|w| shown(w, false)).collect();
+    http::json(200, &WebhookList { success: Success, webhooks })
 }
 
 /// `GET /api/orchestration/webhooks/:id`
@@ -85,7 +85,7 @@ pub async fn get(req: Request, env: &Env, webhook_id: &str) -> Result<Response> 
     let client_id = auth::client_id(&req, env)?;
     let engine = Engine::new(env).await?;
     let row = engine.webhook(&client_id, webhook_id).await?;
-    http::json(200, &json!({ "success": true, "webhook": webhook_json(&row, false) }))
+    http::json(200, &WebhookOne { success: Success, webhook: shown(&row, false) })
 }
 
 /// `DELETE /api/orchestration/webhooks/:id`

@@ -1,0 +1,96 @@
+//! `POST /api/orchestration/webhooks`' body.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The https URLs the schema describes (a subset of those accepted: lower-case host names whose
+/// labels start with a letter, so none reads as a malformed IP address, and have no `--`, so
+/// none reads as punycode; a path of unreserved characters, so each is a well-formed URI).
+const URL_PATTERN: &str = concat!(
+    "^https://[a-z][a-z0-9]{0,20}(-[a-z0-9]{1,20}){0,3}([.][a-z][a-z0-9]{0,20}(-[a-z0-9]{1,20}){0,3}){0,5}",
+    "(:[0-9]{1,4})?(/[A-Za-z0-9._~/-]*)?$"
+);
+
+/// What a webhook is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WebhookEvent {
+    /// A run ended.
+    #[serde(rename = "run.finished")]
+    RunFinished,
+    /// An execution ended.
+    #[serde(rename = "execution.finished")]
+    ExecutionFinished,
+}
+
+impl WebhookEvent {
+    /// The event named `text`, if any.
+    pub fn parse(text: &str) -> Option<WebhookEvent> {
+        [WebhookEvent::RunFinished, WebhookEvent::ExecutionFinished].into_iter().find(|e| e.as_str() == text)
+    }
+
+    /// Its name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::RunFinished => "run.finished",
+            WebhookEvent::ExecutionFinished => "execution.finished",
+        }
+    }
+}
+
+/// A webhook to create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDraft {
+    /// Where deliveries are posted: an https URL (a deployment with
+    /// `WEBHOOK_ALLOW_HTTP_LOCALHOST` on also takes http to localhost or 127.0.0.1). At most 2048
+    /// characters, without credentials.
+    #[schemars(length(max = 2048), extend("pattern" = URL_PATTERN))]
+    pub url: String,
+    /// What to deliver (default: both).
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub events: Option<Vec<WebhookEvent>>,
+}
+
+/// A webhook as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Webhook {
+    pub webhook_id: String,
+    pub url: String,
+    pub events: Vec<WebhookEvent>,
+    pub created_at: crate::Instant,
+    /// The signing secret: shown once, when the webhook is created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub secret: Option<String>,
+}
+
+/// One webhook (created or read).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct WebhookOne {
+    pub success: crate::Success,
+    pub webhook: Webhook,
+}
+
+/// A client's webhooks.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct WebhookList {
+    pub success: crate::Success,
+    pub webhooks: Vec<Webhook>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn every_url_the_schema_allows_is_accepted(
+            url in proptest::string::string_regex(URL_PATTERN.trim_start_matches('^').trim_end_matches('$')).unwrap()
+        ) {
+            prop_assume!(url.len() <= 2048);
+            prop_assert_eq!(baton_core::webhook::validate_url(&url, false), Ok(()), "{}", url);
+        }
+    }
+}
