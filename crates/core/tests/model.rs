@@ -121,6 +121,8 @@ pub enum Guard {
     RunVersion,
     /// The fan-in claim's `status IN ('started', 'running')`.
     ClaimStatus,
+    /// The poller's `look_again_at` (`set_due_while`): only while the run is active.
+    LookAgainStatus,
 }
 
 impl Default for Bounds {
@@ -688,8 +690,13 @@ impl RunModel {
                 // `Disposition::RetryAfter` (a task message), or `queue_what_remains` (in place).
                 state.bag.push(message.unwrap_or(Msg::Task { step, attempt }));
             }
-            // `look_again_at(max(deadline, now + 1 min))`, only while the run is active.
-            Job::Look { due: true, .. } if !(won.claim || won.ending) && state.db.run.due_at.is_some() => {
+            // `look_again_at(max(deadline, now + 1 min))`: `set_due_while`, only while the run is
+            // active (a racing report may have claimed it meanwhile).
+            Job::Look { due: true, .. }
+                if !(won.claim || won.ending)
+                    && state.db.run.due_at.is_some()
+                    && (self.without(Guard::LookAgainStatus) || lifecycle::ACTIVE.contains(&state.db.run.status)) =>
+            {
                 state.db.run.due_at = Some(self.deadline.max(now.saturating_add(LOOK_AGAIN_MS)));
             }
             Job::Look { rearm: true, .. } if !won.ending => {
@@ -1127,34 +1134,56 @@ fn the_checker_finds_a_double_fan_in_when_the_version_guard_is_dropped() {
     println!("counterexample, a second fan-in claim:\n{trace}");
 }
 
-/// A gap the model finds in the edge, pinned until it is closed: a poller look that did not
-/// itself claim or end the run is followed by `look_again_at` (`set_due`, guarded only by
-/// `due_at IS NOT NULL`), even when a racing report claimed the fan-in meanwhile; it moves the
-/// claimed run's `due_at` from the claim's analysis timeout to the run's deadline, so an
-/// analysis message lost with its sender is resent only then. The run still ends (the
-/// properties above hold); it ends late.
-#[test]
-fn the_pollers_look_again_can_postpone_a_claimed_runs_analysis_to_its_deadline() {
-    let model = RunModel::new(Bounds { run_ticks: 3, callbacks: true, ..Bounds::default() });
+/// Bounds that reach a report claiming the fan-in while a poller's look that will not claim it
+/// is under way: a three-minute run with result callbacks.
+fn look_again_bounds(without: Vec<Guard>) -> Bounds {
+    Bounds { run_ticks: 3, callbacks: true, without, ..Bounds::default() }
+}
+
+/// Explores [`look_again_bounds`] breadth first, `depth` actions deep, for a claimed run whose
+/// next look (its analysis resend) is set past the analysis timeout; the trace if one exists.
+fn postponed_analysis(without: Vec<Guard>, depth: usize) -> Option<String> {
     let name = "a claimed run is due again within the analysis timeout";
     let due_again = |m: &WithProperty, s: &State| {
         let run = &s.db.run;
         let limit = s.now.saturating_add(m.model.config.analysis_timeout_ms());
         run.status != RunStatus::Aggregating || run.due_at.is_some_and(|due| due <= limit)
     };
+    let model = RunModel::new(look_again_bounds(without));
     let checker = WithProperty { model, property: Property::always(name, due_again) }
         .checker()
+        .target_max_depth(depth)
         .finish_when(HasDiscoveries::AnyOf([name].into()))
         .spawn_bfs()
         .join();
-    let path = checker.discovery(name).expect("the gap is closed: make this property one of RunModel's");
+    let path = checker.discovery(name)?;
     let model = &checker.model().model;
     let lines: Vec<String> = path
         .into_vec()
         .into_iter()
         .filter_map(|(state, action)| action.map(|a| format!("  {a:?}\n      -> {}", model.describe_next(&state, &a))))
         .collect();
-    println!("counterexample, a claimed run due only at its deadline:\n{}", lines.join("\n"));
+    Some(lines.join("\n"))
+}
+
+/// Actions deep enough for the race: the shortest trace without the guard is well inside it.
+const LOOK_AGAIN_DEPTH: usize = 24;
+
+/// A poller's look that did not itself claim or end the run sets the run's next look
+/// (`look_again_at`) only while the run is active: a report that claimed the fan-in meanwhile
+/// keeps its analysis timeout, so an analysis message lost with its sender is resent then,
+/// not at the run's deadline.
+#[test]
+fn a_pollers_look_never_postpones_a_claimed_runs_analysis() {
+    if let Some(trace) = postponed_analysis(Vec::new(), LOOK_AGAIN_DEPTH) {
+        panic!("a claimed run due only at its deadline:\n{trace}");
+    }
+}
+
+#[test]
+fn the_checker_finds_a_postponed_analysis_when_the_look_again_guard_is_dropped() {
+    let trace = postponed_analysis(vec![Guard::LookAgainStatus], LOOK_AGAIN_DEPTH).expect("a postponed analysis");
+    println!("counterexample, a claimed run due only at its deadline:\n{trace}");
 }
 
 /// [`RunModel`] with one property of its own.

@@ -246,6 +246,19 @@ pub fn set_due(db: &Db, run_id: &str, due_at: i64) -> Result<Stmt> {
     )
 }
 
+/// Sets when the poller must look at a run next, only while its status is one of `statuses`:
+/// a look that finds a run still waiting must not move the analysis timeout of a run that a
+/// racing report claimed meanwhile.
+pub fn set_due_while(db: &Db, run_id: &str, due_at: i64, statuses: &[RunStatus]) -> Result<Stmt> {
+    db.stmt(
+        &format!(
+            "UPDATE runs SET due_at = ?2 WHERE run_id = ?1 AND due_at IS NOT NULL AND status IN ({})",
+            status_list(statuses)
+        ),
+        &[Arg::from(run_id), Arg::Int(due_at)],
+    )
+}
+
 /// Brings the poller's next look at an active run forward to `at` (never pushes it back).
 pub fn due_no_later_than(db: &Db, run_id: &str, at: i64) -> Result<Stmt> {
     db.stmt("UPDATE runs SET due_at = ?2 WHERE run_id = ?1 AND due_at > ?2", &[Arg::from(run_id), Arg::Int(at)])

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use baton_core::lifecycle;
 use baton_core::messages::AnalysisMessage;
 use baton_core::state::RunStatus;
 
@@ -73,9 +74,10 @@ impl Engine<'_> {
         Ok(DueWork { runs, more_runs: more.into_iter().collect(), pollable, rows_read: meta.rows_read })
     }
 
-    /// Sets when the poller looks at an active run next.
+    /// Sets when the poller looks at an active run next (a run claimed or ended meanwhile keeps
+    /// its own due time).
     pub async fn look_again_at(&self, run_id: &str, at: i64) -> Result<()> {
-        self.db.batch(vec![runs::set_due(&self.db, run_id, at)?]).await.map(|_| ())
+        self.db.batch(vec![runs::set_due_while(&self.db, run_id, at, lifecycle::ACTIVE)?]).await.map(|_| ())
     }
 
     /// Sends a claimed run's analysis again (its message was lost or its consumer died), and
@@ -85,7 +87,8 @@ impl Engine<'_> {
         let missing = run.missing.iter().filter_map(|m| m.parse().ok()).collect();
         self.send_analysis(&AnalysisMessage::new(run_id, run.partial, missing)).await?;
         let next = self.now().saturating_add(self.config.analysis_timeout_ms()).as_u64() as i64;
-        self.look_again_at(&run.run_id, next).await
+        let statement = runs::set_due_while(&self.db, &run.run_id, next, lifecycle::CLAIMED)?;
+        self.db.batch(vec![statement]).await.map(|_| ())
     }
 
     /// Active runs and those overdue (`due_at` passed), for health.
