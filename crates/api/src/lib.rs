@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 pub mod callbacks;
 pub mod decode;
+pub mod error;
 pub mod executions;
 pub mod runs;
 pub mod schedules;
@@ -61,6 +62,7 @@ pub fn schemas() -> Map<String, Value> {
     add(webhooks::Webhook::json_schema(&mut answers), webhooks::Webhook::schema_name());
     add(webhooks::WebhookOne::json_schema(&mut answers), webhooks::WebhookOne::schema_name());
     add(webhooks::WebhookList::json_schema(&mut answers), webhooks::WebhookList::schema_name());
+    add(error::ErrorAnswer::json_schema(&mut answers), error::ErrorAnswer::schema_name());
     add(runs::RunStarted::json_schema(&mut answers), runs::RunStarted::schema_name());
     add(runs::RunWaited::json_schema(&mut answers), runs::RunWaited::schema_name());
     add(runs::RunDetail::json_schema(&mut answers), runs::RunDetail::schema_name());
