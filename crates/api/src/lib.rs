@@ -62,6 +62,9 @@ pub fn schemas() -> Map<String, Value> {
     add(webhooks::Webhook::json_schema(&mut answers), webhooks::Webhook::schema_name());
     add(webhooks::WebhookOne::json_schema(&mut answers), webhooks::WebhookOne::schema_name());
     add(webhooks::WebhookList::json_schema(&mut answers), webhooks::WebhookList::schema_name());
+    add(webhooks::WebhookDeliveries::json_schema(&mut answers), webhooks::WebhookDeliveries::schema_name());
+    add(webhooks::WebhookReplayed::json_schema(&mut answers), webhooks::WebhookReplayed::schema_name());
+    add(callbacks::ResultRecorded::json_schema(&mut answers), callbacks::ResultRecorded::schema_name());
     add(error::ErrorAnswer::json_schema(&mut answers), error::ErrorAnswer::schema_name());
     add(runs::RunStarted::json_schema(&mut answers), runs::RunStarted::schema_name());
     add(runs::RunWaited::json_schema(&mut answers), runs::RunWaited::schema_name());
