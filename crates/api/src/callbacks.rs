@@ -1,4 +1,5 @@
-//! `POST /api/jobs/{trace_id}/results/{service}`'s body: a service reports a step's outcome.
+//! `POST /api/jobs/{trace_id}/results/{service}`'s body (a service reports a step's outcome) and
+//! its answer.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -34,4 +35,28 @@ pub struct ResultReport {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub attempt: Option<u32>,
+}
+
+/// What became of a reported outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Recorded {
+    /// The step changed; the run was advanced.
+    Recorded,
+    /// The step had already ended: a duplicate or late report, acknowledged and ignored.
+    AlreadyRecorded,
+    /// The report is for another attempt, or another writer changed the step first.
+    Stale,
+}
+
+/// `POST /api/jobs/{trace_id}/results/{service}`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ResultRecorded {
+    pub success: crate::Success,
+    pub trace_id: String,
+    pub service: String,
+    pub result: Recorded,
+    /// What the run did next once the outcome was recorded (steps dispatched, skipped, ...);
+    /// null otherwise.
+    pub advance: Value,
 }

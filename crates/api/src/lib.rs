@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 pub mod callbacks;
 pub mod decode;
+pub mod error;
 pub mod executions;
 pub mod runs;
 pub mod schedules;
@@ -61,6 +62,18 @@ pub fn schemas() -> Map<String, Value> {
     add(webhooks::Webhook::json_schema(&mut answers), webhooks::Webhook::schema_name());
     add(webhooks::WebhookOne::json_schema(&mut answers), webhooks::WebhookOne::schema_name());
     add(webhooks::WebhookList::json_schema(&mut answers), webhooks::WebhookList::schema_name());
+    add(webhooks::WebhookDeliveries::json_schema(&mut answers), webhooks::WebhookDeliveries::schema_name());
+    add(webhooks::WebhookReplayed::json_schema(&mut answers), webhooks::WebhookReplayed::schema_name());
+    add(callbacks::ResultRecorded::json_schema(&mut answers), callbacks::ResultRecorded::schema_name());
+    add(error::ErrorAnswer::json_schema(&mut answers), error::ErrorAnswer::schema_name());
+    add(runs::RunStarted::json_schema(&mut answers), runs::RunStarted::schema_name());
+    add(runs::RunWaited::json_schema(&mut answers), runs::RunWaited::schema_name());
+    add(runs::RunDetail::json_schema(&mut answers), runs::RunDetail::schema_name());
+    add(runs::RunList::json_schema(&mut answers), runs::RunList::schema_name());
+    add(runs::RunEvents::json_schema(&mut answers), runs::RunEvents::schema_name());
+    add(runs::RunCancelled::json_schema(&mut answers), runs::RunCancelled::schema_name());
+    add(runs::RunRetried::json_schema(&mut answers), runs::RunRetried::schema_name());
+    add(runs::RunRerun::json_schema(&mut answers), runs::RunRerun::schema_name());
     for (name, schema) in requests.take_definitions(true).into_iter().chain(answers.take_definitions(true)) {
         named.entry(name).or_insert(schema);
     }
@@ -72,6 +85,18 @@ pub fn schemas() -> Map<String, Value> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(transparent)]
 pub struct Instant(pub String);
+
+impl Instant {
+    /// The instant `ms` milliseconds after the epoch (a negative one reads as the epoch).
+    pub fn at(ms: i64) -> Instant {
+        Instant(baton_core::time::Millis::new(ms.max(0) as u64).to_rfc3339())
+    }
+
+    /// [`Instant::at`] of a time that may be unknown.
+    pub fn of(ms: Option<i64>) -> Option<Instant> {
+        ms.map(Instant::at)
+    }
+}
 
 impl JsonSchema for Instant {
     fn schema_name() -> std::borrow::Cow<'static, str> {

@@ -1,9 +1,14 @@
-//! `POST /api/orchestration/run`'s body.
+//! `POST /api/orchestration/run`'s body, and the answers about runs: started, waited for, read,
+//! listed, their events, cancelled, retried, rerun.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::Object;
+use baton_core::state::{RunKind, RunStatus, StepStatus};
+use baton_core::summary::RunSummary;
+use serde_json::Value;
+
+use crate::{Instant, Object, Success};
 
 /// A run to start: a website's domain, checked by a plan's services.
 // `website_id` and `domain` are required, but default to empty when decoded: core reports a
@@ -35,6 +40,175 @@ pub struct StartRun {
     /// otherwise your own or absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+}
+
+/// `POST /run`'s answer (202): the run started, or the one its idempotency key already started.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunStarted {
+    pub success: Success,
+    pub run_id: String,
+    pub status: RunStatus,
+    /// Where to read the run (`GET`).
+    pub status_url: String,
+    /// Whether the idempotency key named a run started before.
+    pub idempotent_replay: bool,
+}
+
+/// `POST /run?wait`'s answer (200): the run's summary once it ended or `wait` seconds passed.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunWaited {
+    pub success: Success,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub summary: RunSummary,
+    /// Whether the idempotency key named a run started before.
+    pub idempotent_replay: bool,
+}
+
+/// A run as `GET /runs/{run_id}` shows it: its summary, its steps and its diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunDetail {
+    pub success: Success,
+    pub summary: RunSummary,
+    pub status: RunStatus,
+    /// The client the run is for.
+    pub client_id: String,
+    /// Who started it for that client, when another did (`API_DELEGATIONS`).
+    pub acted_by: Option<String>,
+    /// Whether it ended with part of its results; null before it is fanned in.
+    pub partial: Option<bool>,
+    pub service_results: Vec<StepResult>,
+    /// The diagnosis (findings, confidence, missing_services, recommendations, ...) once written, else null.
+    pub diagnosis: Option<Value>,
+    /// Whether the run has ended.
+    pub terminal: bool,
+    pub kind: RunKind,
+    pub plan_name: String,
+    pub created_at: Instant,
+    pub deadline_at: Instant,
+    /// When the results were fanned in (the fan-in claim); null before, or if the run ended otherwise.
+    pub fan_in_at: Option<Instant>,
+    /// Services that did not complete, once fanned in; else null.
+    pub missing: Option<Vec<String>>,
+    /// The schedule that started this run, if one did.
+    pub schedule_id: Option<String>,
+    /// The slot of that schedule this run is for.
+    pub schedule_slot: Option<Instant>,
+}
+
+/// One step of a run, with its attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct StepResult {
+    pub service: String,
+    pub status: StepStatus,
+    pub wave: i64,
+    pub attempts: i64,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+    /// The JSON value the service returned for this step (any JSON type); null until it has one.
+    pub output: Value,
+    /// What a long-running service last reported, or null.
+    pub progress: Option<Value>,
+    pub depends_on: Vec<String>,
+    /// First dispatch.
+    pub started_at: Option<Instant>,
+    pub finished_at: Option<Instant>,
+    /// The current attempt's timeout.
+    pub deadline_at: Option<Instant>,
+    /// When a retrying step is tried again.
+    pub next_attempt_at: Option<Instant>,
+    pub error_kind: Option<String>,
+    /// For a skipped step: its dependencies that did not complete.
+    pub skipped_because: Vec<String>,
+    pub attempt_history: Vec<Attempt>,
+}
+
+/// One attempt of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    /// When a consumer began running it; null if none did.
+    pub started_at: Option<Instant>,
+    /// Null while it runs.
+    pub ended_at: Option<Instant>,
+    pub duration_ms: Option<i64>,
+    /// `running`, or the status the step left `running` for: completed, retrying, failed, timeout, cancelled.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub error_kind: Option<String>,
+}
+
+/// A page of the caller's runs, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunList {
+    pub success: Success,
+    pub runs: Vec<RunSummary>,
+    /// Pass back as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A run's events, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunEvents {
+    pub success: Success,
+    pub run_id: String,
+    pub events: Vec<RunEvent>,
+}
+
+/// One event of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunEvent {
+    pub id: String,
+    pub website_id: String,
+    pub run_id: String,
+    /// Who wrote it: a step's service, or the orchestrator.
+    pub service: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The event's JSON payload; null when it is not JSON.
+    pub payload: Value,
+    pub created_at: Instant,
+}
+
+/// `POST /runs/{run_id}/cancel`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunCancelled {
+    pub success: Success,
+    pub run_id: String,
+    pub status: RunStatus,
+    /// The steps that were cancelled.
+    pub cancelled_steps: Vec<String>,
+    pub summary: RunSummary,
+}
+
+/// `POST /runs/{run_id}/retry`'s answer: the run runs again, in place.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunRetried {
+    pub success: Success,
+    pub run_id: String,
+    pub status: RunStatus,
+    /// The steps that start over.
+    pub retried_steps: Vec<String>,
+    /// How many times the run has been retried.
+    pub retries: i64,
+    /// The steps dispatched at once.
+    pub dispatched: Vec<String>,
+    /// The steps skipped at once (a dependency did not complete).
+    pub skipped: Vec<String>,
+}
+
+/// `POST /runs/{run_id}/rerun`'s answer (202): a new run with the same inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunRerun {
+    pub success: Success,
+    /// The new run.
+    pub run_id: String,
+    /// The run it repeats.
+    pub rerun_of: String,
+    pub status: RunStatus,
+    /// Where to read the new run (`GET`).
+    pub status_url: String,
 }
 
 #[cfg(test)]

@@ -94,3 +94,55 @@ mod tests {
         }
     }
 }
+
+/// One delivery of an ending to a webhook, with every attempt made.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct WebhookDelivery {
+    /// Also the `X-Baton-Webhook-Id` header, the same on every attempt.
+    pub delivery_id: String,
+    pub webhook_id: String,
+    #[schemars(with = "WebhookEvent")]
+    pub event: String,
+    pub run_id: Option<String>,
+    #[schemars(extend("enum" = ["pending", "succeeded", "failed"]))]
+    pub status: String,
+    #[schemars(range(min = 0))]
+    pub attempts: i64,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    /// The delivery this one replays.
+    pub replay_of: Option<String>,
+    pub created_at: crate::Instant,
+    pub updated_at: crate::Instant,
+    pub delivered_at: Option<crate::Instant>,
+    pub attempt_log: Vec<DeliveryAttempt>,
+    /// The body posted: `{id, event, created_at, data: {run_id, kind, status, summary}}`.
+    pub payload: serde_json::Value,
+}
+
+/// One attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct DeliveryAttempt {
+    #[schemars(range(min = 1))]
+    pub attempt: i64,
+    pub at: crate::Instant,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    #[schemars(range(min = 0))]
+    pub duration_ms: i64,
+}
+
+/// A webhook's latest deliveries, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct WebhookDeliveries {
+    pub success: crate::Success,
+    pub webhook_id: String,
+    pub deliveries: Vec<WebhookDelivery>,
+}
+
+/// A delivery sent again, as a new delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct WebhookReplayed {
+    pub success: crate::Success,
+    pub delivery: WebhookDelivery,
+}

@@ -51,6 +51,7 @@ pub struct ParseStatusError {
 /// What a run is: a diagnostic run of a plan (`POST /api/orchestration/run`, a schedule, a
 /// rerun), or a pipeline run of a master template (`POST /execute`). Serialises lowercase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RunKind {
     /// A plan run for a website, ending with a diagnosis.
@@ -71,6 +72,7 @@ impl RunKind {
 
 /// A run's status. Serialises lowercase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     /// Created; no step dispatched yet.
@@ -187,6 +189,7 @@ pub enum RunOutcome {
 
 /// A step's status. Serialises lowercase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum StepStatus {
     /// Waiting for dependencies or dispatch.

@@ -78,23 +78,29 @@ pub struct RunFacts {
 
 /// The run summary, exactly as the API returns it (camelCase, RFC 3339 times, `null` when absent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     /// The run.
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub run_id: RunId,
     /// The website.
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub website_id: WebsiteId,
     /// The domain.
     pub domain: String,
     /// The plan.
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub plan_id: PlanId,
     /// Run status.
     pub status: RunStatus,
     /// Start.
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String", extend("format" = "date-time")))]
     pub started_at: Millis,
     /// End, or `null`.
     #[serde(with = "rfc3339_option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "date-time")))]
     pub completed_at: Option<Millis>,
     /// End minus start, or `null` while in progress.
     pub duration_ms: Option<u64>,
@@ -109,6 +115,7 @@ pub struct RunSummary {
     /// All steps.
     pub services_total: u32,
     /// The diagnosis event, or `null`.
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub diagnosis_event_id: Option<EventId>,
     /// Why the run failed, or `null`.
     pub error: Option<String>,

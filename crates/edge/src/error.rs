@@ -1,5 +1,6 @@
 //! The edge error type and its single mapping to HTTP responses.
 
+use baton_api::error::ErrorAnswer;
 use serde_json::{json, Value};
 use worker::Response;
 
@@ -140,10 +141,7 @@ impl Error {
         if self.status() >= 500 {
             worker::console_error!("{self}");
         }
-        let body = json!({
-            "success": false,
-            "error": { "code": self.code(), "message": self.public_message(), "details": self.details() },
-        });
+        let body = ErrorAnswer::new(self.code(), self.public_message(), self.details());
         let mut response = Response::from_json(&body)?.with_status(self.status());
         if let Error::MethodNotAllowed { allowed, .. } = self {
             response.headers_mut().set("Allow", &allowed.join(", "))?;

@@ -4,12 +4,13 @@
 //! (`X-Baton-Attempt`, required): a signature made for another run, step or attempt is refused,
 //! and a replay of the same one finds its attempt ended (`already_recorded`).
 
-use baton_api::callbacks::{ReportStatus, ResultReport};
+use baton_api::callbacks::{Recorded, ReportStatus, ResultRecorded, ResultReport};
+use baton_api::Success;
 use baton_core::signature::Purpose;
 use baton_core::state::{ErrorKind, StepError};
 use baton_edge::engine::{Dispatch, Engine, RecordOutcome, Report};
 use baton_edge::{auth, http, settings, Error, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 use worker::{Env, Request, Response};
 
 use super::input;
@@ -37,20 +38,22 @@ pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) 
         ));
     }
     let outcome = engine.record_loaded(loaded, service, Some(attempt), report, Dispatch::Queue).await?;
-    let (code, recorded) = match &outcome {
-        RecordOutcome::Recorded { .. } => (200, "recorded"),
-        RecordOutcome::AlreadyTerminal => (200, "already_recorded"),
-        RecordOutcome::Stale => (200, "stale"),
+    let (result, advance) = match outcome {
+        RecordOutcome::Recorded { advance, .. } => {
+            (Recorded::Recorded, serde_json::to_value(advance).unwrap_or(Value::Null))
+        }
+        RecordOutcome::AlreadyTerminal => (Recorded::AlreadyRecorded, Value::Null),
+        RecordOutcome::Stale => (Recorded::Stale, Value::Null),
         RecordOutcome::NotFound => return Err(not_found()),
     };
-    let advance = match outcome {
-        RecordOutcome::Recorded { advance, .. } => serde_json::to_value(advance).unwrap_or(Value::Null),
-        _ => Value::Null,
+    let answer = ResultRecorded {
+        success: Success,
+        trace_id: trace_id.to_string(),
+        service: service.to_string(),
+        result,
+        advance,
     };
-    http::json(
-        code,
-        &json!({ "success": true, "trace_id": trace_id, "service": service, "result": recorded, "advance": advance }),
-    )
+    http::json(200, &answer)
 }
 
 /// The callback's body: the attempt it reports on (any when absent), and what happened.

@@ -1,9 +1,10 @@
 //! `POST /api/orchestration/runs/:run_id/cancel`: the caller's own runs only (another
 //! client's run is 404). A run that has already ended is 409, naming its status.
 
+use baton_api::runs::RunCancelled;
+use baton_api::Success;
 use baton_edge::engine::{summary_of, CancelOutcome, Engine};
 use baton_edge::{auth, http, Error, Result};
-use serde_json::json;
 use worker::{Env, Request, Response};
 
 use super::runs::visible_run;
@@ -18,13 +19,13 @@ pub async fn cancel(req: Request, env: &Env, run_id: &str) -> Result<Response> {
         ))),
         CancelOutcome::Cancelled { loaded, cancelled_steps } => http::json(
             200,
-            &json!({
-                "success": true,
-                "run_id": run_id,
-                "status": loaded.run.status,
-                "cancelled_steps": cancelled_steps,
-                "summary": summary_of(&loaded)?,
-            }),
+            &RunCancelled {
+                success: Success,
+                run_id: run_id.to_string(),
+                status: loaded.run.status,
+                cancelled_steps,
+                summary: summary_of(&loaded)?,
+            },
         ),
     }
 }

@@ -1,6 +1,8 @@
 //! `GET /api/orchestration/runs?website_id=&status=&plan_id=&limit=&cursor=`: the caller's runs,
 //! newest first, a page at a time.
 
+use baton_api::runs::RunList;
+use baton_api::Success;
 use baton_core::listing::{validate_run_list, RunListDraft};
 use baton_edge::engine::Engine;
 use baton_edge::{auth, http, Result};
@@ -28,5 +30,5 @@ pub async fn list(req: Request, env: &Env) -> Result<Response> {
     })?;
     let engine = Engine::new(env).await?;
     let (runs, next) = engine.list_runs(&client_id, &query).await?;
-    http::json(200, &json!({ "success": true, "runs": runs, "next_cursor": next.map(|c| c.to_string()) }))
+    http::json(200, &RunList { success: Success, runs, next_cursor: next.map(|c| c.to_string()) })
 }

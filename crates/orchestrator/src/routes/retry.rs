@@ -1,10 +1,11 @@
 //! `POST /api/orchestration/runs/:run_id/retry` (the ended run again, in place: what did not
 //! complete starts over) and `.../rerun` (a new run with the same inputs).
 
-use baton_core::state::RunKind;
+use baton_api::runs::{RunRerun, RunRetried};
+use baton_api::Success;
+use baton_core::state::{RunKind, RunStatus};
 use baton_edge::engine::{Engine, RetryOutcome, Started};
 use baton_edge::{auth, http, Error, Result};
-use serde_json::json;
 use worker::{Env, Request, Response};
 
 use super::runs::visible_run;
@@ -26,8 +27,15 @@ pub async fn retry(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     match engine.retry_run(loaded).await? {
         RetryOutcome::Retried { steps, retries, advance } => http::json(
             200,
-            &json!({ "success": true, "run_id": run_id, "status": "running", "retried_steps": steps,
-                     "retries": retries, "dispatched": advance.dispatched, "skipped": advance.skipped }),
+            &RunRetried {
+                success: Success,
+                run_id: run_id.to_string(),
+                status: RunStatus::Running,
+                retried_steps: steps,
+                retries,
+                dispatched: advance.dispatched,
+                skipped: advance.skipped,
+            },
         ),
         RetryOutcome::Refused(refused) => Err(Error::Conflict(refused.to_string())),
     }
@@ -44,9 +52,12 @@ pub async fn rerun(req: Request, env: &Env, run_id: &str) -> Result<Response> {
         return Err(Error::Internal("a rerun has no idempotency key, so it is always new".into()));
     };
     let new_id = &written.run.run_id;
-    http::json(
-        202,
-        &json!({ "success": true, "run_id": new_id, "rerun_of": run_id, "status": written.run.status,
-                 "status_url": format!("/api/orchestration/runs/{new_id}") }),
-    )
+    let rerun = RunRerun {
+        success: Success,
+        run_id: new_id.clone(),
+        rerun_of: run_id.to_string(),
+        status: written.run.status,
+        status_url: format!("/api/orchestration/runs/{new_id}"),
+    };
+    http::json(202, &rerun)
 }

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use baton_api::runs::StartRun;
+use baton_api::runs::{Attempt, RunDetail, RunEvent, RunEvents, RunStarted, RunWaited, StartRun, StepResult};
+use baton_api::{Instant, Success};
 use baton_core::delegation::Acting;
 use baton_core::ids::RunId;
 use baton_core::messages::TaskMessage;
@@ -11,14 +12,14 @@ use baton_core::plan::{Plan, DEFAULT_PLAN_ID};
 use baton_core::request::{self, validate_run_request, RunRequest, RunRequestDraft};
 use baton_core::state::RunKind;
 use baton_core::state::RunStatus;
+use baton_core::summary::RunSummary;
 use baton_core::time::Millis;
 use baton_edge::auth::{self, Caller};
-use baton_edge::engine::{attempts, blocked_by, depends_on, summary_of, Attempt, Engine, Loaded, NewRun, Started};
+use baton_edge::engine::{attempts, blocked_by, depends_on, summary_of, Engine, Loaded, NewRun, Started};
 use baton_edge::{clock, http, log, services, settings, Error, Result};
 use serde_json::{json, Map, Value};
 use worker::{Context, Env, Request, Response};
 
-use super::executions::rfc3339;
 use super::input;
 
 /// Largest `parameters` object: the run row must stay under D1's 100 KB statement limit.
@@ -45,24 +46,29 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
     };
     let wait_deadline = wait.map(|seconds| clock::now_ms() + seconds * 1000);
     let begun = begin(&engine, ctx, new, wait).await?;
-    let answer = |status: &Value, summary: Value| {
-        let replayed = begun.replayed;
-        json!({ "success": true, "run_id": begun.run_id, "status": status, "summary": summary, "idempotent_replay": replayed })
+    let answer = |status: RunStatus, summary: RunSummary| RunWaited {
+        success: Success,
+        run_id: begun.run_id.clone(),
+        status,
+        summary,
+        idempotent_replay: begun.replayed,
     };
     // The run ended while its first wave ran at once: nothing to read.
     if let Some(summary) = &begun.ended {
-        return answered(http::json(200, &answer(&summary["status"], summary.clone())));
+        return answered(http::json(200, &answer(summary.status, summary.clone())));
     }
     if let Some(deadline) = wait_deadline {
         let loaded = engine.wait_for_end(&begun.run_id, deadline).await?;
-        return answered(http::json(200, &answer(&json!(loaded.run.status), json!(summary_of(&loaded)?))));
+        return answered(http::json(200, &answer(loaded.run.status, summary_of(&loaded)?)));
     }
-    let status_url = format!("/api/orchestration/runs/{}", begun.run_id);
-    http::json(
-        202,
-        &json!({ "success": true, "run_id": begun.run_id, "status": begun.status, "status_url": status_url,
-                 "idempotent_replay": begun.replayed }),
-    )
+    let started = RunStarted {
+        success: Success,
+        status_url: format!("/api/orchestration/runs/{}", begun.run_id),
+        run_id: begun.run_id,
+        status: begun.status,
+        idempotent_replay: begun.replayed,
+    };
+    http::json(202, &started)
 }
 
 /// A new diagnostic run of the client `acting` names.
@@ -87,7 +93,7 @@ struct Begun {
     run_id: String,
     status: RunStatus,
     replayed: bool,
-    ended: Option<Value>,
+    ended: Option<RunSummary>,
 }
 
 /// Starts the run (or finds the one its idempotency key names). Its first wave runs at once,
@@ -134,14 +140,13 @@ async fn run_first_wave(
     wave: Vec<TaskMessage>,
     limit: Duration,
     here: bool,
-) -> Result<Option<Value>> {
+) -> Result<Option<RunSummary>> {
     if !here {
-        return Ok(engine.hand_over(&written, &wave, limit).await);
+        let ended = engine.hand_over(&written, &wave, limit).await;
+        return ended.map(|s| serde_json::from_value(s).map_err(|e| Error::Internal(e.to_string()))).transpose();
     }
     let ended = attempts::run_waited(ctx, engine.env(), engine.config, written, wave, limit).await;
-    ended
-        .map(|run| summary_of(&run).and_then(|s| serde_json::to_value(s).map_err(|e| Error::Internal(e.to_string()))))
-        .transpose()
+    ended.map(|run| summary_of(&run)).transpose()
 }
 
 /// The run request's fields, validated (every problem named), its parameters and the
@@ -211,55 +216,60 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let service_results = step_views(&loaded, engine.attempts_of(&loaded).await?);
     let diagnosis = engine.diagnosis_of(&loaded).await?;
     let fire = engine.schedule_fire_of(run_id).await?;
-    http::json(
-        200,
-        &json!({
-            "success": true,
-            "summary": summary,
-            "status": loaded.run.status,
-            "client_id": loaded.run.client_id,
-            "acted_by": loaded.run.acted_by,
-            "partial": loaded.run.partial.map(|p| p != 0),
-            "service_results": service_results,
-            "diagnosis": diagnosis,
-            "terminal": loaded.status().map(RunStatus::is_terminal).unwrap_or(false),
-            "kind": loaded.run.kind,
-            "plan_name": loaded.run.plan_name,
-            "created_at": rfc3339(Some(loaded.run.created_at)),
-            "deadline_at": rfc3339(Some(loaded.run.deadline_at)),
-            "fan_in_at": rfc3339(loaded.run.claimed_at),
-            "missing": loaded.run.missing.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
-            "schedule_id": fire.as_ref().map(|f| f.schedule_id.clone()),
-            "schedule_slot": rfc3339(fire.as_ref().map(|f| f.slot)),
-        }),
-    )
+    let detail = RunDetail {
+        success: Success,
+        summary,
+        status: loaded.run.status,
+        client_id: loaded.run.client_id.clone(),
+        acted_by: loaded.run.acted_by.clone(),
+        partial: loaded.run.partial.map(|p| p != 0),
+        service_results,
+        diagnosis,
+        terminal: loaded.status().map(RunStatus::is_terminal).unwrap_or(false),
+        kind: loaded.run.kind,
+        plan_name: loaded.run.plan_name.clone(),
+        created_at: Instant::at(loaded.run.created_at),
+        deadline_at: Instant::at(loaded.run.deadline_at),
+        fan_in_at: Instant::of(loaded.run.claimed_at),
+        missing: loaded.run.missing.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+        schedule_id: fire.as_ref().map(|f| f.schedule_id.clone()),
+        schedule_slot: Instant::of(fire.as_ref().map(|f| f.slot)),
+    };
+    http::json(200, &detail)
 }
 
 /// The steps of a run as `GET /runs/:id` shows them, each with its attempts (`history`) and
 /// what its service returned (`output`, once it completed).
-fn step_views(loaded: &Loaded, mut history: BTreeMap<String, Vec<Attempt>>) -> Vec<Value> {
+fn step_views(loaded: &Loaded, mut history: BTreeMap<String, Vec<baton_edge::engine::Attempt>>) -> Vec<StepResult> {
+    let attempt = |a: baton_edge::engine::Attempt| Attempt {
+        attempt: a.attempt,
+        started_at: a.started_at.map(Instant),
+        ended_at: a.ended_at.map(Instant),
+        duration_ms: a.duration_ms,
+        outcome: a.outcome,
+        error: a.error,
+        error_kind: a.error_kind,
+    };
     loaded
         .steps
         .iter()
-        .map(|s| {
-            json!({
-                "service": s.service,
-                "status": s.status,
-                "wave": s.wave,
-                "attempts": s.attempts,
-                "duration_ms": s.duration_ms,
-                "error": s.error,
-                "output": s.output.as_deref().and_then(|o| serde_json::from_str::<Value>(o).ok()),
-                "progress": s.progress.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()),
-                "depends_on": depends_on(loaded, &s.service),
-                "started_at": rfc3339(s.started_at),
-                "finished_at": rfc3339(s.finished_at),
-                "deadline_at": rfc3339(s.deadline_at),
-                "next_attempt_at": rfc3339(s.next_attempt_at),
-                "error_kind": s.error_kind,
-                "skipped_because": blocked_by(loaded, &s.service),
-                "attempt_history": history.remove(&s.service).unwrap_or_default(),
-            })
+        .map(|s| StepResult {
+            service: s.service.clone(),
+            status: s.status,
+            wave: s.wave,
+            attempts: s.attempts,
+            duration_ms: s.duration_ms,
+            error: s.error.clone(),
+            output: s.output.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null),
+            progress: s.progress.as_deref().and_then(|p| serde_json::from_str(p).ok()),
+            depends_on: depends_on(loaded, &s.service),
+            started_at: Instant::of(s.started_at),
+            finished_at: Instant::of(s.finished_at),
+            deadline_at: Instant::of(s.deadline_at),
+            next_attempt_at: Instant::of(s.next_attempt_at),
+            error_kind: s.error_kind.clone(),
+            skipped_because: blocked_by(loaded, &s.service),
+            attempt_history: history.remove(&s.service).unwrap_or_default().into_iter().map(attempt).collect(),
         })
         .collect()
 }
@@ -270,5 +280,17 @@ pub async fn events(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let engine = Engine::new(env).await?;
     visible_run(&engine, run_id, &caller).await?;
     let events = engine.run_events(run_id).await?;
-    http::json(200, &json!({ "success": true, "run_id": run_id, "events": events }))
+    let events = events
+        .into_iter()
+        .map(|e| RunEvent {
+            id: e.id,
+            website_id: e.website_id,
+            run_id: e.run_id,
+            service: e.service,
+            kind: e.kind,
+            payload: e.payload,
+            created_at: Instant(e.created_at),
+        })
+        .collect();
+    http::json(200, &RunEvents { success: Success, run_id: run_id.to_string(), events })
 }

@@ -1,9 +1,11 @@
 //! Webhooks (`/api/orchestration/webhooks`): a client's URLs told, signed, when its runs and
 //! executions end; their delivery log and replays. A client sees only its own.
 
-use baton_api::webhooks::{Webhook, WebhookDraft, WebhookEvent, WebhookList, WebhookOne};
+use baton_api::webhooks::{
+    DeliveryAttempt, Webhook, WebhookDeliveries, WebhookDelivery as Delivery, WebhookDraft, WebhookEvent, WebhookList,
+    WebhookOne, WebhookReplayed,
+};
 use baton_api::{Instant, Success};
-use baton_core::time::Millis;
 use baton_core::webhook::Event;
 use baton_edge::engine::{Engine, Webhook as WebhookRow, WebhookAttempt, WebhookDelivery};
 use baton_edge::{auth, http, Error, Result};
@@ -12,10 +14,6 @@ use worker::{Env, Request, Response};
 
 use super::input;
 
-fn rfc3339(ms: Option<i64>) -> Value {
-    ms.map(|ms| json!(Millis::new(ms.max(0) as u64).to_rfc3339())).unwrap_or(Value::Null)
-}
-
 /// A webhook as its owner sees it; its secret only when it is created.
 fn shown(row: &WebhookRow, with_secret: bool) -> Webhook {
     let events: Vec<String> = serde_json::from_str(&row.events).unwrap_or_default();
@@ -23,36 +21,39 @@ fn shown(row: &WebhookRow, with_secret: bool) -> Webhook {
         webhook_id: row.webhook_id.clone(),
         url: row.url.clone(),
         events: events.iter().filter_map(|e| WebhookEvent::parse(e)).collect(),
-        created_at: Instant(Millis::new(row.created_at.max(0) as u64).to_rfc3339()),
+        created_at: Instant::at(row.created_at),
         secret: with_secret.then(|| row.secret.clone()),
     }
 }
 
-fn shown_delivery(d: &WebhookDelivery, attempts: &[WebhookAttempt]) -> Value {
-    let log: Vec<Value> = attempts
+fn shown_delivery(d: &WebhookDelivery, attempts: &[WebhookAttempt]) -> Delivery {
+    let attempt_log = attempts
         .iter()
         .filter(|a| a.delivery_id == d.delivery_id)
-        .map(|a| {
-            json!({ "attempt": a.attempt, "at": rfc3339(Some(a.at)), "status_code": a.status_code,
-                    "error": a.error, "duration_ms": a.duration_ms })
+        .map(|a| DeliveryAttempt {
+            attempt: a.attempt,
+            at: Instant::at(a.at),
+            status_code: a.status_code,
+            error: a.error.clone(),
+            duration_ms: a.duration_ms,
         })
         .collect();
-    json!({
-        "delivery_id": d.delivery_id,
-        "webhook_id": d.webhook_id,
-        "event": d.event,
-        "run_id": d.run_id,
-        "status": d.status,
-        "attempts": d.attempts,
-        "last_status_code": d.last_status_code,
-        "last_error": d.last_error,
-        "replay_of": d.replay_of,
-        "created_at": rfc3339(Some(d.created_at)),
-        "updated_at": rfc3339(Some(d.updated_at)),
-        "delivered_at": rfc3339(d.delivered_at),
-        "attempt_log": log,
-        "payload": serde_json::from_str::<Value>(&d.payload).unwrap_or(Value::Null),
-    })
+    Delivery {
+        delivery_id: d.delivery_id.clone(),
+        webhook_id: d.webhook_id.clone(),
+        event: d.event.clone(),
+        run_id: d.run_id.clone(),
+        status: d.status.clone(),
+        attempts: d.attempts,
+        last_status_code: d.last_status_code,
+        last_error: d.last_error.clone(),
+        replay_of: d.replay_of.clone(),
+        created_at: Instant::at(d.created_at),
+        updated_at: Instant::at(d.updated_at),
+        delivered_at: Instant::of(d.delivered_at),
+        attempt_log,
+        payload: serde_json::from_str::<Value>(&d.payload).unwrap_or(Value::Null),
+    }
 }
 
 /// `POST /api/orchestration/webhooks` `{url, events?}`
@@ -102,8 +103,8 @@ pub async fn deliveries(req: Request, env: &Env, webhook_id: &str) -> Result<Res
     let client_id = auth::client_id(&req, env)?;
     let engine = Engine::new(env).await?;
     let (deliveries, attempts) = engine.webhook_deliveries(&client_id, webhook_id).await?;
-    let shown: Vec<Value> = deliveries.iter().map(|d| shown_delivery(d, &attempts)).collect();
-    http::json(200, &json!({ "success": true, "webhook_id": webhook_id, "deliveries": shown }))
+    let deliveries = deliveries.iter().map(|d| shown_delivery(d, &attempts)).collect();
+    http::json(200, &WebhookDeliveries { success: Success, webhook_id: webhook_id.to_string(), deliveries })
 }
 
 /// `POST /api/orchestration/webhooks/:id/deliveries/:delivery_id/replay`: sends the delivery's
@@ -112,5 +113,5 @@ pub async fn replay(req: Request, env: &Env, webhook_id: &str, delivery_id: &str
     let client_id = auth::client_id(&req, env)?;
     let engine = Engine::new(env).await?;
     let replay = engine.replay_delivery(&client_id, webhook_id, delivery_id).await?;
-    http::json(202, &json!({ "success": true, "delivery": shown_delivery(&replay, &[]) }))
+    http::json(202, &WebhookReplayed { success: Success, delivery: shown_delivery(&replay, &[]) })
 }
