@@ -59,18 +59,26 @@ node_is_new_enough() {
       "$(node_required)" 2> /dev/null
 }
 
+# The npm package suffix of this machine's Node build (`node-<platform>`); fails where none exists.
+node_platform() {
+  case "$(uname -s)-$(uname -m)" in
+    Linux-x86_64) echo linux-x64 ;;
+    Linux-aarch64 | Linux-arm64) echo linux-arm64 ;;
+    Darwin-arm64) echo darwin-arm64 ;;
+    Darwin-x86_64) echo darwin-x64 ;;
+    *) return 1 ;;
+  esac
+}
+
 ensure_node() {
   if node_is_new_enough; then return; fi
   local required major platform dir
   required=$(node_required)
   major=${required%%.*}
-  case "$(uname -s)-$(uname -m)" in
-    Linux-x86_64) platform=linux-x64 ;;
-    Linux-aarch64 | Linux-arm64) platform=linux-arm64 ;;
-    Darwin-arm64) platform=darwin-arm64 ;;
-    Darwin-x86_64) platform=darwin-x64 ;;
-    *) log "install Node.js $required or newer first (no project-local Node for $(uname -sm))"; exit 1 ;;
-  esac
+  platform=$(node_platform) || {
+    log "install Node.js $required or newer first (no project-local Node for $(uname -sm))"
+    exit 1
+  }
   dir="$BATON_CACHE/node$major"
   export PATH="$dir/node_modules/node-$platform/bin:$PATH"
   # Changing PATH makes the shell forget where it found `node`; it remembers again on the next

@@ -10,13 +10,7 @@ cd "$BATON_ROOT"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-case "$(uname -s)-$(uname -m)" in
-  Linux-x86_64) platform=linux-x64 ;;
-  Linux-aarch64 | Linux-arm64) platform=linux-arm64 ;;
-  Darwin-arm64) platform=darwin-arm64 ;;
-  Darwin-x86_64) platform=darwin-x64 ;;
-  *) log "toolchain test skipped: no project-local Node for $(uname -sm)"; exit 0 ;;
-esac
+platform=$(node_platform) || { log "toolchain test skipped: no project-local Node for $(uname -sm)"; exit 0; }
 
 # A PATH whose first `node` is older than required.
 old_path=$PATH
