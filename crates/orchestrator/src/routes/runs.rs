@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use baton_api::runs::{Attempt, RunDetail, RunEvent, RunEvents, RunStarted, RunWaited, StartRun, StepResult};
+use baton_api::runs::{Attempt, RunDetail, RunEvents, RunStarted, RunWaited, StartRun, StepResult};
 use baton_api::{Instant, Success};
 use baton_core::delegation::Acting;
 use baton_core::ids::RunId;
@@ -280,17 +280,5 @@ pub async fn events(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let engine = Engine::new(env).await?;
     visible_run(&engine, run_id, &caller).await?;
     let events = engine.run_events(run_id).await?;
-    let events = events
-        .into_iter()
-        .map(|e| RunEvent {
-            id: e.id,
-            website_id: e.website_id,
-            run_id: e.run_id,
-            service: e.service,
-            kind: e.kind,
-            payload: e.payload,
-            created_at: Instant(e.created_at),
-        })
-        .collect();
     http::json(200, &RunEvents { success: Success, run_id: run_id.to_string(), events })
 }
