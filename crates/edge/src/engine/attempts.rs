@@ -341,9 +341,7 @@ async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, att
     };
     // Past the attempt's expiry or the run's deadline: nothing to call, the run is looked at.
     if expires_at <= engine.now() {
-        let (_, advance) = cell.record(engine, service, attempt, None).await?;
-        carry_on(engine, cell, advance).await;
-        return Ok(Disposition::Ack);
+        return settle(engine, cell, service, attempt, None).await;
     }
     // Past this invocation's own limit: the attempt is run from the task queue instead.
     let call_until = cell.until.map_or(expires_at, |until| until.min(expires_at));
@@ -389,6 +387,19 @@ async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, att
             None
         }
     };
+    settle(engine, cell, service, attempt, report).await
+}
+
+/// Records an attempt's outcome (`None`: it got no answer, so core looks at its expiry and the
+/// run's deadline), carries out what that makes ready, and says what becomes of its message:
+/// retried after core's backoff when the step will be retried, else acknowledged.
+async fn settle(
+    engine: &Engine<'_>,
+    cell: &RunCell<'_>,
+    service: &str,
+    attempt: u32,
+    report: Option<Report>,
+) -> Result<Disposition> {
     let (outcome, advance) = cell.record(engine, service, attempt, report).await?;
     carry_on(engine, cell, advance).await;
     match outcome {
