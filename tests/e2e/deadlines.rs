@@ -93,7 +93,10 @@ fn a_run_whose_service_never_answers_ends_timeout_within_two_seconds_of_its_dead
 fn a_retried_held_open_attempt_is_cut_at_the_runs_deadline() {
     // The first attempt times out at 6 s and its retry starts at about 7 s: allowed its own 6 s,
     // it would end the run 5 s late. Every call made for the run is bounded by its deadline.
-    let stack = shared_stack();
+    // On a stack of its own: its held calls keep an invocation of the local queue's one
+    // consumer busy, which would delay other tests' timers.
+    let own = Stack::start(StackOptions::default());
+    let stack = &own;
     create_plan(
         stack,
         &json!({
@@ -154,7 +157,10 @@ fn a_held_open_connection_times_the_attempt_out_and_it_is_retried_within_its_bud
 
 #[test]
 fn a_stage_that_reports_only_through_progress_completes_with_its_output_as_a_deliverable() {
-    let stack = shared_stack();
+    // A stack of its own: its heartbeats come from progress timers on the local queue's one
+    // consumer, which other tests' held calls can keep busy past the wait below.
+    let own = Stack::start(StackOptions::default());
+    let stack = &own;
     let body = json!({
         "template_name": "course_creation",
         "parameters": {"topic": "Rust", "sample_behaviour": {"*": {"progress_only": true, "latency_ms": 2_500}}},
