@@ -314,6 +314,248 @@ pub fn retry(status: RunStatus, plan: &Plan, steps: &[StepRecord]) -> Result<Vec
     Ok(writes)
 }
 
+/// Who carries out what a decision makes ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Newly dispatched steps and a won analysis go on their queues.
+    Queue,
+    /// The caller runs them in this invocation (saving a queue hop each): the attempts it
+    /// dispatches are claimed in the write that dispatches them and handed back
+    /// ([`Effect::HandOver`]). Whatever the caller does not finish it must send; if the
+    /// invocation dies, the steps' deadlines and the analysis timeout bring the poller.
+    Inline {
+        /// The caller also analyses a fan-in it wins: by the rules, in the claim's own write
+        /// ([`Effect::AnalyseNow`]).
+        analysis: bool,
+    },
+}
+
+/// What carrying out a decision needs besides the decision: now, who carries it out, and the
+/// engine's timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Carry {
+    /// Now.
+    pub now: Millis,
+    /// Who runs what is dispatched.
+    pub dispatch: Dispatch,
+    /// A recorded report makes the run due for the poller this long after it, at the latest.
+    pub result_recheck_ms: u64,
+    /// How long a fan-in claim waits for its analysis before the poller sends it again.
+    pub analysis_timeout_ms: u64,
+}
+
+/// An effect of a decision besides its row writes, as data. The engine turns each into a
+/// statement of the decision's batch or a message sent once the batch is won; it decides none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send the task message of attempt `attempt` of `service` now. If it cannot be sent, the
+    /// dispatch is undone (the step is put back as read) and the run made due.
+    Send {
+        /// The step.
+        service: ServiceSlug,
+        /// The attempt dispatched.
+        attempt: u32,
+    },
+    /// The caller runs attempt `attempt` of `service` ([`Dispatch::Inline`]): it is claimed in
+    /// the write that dispatches it, and its message is handed back unsent.
+    HandOver {
+        /// The step.
+        service: ServiceSlug,
+        /// The attempt dispatched.
+        attempt: u32,
+    },
+    /// Send a retry's own task message, delayed until its backoff ends (`at`). If it cannot be
+    /// sent, the poller dispatches the step once the message is overdue.
+    Retry {
+        /// The step.
+        service: ServiceSlug,
+        /// Its attempt count (the next attempt is dispatched by the message).
+        attempt: u32,
+        /// When its backoff ends.
+        at: Millis,
+    },
+    /// Tell the service of an attempt in flight that the run was cancelled (best effort).
+    TellCancelled {
+        /// The step.
+        service: ServiceSlug,
+        /// The attempt that was running.
+        attempt: u32,
+    },
+    /// Give back the concurrency slot the ended attempt held, if its service has a cap.
+    ReleaseSlot {
+        /// The step.
+        service: ServiceSlug,
+        /// The attempt that ended.
+        attempt: u32,
+    },
+    /// A report was recorded: make the run due for the poller no later than `at`, so that if
+    /// this worker dies before acting on it, the poller carries on.
+    LookNoLaterThan(Millis),
+    /// The fan-in claim waits for its analysis until `resend_at` (the claim's due time).
+    AwaitAnalysis {
+        /// When the poller sends the analysis again if the run is still claimed.
+        resend_at: Millis,
+    },
+    /// Send the analysis message of a won fan-in claim. If it cannot be sent, the claim is
+    /// given back and the run made due, so the poller claims it again.
+    Analyse {
+        /// Whether some steps did not complete.
+        partial: bool,
+        /// The steps that did not complete.
+        missing: Vec<ServiceSlug>,
+    },
+    /// Analyse a won fan-in claim by the rules in the claim's own write: the run ends as
+    /// `finish` in the same batch.
+    AnalyseNow(Finish),
+}
+
+/// The effects of `decision` carried out under `carry`, in the order they are carried out:
+/// the batch's (slot releases, the recheck, the analysis' due time, an analysis in the
+/// batch), then the messages (dispatches or hand-overs, retries, cancel notices, the
+/// analysis).
+pub fn effects(decision: &Decision, carry: &Carry) -> Vec<Effect> {
+    let inline = matches!(carry.dispatch, Dispatch::Inline { .. });
+    let mut effects = Vec::new();
+    for write in &decision.writes {
+        if write.before.status == StepStatus::Running && write.after.status != StepStatus::Running {
+            effects.push(Effect::ReleaseSlot { service: write.after.service.clone(), attempt: write.before.attempts });
+        }
+    }
+    if decision.writes.iter().any(|w| w.cause == Cause::Reported) {
+        effects.push(Effect::LookNoLaterThan(carry.now.saturating_add(carry.result_recheck_ms)));
+    }
+    if let RunAction::Claim { then, .. } = &decision.run {
+        effects.push(Effect::AwaitAnalysis { resend_at: carry.now.saturating_add(carry.analysis_timeout_ms) });
+        if carry.dispatch == (Dispatch::Inline { analysis: true }) {
+            effects.push(Effect::AnalyseNow(Finish { status: *then, from: CLAIMED, error: None }));
+        }
+    }
+    for record in decision.dispatched() {
+        let (service, attempt) = (record.service.clone(), record.attempts);
+        effects.push(if inline { Effect::HandOver { service, attempt } } else { Effect::Send { service, attempt } });
+    }
+    // A retry travels as its own task message, delayed by its backoff; an inline caller
+    // re-queues the messages of the attempts it reported on itself.
+    for write in &decision.writes {
+        if write.after.status == StepStatus::Retrying && !(inline && write.cause == Cause::Reported) {
+            let at = write.after.next_attempt_at.unwrap_or(carry.now);
+            effects.push(Effect::Retry { service: write.after.service.clone(), attempt: write.after.attempts, at });
+        }
+    }
+    for write in &decision.writes {
+        if write.cause == Cause::Cancelled && write.before.status == StepStatus::Running {
+            let (service, attempt) = (write.after.service.clone(), write.before.attempts);
+            effects.push(Effect::TellCancelled { service, attempt });
+        }
+    }
+    if let RunAction::Claim { partial, missing, .. } = &decision.run {
+        if carry.dispatch != (Dispatch::Inline { analysis: true }) {
+            effects.push(Effect::Analyse { partial: *partial, missing: missing.clone() });
+        }
+    }
+    effects
+}
+
+/// What a task message for attempt `attempt` of a step comes to, decided on the step as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptClaim {
+    /// Claim the running attempt (a guarded write: the first delivery wins it).
+    Claim(u32),
+    /// The caller holds it already: it was claimed in the write that dispatched it.
+    Held(u32),
+    /// The step backs off and its backoff has ended: dispatch its next attempt and claim it
+    /// in the same write (guarded by the step as read, so one delivery does).
+    Dispatch(Box<StepWrite>),
+    /// Another invocation holds the attempt: come back when it gives up (`at`) and look.
+    HeldElsewhere(Millis),
+    /// Another invocation held the attempt and it has given up (that invocation died): look
+    /// at the run now.
+    Expired,
+    /// The step backs off until `at`: come back then.
+    NotYet(Millis),
+    /// Nothing to run (a duplicate, a stale attempt, a run that is not active): acknowledge.
+    Nothing,
+}
+
+/// How a run's task message for attempt `attempt` of `service` is claimed. `claimed`: the
+/// step row's attempt is claimed by some invocation; `handed_over`: the caller is the one
+/// that dispatched it in place ([`Dispatch::Inline`]); `run_deadline`: the run's deadline as
+/// stored (no wait outlasts it).
+#[allow(clippy::too_many_arguments)]
+pub fn claim_attempt(
+    run: &RunState<'_>,
+    service: &str,
+    attempt: u32,
+    claimed: bool,
+    handed_over: bool,
+    run_deadline: Millis,
+    now: Millis,
+    rng: &mut dyn RandomSource,
+) -> AttemptClaim {
+    if !ACTIVE.contains(&run.status) {
+        return AttemptClaim::Nothing; // cancelled, claimed for analysis or ended
+    }
+    let (Some(position), Some(record)) =
+        (run.plan.position(service), run.steps.iter().find(|r| r.service.as_str() == service))
+    else {
+        return AttemptClaim::Nothing;
+    };
+    let spec = &run.plan.steps()[position];
+    match record.status {
+        StepStatus::Running if record.attempts == attempt && claimed && handed_over => AttemptClaim::Held(attempt),
+        StepStatus::Running if record.attempts == attempt && !claimed => AttemptClaim::Claim(attempt),
+        StepStatus::Running if record.attempts == attempt => match record.gives_up_at(spec, run_deadline) {
+            Some(at) if at > now => AttemptClaim::HeldElsewhere(at),
+            Some(_) => AttemptClaim::Expired,
+            None => AttemptClaim::Nothing,
+        },
+        // A retried message keeps its body (the first attempt's number), so while the step
+        // backs off any delivery of it may dispatch the next attempt.
+        StepStatus::Retrying if attempt <= record.attempts => {
+            match apply(record, StepEvent::Dispatched, now, spec, rng) {
+                Ok(StepOutcome::Applied(next)) => AttemptClaim::Dispatch(Box::new(StepWrite {
+                    before: record.clone(),
+                    after: next,
+                    cause: Cause::Dispatched,
+                })),
+                Err(crate::state::IllegalTransition::RetryNotDue { next_attempt_at, .. }) => {
+                    AttemptClaim::NotYet(next_attempt_at)
+                }
+                _ => AttemptClaim::Nothing,
+            }
+        }
+        _ => AttemptClaim::Nothing, // stale: that attempt is over
+    }
+}
+
+/// A retried run's new round: its steps that start over, and the run itself back to
+/// `running` from now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restart {
+    /// The steps that start over ([`retry`]).
+    pub writes: Vec<StepWrite>,
+    /// When the round starts (now).
+    pub started_at: Millis,
+    /// The round's deadline.
+    pub deadline_at: Millis,
+    /// The round's number (1 for the first retry).
+    pub round: u32,
+}
+
+/// Retrying an ended run that has been retried `retries` times ([`retry`]): the steps that
+/// start over, and the new round with its own deadline counted from `now`.
+pub fn restart(
+    status: RunStatus,
+    plan: &Plan,
+    steps: &[StepRecord],
+    retries: u32,
+    now: Millis,
+    fan_in: &FanInConfig,
+) -> Result<Restart, RetryRefused> {
+    let writes = retry(status, plan, steps)?;
+    Ok(Restart { writes, started_at: now, deadline_at: fanin::run_deadline(plan, now, fan_in), round: retries + 1 })
+}
+
 fn record_report(
     plan: &Plan,
     records: &mut [StepRecord],

@@ -4,15 +4,16 @@
 //! bounds, over core's real decision functions: every decision the model takes is
 //! [`lifecycle::decide`] (with what it calls: `state::apply`, `fanin::decide`,
 //! `scheduler::schedule`, `cancel::cancel`, the retry policy through a fixed
-//! [`RandomSource`]), [`lifecycle::analysed`], `state::apply` for a retry a task message
-//! dispatches, and `messages::run_timer_due`. Nothing of those is copied here.
+//! [`RandomSource`]), [`lifecycle::claim_attempt`] for what a task message comes to (a claim,
+//! or the next attempt of a step that backs off), [`lifecycle::analysed`], and
+//! `messages::run_timer_due`. Nothing of those is copied here.
 //!
 //! What the model adds is what the edge does with a decision, written to mirror its SQL guards:
 //!
 //! - **Storage** ([`Db`]): the run row (status, `version`, `claimed_at`, `partial`, `due_at`)
 //!   and the step rows (core's `StepRecord` and `claimed_at`). One action applies one D1 batch,
 //!   atomically.
-//! - **A decision's batch** ([`RunModel::write`], `edge::engine::apply::Engine::batch_of`):
+//! - **A decision's batch** ([`RunModel::write`], `edge::engine::apply::batch::decision_batch`):
 //!   the gate (`d1::runs::gate`: the version moves to a fresh token only if it is the one
 //!   read), every step write a compare-and-set on the status and attempts it was read with
 //!   (`d1::steps::compare_and_set`), guarded by the gate's token unless it is a report's own
@@ -66,11 +67,13 @@ use std::time::Instant;
 
 use baton_core::config::Config;
 use baton_core::fanin::run_deadline;
-use baton_core::lifecycle::{self, Cause, Event, Finish, Observer, Report, ReportOutcome, Rules, RunAction, RunState};
+use baton_core::lifecycle::{
+    self, AttemptClaim, Cause, Event, Finish, Observer, Report, ReportOutcome, Rules, RunAction, RunState,
+};
 use baton_core::messages::run_timer_due;
 use baton_core::plan::{validate, Plan, PlanDraft, StepDraft};
 use baton_core::retry::{RandomSource, RetryPolicy};
-use baton_core::state::{self, RunStatus, StepError, StepEvent, StepOutcome, StepRecord, StepStatus};
+use baton_core::state::{RunStatus, StepError, StepRecord, StepStatus};
 use baton_core::time::Millis;
 use stateright::{Checker, HasDiscoveries, Model, Property};
 
@@ -712,47 +715,41 @@ impl RunModel {
     fn deliver_task(&self, state: &mut State, msg: Msg) -> bool {
         let Msg::Task { step, attempt } = msg else { unreachable!() };
         let now = state.now;
-        let spec = &self.plan.steps()[step];
         let row = state.db.steps[step].clone();
-        let record = &row.record;
-        if record.status == StepStatus::Running && record.attempts == attempt && row.claimed_at.is_none() {
-            // `claim_start` won: this invocation calls the service.
-            state.db.steps[step].claimed_at = Some(now);
-            bump(&mut state.ghost.runs[step], attempt);
-            state.calls.push(Call { step, attempt, copy: state.db.clone(), message: Some(msg) });
-            return true;
-        }
-        if record.status == StepStatus::Running && record.attempts == attempt {
+        let records = state.db.records();
+        let run = RunState { status: state.db.run.status, started_at: T0, plan: &self.plan, steps: &records };
+        let service = self.plan.steps()[step].service.as_str();
+        let claimed = row.claimed_at.is_some();
+        // `claim_and_load` / `claim_attempts`: core decides what the message comes to.
+        match lifecycle::claim_attempt(&run, service, attempt, claimed, false, self.deadline, now, &mut FullBackoff) {
+            AttemptClaim::Claim(attempt) => {
+                // `claim_start` won: this invocation calls the service.
+                state.db.steps[step].claimed_at = Some(now);
+                bump(&mut state.ghost.runs[step], attempt);
+                state.calls.push(Call { step, attempt, copy: state.db.clone(), message: Some(msg) });
+                true
+            }
             // Held by another invocation: come back at its expiry, then look.
-            let expires = record.gives_up_at(spec, self.deadline).unwrap();
-            if expires > now {
-                return false;
+            AttemptClaim::HeldElsewhere(_) | AttemptClaim::NotYet(_) => false,
+            AttemptClaim::Expired => {
+                let job = Job::Look { poller: false, due: false, inline: true, rearm: false };
+                state.workers.push(Worker { job, copy: state.db.clone(), round: 0, retrying: false });
+                true
             }
-            let job = Job::Look { poller: false, due: false, inline: true, rearm: false };
-            state.workers.push(Worker { job, copy: state.db.clone(), round: 0, retrying: false });
-            return true;
-        }
-        let active = lifecycle::ACTIVE.contains(&state.db.run.status);
-        if record.status == StepStatus::Retrying && attempt <= record.attempts && active {
-            // `claim_attempts`: the message of a step that backs off dispatches its next attempt.
-            let next = match state::apply(record, StepEvent::Dispatched, now, spec, &mut FullBackoff) {
-                Ok(StepOutcome::Applied(next)) => next,
-                Err(state::IllegalTransition::RetryNotDue { .. }) => return false,
-                _ => return true,
-            };
-            let before = record.clone();
-            if self.compare_and_set(state, step, &before, &next, Some(now), None) {
-                let token = Self::token(state);
-                state.db.run.version = token;
-                let mut copy = state.db.clone();
-                copy.run.version = u32::MAX; // not known exactly: the next decision reads again
-                state.calls.push(Call { step, attempt: next.attempts, copy, message: Some(msg) });
+            AttemptClaim::Dispatch(write) => {
+                // The message of a step that backs off dispatches its next attempt.
+                if self.compare_and_set(state, step, &write.before, &write.after, Some(now), None) {
+                    let token = Self::token(state);
+                    state.db.run.version = token;
+                    let mut copy = state.db.clone();
+                    copy.run.version = u32::MAX; // not known exactly: the next decision reads again
+                    state.calls.push(Call { step, attempt: write.after.attempts, copy, message: Some(msg) });
+                }
+                true
             }
-            return true;
+            AttemptClaim::Held(_) | AttemptClaim::Nothing => true, // a duplicate or stale message: acknowledged
         }
-        true // a duplicate or stale message: acknowledged
     }
-
     fn deliver(&self, state: &mut State, msg: Msg) -> bool {
         match msg {
             Msg::Task { .. } => self.deliver_task(state, msg),

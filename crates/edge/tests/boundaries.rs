@@ -196,3 +196,215 @@ fn no_hand_written_sha256_round_constants_anywhere() {
         .collect();
     assert!(offenders.is_empty(), "hand-written SHA-256 in {offenders:?}");
 }
+
+/// The functions of a storage module (`d1/runs.rs`, ...) that write: their body holds a SQL
+/// `INSERT`, `UPDATE` or `DELETE` (in a string literal, or in a macro's, e.g. `format!`).
+fn writing_functions(source: &str) -> Vec<String> {
+    use syn::visit::Visit;
+
+    #[derive(Default)]
+    struct Texts(Vec<String>);
+    fn literals(tokens: proc_macro2::TokenStream, out: &mut Vec<String>) {
+        for token in tokens {
+            match token {
+                proc_macro2::TokenTree::Group(g) => literals(g.stream(), out),
+                proc_macro2::TokenTree::Literal(l) => out.push(l.to_string()),
+                _ => {}
+            }
+        }
+    }
+    impl<'ast> Visit<'ast> for Texts {
+        fn visit_lit_str(&mut self, lit: &'ast syn::LitStr) {
+            self.0.push(lit.value());
+        }
+        fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+            literals(mac.tokens.clone(), &mut self.0);
+        }
+    }
+    let file = syn::parse_file(source).unwrap_or_else(|e| panic!("parsing a storage module: {e}"));
+    let mut writers = Vec::new();
+    for item in &file.items {
+        let syn::Item::Fn(f) = item else { continue };
+        let mut texts = Texts::default();
+        texts.visit_block(&f.block);
+        let writes = texts.0.iter().any(|t| {
+            let t = t.trim_start_matches(['r', '#', '"']).trim_start();
+            ["INSERT", "UPDATE", "DELETE"].iter().any(|verb| t.starts_with(verb))
+        });
+        if writes {
+            writers.push(f.sig.ident.to_string());
+        }
+    }
+    writers
+}
+
+/// Where a source file calls or imports one of `writers` of the storage module `module`
+/// (`runs`, `steps`, ...), in any spelling: `runs::gate(..)`, `d1::runs::gate`, an import of
+/// `gate` from it, the module renamed (`use crate::d1::runs as r; r::gate(..)`), or inside a
+/// macro's tokens.
+fn calls_writers(source: &str, module: &str, writers: &[String]) -> Vec<String> {
+    use syn::visit::Visit;
+
+    struct Finder<'w> {
+        modules: Vec<String>,
+        writers: &'w [String],
+        found: Vec<String>,
+    }
+    impl Finder<'_> {
+        fn is_writer(&self, name: &str) -> bool {
+            self.writers.iter().any(|w| w == name)
+        }
+        fn check(&mut self, segments: &[String]) {
+            for pair in segments.windows(2) {
+                if self.modules.contains(&pair[0]) && self.is_writer(&pair[1]) {
+                    self.found.push(segments.join("::"));
+                    return;
+                }
+            }
+        }
+        fn use_tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree) {
+            match tree {
+                syn::UseTree::Path(p) => {
+                    prefix.push(p.ident.to_string());
+                    self.use_tree(prefix, &p.tree);
+                    prefix.pop();
+                }
+                syn::UseTree::Name(n) => {
+                    let mut path = prefix.clone();
+                    path.push(n.ident.to_string());
+                    self.check(&path);
+                }
+                syn::UseTree::Rename(r) => {
+                    let mut path = prefix.clone();
+                    path.push(r.ident.to_string());
+                    self.check(&path);
+                }
+                syn::UseTree::Glob(_) => {
+                    if prefix.last().is_some_and(|last| self.modules.contains(last)) {
+                        self.found.push(format!("{}::*", prefix.join("::")));
+                    }
+                }
+                syn::UseTree::Group(g) => g.items.iter().for_each(|item| self.use_tree(prefix, item)),
+            }
+        }
+    }
+    fn flatten(tokens: proc_macro2::TokenStream, out: &mut Vec<String>) {
+        for token in tokens {
+            match token {
+                proc_macro2::TokenTree::Group(g) => flatten(g.stream(), out),
+                proc_macro2::TokenTree::Ident(i) => out.push(i.to_string()),
+                proc_macro2::TokenTree::Punct(p) => out.push(p.as_char().to_string()),
+                proc_macro2::TokenTree::Literal(_) => out.push(String::new()),
+            }
+        }
+    }
+    impl<'ast> Visit<'ast> for Finder<'_> {
+        fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
+            self.use_tree(&mut Vec::new(), &item.tree);
+        }
+        fn visit_path(&mut self, path: &'ast syn::Path) {
+            let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+            self.check(&segments);
+            syn::visit::visit_path(self, path);
+        }
+        fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+            let mut flat = Vec::new();
+            flatten(mac.tokens.clone(), &mut flat);
+            for window in flat.windows(4) {
+                if self.modules.contains(&window[0])
+                    && window[1] == ":"
+                    && window[2] == ":"
+                    && self.is_writer(&window[3])
+                {
+                    self.found.push(format!("{}::{} in a macro", window[0], window[3]));
+                }
+            }
+            syn::visit::visit_macro(self, mac);
+        }
+    }
+    /// The names the module goes by in this file: its own, and every rename of it.
+    fn module_names(tree: &syn::UseTree, module: &str, out: &mut Vec<String>) {
+        match tree {
+            syn::UseTree::Rename(r) if r.ident == module => out.push(r.rename.to_string()),
+            syn::UseTree::Path(p) => module_names(&p.tree, module, out),
+            syn::UseTree::Group(g) => g.items.iter().for_each(|t| module_names(t, module, out)),
+            _ => {}
+        }
+    }
+    let file = syn::parse_file(source).unwrap_or_else(|e| panic!("parsing a source file: {e}"));
+    let mut modules = vec![module.to_string()];
+    for item in &file.items {
+        if let syn::Item::Use(u) = item {
+            module_names(&u.tree, module, &mut modules);
+        }
+    }
+    let mut finder = Finder { modules, writers, found: Vec::new() };
+    finder.visit_file(&file);
+    finder.found
+}
+
+#[test]
+fn the_writer_check_sees_every_spelling_and_nothing_else() {
+    let writers = vec!["gate".to_string(), "compare_and_set".to_string()];
+    for calling in [
+        "fn f() { runs::gate(db, id, 1, 2); }",
+        "fn f() { crate::d1::runs::gate(db, id, 1, 2); }",
+        "use crate::d1::runs::gate; fn f() { gate(db, id, 1, 2); }",
+        "use crate::d1::{runs::{self, gate as g}};",
+        "use crate::d1::runs as r; fn f() { r::gate(db, id, 1, 2); }",
+        "use crate::d1::runs::*;",
+        "fn f() { let v = vec![runs::gate(db, id, 1, 2)]; }",
+    ] {
+        assert!(!calls_writers(calling, "runs", &writers).is_empty(), "not seen: {calling}");
+    }
+    for clean in [
+        "fn f() { runs::get(db, id); }",
+        "use crate::d1::runs::{self, RunRow};",
+        "// runs::gate in a comment\nfn f() {}",
+        "fn f() -> &'static str { \"runs::gate\" }",
+        "fn f() { steps::gate(); }",
+    ] {
+        assert_eq!(calls_writers(clean, "runs", &writers), Vec::<String>::new(), "{clean}");
+    }
+    let module = r#"
+        pub fn get(db: &Db) -> Stmt { db.stmt("SELECT * FROM runs", &[]) }
+        pub fn gate(db: &Db) -> Stmt { db.stmt("UPDATE runs SET version = ?2", &[]) }
+        pub fn finish(db: &Db) -> Stmt { db.stmt(&format!("UPDATE runs SET status = ?2 {}", x), &[]) }
+        pub fn insert(db: &Db) -> Stmt { db.stmt("INSERT INTO runs VALUES (?1)", &[]) }
+    "#;
+    assert_eq!(writing_functions(module), ["gate", "finish", "insert"]);
+}
+
+/// Every change to a run or its steps is written by the interpreter (`engine/apply/`): no
+/// other code calls a function of `d1::runs` or `d1::steps` that writes (found from their SQL,
+/// not listed by hand). The storage modules themselves and the test hooks (whose SQL only
+/// tests reach) are exempt. A service's concurrency slots (`d1::service_slots`) are not a
+/// run's rows: an attempt takes one before its call, and the interpreter gives it back.
+#[test]
+fn only_the_interpreter_writes_runs_and_steps() {
+    let edge = crates_dir().join("edge").join("src");
+    let mut tables = Vec::new();
+    for module in ["runs", "steps"] {
+        let source = fs::read_to_string(edge.join("d1").join(format!("{module}.rs"))).expect("a storage module");
+        let writers = writing_functions(&source);
+        assert!(!writers.is_empty(), "no writing function found in d1/{module}.rs: the check would see nothing");
+        tables.push((module, writers));
+    }
+    let mut files = Vec::new();
+    for krate in ["edge", "orchestrator", "consumer", "poller", "sample-services"] {
+        rust_files(&crates_dir().join(krate).join("src"), &mut files);
+    }
+    let interpreter = edge.join("engine").join("apply");
+    let exempt =
+        |f: &Path| f.starts_with(edge.join("d1")) || f.starts_with(&interpreter) || f.ends_with("test_hooks.rs");
+    let mut offenders = Vec::new();
+    for file in files.iter().filter(|f| !exempt(f)) {
+        let source = fs::read_to_string(file).expect("a readable source file");
+        for (module, writers) in &tables {
+            for found in calls_writers(&source, module, writers) {
+                offenders.push(format!("{}: {found}", file.display()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "run and step rows written outside engine/apply/: {offenders:#?}");
+}

@@ -148,29 +148,23 @@ pub fn mark_running(db: &Db, run_id: &str, token: i64) -> Result<Stmt> {
 
 /// The fan-in claim, `started|running → aggregating`, under the gate `token`: the decision
 /// that every step has settled was taken on the run as it is, so exactly one caller (the one
-/// whose gate won) sees `changes` = 1. `due_at`: when the poller resends the analysis.
-pub fn claim_fan_in(
-    db: &Db,
-    run_id: &str,
-    token: i64,
-    now: i64,
-    partial: bool,
-    missing_json: &str,
-    due_at: i64,
-) -> Result<Stmt> {
+/// whose gate won) sees `changes` = 1. Writes `run`'s claim columns (status, `claimed_at`,
+/// `partial`, `missing`, and `due_at`: when the poller resends the analysis).
+pub fn claim_fan_in(db: &Db, run: &RunRow, token: i64) -> Result<Stmt> {
     db.stmt(
         &format!(
-            "UPDATE runs SET status = 'aggregating', claimed_at = ?3, partial = ?4, missing = ?5, due_at = ?6 \
+            "UPDATE runs SET status = ?3, claimed_at = ?4, partial = ?5, missing = ?6, due_at = ?7 \
              WHERE run_id = ?1 AND version = ?2 AND status IN ({})",
             status_list(ACTIVE)
         ),
         &[
-            Arg::from(run_id),
+            Arg::from(&run.run_id),
             Arg::Int(token),
-            Arg::Int(now),
-            Arg::from(partial),
-            Arg::from(missing_json),
-            Arg::Int(due_at),
+            Arg::from(run.status.as_str()),
+            Arg::from(run.claimed_at),
+            Arg::from(run.partial),
+            Arg::from(run.missing.clone()),
+            Arg::from(run.due_at),
         ],
     )
 }
@@ -188,50 +182,43 @@ pub fn release_fan_in(db: &Db, run_id: &str, now: i64, token: i64) -> Result<Stm
     )
 }
 
-/// How a run ends (the columns [`finish`] writes).
+/// How a run ends: the row as it ends (the columns [`finish`] writes), where from, under what.
 #[derive(Debug, Clone)]
 pub struct Ending<'a> {
-    /// The final status.
-    pub status: RunStatus,
+    /// The run as it ends: its status, `completed_at`, `error`, `diagnosis_event_id`,
+    /// `synthesis_error`, `due_at` and `version` (the events written with it are guarded by it).
+    pub run: &'a RunRow,
     /// The statuses it may end from.
     pub from: &'a [RunStatus],
-    /// When.
-    pub completed_at: i64,
-    /// Why it failed, if it did.
-    pub error: Option<String>,
-    /// Its diagnosis event, if one is written with it.
-    pub diagnosis_event_id: Option<String>,
-    /// Why the narrative synthesis failed, if it did.
-    pub synthesis_error: Option<String>,
-    /// The version the ending writes (the events written with it are guarded by it).
-    pub token: i64,
     /// The gate it is written under, if any.
     pub gate: Option<i64>,
 }
 
 /// Ends a run: only from one of `ending.from` (and under its gate, if any); `changes` = 1
-/// means this caller ended it. Leaves the poller's index (`due_at` NULL).
-pub fn finish(db: &Db, run_id: &str, ending: &Ending<'_>) -> Result<Stmt> {
+/// means this caller ended it. An error already recorded is kept when the ending has none.
+pub fn finish(db: &Db, ending: &Ending<'_>) -> Result<Stmt> {
+    let run = ending.run;
     let mut args = vec![
-        Arg::from(run_id),
-        Arg::from(ending.status.as_str()),
-        Arg::Int(ending.completed_at),
-        Arg::from(ending.error.clone()),
-        Arg::from(ending.diagnosis_event_id.clone()),
-        Arg::from(ending.synthesis_error.clone()),
-        Arg::Int(ending.token),
+        Arg::from(&run.run_id),
+        Arg::from(run.status.as_str()),
+        Arg::from(run.completed_at),
+        Arg::from(run.error.clone()),
+        Arg::from(run.diagnosis_event_id.clone()),
+        Arg::from(run.synthesis_error.clone()),
+        Arg::Int(run.version),
+        Arg::from(run.due_at),
     ];
     let gated = match ending.gate {
         Some(gate) => {
             args.push(Arg::Int(gate));
-            " AND version = ?8"
+            " AND version = ?9"
         }
         None => "",
     };
     db.stmt(
         &format!(
             "UPDATE runs SET status = ?2, completed_at = ?3, error = COALESCE(?4, error), diagnosis_event_id = ?5, \
-             synthesis_error = ?6, due_at = NULL, version = ?7 WHERE run_id = ?1 AND status IN ({}){gated}",
+             synthesis_error = ?6, due_at = ?8, version = ?7 WHERE run_id = ?1 AND status IN ({}){gated}",
             status_list(ending.from)
         ),
         &args,
@@ -369,16 +356,32 @@ pub fn is_over_active_quota(error: &crate::Error) -> bool {
     error.to_string().contains("CHECK constraint failed")
 }
 
-/// Starts an ended run over (a retry), under the gate `token`: `running` again from `now`, its
-/// ending cleared, its retries counted.
-pub fn restart(db: &Db, run_id: &str, token: i64, now: i64, deadline_at: i64) -> Result<Stmt> {
+/// Starts an ended run over (a retry), under the gate `token`: writes `run` as it restarts
+/// (`running` again from its new `started_at`, its deadline and due time, its ending cleared,
+/// its retries counted).
+pub fn restart(db: &Db, run: &RunRow, token: i64) -> Result<Stmt> {
     db.stmt(
         &format!(
-            "UPDATE runs SET status = 'running', started_at = ?3, deadline_at = ?4, due_at = ?4, claimed_at = NULL, \
-             completed_at = NULL, partial = NULL, missing = NULL, diagnosis_event_id = NULL, synthesis_error = NULL, \
-             error = NULL, retries = retries + 1 WHERE run_id = ?1 AND version = ?2 AND status IN ({})",
+            "UPDATE runs SET status = ?3, started_at = ?4, deadline_at = ?5, due_at = ?6, claimed_at = ?7, \
+             completed_at = ?8, partial = ?9, missing = ?10, diagnosis_event_id = ?11, synthesis_error = ?12, \
+             error = ?13, retries = ?14 WHERE run_id = ?1 AND version = ?2 AND status IN ({})",
             status_list(lifecycle::ENDED)
         ),
-        &[Arg::from(run_id), Arg::Int(token), Arg::Int(now), Arg::Int(deadline_at)],
+        &[
+            Arg::from(&run.run_id),
+            Arg::Int(token),
+            Arg::from(run.status.as_str()),
+            Arg::Int(run.started_at),
+            Arg::Int(run.deadline_at),
+            Arg::from(run.due_at),
+            Arg::from(run.claimed_at),
+            Arg::from(run.completed_at),
+            Arg::from(run.partial),
+            Arg::from(run.missing.clone()),
+            Arg::from(run.diagnosis_event_id.clone()),
+            Arg::from(run.synthesis_error.clone()),
+            Arg::from(run.error.clone()),
+            Arg::Int(run.retries),
+        ],
     )
 }

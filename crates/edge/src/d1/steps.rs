@@ -36,27 +36,28 @@ const COLUMNS: &str =
     "run_id, service, position, wave, status, attempts, started_at, claimed_at, finished_at, deadline_at, \
     next_attempt_at, duration_ms, error, error_kind, output, usage, progress, heartbeat_at, attempt_base";
 
-/// Columns of a step row, as bound by [`insert_all`].
+/// Columns of a step row, as bound by [`insert_group`].
 const COLUMN_COUNT: usize = 19;
-/// D1 binds at most 100 parameters per statement.
-const ROWS_PER_INSERT: usize = 100 / COLUMN_COUNT;
+/// Step rows one insert holds: D1 binds at most 100 parameters per statement, so a run's
+/// steps take one statement per five steps instead of one per step.
+pub const ROWS_PER_INSERT: usize = 100 / COLUMN_COUNT;
 
-/// Inserts a run's steps, several rows per statement (as many as D1's 100 bound parameters
-/// allow): one statement per five steps instead of one per step.
-pub fn insert_all(db: &Db, rows: &[StepRow]) -> Result<Vec<Stmt>> {
-    rows.chunks(ROWS_PER_INSERT)
-        .map(|chunk| {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|r| {
-                    let params: Vec<String> =
-                        (1..=COLUMN_COUNT).map(|c| format!("?{}", r * COLUMN_COUNT + c)).collect();
-                    format!("({})", params.join(", "))
-                })
-                .collect();
-            let args: Vec<Arg> = chunk.iter().flat_map(row_args).collect();
-            db.stmt(&format!("INSERT INTO steps ({COLUMNS}) VALUES {}", values.join(", ")), &args)
+/// Inserts a group of a run's steps (at most [`ROWS_PER_INSERT`]) in one statement.
+pub fn insert_group(db: &Db, rows: &[StepRow]) -> Result<Stmt> {
+    if rows.len() > ROWS_PER_INSERT {
+        return Err(crate::Error::Internal(format!(
+            "{} step rows in one insert (at most {ROWS_PER_INSERT})",
+            rows.len()
+        )));
+    }
+    let values: Vec<String> = (0..rows.len())
+        .map(|r| {
+            let params: Vec<String> = (1..=COLUMN_COUNT).map(|c| format!("?{}", r * COLUMN_COUNT + c)).collect();
+            format!("({})", params.join(", "))
         })
-        .collect()
+        .collect();
+    let args: Vec<Arg> = rows.iter().flat_map(row_args).collect();
+    db.stmt(&format!("INSERT INTO steps ({COLUMNS}) VALUES {}", values.join(", ")), &args)
 }
 
 fn row_args(s: &StepRow) -> [Arg; COLUMN_COUNT] {

@@ -22,7 +22,6 @@ use futures_util::future::Either;
 use futures_util::lock::Mutex;
 use serde_json::{json, Map, Value};
 
-use super::analysis::Analysis;
 use super::apply::Reported;
 use super::claim::{seconds_until, AttemptClaim};
 use super::rows::record_of;
@@ -411,10 +410,9 @@ async fn settle(
 }
 
 /// Carries out here what a result made ready ([`Dispatch::Inline`] saves a queue hop each):
-/// the steps it dispatched and claimed, concurrently on the same copy, and the analysis of a
-/// fan-in it won (when it did not end the run at once). What cannot be finished here goes to
-/// its queue; if this invocation dies, the steps' deadlines and the analysis timeout bring
-/// the poller.
+/// the steps it dispatched and claimed, concurrently on the same copy (a fan-in it won was
+/// analysed in the claim's own write, or queued). What cannot be finished here goes to its
+/// queue; if this invocation dies, the steps' deadlines bring the poller.
 async fn carry_on(engine: &Engine<'_>, cell: &RunCell<'_>, advance: AdvanceReport) {
     let runs: Vec<_> = advance
         .unsent_tasks
@@ -425,15 +423,6 @@ async fn carry_on(engine: &Engine<'_>, cell: &RunCell<'_>, advance: AdvanceRepor
         })
         .collect();
     join_all(runs).await;
-    if let Some(message) = advance.unsent_analysis {
-        let run_id = message.trace_id.as_str().to_string();
-        if let Err(e) = engine.finalize_loaded(cell.copy(), Analysis::Full).await {
-            worker::console_warn!("baton-tasks: {run_id} inline analysis: {e}; queueing it");
-            if let Err(e) = engine.send_analysis(&message).await {
-                worker::console_error!("baton-tasks: {run_id}: analysis not queued ({e}); the poller resends it");
-            }
-        }
-    }
 }
 
 fn retry_delay(step: &StepRecord, now: Millis) -> u32 {

@@ -4,13 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use baton_core::lifecycle;
-use baton_core::messages::AnalysisMessage;
 use baton_core::state::RunStatus;
 
 use super::run::{Engine, RETRY_GRACE_MS};
 use crate::d1::{runs, steps, Meta};
-use crate::{Error, Result};
+use crate::Result;
 
 pub use crate::d1::steps::PollableStep;
 
@@ -72,23 +70,6 @@ impl Engine<'_> {
             })
             .collect();
         Ok(DueWork { runs, more_runs: more.into_iter().collect(), pollable, rows_read: meta.rows_read })
-    }
-
-    /// Sets when the poller looks at an active run next (a run claimed or ended meanwhile keeps
-    /// its own due time).
-    pub async fn look_again_at(&self, run_id: &str, at: i64) -> Result<()> {
-        self.db.batch(vec![runs::set_due_while(&self.db, run_id, at, lifecycle::ACTIVE)?]).await.map(|_| ())
-    }
-
-    /// Sends a claimed run's analysis again (its message was lost or its consumer died), and
-    /// looks again after the analysis timeout.
-    pub async fn resend_analysis(&self, run: &DueRun) -> Result<()> {
-        let run_id = run.run_id.parse().map_err(|e| Error::Storage(format!("run id {}: {e}", run.run_id)))?;
-        let missing = run.missing.iter().filter_map(|m| m.parse().ok()).collect();
-        self.send_analysis(&AnalysisMessage::new(run_id, run.partial, missing)).await?;
-        let next = self.now().saturating_add(self.config.analysis_timeout_ms()).as_u64() as i64;
-        let statement = runs::set_due_while(&self.db, &run.run_id, next, lifecycle::CLAIMED)?;
-        self.db.batch(vec![statement]).await.map(|_| ())
     }
 
     /// Active runs and those overdue (`due_at` passed), for health.

@@ -7,22 +7,17 @@
 //! what is ready. The round's diagnosis and finish events have their own dedupe keys, so the
 //! run's history keeps every round's.
 
-use baton_core::events::{RunStartedPayload, RUN_STATUS_EVENT_TYPE};
-use baton_core::fanin;
-use baton_core::ids::{EventId, RunId};
-use baton_core::lifecycle::{self, Observer, RetryRefused};
+use baton_core::ids::RunId;
+use baton_core::lifecycle::{self, RetryRefused};
 use baton_core::quota::QuotaExceeded;
 use baton_core::state::RunKind;
-use baton_core::state::RunStatus;
 use baton_core::time::Millis;
 use serde_json::Value;
 
-use super::rows::row_with_record;
-use super::run::{AdvanceReport, Dispatch, Engine, Loaded};
+use super::run::{AdvanceReport, Engine, Loaded};
 use super::start::{NewRun, Started};
-use crate::d1::events::{self as event_rows, EventRow};
-use crate::d1::{runs, steps};
-use crate::{clock, log, Error, Result};
+use crate::d1::runs;
+use crate::{clock, Error, Result};
 
 /// What retrying came to.
 #[derive(Debug, Clone)]
@@ -36,72 +31,31 @@ pub enum RetryOutcome {
 impl Engine<'_> {
     /// Retries the ended run `loaded` in place.
     pub async fn retry_run(&self, loaded: Loaded) -> Result<RetryOutcome> {
-        let status = loaded.status()?;
-        let writes = match lifecycle::retry(status, &loaded.plan, &loaded.records()?) {
-            Ok(writes) => writes,
+        let restart = match lifecycle::restart(
+            loaded.status()?,
+            &loaded.plan,
+            &loaded.records()?,
+            loaded.run.retries.max(0) as u32,
+            self.now(),
+            &self.config.fan_in(),
+        ) {
+            Ok(restart) => restart,
             Err(refused) => return Ok(RetryOutcome::Refused(refused)),
         };
-        let now = self.now();
-        let at = now.as_u64() as i64;
-        let deadline = fanin::run_deadline(&loaded.plan, now, &self.config.fan_in());
-        let run_id = loaded.run.run_id.clone();
-        let token = self.token();
-        let mut after = loaded.clone();
-        let mut statements = vec![runs::gate(&self.db, &run_id, loaded.run.version, token)?];
-        for write in &writes {
-            let Some(row) = loaded.step(write.after.service.as_str()) else { continue };
-            let new_row = row_with_record(row, &write.after);
-            statements.push(steps::compare_and_set(&self.db, row.status, row.attempts, &new_row, None, Some(token))?);
-            after.replace_step(new_row);
-        }
-        statements.push(runs::restart(&self.db, &run_id, token, at, deadline.as_u64() as i64)?);
         let max_active = crate::settings::quotas(self.env()).of(&loaded.run.client_id).active_runs;
-        statements.push(runs::count_started(&self.db, &loaded.run.client_id, max_active)?);
-        let round = loaded.run.retries + 1;
-        let payload = RunStartedPayload::new(&loaded.plan, &loaded.run.domain, now, deadline);
-        let event = EventRow {
-            id: EventId::from_parts(now, clock::random_bytes::<8>()?).as_str().to_string(),
-            website_id: loaded.run.website_id.clone(),
-            run_id: run_id.clone(),
-            service: loaded.run.events_service.clone().unwrap_or_else(|| self.orchestrator_service_name()),
-            kind: RUN_STATUS_EVENT_TYPE.to_string(),
-            payload: serde_json::to_string(&payload).map_err(|e| Error::Internal(e.to_string()))?,
-            created_at: at,
-            dedupe_key: Some(format!("run:{run_id}:start:{round}")),
-        };
-        statements.push(event_rows::insert_if_run_version(&self.db, &event, token)?);
-        let metas = match self.db.batch(statements).await {
-            Ok(metas) => metas,
+        let (after, advance) = match self.write_restart(&loaded, &restart, max_active).await {
+            Ok(Some(written)) => written,
+            Ok(None) => {
+                let run_id = &loaded.run.run_id;
+                return Err(Error::Conflict(format!("run {run_id} changed while it was being retried; try again")));
+            }
             Err(e) if runs::is_over_active_quota(&e) => {
                 return Err(Error::Quota(QuotaExceeded::ActiveRuns { limit: max_active }))
             }
             Err(e) => return Err(e),
         };
-        if metas.first().is_none_or(|m| m.changes == 0) {
-            return Err(Error::Conflict(format!("run {run_id} changed while it was being retried; try again")));
-        }
-        log::emit(log::Event::RunStarted, &log::Line::run(&run_id));
-        after.run.version = token;
-        after.run.status = RunStatus::Running;
-        after.run.started_at = at;
-        after.run.deadline_at = deadline.as_u64() as i64;
-        after.run.due_at = Some(deadline.as_u64() as i64);
-        for column in [&mut after.run.claimed_at, &mut after.run.completed_at] {
-            *column = None;
-        }
-        after.run.partial = None;
-        after.run.missing = None;
-        after.run.diagnosis_event_id = None;
-        after.run.synthesis_error = None;
-        after.run.error = None;
-        after.run.retries = round;
-        let timer = self.run_deadline_timer(&after)?;
-        if let Err(e) = self.send_timers(vec![timer]).await {
-            worker::console_warn!("run {run_id}: deadline timer of the retry not sent ({e}); the poller keeps it");
-        }
-        let advance = self.advance(&after, Observer::EventDriven, Dispatch::Queue).await?;
-        let names = writes.iter().map(|w| w.after.service.as_str().to_string()).collect();
-        Ok(RetryOutcome::Retried { steps: names, retries: round, advance: Box::new(advance) })
+        let names = restart.writes.iter().map(|w| w.after.service.as_str().to_string()).collect();
+        Ok(RetryOutcome::Retried { steps: names, retries: after.run.retries, advance: Box::new(advance) })
     }
 
     /// Starts a new run with the same inputs as `loaded` (plan as it ran, site, domain,

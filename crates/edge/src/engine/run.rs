@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use baton_core::config::{apply_override, Config};
 use baton_core::ids::{RunId, ServiceSlug};
-use baton_core::messages::{AnalysisMessage, TaskMessage};
+use baton_core::messages::TaskMessage;
 use baton_core::plan::Plan;
 use baton_core::retry::{RandomSource, SplitMix64};
 use baton_core::state::{RunStatus, StepError, StepRecord};
@@ -82,14 +82,6 @@ impl Loaded {
         }
     }
 
-    /// The run as the fan-in claim leaves it (what `runs::claim_fan_in` writes).
-    pub(super) fn mark_fan_in_claimed(&mut self, now: Millis, partial: bool, missing: &[ServiceSlug]) {
-        self.run.status = RunStatus::Aggregating;
-        self.run.claimed_at = Some(now.as_u64() as i64);
-        self.run.partial = Some(i64::from(partial));
-        self.run.missing = Some(missing_json(missing));
-    }
-
     /// When the run started.
     pub fn started_at(&self) -> Millis {
         Millis::new(self.run.started_at.max(0) as u64)
@@ -164,9 +156,6 @@ pub struct AdvanceReport {
     /// [`Dispatch::Inline`]: the task messages of `dispatched`, not sent.
     #[serde(skip)]
     pub unsent_tasks: Vec<TaskMessage>,
-    /// [`Dispatch::Inline`] with analysis: the won fan-in's analysis message, not sent.
-    #[serde(skip)]
-    pub unsent_analysis: Option<AnalysisMessage>,
     /// [`Dispatch::Inline`]: the run after this advance's writes (dispatched steps claimed by
     /// the caller, the fan-in claim), so the caller runs them without reading it again.
     /// `None` when a racing writer changed a step first: the caller reads the run.
@@ -174,21 +163,7 @@ pub struct AdvanceReport {
     pub after: Option<Loaded>,
 }
 
-/// Who carries out what a change makes ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dispatch {
-    /// Newly dispatched steps and a won analysis go on their queues.
-    Queue,
-    /// The caller runs them in this invocation (saving a queue hop each): their messages are
-    /// not sent but handed back in [`AdvanceReport::unsent_tasks`] (and
-    /// [`AdvanceReport::unsent_analysis`] when `analysis` is true). Whatever the caller does not
-    /// finish it must send; if the invocation dies, the steps' deadlines and the analysis
-    /// timeout bring the poller.
-    Inline {
-        /// The caller also runs the analysis of a fan-in it wins.
-        analysis: bool,
-    },
-}
+pub use baton_core::lifecycle::Dispatch;
 
 /// The engine for one event (request, queue batch, cron tick): bindings, config, clock.
 pub struct Engine<'a> {

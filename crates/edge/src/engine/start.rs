@@ -1,25 +1,23 @@
-//! Starting a run: rows for the run, its steps and its start event in one transaction, then
-//! the first wave on the task queue with the timer of the run's deadline.
-
-use std::collections::BTreeMap;
+//! Starting a run: core decides its first wave on the plan's pending steps; the interpreter
+//! ([`super::apply`]) writes the run, its steps and its start event in one transaction, then
+//! sends the first wave on the task queue with the timer of the run's deadline.
 
 use baton_core::events::{start_dedupe_key, RunStartedPayload, RUN_STATUS_EVENT_TYPE};
 use baton_core::fanin;
 use baton_core::ids::{EventId, RunId};
 use baton_core::lifecycle::{self, Event, Observer, RunAction, RunState};
-use baton_core::messages::{TaskMessage, TasksQueueMessage};
+use baton_core::messages::TaskMessage;
 use baton_core::plan::Plan;
 use baton_core::quota::QuotaExceeded;
 use baton_core::state::RunKind;
 use baton_core::state::{RunStatus, StepRecord, StepStatus};
 use serde_json::Value;
 
-use super::rows::row_with_record;
 use super::run::{Dispatch, Engine, Loaded};
-use crate::d1::events::{self as event_rows, EventRow};
+use crate::d1::events::EventRow;
 use crate::d1::runs::{self, RunRow};
-use crate::d1::steps::{self, StepRow};
-use crate::{clock, log, Error, Result};
+use crate::d1::steps::StepRow;
+use crate::{clock, Error, Result};
 
 /// What a new run is made of.
 #[derive(Debug, Clone)]
@@ -84,8 +82,6 @@ impl Engine<'_> {
         let state = RunState { status: RunStatus::Started, started_at: now, plan, steps: &pending };
         let first_wave =
             lifecycle::decide(&state, &[Event::Look], &self.rules(Observer::EventDriven), &mut *self.rng());
-        let records: BTreeMap<String, StepRecord> =
-            first_wave.steps.iter().map(|r| (r.service.as_str().to_string(), r.clone())).collect();
         let run_id = new.run_id.as_str().to_string();
         let plan_json = serde_json::to_string(plan).map_err(|e| Error::Internal(e.to_string()))?;
         let run = RunRow {
@@ -156,69 +152,37 @@ impl Engine<'_> {
             created_at: now.as_u64() as i64,
             dedupe_key: Some(start_dedupe_key(&new.run_id)),
         };
-        // A caller that runs the first wave itself (it hands it over) claims it in this insert.
-        let claim = matches!(dispatch, Dispatch::Inline { .. }).then_some(now.as_u64() as i64);
-        let initial_rows: Vec<StepRow> = pending_rows
-            .iter()
-            .map(|row| match records.get(&row.service) {
-                Some(record) if record.status == StepStatus::Running => {
-                    StepRow { claimed_at: claim, ..row_with_record(row, record) }
-                }
-                Some(record) => row_with_record(row, record),
-                None => row.clone(),
-            })
-            .collect();
         // Diagnostic runs count against the client's quota of runs in progress; pipeline runs
         // are counted too, but their admission already bounds them.
         let max_active = match new.kind {
             RunKind::Diagnostic => crate::settings::quotas(self.env()).of(&new.client_id).active_runs,
             RunKind::Pipeline => u32::MAX,
         };
-        let mut statements =
-            vec![runs::count_started(&self.db, &new.client_id, max_active)?, runs::insert(&self.db, &run)?];
-        statements.extend(steps::insert_all(&self.db, &initial_rows)?);
-        statements.push(event_rows::insert(&self.db, &event)?);
-        if let Err(e) = self.db.batch(statements).await {
-            if runs::is_over_active_quota(&e) {
-                return Err(Error::Quota(QuotaExceeded::ActiveRuns { limit: max_active }));
+        let written = match self
+            .insert_run(
+                Loaded { run, plan: plan.clone(), steps: pending_rows },
+                event,
+                &first_wave,
+                dispatch,
+                max_active,
+            )
+            .await
+        {
+            Ok(written) => written,
+            Err(e) if runs::is_over_active_quota(&e) => {
+                return Err(Error::Quota(QuotaExceeded::ActiveRuns { limit: max_active }))
             }
-            // Two requests with the same idempotency key raced: the other one won.
-            if let Some(key) = &new.idempotency_key {
-                if let Some(existing) = runs::by_idempotency_key(&self.db, &new.client_id, new.kind, key).await? {
-                    return Ok((Started::Existing(Box::new(existing)), Vec::new()));
+            Err(e) => {
+                // Two requests with the same idempotency key raced: the other one won.
+                if let Some(key) = &new.idempotency_key {
+                    if let Some(existing) = runs::by_idempotency_key(&self.db, &new.client_id, new.kind, key).await? {
+                        return Ok((Started::Existing(Box::new(existing)), Vec::new()));
+                    }
                 }
+                return Err(e);
             }
-            return Err(e);
-        }
-        log::emit(log::Event::RunStarted, &log::Line::run(&run_id));
-        for record in first_wave.dispatched() {
-            let service = record.service.as_str();
-            let line = log::Line {
-                service: Some(service),
-                attempt: Some(record.attempts),
-                worker: plan.step(service).map(|spec| spec.worker_key.as_str()),
-                ..log::Line::run(&run_id)
-            };
-            log::emit(log::Event::StepDispatched, &line);
-            if claim.is_some() {
-                log::emit(log::Event::StepClaimed, &line);
-            }
-        }
-        let messages: Vec<TaskMessage> = first_wave
-            .dispatched()
-            .map(|r| TaskMessage::new(new.run_id.clone(), r.service.clone(), r.attempts))
-            .collect();
-        let written = Box::new(Loaded { run: run.clone(), plan: plan.clone(), steps: initial_rows });
-        if matches!(dispatch, Dispatch::Inline { .. }) {
-            return Ok((Started::New(written), messages));
-        }
-        // The first wave and the run's deadline timer, in one send.
-        let mut queued: Vec<(TasksQueueMessage, u32)> = messages.iter().cloned().map(|m| (m.into(), 0)).collect();
-        queued.extend(self.with_delays(vec![self.run_deadline_timer(&written)?]));
-        if let Err(e) = self.send_task_queue(&queued).await {
-            worker::console_error!("run {run_id}: first wave not sent ({e}); leaving it to the poller");
-            self.undo_dispatch(&written, &first_wave).await?;
-        }
-        Ok((Started::New(written), Vec::new()))
+        };
+        let messages = self.after_insert(&written, &first_wave, dispatch).await?;
+        Ok((Started::New(Box::new(written)), messages))
     }
 }

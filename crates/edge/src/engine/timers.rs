@@ -31,7 +31,6 @@ use worker::Method;
 
 use super::rows::record_of;
 use super::run::{Dispatch, Engine, Loaded, Report};
-use crate::d1::{runs, steps};
 use crate::services::endpoint;
 use crate::{Error, Result};
 
@@ -111,10 +110,7 @@ impl Engine<'_> {
         let timer = match progress {
             Some(estimated) => {
                 let interval = progress_poll_interval_ms(estimated, spec.heartbeat_timeout_ms);
-                let now = self.now().as_u64() as i64;
-                let mark =
-                    steps::mark_progress_pollable(&self.db, run_id.as_str(), service, worker, attempt, now, interval)?;
-                self.db.batch(vec![mark]).await?;
+                self.note_progress_pollable(run_id.as_str(), service, worker, attempt, interval).await?;
                 let at = self.now().saturating_add(interval).min(expires);
                 TimerMessage::attempt(TimerKind::Progress, run_id, record.service, attempt, at)
             }
@@ -236,9 +232,7 @@ impl Engine<'_> {
                     "pollable": true, "worker": worker, "interval_ms": interval, "polled_at": now,
                     "progress": progress, "status": "running",
                 });
-                let heartbeat =
-                    steps::record_heartbeat(&self.db, &run_id, service, i64::from(attempt), &noted.to_string(), now)?;
-                self.db.batch(vec![heartbeat, runs::bump(&self.db, &run_id, self.token())?]).await?;
+                self.note_heartbeat(&run_id, service, attempt, noted.to_string()).await?;
                 None
             }
             Verdict::NoSign(why) => {

@@ -134,13 +134,6 @@ impl Engine<'_> {
         Ok(replay)
     }
 
-    /// The outbox of an ending at `now`: a candidate delivery id per webhook a client may have.
-    pub(super) fn outbox(&self, now: Millis) -> Result<Outbox> {
-        let random = clock::random_bytes::<{ 8 * MAX_WEBHOOKS_PER_CLIENT as usize }>()?;
-        let ids = random.chunks(8).map(|bytes| format!("whd_{:013}_{}", now.as_u64(), hex::encode(bytes))).collect();
-        Ok(Outbox { ids })
-    }
-
     /// Queues the deliveries an ending wrote. Best effort: a delivery whose message cannot be
     /// sent is recorded as failed (its log says so, and a replay sends it).
     pub(super) async fn queue_deliveries(&self, run_id: &str, deliveries: &[String]) {
@@ -261,6 +254,14 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// The outbox of an ending at `now`: a fresh candidate delivery id per webhook a client
+    /// may have.
+    pub(crate) fn fresh(now: Millis) -> Result<Outbox> {
+        let random = clock::random_bytes::<{ 8 * MAX_WEBHOOKS_PER_CLIENT as usize }>()?;
+        let ids = random.chunks(8).map(|bytes| format!("whd_{:013}_{}", now.as_u64(), hex::encode(bytes))).collect();
+        Ok(Outbox { ids })
+    }
+
     /// The insert of the deliveries of `ended`, written only if the run carries `token`.
     pub(super) fn statement(
         &self,

@@ -19,24 +19,26 @@
 //! The fan-in is claimed exactly once: the claim is a gated statement, and a gate is won by
 //! one writer per version of the run.
 
+mod batch;
+mod claims;
+mod marks;
+mod rounds;
+
 use std::collections::BTreeMap;
 
-use baton_core::lifecycle::{self, Cause, Event, Observer, ReportOutcome, Rules, RunAction, RunState};
+use baton_core::lifecycle::{self, Carry, Cause, Effect, Event, Observer, ReportOutcome, Rules, RunAction, RunState};
 use baton_core::messages::{AnalysisMessage, TaskMessage, TasksQueueMessage, TimerKind, TimerMessage};
 use baton_core::state::{RunStatus, StepStatus};
 use baton_core::time::Millis;
-use serde_json::Value;
+
+pub(crate) use batch::{Fresh, Under, Write};
 
 use super::claim::seconds_until;
 use super::rows::row_with_record;
 use super::run::{
-    missing_json, names, AdvanceReport, Dispatch, Engine, FanInClaim, Loaded, RecordOutcome, Report, RESULT_RECHECK_MS,
+    names, AdvanceReport, Dispatch, Engine, FanInClaim, Loaded, RecordOutcome, Report, RESULT_RECHECK_MS,
     RETRY_GRACE_MS,
 };
-use super::webhooks::Outbox;
-use crate::d1::runs;
-use crate::d1::steps;
-use crate::d1::Stmt;
 use crate::{faults, log, Result};
 
 /// Rounds of read-and-decide-again when racing writers keep winning the gate.
@@ -51,20 +53,6 @@ pub struct Reported {
     pub attempt: Option<u32>,
     /// The report and its payload.
     pub report: Report,
-}
-
-/// A batch built from a decision: its statements and what each write's `changes` means.
-struct Batch {
-    statements: Vec<Stmt>,
-    /// (index of the write's statement, its step, why it is written)
-    writes: Vec<(usize, String, Cause)>,
-    /// Index of the claim statement, if any.
-    claim: Option<usize>,
-    /// The ending written with it: (index of the statement, the run as it ends, the index of
-    /// its deliveries' insert and their candidate ids).
-    ending: Option<(usize, Loaded, usize, Outbox)>,
-    /// The run as the batch leaves it if its gate is won.
-    after: Loaded,
 }
 
 impl Engine<'_> {
@@ -149,12 +137,14 @@ impl Engine<'_> {
                 .map(|(&i, _)| (reports[i].service.as_str(), &reports[i].report))
                 .collect();
             let now = self.now();
-            let batch = self.batch_of(&loaded, &decision, &payloads, dispatch, now)?;
-            let metas = self.db.batch(batch.statements).await?;
+            let effects = lifecycle::effects(&decision, &self.carry(now, dispatch));
+            let batch =
+                batch::decision_batch(&loaded, &decision, &effects, &payloads, &self.under(now), &mut self.fresh())?;
+            let metas = self.write(&loaded.run.run_id, &batch.writes).await?;
             let won = |i: usize| metas.get(i).is_some_and(|m| m.changes > 0);
-            log_writes(&loaded, &decision, &batch.writes, &won);
+            log_writes(&loaded, &decision, &batch.steps, &won);
             for (&i, outcome) in open.iter().zip(&decision.reported) {
-                let written = batch.writes.iter().any(|(at, service, cause)| {
+                let written = batch.steps.iter().any(|(at, service, cause)| {
                     *cause == Cause::Reported && won(*at) && outcome_service(outcome) == Some(service.as_str())
                 });
                 if written {
@@ -175,10 +165,16 @@ impl Engine<'_> {
                 report.claimed = Some(if *partial { FanInClaim::Partial } else { FanInClaim::Complete });
                 log::emit(log::Event::FanInClaimed, &log::Line::run(&loaded.run.run_id));
             }
-            let ended = batch.ending.filter(|(at, ..)| won(*at)).map(|(_, ended, outbox_at, outbox)| {
-                (ended, outbox.written(metas.get(outbox_at).map_or(0, |m| m.changes)))
+            let ended = batch.ending.filter(|(at, ..)| won(*at)).map(|(_, ended, deliveries_at)| {
+                let written = match &batch.writes[deliveries_at] {
+                    Write::Deliveries { outbox, .. } => {
+                        outbox.written(metas.get(deliveries_at).map_or(0, |m| m.changes))
+                    }
+                    _ => Vec::new(),
+                };
+                (ended, written)
             });
-            self.act(batch.after, ended, &decision, claimed, dispatch, &mut report).await?;
+            self.act(batch.after, ended, &decision, &effects, dispatch, &mut report).await?;
             break;
         }
         let outcomes = outcomes.into_iter().map(|o| o.unwrap_or(ReportOutcome::Stale)).collect();
@@ -203,100 +199,40 @@ impl Engine<'_> {
         }
     }
 
-    /// The statements of a decision: the gate, the step writes, the run's action, the ending.
-    fn batch_of(
-        &self,
-        loaded: &Loaded,
-        decision: &lifecycle::Decision,
-        payloads: &BTreeMap<&str, &Report>,
-        dispatch: Dispatch,
-        now: Millis,
-    ) -> Result<Batch> {
-        let db = &self.db;
-        let run_id = loaded.run.run_id.as_str();
-        let at = now.as_u64() as i64;
-        let token = self.token();
-        let inline = matches!(dispatch, Dispatch::Inline { .. });
-        let mut batch = Batch {
-            statements: vec![runs::gate(db, run_id, loaded.run.version, token)?],
-            writes: Vec::new(),
-            claim: None,
-            ending: None,
-            after: loaded.clone(),
+    /// What carrying out a decision needs besides it, now.
+    fn carry(&self, now: Millis, dispatch: Dispatch) -> Carry {
+        // Resilience tests make the analysis fail: a fan-in then goes to the analysis queue.
+        let dispatch = match dispatch {
+            Dispatch::Inline { analysis: true } if faults::injected(self.env(), "analysis") => {
+                Dispatch::Inline { analysis: false }
+            }
+            other => other,
         };
-        let after = &mut batch.after;
-        after.run.version = token;
-        let caps = crate::settings::concurrency_caps(self.env());
-        for write in &decision.writes {
-            let Some(row) = loaded.step(write.after.service.as_str()) else { continue };
-            let mut new_row = row_with_record(row, &write.after);
-            // The step's duration stays Baton's own measure (first dispatch to its end), as its
-            // attempts' are: a service's `duration_ms` may leave out queueing and transport.
-            if let Some(Report::Succeeded { output, usage, .. }) = payloads.get(row.service.as_str()) {
-                new_row.output = Some(output.to_string());
-                new_row.usage = usage.as_ref().map(Value::to_string);
-            }
-            // An inline caller claims what it dispatches in the same write: it runs them.
-            let claim = (inline && write.cause == Cause::Dispatched).then_some(at);
-            new_row.claimed_at = claim.or(if new_row.attempts == row.attempts { row.claimed_at } else { None });
-            let gate = (write.cause != Cause::Reported).then_some(token);
-            batch.writes.push((batch.statements.len(), new_row.service.clone(), write.cause));
-            batch.statements.push(steps::compare_and_set(db, row.status, row.attempts, &new_row, claim, gate)?);
-            // An attempt that ends gives back its service's slot, if it holds one.
-            let ends_attempt = write.before.status == StepStatus::Running && write.after.status != StepStatus::Running;
-            let capped =
-                || loaded.plan.step(&new_row.service).is_some_and(|s| caps.contains_key(s.worker_key.as_str()));
-            if ends_attempt && capped() {
-                batch.statements.push(crate::d1::service_slots::release(
-                    db,
-                    run_id,
-                    &new_row.service,
-                    write.before.attempts,
-                )?);
-            }
-            after.replace_step(new_row);
+        Carry {
+            now,
+            dispatch,
+            result_recheck_ms: RESULT_RECHECK_MS,
+            analysis_timeout_ms: self.config.analysis_timeout_ms(),
         }
-        let reported = decision.writes.iter().any(|w| w.cause == Cause::Reported);
-        if reported {
-            // If this worker dies before acting on the result, the poller carries on soon.
-            let recheck = now.saturating_add(RESULT_RECHECK_MS).as_u64() as i64;
-            batch.statements.push(runs::due_no_later_than(db, run_id, recheck)?);
+    }
+
+    /// What a batch is built under, now.
+    fn under(&self, now: Millis) -> Under {
+        Under {
+            now,
+            capped: crate::settings::concurrency_caps(self.env()).into_keys().collect(),
+            events_service: self.orchestrator_service_name(),
         }
-        match &decision.run {
-            RunAction::Keep => {}
-            RunAction::Start => {
-                after.run.status = RunStatus::Running;
-                batch.statements.push(runs::mark_running(db, run_id, token)?);
-            }
-            RunAction::DeferFanIn => batch.statements.push(runs::set_due(db, run_id, at)?),
-            RunAction::Claim { partial, missing, then } => {
-                let due = now.saturating_add(self.config.analysis_timeout_ms()).as_u64() as i64;
-                batch.claim = Some(batch.statements.len());
-                let missing_text = missing_json(missing);
-                batch.statements.push(runs::claim_fan_in(db, run_id, token, at, *partial, &missing_text, due)?);
-                after.mark_fan_in_claimed(now, *partial, missing);
-                if dispatch == (Dispatch::Inline { analysis: true }) && !faults::injected(self.env(), "analysis") {
-                    // The rule-based analysis is pure: the run ends in this same batch.
-                    let finish = lifecycle::Finish { status: *then, from: lifecycle::CLAIMED, error: None };
-                    let diagnosis = super::finish::rule_based_diagnosis(after, None);
-                    let (statements, ended, outbox) = self.ending(after, &finish, Some(diagnosis), Some(token), now)?;
-                    let at = batch.statements.len();
-                    batch.ending = Some((at, ended, at + statements.len() - 1, outbox));
-                    batch.statements.extend(statements);
-                }
-            }
-            RunAction::Finish(finish) => {
-                let (statements, ended, outbox) = self.ending(after, finish, None, Some(token), now)?;
-                let at = batch.statements.len();
-                batch.ending = Some((at, ended, at + statements.len() - 1, outbox));
-                batch.statements.extend(statements);
-            }
-        }
-        if reported {
-            // Outside a won gate, the report's write still tells every other copy it is stale.
-            batch.statements.push(runs::bump(db, run_id, token)?);
-        }
-        Ok(batch)
+    }
+
+    /// Fresh tokens and ids from this event's sources.
+    fn fresh(&self) -> EngineFresh<'_, '_> {
+        EngineFresh(self)
+    }
+
+    /// Runs `writes` on `run_id`'s rows as one transaction.
+    async fn write(&self, run_id: &str, writes: &[Write]) -> Result<Vec<crate::d1::Meta>> {
+        self.db.batch(batch::statements(&self.db, run_id, writes)?).await
     }
 
     fn report_decision(&self, decision: &lifecycle::Decision, report: &mut AdvanceReport) {
@@ -306,84 +242,78 @@ impl Engine<'_> {
         report.deferred = decision.run == RunAction::DeferFanIn;
     }
 
-    /// The effects of a won decision: dispatches, the analysis, the ending's tail.
+    /// The effects of a won decision: dispatches, retries, cancel notices, the analysis, the
+    /// ending's tail.
     async fn act(
         &self,
         after: Loaded,
         ended: Option<(Loaded, Vec<String>)>,
         decision: &lifecycle::Decision,
-        claimed: bool,
+        effects: &[Effect],
         dispatch: Dispatch,
         report: &mut AdvanceReport,
     ) -> Result<()> {
         let run_id = after.run_id()?;
-        let tasks: Vec<TaskMessage> =
-            decision.dispatched().map(|r| TaskMessage::new(run_id.clone(), r.service.clone(), r.attempts)).collect();
-        let dispatched: Vec<String> = tasks.iter().map(|t| t.service.as_str().to_string()).collect();
-        let inline = matches!(dispatch, Dispatch::Inline { .. });
+        let now = self.now();
+        let claimed = report.claimed.is_some();
         report.cancelled = decision
             .writes
             .iter()
             .filter(|w| w.cause == Cause::Cancelled)
             .map(|w| w.after.service.as_str().to_string())
             .collect();
-        // Every retry travels as its own task message, delayed by its backoff; an inline
-        // caller re-queues the messages of the attempts it reported on itself.
-        let now = self.now();
-        let retries: Vec<(TasksQueueMessage, u32)> = decision
-            .writes
-            .iter()
-            .filter(|w| w.after.status == StepStatus::Retrying && !(inline && w.cause == Cause::Reported))
-            .map(|w| {
-                let task = TaskMessage::new(run_id.clone(), w.after.service.clone(), w.after.attempts);
-                let delay = w.after.next_attempt_at.map_or(0, |at| seconds_until(at, now));
-                (task.into(), delay)
-            })
-            .collect();
-        let mut messages = retries;
-        if !inline {
-            messages.extend(tasks.iter().cloned().map(|t| (t.into(), 0)));
-        }
-        let sent = self.send_task_queue(&messages).await;
-        let only_retries = tasks.is_empty() || inline;
-        match dispatch {
-            Dispatch::Inline { .. } => {
-                report.dispatched = dispatched;
-                report.unsent_tasks = tasks;
-            }
-            Dispatch::Queue if tasks.is_empty() => {}
-            Dispatch::Queue => match &sent {
-                Ok(()) => report.dispatched = dispatched,
-                Err(e) => {
-                    worker::console_error!("run {run_id}: dispatch send failed ({e}); leaving it to the poller");
-                    self.undo_dispatch(&after, decision).await?;
+        let task = |service: &baton_core::ids::ServiceSlug, attempt: u32| {
+            TaskMessage::new(run_id.clone(), service.clone(), attempt)
+        };
+        let mut sends: Vec<TaskMessage> = Vec::new();
+        let mut messages: Vec<(TasksQueueMessage, u32)> = Vec::new();
+        let mut notices: Vec<TimerMessage> = Vec::new();
+        let mut analysis = None;
+        let mut analysed_now = false;
+        for effect in effects {
+            match effect {
+                Effect::Send { service, attempt } => sends.push(task(service, *attempt)),
+                Effect::HandOver { service, attempt } => {
+                    report.dispatched.push(service.as_str().to_string());
+                    report.unsent_tasks.push(task(service, *attempt));
                 }
-            },
+                Effect::Retry { service, attempt, at } => {
+                    messages.push((task(service, *attempt).into(), seconds_until(*at, now)));
+                }
+                Effect::TellCancelled { service, attempt } => {
+                    notices.push(TimerMessage::attempt(
+                        TimerKind::Cancelled,
+                        run_id.clone(),
+                        service.clone(),
+                        *attempt,
+                        now,
+                    ));
+                }
+                Effect::Analyse { partial, missing } => {
+                    analysis = Some(AnalysisMessage::new(run_id.clone(), *partial, missing.clone()));
+                }
+                Effect::AnalyseNow(_) => analysed_now = true,
+                Effect::ReleaseSlot { .. } | Effect::LookNoLaterThan(_) | Effect::AwaitAnalysis { .. } => {}
+            }
         }
-        if let (Err(e), true) = (&sent, only_retries) {
-            worker::console_error!("run {run_id}: retry messages not sent ({e}); the poller dispatches them");
+        let retries_only = sends.is_empty();
+        messages.extend(sends.iter().cloned().map(|t| (t.into(), 0)));
+        let sent = self.send_task_queue(&messages).await;
+        match &sent {
+            Ok(()) => report.dispatched.extend(sends.iter().map(|t| t.service.as_str().to_string())),
+            Err(e) if !retries_only => {
+                worker::console_error!("run {run_id}: dispatch send failed ({e}); leaving it to the poller");
+                self.undo_dispatch(&after, decision).await?;
+            }
+            Err(e) => worker::console_error!("run {run_id}: retry messages not sent ({e}); the poller dispatches them"),
         }
         // The services of attempts in flight are told of a cancel by the consumer (which
         // reaches them), at once, through the task queue.
-        let notices: Vec<TimerMessage> = decision
-            .writes
-            .iter()
-            .filter(|w| w.cause == Cause::Cancelled && w.before.status == StepStatus::Running)
-            .map(|w| {
-                TimerMessage::attempt(
-                    TimerKind::Cancelled,
-                    run_id.clone(),
-                    w.after.service.clone(),
-                    w.before.attempts,
-                    now,
-                )
-            })
-            .collect();
         if let Err(e) = self.send_timers(notices).await {
             worker::console_warn!("run {run_id}: cancel notices not sent ({e}); the services are not told");
         }
         if let Some((ended, deliveries)) = ended {
-            if claimed {
+            if claimed && analysed_now {
                 // The rule-based analysis was written with the claim.
                 log::emit(log::Event::AnalysisStarted, &log::Line::run(&ended.run.run_id));
                 log::emit(log::Event::AnalysisFinished, &log::Line::run(&ended.run.run_id));
@@ -392,6 +322,7 @@ impl Engine<'_> {
             report.finished = Some(status);
             report.failed = status == RunStatus::Failed;
             if matches!(dispatch, Dispatch::Inline { .. }) {
+                // The caller tells whoever waits for the run first, then runs the tail.
                 report.tail_pending = true;
                 report.deliveries = deliveries;
             } else {
@@ -400,12 +331,9 @@ impl Engine<'_> {
             report.after = Some(ended);
             return Ok(());
         }
-        if let (true, RunAction::Claim { partial, missing, .. }) = (claimed, &decision.run) {
+        if let (true, Some(message)) = (claimed, analysis) {
             log::emit(log::Event::AnalysisStarted, &log::Line::run(&after.run.run_id));
-            let message = AnalysisMessage::new(run_id, *partial, missing.clone());
-            if dispatch == (Dispatch::Inline { analysis: true }) {
-                report.unsent_analysis = Some(message);
-            } else if !self.start_analysis(&after.run.run_id, &message).await? {
+            if !self.start_analysis(&after.run.run_id, &message).await? {
                 report.claimed = None;
             }
         }
@@ -438,15 +366,21 @@ impl Engine<'_> {
     /// Puts the dispatched steps back as they were read and makes the run due now, so the
     /// poller dispatches them again: a failed send loses nothing.
     pub(super) async fn undo_dispatch(&self, after: &Loaded, decision: &lifecycle::Decision) -> Result<()> {
-        let mut statements = Vec::new();
+        let mut writes = Vec::new();
         for write in decision.writes.iter().filter(|w| w.cause == Cause::Dispatched) {
             let Some(row) = after.step(write.after.service.as_str()) else { continue };
             let before = row_with_record(row, &write.before);
-            statements.push(steps::compare_and_set(&self.db, row.status, row.attempts, &before, None, None)?);
+            writes.push(Write::Step {
+                read_status: row.status,
+                read_attempts: row.attempts,
+                row: Box::new(before),
+                claim: None,
+                gate: None,
+            });
         }
-        statements.push(runs::set_due(&self.db, &after.run.run_id, self.now().as_u64() as i64)?);
-        statements.push(runs::bump(&self.db, &after.run.run_id, self.token())?);
-        self.db.batch(statements).await?;
+        writes.push(Write::Due(self.now().as_u64() as i64));
+        writes.push(Write::Bump(self.token()));
+        self.write(&after.run.run_id, &writes).await?;
         Ok(())
     }
 
@@ -457,11 +391,20 @@ impl Engine<'_> {
             Ok(()) => Ok(true),
             Err(e) => {
                 worker::console_error!("run {run_id}: analysis send failed ({e}); releasing the fan-in claim");
-                let now = self.now().as_u64() as i64;
-                self.db.batch(vec![runs::release_fan_in(&self.db, run_id, now, self.token())?]).await?;
+                let at = self.now().as_u64() as i64;
+                self.write(run_id, &[Write::ReleaseFanIn { at, token: self.token() }]).await?;
                 Ok(false)
             }
         }
+    }
+}
+
+/// Tokens and ids drawn from the engine's sources.
+struct EngineFresh<'e, 'a>(&'e Engine<'a>);
+
+impl Fresh for EngineFresh<'_, '_> {
+    fn token(&mut self) -> i64 {
+        self.0.token()
     }
 }
 
