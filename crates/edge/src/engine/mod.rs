@@ -33,7 +33,7 @@ pub use apply::{Reported, MAX_ROUNDS};
 pub use cancel::CancelOutcome;
 pub use claim::{seconds_until, AttemptClaim};
 pub use due::{DueRun, DueWork, PollableStep};
-pub use executions::{ExecutionDetail, NewExecution, Submitted};
+pub use executions::{ExecutionDetail, Executions, NewExecution, Submitted};
 pub use finish::{rule_based_diagnosis, DIAGNOSIS_EVENT_TYPE};
 pub use plans::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSource};
 pub use retry::RetryOutcome;
