@@ -47,5 +47,5 @@ pub use timers::TimerOutcome;
 pub use views::{blocked_by, depends_on, Attempt};
 pub use wait::DRIVE_PATH;
 pub use webhooks::{
-    DeliveryOutcome, Webhook, WebhookAttempt, WebhookDelivery, DELIVERY_LOG_LIMIT, MAX_WEBHOOKS_PER_CLIENT,
+    DeliveryOutcome, Webhook, WebhookAttempt, WebhookDelivery, Webhooks, DELIVERY_LOG_LIMIT, MAX_WEBHOOKS_PER_CLIENT,
 };
