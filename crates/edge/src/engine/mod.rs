@@ -35,13 +35,13 @@ pub use claim::{seconds_until, AttemptClaim};
 pub use due::{DueRun, DueWork, PollableStep};
 pub use executions::{ExecutionDetail, Executions, NewExecution, Submitted};
 pub use finish::{rule_based_diagnosis, DIAGNOSIS_EVENT_TYPE};
-pub use plans::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSource};
+pub use plans::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSource, Plans};
 pub use retry::RetryOutcome;
 pub use rows::{record_of, row_with_record};
 pub use run::{
     snapshot_of, summary_of, AdvanceReport, Dispatch, Engine, FanInClaim, Loaded, RecordOutcome, Report, RETRY_GRACE_MS,
 };
-pub use schedules::{new_schedule_id, timing_of, ScheduleCounts, ScheduleFields, ScheduleView};
+pub use schedules::{new_schedule_id, timing_of, ScheduleCounts, ScheduleFields, ScheduleView, Schedules};
 pub use start::{NewRun, Started};
 pub use timers::TimerOutcome;
 pub use views::{blocked_by, depends_on, Attempt};
