@@ -4,6 +4,10 @@
 //!
 //! The pattern for every change: read → core decides → compare-and-set in D1 (guarded by the
 //! state that was read) → act only on the writes this caller won (`changes` = 1).
+//!
+//! [`Engine`] is the run lifecycle. Plans, schedules, webhooks and executions are services
+//! with their own types ([`Plans`], [`Schedules`], [`Webhooks`], [`Executions`]), reached as
+//! `engine.plans()`, `engine.schedules()`, `engine.webhooks()` and `engine.executions()`.
 
 pub mod admission;
 mod analysis;
