@@ -24,7 +24,7 @@ pub async fn handle(engine: &Engine<'_>, message: &RawMessage) {
         message.ack();
         return;
     };
-    match engine.deliver_webhook(&decoded.delivery_id).await {
+    match engine.webhooks().deliver(&decoded.delivery_id).await {
         Ok(DeliveryOutcome::Done) => message.ack(),
         Ok(DeliveryOutcome::Retry { delay_seconds }) => {
             message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay_seconds).build())
@@ -42,7 +42,7 @@ pub async fn dead_letter(engine: &Engine<'_>, message: &RawMessage) {
         message.ack();
         return;
     };
-    match engine.webhook_dead_lettered(&decoded.delivery_id).await {
+    match engine.webhooks().dead_lettered(&decoded.delivery_id).await {
         Ok(()) => message.ack(),
         Err(e) => {
             worker::console_error!("webhooks: recording dead-lettered delivery {}: {e}; retrying", decoded.delivery_id);

@@ -103,7 +103,7 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
         Default::default()
     });
     // 5. Schedules: fire the due slots, each claimed once whatever ticks race.
-    let schedules = engine.fire_schedules(limit).await.unwrap_or_else(|e| {
+    let schedules = engine.schedules().fire_due(limit).await.unwrap_or_else(|e| {
         counts.errors += 1;
         worker::console_error!("poller: schedules pass failed: {e}");
         Default::default()

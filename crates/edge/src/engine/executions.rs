@@ -1,5 +1,6 @@
-//! Pipeline executions as clients see them: submitting one (`POST /execute`) and reading one
-//! back with its run (`GET /executions/:execution_id`).
+//! The executions service ([`Executions`], reached as `engine.executions()`): pipeline
+//! executions as clients see them — submitting one (`POST /execute`) and reading one back with
+//! its run (`GET /executions/:execution_id`).
 //!
 //! Submitting is idempotent per `(client, request_id)`: a repeated request, or one that lost
 //! the race to insert the same request id, answers with the execution that stands. A new
@@ -107,22 +108,36 @@ impl ExecutionDetail {
     }
 }
 
+/// The executions service: submitting a client's pipeline executions and reading them back.
+/// Reached through [`Engine::executions`].
+#[derive(Clone, Copy)]
+pub struct Executions<'e> {
+    engine: &'e Engine<'e>,
+}
+
 impl Engine<'_> {
+    /// The executions service, working with this engine.
+    pub fn executions(&self) -> Executions<'_> {
+        Executions { engine: self }
+    }
+}
+
+impl Executions<'_> {
+    /// How many of `client_id`'s executions wait for admission.
+    pub async fn queued_of_client(&self, client_id: &str) -> Result<u64> {
+        executions::count_queued_of_client(&self.engine.db, client_id).await
+    }
+
     /// Queues `new` (or finds the execution its request id already submitted) and runs an
     /// admission pass, so it starts at once if the pools have room. An unknown template or
     /// one core cannot compile is a 400 naming `template_name`.
-    /// How many of `client_id`'s executions wait for admission.
-    pub async fn queued_of_client(&self, client_id: &str) -> Result<u64> {
-        crate::d1::executions::count_queued_of_client(&self.db, client_id).await
-    }
-
-    pub async fn submit_execution(&self, new: NewExecution) -> Result<Submitted> {
+    pub async fn submit(&self, new: NewExecution) -> Result<Submitted> {
         if let Some(existing) = self.execution_by_request(&new.client_id, new.request_id.as_deref()).await? {
             return self.submitted(existing, true).await;
         }
         let plan = self.compiled_template(&new.template_name).await?;
         let row = self.queued_row(new, &plan)?;
-        if let Err(e) = self.db.batch(vec![executions::insert(&self.db, &row)?]).await {
+        if let Err(e) = self.engine.db.batch(vec![executions::insert(&self.engine.db, &row)?]).await {
             // Two requests with the same request_id raced: the other one's execution stands.
             return match self.execution_by_request(&row.client_id, row.request_id.as_deref()).await? {
                 Some(existing) => self.submitted(existing, true).await,
@@ -130,36 +145,36 @@ impl Engine<'_> {
             };
         }
         // The execution is queued whatever happens now; a failed pass is the poller's to redo.
-        if let Err(e) = admission::admit_queued(self, ADMIT_PER_REQUEST).await {
+        if let Err(e) = admission::admit_queued(self.engine, ADMIT_PER_REQUEST).await {
             worker::console_error!("execute {}: admission pass failed ({e}); the poller will admit it", row.run_id);
         }
-        let current = executions::get(&self.db, &row.run_id).await?.unwrap_or(row);
+        let current = executions::get(&self.engine.db, &row.run_id).await?.unwrap_or(row);
         self.submitted(current, false).await
     }
 
     /// The execution `execution_id` with its run, if its client is one `may_see` accepts;
     /// `None` otherwise (an execution the caller may not see is as if it did not exist).
-    pub async fn execution_visible(
+    pub async fn visible(
         &self,
         execution_id: &ExecutionId,
         may_see: impl Fn(&str) -> bool,
     ) -> Result<Option<ExecutionDetail>> {
-        let found = executions::get(&self.db, execution_id.as_str()).await?.filter(|r| may_see(&r.client_id));
+        let found = executions::get(&self.engine.db, execution_id.as_str()).await?.filter(|r| may_see(&r.client_id));
         let Some(execution) = found else { return Ok(None) };
-        let run = self.load(&execution.run_id).await?;
+        let run = self.engine.load(&execution.run_id).await?;
         Ok(Some(ExecutionDetail { execution, run }))
     }
 
     async fn execution_by_request(&self, client_id: &str, request_id: Option<&str>) -> Result<Option<ExecutionRow>> {
         match request_id {
-            Some(request_id) => executions::by_request(&self.db, client_id, request_id).await,
+            Some(request_id) => executions::by_request(&self.engine.db, client_id, request_id).await,
             None => Ok(None),
         }
     }
 
     /// The key-account service's master template `name`, compiled by core.
     async fn compiled_template(&self, name: &str) -> Result<Plan> {
-        let template = kam::master_template(self.env(), name).await?.ok_or_else(|| Error::BadRequest {
+        let template = kam::master_template(self.engine.env(), name).await?.ok_or_else(|| Error::BadRequest {
             code: "unknown_template",
             message: format!("the key-account service has no master template {name:?}"),
             details: json!({ "field": "template_name" }),
@@ -173,7 +188,7 @@ impl Engine<'_> {
 
     /// The queue row of a new execution: a fresh id, queued now, due by core's queue deadline.
     fn queued_row(&self, new: NewExecution, plan: &Plan) -> Result<ExecutionRow> {
-        let now = self.now();
+        let now = self.engine.now();
         let execution_id = ExecutionId::from_parts(now, clock::random_bytes::<6>()?);
         let run_id = RunId::from_execution(&execution_id);
         Ok(ExecutionRow {
@@ -187,7 +202,7 @@ impl Engine<'_> {
             parameters: new.parameters.to_string(),
             priority: new.priority.rank(),
             enqueued_at: now.as_u64() as i64,
-            deadline_at: execution::queue_deadline(now, self.config.job_timeout_ms()).as_u64() as i64,
+            deadline_at: execution::queue_deadline(now, self.engine.config.job_timeout_ms()).as_u64() as i64,
             status: executions::QUEUED.to_string(),
             attempts: 0,
             admitted_at: None,
@@ -199,11 +214,11 @@ impl Engine<'_> {
 
     /// `row` with its run's status and its completion estimate.
     async fn submitted(&self, row: ExecutionRow, replay: bool) -> Result<Submitted> {
-        let run_status = runs::get(&self.db, &row.run_id).await?.map(|r| r.status);
+        let run_status = runs::get(&self.engine.db, &row.run_id).await?.map(|r| r.status);
         let plan: Plan = serde_json::from_str(&row.plan_json)
             .map_err(|e| Error::Storage(format!("execution {}: unreadable plan: {e}", row.run_id)))?;
         let workers: Vec<&str> = plan.steps().iter().map(|s| s.worker_key.as_str()).collect();
-        let stats = resources::stats_of(&self.db, &workers).await?;
+        let stats = resources::stats_of(&self.engine.db, &workers).await?;
         Ok(Submitted {
             estimated_completion_ms: execution::estimated_completion_ms(&plan, &stats),
             execution: row,

@@ -4,6 +4,10 @@
 //!
 //! The pattern for every change: read → core decides → compare-and-set in D1 (guarded by the
 //! state that was read) → act only on the writes this caller won (`changes` = 1).
+//!
+//! [`Engine`] is the run lifecycle. Plans, schedules, webhooks and executions are services
+//! with their own types ([`Plans`], [`Schedules`], [`Webhooks`], [`Executions`]), reached as
+//! `engine.plans()`, `engine.schedules()`, `engine.webhooks()` and `engine.executions()`.
 
 pub mod admission;
 mod analysis;
@@ -33,19 +37,19 @@ pub use apply::{Reported, MAX_ROUNDS};
 pub use cancel::CancelOutcome;
 pub use claim::{seconds_until, AttemptClaim};
 pub use due::{DueRun, DueWork, PollableStep};
-pub use executions::{ExecutionDetail, NewExecution, Submitted};
+pub use executions::{ExecutionDetail, Executions, NewExecution, Submitted};
 pub use finish::{rule_based_diagnosis, DIAGNOSIS_EVENT_TYPE};
-pub use plans::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSource};
+pub use plans::{create_plan, visible_plan, visible_plans, PlanCreated, PlanSource, Plans};
 pub use retry::RetryOutcome;
 pub use rows::{record_of, row_with_record};
 pub use run::{
     snapshot_of, summary_of, AdvanceReport, Dispatch, Engine, FanInClaim, Loaded, RecordOutcome, Report, RETRY_GRACE_MS,
 };
-pub use schedules::{new_schedule_id, timing_of, ScheduleCounts, ScheduleFields, ScheduleView};
+pub use schedules::{new_schedule_id, timing_of, ScheduleCounts, ScheduleFields, ScheduleView, Schedules};
 pub use start::{NewRun, Started};
 pub use timers::TimerOutcome;
 pub use views::{blocked_by, depends_on, Attempt};
 pub use wait::DRIVE_PATH;
 pub use webhooks::{
-    DeliveryOutcome, Webhook, WebhookAttempt, WebhookDelivery, DELIVERY_LOG_LIMIT, MAX_WEBHOOKS_PER_CLIENT,
+    DeliveryOutcome, Webhook, WebhookAttempt, WebhookDelivery, Webhooks, DELIVERY_LOG_LIMIT, MAX_WEBHOOKS_PER_CLIENT,
 };

@@ -1,7 +1,10 @@
-//! The plans a client can use: core's built-in plans, then the client's own (`custom_plans`).
-//! A built-in plan's id is never a custom plan's, and a custom plan is never replaced.
+//! The plans service ([`Plans`], reached as `engine.plans()`): the plans a client can use —
+//! core's built-in plans, then the client's own (`custom_plans`). A built-in plan's id is never
+//! a custom plan's, and a custom plan is never replaced.
 //!
-//! Without a client only the built-in plans are visible, and the database is not opened.
+//! The API's plan routes use the free functions ([`visible_plans`], [`visible_plan`],
+//! [`create_plan`]), which need no engine: without a client only the built-in plans are
+//! visible, and the database is not opened.
 
 use baton_core::plan::{builtin_plan, builtin_plans, Plan};
 use worker::Env;
@@ -42,12 +45,26 @@ pub enum PlanCreated {
     OverQuota(u32),
 }
 
+/// The plans service: the plans a client may start runs with. Reached through
+/// [`Engine::plans`].
+#[derive(Clone, Copy)]
+pub struct Plans<'e> {
+    engine: &'e Engine<'e>,
+}
+
 impl Engine<'_> {
+    /// The plans service, working with this engine.
+    pub fn plans(&self) -> Plans<'_> {
+        Plans { engine: self }
+    }
+}
+
+impl Plans<'_> {
     /// The plan `plan_id` as `client_id` may use it: a built-in plan, else the client's own.
-    pub async fn plan_for_client(&self, plan_id: &str, client_id: &str) -> Result<Option<Plan>> {
+    pub async fn for_client(&self, plan_id: &str, client_id: &str) -> Result<Option<Plan>> {
         match builtin_plan(plan_id) {
             Some(plan) => Ok(Some(plan)),
-            None => plans::get(&self.db, plan_id, client_id).await,
+            None => plans::get(&self.engine.db, plan_id, client_id).await,
         }
     }
 }

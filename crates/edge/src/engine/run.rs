@@ -165,7 +165,10 @@ pub struct AdvanceReport {
 
 pub use baton_core::lifecycle::Dispatch;
 
-/// The engine for one event (request, queue batch, cron tick): bindings, config, clock.
+/// The engine for one event (request, queue batch, cron tick): bindings, config, clock, and
+/// the run lifecycle. Plans, schedules, webhooks and executions are services of their own,
+/// reached through it: [`Engine::plans`], [`Engine::schedules`], [`Engine::webhooks`],
+/// [`Engine::executions`].
 pub struct Engine<'a> {
     env: &'a Env,
     /// The database.

@@ -1,5 +1,6 @@
-//! Schedules: a client's runs started on a cron expression or an interval, fired by the
-//! poller's tick.
+//! The schedules service ([`Schedules`], reached as `engine.schedules()`): a client's runs
+//! started on a cron expression or an interval — creating, reading, changing and deleting them
+//! — and the poller's tick firing their due slots.
 //!
 //! Per due schedule, core decides ([`baton_core::schedule::due`]) which slot to fire, or to
 //! skip; the claim ([`d1::schedules::claim`]) moves the schedule's `next_slot` from the value
@@ -54,15 +55,29 @@ pub fn timing_of(row: &ScheduleRow) -> Result<(Timing, Missed)> {
     Ok((timing, missed))
 }
 
+/// The schedules service: a client's schedules, and the firing of their due slots. Reached
+/// through [`Engine::schedules`]; it works with the engine's database, clock and run start.
+#[derive(Clone, Copy)]
+pub struct Schedules<'e> {
+    engine: &'e Engine<'e>,
+}
+
 impl Engine<'_> {
+    /// The schedules service, working with this engine.
+    pub fn schedules(&self) -> Schedules<'_> {
+        Schedules { engine: self }
+    }
+}
+
+impl Schedules<'_> {
     /// Fires the due slots of at most `limit` schedules, and starts the runs of fired slots a
     /// stopped tick left behind. Every failure is counted and logged; none stops the tick.
-    pub async fn fire_schedules(&self, limit: u32) -> Result<ScheduleCounts> {
+    pub async fn fire_due(&self, limit: u32) -> Result<ScheduleCounts> {
         let mut counts = ScheduleCounts::default();
-        let now = self.now();
+        let now = self.engine.now();
         // A slot reached within a poller period (and a minute of slack) is on time.
-        let grace_ms = self.config.polling_frequency_ms() + 60_000;
-        let (due, meta) = rows::due(&self.db, now.as_u64() as i64, limit).await?;
+        let grace_ms = self.engine.config.polling_frequency_ms() + 60_000;
+        let (due, meta) = rows::due(&self.engine.db, now.as_u64() as i64, limit).await?;
         counts.rows_read = meta.rows_read;
         for row in &due {
             if let Err(e) = self.fire_one(row, now, grace_ms, &mut counts).await {
@@ -71,8 +86,8 @@ impl Engine<'_> {
             }
         }
         let before = now.saturating_sub(STRANDED_AFTER_MS).as_u64() as i64;
-        for fire in rows::stranded(&self.db, before, limit).await? {
-            let schedule = rows::by_id(&self.db, &fire.schedule_id).await?;
+        for fire in rows::stranded(&self.engine.db, before, limit).await? {
+            let schedule = rows::by_id(&self.engine.db, &fire.schedule_id).await?;
             counts.recovered += 1;
             if !self.start_fired(schedule.as_ref(), &fire).await {
                 counts.failed += 1;
@@ -85,13 +100,13 @@ impl Engine<'_> {
         let Some(read) = row.next_slot else { return Ok(()) };
         let (timing, missed) = timing_of(row)?;
         let next_slot = Millis::new(read.max(0) as u64);
-        let token = self.token();
+        let token = self.engine.token();
         let as_ms = |m: Option<Millis>| m.map(|m| m.as_u64() as i64);
         match schedule::due(&timing, next_slot, now, missed, grace_ms) {
             Due::NotYet => Ok(()),
             Due::Skip { latest, next_slot } => {
-                let claim = rows::claim(&self.db, &row.schedule_id, read, as_ms(next_slot), token, None)?;
-                let won = self.db.batch(claim).await?.first().is_some_and(|m| m.changes == 1);
+                let claim = rows::claim(&self.engine.db, &row.schedule_id, read, as_ms(next_slot), token, None)?;
+                let won = self.engine.db.batch(claim).await?.first().is_some_and(|m| m.changes == 1);
                 if won {
                     counts.skipped += 1;
                     worker::console_log!(
@@ -113,8 +128,8 @@ impl Engine<'_> {
                     error: None,
                     fired_at: now.as_u64() as i64,
                 };
-                let claim = rows::claim(&self.db, &row.schedule_id, read, as_ms(next_slot), token, Some(&fire))?;
-                let metas = self.db.batch(claim).await?;
+                let claim = rows::claim(&self.engine.db, &row.schedule_id, read, as_ms(next_slot), token, Some(&fire))?;
+                let metas = self.engine.db.batch(claim).await?;
                 // The slot is this tick's only if it moved the schedule and wrote the fired slot.
                 if metas.iter().all(|m| m.changes == 1) {
                     counts.fired += 1;
@@ -140,7 +155,7 @@ impl Engine<'_> {
             worker::console_warn!("schedule {}: slot {}: run not started: {e}", fire.schedule_id, fire.slot);
             e.to_string()
         });
-        if let Err(e) = rows::settle_fire(&self.db, fire, error.as_deref()).await {
+        if let Err(e) = rows::settle_fire(&self.engine.db, fire, error.as_deref()).await {
             worker::console_error!("schedule {}: recording slot {}: {e}", fire.schedule_id, fire.slot);
         }
         error.is_none()
@@ -148,7 +163,9 @@ impl Engine<'_> {
 
     async fn start_scheduled_run(&self, row: &ScheduleRow, fire: &FireRow) -> Result<()> {
         let plan = self
-            .plan_for_client(&row.plan_id, &row.client_id)
+            .engine
+            .plans()
+            .for_client(&row.plan_id, &row.client_id)
             .await?
             .ok_or_else(|| Error::NotFound { what: format!("plan {}", row.plan_id) })?;
         let run_id: RunId = fire.run_id.parse().map_err(|e| Error::Internal(format!("fired run id: {e}")))?;
@@ -165,34 +182,44 @@ impl Engine<'_> {
             priority: 1,
             acted_by: None,
         };
-        self.start_run(new).await.map(|_| ())
+        self.engine.start_run(new).await.map(|_| ())
     }
 
     /// The fired slot that started `run_id`, if a schedule did.
-    pub async fn schedule_fire_of(&self, run_id: &str) -> Result<Option<FireRow>> {
-        rows::fire_of_run(&self.db, run_id).await
+    pub async fn fire_of(&self, run_id: &str) -> Result<Option<FireRow>> {
+        rows::fire_of_run(&self.engine.db, run_id).await
     }
 }
 
 /// A schedule as a client writes it (a create, or a change: `None` leaves a field as it is).
 #[derive(Debug, Clone, Default)]
 pub struct ScheduleFields {
+    /// A name for people (at most 200 characters).
     pub name: Option<String>,
+    /// A cron expression (instead of `interval_seconds`).
     pub cron: Option<String>,
+    /// The cron expression's time zone (IANA name).
     pub timezone: Option<String>,
+    /// Seconds between slots (instead of `cron`).
     pub interval_seconds: Option<i64>,
+    /// What to do with slots the poller reached late: `skip` them, or run the `latest` once.
     pub missed: Option<String>,
+    /// The website the runs are for.
     pub website_id: Option<String>,
+    /// The domain the runs work on.
     pub domain: Option<String>,
+    /// The plan the runs follow (built-in, or the client's own).
     pub plan_id: Option<String>,
     /// A JSON object, serialised.
     pub parameters: Option<String>,
+    /// Whether the schedule is paused (no slot fires).
     pub paused: Option<bool>,
 }
 
 /// A schedule, and its next slots.
 #[derive(Debug, Clone)]
 pub struct ScheduleView {
+    /// The stored schedule.
     pub row: ScheduleRow,
     /// The next [`schedule::UPCOMING`] slots from now (none while paused).
     pub upcoming: Vec<Millis>,
@@ -202,11 +229,11 @@ fn bad(e: &schedule::ScheduleError) -> Error {
     Error::bad_request(e.code(), e.field(), e.to_string())
 }
 
-impl Engine<'_> {
+impl Schedules<'_> {
     /// Creates a schedule for `client_id` (every field checked, each problem naming its
     /// field); its first slot is the first after now.
-    pub async fn create_schedule(&self, client_id: &str, fields: ScheduleFields) -> Result<ScheduleView> {
-        let now = self.now();
+    pub async fn create(&self, client_id: &str, fields: ScheduleFields) -> Result<ScheduleView> {
+        let now = self.engine.now();
         let empty = ScheduleRow {
             schedule_id: new_schedule_id(now)?,
             client_id: client_id.to_string(),
@@ -229,50 +256,49 @@ impl Engine<'_> {
             updated_at: now.as_u64() as i64,
         };
         let (row, _) = self.merged(empty, fields, true, now).await?;
-        rows::insert(&self.db, &row).await?;
+        rows::insert(&self.engine.db, &row).await?;
         Ok(self.view(row, now))
     }
 
     /// Changes one of `client_id`'s schedules. A new timing, or a resume, starts again from the
     /// first slot after now (slots that passed while paused are not run).
-    pub async fn update_schedule(
-        &self,
-        client_id: &str,
-        schedule_id: &str,
-        fields: ScheduleFields,
-    ) -> Result<ScheduleView> {
-        let now = self.now();
+    pub async fn update(&self, client_id: &str, schedule_id: &str, fields: ScheduleFields) -> Result<ScheduleView> {
+        let now = self.engine.now();
         let existing = self.visible_schedule(client_id, schedule_id).await?;
         let (row, reset_next) = self.merged(existing, fields, false, now).await?;
-        if rows::update(&self.db, &row, reset_next).await?.changes == 0 {
+        if rows::update(&self.engine.db, &row, reset_next).await?.changes == 0 {
             return Err(Error::NotFound { what: format!("schedule {schedule_id}") });
         }
-        let stored = rows::get(&self.db, client_id, schedule_id).await?.unwrap_or(row);
+        let stored = rows::get(&self.engine.db, client_id, schedule_id).await?.unwrap_or(row);
         Ok(self.view(stored, now))
     }
 
     /// One of `client_id`'s schedules (another client's is 404).
-    pub async fn schedule(&self, client_id: &str, schedule_id: &str) -> Result<ScheduleView> {
+    pub async fn get(&self, client_id: &str, schedule_id: &str) -> Result<ScheduleView> {
         let row = self.visible_schedule(client_id, schedule_id).await?;
-        Ok(self.view(row, self.now()))
+        Ok(self.view(row, self.engine.now()))
     }
 
     /// A page of `client_id`'s schedules (oldest first) after the schedule id `after`.
-    pub async fn schedules(&self, client_id: &str, after: Option<&str>, limit: u32) -> Result<Vec<ScheduleView>> {
-        let now = self.now();
-        Ok(rows::page(&self.db, client_id, after, limit).await?.into_iter().map(|row| self.view(row, now)).collect())
+    pub async fn list(&self, client_id: &str, after: Option<&str>, limit: u32) -> Result<Vec<ScheduleView>> {
+        let now = self.engine.now();
+        Ok(rows::page(&self.engine.db, client_id, after, limit)
+            .await?
+            .into_iter()
+            .map(|row| self.view(row, now))
+            .collect())
     }
 
     /// Deletes one of `client_id`'s schedules; 404 if there is none.
-    pub async fn delete_schedule(&self, client_id: &str, schedule_id: &str) -> Result<()> {
-        match rows::delete(&self.db, client_id, schedule_id).await?.changes {
+    pub async fn delete(&self, client_id: &str, schedule_id: &str) -> Result<()> {
+        match rows::delete(&self.engine.db, client_id, schedule_id).await?.changes {
             0 => Err(Error::NotFound { what: format!("schedule {schedule_id}") }),
             _ => Ok(()),
         }
     }
 
     async fn visible_schedule(&self, client_id: &str, schedule_id: &str) -> Result<ScheduleRow> {
-        rows::get(&self.db, client_id, schedule_id)
+        rows::get(&self.engine.db, client_id, schedule_id)
             .await?
             .ok_or_else(|| Error::NotFound { what: format!("schedule {schedule_id}") })
     }
@@ -355,7 +381,7 @@ impl Engine<'_> {
         row.website_id = request.website_id.as_str().to_string();
         row.domain = request.domain;
         row.plan_id = request.plan_id.as_str().to_string();
-        if self.plan_for_client(&row.plan_id, &row.client_id).await?.is_none() {
+        if self.engine.plans().for_client(&row.plan_id, &row.client_id).await?.is_none() {
             return Err(Error::BadRequest {
                 code: "unknown_plan",
                 message: format!("no plan named {:?} (built-in, or one you created)", row.plan_id),

@@ -1,14 +1,16 @@
-//! Webhooks: a client's URLs told, signed, when its runs end.
+//! The webhooks service ([`Webhooks`], reached as `engine.webhooks()`): a client's URLs told,
+//! signed, when its runs end — creating, listing and deleting them, their delivery logs and
+//! replays, and the consumer's delivery attempts.
 //!
 //! A run's ending writes, in its own batch, one delivery per webhook of the client subscribed
 //! to the event ([`Outbox`]): the run ends with its deliveries recorded, or neither happens,
 //! and a racing writer whose ending lost writes none. The writer that won then sends a
 //! [`DeliveryMessage`] per delivery on the webhook queue ([`Engine::after_ending`]); a send
 //! that fails is recorded on the delivery. The consumer makes one attempt per message
-//! ([`Engine::deliver_webhook`]): a signed `POST` bounded by [`webhook::ATTEMPT_TIMEOUT_MS`],
+//! ([`Webhooks::deliver`]): a signed `POST` bounded by [`webhook::ATTEMPT_TIMEOUT_MS`],
 //! each attempt recorded; anything but a 2xx is retried by the queue with core's backoff, and
 //! after [`webhook::MAX_ATTEMPTS`] the queue dead-letters the message and the delivery is
-//! recorded as failed ([`Engine::webhook_dead_lettered`]).
+//! recorded as failed ([`Webhooks::dead_lettered`]).
 
 use std::time::Duration;
 
@@ -48,18 +50,33 @@ fn cut(text: &str) -> String {
     text.chars().take(MAX_ERROR_CHARS).collect()
 }
 
+/// The webhooks service: a client's webhooks, their deliveries, and the attempts to deliver
+/// them. Reached through [`Engine::webhooks`].
+#[derive(Clone, Copy)]
+pub struct Webhooks<'e> {
+    engine: &'e Engine<'e>,
+}
+
 impl Engine<'_> {
+    /// The webhooks service, working with this engine.
+    pub fn webhooks(&self) -> Webhooks<'_> {
+        Webhooks { engine: self }
+    }
+}
+
+impl Webhooks<'_> {
     /// Creates a webhook for `client_id` on `events` (all, if empty); its secret is generated
     /// here and shown once, in the answer. The URL is checked by core (https; local http only
     /// where `WEBHOOK_ALLOW_HTTP_LOCALHOST` allows it).
-    pub async fn create_webhook(&self, client_id: &str, url: &str, events: &[Event]) -> Result<WebhookRow> {
-        webhook::validate_url(url, settings::webhook_allow_http_localhost(self.env()))
+    pub async fn create(&self, client_id: &str, url: &str, events: &[Event]) -> Result<WebhookRow> {
+        webhook::validate_url(url, settings::webhook_allow_http_localhost(self.engine.env()))
             .map_err(|e| Error::bad_request("invalid_url", "url", e.to_string()))?;
-        if rows::of_client(&self.db, client_id, MAX_WEBHOOKS_PER_CLIENT).await?.len() as u32 >= MAX_WEBHOOKS_PER_CLIENT
+        if rows::of_client(&self.engine.db, client_id, MAX_WEBHOOKS_PER_CLIENT).await?.len() as u32
+            >= MAX_WEBHOOKS_PER_CLIENT
         {
             return Err(Error::Conflict(format!("at most {MAX_WEBHOOKS_PER_CLIENT} webhooks per client")));
         }
-        let now = self.now();
+        let now = self.engine.now();
         let events: Vec<&str> = if events.is_empty() {
             Event::ALL.iter().map(|e| e.as_str()).collect()
         } else {
@@ -73,51 +90,47 @@ impl Engine<'_> {
             events: serde_json::to_string(&events).map_err(|e| Error::Internal(e.to_string()))?,
             created_at: now.as_u64() as i64,
         };
-        rows::insert(&self.db, &row).await?;
+        rows::insert(&self.engine.db, &row).await?;
         Ok(row)
     }
 
     /// `client_id`'s webhooks.
-    pub async fn webhooks(&self, client_id: &str) -> Result<Vec<WebhookRow>> {
-        rows::of_client(&self.db, client_id, MAX_WEBHOOKS_PER_CLIENT).await
+    pub async fn list(&self, client_id: &str) -> Result<Vec<WebhookRow>> {
+        rows::of_client(&self.engine.db, client_id, MAX_WEBHOOKS_PER_CLIENT).await
     }
 
     /// One of `client_id`'s webhooks (another client's is 404).
-    pub async fn webhook(&self, client_id: &str, webhook_id: &str) -> Result<WebhookRow> {
-        rows::get(&self.db, client_id, webhook_id)
+    pub async fn get(&self, client_id: &str, webhook_id: &str) -> Result<WebhookRow> {
+        rows::get(&self.engine.db, client_id, webhook_id)
             .await?
             .ok_or_else(|| Error::NotFound { what: format!("webhook {webhook_id}") })
     }
 
     /// Deletes one of `client_id`'s webhooks; 404 if there is none.
-    pub async fn delete_webhook(&self, client_id: &str, webhook_id: &str) -> Result<()> {
-        match rows::delete(&self.db, client_id, webhook_id).await? {
+    pub async fn delete(&self, client_id: &str, webhook_id: &str) -> Result<()> {
+        match rows::delete(&self.engine.db, client_id, webhook_id).await? {
             true => Ok(()),
             false => Err(Error::NotFound { what: format!("webhook {webhook_id}") }),
         }
     }
 
     /// One of `client_id`'s webhooks' latest deliveries, newest first, with their attempts.
-    pub async fn webhook_deliveries(
-        &self,
-        client_id: &str,
-        webhook_id: &str,
-    ) -> Result<(Vec<DeliveryRow>, Vec<AttemptRow>)> {
-        self.webhook(client_id, webhook_id).await?;
-        rows::deliveries(&self.db, webhook_id, DELIVERY_LOG_LIMIT).await
+    pub async fn deliveries(&self, client_id: &str, webhook_id: &str) -> Result<(Vec<DeliveryRow>, Vec<AttemptRow>)> {
+        self.get(client_id, webhook_id).await?;
+        rows::deliveries(&self.engine.db, webhook_id, DELIVERY_LOG_LIMIT).await
     }
 
     /// Sends one of a webhook's deliveries again, as a new delivery with the same payload
     /// (`replay_of` names the original).
-    pub async fn replay_delivery(&self, client_id: &str, webhook_id: &str, delivery_id: &str) -> Result<DeliveryRow> {
-        self.webhook(client_id, webhook_id).await?;
-        let original = rows::delivery(&self.db, delivery_id)
+    pub async fn replay(&self, client_id: &str, webhook_id: &str, delivery_id: &str) -> Result<DeliveryRow> {
+        self.get(client_id, webhook_id).await?;
+        let original = rows::delivery(&self.engine.db, delivery_id)
             .await?
             .filter(|d| d.webhook_id == webhook_id && d.client_id == client_id)
             .ok_or_else(|| Error::NotFound { what: format!("delivery {delivery_id}") })?;
-        let now = self.now().as_u64() as i64;
+        let now = self.engine.now().as_u64() as i64;
         let replay = DeliveryRow {
-            delivery_id: new_id("whd", self.now())?,
+            delivery_id: new_id("whd", self.engine.now())?,
             status: "pending".to_string(),
             attempts: 0,
             last_status_code: None,
@@ -128,49 +141,30 @@ impl Engine<'_> {
             delivered_at: None,
             ..original
         };
-        self.db.batch(vec![rows::insert_delivery(&self.db, &replay)?]).await?;
-        let queue = queues::producer(self.env(), bindings::WEBHOOK_QUEUE)?;
+        self.engine.db.batch(vec![rows::insert_delivery(&self.engine.db, &replay)?]).await?;
+        let queue = queues::producer(self.engine.env(), bindings::WEBHOOK_QUEUE)?;
         queues::send(&queue, &DeliveryMessage::new(&replay.delivery_id)).await?;
         Ok(replay)
     }
 
-    /// Queues the deliveries an ending wrote. Best effort: a delivery whose message cannot be
-    /// sent is recorded as failed (its log says so, and a replay sends it).
-    pub(super) async fn queue_deliveries(&self, run_id: &str, deliveries: &[String]) {
-        if deliveries.is_empty() {
-            return;
-        }
-        let messages: Vec<DeliveryMessage> = deliveries.iter().map(DeliveryMessage::new).collect();
-        let sent = match queues::producer(self.env(), bindings::WEBHOOK_QUEUE) {
-            Ok(queue) => queues::send_all(&queue, &messages).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
-            worker::console_warn!("run {run_id}: webhook deliveries not queued: {e}");
-            let now = self.now().as_u64() as i64;
-            for id in deliveries {
-                let _ = rows::fail(&self.db, id, &cut(&format!("not queued: {e}")), now).await;
-            }
-        }
-    }
-
     /// One attempt of a delivery: a signed `POST` of its payload to its webhook, bounded in
     /// time, recorded whatever it comes to.
-    pub async fn deliver_webhook(&self, delivery_id: &str) -> Result<DeliveryOutcome> {
-        let Some((delivery, hook)) = rows::delivery_with_target(&self.db, delivery_id).await? else {
+    pub async fn deliver(&self, delivery_id: &str) -> Result<DeliveryOutcome> {
+        let Some((delivery, hook)) = rows::delivery_with_target(&self.engine.db, delivery_id).await? else {
             return Ok(DeliveryOutcome::Done);
         };
         if delivery.status != "pending" {
             return Ok(DeliveryOutcome::Done);
         }
         let Some(hook) = hook else {
-            rows::fail(&self.db, delivery_id, "the webhook was deleted", self.now().as_u64() as i64).await?;
+            rows::fail(&self.engine.db, delivery_id, "the webhook was deleted", self.engine.now().as_u64() as i64)
+                .await?;
             return Ok(DeliveryOutcome::Done);
         };
         let attempt = delivery.attempts + 1;
-        let started = self.now();
+        let started = self.engine.now();
         let answer = post_signed(&hook, &delivery, started).await;
-        let finished = self.now();
+        let finished = self.engine.now();
         let (status_code, error) = match &answer {
             Ok(status) if (200..300).contains(status) => (Some(i64::from(*status)), None),
             Ok(status) => (Some(i64::from(*status)), Some(format!("HTTP {status}"))),
@@ -185,11 +179,11 @@ impl Engine<'_> {
             error,
             duration_ms: finished.since(started) as i64,
         };
-        rows::record_attempt(&self.db, &row, succeeded).await?;
+        rows::record_attempt(&self.engine.db, &row, succeeded).await?;
         if succeeded {
             return Ok(DeliveryOutcome::Done);
         }
-        let base = settings::webhook_retry_base_seconds(self.env());
+        let base = settings::webhook_retry_base_seconds(self.engine.env());
         let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
         // Past the last attempt the queue dead-letters the message; the delay only spaces it.
         let delay_seconds = webhook::retry_delay_seconds(attempt, base).unwrap_or(base);
@@ -197,11 +191,11 @@ impl Engine<'_> {
     }
 
     /// A delivery whose message exhausted its attempts: recorded as failed.
-    pub async fn webhook_dead_lettered(&self, delivery_id: &str) -> Result<()> {
-        let Some(delivery) = rows::delivery(&self.db, delivery_id).await? else { return Ok(()) };
+    pub async fn dead_lettered(&self, delivery_id: &str) -> Result<()> {
+        let Some(delivery) = rows::delivery(&self.engine.db, delivery_id).await? else { return Ok(()) };
         let last = delivery.last_error.as_deref().unwrap_or("none");
         let reason = cut(&format!("gave up after {} attempts (dead-lettered); last error: {last}", delivery.attempts));
-        rows::fail(&self.db, delivery_id, &reason, self.now().as_u64() as i64).await
+        rows::fail(&self.engine.db, delivery_id, &reason, self.engine.now().as_u64() as i64).await
     }
 }
 
@@ -240,6 +234,30 @@ async fn post_signed(hook: &WebhookRow, delivery: &DeliveryRow, now: Millis) -> 
         None => {
             controller.abort();
             Err(format!("no answer within {} ms", webhook::ATTEMPT_TIMEOUT_MS))
+        }
+    }
+}
+
+/// A run's ending's side of webhooks: its deliveries are written with it ([`Outbox`]) and
+/// queued once the ending stands.
+impl Engine<'_> {
+    /// Queues the deliveries an ending wrote. Best effort: a delivery whose message cannot be
+    /// sent is recorded as failed (its log says so, and a replay sends it).
+    pub(super) async fn queue_deliveries(&self, run_id: &str, deliveries: &[String]) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let messages: Vec<DeliveryMessage> = deliveries.iter().map(DeliveryMessage::new).collect();
+        let sent = match queues::producer(self.env(), bindings::WEBHOOK_QUEUE) {
+            Ok(queue) => queues::send_all(&queue, &messages).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            worker::console_warn!("run {run_id}: webhook deliveries not queued: {e}");
+            let now = self.now().as_u64() as i64;
+            for id in deliveries {
+                let _ = rows::fail(&self.db, id, &cut(&format!("not queued: {e}")), now).await;
+            }
         }
     }
 }

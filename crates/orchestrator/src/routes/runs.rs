@@ -187,7 +187,7 @@ fn wait_asked(req: &Request) -> Result<Option<u64>> {
 }
 
 async fn resolve_plan(engine: &Engine<'_>, plan_id: &str, client_id: &str) -> Result<Plan> {
-    engine.plan_for_client(plan_id, client_id).await?.ok_or_else(|| Error::BadRequest {
+    engine.plans().for_client(plan_id, client_id).await?.ok_or_else(|| Error::BadRequest {
         code: "unknown_plan",
         message: format!("no plan named {plan_id:?} (built-in: standard-v1, quick-v1; or one you created)"),
         details: json!({ "field": "plan_id", "default": DEFAULT_PLAN_ID }),
@@ -215,7 +215,7 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let summary = summary_of(&loaded)?;
     let service_results = step_views(&loaded, engine.attempts_of(&loaded).await?);
     let diagnosis = engine.diagnosis_of(&loaded).await?;
-    let fire = engine.schedule_fire_of(run_id).await?;
+    let fire = engine.schedules().fire_of(run_id).await?;
     let detail = RunDetail {
         success: Success,
         summary,

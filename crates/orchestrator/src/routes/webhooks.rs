@@ -69,7 +69,7 @@ pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
         ));
     }
     let engine = Engine::new(env).await?;
-    let row = engine.create_webhook(&client_id, &draft.url, &events).await?;
+    let row = engine.webhooks().create(&client_id, &draft.url, &events).await?;
     http::json(201, &WebhookOne { success: Success, webhook: shown(&row, true) })
 }
 
@@ -77,7 +77,7 @@ pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
 pub async fn list(req: Request, env: &Env) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
     let engine = Engine::new(env).await?;
-    let webhooks = engine.webhooks(&client_id).await?.iter().map(|w| shown(w, false)).collect();
+    let webhooks = engine.webhooks().list(&client_id).await?.iter().map(|w| shown(w, false)).collect();
     http::json(200, &WebhookList { success: Success, webhooks })
 }
 
@@ -85,7 +85,7 @@ pub async fn list(req: Request, env: &Env) -> Result<Response> {
 pub async fn get(req: Request, env: &Env, webhook_id: &str) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
     let engine = Engine::new(env).await?;
-    let row = engine.webhook(&client_id, webhook_id).await?;
+    let row = engine.webhooks().get(&client_id, webhook_id).await?;
     http::json(200, &WebhookOne { success: Success, webhook: shown(&row, false) })
 }
 
@@ -93,7 +93,7 @@ pub async fn get(req: Request, env: &Env, webhook_id: &str) -> Result<Response> 
 pub async fn delete(req: Request, env: &Env, webhook_id: &str) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
     let engine = Engine::new(env).await?;
-    engine.delete_webhook(&client_id, webhook_id).await?;
+    engine.webhooks().delete(&client_id, webhook_id).await?;
     http::json(200, &json!({ "success": true, "webhook_id": webhook_id, "deleted": true }))
 }
 
@@ -102,7 +102,7 @@ pub async fn delete(req: Request, env: &Env, webhook_id: &str) -> Result<Respons
 pub async fn deliveries(req: Request, env: &Env, webhook_id: &str) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
     let engine = Engine::new(env).await?;
-    let (deliveries, attempts) = engine.webhook_deliveries(&client_id, webhook_id).await?;
+    let (deliveries, attempts) = engine.webhooks().deliveries(&client_id, webhook_id).await?;
     let deliveries = deliveries.iter().map(|d| shown_delivery(d, &attempts)).collect();
     http::json(200, &WebhookDeliveries { success: Success, webhook_id: webhook_id.to_string(), deliveries })
 }
@@ -112,6 +112,6 @@ pub async fn deliveries(req: Request, env: &Env, webhook_id: &str) -> Result<Res
 pub async fn replay(req: Request, env: &Env, webhook_id: &str, delivery_id: &str) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
     let engine = Engine::new(env).await?;
-    let replay = engine.replay_delivery(&client_id, webhook_id, delivery_id).await?;
+    let replay = engine.webhooks().replay(&client_id, webhook_id, delivery_id).await?;
     http::json(202, &WebhookReplayed { success: Success, delivery: shown_delivery(&replay, &[]) })
 }
