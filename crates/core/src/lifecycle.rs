@@ -954,4 +954,101 @@ mod tests {
         assert_eq!(f(RunStatus::Aggregating, false, 2_000), Some(RunStatus::Completed));
         assert_eq!(f(RunStatus::Completed, false, 2_000), None);
     }
+
+    fn carry(dispatch: Dispatch) -> Carry {
+        Carry { now: NOW, dispatch, result_recheck_ms: 15_000, analysis_timeout_ms: 30_000 }
+    }
+
+    #[test]
+    fn a_decisions_effects_follow_who_runs_what_it_dispatches() {
+        let p = plan(&[("a", &[]), ("b", &[]), ("c", &["a"])]);
+        let d =
+            decide_on(&p, RunStatus::Running, &[running("a"), running("b")], &[succeeded("a")], Observer::EventDriven);
+        let queued = effects(&d, &carry(Dispatch::Queue));
+        assert_eq!(
+            queued,
+            [
+                Effect::ReleaseSlot { service: slug("a"), attempt: 1 },
+                Effect::LookNoLaterThan(NOW.saturating_add(15_000)),
+                Effect::Send { service: slug("c"), attempt: 1 },
+            ]
+        );
+        let inline = effects(&d, &carry(Dispatch::Inline { analysis: false }));
+        assert!(inline.contains(&Effect::HandOver { service: slug("c"), attempt: 1 }));
+        assert!(!inline.iter().any(|e| matches!(e, Effect::Send { .. })));
+    }
+
+    #[test]
+    fn a_retry_travels_as_its_own_delayed_message_unless_the_inline_caller_reported_it() {
+        let p = plan(&[("a", &[])]);
+        let transient = Event::Reported {
+            service: slug("a"),
+            attempt: Some(1),
+            report: Report::Failed(StepError::new(ErrorKind::Transient, "busy")),
+        };
+        let d = decide_on(&p, RunStatus::Running, &[running("a")], &[transient], Observer::EventDriven);
+        let retrying = d.writes[0].after.clone();
+        assert_eq!(retrying.status, StepStatus::Retrying);
+        let at = retrying.next_attempt_at.expect("a backoff");
+        assert!(effects(&d, &carry(Dispatch::Queue)).contains(&Effect::Retry { service: slug("a"), attempt: 1, at }));
+        let inline = effects(&d, &carry(Dispatch::Inline { analysis: false }));
+        assert!(!inline.iter().any(|e| matches!(e, Effect::Retry { .. })), "the inline caller re-queues its own");
+    }
+
+    #[test]
+    fn a_won_fan_in_is_analysed_by_message_or_in_its_own_batch() {
+        let p = plan(&[("a", &[])]);
+        let d = decide_on(&p, RunStatus::Running, &[running("a")], &[succeeded("a")], Observer::EventDriven);
+        let resend = Effect::AwaitAnalysis { resend_at: NOW.saturating_add(30_000) };
+        let queued = effects(&d, &carry(Dispatch::Queue));
+        assert!(queued.contains(&resend));
+        assert!(queued.contains(&Effect::Analyse { partial: false, missing: vec![] }));
+        let now = effects(&d, &carry(Dispatch::Inline { analysis: true }));
+        let finish = Finish { status: RunStatus::Completed, from: CLAIMED, error: None };
+        assert!(now.contains(&Effect::AnalyseNow(finish)));
+        assert!(!now.iter().any(|e| matches!(e, Effect::Analyse { .. })));
+    }
+
+    #[test]
+    fn a_cancel_tells_the_services_of_attempts_in_flight() {
+        let p = plan(&[("a", &[]), ("b", &["a"])]);
+        let d = decide_on(&p, RunStatus::Running, &[running("a")], &[Event::Cancel], Observer::EventDriven);
+        let e = effects(&d, &carry(Dispatch::Queue));
+        assert!(e.contains(&Effect::TellCancelled { service: slug("a"), attempt: 1 }));
+        assert!(!e.iter().any(|e| matches!(e, Effect::TellCancelled { service, .. } if service.as_str() == "b")));
+    }
+
+    #[test]
+    fn a_task_message_claims_its_attempt_once_and_dispatches_a_backed_off_step_when_due() {
+        let p = plan(&[("a", &[])]);
+        let deadline = NOW.saturating_add(600_000);
+        let claim = |steps: &[StepRecord], attempt, claimed, handed_over, now| {
+            let run = RunState { status: RunStatus::Running, started_at: NOW, plan: &p, steps };
+            claim_attempt(&run, "a", attempt, claimed, handed_over, deadline, now, &mut SplitMix64::new(3))
+        };
+        let a = [running("a")];
+        assert_eq!(claim(&a, 1, false, false, NOW), AttemptClaim::Claim(1));
+        assert_eq!(claim(&a, 1, true, true, NOW), AttemptClaim::Held(1));
+        let expires = a[0].deadline_at.expect("a deadline");
+        assert_eq!(claim(&a, 1, true, false, NOW), AttemptClaim::HeldElsewhere(expires));
+        assert_eq!(claim(&a, 1, true, false, expires), AttemptClaim::Expired);
+        assert_eq!(claim(&a, 2, false, false, NOW), AttemptClaim::Nothing, "another attempt's message");
+        let backing_off = [StepRecord {
+            status: StepStatus::Retrying,
+            next_attempt_at: Some(NOW.saturating_add(2_000)),
+            deadline_at: None,
+            ..running("a")
+        }];
+        assert_eq!(claim(&backing_off, 1, false, false, NOW), AttemptClaim::NotYet(NOW.saturating_add(2_000)));
+        match claim(&backing_off, 1, false, false, NOW.saturating_add(2_000)) {
+            AttemptClaim::Dispatch(write) => {
+                assert_eq!((write.after.status, write.after.attempts), (StepStatus::Running, 2));
+                assert_eq!(write.before, backing_off[0]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let run = RunState { status: RunStatus::Aggregating, started_at: NOW, plan: &p, steps: &a };
+        let none = claim_attempt(&run, "a", 1, false, false, deadline, NOW, &mut SplitMix64::new(3));
+        assert_eq!(none, AttemptClaim::Nothing, "a run that is not active runs nothing");
+    }
 }

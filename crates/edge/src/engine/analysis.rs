@@ -34,7 +34,7 @@ impl Engine<'_> {
 
     /// [`finalize`](Self::finalize) on a run the caller has (the one that just won the fan-in
     /// claim).
-    pub async fn finalize_loaded(&self, loaded: Loaded, analysis: Analysis<'_>) -> Result<()> {
+    pub(crate) async fn finalize_loaded(&self, loaded: Loaded, analysis: Analysis<'_>) -> Result<()> {
         // Resilience tests make the analysis fail so its messages reach the dead-letter queue
         // (whose rules-only finalisation is let through).
         if analysis == Analysis::Full && faults::injected(self.env(), "analysis") {

@@ -28,7 +28,13 @@ impl Engine<'_> {
     /// (`SERVICE_CONCURRENCY`): `false` means as many attempts as the cap allows are in
     /// flight, and this one must wait. A slot lasts at most until `expires` (the attempt's
     /// deadline), so a crash cannot leak one; the attempt's ending gives it back.
-    pub async fn take_slot(&self, loaded: &Loaded, service: &str, attempt: u32, expires: Millis) -> Result<bool> {
+    pub(crate) async fn take_slot(
+        &self,
+        loaded: &Loaded,
+        service: &str,
+        attempt: u32,
+        expires: Millis,
+    ) -> Result<bool> {
         let Some(spec) = loaded.plan.step(service) else { return Ok(true) };
         let worker = spec.worker_key.as_str();
         let Some(cap) = crate::settings::concurrency_cap(self.env(), worker) else { return Ok(true) };

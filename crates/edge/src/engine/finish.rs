@@ -44,7 +44,7 @@ impl Engine<'_> {
     /// pipeline, whose reservation is free now, the admission of what waits (the poller would,
     /// later). Best effort: neither decides anything.
     /// `deliveries`: the webhook deliveries the ending wrote ([`Outbox::written`]), to queue.
-    pub async fn after_ending(&self, ended: &Loaded, deliveries: &[String]) {
+    pub(crate) async fn after_ending(&self, ended: &Loaded, deliveries: &[String]) {
         let took = ended.run.completed_at.map(|at| (at - ended.run.started_at).max(0) as u64);
         let line =
             log::Line { duration_ms: took, error: ended.run.error.as_deref(), ..log::Line::run(&ended.run.run_id) };
@@ -59,7 +59,7 @@ impl Engine<'_> {
     }
 
     /// The `service` of lifecycle events (`ORCHESTRATOR_SERVICE_NAME`, default "orchestrator").
-    pub fn orchestrator_service_name(&self) -> String {
+    pub(crate) fn orchestrator_service_name(&self) -> String {
         crate::settings::orchestrator_service_name(self.env())
     }
 }

@@ -146,7 +146,7 @@ pub struct AdvanceReport {
     /// Steps cancelled.
     pub cancelled: Vec<String>,
     /// [`Dispatch::Inline`]: the run ended in this change and the ending's tail (KV snapshot,
-    /// admission) is the caller's to run ([`Engine::after_ending`]), once it has told whoever
+    /// admission) is the caller's to run (`Engine::after_ending`), once it has told whoever
     /// waits for the run.
     #[serde(skip)]
     pub tail_pending: bool,
@@ -243,7 +243,7 @@ impl<'a> Engine<'a> {
 
     /// Mirrors the run's summary into KV (`job:{traceId}`) for fast reads. Best effort: KV
     /// never decides anything, so a failure is logged, not raised.
-    pub async fn write_snapshot(&self, loaded: &Loaded) {
+    pub(crate) async fn write_snapshot(&self, loaded: &Loaded) {
         let outcome = async {
             let snapshot = snapshot_of(loaded)?;
             Kv::from_env(self.env)?.put_json(&bindings::kv_keys::job(&loaded.run.run_id), &snapshot).await

@@ -70,7 +70,7 @@ impl Engine<'_> {
     }
 
     /// Sends timers on the task queue.
-    pub async fn send_timers(&self, timers: Vec<TimerMessage>) -> Result<()> {
+    pub(crate) async fn send_timers(&self, timers: Vec<TimerMessage>) -> Result<()> {
         if timers.is_empty() {
             return Ok(());
         }
@@ -81,7 +81,7 @@ impl Engine<'_> {
     /// The run's own timer: at its deadline, or sooner at the expiry of an attempt claimed
     /// here and run in place ([`run_timer_due`]), so that if this invocation dies the attempt
     /// is looked at when it expires, as a consumer's redelivered task message would.
-    pub fn run_deadline_timer(&self, loaded: &Loaded) -> Result<TimerMessage> {
+    pub(crate) fn run_deadline_timer(&self, loaded: &Loaded) -> Result<TimerMessage> {
         let deadline = loaded.deadline();
         let mut unwatched = Vec::new();
         for row in loaded.steps.iter().filter(|row| row.status == StepStatus::Running && row.claimed_at.is_some()) {
@@ -95,7 +95,7 @@ impl Engine<'_> {
     /// reports progress, it is asked at intervals (the first question after
     /// `estimated_completion_ms` / 4, bounded), otherwise a timer waits for the attempt's
     /// expiry.
-    pub async fn accepted(
+    pub(crate) async fn accepted(
         &self,
         loaded: &Loaded,
         service: &str,

@@ -59,7 +59,7 @@ impl Engine<'_> {
 
     /// Sends the run's deadline timer (best effort: if it cannot be sent, the poller keeps the
     /// deadline).
-    pub async fn arm_run_deadline(&self, written: &Loaded) {
+    pub(crate) async fn arm_run_deadline(&self, written: &Loaded) {
         let sent = match self.run_deadline_timer(written) {
             Ok(timer) => self.send_timers(vec![timer]).await,
             Err(e) => Err(e),

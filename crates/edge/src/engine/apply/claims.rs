@@ -18,7 +18,7 @@ impl Engine<'_> {
     /// transaction: a dispatched attempt's claim needs nothing read first. Only a message for a
     /// step that backs off (its next attempt is dispatched on the state read) costs a second
     /// transaction ([`claim_attempts`](Self::claim_attempts)).
-    pub async fn claim_and_load(
+    pub(crate) async fn claim_and_load(
         &self,
         run_id: &str,
         tasks: &[TaskMessage],
@@ -92,7 +92,7 @@ impl Engine<'_> {
     /// or it is not active) and one claim per task.
     /// `handed_over`: `loaded` is a hand-over's run, whose first wave the orchestrator claimed
     /// for this invocation in its insert; those attempts need no claim of their own.
-    pub async fn claim_attempts(
+    pub(crate) async fn claim_attempts(
         &self,
         loaded: Option<Loaded>,
         tasks: &[TaskMessage],
@@ -191,7 +191,13 @@ impl Engine<'_> {
 
     /// Gives up a claim on a running attempt this invocation could not run, so that the
     /// attempt's message can claim it again instead of waiting for its deadline.
-    pub async fn release_attempt(&self, run_id: &str, service: &str, attempt: u32, claimed_at: i64) -> Result<()> {
+    pub(crate) async fn release_attempt(
+        &self,
+        run_id: &str,
+        service: &str,
+        attempt: u32,
+        claimed_at: i64,
+    ) -> Result<()> {
         let release = Write::ReleaseAttempt { service: service.to_string(), attempt: i64::from(attempt), claimed_at };
         self.write(run_id, &[release]).await.map(|_| ())
     }

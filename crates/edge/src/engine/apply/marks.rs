@@ -16,7 +16,7 @@ impl Engine<'_> {
     /// Ends a claimed run with its diagnosis (the analysis queue's path). The status is
     /// core's ([`lifecycle::analysed`]). Whether this call ended it: `false` if it was not
     /// claimed (already ended, or never claimed) or another delivery ended it first.
-    pub async fn finish_analysed(&self, loaded: &Loaded, diagnosis: Diagnosis) -> Result<bool> {
+    pub(crate) async fn finish_analysed(&self, loaded: &Loaded, diagnosis: Diagnosis) -> Result<bool> {
         let claimed_at = Millis::new(loaded.run.claimed_at.unwrap_or(0).max(0) as u64);
         let partial = loaded.run.partial == Some(1);
         let Some(finish) = lifecycle::analysed(loaded.status()?, partial, claimed_at, loaded.deadline()) else {

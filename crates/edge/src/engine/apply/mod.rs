@@ -96,7 +96,7 @@ impl Engine<'_> {
 
     /// Decides on `loaded` with `reports` (then a look), writes the decision, acts on what it
     /// won; reads the run again and decides again while racing writers win the gate.
-    pub async fn carry_out(
+    pub(crate) async fn carry_out(
         &self,
         mut loaded: Loaded,
         reports: Vec<Reported>,
@@ -342,7 +342,7 @@ impl Engine<'_> {
     }
 
     /// Sends task messages on the task queue.
-    pub async fn send_tasks(&self, messages: &[TaskMessage]) -> Result<()> {
+    pub(crate) async fn send_tasks(&self, messages: &[TaskMessage]) -> Result<()> {
         let messages: Vec<(TasksQueueMessage, u32)> = messages.iter().cloned().map(|t| (t.into(), 0)).collect();
         self.send_task_queue(&messages).await
     }
@@ -359,7 +359,7 @@ impl Engine<'_> {
     }
 
     /// Sends an analysis message (e.g. one a [`Dispatch::Inline`] caller could not run).
-    pub async fn send_analysis(&self, message: &AnalysisMessage) -> Result<()> {
+    pub(crate) async fn send_analysis(&self, message: &AnalysisMessage) -> Result<()> {
         crate::queues::send(&crate::queues::analysis_queue(self.env())?, message).await
     }
 
