@@ -408,3 +408,101 @@ fn only_the_interpreter_writes_runs_and_steps() {
     }
     assert!(offenders.is_empty(), "run and step rows written outside engine/apply/: {offenders:#?}");
 }
+
+/// Where a source file reads the clock or entropy, or reaches the Workers runtime:
+/// `SystemTime::now`, `Instant::now`, `Utc::now`, `Local::now`, `getrandom`, `js_sys`,
+/// `wasm_bindgen`, `web_sys`, `worker`, in paths and imports (comments and strings aside).
+fn reaches_the_runtime(source: &str) -> Vec<String> {
+    use syn::visit::Visit;
+
+    const CRATES: [&str; 5] = ["getrandom", "js_sys", "wasm_bindgen", "web_sys", "worker"];
+    const CLOCKS: [&str; 4] = ["SystemTime", "Instant", "Utc", "Local"];
+    struct Finder(Vec<String>);
+    impl Finder {
+        fn check(&mut self, segments: &[String]) {
+            let first = segments.first().map(String::as_str).unwrap_or_default();
+            let first = if first.is_empty() { segments.get(1).map(String::as_str).unwrap_or_default() } else { first };
+            let clock = segments.windows(2).any(|w| CLOCKS.contains(&w[0].as_str()) && w[1] == "now");
+            // A one-segment path is a local name (a variable called `worker`), not the crate.
+            if (CRATES.contains(&first) && segments.len() > 1) || clock {
+                self.0.push(segments.join("::"));
+            }
+        }
+        fn use_tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree) {
+            match tree {
+                syn::UseTree::Path(p) => {
+                    prefix.push(p.ident.to_string());
+                    self.use_tree(prefix, &p.tree);
+                    prefix.pop();
+                }
+                syn::UseTree::Name(n) => self.check(&[prefix.clone(), vec![n.ident.to_string(), "_".into()]].concat()),
+                syn::UseTree::Rename(r) => {
+                    self.check(&[prefix.clone(), vec![r.ident.to_string(), "_".into()]].concat())
+                }
+                syn::UseTree::Glob(_) => self.check(&[prefix.clone(), vec!["*".into()]].concat()),
+                syn::UseTree::Group(g) => g.items.iter().for_each(|item| self.use_tree(prefix, item)),
+            }
+        }
+    }
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
+            self.use_tree(&mut Vec::new(), &item.tree);
+        }
+        fn visit_path(&mut self, path: &'ast syn::Path) {
+            self.check(&path.segments.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>());
+            syn::visit::visit_path(self, path);
+        }
+    }
+    let file = syn::parse_file(source).unwrap_or_else(|e| panic!("parsing a source file: {e}"));
+    let mut finder = Finder(Vec::new());
+    finder.visit_file(&file);
+    finder.0
+}
+
+#[test]
+fn the_runtime_check_sees_clocks_entropy_and_workers() {
+    for reaching in [
+        "fn f() { let _ = std::time::SystemTime::now(); }",
+        "use std::time::Instant; fn f() { let _ = Instant::now(); }",
+        "fn f() { let _ = chrono::Utc::now(); }",
+        "use worker::Env;",
+        "fn f() { getrandom::fill(&mut [0u8; 4]).ok(); }",
+        "use wasm_bindgen::JsValue;",
+    ] {
+        assert!(!reaches_the_runtime(reaching).is_empty(), "not seen: {reaching}");
+    }
+    for clean in ["use crate::time::Millis;", "fn f(now: Millis) -> Millis { now }", "// SystemTime::now()\nfn f() {}"]
+    {
+        assert_eq!(reaches_the_runtime(clean), Vec::<String>::new(), "{clean}");
+    }
+}
+
+/// Core knows nothing of Workers: no dependency on the runtime's crates, and no read of the
+/// clock or of entropy in its source (`now` and random sources are parameters).
+#[test]
+fn core_reads_no_clock_no_entropy_and_nothing_of_workers() {
+    let core = crates_dir().join("core");
+    let manifest = fs::read_to_string(core.join("Cargo.toml")).expect("core's manifest");
+    let mut section = "";
+    let mut offenders = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+            continue;
+        }
+        let name = line.split(['=', ' ']).next().unwrap_or_default();
+        let runtime = ["worker", "wasm-bindgen", "js-sys", "web-sys", "getrandom"].contains(&name);
+        if section == "[dependencies]" && runtime {
+            offenders.push(format!("Cargo.toml: depends on {name}"));
+        }
+    }
+    let mut files = Vec::new();
+    rust_files(&core.join("src"), &mut files);
+    for file in files {
+        let source = fs::read_to_string(&file).expect("a readable source file");
+        for found in reaches_the_runtime(&source) {
+            offenders.push(format!("{}: {found}", file.display()));
+        }
+    }
+    assert!(offenders.is_empty(), "core reaches the runtime, the clock or entropy: {offenders:#?}");
+}
