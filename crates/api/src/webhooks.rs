@@ -84,6 +84,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn the_delivery_status_schema_lists_core_statuses() {
+        let schema = schemars::schema_for!(WebhookDelivery).to_value();
+        let core: Vec<&str> = baton_core::webhook::DeliveryStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(schema["properties"]["status"]["enum"], serde_json::json!(core));
+    }
+
     proptest! {
         #[test]
         fn every_url_the_schema_allows_is_accepted(

@@ -9,11 +9,12 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use crate::plan::Plan;
 use crate::request::Priority;
-use crate::state::StepStatus;
+use crate::state::{status_text, RunStatus, StepStatus};
 use crate::time::{Millis, MINUTE_MS};
 
 /// Tokens (the services' `usage.tokens`), estimated per step from history.
@@ -167,35 +168,55 @@ pub fn priority_of_rank(rank: i64) -> Priority {
         .unwrap_or_default()
 }
 
-/// Where an execution is in the queue: `execution_queue.status`.
-pub mod queue_status {
+/// Where an execution is in the queue: `execution_queue.status`. Serialises lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueStatus {
     /// Waiting for resources.
-    pub const QUEUED: &str = "queued";
+    Queued,
     /// Resources reserved; its run is being started.
-    pub const ADMITTED: &str = "admitted";
+    Admitted,
     /// Its run exists.
-    pub const STARTED: &str = "started";
+    Started,
     /// Never admitted (deadline passed, or it can never fit) or could not start.
-    pub const FAILED: &str = "failed";
+    Failed,
 }
+
+impl QueueStatus {
+    /// Every status, in queue order.
+    pub const ALL: [QueueStatus; 4] =
+        [QueueStatus::Queued, QueueStatus::Admitted, QueueStatus::Started, QueueStatus::Failed];
+
+    /// The lowercase text (as stored in D1 and sent in JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueStatus::Queued => "queued",
+            QueueStatus::Admitted => "admitted",
+            QueueStatus::Started => "started",
+            QueueStatus::Failed => "failed",
+        }
+    }
+}
+
+status_text!(QueueStatus, "execution queue status");
 
 /// The execution's status as clients see it: its run's status once the run exists,
 /// `starting` while admitted (or marked started) without a run, else its queue status
 /// (`queued`, `failed`).
-pub fn client_status(queue_status: &str, run_status: Option<&str>) -> String {
+pub fn client_status(queue_status: QueueStatus, run_status: Option<RunStatus>) -> String {
     match (queue_status, run_status) {
-        (_, Some(status)) => status.to_string(),
-        (queue_status::ADMITTED | queue_status::STARTED, None) => "starting".to_string(),
-        (status, None) => status.to_string(),
+        (_, Some(status)) => status.as_str().to_string(),
+        (QueueStatus::Admitted | QueueStatus::Started, None) => "starting".to_string(),
+        (status, None) => status.as_str().to_string(),
     }
 }
 
 /// Why an execution waits (or failed): the reason the last admission pass gave, or, for a
 /// queued execution without one, that it waits behind others (only the head is tried).
-pub fn waiting_reason(queue_status: &str, last_error: Option<&str>) -> Option<String> {
+pub fn waiting_reason(queue_status: QueueStatus, last_error: Option<&str>) -> Option<String> {
     match (queue_status, last_error) {
         (_, Some(reason)) => Some(reason.to_string()),
-        (queue_status::QUEUED, None) => Some(QUEUED_BEHIND.to_string()),
+        (QueueStatus::Queued, None) => Some(QUEUED_BEHIND.to_string()),
         _ => None,
     }
 }
@@ -281,6 +302,7 @@ pub fn usage_totals<'a>(usages: impl IntoIterator<Item = &'a Value>) -> Map<Stri
 mod tests {
     use super::*;
     use crate::plan::{validate, PlanDraft, StepDraft};
+    use crate::state::ParseStatusError;
     use serde_json::json;
 
     fn plan() -> Plan {
@@ -392,26 +414,48 @@ mod tests {
 
     #[test]
     fn clients_see_the_run_status_once_there_is_a_run() {
-        let check = |queue: &str, run: Option<&str>, expected: &str| {
+        let check = |queue: QueueStatus, run: Option<RunStatus>, expected: &str| {
             assert_eq!(client_status(queue, run), expected, "{queue} / {run:?}");
         };
-        check(queue_status::QUEUED, None, "queued");
-        check(queue_status::ADMITTED, None, "starting");
-        check(queue_status::STARTED, None, "starting");
-        check(queue_status::FAILED, None, "failed");
-        check(queue_status::STARTED, Some("running"), "running");
-        check(queue_status::ADMITTED, Some("completed"), "completed");
+        check(QueueStatus::Queued, None, "queued");
+        check(QueueStatus::Admitted, None, "starting");
+        check(QueueStatus::Started, None, "starting");
+        check(QueueStatus::Failed, None, "failed");
+        check(QueueStatus::Started, Some(RunStatus::Running), "running");
+        check(QueueStatus::Admitted, Some(RunStatus::Completed), "completed");
+        check(QueueStatus::Started, Some(RunStatus::Aggregating), "aggregating");
     }
 
     #[test]
     fn a_queued_execution_without_a_reason_waits_behind_others() {
-        let check = |queue: &str, last_error: Option<&str>, expected: Option<&str>| {
+        let check = |queue: QueueStatus, last_error: Option<&str>, expected: Option<&str>| {
             assert_eq!(waiting_reason(queue, last_error).as_deref(), expected, "{queue} / {last_error:?}");
         };
-        check(queue_status::QUEUED, None, Some(QUEUED_BEHIND));
-        check(queue_status::QUEUED, Some("pool full"), Some("pool full"));
-        check(queue_status::FAILED, Some("never fits"), Some("never fits"));
-        check(queue_status::STARTED, None, None);
-        check(queue_status::ADMITTED, None, None);
+        check(QueueStatus::Queued, None, Some(QUEUED_BEHIND));
+        check(QueueStatus::Queued, Some("pool full"), Some("pool full"));
+        check(QueueStatus::Failed, Some("never fits"), Some("never fits"));
+        check(QueueStatus::Started, None, None);
+        check(QueueStatus::Admitted, None, None);
+    }
+
+    #[test]
+    fn queue_statuses_round_trip_through_text() {
+        let texts: Vec<&str> = QueueStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(texts, ["queued", "admitted", "started", "failed"]);
+        for status in QueueStatus::ALL {
+            assert_eq!(status.as_str().parse::<QueueStatus>(), Ok(status));
+            assert_eq!(status.to_string(), status.as_str());
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            assert_eq!(serde_json::from_value::<QueueStatus>(status.as_str().into()).unwrap(), status);
+        }
+        assert_eq!(
+            "Queued".parse::<QueueStatus>(),
+            Err(ParseStatusError { what: "execution queue status", value: "Queued".into() })
+        );
+        assert_eq!(
+            "starting".parse::<QueueStatus>().unwrap_err().to_string(),
+            "unknown execution queue status \"starting\""
+        );
+        assert!(serde_json::from_value::<QueueStatus>("starting".into()).is_err());
     }
 }

@@ -8,6 +8,7 @@
 
 use std::fmt::Write;
 
+use crate::execution::QueueStatus;
 use crate::state::{RunStatus, StepStatus};
 
 /// Bucket bounds (seconds) of `orchestrator_run_execution_seconds`: start to end of a run.
@@ -65,7 +66,7 @@ pub struct Snapshot {
 }
 
 /// Execution-queue statuses that are still in the queue (a gauge for each).
-const QUEUE_WAITING: [&str; 2] = ["queued", "admitted"];
+const QUEUE_WAITING: [QueueStatus; 2] = [QueueStatus::Queued, QueueStatus::Admitted];
 
 fn count_of(counts: &[(String, u64)], key: &str) -> u64 {
     counts.iter().filter(|(k, _)| k == key).map(|(_, v)| *v).sum()
@@ -137,7 +138,10 @@ pub fn render(s: &Snapshot) -> String {
         "orchestrator_execution_queue",
         "gauge",
         "Pipeline executions waiting in the queue (queued) or admitted and not yet started.",
-        QUEUE_WAITING.iter().map(|st| (vec![("status", *st)], count_of(&s.queue_by_status, st) as f64)).collect(),
+        QUEUE_WAITING
+            .iter()
+            .map(|st| (vec![("status", st.as_str())], count_of(&s.queue_by_status, st.as_str()) as f64))
+            .collect(),
     );
     out.family(
         "orchestrator_admission_pool_capacity",

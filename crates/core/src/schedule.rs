@@ -28,7 +28,9 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeZone};
 use chrono_tz::Tz;
 use croner::Cron;
+use serde::{Deserialize, Serialize};
 
+use crate::state::status_text;
 use crate::time::Millis;
 
 /// The shortest interval: one second.
@@ -84,6 +86,35 @@ impl Missed {
         }
     }
 }
+
+/// Where a fired slot stands: `schedule_fires.status`, `claimed` → `started` | `failed`.
+/// Serialises lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FireStatus {
+    /// A tick claimed the slot; its run may not have started yet.
+    Claimed,
+    /// The slot's run was started.
+    Started,
+    /// The slot's run could not be started.
+    Failed,
+}
+
+impl FireStatus {
+    /// Every status, claimed first.
+    pub const ALL: [FireStatus; 3] = [FireStatus::Claimed, FireStatus::Started, FireStatus::Failed];
+
+    /// The lowercase text (as stored in D1).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FireStatus::Claimed => "claimed",
+            FireStatus::Started => "started",
+            FireStatus::Failed => "failed",
+        }
+    }
+}
+
+status_text!(FireStatus, "schedule fire status");
 
 /// Why a schedule's timing was refused; [`field`](ScheduleError::field) names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -294,6 +325,28 @@ pub fn due(timing: &Timing, next_slot: Millis, now: Millis, missed: Missed, grac
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::ParseStatusError;
+
+    #[test]
+    fn fire_statuses_round_trip_through_text() {
+        let texts: Vec<&str> = FireStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(texts, ["claimed", "started", "failed"]);
+        for status in FireStatus::ALL {
+            assert_eq!(status.as_str().parse::<FireStatus>(), Ok(status));
+            assert_eq!(status.to_string(), status.as_str());
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            assert_eq!(serde_json::from_value::<FireStatus>(status.as_str().into()).unwrap(), status);
+        }
+        assert_eq!(
+            "skipped".parse::<FireStatus>(),
+            Err(ParseStatusError { what: "schedule fire status", value: "skipped".into() })
+        );
+        assert_eq!(
+            "Claimed".parse::<FireStatus>().unwrap_err().to_string(),
+            "unknown schedule fire status \"Claimed\""
+        );
+        assert!(serde_json::from_value::<FireStatus>("skipped".into()).is_err());
+    }
 
     const MINUTE: u64 = 60_000;
     const GRACE: u64 = 2 * MINUTE;

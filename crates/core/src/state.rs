@@ -18,9 +18,6 @@
 //!    └──TimedOut (run deadline)──▶ timeout          any non-terminal ──Cancelled──▶ cancelled
 //! ```
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 pub use crate::failure::{ErrorKind, StepError};
@@ -42,7 +39,8 @@ pub const MAX_ERROR_MESSAGE_CHARS: usize = 2000;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} {value:?}")]
 pub struct ParseStatusError {
-    /// `run status` or `step status`.
+    /// Which status: `run status`, `step status`, `execution queue status`,
+    /// `webhook delivery status` or `schedule fire status`.
     pub what: &'static str,
     /// The text given.
     pub value: String,
@@ -248,26 +246,28 @@ impl StepStatus {
     }
 }
 
+/// `Display` and `FromStr` of a status enum from its `ALL` and `as_str`; an unknown text is a
+/// [`ParseStatusError`] naming `$what`. Every status enum stored in D1 uses it.
 macro_rules! status_text {
     ($name:ident, $what:expr) => {
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $name {
-            type Err = ParseStatusError;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::state::ParseStatusError;
 
-            fn from_str(text: &str) -> Result<Self, Self::Err> {
-                $name::ALL
-                    .into_iter()
-                    .find(|status| status.as_str() == text)
-                    .ok_or_else(|| ParseStatusError { what: $what, value: text.chars().take(100).collect() })
+            fn from_str(text: &str) -> ::std::result::Result<Self, Self::Err> {
+                $name::ALL.into_iter().find(|status| status.as_str() == text).ok_or_else(|| {
+                    $crate::state::ParseStatusError { what: $what, value: text.chars().take(100).collect() }
+                })
             }
         }
     };
 }
+pub(crate) use status_text;
 
 status_text!(RunStatus, "run status");
 status_text!(StepStatus, "step status");

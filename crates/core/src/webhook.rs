@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::signature::{constant_time_eq, hmac_sha256};
-use crate::state::RunKind;
+use crate::state::{status_text, RunKind};
 use crate::time::Millis;
 
 /// Header carrying the sending time (ms since the epoch).
@@ -69,6 +69,35 @@ impl Event {
         }
     }
 }
+
+/// Where a delivery stands: `webhook_deliveries.status`, `pending` → `succeeded` | `failed`.
+/// Serialises lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Not yet answered with a 2xx; attempts continue.
+    Pending,
+    /// An attempt was answered with a 2xx.
+    Succeeded,
+    /// Its attempts are spent, or its webhook is gone.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// Every status, pending first.
+    pub const ALL: [DeliveryStatus; 3] = [DeliveryStatus::Pending, DeliveryStatus::Succeeded, DeliveryStatus::Failed];
+
+    /// The lowercase text (as stored in D1 and sent in JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+}
+
+status_text!(DeliveryStatus, "webhook delivery status");
 
 /// The queue message that asks for one attempt of a delivery (its content is in D1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +187,28 @@ pub fn validate_url(text: &str, allow_http_localhost: bool) -> Result<(), UrlErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::ParseStatusError;
+
+    #[test]
+    fn delivery_statuses_round_trip_through_text() {
+        let texts: Vec<&str> = DeliveryStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(texts, ["pending", "succeeded", "failed"]);
+        for status in DeliveryStatus::ALL {
+            assert_eq!(status.as_str().parse::<DeliveryStatus>(), Ok(status));
+            assert_eq!(status.to_string(), status.as_str());
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            assert_eq!(serde_json::from_value::<DeliveryStatus>(status.as_str().into()).unwrap(), status);
+        }
+        assert_eq!(
+            "delivered".parse::<DeliveryStatus>(),
+            Err(ParseStatusError { what: "webhook delivery status", value: "delivered".into() })
+        );
+        assert_eq!(
+            "Pending".parse::<DeliveryStatus>().unwrap_err().to_string(),
+            "unknown webhook delivery status \"Pending\""
+        );
+        assert!(serde_json::from_value::<DeliveryStatus>("delivered".into()).is_err());
+    }
 
     const NOW: Millis = Millis::new(1_732_350_000_000);
 

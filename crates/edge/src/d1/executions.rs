@@ -1,11 +1,10 @@
 //! `execution_queue`: every pipeline execution from acceptance to start (or failure).
 
+use baton_core::execution::QueueStatus;
 use serde::{Deserialize, Serialize};
 
-use super::{Arg, Db, Meta, Stmt};
+use super::{literal, Arg, Db, Meta, Stmt};
 use crate::Result;
-
-pub use baton_core::execution::queue_status::{ADMITTED, FAILED, QUEUED, STARTED};
 
 /// Every column of an execution row.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -21,7 +20,7 @@ pub struct ExecutionRow {
     pub priority: i64,
     pub enqueued_at: i64,
     pub deadline_at: i64,
-    pub status: String,
+    pub status: QueueStatus,
     pub attempts: i64,
     pub admitted_at: Option<i64>,
     pub admission_token: Option<String>,
@@ -51,7 +50,7 @@ pub fn insert(db: &Db, e: &ExecutionRow) -> Result<Stmt> {
             Arg::Int(e.priority),
             Arg::Int(e.enqueued_at),
             Arg::Int(e.deadline_at),
-            Arg::from(&e.status),
+            Arg::from(e.status.as_str()),
             Arg::Int(e.attempts),
             Arg::from(e.admitted_at),
             Arg::from(e.admission_token.clone()),
@@ -79,8 +78,9 @@ pub async fn by_request(db: &Db, client_id: &str, request_id: &str) -> Result<Op
 pub async fn queued_in_order(db: &Db, limit: u32) -> Result<(Vec<ExecutionRow>, Meta)> {
     db.all(
         &format!(
-            "SELECT {COLUMNS} FROM execution_queue WHERE status = 'queued' \
-             ORDER BY priority DESC, enqueued_at, run_id LIMIT ?1"
+            "SELECT {COLUMNS} FROM execution_queue WHERE status = {} \
+             ORDER BY priority DESC, enqueued_at, run_id LIMIT ?1",
+            literal(QueueStatus::Queued.as_str())
         ),
         &[Arg::from(limit)],
     )
@@ -91,8 +91,9 @@ pub async fn queued_in_order(db: &Db, limit: u32) -> Result<(Vec<ExecutionRow>, 
 pub async fn unstarted(db: &Db, before: i64, limit: u32) -> Result<(Vec<ExecutionRow>, Meta)> {
     db.all(
         &format!(
-            "SELECT {COLUMNS} FROM execution_queue WHERE status = 'admitted' AND admitted_at <= ?1 \
-             ORDER BY admitted_at LIMIT ?2"
+            "SELECT {COLUMNS} FROM execution_queue WHERE status = {} AND admitted_at <= ?1 \
+             ORDER BY admitted_at LIMIT ?2",
+            literal(QueueStatus::Admitted.as_str())
         ),
         &[Arg::Int(before), Arg::from(limit)],
     )
@@ -102,7 +103,10 @@ pub async fn unstarted(db: &Db, before: i64, limit: u32) -> Result<(Vec<Executio
 /// Waiting executions whose deadline passed, with why they waited last.
 pub async fn expired(db: &Db, now: i64, limit: u32) -> Result<(Vec<ExecutionRow>, Meta)> {
     db.all(
-        &format!("SELECT {COLUMNS} FROM execution_queue WHERE status = 'queued' AND deadline_at <= ?1 LIMIT ?2"),
+        &format!(
+            "SELECT {COLUMNS} FROM execution_queue WHERE status = {} AND deadline_at <= ?1 LIMIT ?2",
+            literal(QueueStatus::Queued.as_str())
+        ),
         &[Arg::Int(now), Arg::from(limit)],
     )
     .await
@@ -126,8 +130,10 @@ pub fn admit(db: &Db, run_id: &str, now: i64, token: &str, demand: &[(String, u6
     };
     db.stmt(
         &format!(
-            "UPDATE execution_queue SET status = 'admitted', admitted_at = ?2, admission_token = ?3, \
-             attempts = attempts + 1, last_error = NULL WHERE run_id = ?1 AND status = 'queued'{room}"
+            "UPDATE execution_queue SET status = {}, admitted_at = ?2, admission_token = ?3, \
+             attempts = attempts + 1, last_error = NULL WHERE run_id = ?1 AND status = {}{room}",
+            literal(QueueStatus::Admitted.as_str()),
+            literal(QueueStatus::Queued.as_str())
         ),
         &args,
     )
@@ -136,23 +142,33 @@ pub fn admit(db: &Db, run_id: &str, now: i64, token: &str, demand: &[(String, u6
 /// Records why a waiting execution was not admitted this time.
 pub fn note_wait(db: &Db, run_id: &str, reason: &str) -> Result<Stmt> {
     db.stmt(
-        "UPDATE execution_queue SET attempts = attempts + 1, last_error = ?2 WHERE run_id = ?1 AND status = 'queued'",
+        &format!(
+            "UPDATE execution_queue SET attempts = attempts + 1, last_error = ?2 WHERE run_id = ?1 AND status = {}",
+            literal(QueueStatus::Queued.as_str())
+        ),
         &[Arg::from(run_id), Arg::from(reason)],
     )
 }
 
 /// Moves an execution from `from` to `failed` with `error`.
-pub fn fail(db: &Db, run_id: &str, from: &str, error: &str) -> Result<Stmt> {
+pub fn fail(db: &Db, run_id: &str, from: QueueStatus, error: &str) -> Result<Stmt> {
     db.stmt(
-        "UPDATE execution_queue SET status = 'failed', last_error = ?3 WHERE run_id = ?1 AND status = ?2",
-        &[Arg::from(run_id), Arg::from(from), Arg::from(error)],
+        &format!(
+            "UPDATE execution_queue SET status = {}, last_error = ?3 WHERE run_id = ?1 AND status = ?2",
+            literal(QueueStatus::Failed.as_str())
+        ),
+        &[Arg::from(run_id), Arg::from(from.as_str()), Arg::from(error)],
     )
 }
 
 /// `admitted → started`: its run exists.
 pub fn mark_started(db: &Db, run_id: &str) -> Result<Stmt> {
     db.stmt(
-        "UPDATE execution_queue SET status = 'started', last_error = NULL WHERE run_id = ?1 AND status = 'admitted'",
+        &format!(
+            "UPDATE execution_queue SET status = {}, last_error = NULL WHERE run_id = ?1 AND status = {}",
+            literal(QueueStatus::Started.as_str()),
+            literal(QueueStatus::Admitted.as_str())
+        ),
         &[Arg::from(run_id)],
     )
 }
@@ -165,7 +181,10 @@ pub async fn count_queued_of_client(db: &Db, client_id: &str) -> Result<u64> {
     }
     let row = db
         .first::<Count>(
-            "SELECT COUNT(*) AS n FROM execution_queue WHERE client_id = ?1 AND status = 'queued'",
+            &format!(
+                "SELECT COUNT(*) AS n FROM execution_queue WHERE client_id = ?1 AND status = {}",
+                literal(QueueStatus::Queued.as_str())
+            ),
             &[Arg::from(client_id)],
         )
         .await?;

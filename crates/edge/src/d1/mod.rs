@@ -20,6 +20,15 @@ use worker::{D1Database, D1PreparedStatement, D1Result};
 
 use crate::{bindings, Error, Result};
 
+/// `'queued'`: a core status's text as an SQL literal, for a guard or a value written into a
+/// statement's text (a partial index, `... WHERE status = 'queued'`, is used only by a query
+/// whose text carries the same literal). The text is a core enum's `as_str`, a constant
+/// without quotes, never input.
+pub(crate) fn literal(text: &'static str) -> String {
+    debug_assert!(!text.contains('\''), "{text}");
+    format!("'{text}'")
+}
+
 /// A bound SQL argument.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arg {

@@ -1,8 +1,9 @@
 //! `schedules` and `schedule_fires`: a client's schedules, and the slots they fired.
 
+use baton_core::schedule::FireStatus;
 use serde::{Deserialize, Serialize};
 
-use super::{Arg, Db, Meta, Stmt};
+use super::{literal, Arg, Db, Meta, Stmt};
 use crate::Result;
 
 /// Every column of a schedule row.
@@ -38,7 +39,7 @@ pub struct FireRow {
     pub schedule_id: String,
     pub slot: i64,
     pub run_id: String,
-    pub status: String,
+    pub status: FireStatus,
     pub error: Option<String>,
     pub fired_at: i64,
 }
@@ -157,10 +158,10 @@ pub async fn due(db: &Db, now: i64, limit: u32) -> Result<(Vec<ScheduleRow>, Met
 /// The claim of a slot, two statements in one batch. The first moves `next_slot` from the
 /// value read (`read`) to `next` and stamps the claimer's `token`, only if the schedule is
 /// still active and no one moved it: exactly one of racing ticks sees `changes` = 1. The
-/// second records the fired slot (`fire`, its run id chosen beforehand) only if the schedule
-/// carries that token, so it is written by the winner alone; the slot's primary key refuses a
-/// second row for the same slot whatever else races. `fire` = `None`: the slots were skipped,
-/// only `next_slot` moves.
+/// second records the fired slot (`fire`, its run id chosen beforehand) as `claimed`, only if
+/// the schedule carries that token, so it is written by the winner alone; the slot's primary
+/// key refuses a second row for the same slot whatever else races. `fire` = `None`: the slots
+/// were skipped, only `next_slot` moves.
 pub fn claim(
     db: &Db,
     schedule_id: &str,
@@ -185,8 +186,15 @@ pub fn claim(
     if let Some(f) = fire {
         statements.push(db.stmt(
             "INSERT OR IGNORE INTO schedule_fires (schedule_id, slot, run_id, status, fired_at) \
-             SELECT ?1, ?2, ?3, 'claimed', ?4 FROM schedules WHERE schedule_id = ?1 AND fire_token = ?5",
-            &[Arg::from(schedule_id), Arg::Int(f.slot), Arg::from(&f.run_id), Arg::Int(f.fired_at), Arg::Int(token)],
+             SELECT ?1, ?2, ?3, ?6, ?4 FROM schedules WHERE schedule_id = ?1 AND fire_token = ?5",
+            &[
+                Arg::from(schedule_id),
+                Arg::Int(f.slot),
+                Arg::from(&f.run_id),
+                Arg::Int(f.fired_at),
+                Arg::Int(token),
+                Arg::from(FireStatus::Claimed.as_str()),
+            ],
         )?);
     }
     Ok(statements)
@@ -194,11 +202,11 @@ pub fn claim(
 
 /// Marks a fired slot as started, or failed with `error` (and the schedule's `last_error`).
 pub async fn settle_fire(db: &Db, fire: &FireRow, error: Option<&str>) -> Result<()> {
-    let status = if error.is_some() { "failed" } else { "started" };
+    let status = if error.is_some() { FireStatus::Failed } else { FireStatus::Started };
     db.batch(vec![
         db.stmt(
             "UPDATE schedule_fires SET status = ?3, error = ?4 WHERE schedule_id = ?1 AND slot = ?2",
-            &[Arg::from(&fire.schedule_id), Arg::Int(fire.slot), Arg::from(status), Arg::from(error)],
+            &[Arg::from(&fire.schedule_id), Arg::Int(fire.slot), Arg::from(status.as_str()), Arg::from(error)],
         )?,
         db.stmt(
             "UPDATE schedules SET last_error = ?2 WHERE schedule_id = ?1",
@@ -214,8 +222,11 @@ pub async fn settle_fire(db: &Db, fire: &FireRow, error: Option<&str>) -> Result
 pub async fn stranded(db: &Db, before: i64, limit: u32) -> Result<Vec<FireRow>> {
     let (rows, _) = db
         .all(
-            "SELECT schedule_id, slot, run_id, status, error, fired_at FROM schedule_fires \
-             WHERE status = 'claimed' AND fired_at < ?1 ORDER BY fired_at LIMIT ?2",
+            &format!(
+                "SELECT schedule_id, slot, run_id, status, error, fired_at FROM schedule_fires \
+                 WHERE status = {} AND fired_at < ?1 ORDER BY fired_at LIMIT ?2",
+                literal(FireStatus::Claimed.as_str())
+            ),
             &[Arg::Int(before), Arg::from(limit)],
         )
         .await?;

@@ -1,9 +1,10 @@
 //! `webhooks`, `webhook_deliveries` and `webhook_attempts`: a client's webhooks, what is sent
 //! to them, and every attempt.
 
+use baton_core::webhook::DeliveryStatus;
 use serde::{Deserialize, Serialize};
 
-use super::{Arg, Db, Stmt};
+use super::{literal, Arg, Db, Stmt};
 use crate::Result;
 
 /// A webhook.
@@ -27,7 +28,7 @@ pub struct DeliveryRow {
     pub event: String,
     pub run_id: Option<String>,
     pub payload: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub last_status_code: Option<i64>,
     pub last_error: Option<String>,
@@ -115,7 +116,7 @@ pub fn insert_delivery(db: &Db, d: &DeliveryRow) -> Result<Stmt> {
             Arg::from(&d.event),
             Arg::from(d.run_id.clone()),
             Arg::from(&d.payload),
-            Arg::from(&d.status),
+            Arg::from(d.status.as_str()),
             Arg::Int(d.attempts),
             Arg::from(d.last_status_code),
             Arg::from(d.last_error.clone()),
@@ -151,16 +152,19 @@ pub struct EndingDeliveries<'a> {
 pub fn insert_ending_deliveries(db: &Db, d: &EndingDeliveries<'_>) -> Result<Stmt> {
     let width = d.ids.first().map_or(0, String::len);
     db.stmt(
-        "INSERT INTO webhook_deliveries (delivery_id, webhook_id, client_id, event, run_id, payload, status, \
+        &format!(
+            "INSERT INTO webhook_deliveries (delivery_id, webhook_id, client_id, event, run_id, payload, status, \
            attempts, created_at, updated_at) \
          SELECT m.id, m.webhook_id, m.client_id, ?3, ?1, \
-           json_object('id', m.id, 'event', ?3, 'created_at', ?7, 'data', json(?8)), 'pending', 0, ?9, ?9 \
+           json_object('id', m.id, 'event', ?3, 'created_at', ?7, 'data', json(?8)), {}, 0, ?9, ?9 \
          FROM (SELECT substr(?5, (row_number() OVER (ORDER BY w.created_at, w.webhook_id) - 1) * ?6 + 1, ?6) AS id, \
                  w.webhook_id, w.client_id \
                FROM webhooks w \
                WHERE w.client_id = ?2 AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value = ?3) \
                ORDER BY w.created_at, w.webhook_id LIMIT ?10) m \
          WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND version = ?4)",
+            literal(DeliveryStatus::Pending.as_str())
+        ),
         &[
             Arg::from(d.run_id),
             Arg::from(d.client_id),
@@ -221,7 +225,7 @@ pub async fn deliveries(db: &Db, webhook_id: &str, limit: u32) -> Result<(Vec<De
 /// 2xx, else still `pending` (the queue retries it). A delivery already settled is left as it
 /// is (a duplicate message's attempt is still recorded).
 pub async fn record_attempt(db: &Db, attempt: &AttemptRow, succeeded: bool) -> Result<()> {
-    let status = if succeeded { "succeeded" } else { "pending" };
+    let status = if succeeded { DeliveryStatus::Succeeded } else { DeliveryStatus::Pending };
     db.batch(vec![
         db.stmt(
             "INSERT OR REPLACE INTO webhook_attempts (delivery_id, attempt, at, status_code, error, duration_ms) \
@@ -237,16 +241,18 @@ pub async fn record_attempt(db: &Db, attempt: &AttemptRow, succeeded: bool) -> R
         )?,
         db.stmt(
             "UPDATE webhook_deliveries SET attempts = MAX(attempts, ?2), last_status_code = ?3, last_error = ?4, \
-             status = CASE WHEN status = 'pending' THEN ?5 ELSE status END, updated_at = ?6, \
-             delivered_at = CASE WHEN ?5 = 'succeeded' AND delivered_at IS NULL THEN ?6 ELSE delivered_at END \
+             status = CASE WHEN status = ?7 THEN ?5 ELSE status END, updated_at = ?6, \
+             delivered_at = CASE WHEN ?5 = ?8 AND delivered_at IS NULL THEN ?6 ELSE delivered_at END \
              WHERE delivery_id = ?1",
             &[
                 Arg::from(&attempt.delivery_id),
                 Arg::Int(attempt.attempt),
                 Arg::from(attempt.status_code),
                 Arg::from(attempt.error.clone()),
-                Arg::from(status),
+                Arg::from(status.as_str()),
                 Arg::Int(attempt.at),
+                Arg::from(DeliveryStatus::Pending.as_str()),
+                Arg::from(DeliveryStatus::Succeeded.as_str()),
             ],
         )?,
     ])
@@ -257,9 +263,15 @@ pub async fn record_attempt(db: &Db, attempt: &AttemptRow, succeeded: bool) -> R
 /// Marks a pending delivery failed (its attempts are spent, or its webhook is gone).
 pub async fn fail(db: &Db, delivery_id: &str, error: &str, now: i64) -> Result<()> {
     db.run(
-        "UPDATE webhook_deliveries SET status = 'failed', last_error = COALESCE(?2, last_error), updated_at = ?3 \
-         WHERE delivery_id = ?1 AND status = 'pending'",
-        &[Arg::from(delivery_id), Arg::from(error), Arg::Int(now)],
+        "UPDATE webhook_deliveries SET status = ?4, last_error = COALESCE(?2, last_error), updated_at = ?3 \
+         WHERE delivery_id = ?1 AND status = ?5",
+        &[
+            Arg::from(delivery_id),
+            Arg::from(error),
+            Arg::Int(now),
+            Arg::from(DeliveryStatus::Failed.as_str()),
+            Arg::from(DeliveryStatus::Pending.as_str()),
+        ],
     )
     .await?;
     Ok(())

@@ -8,7 +8,7 @@
 //! room in the same statement; a release happens once), so two passes never admit one
 //! execution twice or overbook a pool.
 
-use baton_core::execution::{self, Admission, StepUsage};
+use baton_core::execution::{self, Admission, QueueStatus, StepUsage};
 use baton_core::fanin;
 use baton_core::ids::RunId;
 use baton_core::plan::Plan;
@@ -109,7 +109,7 @@ async fn start_unstarted(engine: &Engine<'_>, limit: u32, report: &mut Admission
                     let error = format!("admitted but could not be started: {e}");
                     engine
                         .db
-                        .batch(vec![executions::fail(&engine.db, &row.run_id, executions::ADMITTED, &error)?])
+                        .batch(vec![executions::fail(&engine.db, &row.run_id, QueueStatus::Admitted, &error)?])
                         .await?;
                 }
             }
@@ -126,7 +126,7 @@ async fn expire_waiting(engine: &Engine<'_>, limit: u32, report: &mut AdmissionR
     for row in &rows {
         let deadline = baton_core::time::Millis::new(row.deadline_at.max(0) as u64);
         let error = execution::expired_error(deadline, row.last_error.as_deref());
-        statements.push(executions::fail(&engine.db, &row.run_id, executions::QUEUED, &error)?);
+        statements.push(executions::fail(&engine.db, &row.run_id, QueueStatus::Queued, &error)?);
     }
     let metas = engine.db.batch(statements).await?;
     report.expired += metas.iter().filter(|m| m.changes > 0).count() as u32;
@@ -175,7 +175,7 @@ async fn admit_chunk(
     pools: &mut [execution::Pool],
     report: &mut AdmissionReport,
 ) -> Result<Head> {
-    let fail = |row: &ExecutionRow, error: &str| executions::fail(&engine.db, &row.run_id, executions::QUEUED, error);
+    let fail = |row: &ExecutionRow, error: &str| executions::fail(&engine.db, &row.run_id, QueueStatus::Queued, error);
     let now = engine.now();
     let mut candidates: Vec<(ExecutionRow, Plan)> = Vec::new();
     for row in queued {

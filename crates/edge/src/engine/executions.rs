@@ -8,7 +8,7 @@
 //! then an admission pass runs at once (see [`super::admission`]); the run of an execution has
 //! the execution's id.
 
-use baton_core::execution::{self, client_status, waiting_reason};
+use baton_core::execution::{self, client_status, waiting_reason, QueueStatus};
 use baton_core::ids::{ExecutionId, RunId};
 use baton_core::plan::Plan;
 use baton_core::request::Priority;
@@ -61,12 +61,12 @@ pub struct Submitted {
 impl Submitted {
     /// The status clients see ([`execution::client_status`]).
     pub fn status(&self) -> String {
-        client_status(&self.execution.status, self.run_status.map(RunStatus::as_str))
+        client_status(self.execution.status, self.run_status)
     }
 
     /// Why it waits or failed ([`execution::waiting_reason`]).
     pub fn reason(&self) -> Option<String> {
-        waiting_reason(&self.execution.status, self.execution.last_error.as_deref())
+        waiting_reason(self.execution.status, self.execution.last_error.as_deref())
     }
 }
 
@@ -82,19 +82,19 @@ pub struct ExecutionDetail {
 impl ExecutionDetail {
     /// The status clients see ([`execution::client_status`]).
     pub fn status(&self) -> String {
-        client_status(&self.execution.status, self.run.as_ref().map(|l| l.run.status.as_str()))
+        client_status(self.execution.status, self.run.as_ref().map(|l| l.run.status))
     }
 
     /// Why it waits or failed ([`execution::waiting_reason`]).
     pub fn reason(&self) -> Option<String> {
-        waiting_reason(&self.execution.status, self.execution.last_error.as_deref())
+        waiting_reason(self.execution.status, self.execution.last_error.as_deref())
     }
 
     /// Whether it has ended: its run has, or it failed without one.
     pub fn terminal(&self) -> Result<bool> {
         match &self.run {
             Some(loaded) => Ok(loaded.status()?.is_terminal()),
-            None => Ok(self.execution.status == executions::FAILED),
+            None => Ok(self.execution.status == QueueStatus::Failed),
         }
     }
 
@@ -102,7 +102,7 @@ impl ExecutionDetail {
     pub fn error(&self) -> Option<String> {
         match &self.run {
             Some(loaded) => loaded.run.error.clone(),
-            None if self.execution.status == executions::FAILED => self.execution.last_error.clone(),
+            None if self.execution.status == QueueStatus::Failed => self.execution.last_error.clone(),
             None => None,
         }
     }
@@ -203,7 +203,7 @@ impl Executions<'_> {
             priority: new.priority.rank(),
             enqueued_at: now.as_u64() as i64,
             deadline_at: execution::queue_deadline(now, self.engine.config.job_timeout_ms()).as_u64() as i64,
-            status: executions::QUEUED.to_string(),
+            status: QueueStatus::Queued,
             attempts: 0,
             admitted_at: None,
             admission_token: None,

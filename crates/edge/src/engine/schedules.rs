@@ -11,7 +11,7 @@
 //! slot never has two runs.
 
 use baton_core::ids::RunId;
-use baton_core::schedule::{self, Due, Missed, Timing};
+use baton_core::schedule::{self, Due, FireStatus, Missed, Timing};
 use baton_core::state::RunKind;
 use baton_core::time::Millis;
 use serde::Serialize;
@@ -124,7 +124,7 @@ impl Schedules<'_> {
                     schedule_id: row.schedule_id.clone(),
                     slot: slot.as_u64() as i64,
                     run_id: RunId::from_parts(now, clock::random_bytes::<8>()?).as_str().to_string(),
-                    status: "claimed".to_string(),
+                    status: FireStatus::Claimed,
                     error: None,
                     fired_at: now.as_u64() as i64,
                 };

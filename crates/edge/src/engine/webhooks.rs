@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use baton_core::time::Millis;
-use baton_core::webhook::{self, DeliveryMessage, Event};
+use baton_core::webhook::{self, DeliveryMessage, DeliveryStatus, Event};
 use serde_json::json;
 use worker::{Fetch, Headers, Method, Request, RequestInit};
 
@@ -131,7 +131,7 @@ impl Webhooks<'_> {
         let now = self.engine.now().as_u64() as i64;
         let replay = DeliveryRow {
             delivery_id: new_id("whd", self.engine.now())?,
-            status: "pending".to_string(),
+            status: DeliveryStatus::Pending,
             attempts: 0,
             last_status_code: None,
             last_error: None,
@@ -153,7 +153,7 @@ impl Webhooks<'_> {
         let Some((delivery, hook)) = rows::delivery_with_target(&self.engine.db, delivery_id).await? else {
             return Ok(DeliveryOutcome::Done);
         };
-        if delivery.status != "pending" {
+        if delivery.status != DeliveryStatus::Pending {
             return Ok(DeliveryOutcome::Done);
         }
         let Some(hook) = hook else {

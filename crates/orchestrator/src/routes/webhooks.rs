@@ -43,7 +43,7 @@ fn shown_delivery(d: &WebhookDelivery, attempts: &[WebhookAttempt]) -> Delivery 
         webhook_id: d.webhook_id.clone(),
         event: d.event.clone(),
         run_id: d.run_id.clone(),
-        status: d.status.clone(),
+        status: d.status.as_str().to_string(),
         attempts: d.attempts,
         last_status_code: d.last_status_code,
         last_error: d.last_error.clone(),
