@@ -4,7 +4,7 @@ use baton_core::lifecycle::{self, ACTIVE};
 use baton_core::state::{RunKind, RunStatus};
 use serde::{Deserialize, Serialize};
 
-use super::{Arg, Db, Meta, Stmt};
+use super::{literal, Arg, Db, Meta, Stmt};
 use crate::Result;
 
 /// Every column of a run row.
@@ -141,7 +141,11 @@ pub fn bump(db: &Db, run_id: &str, token: i64) -> Result<Stmt> {
 /// `started → running` (the first dispatch), under the gate `token`.
 pub fn mark_running(db: &Db, run_id: &str, token: i64) -> Result<Stmt> {
     db.stmt(
-        "UPDATE runs SET status = 'running' WHERE run_id = ?1 AND status = 'started' AND version = ?2",
+        &format!(
+            "UPDATE runs SET status = {} WHERE run_id = ?1 AND status = {} AND version = ?2",
+            literal(RunStatus::Running.as_str()),
+            literal(RunStatus::Started.as_str())
+        ),
         &[Arg::from(run_id), Arg::Int(token)],
     )
 }
@@ -174,8 +178,9 @@ pub fn claim_fan_in(db: &Db, run: &RunRow, token: i64) -> Result<Stmt> {
 pub fn release_fan_in(db: &Db, run_id: &str, now: i64, token: i64) -> Result<Stmt> {
     db.stmt(
         &format!(
-            "UPDATE runs SET status = 'running', claimed_at = NULL, due_at = ?2, version = ?3 \
+            "UPDATE runs SET status = {}, claimed_at = NULL, due_at = ?2, version = ?3 \
              WHERE run_id = ?1 AND status IN ({})",
+            literal(RunStatus::Running.as_str()),
             status_list(lifecycle::CLAIMED)
         ),
         &[Arg::from(run_id), Arg::Int(now), Arg::Int(token)],

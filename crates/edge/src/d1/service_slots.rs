@@ -1,6 +1,8 @@
 //! `service_slots`: the attempts in flight of services with a concurrency cap.
 
-use super::{Arg, Db, Stmt};
+use baton_core::state::StepStatus;
+
+use super::{literal, Arg, Db, Stmt};
 use crate::Result;
 
 /// Takes a slot of `worker` for an attempt, only while fewer than `cap` unexpired slots are
@@ -36,9 +38,12 @@ pub fn take(
 /// lost its race gives back nothing). Nothing if it holds none.
 pub fn release(db: &Db, run_id: &str, service: &str, attempt: u32) -> Result<Stmt> {
     db.stmt(
-        "DELETE FROM service_slots WHERE run_id = ?1 AND service = ?2 AND attempt = ?3 \
-         AND NOT EXISTS (SELECT 1 FROM steps WHERE run_id = ?1 AND service = ?2 AND status = 'running' \
+        &format!(
+            "DELETE FROM service_slots WHERE run_id = ?1 AND service = ?2 AND attempt = ?3 \
+         AND NOT EXISTS (SELECT 1 FROM steps WHERE run_id = ?1 AND service = ?2 AND status = {} \
          AND attempts = ?3)",
+            literal(StepStatus::Running.as_str())
+        ),
         &[Arg::from(run_id), Arg::from(service), Arg::from(attempt)],
     )
 }

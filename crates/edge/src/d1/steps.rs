@@ -3,7 +3,7 @@
 use baton_core::state::StepStatus;
 use serde::{Deserialize, Serialize};
 
-use super::{Arg, Db, Stmt};
+use super::{literal, Arg, Db, Stmt};
 use crate::Result;
 
 /// Every column of a step row.
@@ -148,8 +148,11 @@ pub fn compare_and_set(
 /// task message for that attempt wins (`changes` = 1); duplicates see 0 and do nothing.
 pub fn claim_start(db: &Db, run_id: &str, service: &str, attempt: i64, now: i64) -> Result<Stmt> {
     db.stmt(
-        "UPDATE steps SET claimed_at = ?4 WHERE run_id = ?1 AND service = ?2 AND status = 'running' \
+        &format!(
+            "UPDATE steps SET claimed_at = ?4 WHERE run_id = ?1 AND service = ?2 AND status = {} \
          AND attempts = ?3 AND claimed_at IS NULL",
+            literal(StepStatus::Running.as_str())
+        ),
         &[Arg::from(run_id), Arg::from(service), Arg::Int(attempt), Arg::Int(now)],
     )
 }
@@ -158,8 +161,11 @@ pub fn claim_start(db: &Db, run_id: &str, service: &str, attempt: i64, now: i64)
 /// attempt's task message can claim it.
 pub fn release_claim(db: &Db, run_id: &str, service: &str, attempt: i64, claimed_at: i64) -> Result<Stmt> {
     db.stmt(
-        "UPDATE steps SET claimed_at = NULL WHERE run_id = ?1 AND service = ?2 AND status = 'running' \
+        &format!(
+            "UPDATE steps SET claimed_at = NULL WHERE run_id = ?1 AND service = ?2 AND status = {} \
          AND attempts = ?3 AND claimed_at = ?4",
+            literal(StepStatus::Running.as_str())
+        ),
         &[Arg::from(run_id), Arg::from(service), Arg::Int(attempt), Arg::Int(claimed_at)],
     )
 }
@@ -173,7 +179,11 @@ pub async fn overdue(db: &Db, now: i64, limit: u32) -> Result<(Vec<(String, Stri
     }
     let (rows, meta) = db
         .all::<Key>(
-            "SELECT run_id, service FROM steps WHERE status = 'running' AND deadline_at <= ?1 ORDER BY deadline_at LIMIT ?2",
+            &format!(
+                "SELECT run_id, service FROM steps WHERE status = {} AND deadline_at <= ?1 ORDER BY deadline_at \
+                 LIMIT ?2",
+                literal(StepStatus::Running.as_str())
+            ),
             &[Arg::Int(now), Arg::from(limit)],
         )
         .await?;
@@ -184,8 +194,9 @@ pub async fn overdue(db: &Db, now: i64, limit: u32) -> Result<(Vec<(String, Stri
 pub async fn stale_retries(db: &Db, now: i64, grace_ms: i64, limit: u32) -> Result<(Vec<StepRow>, super::Meta)> {
     db.all(
         &format!(
-            "SELECT {COLUMNS} FROM steps WHERE status = 'retrying' AND next_attempt_at <= ?1 \
-             ORDER BY next_attempt_at LIMIT ?2"
+            "SELECT {COLUMNS} FROM steps WHERE status = {} AND next_attempt_at <= ?1 \
+             ORDER BY next_attempt_at LIMIT ?2",
+            literal(StepStatus::Retrying.as_str())
         ),
         &[Arg::Int(now - grace_ms), Arg::from(limit)],
     )
@@ -232,8 +243,11 @@ pub fn mark_progress_pollable(
     interval_ms: u64,
 ) -> Result<Stmt> {
     db.stmt(
-        "UPDATE steps SET progress = json_object('pollable', json('true'), 'accepted_at', ?4, 'worker', ?5, \
-         'interval_ms', ?6) WHERE run_id = ?1 AND service = ?2 AND status = 'running' AND attempts = ?3",
+        &format!(
+            "UPDATE steps SET progress = json_object('pollable', json('true'), 'accepted_at', ?4, 'worker', ?5, \
+         'interval_ms', ?6) WHERE run_id = ?1 AND service = ?2 AND status = {} AND attempts = ?3",
+            literal(StepStatus::Running.as_str())
+        ),
         &[
             Arg::from(run_id),
             Arg::from(service),
@@ -249,8 +263,11 @@ pub fn mark_progress_pollable(
 /// `steps_progress`).
 pub async fn pollable(db: &Db, limit: u32) -> Result<(Vec<PollableStep>, super::Meta)> {
     db.all::<PollableStep>(
-        "SELECT run_id, service, attempts, json_extract(progress, '$.worker') AS worker FROM steps \
-         WHERE status = 'running' AND progress IS NOT NULL ORDER BY deadline_at LIMIT ?1",
+        &format!(
+            "SELECT run_id, service, attempts, json_extract(progress, '$.worker') AS worker FROM steps \
+         WHERE status = {} AND progress IS NOT NULL ORDER BY deadline_at LIMIT ?1",
+            literal(StepStatus::Running.as_str())
+        ),
         &[Arg::from(limit)],
     )
     .await
@@ -280,8 +297,11 @@ pub fn record_heartbeat(
     now: i64,
 ) -> Result<Stmt> {
     db.stmt(
-        "UPDATE steps SET progress = ?4, heartbeat_at = ?5 WHERE run_id = ?1 AND service = ?2 \
-         AND status = 'running' AND attempts = ?3",
+        &format!(
+            "UPDATE steps SET progress = ?4, heartbeat_at = ?5 WHERE run_id = ?1 AND service = ?2 \
+         AND status = {} AND attempts = ?3",
+            literal(StepStatus::Running.as_str())
+        ),
         &[Arg::from(run_id), Arg::from(service), Arg::Int(attempts), Arg::from(progress_json), Arg::Int(now)],
     )
 }
