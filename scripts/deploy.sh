@@ -228,6 +228,13 @@ if [ -z "$kv_namespace_id" ]; then
   [ -n "$kv_namespace_id" ] || fail "KV namespace $kv_title was not found after creating it"
 fi
 
+# The archive of runs past their retention (RETENTION_DAYS): the R2 bucket the configs name.
+archive_bucket="baton-archive-$env_name"
+if ! "$wrangler" r2 bucket info "$archive_bucket" > /dev/null 2>&1; then
+  log "creating the R2 bucket $archive_bucket"
+  "$wrangler" r2 bucket create "$archive_bucket" >&2
+fi
+
 for q in $queues; do
   if ! "$wrangler" queues info "$q" > /dev/null 2>&1; then
     log "creating the queue $q"
@@ -239,7 +246,7 @@ for c in "${configs[@]}"; do
   toml_set "$c" "$(section d1_databases)" database_id "$database_id"
   toml_set "$c" "$(section kv_namespaces)" id "$kv_namespace_id"
 done
-log "resources: D1 $database ($database_id), KV $kv_title ($kv_namespace_id), queues: $(echo $queues)"
+log "resources: D1 $database ($database_id), KV $kv_title ($kv_namespace_id), R2 $archive_bucket, queues: $(echo $queues)"
 
 # ---- 3. migrations ----
 log "applying the D1 migrations to $database (remote)"

@@ -91,6 +91,7 @@ run_deploy "$scratch/first.log" --env staging --with-samples && status=0 || stat
 check "first deploy succeeds" test "$status" = 0 || sed 's/^/        /' "$scratch/first.log" >&2
 check "the D1 database is created" test "$(count_calls '^d1 create baton-staging$')" = 1
 check "the KV namespace is created" test "$(count_calls '^kv namespace create baton-staging$')" = 1
+check "the archive's R2 bucket is created" test "$(count_calls '^r2 bucket create baton-archive-staging$')" = 1
 for q in baton-tasks-staging baton-tasks-dlq-staging llm-analysis-staging llm-analysis-dlq-staging \
   baton-webhooks-staging baton-webhooks-dlq-staging; do
   check "queue $q is created" test "$(count_calls "^queues create $q\$")" = 1

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod api;
+mod archive;
 mod bad_input;
 mod cli;
 mod consumer;

@@ -98,7 +98,8 @@ fn read_dev_vars(path: &Path) -> Vec<(String, String)> {
 }
 
 impl Secrets {
-    fn load(root: &Path) -> Secrets {
+    /// The credentials a stack started from `root` gets (its `.dev.vars`, else the example).
+    pub fn load(root: &Path) -> Secrets {
         let mut path = root.join(".dev.vars");
         if !path.exists() {
             path = root.join(".dev.vars.example");

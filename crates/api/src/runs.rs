@@ -94,6 +94,9 @@ pub struct RunDetail {
     pub schedule_id: Option<String>,
     /// The slot of that schedule this run is for.
     pub schedule_slot: Option<Instant>,
+    /// Whether the run is read from the archive (it ended longer ago than its client's
+    /// retention, `RETENTION_DAYS`): the same answer, read from R2.
+    pub archived: bool,
 }
 
 /// One step of a run, with its attempts.

@@ -25,6 +25,7 @@
 //! - [`ids`], [`time`]: identifier newtypes; instants and RFC 3339.
 //! - [`messages`]: queue message shapes; when timers are sent and what they do on firing.
 //! - [`quota`]: per-client quotas.
+//! - [`retention`]: how long finished runs stay in D1, and where an archived one is kept.
 //! - [`progress`]: what a service's progress answer means for its attempt.
 //! - [`request`]: run and execution request validation.
 //! - [`listing`]: run listing queries and page cursors.
@@ -58,6 +59,7 @@ pub mod progress;
 pub mod quota;
 pub mod rate_limit;
 pub mod request;
+pub mod retention;
 pub mod retry;
 pub mod schedule;
 pub mod scheduler;

@@ -2,9 +2,10 @@
 //! (version 0.0.4), from a [`Snapshot`] of aggregates the edge reads out of D1.
 //!
 //! Every value is computed from the database on each scrape, not counted in memory: the
-//! counters are right across isolates, workers and restarts, and they only grow because the
-//! rows they count are never deleted. Histograms are cumulative (`le`) bucket counts over
-//! [`RUN_SECONDS`], [`FAN_IN_SECONDS`] and [`TASK_SECONDS`].
+//! counters are right across isolates, workers and restarts. They only grow: a run that leaves
+//! D1 (archived, or deleted by its client) has what it counted folded into totals in the same
+//! transaction ([`leaving_totals`], [`Snapshot::add_totals`]). Histograms are cumulative (`le`)
+//! bucket counts over [`RUN_SECONDS`], [`FAN_IN_SECONDS`] and [`TASK_SECONDS`].
 
 use std::fmt::Write;
 
@@ -63,6 +64,118 @@ pub struct Snapshot {
     pub queue_by_status: Vec<(String, u64)>,
     /// The admission pools.
     pub pools: Vec<Pool>,
+}
+
+/// What one run contributed to the metrics, for when it leaves D1 (archived or deleted): its
+/// rows stop being counted by the scan, so what they counted is kept as totals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaving<'a> {
+    /// Its status.
+    pub status: RunStatus,
+    /// Start and end (ms), if it ended.
+    pub started_at: u64,
+    /// When it ended.
+    pub completed_at: Option<u64>,
+    /// When its fan-in was claimed.
+    pub claimed_at: Option<u64>,
+    /// Its steps: (service, status, attempts, finished_at).
+    pub steps: &'a [(&'a str, StepStatus, u64, Option<u64>)],
+    /// Its ended attempts a consumer ran: (started_at, ended_at).
+    pub attempts: &'a [(u64, u64)],
+}
+
+/// The totals `run` adds: `(metric, label, value)`, one per distinct key, in the shape of
+/// [`Snapshot::add_totals`]: `runs`/`steps` by status, `attempts`, `retries` by service, and
+/// each histogram's bucket (`le:{bound ms}` or `le:+Inf`, the smallest bound the value is at
+/// most: not cumulative), `count` and `sum`.
+pub fn leaving_totals(run: &Leaving<'_>) -> Vec<(String, String, i64)> {
+    let mut totals: std::collections::BTreeMap<(String, String), i64> = std::collections::BTreeMap::new();
+    let mut add = |metric: &str, label: &str, value: i64| {
+        *totals.entry((metric.to_string(), label.to_string())).or_default() += value;
+    };
+    add("runs", run.status.as_str(), 1);
+    for (service, status, attempts, _) in run.steps {
+        add("steps", status.as_str(), 1);
+        add("attempts", "", *attempts as i64);
+        if *attempts > 1 {
+            add("retries", service, *attempts as i64 - 1);
+        }
+    }
+    let mut observe = |metric: &str, bounds: &[f64], ms: u64| {
+        let label = bounds
+            .iter()
+            .map(|b| (b * 1000.0).round() as u64)
+            .find(|bound| ms <= *bound)
+            .map_or_else(|| "le:+Inf".to_string(), |bound| format!("le:{bound}"));
+        add(&format!("{metric}_ms"), &label, 1);
+        add(&format!("{metric}_ms"), "count", 1);
+        add(&format!("{metric}_ms"), "sum", ms as i64);
+    };
+    if let Some(completed) = run.completed_at {
+        observe("run", RUN_SECONDS, completed.saturating_sub(run.started_at));
+    }
+    let last_settled = run.steps.iter().filter_map(|(_, _, _, finished)| *finished).max();
+    if let (Some(claimed), Some(settled)) = (run.claimed_at, last_settled) {
+        observe("fan_in", FAN_IN_SECONDS, claimed.saturating_sub(settled));
+    }
+    for (started, ended) in run.attempts {
+        observe("attempt", TASK_SECONDS, ended.saturating_sub(*started));
+    }
+    totals.into_iter().filter(|(_, v)| *v != 0).map(|((m, l), v)| (m, l, v)).collect()
+}
+
+impl Observed {
+    /// Adds archived observations: per-bound counts (not cumulative) by `le:{bound ms}`
+    /// label, `count` and `sum`.
+    fn add_totals(&mut self, bounds: &[f64], totals: &[(&str, i64)]) {
+        if self.cumulative.len() < bounds.len() {
+            self.cumulative.resize(bounds.len(), 0);
+        }
+        for (label, value) in totals {
+            let value = (*value).max(0) as u64;
+            match *label {
+                "count" => self.count += value,
+                "sum" => self.sum_ms += value,
+                label => {
+                    let Some(bound) = label.strip_prefix("le:").and_then(|b| b.parse::<u64>().ok()) else { continue };
+                    for (i, b) in bounds.iter().enumerate() {
+                        if bound <= (b * 1000.0).round() as u64 {
+                            self.cumulative[i] += value;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Snapshot {
+    /// Adds what runs that left D1 contributed ([`leaving_totals`], summed).
+    pub fn add_totals(&mut self, totals: &[(String, String, i64)]) {
+        fn add(counts: &mut Vec<(String, u64)>, key: &str, value: i64) {
+            let value = value.max(0) as u64;
+            match counts.iter_mut().find(|(k, _)| k == key) {
+                Some((_, n)) => *n += value,
+                None => counts.push((key.to_string(), value)),
+            }
+        }
+        let of = |metric: &str| -> Vec<(&str, i64)> {
+            totals.iter().filter(|(m, _, _)| m == metric).map(|(_, l, v)| (l.as_str(), *v)).collect()
+        };
+        for (metric, label, value) in totals {
+            match metric.as_str() {
+                "runs" => add(&mut self.runs_by_status, label, *value),
+                "steps" => add(&mut self.steps_by_status, label, *value),
+                "attempts" => self.attempts_total += (*value).max(0) as u64,
+                "retries" => add(&mut self.retries_by_service, label, *value),
+                _ => {}
+            }
+        }
+        self.retries_by_service.sort();
+        self.run_seconds.add_totals(RUN_SECONDS, &of("run_ms"));
+        self.fan_in_seconds.add_totals(FAN_IN_SECONDS, &of("fan_in_ms"));
+        self.task_seconds.add_totals(TASK_SECONDS, &of("attempt_ms"));
+    }
 }
 
 /// Execution-queue statuses that are still in the queue (a gauge for each).
@@ -292,5 +405,54 @@ mod tests {
         }
         assert!(text.contains("orchestrator_retry_attempts_total{service=\"technical-seo\"} 2"));
         assert!(text.contains("orchestrator_admission_pool_in_use{resource=\"tokens\"} 4"));
+    }
+
+    #[test]
+    fn a_run_leaving_d1_keeps_every_counter_and_histogram_where_it_was() {
+        let steps = [("a", StepStatus::Completed, 2, Some(10_400)), ("b", StepStatus::Failed, 1, Some(10_000))];
+        let leaving = Leaving {
+            status: RunStatus::Completed,
+            started_at: 10_000,
+            completed_at: Some(11_000),
+            claimed_at: Some(10_420),
+            steps: &steps,
+            attempts: &[(10_000, 10_030), (10_100, 10_400)],
+        };
+        let totals = leaving_totals(&leaving);
+        let live = |run_ms: u64| Snapshot {
+            runs_by_status: vec![("completed".into(), 1)],
+            steps_by_status: vec![("completed".into(), 1), ("failed".into(), 1)],
+            attempts_total: 3,
+            retries_by_service: vec![("a".into(), 1)],
+            run_seconds: Observed {
+                cumulative: RUN_SECONDS.iter().map(|b| u64::from(run_ms <= (b * 1000.0) as u64)).collect(),
+                count: 1,
+                sum_ms: run_ms,
+            },
+            fan_in_seconds: Observed {
+                cumulative: FAN_IN_SECONDS.iter().map(|b| u64::from(20 <= (b * 1000.0).round() as u64)).collect(),
+                count: 1,
+                sum_ms: 20,
+            },
+            task_seconds: Observed {
+                cumulative: TASK_SECONDS
+                    .iter()
+                    .map(|b| [30u64, 300].iter().filter(|v| **v <= (b * 1000.0).round() as u64).count() as u64)
+                    .collect(),
+                count: 2,
+                sum_ms: 330,
+            },
+            ..Snapshot::default()
+        };
+        // The run counted by the scan, and the same run counted from its totals, render alike.
+        let mut archived = Snapshot::default();
+        archived.add_totals(&totals);
+        assert_eq!(render(&archived), render(&live(1_000)));
+        // Totals add to what the scan still sees.
+        let mut both = live(1_000);
+        both.add_totals(&totals);
+        assert_eq!(both.attempts_total, 6);
+        assert_eq!(both.run_seconds.count, 2);
+        assert_eq!(both.run_seconds.cumulative.last(), Some(&2));
     }
 }

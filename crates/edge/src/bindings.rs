@@ -5,6 +5,8 @@
 pub const DB: &str = "DB";
 /// The KV namespace: config, poller heartbeat, job snapshots, large payloads.
 pub const KV: &str = "KV";
+/// R2: archived runs, one compressed object each (`RETENTION_DAYS`).
+pub const ARCHIVE: &str = "ARCHIVE";
 /// Producer for step dispatch messages (queue `baton-tasks`).
 pub const TASK_QUEUE: &str = "TASK_QUEUE";
 /// Producer for analysis messages (queue `llm-analysis`).

@@ -54,6 +54,9 @@ pub enum Error {
     /// A client's quota would be exceeded.
     #[error("{0}")]
     Quota(baton_core::quota::QuotaExceeded),
+    /// An archived run whose object is not in the archive (deleted from R2 by hand, or lost).
+    #[error("run {run_id} is archived, but its archive object is missing")]
+    ArchiveMissing { run_id: String },
 }
 
 /// How long a client over a quota that clears by itself is asked to wait.
@@ -74,7 +77,7 @@ impl Error {
             Error::BadRequest { .. } => 400,
             Error::Unauthorized(_) => 401,
             Error::Forbidden { .. } => 403,
-            Error::NotFound { .. } => 404,
+            Error::NotFound { .. } | Error::ArchiveMissing { .. } => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::Conflict(_) => 409,
             Error::PayloadTooLarge { .. } => 413,
@@ -105,6 +108,7 @@ impl Error {
             Error::Queue(_) => "queue_unavailable",
             Error::Internal(_) => "internal_error",
             Error::Quota(_) => "quota_exceeded",
+            Error::ArchiveMissing { .. } => "archive_missing",
         }
     }
 

@@ -4,6 +4,7 @@
 //! persist and act. Invariants: SQL lives only in [`d1`]; binding names live only in
 //! [`bindings`]; errors become HTTP responses only in [`error::Error::to_response`].
 
+pub mod archive;
 pub mod auth;
 pub mod bindings;
 pub mod clock;

@@ -29,6 +29,10 @@ pub struct Usage {
     pub queue_messages: u64,
     /// Outgoing requests (services, service bindings, the LLM).
     pub subrequests: u64,
+    /// R2 reads (class B operations: get, head).
+    pub r2_reads: u64,
+    /// R2 writes (class A operations: put, delete).
+    pub r2_writes: u64,
 }
 
 thread_local! {

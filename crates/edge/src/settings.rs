@@ -283,3 +283,12 @@ pub fn llm(env: &Env) -> Option<LlmSettings> {
         timeout_ms: setting(LLM_TIMEOUT_MS).and_then(|t| t.parse().ok()).unwrap_or(DEFAULT_LLM_TIMEOUT_MS),
     })
 }
+
+/// `RETENTION_DAYS` and `RETENTION_DAYS_BY_CLIENT` ([`baton_core::retention`]). An invalid
+/// setting is an error naming the variable: nothing is archived under it.
+pub fn retention(
+    env: &Env,
+) -> std::result::Result<baton_core::retention::Retention, baton_core::retention::RetentionError> {
+    use baton_core::retention::{Retention, RETENTION_DAYS, RETENTION_DAYS_BY_CLIENT};
+    Retention::parse(var(env, RETENTION_DAYS).as_deref(), var(env, RETENTION_DAYS_BY_CLIENT).as_deref())
+}

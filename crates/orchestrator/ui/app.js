@@ -248,7 +248,9 @@ async function runPage(runId, gen) {
 
 function drawRun(run, events) {
   const s = run.summary;
-  const live = run.terminal ? h("span", { class: "muted" }, "· ended") : h("span", { class: "live" }, `· live, updated ${new Date().toLocaleTimeString()}`);
+  const live = run.archived
+    ? h("span", { class: "muted", id: "run-archived" }, "· ended · archived")
+    : run.terminal ? h("span", { class: "muted" }, "· ended") : h("span", { class: "live" }, `· live, updated ${new Date().toLocaleTimeString()}`);
   const isExecution = run.kind === "pipeline";
   setPage(
     link("/ui/runs", "← Runs"),

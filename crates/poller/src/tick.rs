@@ -108,7 +108,10 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
         worker::console_error!("poller: schedules pass failed: {e}");
         Default::default()
     });
-    counts.rows_read = due.rows_read + admission.rows_read + schedules.rows_read;
+    // 6. Bounded history: runs whose retention passed move to the archive (R2).
+    let archive = engine.archive_due(limit).await;
+    counts.errors += archive.failed;
+    counts.rows_read = due.rows_read + admission.rows_read + schedules.rows_read + archive.rows_read;
 
     let finished = engine.now();
     let last_run = json!({
@@ -118,6 +121,7 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
         "counts": counts,
         "admission": admission,
         "schedules": schedules,
+        "archive": archive,
     });
     worker::console_log!("{}", json!({ "event": "poller_tick", "last_run": last_run }));
     if let Err(e) = Kv::from_env(engine.env())?.put_json(bindings::kv_keys::LAST_RUN, &last_run).await {

@@ -75,3 +75,13 @@ pub fn insert_if_run_version(db: &Db, e: &EventRow, token: i64) -> Result<Stmt> 
         &[event_args(e), vec![Arg::Int(token)]].concat(),
     )
 }
+
+/// Deletes a run's events, only while the run is still the version read (in the batch that
+/// then deletes the run).
+pub fn delete_of_run_if_version(db: &Db, run_id: &str, version: i64) -> Result<Stmt> {
+    db.stmt(
+        "DELETE FROM kbase_events WHERE run_id = ?1 \
+         AND EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND version = ?2 AND completed_at IS NOT NULL)",
+        &[Arg::from(run_id), Arg::Int(version)],
+    )
+}

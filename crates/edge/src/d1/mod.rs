@@ -1,6 +1,7 @@
 //! D1 access: the only place SQL lives. One submodule per table; this module holds the
 //! statement plumbing (binding arguments, reading `meta`).
 
+pub mod archive;
 pub mod dead_letters;
 pub mod events;
 pub mod executions;

@@ -390,3 +390,13 @@ pub fn restart(db: &Db, run: &RunRow, token: i64) -> Result<Stmt> {
         ],
     )
 }
+
+/// Deletes an ended run's row, only if it is still the version read (a run retried or changed
+/// meanwhile stays). Last in the batch that moves the run out of D1 (archived, or deleted by its
+/// client): the statements before it are guarded by the same version.
+pub fn delete_if_version(db: &Db, run_id: &str, version: i64) -> Result<Stmt> {
+    db.stmt(
+        "DELETE FROM runs WHERE run_id = ?1 AND version = ?2 AND completed_at IS NOT NULL",
+        &[Arg::from(run_id), Arg::Int(version)],
+    )
+}

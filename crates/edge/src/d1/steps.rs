@@ -305,3 +305,20 @@ pub fn record_heartbeat(
         &[Arg::from(run_id), Arg::from(service), Arg::Int(attempts), Arg::from(progress_json), Arg::Int(now)],
     )
 }
+
+const RUN_AS_READ: &str = "EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND version = ?2 AND completed_at IS NOT NULL)";
+
+/// Deletes a run's attempts' history (`step_attempts`), only while the run is still the ended
+/// version read (in the batch that then deletes the run).
+pub fn delete_attempts_if_version(db: &Db, run_id: &str, version: i64) -> Result<Stmt> {
+    db.stmt(
+        &format!("DELETE FROM step_attempts WHERE run_id = ?1 AND {RUN_AS_READ}"),
+        &[Arg::from(run_id), Arg::Int(version)],
+    )
+}
+
+/// Deletes a run's steps, only while the run is still the ended version read (in the batch
+/// that then deletes the run).
+pub fn delete_of_run_if_version(db: &Db, run_id: &str, version: i64) -> Result<Stmt> {
+    db.stmt(&format!("DELETE FROM steps WHERE run_id = ?1 AND {RUN_AS_READ}"), &[Arg::from(run_id), Arg::Int(version)])
+}

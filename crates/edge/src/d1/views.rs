@@ -1,14 +1,14 @@
 //! Read-only views: the attempt history of a run (`step_attempts`, written by a trigger on
 //! `steps`) and the aggregates behind `GET /metrics`. Nothing here writes.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Arg, Db, Stmt};
 use crate::{Error, Result};
 
 /// One ended attempt of a step.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AttemptRow {
     pub service: String,
     pub attempt: i64,
@@ -57,6 +57,8 @@ pub struct Aggregates {
     pub queue_by_status: Vec<(String, u64)>,
     /// `(resource, capacity, in_use)`.
     pub pools: Vec<(String, u64, u64)>,
+    /// What runs that left D1 counted (`metric_totals`): `(metric, label, value)`.
+    pub totals: Vec<(String, String, i64)>,
 }
 
 /// Ended runs: start to end.
@@ -128,6 +130,7 @@ pub async fn aggregates(
         histogram(db, ATTEMPT_DURATIONS, attempt_bounds_ms)?,
         db.stmt("SELECT status, COUNT(*) AS n FROM execution_queue GROUP BY status", &[])?,
         db.stmt("SELECT resource, capacity, in_use FROM resource_pools ORDER BY resource", &[])?,
+        db.stmt("SELECT metric, label, value FROM metric_totals", &[])?,
     ];
     let results = db.batch_rows(statements).await?;
     let rows = |i: usize| results.get(i).map(|(rows, _)| rows.as_slice()).unwrap_or(&[]);
@@ -143,6 +146,10 @@ pub async fn aggregates(
         pools: rows(7)
             .iter()
             .map(|r| Ok((text(r, "resource")?, int(r, "capacity"), int(r, "in_use"))))
+            .collect::<Result<_>>()?,
+        totals: rows(8)
+            .iter()
+            .map(|r| Ok((text(r, "metric")?, text(r, "label")?, r["value"].as_i64().unwrap_or(0))))
             .collect::<Result<_>>()?,
     })
 }

@@ -10,7 +10,7 @@ use crate::d1::events::{self, EventRow};
 use crate::Result;
 
 /// One event as the API shows it.
-fn run_event(e: EventRow) -> RunEvent {
+pub(super) fn run_event(e: EventRow) -> RunEvent {
     RunEvent {
         payload: serde_json::from_str::<Value>(&e.payload).unwrap_or(Value::Null),
         created_at: Instant::at(e.created_at),

@@ -12,6 +12,7 @@
 pub mod admission;
 mod analysis;
 mod apply;
+mod archive;
 pub mod attempts;
 mod cancel;
 mod claim;
@@ -34,6 +35,7 @@ mod webhooks;
 pub use crate::d1::schedules::{FireRow as ScheduleFire, ScheduleRow as Schedule};
 pub use analysis::Analysis;
 pub use apply::{Reported, MAX_ROUNDS};
+pub use archive::{summary_of_archived, ArchiveCounts, ArchivedRun, Kept, RunRecord};
 pub use cancel::CancelOutcome;
 pub use claim::{seconds_until, AttemptClaim};
 pub use due::{DueRun, DueWork, PollableStep};

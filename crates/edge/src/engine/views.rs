@@ -108,7 +108,7 @@ impl Engine<'_> {
             &seconds_to_ms(metrics::TASK_SECONDS),
         )
         .await?;
-        Ok(Snapshot {
+        let mut snapshot = Snapshot {
             runs_by_status: a.runs_by_status,
             steps_by_status: a.steps_by_status,
             attempts_total: a.attempts_total,
@@ -122,6 +122,8 @@ impl Engine<'_> {
                 .into_iter()
                 .map(|(resource, capacity, in_use)| Pool { resource, capacity, in_use })
                 .collect(),
-        })
+        };
+        snapshot.add_totals(&a.totals);
+        Ok(snapshot)
     }
 }

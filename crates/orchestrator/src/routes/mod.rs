@@ -54,7 +54,8 @@ pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
         },
         ["api", "orchestration", "runs", run_id] => match method.as_str() {
             "GET" => return runs::get(req, env, run_id).await,
-            _ => &["GET"],
+            "DELETE" => return runs::delete(req, env, run_id).await,
+            _ => &["GET", "DELETE"],
         },
         ["api", "orchestration", "runs", run_id, "events"] => match method.as_str() {
             "GET" => return runs::events(req, env, run_id).await,

@@ -4,11 +4,11 @@
 use baton_api::runs::{RunRerun, RunRetried};
 use baton_api::Success;
 use baton_core::state::{RunKind, RunStatus};
-use baton_edge::engine::{Engine, RetryOutcome, Started};
+use baton_edge::engine::{Engine, Kept, Loaded, RetryOutcome, Started};
 use baton_edge::{auth, http, Error, Result};
 use worker::{Env, Request, Response};
 
-use super::runs::visible_run;
+use super::runs::{visible_kept, visible_run};
 
 /// Only diagnostic runs are retried here; an execution is submitted again with `/execute`.
 fn diagnostic(kind: RunKind, run_id: &str) -> Result<()> {
@@ -45,7 +45,14 @@ pub async fn retry(req: Request, env: &Env, run_id: &str) -> Result<Response> {
 pub async fn rerun(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
     let engine = Engine::new(env).await?;
-    let loaded = visible_run(&engine, run_id, &caller).await?;
+    // An archived run is rerun from its archive: the plan and inputs it ran with.
+    let loaded = match visible_kept(&engine, run_id, &caller).await? {
+        Kept::Live(loaded) => *loaded,
+        Kept::Archived(row) => {
+            let archived = engine.read_archived(&row).await?;
+            Loaded::from_rows(archived.run, archived.steps)?
+        }
+    };
     diagnostic(loaded.run.kind, run_id)?;
     let acted_by = Some(caller.client_id.clone()).filter(|c| *c != loaded.run.client_id);
     let Started::New(written) = engine.rerun(&loaded, acted_by).await? else {

@@ -15,7 +15,7 @@ use baton_core::state::RunStatus;
 use baton_core::summary::RunSummary;
 use baton_core::time::Millis;
 use baton_edge::auth::{self, Caller};
-use baton_edge::engine::{attempts, blocked_by, depends_on, summary_of, Engine, Loaded, NewRun, Started};
+use baton_edge::engine::{attempts, blocked_by, depends_on, summary_of, Engine, Kept, Loaded, NewRun, Started};
 use baton_edge::{clock, http, log, services, settings, Error, Result};
 use serde_json::{json, Map, Value};
 use worker::{Context, Env, Request, Response};
@@ -195,14 +195,24 @@ async fn resolve_plan(engine: &Engine<'_>, plan_id: &str, client_id: &str) -> Re
 }
 
 /// Loads a run the caller may see (its own, or one of a client it may act for); another
-/// client's run is 404, as if it did not exist.
+/// client's run is 404, as if it did not exist. An archived run can be read, not changed: 409.
 pub(super) async fn visible_run(engine: &Engine<'_>, run_id: &str, caller: &Caller) -> Result<Loaded> {
+    match visible_kept(engine, run_id, caller).await? {
+        Kept::Live(loaded) => Ok(*loaded),
+        Kept::Archived(_) => Err(Error::Conflict(format!(
+            "run {run_id} has ended and is archived: it can be read and deleted, not changed (a rerun starts it anew)"
+        ))),
+    }
+}
+
+/// A run the caller may see, wherever it is kept (D1 or the archive).
+pub(super) async fn visible_kept(engine: &Engine<'_>, run_id: &str, caller: &Caller) -> Result<Kept> {
     let not_found = || Error::NotFound { what: format!("run {run_id}") };
     if run_id.parse::<RunId>().is_err() {
         return Err(not_found());
     }
-    match engine.load(run_id).await? {
-        Some(loaded) if caller.may_act_for(&loaded.run.client_id) => Ok(loaded),
+    match engine.kept(run_id).await? {
+        Some(kept) if caller.may_act_for(kept.client_id()) => Ok(kept),
         _ => Err(not_found()),
     }
 }
@@ -211,10 +221,11 @@ pub(super) async fn visible_run(engine: &Engine<'_>, run_id: &str, caller: &Call
 pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
     let engine = Engine::new(env).await?;
-    let loaded = visible_run(&engine, run_id, &caller).await?;
-    let summary = summary_of(&loaded)?;
-    let service_results = step_views(&loaded, engine.attempts_of(&loaded).await?);
-    let diagnosis = engine.diagnosis_of(&loaded).await?;
+    let kept = visible_kept(&engine, run_id, &caller).await?;
+    let record = engine.run_record(kept).await?;
+    let loaded = &record.loaded;
+    let summary = summary_of(loaded)?;
+    let service_results = step_views(loaded, record.attempts.clone());
     let fire = engine.schedules().fire_of(run_id).await?;
     let detail = RunDetail {
         success: Success,
@@ -224,7 +235,7 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
         acted_by: loaded.run.acted_by.clone(),
         partial: loaded.run.partial.map(|p| p != 0),
         service_results,
-        diagnosis,
+        diagnosis: record.diagnosis.clone(),
         terminal: loaded.status().map(RunStatus::is_terminal).unwrap_or(false),
         kind: loaded.run.kind,
         plan_name: loaded.run.plan_name.clone(),
@@ -234,8 +245,29 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
         missing: loaded.run.missing.as_deref().and_then(|m| serde_json::from_str(m).ok()),
         schedule_id: fire.as_ref().map(|f| f.schedule_id.clone()),
         schedule_slot: Instant::of(fire.as_ref().map(|f| f.slot)),
+        archived: record.archived,
     };
     http::json(200, &detail)
+}
+
+/// `DELETE /api/orchestration/runs/:run_id`: deletes an ended run for good (D1, the archive,
+/// KV); 409 while it runs.
+pub async fn delete(req: Request, env: &Env, run_id: &str) -> Result<Response> {
+    let caller = auth::caller(&req, env)?;
+    let engine = Engine::new(env).await?;
+    let kept = visible_kept(&engine, run_id, &caller).await?;
+    if let Kept::Live(loaded) = &kept {
+        if !loaded.run.status.is_terminal() {
+            return Err(Error::Conflict(format!(
+                "run {run_id} is {}: only a run that has ended can be deleted (cancel it first)",
+                loaded.run.status
+            )));
+        }
+    }
+    if !engine.delete_run(&kept).await? {
+        return Err(Error::Conflict(format!("run {run_id} changed while it was being deleted; try again")));
+    }
+    http::json(200, &json!({ "success": true, "run_id": run_id, "deleted": true }))
 }
 
 /// The steps of a run as `GET /runs/:id` shows them, each with its attempts (`history`) and
@@ -278,7 +310,7 @@ fn step_views(loaded: &Loaded, mut history: BTreeMap<String, Vec<baton_edge::eng
 pub async fn events(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
     let engine = Engine::new(env).await?;
-    visible_run(&engine, run_id, &caller).await?;
-    let events = engine.run_events(run_id).await?;
+    let kept = visible_kept(&engine, run_id, &caller).await?;
+    let events = engine.events_kept(&kept).await?;
     http::json(200, &RunEvents { success: Success, run_id: run_id.to_string(), events })
 }

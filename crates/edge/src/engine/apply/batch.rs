@@ -19,6 +19,7 @@ use super::super::finish::{rule_based_diagnosis, DIAGNOSIS_EVENT_TYPE};
 use super::super::rows::row_with_record;
 use super::super::run::{missing_json, Loaded, Report};
 use super::super::webhooks::Outbox;
+use crate::d1::archive::{self, ArchivedRow};
 use crate::d1::events::{self as event_rows, EventRow};
 use crate::d1::runs::{self, Ending, RunRow};
 use crate::d1::steps::{self, StepRow};
@@ -76,6 +77,21 @@ pub(crate) enum Write {
     ProgressPollable { service: String, worker: String, attempt: u32, at: i64, interval_ms: u64 },
     /// A heartbeat of a running attempt with what its service said.
     Heartbeat { service: String, attempt: i64, progress: String, at: i64 },
+    /// An archived run's slim row, if the run is still the version read.
+    Archived { row: Box<ArchivedRow>, version: i64 },
+    /// What a run leaving D1 counted, kept as metric totals, if it is still the version read.
+    Totals { totals: Vec<(String, String, i64)>, version: i64 },
+    /// A run's attempts' history, if it is still the version read.
+    DeleteAttempts { version: i64 },
+    /// A run's steps, if it is still the version read.
+    DeleteSteps { version: i64 },
+    /// A run's events, if it is still the version read.
+    DeleteEvents { version: i64 },
+    /// An ended run's row, if it is still the version read: last of a batch that moves a run
+    /// out of D1.
+    DeleteRun { version: i64 },
+    /// An archived run's slim row.
+    DeleteArchived,
 }
 
 impl Write {
@@ -113,6 +129,13 @@ impl Write {
             Write::Heartbeat { service, attempt, progress, at } => {
                 steps::record_heartbeat(db, run_id, service, *attempt, progress, *at)
             }
+            Write::Archived { row, version } => archive::insert_if_run_version(db, row, *version),
+            Write::Totals { totals, version } => archive::add_totals_if_run_version(db, run_id, *version, totals),
+            Write::DeleteAttempts { version } => steps::delete_attempts_if_version(db, run_id, *version),
+            Write::DeleteSteps { version } => steps::delete_of_run_if_version(db, run_id, *version),
+            Write::DeleteEvents { version } => event_rows::delete_of_run_if_version(db, run_id, *version),
+            Write::DeleteRun { version } => runs::delete_if_version(db, run_id, *version),
+            Write::DeleteArchived => archive::delete(db, run_id),
         }
     }
 }

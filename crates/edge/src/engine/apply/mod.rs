@@ -19,6 +19,7 @@
 //! The fan-in is claimed exactly once: the claim is a gated statement, and a gate is won by
 //! one writer per version of the run.
 
+mod archive;
 mod batch;
 mod claims;
 mod marks;

@@ -1,0 +1,199 @@
+//! `archived_runs`: the slim row an archived run keeps in D1 (its object is in R2), and
+//! `metric_totals`: what runs that left D1 contributed to `GET /metrics`.
+
+use baton_core::retention::Pass;
+use baton_core::state::{RunKind, RunStatus};
+use serde::{Deserialize, Serialize};
+
+use super::runs::RunFilter;
+use super::{literal, Arg, Db, Stmt};
+use crate::Result;
+
+/// Every column of an archived run's row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArchivedRow {
+    pub run_id: String,
+    pub client_id: String,
+    pub kind: RunKind,
+    pub website_id: String,
+    pub domain: String,
+    pub plan_id: String,
+    pub status: RunStatus,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub completed_at: Option<i64>,
+    pub services_completed: i64,
+    pub services_failed: i64,
+    pub services_timeout: i64,
+    pub services_skipped: i64,
+    pub services_total: i64,
+    pub diagnosis_event_id: Option<String>,
+    pub error: Option<String>,
+    pub archived_at: i64,
+    pub object_bytes: i64,
+}
+
+const COLUMNS: &str = "run_id, client_id, kind, website_id, domain, plan_id, status, created_at, started_at, \
+    completed_at, services_completed, services_failed, services_timeout, services_skipped, services_total, \
+    diagnosis_event_id, error, archived_at, object_bytes";
+
+/// An archived run's row.
+pub async fn get(db: &Db, run_id: &str) -> Result<Option<ArchivedRow>> {
+    db.first(&format!("SELECT {COLUMNS} FROM archived_runs WHERE run_id = ?1"), &[Arg::from(run_id)]).await
+}
+
+/// Writes an archived run's row (again, if a crash left it written: the same run, the same
+/// object), only if the run as read (`version`) is still in D1, so that a run retried meanwhile
+/// is not archived from a stale copy; a run already deleted (an earlier pass finished) keeps
+/// its row as it is.
+pub fn insert_if_run_version(db: &Db, row: &ArchivedRow, version: i64) -> Result<Stmt> {
+    let params: Vec<String> = (1..=19).map(|i| format!("?{i}")).collect();
+    db.stmt(
+        &format!(
+            "INSERT OR REPLACE INTO archived_runs ({COLUMNS}) SELECT {} \
+             WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND version = ?20)",
+            params.join(", ")
+        ),
+        &[
+            Arg::from(&row.run_id),
+            Arg::from(&row.client_id),
+            Arg::from(row.kind.as_str()),
+            Arg::from(&row.website_id),
+            Arg::from(&row.domain),
+            Arg::from(&row.plan_id),
+            Arg::from(row.status.as_str()),
+            Arg::Int(row.created_at),
+            Arg::Int(row.started_at),
+            Arg::from(row.completed_at),
+            Arg::Int(row.services_completed),
+            Arg::Int(row.services_failed),
+            Arg::Int(row.services_timeout),
+            Arg::Int(row.services_skipped),
+            Arg::Int(row.services_total),
+            Arg::from(row.diagnosis_event_id.clone()),
+            Arg::from(row.error.clone()),
+            Arg::Int(row.archived_at),
+            Arg::Int(row.object_bytes),
+            Arg::Int(version),
+        ],
+    )
+}
+
+/// Deletes an archived run's row.
+pub fn delete(db: &Db, run_id: &str) -> Result<Stmt> {
+    db.stmt("DELETE FROM archived_runs WHERE run_id = ?1", &[Arg::from(run_id)])
+}
+
+/// Totals one statement adds at most (3 bound values each, D1 binds at most 100).
+pub const TOTALS_PER_STATEMENT: usize = 32;
+
+/// Adds `totals` (`(metric, label, value)`, at most [`TOTALS_PER_STATEMENT`]) to the metric
+/// totals, only if the run as read (`version`) is still in D1: the statement goes in the batch
+/// that deletes the run, so only the batch that deletes it counts it.
+pub fn add_totals_if_run_version(
+    db: &Db,
+    run_id: &str,
+    version: i64,
+    totals: &[(String, String, i64)],
+) -> Result<Stmt> {
+    if totals.is_empty() || totals.len() > TOTALS_PER_STATEMENT {
+        return Err(crate::Error::Internal(format!("{} metric totals in one statement", totals.len())));
+    }
+    let mut args = vec![Arg::from(run_id), Arg::Int(version)];
+    let rows: Vec<String> = totals
+        .iter()
+        .map(|(metric, label, value)| {
+            args.push(Arg::from(metric.as_str()));
+            args.push(Arg::from(label.as_str()));
+            args.push(Arg::Int(*value));
+            format!("(?{}, ?{}, ?{})", args.len() - 2, args.len() - 1, args.len())
+        })
+        .collect();
+    db.stmt(
+        &format!(
+            "INSERT INTO metric_totals (metric, label, value) SELECT column1, column2, column3 FROM (VALUES {}) \
+             WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND version = ?2) \
+             ON CONFLICT (metric, label) DO UPDATE SET value = value + excluded.value",
+            rows.join(", ")
+        ),
+        &args,
+    )
+}
+
+/// A run due for the archive: enough to load it and check it is still due.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DueForArchive {
+    pub run_id: String,
+    pub client_id: String,
+    pub completed_at: i64,
+}
+
+/// Diagnostic runs of `pass` that ended before its cut-off, oldest first (index `runs_ended`).
+/// A pipeline execution's run stays with its execution (`GET /executions/:id` reads both).
+pub async fn due(db: &Db, pass: &Pass, limit: u32) -> Result<(Vec<DueForArchive>, super::Meta)> {
+    match pass {
+        Pass::Client { client_id, ended_before } => {
+            db.all(
+                &format!(
+                    "SELECT run_id, client_id, completed_at FROM runs WHERE completed_at IS NOT NULL \
+                     AND completed_at < ?1 AND client_id = ?2 AND kind = {} ORDER BY completed_at LIMIT ?3",
+                    literal(RunKind::Diagnostic.as_str())
+                ),
+                &[Arg::Int(ended_before.as_u64() as i64), Arg::from(client_id.as_str()), Arg::from(limit)],
+            )
+            .await
+        }
+        Pass::Others { except, ended_before } => {
+            let mut args = vec![Arg::Int(ended_before.as_u64() as i64), Arg::from(limit)];
+            let placeholders: Vec<String> = except
+                .iter()
+                .map(|client| {
+                    args.push(Arg::from(client.as_str()));
+                    format!("?{}", args.len())
+                })
+                .collect();
+            let excluded = if except.is_empty() {
+                String::new()
+            } else {
+                format!(" AND client_id NOT IN ({})", placeholders.join(", "))
+            };
+            db.all(
+                &format!(
+                    "SELECT run_id, client_id, completed_at FROM runs WHERE completed_at IS NOT NULL \
+                     AND completed_at < ?1 AND kind = {}{excluded} ORDER BY completed_at LIMIT ?2",
+                    literal(RunKind::Diagnostic.as_str())
+                ),
+                &args,
+            )
+            .await
+        }
+    }
+}
+
+/// A page of a client's archived runs, newest first, with the listing's filters
+/// (`archived_runs_by_client`).
+pub async fn page(db: &Db, filter: &RunFilter<'_>) -> Result<Vec<ArchivedRow>> {
+    let mut args = vec![Arg::from(filter.client_id)];
+    let mut sql = format!("SELECT {COLUMNS} FROM archived_runs WHERE client_id = ?1");
+    if let Some(website_id) = filter.website_id {
+        args.push(Arg::from(website_id));
+        sql.push_str(&format!(" AND website_id = ?{}", args.len()));
+    }
+    if let Some(status) = filter.status {
+        args.push(Arg::from(status));
+        sql.push_str(&format!(" AND status = ?{}", args.len()));
+    }
+    if let Some(plan_id) = filter.plan_id {
+        args.push(Arg::from(plan_id));
+        sql.push_str(&format!(" AND plan_id = ?{}", args.len()));
+    }
+    if let Some((created_at, run_id)) = filter.after {
+        args.push(Arg::Int(created_at));
+        args.push(Arg::from(run_id));
+        sql.push_str(&format!(" AND (created_at, run_id) < (?{}, ?{})", args.len() - 1, args.len()));
+    }
+    args.push(Arg::from(filter.limit));
+    sql.push_str(&format!(" ORDER BY created_at DESC, run_id DESC LIMIT ?{}", args.len()));
+    let (rows, _) = db.all(&sql, &args).await?;
+    Ok(rows)
+}

@@ -1,0 +1,340 @@
+//! Bounded history: runs that ended longer ago than their client's retention move to the
+//! archive (R2), and stay readable there.
+//!
+//! The poller's archive pass ([`Engine::archive_due`]), per run: read it whole (run, steps,
+//! attempts, events), write its object to R2 and read its size back, then one D1 batch keeps a
+//! slim row and deletes the rest ([`super::apply`]). A crash between the two leaves the run in
+//! both places: the next pass writes the object again and completes it. A run is never deleted
+//! without its object standing. An R2 failure deletes nothing; the run is tried on a later
+//! tick, and the failure is logged and counted.
+//!
+//! Reading ([`Engine::run_record`]): D1 first, then the slim row and its object, so the API,
+//! the UI and the CLI show an archived run as they show any other (`archived: true`).
+
+use std::collections::BTreeMap;
+
+use baton_core::events::diagnosis_dedupe_key;
+use baton_core::retention::{archive_key, Retention};
+use baton_core::summary::RunSummary;
+use baton_core::time::Millis;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::run::{summary_of, Engine, Loaded};
+use super::views::Attempt;
+use crate::archive::{compress, decompress, Archive};
+use crate::d1::archive::{self as rows, ArchivedRow};
+use crate::d1::events::{self, EventRow};
+use crate::d1::runs::RunRow;
+use crate::d1::steps::StepRow;
+use crate::d1::views::{self, AttemptRow};
+use crate::{Error, Result};
+
+/// The format of an archive object.
+const FORMAT: u32 = 1;
+
+/// One archived run: everything its API answer, its events and its page show.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArchivedRun {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// Its row.
+    pub run: RunRow,
+    /// Its steps, in plan order (outputs included).
+    pub steps: Vec<StepRow>,
+    /// Its ended attempts.
+    pub attempts: Vec<AttemptRow>,
+    /// Its events, oldest first (the diagnosis among them).
+    pub events: Vec<EventRow>,
+}
+
+/// A run as its API answer shows it, wherever it is kept.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// The run, its plan and steps.
+    pub loaded: Loaded,
+    /// Its attempts by step.
+    pub attempts: BTreeMap<String, Vec<Attempt>>,
+    /// Its diagnosis, once written.
+    pub diagnosis: Option<Value>,
+    /// Whether it is read from the archive.
+    pub archived: bool,
+}
+
+/// Where a run is kept.
+#[derive(Debug, Clone)]
+pub enum Kept {
+    /// In D1 (it runs, or ended within its retention).
+    Live(Box<Loaded>),
+    /// In the archive: its slim row.
+    Archived(Box<ArchivedRow>),
+}
+
+impl Kept {
+    /// The client the run is for.
+    pub fn client_id(&self) -> &str {
+        match self {
+            Kept::Live(loaded) => &loaded.run.client_id,
+            Kept::Archived(row) => &row.client_id,
+        }
+    }
+}
+
+/// What an archive pass did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ArchiveCounts {
+    /// Runs archived.
+    pub archived: u32,
+    /// Bytes written to R2 (compressed).
+    pub bytes: u64,
+    /// Runs that could not be archived this time (tried again on a later tick).
+    pub failed: u32,
+    /// Why nothing is archived, when a setting is invalid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Rows the selection read.
+    pub rows_read: u64,
+}
+
+impl Engine<'_> {
+    /// Archives up to `limit` runs whose retention has passed, oldest ending first.
+    pub async fn archive_due(&self, limit: u32) -> ArchiveCounts {
+        let mut counts = ArchiveCounts::default();
+        let retention = match crate::settings::retention(self.env()) {
+            Ok(retention) => retention,
+            Err(e) => {
+                worker::console_error!("archive: {e}; nothing is archived until it is fixed");
+                counts.refused = Some(e.to_string());
+                return counts;
+            }
+        };
+        if !retention.archives() {
+            return counts;
+        }
+        let archive = match Archive::from_env(self.env()) {
+            Ok(archive) => archive,
+            Err(e) => {
+                worker::console_error!("archive: {e}; nothing is archived");
+                counts.refused = Some(e.to_string());
+                return counts;
+            }
+        };
+        let now = self.now();
+        let mut left = limit;
+        for pass in retention.passes(now) {
+            if left == 0 {
+                break;
+            }
+            let due = match rows::due(&self.db, &pass, left).await {
+                Ok((due, meta)) => {
+                    counts.rows_read += meta.rows_read;
+                    due
+                }
+                Err(e) => {
+                    worker::console_error!("archive: selecting runs due failed: {e}");
+                    counts.failed += 1;
+                    continue;
+                }
+            };
+            for run in due {
+                left = left.saturating_sub(1);
+                match self.archive_one(&archive, &retention, &run.run_id, now).await {
+                    Ok(Some(bytes)) => {
+                        counts.archived += 1;
+                        counts.bytes += bytes;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        counts.failed += 1;
+                        worker::console_error!("archive: run {}: {e}; kept in D1, tried again later", run.run_id);
+                    }
+                }
+            }
+        }
+        counts
+    }
+
+    /// Archives one run if it is still due: its object first, verified, then the D1 batch.
+    /// The object's size when this call archived it.
+    async fn archive_one(
+        &self,
+        archive: &Archive,
+        retention: &Retention,
+        run_id: &str,
+        now: Millis,
+    ) -> Result<Option<u64>> {
+        let Some(loaded) = self.load(run_id).await? else { return Ok(None) };
+        let completed_at = loaded.run.completed_at.map(|c| Millis::new(c.max(0) as u64));
+        // A pipeline execution's run stays with its execution.
+        let diagnostic = loaded.run.kind == baton_core::state::RunKind::Diagnostic;
+        if !diagnostic || !retention.due(&loaded.run.client_id, loaded.run.status, completed_at, now) {
+            return Ok(None);
+        }
+        let attempts = views::attempts_of_run(&self.db, run_id).await?;
+        let events = events::of_run(&self.db, run_id).await?;
+        let document = ArchivedRun {
+            format: FORMAT,
+            run: loaded.run.clone(),
+            steps: loaded.steps.clone(),
+            attempts: attempts.clone(),
+            events,
+        };
+        let bytes = compress(&document)?;
+        let key = key_of(&loaded.run.client_id, loaded.run.created_at, run_id);
+        let size = archive.put_verified(&key, bytes).await?;
+        let summary = summary_of(&loaded)?;
+        let row = slim_row(&loaded.run, &summary, now, size);
+        let moved = self.write_leaving(&loaded, &attempts, Some(row)).await?;
+        Ok(moved.then_some(size))
+    }
+
+    /// Where `run_id` is kept, if anywhere.
+    pub async fn kept(&self, run_id: &str) -> Result<Option<Kept>> {
+        if let Some(loaded) = self.load(run_id).await? {
+            return Ok(Some(Kept::Live(Box::new(loaded))));
+        }
+        Ok(rows::get(&self.db, run_id).await?.map(|row| Kept::Archived(Box::new(row))))
+    }
+
+    /// The archived run of a slim row, read from R2. A missing object is
+    /// [`Error::ArchiveMissing`].
+    pub async fn read_archived(&self, row: &ArchivedRow) -> Result<ArchivedRun> {
+        let key = key_of(&row.client_id, row.created_at, &row.run_id);
+        let bytes = Archive::from_env(self.env())?
+            .get(&key)
+            .await?
+            .ok_or_else(|| Error::ArchiveMissing { run_id: row.run_id.clone() })?;
+        decompress(&bytes)
+    }
+
+    /// A run as its API answer shows it, from D1 or from the archive.
+    pub async fn run_record(&self, kept: Kept) -> Result<RunRecord> {
+        match kept {
+            Kept::Live(loaded) => {
+                let attempts = self.attempts_of(&loaded).await?;
+                let diagnosis = self.diagnosis_of(&loaded).await?;
+                Ok(RunRecord { loaded: *loaded, attempts, diagnosis, archived: false })
+            }
+            Kept::Archived(row) => {
+                let run = self.read_archived(&row).await?;
+                let loaded = Loaded::from_rows(run.run, run.steps)?;
+                let mut attempts: BTreeMap<String, Vec<Attempt>> = BTreeMap::new();
+                for a in run.attempts {
+                    attempts.entry(a.service.clone()).or_default().push(Attempt::from(a));
+                }
+                let key = diagnosis_dedupe_key(&loaded.run_id()?, loaded.run.retries.max(0) as u32);
+                let diagnosis = run
+                    .events
+                    .iter()
+                    .find(|e| e.dedupe_key.as_deref() == Some(key.as_str()))
+                    .and_then(|e| serde_json::from_str(&e.payload).ok())
+                    .filter(|_| loaded.run.diagnosis_event_id.is_some());
+                Ok(RunRecord { loaded, attempts, diagnosis, archived: true })
+            }
+        }
+    }
+
+    /// A run's events, from D1 or from the archive, oldest first.
+    pub async fn events_kept(&self, kept: &Kept) -> Result<Vec<baton_api::runs::RunEvent>> {
+        match kept {
+            Kept::Live(loaded) => self.run_events(&loaded.run.run_id).await,
+            Kept::Archived(row) => {
+                Ok(self.read_archived(row).await?.events.into_iter().map(super::events::run_event).collect())
+            }
+        }
+    }
+
+    /// Deletes an ended run for good: its rows in D1 (what it counted kept as metric totals),
+    /// its slim row and its archive object, its KV summary. `false`: it changed meanwhile (try
+    /// again). A run that has not ended is refused by the caller.
+    pub async fn delete_run(&self, kept: &Kept) -> Result<bool> {
+        let (run_id, client_id, created_at) = match kept {
+            Kept::Live(loaded) => {
+                let attempts = views::attempts_of_run(&self.db, &loaded.run.run_id).await?;
+                if !self.write_leaving(loaded, &attempts, None).await? {
+                    return Ok(false);
+                }
+                (loaded.run.run_id.clone(), loaded.run.client_id.clone(), loaded.run.created_at)
+            }
+            Kept::Archived(row) => {
+                self.write_archived_deleted(&row.run_id).await?;
+                (row.run_id.clone(), row.client_id.clone(), row.created_at)
+            }
+        };
+        // An object of a live run exists when a pass wrote it and crashed before its batch.
+        let key = key_of(&client_id, created_at, &run_id);
+        match Archive::from_env(self.env()) {
+            Ok(archive) => {
+                if let Err(e) = archive.delete(&key).await {
+                    worker::console_error!("run {run_id}: deleted from D1, but its archive object stays: {e}");
+                }
+            }
+            Err(e) => worker::console_warn!("run {run_id}: {e}"),
+        }
+        if let Err(e) = crate::kv::Kv::from_env(self.env())?.delete(&crate::bindings::kv_keys::job(&run_id)).await {
+            worker::console_warn!("run {run_id}: its KV summary stays: {e}");
+        }
+        Ok(true)
+    }
+}
+
+fn key_of(client_id: &str, created_at: i64, run_id: &str) -> String {
+    archive_key(client_id, Millis::new(created_at.max(0) as u64), run_id)
+}
+
+/// The slim row an archived run keeps in D1.
+fn slim_row(run: &RunRow, summary: &RunSummary, now: Millis, bytes: u64) -> ArchivedRow {
+    ArchivedRow {
+        run_id: run.run_id.clone(),
+        client_id: run.client_id.clone(),
+        kind: run.kind,
+        website_id: run.website_id.clone(),
+        domain: run.domain.clone(),
+        plan_id: run.plan_id.clone(),
+        status: run.status,
+        created_at: run.created_at,
+        started_at: run.started_at,
+        completed_at: run.completed_at,
+        services_completed: i64::from(summary.services_completed),
+        services_failed: i64::from(summary.services_failed),
+        services_timeout: i64::from(summary.services_timeout),
+        services_skipped: i64::from(summary.services_skipped),
+        services_total: i64::from(summary.services_total),
+        diagnosis_event_id: run.diagnosis_event_id.clone(),
+        error: run.error.clone(),
+        archived_at: now.as_u64() as i64,
+        object_bytes: bytes as i64,
+    }
+}
+
+/// The summary an archived run's slim row keeps (the runs list shows it).
+pub fn summary_of_archived(row: &ArchivedRow) -> Result<RunSummary> {
+    let corrupt = |what: &str, e: String| Error::Storage(format!("archived run {}: {what}: {e}", row.run_id));
+    let started_at = Millis::new(row.started_at.max(0) as u64);
+    let completed_at = row.completed_at.map(|c| Millis::new(c.max(0) as u64));
+    Ok(RunSummary {
+        run_id: row.run_id.parse().map_err(|e: baton_core::ids::IdError| corrupt("run_id", e.to_string()))?,
+        website_id: row
+            .website_id
+            .parse()
+            .map_err(|e: baton_core::ids::IdError| corrupt("website_id", e.to_string()))?,
+        domain: row.domain.clone(),
+        plan_id: row.plan_id.parse().map_err(|e: baton_core::ids::IdError| corrupt("plan_id", e.to_string()))?,
+        status: row.status,
+        started_at,
+        completed_at,
+        duration_ms: completed_at.map(|c| c.since(started_at)),
+        services_completed: row.services_completed.max(0) as u32,
+        services_failed: row.services_failed.max(0) as u32,
+        services_timeout: row.services_timeout.max(0) as u32,
+        services_skipped: row.services_skipped.max(0) as u32,
+        services_total: row.services_total.max(0) as u32,
+        diagnosis_event_id: match &row.diagnosis_event_id {
+            Some(id) => {
+                Some(id.parse().map_err(|e: baton_core::ids::IdError| corrupt("diagnosis_event_id", e.to_string()))?)
+            }
+            None => None,
+        },
+        error: row.error.clone(),
+    })
+}
