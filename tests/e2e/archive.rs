@@ -1,5 +1,6 @@
 //! Bounded history: runs past their client's retention move to the archive (R2) and stay
-//! readable through the API, the runs list and the CLI; a client deletes a run for good.
+//! readable through the API, the runs list and the CLI; a client deletes a run for good; the
+//! history kept beside runs (settled webhook deliveries, schedule fires, dead letters) goes.
 
 use std::time::Duration;
 
@@ -111,6 +112,30 @@ fn runs_past_their_retention_are_archived_and_stay_readable_until_their_client_d
     });
     let counted = counters(&stack);
     assert!(!counted.is_empty());
+
+    // History kept beside runs, old enough to go: a settled webhook delivery with its attempt
+    // log, a started schedule fire, a dead letter given up on; and a pending delivery, which stays.
+    let old = baton_e2e::now_ms() as i64 - 60_000;
+    for (id, status) in [("whd_prune_settled", "failed"), ("whd_prune_pending", "pending")] {
+        stack.sql(
+            "INSERT INTO webhook_deliveries (delivery_id, webhook_id, client_id, event, payload, status, created_at, updated_at) \
+             VALUES (?1, 'wh_gone', 'alice', 'run.finished', '{}', ?2, ?3, ?3)",
+            &[json!(id), json!(status), json!(old)],
+        );
+        stack.sql(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, at, duration_ms) VALUES (?1, 1, ?2, 5)",
+            &[json!(id), json!(old)],
+        );
+    }
+    stack.sql(
+        "INSERT INTO schedule_fires (schedule_id, slot, run_id, status, fired_at) VALUES ('sch_prune', 1, 'run_pruned', 'started', ?1)",
+        &[json!(old)],
+    );
+    stack.sql(
+        "INSERT INTO dead_letters (queue, message_id, body, error, failures, first_failed_at, last_failed_at, given_up_at) \
+         VALUES ('baton-tasks-dlq', 'm_prune', '{}', 'x', 3, ?1, ?1, ?1)",
+        &[json!(old)],
+    );
 
     // Ticks archive them once their retention has passed.
     poll_until("the three runs to be archived", Duration::from_secs(30), || {

@@ -93,6 +93,12 @@ impl Retention {
         self.clients.get(client_id).copied().unwrap_or(self.default)
     }
 
+    /// The default retention in milliseconds (`None`: for good): the period of the history
+    /// kept beside runs (webhook deliveries, schedule fires, dead letters).
+    pub fn default_ms(&self) -> Option<u64> {
+        self.default
+    }
+
     /// Whether anything is ever archived.
     pub fn archives(&self) -> bool {
         self.default.is_some() || self.clients.values().any(Option::is_some)

@@ -1,6 +1,6 @@
 //! `dead_letters`: dead-lettered messages their consumer could not handle (see the migration).
 
-use super::{Arg, Db};
+use super::{Arg, Db, Stmt};
 use crate::Result;
 
 /// One failed delivery of a dead-lettered message.
@@ -67,6 +67,16 @@ pub async fn forget(db: &Db, queue: &str, message_id: &str) -> Result<()> {
     db.run("DELETE FROM dead_letters WHERE queue = ?1 AND message_id = ?2", &[Arg::from(queue), Arg::from(message_id)])
         .await?;
     Ok(())
+}
+
+/// Deletes up to `limit` dead letters given up on before `before` (index
+/// `dead_letters_given_up`).
+pub fn prune_given_up(db: &Db, before: i64, limit: u32) -> Result<Stmt> {
+    db.stmt(
+        "DELETE FROM dead_letters WHERE rowid IN (SELECT rowid FROM dead_letters \
+         WHERE given_up_at IS NOT NULL AND given_up_at < ?1 ORDER BY given_up_at LIMIT ?2)",
+        &[Arg::Int(before), Arg::from(limit)],
+    )
 }
 
 #[cfg(test)]

@@ -241,3 +241,16 @@ pub async fn fire_of_run(db: &Db, run_id: &str) -> Result<Option<FireRow>> {
     )
     .await
 }
+
+/// Deletes up to `limit` fires that started or failed before `before` (index
+/// `schedule_fires_settled`); a fire still claimed stays.
+pub fn prune_settled(db: &Db, before: i64, limit: u32) -> Result<Stmt> {
+    db.stmt(
+        &format!(
+            "DELETE FROM schedule_fires WHERE rowid IN (SELECT rowid FROM schedule_fires \
+             WHERE status <> {} AND fired_at < ?1 ORDER BY fired_at LIMIT ?2)",
+            literal(FireStatus::Claimed.as_str())
+        ),
+        &[Arg::Int(before), Arg::from(limit)],
+    )
+}

@@ -282,3 +282,22 @@ fn decode<T: serde::de::DeserializeOwned>(rows: &[serde_json::Value]) -> Result<
         .map(|r| serde_json::from_value(r.clone()).map_err(|e| crate::Error::Storage(format!("decoding rows: {e}"))))
         .collect()
 }
+
+/// Deletes up to `limit` deliveries that settled (succeeded or failed) before `before`, with
+/// their attempt logs (index `webhook_deliveries_settled`): two statements for one batch.
+pub fn prune_settled(db: &Db, before: i64, limit: u32) -> Result<Vec<Stmt>> {
+    let settled = format!(
+        "SELECT delivery_id FROM webhook_deliveries WHERE status <> {} AND updated_at < ?1 ORDER BY updated_at LIMIT ?2",
+        literal(DeliveryStatus::Pending.as_str())
+    );
+    Ok(vec![
+        db.stmt(
+            &format!("DELETE FROM webhook_attempts WHERE delivery_id IN ({settled})"),
+            &[Arg::Int(before), Arg::from(limit)],
+        )?,
+        db.stmt(
+            &format!("DELETE FROM webhook_deliveries WHERE delivery_id IN ({settled})"),
+            &[Arg::Int(before), Arg::from(limit)],
+        )?,
+    ])
+}

@@ -94,6 +94,9 @@ pub struct ArchiveCounts {
     pub refused: Option<String>,
     /// Rows the selection read.
     pub rows_read: u64,
+    /// Rows of the history kept beside runs deleted (settled webhook deliveries and their
+    /// attempts, settled schedule fires, dead letters given up on).
+    pub pruned: u64,
 }
 
 impl Engine<'_> {
@@ -120,6 +123,15 @@ impl Engine<'_> {
             }
         };
         let now = self.now();
+        if let Some(ms) = retention.default_ms() {
+            match self.prune_history(now.as_u64().saturating_sub(ms) as i64, limit).await {
+                Ok(pruned) => counts.pruned = pruned,
+                Err(e) => {
+                    counts.failed += 1;
+                    worker::console_error!("archive: pruning history failed: {e}");
+                }
+            }
+        }
         let mut left = limit;
         for pass in retention.passes(now) {
             if left == 0 {
@@ -152,6 +164,15 @@ impl Engine<'_> {
             }
         }
         counts
+    }
+
+    /// Deletes up to `limit` rows of each kind of history kept beside runs that settled before
+    /// `before`, in one batch: how many.
+    async fn prune_history(&self, before: i64, limit: u32) -> Result<u64> {
+        let mut statements = crate::d1::webhooks::prune_settled(&self.db, before, limit)?;
+        statements.push(crate::d1::schedules::prune_settled(&self.db, before, limit)?);
+        statements.push(crate::d1::dead_letters::prune_given_up(&self.db, before, limit)?);
+        Ok(self.db.batch(statements).await?.iter().map(|m| m.changes).sum())
     }
 
     /// Archives one run if it is still due: its object first, verified, then the D1 batch.
