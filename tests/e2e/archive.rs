@@ -1,9 +1,10 @@
 //! Bounded history: runs past their client's retention move to the archive (R2) and stay
-//! readable through the API, the runs list and the CLI; a client deletes a run for good; the
+//! readable through the API, the runs list, the UI's page and the CLI; a client deletes a run for good; the
 //! history kept beside runs (settled webhook deliveries, schedule fires, dead letters) goes.
 
 use std::time::Duration;
 
+use baton_e2e::browser::Browser;
 use baton_e2e::{cli, poll_until, Stack, StackOptions};
 use serde_json::{json, Value};
 
@@ -186,6 +187,21 @@ fn runs_past_their_retention_are_archived_and_stay_readable_until_their_client_d
     assert_eq!(events_cli.code, 0, "{}", events_cli.stderr);
     assert!(events_cli.stdout.contains("diagnosis"), "{}", events_cli.stdout);
     assert_eq!(counters(&stack), counted, "archiving changes no counter");
+    // The UI's run page, in a real browser, shows the archived run, marked so.
+    let browser = Browser::start();
+    crate::ui::sign_in(&browser, &stack.base_url(), stack.token(0));
+    browser.goto(&format!("{}/ui/runs/{}", stack.base_url(), archived_ids[1]));
+    let shown = browser.wait_for(
+        "the archived run's page",
+        Duration::from_secs(10),
+        "const facts = document.getElementById('run-facts'); \
+         return document.getElementById('run-archived') && facts \
+           ? { status: facts.dataset.status, bars: document.querySelectorAll('#timeline .bar[data-step]').length } : null",
+        json!([]),
+    );
+    assert_eq!(shown["status"], "completed", "{shown}");
+    let steps = before[1].0["service_results"].as_array().map_or(0, Vec::len);
+    assert_eq!(shown["bars"], json!(steps), "every step on the timeline: {shown}");
 
     // Another client sees none of it; an archived run can be read, not changed.
     let r = stack.get_as(stack.token(1), &format!("/api/orchestration/runs/{}", archived_ids[0]));

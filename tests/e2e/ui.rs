@@ -23,7 +23,7 @@ fn start_run(stack: &Stack, client: usize, body: &Value) -> String {
 }
 
 /// Signs the browser in with `token` through the page's own form.
-fn sign_in(browser: &Browser, base: &str, token: &str) {
+pub(crate) fn sign_in(browser: &Browser, base: &str, token: &str) {
     browser.goto(&format!("{base}/ui/runs"));
     browser.eval("sessionStorage.clear(); return true", json!([]));
     browser.goto(&format!("{base}/ui/runs"));
