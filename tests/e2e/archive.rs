@@ -239,3 +239,23 @@ fn runs_past_their_retention_are_archived_and_stay_readable_until_their_client_d
     assert_eq!(status, 409, "a run in progress: {body}");
     assert_eq!(body["error"]["code"], "conflict", "{body}");
 }
+
+#[test]
+fn an_invalid_retention_setting_archives_nothing_and_the_poller_says_which_variable() {
+    let stack = Stack::start(StackOptions {
+        poller_vars: vec![("RETENTION_DAYS".into(), "a month".into())],
+        ..StackOptions::default()
+    });
+    let run_id = start(&stack, 0, "site_bad_retention");
+    wait_terminal(&stack, &run_id);
+    let r = stack.admin_post("/admin/poller/tick", &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let refused = r.json()["last_run"]["archive"]["refused"].as_str().unwrap_or("").to_string();
+    assert!(refused.starts_with("RETENTION_DAYS:") && refused.contains("a month"), "{}", r.text());
+    let health = stack.admin_get("/health");
+    let poller = &health.json()["workers"]["poller"];
+    let error = poller["retention_error"].as_str().unwrap_or("");
+    assert!(error.starts_with("RETENTION_DAYS:"), "{poller}");
+    assert_eq!(poller["status"], "degraded", "{poller}");
+    assert_eq!(count(&stack, "SELECT COUNT(*) AS n FROM runs WHERE run_id = ?1", &run_id), 1, "nothing archived");
+}

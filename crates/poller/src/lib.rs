@@ -37,7 +37,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 }
 
 /// `GET /health`: last tick and its age, effective config (and a rejected override),
-/// active and overdue runs. 503 `degraded` when a tick is overdue ([`tick_overdue`]).
+/// active and overdue runs. 503 `degraded` when a tick is overdue ([`tick_overdue`]) or a
+/// retention setting is invalid (`retention_error` names the variable).
 async fn health(env: &Env) -> baton_edge::Result<Response> {
     let probes = vec![health::probe_d1(env).await, health::probe_kv(env).await];
     let engine = Engine::new(env).await?;
@@ -48,7 +49,11 @@ async fn health(env: &Env) -> baton_edge::Result<Response> {
     let started_at = health::version_uploaded_at(env);
     let stale_after_ms = 3 * engine.config.polling_frequency_ms();
     let (active, overdue) = engine.count_active(now.as_u64() as i64).await?;
-    let degraded = tick_overdue(last_at, started_at, now, stale_after_ms) || probes.iter().any(|p| !p.ok);
+    // An invalid retention setting stops the archive pass: the poller is degraded until it is fixed.
+    let retention_error = baton_edge::settings::retention(env).err().map(|e| e.to_string());
+    let degraded = tick_overdue(last_at, started_at, now, stale_after_ms)
+        || probes.iter().any(|p| !p.ok)
+        || retention_error.is_some();
     let body = json!({
         "status": if degraded { "degraded" } else { "ok" },
         "worker": "poller",
@@ -65,6 +70,7 @@ async fn health(env: &Env) -> baton_edge::Result<Response> {
             "POLLER_BATCH_SIZE": engine.config.poller_batch_size,
         },
         "rejected_override": engine.rejected_override,
+        "retention_error": retention_error,
         "active_runs": active,
         "overdue_runs": overdue,
     });
