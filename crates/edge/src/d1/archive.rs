@@ -173,27 +173,7 @@ pub async fn due(db: &Db, pass: &Pass, limit: u32) -> Result<(Vec<DueForArchive>
 /// A page of a client's archived runs, newest first, with the listing's filters
 /// (`archived_runs_by_client`).
 pub async fn page(db: &Db, filter: &RunFilter<'_>) -> Result<Vec<ArchivedRow>> {
-    let mut args = vec![Arg::from(filter.client_id)];
-    let mut sql = format!("SELECT {COLUMNS} FROM archived_runs WHERE client_id = ?1");
-    if let Some(website_id) = filter.website_id {
-        args.push(Arg::from(website_id));
-        sql.push_str(&format!(" AND website_id = ?{}", args.len()));
-    }
-    if let Some(status) = filter.status {
-        args.push(Arg::from(status));
-        sql.push_str(&format!(" AND status = ?{}", args.len()));
-    }
-    if let Some(plan_id) = filter.plan_id {
-        args.push(Arg::from(plan_id));
-        sql.push_str(&format!(" AND plan_id = ?{}", args.len()));
-    }
-    if let Some((created_at, run_id)) = filter.after {
-        args.push(Arg::Int(created_at));
-        args.push(Arg::from(run_id));
-        sql.push_str(&format!(" AND (created_at, run_id) < (?{}, ?{})", args.len() - 1, args.len()));
-    }
-    args.push(Arg::from(filter.limit));
-    sql.push_str(&format!(" ORDER BY created_at DESC, run_id DESC LIMIT ?{}", args.len()));
+    let (sql, args) = super::runs::page_query(&format!("SELECT {COLUMNS} FROM archived_runs"), filter);
     let (rows, _) = db.all(&sql, &args).await?;
     Ok(rows)
 }

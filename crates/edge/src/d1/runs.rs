@@ -308,11 +308,19 @@ pub struct RunFilter<'a> {
 /// A page of a client's runs, newest first (`created_at`, then `run_id`, descending), through
 /// `runs_by_client`, `runs_by_website` or `runs_by_client_status`.
 pub async fn page(db: &Db, filter: &RunFilter<'_>) -> Result<Vec<ListedRun>> {
+    let select = "SELECT run_id, website_id, domain, plan_json, status, created_at, started_at, completed_at, \
+         diagnosis_event_id, error FROM runs";
+    let (sql, args) = page_query(select, filter);
+    let (rows, _) = db.all(&sql, &args).await?;
+    Ok(rows)
+}
+
+/// `select` (a `SELECT ... FROM table` of a table with the run listing's columns) narrowed to
+/// `filter`'s page, newest first, with its arguments: the query of both the runs and the
+/// archived runs of a listing.
+pub(crate) fn page_query(select: &str, filter: &RunFilter<'_>) -> (String, Vec<Arg>) {
     let mut args = vec![Arg::from(filter.client_id)];
-    let mut sql = String::from(
-        "SELECT run_id, website_id, domain, plan_json, status, created_at, started_at, completed_at, \
-         diagnosis_event_id, error FROM runs WHERE client_id = ?1",
-    );
+    let mut sql = format!("{select} WHERE client_id = ?1");
     if let Some(website_id) = filter.website_id {
         args.push(Arg::from(website_id));
         sql.push_str(&format!(" AND website_id = ?{}", args.len()));
@@ -332,8 +340,7 @@ pub async fn page(db: &Db, filter: &RunFilter<'_>) -> Result<Vec<ListedRun>> {
     }
     args.push(Arg::from(filter.limit));
     sql.push_str(&format!(" ORDER BY created_at DESC, run_id DESC LIMIT ?{}", args.len()));
-    let (rows, _) = db.all(&sql, &args).await?;
-    Ok(rows)
+    (sql, args)
 }
 
 /// Counts a run `client_id` starts against its quota of runs in progress: the statement fails
