@@ -23,6 +23,21 @@ fn crates_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// A macro's tokens, flat: identifiers and punctuation as text, each literal as "" (so that
+/// the text inside strings never matches a path).
+fn flatten(tokens: proc_macro2::TokenStream) -> Vec<String> {
+    let mut out = Vec::new();
+    for token in tokens {
+        match token {
+            proc_macro2::TokenTree::Group(g) => out.extend(flatten(g.stream())),
+            proc_macro2::TokenTree::Ident(i) => out.push(i.to_string()),
+            proc_macro2::TokenTree::Punct(p) => out.push(p.as_char().to_string()),
+            proc_macro2::TokenTree::Literal(_) => out.push(String::new()),
+        }
+    }
+    out
+}
+
 /// Where a source file reaches into `baton_edge::d1`, in any spelling: a `use` (grouped,
 /// renamed or a glob of the crate), a path in code, or a path inside a macro's tokens. The
 /// crate may be renamed (`use baton_edge as e;`, `extern crate baton_edge as e;`,
@@ -75,18 +90,6 @@ fn reaches_into_d1(source: &str) -> Vec<String> {
                 }
             }
         }
-    }
-    fn flatten(tokens: proc_macro2::TokenStream) -> Vec<String> {
-        let mut out = Vec::new();
-        for token in tokens {
-            match token {
-                proc_macro2::TokenTree::Group(g) => out.extend(flatten(g.stream())),
-                proc_macro2::TokenTree::Ident(i) => out.push(i.to_string()),
-                proc_macro2::TokenTree::Punct(p) => out.push(p.as_char().to_string()),
-                proc_macro2::TokenTree::Literal(_) => out.push(String::new()),
-            }
-        }
-        out
     }
     impl<'ast> Visit<'ast> for Finder {
         fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
@@ -288,16 +291,6 @@ fn calls_writers(source: &str, module: &str, writers: &[String]) -> Vec<String> 
             }
         }
     }
-    fn flatten(tokens: proc_macro2::TokenStream, out: &mut Vec<String>) {
-        for token in tokens {
-            match token {
-                proc_macro2::TokenTree::Group(g) => flatten(g.stream(), out),
-                proc_macro2::TokenTree::Ident(i) => out.push(i.to_string()),
-                proc_macro2::TokenTree::Punct(p) => out.push(p.as_char().to_string()),
-                proc_macro2::TokenTree::Literal(_) => out.push(String::new()),
-            }
-        }
-    }
     impl<'ast> Visit<'ast> for Finder<'_> {
         fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
             self.use_tree(&mut Vec::new(), &item.tree);
@@ -308,8 +301,7 @@ fn calls_writers(source: &str, module: &str, writers: &[String]) -> Vec<String> 
             syn::visit::visit_path(self, path);
         }
         fn visit_macro(&mut self, mac: &'ast syn::Macro) {
-            let mut flat = Vec::new();
-            flatten(mac.tokens.clone(), &mut flat);
+            let flat = flatten(mac.tokens.clone());
             for window in flat.windows(4) {
                 if self.modules.contains(&window[0])
                     && window[1] == ":"
