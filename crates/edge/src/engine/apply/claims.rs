@@ -44,6 +44,9 @@ impl Engine<'_> {
         // What the others come to, on the run as read after the claims: an attempt someone
         // else holds (if that invocation dies, this delivery is the attempt's timer: it comes
         // back at the attempt's expiry and looks), or a step that backs off.
+        if !claims.contains(&AttemptClaim::Done) {
+            return Ok((Some(loaded), claims)); // every attempt claimed: nothing to decide
+        }
         let now = self.now();
         let records = loaded.records()?;
         let state =
