@@ -3,10 +3,11 @@
 # suite to the Cloudflare account wrangler is logged in to, as one named environment
 # ([env.<name>] in every wrangler.toml).
 #   1. checks the login (`wrangler whoami`);
-#   2. creates what is missing, found by name: the D1 database, the KV namespace (titled like
-#      the database), the queues and their dead-letter queues; writes the ids into the
-#      environment's sections of the configs (commit them: ids are not secrets);
-#   3. applies the D1 migrations to the remote database;
+#   2. creates what is missing, found by name: the D1 databases (one per shard: DB_0..DB_{N-1},
+#      N = the environment's D1_SHARDS), the KV namespace (titled like the first database),
+#      the queues and their dead-letter queues; writes the ids into the environment's sections
+#      of the configs (commit them: ids are not secrets);
+#   3. applies the D1 migrations to every remote database;
 #   4. deploys the workers in dependency order, each with its secrets (from .secrets.<env>,
 #      uploaded with the version, never printed). The sample services bind the orchestrator
 #      and the orchestrator binds them (KAM): on a first deploy they go once without that
@@ -105,6 +106,19 @@ config_without_binding() { # file section binding -> path of the copy
   printf '%s' "$copy"
 }
 
+# Sets `key` only in the [[section]] table binding `binding` (one of several of its kind).
+toml_set_in_binding() { # file section binding key value
+  local tmp
+  tmp=$(mktemp "$1.XXXXXX")
+  awk -v sec="$2" -v want="$3" -v key="$4" -v val="$5" '
+    /^[[:space:]]*\[/ { cur = $0; gsub(/^[[:space:]]*\[+|\][^]]*$|\]/, "", cur); b = "" }
+    cur == sec && /^[[:space:]]*binding[[:space:]]*=/ { b = $0; sub(/^[^=]*=[[:space:]]*"/, "", b); sub(/".*$/, "", b) }
+    cur == sec && b == want && $0 ~ "^[[:space:]]*" key "[[:space:]]*=" { print key " = \"" val "\""; next }
+    { print }' "$1" > "$tmp"
+  cat "$tmp" > "$1" # keeps the file's mode
+  rm -f "$tmp"
+}
+
 section() { printf 'env.%s.%s' "$env_name" "$1"; }
 grep -q "^\[env\.$env_name\]" wrangler.toml || fail "no [env.$env_name] in wrangler.toml"
 
@@ -118,8 +132,28 @@ worker_name() { # crate -> the worker's name in this environment
     cur == sec && /^[[:space:]]*name[[:space:]]*=/ { v = $0; sub(/^[^=]*=[[:space:]]*"/, "", v); sub(/".*$/, "", v); print v }' "$c"
 }
 
-database=$(toml_values wrangler.toml "$(section d1_databases)" database_name | head -n 1)
+# One database per shard: the bindings DB_0..DB_{N-1}, N = D1_SHARDS, declared alike in every
+# worker's config.
+shard_bindings=$(toml_values wrangler.toml "$(section d1_databases)" binding)
+shard_databases=$(toml_values wrangler.toml "$(section d1_databases)" database_name)
+shards=$(toml_values wrangler.toml "$(section vars)" D1_SHARDS | head -n 1)
+shards=${shards:-1}
+database=$(printf '%s\n' "$shard_databases" | head -n 1)
 [ -n "$database" ] || fail "no [[env.$env_name.d1_databases]] database_name in wrangler.toml"
+case "$shards" in
+  '' | *[!0-9]* | 0*) fail "D1_SHARDS in [env.$env_name.vars] must be a whole number from 1 to 64, got \"$shards\"" ;;
+esac
+[ "$shards" -le 64 ] || fail "D1_SHARDS in [env.$env_name.vars] must be a whole number from 1 to 64, got \"$shards\""
+expected_bindings=$(for ((i = 0; i < shards; i++)); do echo "DB_$i"; done)
+for c in "${configs[@]}"; do
+  # A worker without D1 (the sample services) declares none.
+  [ -n "$(toml_values "$c" "$(section d1_databases)" binding)" ] || continue
+  [ "$(toml_values "$c" "$(section d1_databases)" binding)" = "$expected_bindings" ] || fail "D1_SHARDS is $shards in \
+[env.$env_name.vars], so $c must declare [[env.$env_name.d1_databases]] bindings $(echo $expected_bindings) in that order \
+(it declares: $(echo $(toml_values "$c" "$(section d1_databases)" binding)))"
+  [ "$(toml_values "$c" "$(section vars)" D1_SHARDS | head -n 1)" = "$shards" ] \
+    || fail "D1_SHARDS must be the same in every worker's [env.$env_name.vars] ($c differs from wrangler.toml)"
+done
 kv_title=$database
 queues=$(
   for c in "${configs[@]}"; do
@@ -210,14 +244,18 @@ json_field() { # field-to-print match-field match-value: reads a JSON array on s
     if (hit) process.stdout.write(String(hit[out]));' "$@"
 }
 
-d1_id() { "$wrangler" d1 list --json | json_field uuid name "$database"; }
-database_id=$(d1_id)
-if [ -z "$database_id" ]; then
-  log "creating the D1 database $database"
-  "$wrangler" d1 create "$database" >&2
-  database_id=$(d1_id)
-  [ -n "$database_id" ] || fail "D1 database $database was not found after creating it"
-fi
+d1_id() { "$wrangler" d1 list --json | json_field uuid name "$1"; }
+database_ids=()
+while read -r binding name; do
+  id=$(d1_id "$name")
+  if [ -z "$id" ]; then
+    log "creating the D1 database $name ($binding)"
+    "$wrangler" d1 create "$name" >&2
+    id=$(d1_id "$name")
+    [ -n "$id" ] || fail "D1 database $name was not found after creating it"
+  fi
+  database_ids+=("$binding:$name:$id")
+done < <(paste -d ' ' <(printf '%s\n' "$shard_bindings") <(printf '%s\n' "$shard_databases"))
 
 kv_id() { "$wrangler" kv namespace list | json_field id title "$kv_title"; }
 kv_namespace_id=$(kv_id)
@@ -243,14 +281,18 @@ for q in $queues; do
 done
 
 for c in "${configs[@]}"; do
-  toml_set "$c" "$(section d1_databases)" database_id "$database_id"
+  for entry in "${database_ids[@]}"; do
+    toml_set_in_binding "$c" "$(section d1_databases)" "${entry%%:*}" database_id "${entry##*:}"
+  done
   toml_set "$c" "$(section kv_namespaces)" id "$kv_namespace_id"
 done
-log "resources: D1 $database ($database_id), KV $kv_title ($kv_namespace_id), R2 $archive_bucket, queues: $(echo $queues)"
+log "resources: D1 $(echo "${database_ids[@]}"), KV $kv_title ($kv_namespace_id), R2 $archive_bucket, queues: $(echo $queues)"
 
 # ---- 3. migrations ----
-log "applying the D1 migrations to $database (remote)"
-"$wrangler" d1 migrations apply DB --remote -c wrangler.toml --env "$env_name" >&2
+for entry in "${database_ids[@]}"; do
+  log "applying the D1 migrations to ${entry%%:*} (remote)"
+  "$wrangler" d1 migrations apply "${entry%%:*}" --remote -c wrangler.toml --env "$env_name" >&2
+done
 
 # ---- 4. workers ----
 api_url=""

@@ -144,9 +144,18 @@ build_all_workers() {
   for w in "${BATON_WORKERS[@]}"; do build_worker "$w"; done
 }
 
-# Apply D1 migrations to the local database in $1 (a persistence directory).
+# The local stack's D1 bindings, one per shard (DB_0, DB_1, ...): the [[d1_databases]] of
+# wrangler.toml before its first [env.…] section.
+local_d1_bindings() {
+  sed -n '/^\[env\./q; s/^binding = "\(DB_[0-9]*\)"$/\1/p' "$BATON_ROOT/wrangler.toml"
+}
+
+# Apply D1 migrations to every local shard's database in $1 (a persistence directory).
 migrate_local() {
-  (cd "$BATON_ROOT" && CI=true "$WRANGLER" d1 migrations apply DB --local --persist-to "$1" >&2)
+  local binding
+  for binding in $(local_d1_bindings); do
+    (cd "$BATON_ROOT" && CI=true "$WRANGLER" d1 migrations apply "$binding" --local --persist-to "$1" >&2)
+  done
 }
 
 wrangler_dev_args() { # port persist-dir

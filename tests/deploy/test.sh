@@ -65,6 +65,8 @@ INTERNAL_KEY=${secret_values[4]}
 SECRETS
 cp "$root/.secrets.staging" "$root/.secrets.production"
 
+
+
 run_deploy() { # log-file args...
   local out=$1
   shift
@@ -78,6 +80,17 @@ no_secret_in() {
   for v in "${secret_values[@]}"; do ! grep -rqF -- "$v" "$@" || return 1; done
 }
 
+# A shard count the configs do not match is refused before anything is created.
+cp "$root/crates/poller/wrangler.toml" "$scratch/poller.toml"
+sed -i 's/^binding = "DB_1"$/binding = "DB_2"/' "$root/crates/poller/wrangler.toml"
+run_deploy "$scratch/mismatch.log" --env staging --with-samples && status=0 || status=$?
+check "shards the configs do not declare: refused" test "$status" -ne 0
+check "shards the configs do not declare: the error names D1_SHARDS and the bindings" \
+  grep -q 'D1_SHARDS is 2 .*bindings DB_0 DB_1' "$scratch/mismatch.log"
+check "shards the configs do not declare: nothing is created" test "$(count_calls create)" = 0
+cp "$scratch/poller.toml" "$root/crates/poller/wrangler.toml"
+rm -f "$FAKE_ACCOUNT/calls.log"
+
 # Logged out: nothing is created, and the message says how to log in.
 mkdir -p "$FAKE_ACCOUNT" && touch "$FAKE_ACCOUNT/logged-out"
 run_deploy "$scratch/logged-out.log" --env staging --with-samples && status=0 || status=$?
@@ -89,7 +102,8 @@ rm -f "$FAKE_ACCOUNT/logged-out" "$FAKE_ACCOUNT/calls.log"
 # A first deploy of staging with the sample services, then the same again.
 run_deploy "$scratch/first.log" --env staging --with-samples && status=0 || status=$?
 check "first deploy succeeds" test "$status" = 0 || sed 's/^/        /' "$scratch/first.log" >&2
-check "the D1 database is created" test "$(count_calls '^d1 create baton-staging$')" = 1
+check "the D1 database of each shard is created" \
+  test "$(count_calls '^d1 create baton-staging$')$(count_calls '^d1 create baton-staging-1$')" = 11
 check "the KV namespace is created" test "$(count_calls '^kv namespace create baton-staging$')" = 1
 check "the archive's R2 bucket is created" test "$(count_calls '^r2 bucket create baton-archive-staging$')" = 1
 for q in baton-tasks-staging baton-tasks-dlq-staging llm-analysis-staging llm-analysis-dlq-staging \
@@ -97,14 +111,15 @@ for q in baton-tasks-staging baton-tasks-dlq-staging llm-analysis-staging llm-an
   check "queue $q is created" test "$(count_calls "^queues create $q\$")" = 1
 done
 for c in wrangler.toml crates/poller/wrangler.toml crates/consumer/wrangler.toml; do
-  check "$c: the staging database id is written" \
-    grep -q '^database_id = "fake-d1-baton-staging"$' "$root/$c"
+  check "$c: the staging database ids are written, one per shard" \
+    test "$(grep -A2 '^binding = "DB_[01]"$' "$root/$c" | grep -c '^database_id = "fake-d1-baton-staging\(-1\)\{0,1\}"$')" = 2
   check "$c: production is left alone" grep -q '^database_id = "written-by-make-deploy"$' "$root/$c"
 done
 for c in wrangler.toml crates/poller/wrangler.toml crates/consumer/wrangler.toml crates/sample-services/wrangler.toml; do
   check "$c: the staging KV id is written" grep -q '^id = "fake-kv-baton-staging"$' "$root/$c"
 done
-check "migrations run after the ids are written" grep -q '^Migrations applied to fake-d1-baton-staging' "$scratch/first.log"
+check "migrations run on every shard after the ids are written" \
+  test "$(grep -c '^Migrations applied to fake-d1-baton-staging\(-1\)\{0,1\} (DB_[01])$' "$scratch/first.log")" = 2
 expected_first="baton-sample-services-staging config=.wrangler-first-pass.toml
 baton-poller-staging config=wrangler.toml
 baton-consumer-staging config=wrangler.toml
@@ -165,7 +180,7 @@ check "production deploy with own services succeeds" test "$status" = 0 || sed '
 check "production deploys no sample services" test "$(deploys)" = "baton-poller config=wrangler.toml
 baton-consumer config=wrangler.toml
 baton-orchestrator config=wrangler.toml"
-check "production has its own database" grep -q '^database_id = "fake-d1-baton"$' "$root/wrangler.toml"
+check "production has its own databases" test "$(grep -c '^database_id = "fake-d1-baton\(-1\)\{0,1\}"$' "$root/wrangler.toml")" = 2
 
 check "no secret value is ever printed or passed on the command line" \
   no_secret_in "$scratch"/*.log "$FAKE_ACCOUNT/calls.log" "$FAKE_ACCOUNT/deploys.log"

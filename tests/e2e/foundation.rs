@@ -26,7 +26,7 @@ fn health_names_each_worker_and_the_bindings_it_reached_for_the_operator_only() 
         .iter()
         .map(|b| (b["binding"].as_str().unwrap_or(""), b["ok"].as_bool().unwrap_or(false)))
         .collect();
-    for name in ["DB", "KV", "TASK_QUEUE", "LLM_ANALYSIS_QUEUE", "POLLER", "CONSUMER", "KAM"] {
+    for name in ["DB_0", "DB_1", "KV", "TASK_QUEUE", "LLM_ANALYSIS_QUEUE", "POLLER", "CONSUMER", "KAM"] {
         assert!(bindings.contains(&(name, true)), "orchestrator binding {name} not ok: {body}");
     }
     for worker in ["poller", "consumer", "sample-services"] {

@@ -19,6 +19,7 @@ mod resilience;
 mod runs;
 mod schedules;
 mod semantics;
+mod shards;
 mod trust;
 mod ui;
 mod webhooks;

@@ -124,6 +124,24 @@ impl Secrets {
 
 static STACK_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The D1 bindings of the local stack (one per shard): the `[[d1_databases]]` of the
+/// orchestrator's config before its first `[env.…]` section.
+pub fn local_d1_bindings(root: &Path) -> Vec<String> {
+    let config = fs::read_to_string(root.join("wrangler.toml")).expect("reading wrangler.toml");
+    let local = config.split("\n[env.").next().unwrap_or_default();
+    let bindings: Vec<String> = local
+        .split("[[d1_databases]]")
+        .skip(1)
+        .filter_map(|block| {
+            block
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("binding = ").map(|v| v.trim().trim_matches('"').to_string()))
+        })
+        .collect();
+    assert!(!bindings.is_empty(), "wrangler.toml declares no [[d1_databases]]");
+    bindings
+}
+
 /// A copy of a worker's wrangler config with extra `[vars]`, beside its own `.dev.vars`.
 fn write_worker_config(root: &Path, scratch: &Path, worker: &str, vars: &[(String, String)]) -> PathBuf {
     let crate_dir = root.join("crates").join(worker);
@@ -198,19 +216,21 @@ impl Stack {
         };
         let log_path = scratch.join("wrangler.log");
 
-        let migrate = Command::new(&wrangler)
-            .current_dir(&root)
-            .args(["d1", "migrations", "apply", "DB", "--local", "--persist-to"])
-            .arg(&persist_dir)
-            .env("CI", "true")
-            .output()
-            .expect("running wrangler d1 migrations apply");
-        assert!(
-            migrate.status.success(),
-            "applying D1 migrations failed:\n{}\n{}",
-            String::from_utf8_lossy(&migrate.stdout),
-            String::from_utf8_lossy(&migrate.stderr)
-        );
+        for binding in local_d1_bindings(&root) {
+            let migrate = Command::new(&wrangler)
+                .current_dir(&root)
+                .args(["d1", "migrations", "apply", &binding, "--local", "--persist-to"])
+                .arg(&persist_dir)
+                .env("CI", "true")
+                .output()
+                .expect("running wrangler d1 migrations apply");
+            assert!(
+                migrate.status.success(),
+                "applying D1 migrations to {binding} failed:\n{}\n{}",
+                String::from_utf8_lossy(&migrate.stdout),
+                String::from_utf8_lossy(&migrate.stderr)
+            );
+        }
 
         let port = free_port();
         let inspector_port = free_port();
@@ -362,12 +382,21 @@ impl Stack {
         self.post_as(&token, path, body)
     }
 
-    /// Runs SQL against the stack's D1 through the test-only route; returns rows and meta.
+    /// Runs SQL against every shard's D1 through the test-only route; returns rows and meta
+    /// (rows of every shard in shard order; a one-row answer of numbers from each, such as
+    /// `COUNT(*)`, summed).
     pub fn sql(&self, sql: &str, params: &[Value]) -> (Vec<Value>, Value) {
         let r = self.admin_post("/__test/sql", &json!({ "sql": sql, "params": params }));
         assert_eq!(r.status, 200, "SQL {sql:?} failed: {}", r.text());
         let body = r.json();
         (body["rows"].as_array().cloned().unwrap_or_default(), body["meta"].clone())
+    }
+
+    /// [`sql`](Self::sql) on one shard's database only (`DB_{shard}`).
+    pub fn sql_on(&self, shard: u32, sql: &str, params: &[Value]) -> Vec<Value> {
+        let r = self.admin_post("/__test/sql", &json!({ "sql": sql, "params": params, "shard": shard }));
+        assert_eq!(r.status, 200, "SQL {sql:?} on shard {shard} failed: {}", r.text());
+        r.json()["rows"].as_array().cloned().unwrap_or_default()
     }
 
     /// Reads a KV value through the test-only route.

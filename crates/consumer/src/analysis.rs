@@ -20,7 +20,11 @@ pub async fn handle(engine: &Engine<'_>, message: &RawMessage) {
             return;
         }
     };
-    match engine.finalize(analysis.trace_id.as_str(), Analysis::Full).await {
+    let outcome = match engine.on_id(analysis.trace_id.as_str()) {
+        Ok(on_run) => on_run.finalize(analysis.trace_id.as_str(), Analysis::Full).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
         Ok(()) => message.ack(),
         Err(e) => {
             worker::console_error!("{queue}: run {}: {e}; will retry", analysis.trace_id);

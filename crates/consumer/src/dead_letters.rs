@@ -55,6 +55,10 @@ pub async fn task(engine: &Engine<'_>, message: &RawMessage) {
         ..log::Line::run(task.run_id.as_str())
     };
     log::emit(log::Event::DeadLettered, &line);
+    let engine = &match engine.on_id(task.run_id.as_str()) {
+        Ok(on_run) => on_run,
+        Err(e) => return failed(engine, queue, message, &format!("{}/{}: {e}", task.run_id, task.service), 1).await,
+    };
     let outcome = async {
         let Some(loaded) = engine.load(task.run_id.as_str()).await? else { return Ok(()) };
         let Some(row) = loaded.step(task.service.as_str()) else { return Ok(()) };
@@ -84,6 +88,10 @@ pub async fn analysis(engine: &Engine<'_>, message: &RawMessage) {
     };
     log::emit(log::Event::DeadLettered, &log::Line::run(analysis.trace_id.as_str()));
     let rules_only = Analysis::RulesOnly { because: "analysis retries exhausted; rule-based diagnosis only" };
+    let engine = &match engine.on_id(analysis.trace_id.as_str()) {
+        Ok(on_run) => on_run,
+        Err(e) => return failed(engine, queue, message, &format!("run {}: {e}", analysis.trace_id), 1).await,
+    };
     match engine.finalize(analysis.trace_id.as_str(), rules_only).await {
         Ok(()) => handled(engine, queue, message).await,
         Err(e) => failed(engine, queue, message, &format!("run {}: {e}", analysis.trace_id), GIVE_UP_AFTER).await,
@@ -93,18 +101,19 @@ pub async fn analysis(engine: &Engine<'_>, message: &RawMessage) {
 /// Acknowledges a message handled, forgetting its earlier failures if it had any.
 async fn handled(engine: &Engine<'_>, queue: &str, message: &RawMessage) {
     message.ack();
-    if let Err(e) = dead_letters::forget(engine.env(), queue, &message.id()).await {
+    if let Err(e) = dead_letters::forget(&engine.db, queue, &message.id()).await {
         worker::console_warn!("{queue}: message {} handled, but its failures stay recorded: {e}", message.id());
     }
 }
 
-/// Counts a failed delivery in D1, then gives the message up (acknowledged, kept in D1) or
+/// Counts a failed delivery in D1 (the shard of the run the message is about; shard 0 for a
+/// message that names none), then gives the message up (acknowledged, kept in D1) or
 /// retries it. If D1 cannot count it, the message is retried: it is never acknowledged unrecorded.
 async fn failed(engine: &Engine<'_>, queue: &str, message: &RawMessage, error: &str, give_up_after: u32) {
     let body = crate::body_json(message).map_or_else(|e| format!("<{e}>"), |v| v.to_string());
     let failure =
         Failure { queue, message_id: &message.id(), body: &body, error, at: baton_edge::clock::now_ms() as i64 };
-    match dead_letters::record_failure(engine.env(), &failure, give_up_after).await {
+    match dead_letters::record_failure(&engine.db, &failure, give_up_after).await {
         Ok(recorded) if recorded.given_up_at.is_some() => {
             worker::console_error!(
                 "{queue}: message {} given up after {} failures ({error}); kept in D1 dead_letters",

@@ -18,6 +18,7 @@ mod drive;
 mod tasks;
 mod webhooks;
 
+use baton_core::shard::Shard;
 use baton_edge::bindings::queue_names;
 use baton_edge::concurrency::join_all;
 use baton_edge::engine::Engine;
@@ -36,7 +37,8 @@ pub(crate) fn body_json(message: &RawMessage) -> Result<Value, String> {
 #[event(queue)]
 async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> worker::Result<()> {
     let queue = batch.queue();
-    let engine = match Engine::new(&env).await {
+    // Shard 0's engine; each message goes to the shard its run or delivery id names.
+    let engine = match Engine::for_shard(&env, Shard::FIRST).await {
         Ok(engine) => engine,
         Err(e) => {
             // Nothing was done: let every message come back later.
@@ -89,13 +91,13 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
 }
 
 async fn health(env: &Env) -> baton_edge::Result<Response> {
-    let probes = vec![
-        health::probe_d1(env).await,
+    let mut probes = health::probe_d1(env).await;
+    probes.extend([
         health::probe_kv(env).await,
         health::probe_queue(env, bindings::TASK_QUEUE),
         health::probe_queue(env, bindings::LLM_ANALYSIS_QUEUE),
         health::probe_service(env, bindings::SERVICES),
-    ];
+    ]);
     let ok = probes.iter().all(|p| p.ok);
     http::json(
         if ok { 200 } else { 503 },

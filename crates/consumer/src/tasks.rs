@@ -6,7 +6,10 @@
 //! (`baton_edge::engine::attempts`). Transient failures come back through the queue after
 //! core's backoff; after the queue's last retry the message goes to the dead-letter queue.
 
+use std::collections::BTreeMap;
+
 use baton_core::messages::{TaskMessage, TasksQueueMessage, TimerMessage};
+use baton_core::shard::Shard;
 use baton_edge::concurrency::{join, join_all};
 use baton_edge::engine::attempts::{run_batch, send_task, Disposition};
 use baton_edge::engine::Engine;
@@ -28,9 +31,32 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
             }
         }
     }
-    let tasks: Vec<TaskMessage> = decoded.iter().map(|(_, task)| task.clone()).collect();
+    // A batch may hold runs of several shards: each shard's tasks go through its own engine.
+    let mut by_shard: BTreeMap<Shard, Vec<(&RawMessage, TaskMessage)>> = BTreeMap::new();
+    for (message, task) in decoded {
+        by_shard.entry(task.run_id.shard()).or_default().push((message, task));
+    }
+    let mut groups = Vec::new();
+    for (shard, tasks) in by_shard {
+        match engine.on_shard(shard) {
+            Ok(on_shard) => groups.push((on_shard, tasks)),
+            Err(e) => {
+                for (message, task) in tasks {
+                    worker::console_error!("baton-tasks: {}/{}: {e}; acknowledged", task.run_id, task.service);
+                    message.ack();
+                }
+            }
+        }
+    }
+    let ran = groups.iter().map(|(on_shard, tasks)| run_tasks(on_shard, tasks));
     let fired = timers.iter().map(|(message, timer)| fire(engine, message, timer));
-    let ((outcomes, _), _) = join(run_batch(engine, &tasks, None, None, None), join_all(fired)).await;
+    join(join_all(ran), join_all(fired)).await;
+}
+
+/// Runs the attempts of one shard's task messages, and acknowledges or retries each.
+async fn run_tasks(engine: &Engine<'_>, decoded: &[(&RawMessage, TaskMessage)]) {
+    let tasks: Vec<TaskMessage> = decoded.iter().map(|(_, task)| task.clone()).collect();
+    let (outcomes, _) = run_batch(engine, &tasks, None, None, None).await;
     for ((message, task), outcome) in decoded.iter().zip(outcomes) {
         match outcome {
             Ok(Disposition::Ack) => message.ack(),
@@ -57,7 +83,11 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
 
 /// Carries out one timer; acknowledged once done, retried in a second on trouble.
 async fn fire(engine: &Engine<'_>, message: &RawMessage, timer: &TimerMessage) {
-    match engine.on_timer(timer).await {
+    let outcome = match engine.on_id(timer.run_id.as_str()) {
+        Ok(engine) => engine.on_timer(timer).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
         Ok(_) => {
             let late = engine.now().as_u64().saturating_sub(timer.due_at);
             let line = log::Line {

@@ -24,7 +24,11 @@ pub async fn handle(engine: &Engine<'_>, message: &RawMessage) {
         message.ack();
         return;
     };
-    match engine.webhooks().deliver(&decoded.delivery_id).await {
+    let outcome = match engine.on_id(&decoded.delivery_id) {
+        Ok(on_shard) => on_shard.webhooks().deliver(&decoded.delivery_id).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
         Ok(DeliveryOutcome::Done) => message.ack(),
         Ok(DeliveryOutcome::Retry { delay_seconds }) => {
             message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay_seconds).build())
@@ -42,7 +46,11 @@ pub async fn dead_letter(engine: &Engine<'_>, message: &RawMessage) {
         message.ack();
         return;
     };
-    match engine.webhooks().dead_lettered(&decoded.delivery_id).await {
+    let outcome = match engine.on_id(&decoded.delivery_id) {
+        Ok(on_shard) => on_shard.webhooks().dead_lettered(&decoded.delivery_id).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
         Ok(()) => message.ack(),
         Err(e) => {
             worker::console_error!("webhooks: recording dead-lettered delivery {}: {e}; retrying", decoded.delivery_id);

@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::shard::Shard;
 use crate::time::Millis;
 
 /// Which kind of identifier an [`IdError`] is about.
@@ -280,6 +281,8 @@ fn generated(prefix: &str, timestamp: Millis, random: &[u8]) -> String {
 /// such number fits a u64, so the shape alone (openapi.json's cursor pattern) says what parses.
 fn parse_generated(text: &str, prefix: &str, hex_len: usize) -> Option<Millis> {
     let rest = text.strip_prefix(prefix)?;
+    // Run and execution ids made in a shard other than 0 end with `_s{k}` (see `crate::shard`).
+    let rest = if prefix == "evt_" { rest } else { Shard::split_id(rest).0 };
     let (digits, hex) = rest.split_once('_')?;
     let digits_ok = !digits.is_empty() && digits.len() <= 19 && digits.bytes().all(|b| b.is_ascii_digit());
     let hex_ok = hex.len() == hex_len && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -290,8 +293,8 @@ fn parse_generated(text: &str, prefix: &str, hex_len: usize) -> Option<Millis> {
 }
 
 /// Shape of a run id, for error messages.
-const RUN_ID_SHAPE: &str = "run_{13-digit ms}_{16 hex} (or an execution id)";
-const EXECUTION_ID_SHAPE: &str = "exec_{13-digit ms}_{12 hex}";
+const RUN_ID_SHAPE: &str = "run_{13-digit ms}_{16 hex}[_s{shard}] (or an execution id)";
+const EXECUTION_ID_SHAPE: &str = "exec_{13-digit ms}_{12 hex}[_s{shard}]";
 const EVENT_ID_SHAPE: &str = "evt_{13-digit ms}_{16 hex}";
 
 /// A run's id, e.g. `run_1732350000000_a1b2c3d4e5f60718`. It is also the trace id the poller,
@@ -309,6 +312,19 @@ impl RunId {
     /// `run_{timestamp}_{random as hex}`.
     pub fn from_parts(timestamp: Millis, random: [u8; 8]) -> Self {
         RunId { text: generated("run_", timestamp, &random), timestamp }
+    }
+
+    /// [`from_parts`](Self::from_parts) in `shard`: `run_{timestamp}_{hex}_s{shard}` (no suffix
+    /// for shard 0).
+    pub fn in_shard(timestamp: Millis, random: [u8; 8], shard: Shard) -> Self {
+        let mut id = RunId::from_parts(timestamp, random);
+        id.text.push_str(&shard.id_suffix());
+        id
+    }
+
+    /// The shard whose database holds the run.
+    pub fn shard(&self) -> Shard {
+        Shard::of_id(&self.text)
     }
 
     /// The run of a pipeline execution: same text as the execution id.
@@ -356,6 +372,18 @@ impl ExecutionId {
     /// `exec_{timestamp}_{random as hex}`.
     pub fn from_parts(timestamp: Millis, random: [u8; 6]) -> Self {
         ExecutionId { text: generated("exec_", timestamp, &random), timestamp }
+    }
+
+    /// [`from_parts`](Self::from_parts) in `shard` (a `_s{shard}` suffix; none for shard 0).
+    pub fn in_shard(timestamp: Millis, random: [u8; 6], shard: Shard) -> Self {
+        let mut id = ExecutionId::from_parts(timestamp, random);
+        id.text.push_str(&shard.id_suffix());
+        id
+    }
+
+    /// The shard whose database holds the execution.
+    pub fn shard(&self) -> Shard {
+        Shard::of_id(&self.text)
     }
 
     /// The string form.
@@ -520,6 +548,15 @@ mod tests {
         assert_eq!(exec.as_str().parse::<ExecutionId>().unwrap(), exec);
         let exec_run = RunId::from_execution(&exec);
         assert_eq!(exec_run.as_str().parse::<RunId>().unwrap(), exec_run);
+
+        let sharded = RunId::in_shard(Millis::new(1), [1; 8], Shard::new(1));
+        assert_eq!(sharded.as_str(), "run_0000000000001_0101010101010101_s1");
+        assert_eq!(sharded.as_str().parse::<RunId>().unwrap().shard(), Shard::new(1));
+        assert_eq!(run.shard(), Shard::FIRST);
+        let exec = ExecutionId::in_shard(Millis::new(1), [2; 6], Shard::new(3));
+        assert_eq!(exec.as_str().parse::<ExecutionId>().unwrap().shard(), Shard::new(3));
+        assert_eq!(RunId::from_execution(&exec).shard(), Shard::new(3));
+        assert_eq!(RunId::in_shard(Millis::new(1), [1; 8], Shard::FIRST), RunId::from_parts(Millis::new(1), [1; 8]));
 
         let event = EventId::from_parts(Millis::new(5), [0; 8]);
         assert_eq!(event.as_str(), "evt_0000000000005_0000000000000000");

@@ -63,6 +63,7 @@ pub mod retention;
 pub mod retry;
 pub mod schedule;
 pub mod scheduler;
+pub mod shard;
 pub mod signature;
 pub mod state;
 pub mod summary;

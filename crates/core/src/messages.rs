@@ -459,7 +459,7 @@ mod tests {
         check_task(r#"{"v": 1, "service": "a", "attempt": 1}"#, "malformed task message: missing field `run_id`");
         check_task(
             r#"{"v": 1, "run_id": "nope", "service": "a", "attempt": 1}"#,
-            "malformed task message: invalid run id \"nope\": must look like run_{13-digit ms}_{16 hex} (or an execution id)",
+            "malformed task message: invalid run id \"nope\": must look like run_{13-digit ms}_{16 hex}[_s{shard}] (or an execution id)",
         );
         check_task(
             r#"{"v": 1, "run_id": "run_1732350000000_a1b2c3d4e5f60718", "service": "a", "attempt": 0}"#,

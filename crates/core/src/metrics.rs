@@ -176,6 +176,48 @@ impl Snapshot {
         self.fan_in_seconds.add_totals(FAN_IN_SECONDS, &of("fan_in_ms"));
         self.task_seconds.add_totals(TASK_SECONDS, &of("attempt_ms"));
     }
+
+    /// Adds another shard's snapshot: every count, bucket and pool summed (a pool of the same
+    /// resource in two shards is one pool of both capacities).
+    pub fn absorb(&mut self, other: Snapshot) {
+        fn merge(into: &mut Vec<(String, u64)>, from: Vec<(String, u64)>) {
+            for (key, value) in from {
+                match into.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, n)) => *n += value,
+                    None => into.push((key, value)),
+                }
+            }
+            into.sort();
+        }
+        fn observed(into: &mut Observed, from: Observed) {
+            if into.cumulative.len() < from.cumulative.len() {
+                into.cumulative.resize(from.cumulative.len(), 0);
+            }
+            for (i, n) in from.cumulative.into_iter().enumerate() {
+                into.cumulative[i] += n;
+            }
+            into.count += from.count;
+            into.sum_ms += from.sum_ms;
+        }
+        merge(&mut self.runs_by_status, other.runs_by_status);
+        merge(&mut self.steps_by_status, other.steps_by_status);
+        self.attempts_total += other.attempts_total;
+        merge(&mut self.retries_by_service, other.retries_by_service);
+        observed(&mut self.run_seconds, other.run_seconds);
+        observed(&mut self.fan_in_seconds, other.fan_in_seconds);
+        observed(&mut self.task_seconds, other.task_seconds);
+        merge(&mut self.queue_by_status, other.queue_by_status);
+        for pool in other.pools {
+            match self.pools.iter_mut().find(|p| p.resource == pool.resource) {
+                Some(p) => {
+                    p.capacity += pool.capacity;
+                    p.in_use += pool.in_use;
+                }
+                None => self.pools.push(pool),
+            }
+        }
+        self.pools.sort_by(|a, b| a.resource.cmp(&b.resource));
+    }
 }
 
 /// Execution-queue statuses that are still in the queue (a gauge for each).
@@ -454,5 +496,34 @@ mod tests {
         assert_eq!(both.attempts_total, 6);
         assert_eq!(both.run_seconds.count, 2);
         assert_eq!(both.run_seconds.cumulative.last(), Some(&2));
+    }
+}
+
+#[cfg(test)]
+mod absorb_tests {
+    use super::*;
+
+    #[test]
+    fn shards_snapshots_add_up() {
+        let one = Snapshot {
+            runs_by_status: vec![("completed".into(), 2), ("running".into(), 1)],
+            attempts_total: 5,
+            run_seconds: Observed { cumulative: vec![1, 2], count: 2, sum_ms: 700 },
+            pools: vec![Pool { resource: "tokens".into(), capacity: 10, in_use: 3 }],
+            ..Snapshot::default()
+        };
+        let two = Snapshot {
+            runs_by_status: vec![("completed".into(), 1), ("failed".into(), 1)],
+            attempts_total: 2,
+            run_seconds: Observed { cumulative: vec![0, 1], count: 1, sum_ms: 400 },
+            pools: vec![Pool { resource: "tokens".into(), capacity: 10, in_use: 1 }],
+            ..Snapshot::default()
+        };
+        let mut sum = one;
+        sum.absorb(two);
+        assert_eq!(sum.runs_by_status, vec![("completed".into(), 3), ("failed".into(), 1), ("running".into(), 1)]);
+        assert_eq!(sum.attempts_total, 7);
+        assert_eq!(sum.run_seconds, Observed { cumulative: vec![1, 3], count: 3, sum_ms: 1100 });
+        assert_eq!(sum.pools, vec![Pool { resource: "tokens".into(), capacity: 20, in_use: 4 }]);
     }
 }

@@ -39,7 +39,7 @@ impl Archive {
     pub fn from_env(env: &worker::Env) -> Result<Archive> {
         env.bucket(bindings::ARCHIVE)
             .map(|bucket| Archive { bucket })
-            .map_err(|e| Error::Binding { name: bindings::ARCHIVE, cause: e.to_string() })
+            .map_err(|e| Error::Binding { name: bindings::ARCHIVE.into(), cause: e.to_string() })
     }
 
     /// Writes `bytes` at `key`, then reads its size back: `Ok` only once the object stands

@@ -59,7 +59,7 @@ impl Caller {
             (Err(_), None) => &none,
             (Err(_), Some(claimed)) if claimed == self.client_id => &none,
             (Err(e), Some(_)) => {
-                return Err(Error::Binding { name: settings::API_DELEGATIONS, cause: e.to_string() });
+                return Err(Error::Binding { name: settings::API_DELEGATIONS.into(), cause: e.to_string() });
             }
         };
         delegations.acting(&self.client_id, claimed).ok_or_else(|| Error::Forbidden {
@@ -107,8 +107,9 @@ pub fn verify_internal(req: &Request, env: &Env, body: &[u8], what: &str) -> Res
 /// The headers of a request between Baton's own workers, as [`verify_internal`] checks them.
 pub fn internal_headers(env: &Env, method: &str, path: &str, body: &[u8]) -> Result<Vec<(&'static str, String)>> {
     let keys = settings::internal_keys(env);
-    let key =
-        keys.first().ok_or_else(|| Error::Binding { name: settings::INTERNAL_KEY, cause: "secret not set".into() })?;
+    let key = keys
+        .first()
+        .ok_or_else(|| Error::Binding { name: settings::INTERNAL_KEY.into(), cause: "secret not set".into() })?;
     let request = signature::Signed { purpose: signature::Purpose::HandOver, method, path, attempt: None, body };
     Ok(signature::headers(key, &request, Millis::new(clock::now_ms())))
 }

@@ -1,8 +1,9 @@
 //! Binding names, as declared in the wrangler configs, with the queue names and KV keys.
 //! Variables and secrets are read in [`crate::settings`].
 
-/// The D1 database: authoritative state.
-pub const DB: &str = "DB";
+/// The D1 databases, authoritative state: `DB_0`..`DB_{N-1}`, one per shard (`D1_SHARDS`;
+/// see [`baton_core::shard::Shard::binding`]).
+pub const DB_PREFIX: &str = "DB_";
 /// The KV namespace: config, poller heartbeat, job snapshots, large payloads.
 pub const KV: &str = "KV";
 /// R2: archived runs, one compressed object each (`RETENTION_DAYS`).

@@ -35,7 +35,7 @@ pub enum Error {
     RateLimited { client: String, requests: u32, period_s: u32, retry_after_s: u32 },
     /// A binding is missing or misconfigured.
     #[error("binding {name} unavailable: {cause}")]
-    Binding { name: &'static str, cause: String },
+    Binding { name: String, cause: String },
     /// D1 failed.
     #[error("storage failed: {0}")]
     Storage(String),

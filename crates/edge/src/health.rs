@@ -8,7 +8,7 @@ use crate::{bindings, d1::Db, kv::Kv};
 #[derive(Debug, Serialize)]
 pub struct Probe {
     /// The binding name.
-    pub binding: &'static str,
+    pub binding: String,
     /// What was tried: "query", "get", "present".
     pub check: &'static str,
     /// Whether it worked.
@@ -18,17 +18,26 @@ pub struct Probe {
     pub error: Option<String>,
 }
 
-fn probe(binding: &'static str, check: &'static str, outcome: Result<(), String>) -> Probe {
+fn probe(binding: String, check: &'static str, outcome: Result<(), String>) -> Probe {
     Probe { binding, check, ok: outcome.is_ok(), error: outcome.err() }
 }
 
-/// D1: runs `SELECT 1`.
-pub async fn probe_d1(env: &worker::Env) -> Probe {
-    let outcome = match Db::from_env(env) {
-        Ok(db) => db.run("SELECT 1", &[]).await.map(|_| ()).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+/// D1: runs `SELECT 1` on every shard's database (`D1_SHARDS`); an invalid shard setting is a
+/// failed probe naming the variable.
+pub async fn probe_d1(env: &worker::Env) -> Vec<Probe> {
+    let shards = match crate::settings::shards(env) {
+        Ok(shards) => shards,
+        Err(e) => return vec![probe("DB_0".into(), "query", Err(e.to_string()))],
     };
-    probe(bindings::DB, "query", outcome)
+    let mut probes = Vec::new();
+    for shard in shards.all() {
+        let outcome = match Db::of_shard(env, shard) {
+            Ok(db) => db.run("SELECT 1", &[]).await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        probes.push(probe(shard.binding(), "query", outcome));
+    }
+    probes
 }
 
 /// KV: reads a key (absent is fine).
@@ -37,17 +46,17 @@ pub async fn probe_kv(env: &worker::Env) -> Probe {
         Ok(kv) => kv.get_text(bindings::kv_keys::LAST_RUN).await.map(|_| ()).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    probe(bindings::KV, "get", outcome)
+    probe(bindings::KV.into(), "get", outcome)
 }
 
 /// A queue producer: the binding is present.
 pub fn probe_queue(env: &worker::Env, name: &'static str) -> Probe {
-    probe(name, "present", env.queue(name).map(|_| ()).map_err(|e| e.to_string()))
+    probe(name.into(), "present", env.queue(name).map(|_| ()).map_err(|e| e.to_string()))
 }
 
 /// A service binding: the binding is present.
 pub fn probe_service(env: &worker::Env, name: &'static str) -> Probe {
-    probe(name, "present", env.service(name).map(|_| ()).map_err(|e| e.to_string()))
+    probe(name.into(), "present", env.service(name).map(|_| ()).map_err(|e| e.to_string()))
 }
 
 /// When this version of the worker was uploaded (`timestamp` of the version metadata binding;

@@ -15,7 +15,8 @@ pub struct Kv {
 impl Kv {
     /// Opens the `KV` binding.
     pub fn from_env(env: &worker::Env) -> Result<Self> {
-        let store = env.kv(bindings::KV).map_err(|e| Error::Binding { name: bindings::KV, cause: e.to_string() })?;
+        let store =
+            env.kv(bindings::KV).map_err(|e| Error::Binding { name: bindings::KV.into(), cause: e.to_string() })?;
         Ok(Kv { store, failing: crate::faults::injected(env, "kv") })
     }
 

@@ -7,7 +7,7 @@ use crate::{bindings, Error, Result};
 
 /// Opens a queue producer binding.
 pub fn producer(env: &worker::Env, name: &'static str) -> Result<Queue> {
-    env.queue(name).map_err(|e| Error::Binding { name, cause: e.to_string() })
+    env.queue(name).map_err(|e| Error::Binding { name: name.into(), cause: e.to_string() })
 }
 
 /// Sends one message.

@@ -47,6 +47,6 @@ async fn counted(env: &Env, client: &str, limit: &Limit) -> Result<Verdict> {
     }
     let now = Millis::new(clock::now_ms());
     let window = rate_limit::window_start(limit, now);
-    let count = rate_limits::count_request(&Db::from_env(env)?, client, window.as_u64() as i64).await?;
+    let count = rate_limits::count_request(&Db::of_client(env, client)?, client, window.as_u64() as i64).await?;
     Ok(rate_limit::verdict(limit, window, count, now))
 }

@@ -22,7 +22,7 @@ use crate::{bindings, clock, settings, Error};
 /// A service binding to another Baton worker (`bindings::POLLER`, `bindings::CONSUMER`, ...),
 /// or an error naming the binding.
 pub fn worker(env: &Env, name: &'static str) -> crate::Result<Fetcher> {
-    env.service(name).map_err(|e| Error::Binding { name, cause: e.to_string() })
+    env.service(name).map_err(|e| Error::Binding { name: name.into(), cause: e.to_string() })
 }
 
 /// A service worker's address.

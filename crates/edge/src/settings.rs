@@ -292,3 +292,11 @@ pub fn retention(
     use baton_core::retention::{Retention, RETENTION_DAYS, RETENTION_DAYS_BY_CLIENT};
     Retention::parse(var(env, RETENTION_DAYS).as_deref(), var(env, RETENTION_DAYS_BY_CLIENT).as_deref())
 }
+
+/// `D1_SHARDS` and `SHARD_BY_CLIENT` ([`baton_core::shard`]): which database holds whose data.
+/// An invalid setting is an error naming the variable: nothing can be routed under it.
+pub fn shards(env: &Env) -> crate::Result<baton_core::shard::Shards> {
+    use baton_core::shard::{Shards, D1_SHARDS, SHARD_BY_CLIENT};
+    Shards::parse(var(env, D1_SHARDS).as_deref(), var(env, SHARD_BY_CLIENT).as_deref())
+        .map_err(|e| crate::Error::Binding { name: e.variable.into(), cause: e.problem })
+}

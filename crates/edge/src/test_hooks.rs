@@ -5,16 +5,58 @@
 use serde_json::{json, Value};
 use worker::Env;
 
-use crate::d1::{Arg, Db};
-use crate::Result;
+use baton_core::shard::Shard;
 
-/// Runs `sql` with `params` (JSON values bound in order) on the unmetered database:
-/// `{"rows": [...], "meta": {...}}`.
-pub async fn sql(env: &Env, sql: &str, params: &[Value]) -> Result<Value> {
+use crate::d1::{Arg, Db, Meta};
+use crate::{settings, Result};
+
+/// Runs `sql` with `params` (JSON values bound in order) on the unmetered database of
+/// `shard`, or of every shard: `{"rows": [...], "meta": {...}, "shards": [{"rows", "meta"}]}`.
+/// Across shards the rows are concatenated in shard order, except a one-row answer of numbers
+/// from every shard (an aggregate such as `COUNT(*)`), whose numbers are summed.
+pub async fn sql(env: &Env, sql: &str, params: &[Value], shard: Option<u32>) -> Result<Value> {
     let args: Vec<Arg> = params.iter().map(arg_of).collect();
-    let db = Db::unmetered_from_env(env)?;
-    let (rows, meta) = db.all::<Value>(sql, &args).await?;
-    Ok(json!({ "rows": rows, "meta": meta }))
+    let shards: Vec<Shard> = match shard {
+        Some(index) => vec![Shard::new(index)],
+        None => settings::shards(env)?.all().collect(),
+    };
+    let mut answers = Vec::new();
+    for shard in shards {
+        let db = Db::unmetered_of_shard(env, shard)?;
+        answers.push(db.all::<Value>(sql, &args).await?);
+    }
+    let mut meta = Meta::default();
+    for (_, m) in &answers {
+        meta += *m;
+    }
+    let aggregate = answers.len() > 1
+        && answers.iter().all(|(rows, _)| {
+            rows.len() == 1 && rows[0].as_object().is_some_and(|row| row.values().all(|v| v.is_number() || v.is_null()))
+        });
+    let rows: Vec<Value> = if aggregate {
+        let mut sum = serde_json::Map::new();
+        for (rows, _) in &answers {
+            for (column, value) in rows[0].as_object().into_iter().flatten() {
+                let entry = sum.entry(column.clone()).or_insert(Value::Null);
+                *entry = match (entry.as_f64(), value.as_f64()) {
+                    (None, None) => Value::Null,
+                    (a, b) => {
+                        let total = a.unwrap_or(0.0) + b.unwrap_or(0.0);
+                        if total.fract() == 0.0 && total.abs() < 9e15 {
+                            json!(total as i64)
+                        } else {
+                            json!(total)
+                        }
+                    }
+                };
+            }
+        }
+        vec![Value::Object(sum)]
+    } else {
+        answers.iter().flat_map(|(rows, _)| rows.iter().cloned()).collect()
+    };
+    let each: Vec<Value> = answers.iter().map(|(rows, meta)| json!({ "rows": rows, "meta": meta })).collect();
+    Ok(json!({ "rows": rows, "meta": meta, "shards": each }))
 }
 
 fn arg_of(value: &Value) -> Arg {

@@ -4,6 +4,7 @@
 
 mod tick;
 
+use baton_core::shard::Shard;
 use baton_core::time::Millis;
 use baton_edge::engine::Engine;
 use baton_edge::{auth, health, http, Error};
@@ -40,15 +41,21 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 /// active and overdue runs. 503 `degraded` when a tick is overdue ([`tick_overdue`]) or a
 /// retention setting is invalid (`retention_error` names the variable).
 async fn health(env: &Env) -> baton_edge::Result<Response> {
-    let probes = vec![health::probe_d1(env).await, health::probe_kv(env).await];
-    let engine = Engine::new(env).await?;
+    let mut probes = health::probe_d1(env).await;
+    probes.push(health::probe_kv(env).await);
+    let engine = Engine::for_shard(env, Shard::FIRST).await?;
     let now = engine.now();
     let last_run = tick::last_run(env).await.ok().flatten();
     let last_at = last_run.as_ref().and_then(tick::last_run_at);
     let age_ms = last_at.map(|at| now.since(at));
     let started_at = health::version_uploaded_at(env);
     let stale_after_ms = 3 * engine.config.polling_frequency_ms();
-    let (active, overdue) = engine.count_active(now.as_u64() as i64).await?;
+    let (mut active, mut overdue) = engine.count_active(now.as_u64() as i64).await?;
+    for shard in engine.shards().all().skip(1) {
+        let (a, o) = engine.on_shard(shard)?.count_active(now.as_u64() as i64).await?;
+        active += a;
+        overdue += o;
+    }
     // An invalid retention setting stops the archive pass: the poller is degraded until it is fixed.
     let retention_error = baton_edge::settings::retention(env).err().map(|e| e.to_string());
     let degraded = tick_overdue(last_at, started_at, now, stale_after_ms)

@@ -2,6 +2,7 @@
 //! run forward with the same engine the event-driven path uses.
 
 use baton_core::lifecycle::Observer;
+use baton_core::shard::Shard;
 use baton_core::time::Millis;
 use baton_edge::engine::{Dispatch, Engine, PollableStep};
 use baton_edge::{bindings, kv::Kv, Result};
@@ -38,7 +39,7 @@ pub fn last_run_at(last_run: &Value) -> Option<Millis> {
 
 /// The cron entry point: acts only if the polling interval has passed.
 pub async fn cron(env: &Env) -> Result<Value> {
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_shard(env, Shard::FIRST).await?;
     let now = engine.now();
     let last_at = match last_run(env).await {
         Ok(last) => last.as_ref().and_then(last_run_at),
@@ -58,12 +59,73 @@ pub async fn cron(env: &Env) -> Result<Value> {
 
 /// `POST /admin/tick`: one tick now, whatever the interval.
 pub async fn run_now(env: &Env) -> Result<Value> {
-    tick(Engine::new(env).await?).await
+    tick(Engine::for_shard(env, Shard::FIRST).await?).await
 }
 
-async fn tick(mut engine: Engine<'_>) -> Result<Value> {
+/// One tick over every shard's database in turn (each bounded by `POLLER_BATCH_SIZE`): the
+/// record sums their counts and keeps each shard's own under `shards`. A shard that fails is
+/// counted in `errors` and the others still run.
+async fn tick(engine: Engine<'_>) -> Result<Value> {
     let started = engine.now();
-    let now = started.as_u64() as i64;
+    let mut total = json!({});
+    let mut each = Vec::new();
+    for shard in engine.shards().all() {
+        let outcome = match engine.on_shard(shard) {
+            Ok(on_shard) => tick_shard(on_shard).await,
+            Err(e) => Err(e),
+        };
+        let record = outcome.unwrap_or_else(|e| {
+            worker::console_error!("poller: shard {shard} failed: {e}");
+            json!({ "counts": { "errors": 1 } })
+        });
+        add_numbers(&mut total, &record);
+        each.push(json!({ "shard": shard.index(), "record": record }));
+    }
+    let finished = engine.now();
+    let mut last_run = json!({
+        "at": started.as_u64(),
+        "at_rfc3339": started.to_rfc3339(),
+        "duration_ms": finished.since(started),
+    });
+    if let (Some(into), Some(from)) = (last_run.as_object_mut(), total.as_object()) {
+        into.extend(from.clone());
+        into.insert("shards".into(), Value::Array(each));
+    }
+    worker::console_log!("{}", json!({ "event": "poller_tick", "last_run": last_run }));
+    if let Err(e) = Kv::from_env(engine.env())?.put_json(bindings::kv_keys::LAST_RUN, &last_run).await {
+        worker::console_error!("poller: writing last_run failed: {e}");
+    }
+    Ok(json!({ "ran": true, "last_run": last_run }))
+}
+
+/// Adds every number of `from` into `into`, field by field (objects recursively); anything
+/// else `from` has that `into` lacks is copied.
+fn add_numbers(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (key, value) in from {
+                match into.get_mut(key) {
+                    Some(existing) => add_numbers(existing, value),
+                    None => {
+                        into.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (into @ Value::Number(_), Value::Number(from)) => {
+            let sum = match (into.as_u64(), from.as_u64()) {
+                (Some(a), Some(b)) => json!(a + b),
+                _ => json!(into.as_f64().unwrap_or(0.0) + from.as_f64().unwrap_or(0.0)),
+            };
+            *into = sum;
+        }
+        _ => {}
+    }
+}
+
+/// Steps 1–6 of a tick on one shard's database: what it did.
+async fn tick_shard(mut engine: Engine<'_>) -> Result<Value> {
+    let now = engine.now().as_u64() as i64;
     let limit = engine.config.poller_batch_size;
     let mut counts = TickCounts::default();
 
@@ -112,22 +174,7 @@ async fn tick(mut engine: Engine<'_>) -> Result<Value> {
     let archive = engine.archive_due(limit).await;
     counts.errors += archive.failed;
     counts.rows_read = due.rows_read + admission.rows_read + schedules.rows_read + archive.rows_read;
-
-    let finished = engine.now();
-    let last_run = json!({
-        "at": started.as_u64(),
-        "at_rfc3339": started.to_rfc3339(),
-        "duration_ms": finished.since(started),
-        "counts": counts,
-        "admission": admission,
-        "schedules": schedules,
-        "archive": archive,
-    });
-    worker::console_log!("{}", json!({ "event": "poller_tick", "last_run": last_run }));
-    if let Err(e) = Kv::from_env(engine.env())?.put_json(bindings::kv_keys::LAST_RUN, &last_run).await {
-        worker::console_error!("poller: writing last_run failed: {e}");
-    }
-    Ok(json!({ "ran": true, "last_run": last_run }))
+    Ok(json!({ "counts": counts, "admission": admission, "schedules": schedules, "archive": archive }))
 }
 
 /// Looks at a run; a run taken from the due index that is still waiting is looked at again

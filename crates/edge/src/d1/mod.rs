@@ -15,11 +15,12 @@ pub mod steps;
 pub mod views;
 pub mod webhooks;
 
+use baton_core::shard::Shard;
 use serde::de::DeserializeOwned;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, D1Result};
 
-use crate::{bindings, Error, Result};
+use crate::{Error, Result};
 
 /// `'queued'`: a core status's text as an SQL literal, for a guard or a value written into a
 /// statement's text (a partial index, `... WHERE status = 'queued'`, is used only by a query
@@ -120,22 +121,35 @@ pub struct Db {
     database: D1Database,
     /// Counted in [`crate::meter`] (test hooks are not).
     metered: bool,
+    /// Which of the deployment's databases it is.
+    shard: Shard,
 }
 
 /// A statement ready to run or to batch.
 pub struct Stmt(D1PreparedStatement);
 
 impl Db {
-    /// Opens the `DB` binding.
-    pub fn from_env(env: &worker::Env) -> Result<Self> {
-        env.d1(bindings::DB)
-            .map(|database| Db { database, metered: true })
-            .map_err(|e| Error::Binding { name: bindings::DB, cause: e.to_string() })
+    /// Opens the database of `shard` (binding `DB_{k}`).
+    pub fn of_shard(env: &worker::Env, shard: Shard) -> Result<Self> {
+        let name = shard.binding();
+        env.d1(&name)
+            .map(|database| Db { database, metered: true, shard })
+            .map_err(|e| Error::Binding { name, cause: e.to_string() })
     }
 
-    /// The database for the test hooks, whose queries stay out of [`crate::meter`].
-    pub fn unmetered_from_env(env: &worker::Env) -> Result<Self> {
-        Ok(Db { metered: false, ..Db::from_env(env)? })
+    /// The database of `shard` for the test hooks, whose queries stay out of [`crate::meter`].
+    pub fn unmetered_of_shard(env: &worker::Env, shard: Shard) -> Result<Self> {
+        Ok(Db { metered: false, ..Db::of_shard(env, shard)? })
+    }
+
+    /// Opens the database holding `client`'s data (`D1_SHARDS`, `SHARD_BY_CLIENT`).
+    pub fn of_client(env: &worker::Env, client: &str) -> Result<Self> {
+        Db::of_shard(env, crate::settings::shards(env)?.of_client(client))
+    }
+
+    /// Which shard this database is.
+    pub fn shard(&self) -> Shard {
+        self.shard
     }
 
     fn count(&self, metas: &[Meta]) {

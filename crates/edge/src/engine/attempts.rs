@@ -499,9 +499,13 @@ pub fn run_first_wave(
     let env = env.clone();
     ctx.wait_until(async move {
         let signal = EndSignal::new(done);
+        let shard = baton_core::shard::Shard::of_id(match &run {
+            FirstWaveRun::Written(written) => &written.run.run_id,
+            FirstWaveRun::Read(run_id) => run_id,
+        });
         let engine = match config {
-            Some(config) => Engine::with_config(&env, config),
-            None => Engine::new(&env).await,
+            Some(config) => Engine::with_config(&env, config, shard),
+            None => Engine::for_shard(&env, shard).await,
         };
         match engine {
             Ok(engine) => {

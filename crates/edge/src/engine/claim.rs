@@ -25,7 +25,8 @@ pub enum AttemptClaim {
 
 impl Engine<'_> {
     /// Takes a slot of the service `service` calls, if that service has a concurrency cap
-    /// (`SERVICE_CONCURRENCY`): `false` means as many attempts as the cap allows are in
+    /// (`SERVICE_CONCURRENCY`; with several shards, each holds its share of it): `false` means
+    /// as many attempts as the cap allows are in
     /// flight, and this one must wait. A slot lasts at most until `expires` (the attempt's
     /// deadline), so a crash cannot leak one; the attempt's ending gives it back.
     pub(crate) async fn take_slot(
@@ -38,6 +39,8 @@ impl Engine<'_> {
         let Some(spec) = loaded.plan.step(service) else { return Ok(true) };
         let worker = spec.worker_key.as_str();
         let Some(cap) = crate::settings::concurrency_cap(self.env(), worker) else { return Ok(true) };
+        // Each shard keeps its own slots: it holds its share of the cap.
+        let cap = self.shards().share_of_cap(cap);
         let now = self.now().as_u64() as i64;
         let take = crate::d1::service_slots::take(
             &self.db,

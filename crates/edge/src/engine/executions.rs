@@ -189,7 +189,7 @@ impl Executions<'_> {
     /// The queue row of a new execution: a fresh id, queued now, due by core's queue deadline.
     fn queued_row(&self, new: NewExecution, plan: &Plan) -> Result<ExecutionRow> {
         let now = self.engine.now();
-        let execution_id = ExecutionId::from_parts(now, clock::random_bytes::<6>()?);
+        let execution_id = ExecutionId::in_shard(now, clock::random_bytes::<6>()?, self.engine.shard());
         let run_id = RunId::from_execution(&execution_id);
         Ok(ExecutionRow {
             run_id: run_id.as_str().to_string(),

@@ -85,7 +85,7 @@ pub async fn visible_plans(
     let wanted = limit.saturating_sub(visible.len() as u32);
     // One more than asked for says whether another page follows.
     let custom_offset = offset.saturating_sub(builtin_count);
-    let mut custom = plans::of_client(&Db::from_env(env)?, client_id, custom_offset, wanted + 1).await?;
+    let mut custom = plans::of_client(&Db::of_client(env, client_id)?, client_id, custom_offset, wanted + 1).await?;
     let more = custom.len() as u32 > wanted;
     custom.truncate(wanted as usize);
     visible.extend(custom.into_iter().map(|p| (p, PlanSource::Custom)));
@@ -98,7 +98,7 @@ pub async fn visible_plan(env: &Env, plan_id: &str, client_id: Option<&str>) -> 
         return Ok(Some((plan, PlanSource::Builtin)));
     }
     let Some(client_id) = client_id else { return Ok(None) };
-    let custom = plans::get(&Db::from_env(env)?, plan_id, client_id).await?;
+    let custom = plans::get(&Db::of_client(env, client_id)?, plan_id, client_id).await?;
     Ok(custom.map(|plan| (plan, PlanSource::Custom)))
 }
 
@@ -108,7 +108,7 @@ pub async fn create_plan(env: &Env, client_id: &str, plan: &Plan, max: u32) -> R
     if builtin_plan(plan.plan_id().as_str()).is_some() {
         return Ok(PlanCreated::BuiltinId);
     }
-    let db = Db::from_env(env)?;
+    let db = Db::of_client(env, client_id)?;
     if plans::insert(&db, client_id, plan, clock::now_ms() as i64, max).await? {
         return Ok(PlanCreated::Created);
     }

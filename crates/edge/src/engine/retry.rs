@@ -7,17 +7,15 @@
 //! what is ready. The round's diagnosis and finish events have their own dedupe keys, so the
 //! run's history keeps every round's.
 
-use baton_core::ids::RunId;
 use baton_core::lifecycle::{self, RetryRefused};
 use baton_core::quota::QuotaExceeded;
 use baton_core::state::RunKind;
-use baton_core::time::Millis;
 use serde_json::Value;
 
 use super::run::{AdvanceReport, Engine, Loaded};
 use super::start::{NewRun, Started};
 use crate::d1::runs;
-use crate::{clock, Error, Result};
+use crate::{Error, Result};
 
 /// What retrying came to.
 #[derive(Debug, Clone)]
@@ -63,7 +61,7 @@ impl Engine<'_> {
     pub async fn rerun(&self, loaded: &Loaded, acted_by: Option<String>) -> Result<Started> {
         let parameters: Value = serde_json::from_str(&loaded.run.parameters).unwrap_or(Value::Null);
         let new = NewRun {
-            run_id: RunId::from_parts(Millis::new(clock::now_ms()), clock::random_bytes::<8>()?),
+            run_id: self.new_run_id()?,
             kind: RunKind::Diagnostic,
             client_id: loaded.run.client_id.clone(),
             website_id: loaded.run.website_id.clone(),

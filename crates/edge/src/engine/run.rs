@@ -8,6 +8,7 @@ use baton_core::ids::{RunId, ServiceSlug};
 use baton_core::messages::TaskMessage;
 use baton_core::plan::Plan;
 use baton_core::retry::{RandomSource, SplitMix64};
+use baton_core::shard::{Shard, Shards};
 use baton_core::state::{RunStatus, StepError, StepRecord};
 use baton_core::summary::{RunFacts, RunSummary};
 use baton_core::time::Millis;
@@ -171,8 +172,11 @@ pub use baton_core::lifecycle::Dispatch;
 /// [`Engine::executions`].
 pub struct Engine<'a> {
     env: &'a Env,
-    /// The database.
+    /// The database of this engine's shard: every run, execution and client it handles lives
+    /// there (see [`Engine::on_id`], [`Engine::on_client`] for the others).
     pub db: Db,
+    /// The deployment's shards (`D1_SHARDS`, `SHARD_BY_CLIENT`).
+    shards: Shards,
     /// The effective configuration (env + KV override).
     pub config: Config,
     /// Why the KV override was ignored, if it was.
@@ -183,20 +187,76 @@ pub struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    /// Resolves bindings and configuration once per event. A bad or unreadable override is
-    /// ignored (and reported in `rejected_override`): it never stops work.
-    pub async fn new(env: &'a Env) -> Result<Engine<'a>> {
+    /// The engine of `shard`'s database. Resolves bindings and configuration once per event.
+    /// A bad or unreadable override is ignored (and reported in `rejected_override`): it never
+    /// stops work.
+    pub async fn for_shard(env: &'a Env, shard: Shard) -> Result<Engine<'a>> {
         let (config, rejected_override) = resolve_config(env).await;
-        Ok(Engine { rejected_override, ..Engine::with_config(env, config)? })
+        Ok(Engine { rejected_override, ..Engine::with_config(env, config, shard)? })
     }
 
-    /// An engine with a configuration handed over by another worker (which resolved it
-    /// moments ago), saving the KV read.
-    pub fn with_config(env: &'a Env, config: Config) -> Result<Engine<'a>> {
+    /// The engine of the database holding what a run, execution or webhook delivery id names
+    /// (its shard is in the id).
+    pub async fn for_id(env: &'a Env, id: &str) -> Result<Engine<'a>> {
+        let engine = Engine::for_shard(env, Shard::FIRST).await?;
+        engine.on_id(id)
+    }
+
+    /// The engine of the database holding `client`'s data.
+    pub async fn for_client(env: &'a Env, client: &str) -> Result<Engine<'a>> {
+        let shard = crate::settings::shards(env)?.of_client(client);
+        Engine::for_shard(env, shard).await
+    }
+
+    /// An engine of `shard` with a configuration handed over by another worker (which
+    /// resolved it moments ago), saving the KV read.
+    pub fn with_config(env: &'a Env, config: Config, shard: Shard) -> Result<Engine<'a>> {
         crate::log::configure(env);
-        let db = Db::from_env(env)?;
+        let shards = crate::settings::shards(env)?;
+        if !shards.contains(shard) {
+            return Err(Error::NotFound { what: format!("shard {shard} (D1_SHARDS is {})", shards.count()) });
+        }
+        let db = Db::of_shard(env, shard)?;
         let rng = RefCell::new(SplitMix64::new(clock::random_u64()?));
-        Ok(Engine { env, db, config, rejected_override: None, rng })
+        Ok(Engine { env, db, shards, config, rejected_override: None, rng })
+    }
+
+    /// The same event's engine on another shard's database.
+    pub fn on_shard(&self, shard: Shard) -> Result<Engine<'a>> {
+        Ok(Engine {
+            rejected_override: self.rejected_override.clone(),
+            ..Engine::with_config(self.env, self.config, shard)?
+        })
+    }
+
+    /// The engine of the database holding what `id` names (a run, execution or delivery id).
+    /// An id naming a shard this deployment does not have names nothing: not found.
+    pub fn on_id(&self, id: &str) -> Result<Engine<'a>> {
+        let shard = Shard::of_id(id);
+        if !self.shards.contains(shard) {
+            return Err(Error::NotFound { what: id.chars().take(100).collect() });
+        }
+        self.on_shard(shard)
+    }
+
+    /// The engine of the database holding `client`'s data.
+    pub fn on_client(&self, client: &str) -> Result<Engine<'a>> {
+        self.on_shard(self.shards.of_client(client))
+    }
+
+    /// A fresh run id in this engine's shard.
+    pub fn new_run_id(&self) -> Result<RunId> {
+        Ok(RunId::in_shard(self.now(), clock::random_bytes::<8>()?, self.shard()))
+    }
+
+    /// This engine's shard.
+    pub fn shard(&self) -> Shard {
+        self.db.shard()
+    }
+
+    /// The deployment's shards.
+    pub fn shards(&self) -> &Shards {
+        &self.shards
     }
 
     /// The worker's environment.

@@ -123,7 +123,7 @@ impl Schedules<'_> {
                 let fire = FireRow {
                     schedule_id: row.schedule_id.clone(),
                     slot: slot.as_u64() as i64,
-                    run_id: RunId::from_parts(now, clock::random_bytes::<8>()?).as_str().to_string(),
+                    run_id: RunId::in_shard(now, clock::random_bytes::<8>()?, self.engine.shard()).as_str().to_string(),
                     status: FireStatus::Claimed,
                     error: None,
                     fired_at: now.as_u64() as i64,

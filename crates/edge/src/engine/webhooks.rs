@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use baton_core::shard::Shard;
 use baton_core::time::Millis;
 use baton_core::webhook::{self, DeliveryMessage, DeliveryStatus, Event};
 use serde_json::json;
@@ -42,8 +43,10 @@ pub enum DeliveryOutcome {
     Retry { delay_seconds: u32 },
 }
 
-fn new_id(prefix: &str, now: Millis) -> Result<String> {
-    Ok(format!("{prefix}_{:013}_{}", now.as_u64(), hex::encode(clock::random_bytes::<8>()?)))
+/// A fresh id in `shard` (a `_s{k}` suffix, none for shard 0): a delivery's queue message
+/// carries only its id, and the id says which database holds it.
+fn new_id(prefix: &str, now: Millis, shard: Shard) -> Result<String> {
+    Ok(format!("{prefix}_{:013}_{}{}", now.as_u64(), hex::encode(clock::random_bytes::<8>()?), shard.id_suffix()))
 }
 
 fn cut(text: &str) -> String {
@@ -83,7 +86,7 @@ impl Webhooks<'_> {
             events.iter().map(|e| e.as_str()).collect()
         };
         let row = WebhookRow {
-            webhook_id: new_id("wh", now)?,
+            webhook_id: new_id("wh", now, self.engine.shard())?,
             client_id: client_id.to_string(),
             url: url.to_string(),
             secret: format!("whsec_{}", hex::encode(clock::random_bytes::<24>()?)),
@@ -130,7 +133,7 @@ impl Webhooks<'_> {
             .ok_or_else(|| Error::NotFound { what: format!("delivery {delivery_id}") })?;
         let now = self.engine.now().as_u64() as i64;
         let replay = DeliveryRow {
-            delivery_id: new_id("whd", self.engine.now())?,
+            delivery_id: new_id("whd", self.engine.now(), self.engine.shard())?,
             status: DeliveryStatus::Pending,
             attempts: 0,
             last_status_code: None,
@@ -274,9 +277,12 @@ pub struct Outbox {
 impl Outbox {
     /// The outbox of an ending at `now`: a fresh candidate delivery id per webhook a client
     /// may have.
-    pub(crate) fn fresh(now: Millis) -> Result<Outbox> {
+    pub(crate) fn fresh(now: Millis, shard: Shard) -> Result<Outbox> {
         let random = clock::random_bytes::<{ 8 * MAX_WEBHOOKS_PER_CLIENT as usize }>()?;
-        let ids = random.chunks(8).map(|bytes| format!("whd_{:013}_{}", now.as_u64(), hex::encode(bytes))).collect();
+        let ids = random
+            .chunks(8)
+            .map(|bytes| format!("whd_{:013}_{}{}", now.as_u64(), hex::encode(bytes), shard.id_suffix()))
+            .collect();
         Ok(Outbox { ids })
     }
 

@@ -17,7 +17,7 @@ use super::input;
 
 pub async fn result(mut req: Request, env: &Env, trace_id: &str, service: &str) -> Result<Response> {
     let body = http::read_body(&mut req).await?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_id(env, trace_id).await?;
     let not_found = || Error::NotFound { what: format!("step {service} of job {trace_id}") };
     // The key is the step's service's: read the run first (a miss is the same 404 for anyone).
     let loaded = engine.load(trace_id).await?.ok_or_else(not_found)?;

@@ -11,7 +11,7 @@ use super::runs::visible_run;
 
 pub async fn cancel(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_id(env, run_id).await?;
     let loaded = visible_run(&engine, run_id, &caller).await?;
     match engine.cancel(loaded).await? {
         CancelOutcome::AlreadyEnded { status } => Err(Error::Conflict(format!(

@@ -44,7 +44,7 @@ pub async fn execute(mut req: Request, env: &Env) -> Result<Response> {
     let new = decode(body, &caller)?;
     let quota = settings::quotas(env).of(&new.client_id);
     quota.allows_priority(new.priority).map_err(Error::Quota)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &new.client_id).await?;
     quota.allows_queued(engine.executions().queued_of_client(&new.client_id).await?).map_err(Error::Quota)?;
     let submitted = engine.executions().submit(new).await?;
     http::json(202, &submitted_json(&submitted))
@@ -129,7 +129,7 @@ pub async fn get(req: Request, env: &Env, execution_id: &str) -> Result<Response
     let caller = auth::caller(&req, env)?;
     let not_found = || Error::NotFound { what: format!("execution {execution_id}") };
     let execution_id: ExecutionId = execution_id.parse().map_err(|_| not_found())?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_id(env, execution_id.as_str()).await?;
     let detail =
         engine.executions().visible(&execution_id, |owner| caller.may_act_for(owner)).await?.ok_or_else(not_found)?;
     http::json(200, &detail_json(&detail)?)

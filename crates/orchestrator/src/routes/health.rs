@@ -7,15 +7,15 @@ use serde_json::{json, Value};
 use worker::{Env, Request, Response};
 
 pub async fn health(req: &Request, env: &Env) -> Result<Response> {
-    let probes = vec![
-        health::probe_d1(env).await,
+    let mut probes = health::probe_d1(env).await;
+    probes.extend([
         health::probe_kv(env).await,
         health::probe_queue(env, bindings::TASK_QUEUE),
         health::probe_queue(env, bindings::LLM_ANALYSIS_QUEUE),
         health::probe_service(env, bindings::POLLER),
         health::probe_service(env, bindings::CONSUMER),
         health::probe_service(env, bindings::KAM),
-    ];
+    ]);
     let mut workers = serde_json::Map::new();
     for (name, binding) in
         [("poller", bindings::POLLER), ("consumer", bindings::CONSUMER), ("sample-services", bindings::KAM)]

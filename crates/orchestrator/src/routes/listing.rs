@@ -28,7 +28,7 @@ pub async fn list(req: Request, env: &Env) -> Result<Response> {
             .collect();
         input::problems("invalid_query", &problems.to_string(), list)
     })?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &client_id).await?;
     let (runs, next) = engine.list_runs(&client_id, &query).await?;
     http::json(200, &RunList { success: Success, runs, next_cursor: next.map(|c| c.to_string()) })
 }

@@ -21,7 +21,7 @@ fn diagnostic(kind: RunKind, run_id: &str) -> Result<()> {
 /// `POST /api/orchestration/runs/:run_id/retry`
 pub async fn retry(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_id(env, run_id).await?;
     let loaded = visible_run(&engine, run_id, &caller).await?;
     diagnostic(loaded.run.kind, run_id)?;
     match engine.retry_run(loaded).await? {
@@ -44,7 +44,7 @@ pub async fn retry(req: Request, env: &Env, run_id: &str) -> Result<Response> {
 /// `POST /api/orchestration/runs/:run_id/rerun`
 pub async fn rerun(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_id(env, run_id).await?;
     // An archived run is rerun from its archive: the plan and inputs it ran with.
     let loaded = match visible_kept(&engine, run_id, &caller).await? {
         Kept::Live(loaded) => *loaded,

@@ -13,7 +13,6 @@ use baton_core::request::{self, validate_run_request, RunRequest, RunRequestDraf
 use baton_core::state::RunKind;
 use baton_core::state::RunStatus;
 use baton_core::summary::RunSummary;
-use baton_core::time::Millis;
 use baton_edge::auth::{self, Caller};
 use baton_edge::engine::{attempts, blocked_by, depends_on, summary_of, Engine, Kept, Loaded, NewRun, Started};
 use baton_edge::{clock, http, log, services, settings, Error, Result};
@@ -33,11 +32,11 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
     let body: Value = http::read_json(&mut req).await?;
     let (request, parameters, claimed) = decode_run_request(body)?;
     let acting = caller.acting(claimed.as_deref(), "client_id")?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &acting.client_id).await?;
     let plan = resolve_plan(&engine, request.plan_id.as_str(), &acting.client_id).await?;
     let wait = request::wait_seconds(asked, settings::run_wait_default_seconds(env), &plan);
     let wait = Some(wait).filter(|seconds| *seconds > 0);
-    let new = new_run(acting, request, plan, parameters)?;
+    let new = new_run(engine.new_run_id()?, acting, request, plan, parameters)?;
     // The run's log lines wait until a waiting client has its answer.
     let held = wait.map(|_| log::hold(new.run_id.as_str()));
     let answered = |response| {
@@ -72,9 +71,15 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
 }
 
 /// A new diagnostic run of the client `acting` names.
-fn new_run(acting: Acting, request: RunRequest, plan: Plan, parameters: Map<String, Value>) -> Result<NewRun> {
+fn new_run(
+    run_id: RunId,
+    acting: Acting,
+    request: RunRequest,
+    plan: Plan,
+    parameters: Map<String, Value>,
+) -> Result<NewRun> {
     Ok(NewRun {
-        run_id: RunId::from_parts(Millis::new(clock::now_ms()), clock::random_bytes::<8>()?),
+        run_id,
         kind: RunKind::Diagnostic,
         client_id: acting.client_id,
         acted_by: acting.acted_by,
@@ -220,7 +225,7 @@ pub(super) async fn visible_kept(engine: &Engine<'_>, run_id: &str, caller: &Cal
 /// `GET /api/orchestration/runs/:run_id`
 pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_id(env, run_id).await?;
     let kept = visible_kept(&engine, run_id, &caller).await?;
     let record = engine.run_record(kept).await?;
     let loaded = &record.loaded;
@@ -254,7 +259,7 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
 /// KV); 409 while it runs.
 pub async fn delete(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_id(env, run_id).await?;
     let kept = visible_kept(&engine, run_id, &caller).await?;
     if let Kept::Live(loaded) = &kept {
         if !loaded.run.status.is_terminal() {
@@ -309,7 +314,7 @@ fn step_views(loaded: &Loaded, mut history: BTreeMap<String, Vec<baton_edge::eng
 /// `GET /api/orchestration/runs/:run_id/events`
 pub async fn events(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_id(env, run_id).await?;
     let kept = visible_kept(&engine, run_id, &caller).await?;
     let events = engine.events_kept(&kept).await?;
     http::json(200, &RunEvents { success: Success, run_id: run_id.to_string(), events })

@@ -68,7 +68,7 @@ pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
     let draft: ScheduleDraft = input::decode(http::read_json(&mut req).await?)?;
     let fields = fields(draft.into())?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &client_id).await?;
     let view = engine.schedules().create(&client_id, fields).await?;
     http::json(201, &ScheduleOne { success: Success, schedule: shown(&view) })
 }
@@ -83,7 +83,7 @@ pub async fn list(req: Request, env: &Env) -> Result<Response> {
         })?,
     };
     let cursor = http::query_param(&req, "cursor")?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &client_id).await?;
     let views = engine.schedules().list(&client_id, cursor.as_deref(), limit).await?;
     let next = (views.len() as u32 == limit).then(|| views.last().map(|v| v.row.schedule_id.clone())).flatten();
     http::json(200, &ScheduleList { success: Success, schedules: views.iter().map(shown).collect(), next_cursor: next })
@@ -92,7 +92,7 @@ pub async fn list(req: Request, env: &Env) -> Result<Response> {
 /// `GET /api/orchestration/schedules/:id`
 pub async fn get(req: Request, env: &Env, schedule_id: &str) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &client_id).await?;
     let view = engine.schedules().get(&client_id, schedule_id).await?;
     http::json(200, &ScheduleOne { success: Success, schedule: shown(&view) })
 }
@@ -103,7 +103,7 @@ pub async fn update(mut req: Request, env: &Env, schedule_id: &str) -> Result<Re
     let client_id = auth::client_id(&req, env)?;
     let patch: SchedulePatch = input::decode(http::read_json(&mut req).await?)?;
     let fields = fields(patch)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &client_id).await?;
     let view = engine.schedules().update(&client_id, schedule_id, fields).await?;
     http::json(200, &ScheduleOne { success: Success, schedule: shown(&view) })
 }
@@ -111,7 +111,7 @@ pub async fn update(mut req: Request, env: &Env, schedule_id: &str) -> Result<Re
 /// `DELETE /api/orchestration/schedules/:id`
 pub async fn delete(req: Request, env: &Env, schedule_id: &str) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &client_id).await?;
     engine.schedules().delete(&client_id, schedule_id).await?;
     http::json(200, &json!({ "success": true, "schedule_id": schedule_id, "deleted": true }))
 }

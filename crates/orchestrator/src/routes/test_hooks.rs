@@ -19,12 +19,15 @@ struct SqlRequest {
     sql: String,
     #[serde(default)]
     params: Vec<Value>,
+    /// One shard's database; absent: every shard's.
+    #[serde(default)]
+    shard: Option<u32>,
 }
 
 pub async fn sql(mut req: Request, env: &Env) -> Result<Response> {
     guard(&req, env)?;
     let body: SqlRequest = http::read_json(&mut req).await?;
-    http::json(200, &test_hooks::sql(env, &body.sql, &body.params).await?)
+    http::json(200, &test_hooks::sql(env, &body.sql, &body.params, body.shard).await?)
 }
 
 pub async fn kv(mut req: Request, env: &Env, key: &str) -> Result<Response> {

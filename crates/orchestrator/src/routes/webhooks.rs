@@ -68,7 +68,7 @@ pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
             "`events` must list one or more of `run.finished`, `execution.finished`",
         ));
     }
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &client_id).await?;
     let row = engine.webhooks().create(&client_id, &draft.url, &events).await?;
     http::json(201, &WebhookOne { success: Success, webhook: shown(&row, true) })
 }
@@ -76,7 +76,7 @@ pub async fn create(mut req: Request, env: &Env) -> Result<Response> {
 /// `GET /api/orchestration/webhooks`
 pub async fn list(req: Request, env: &Env) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &client_id).await?;
     let webhooks = engine.webhooks().list(&client_id).await?.iter().map(|w| shown(w, false)).collect();
     http::json(200, &WebhookList { success: Success, webhooks })
 }
@@ -84,7 +84,7 @@ pub async fn list(req: Request, env: &Env) -> Result<Response> {
 /// `GET /api/orchestration/webhooks/:id`
 pub async fn get(req: Request, env: &Env, webhook_id: &str) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &client_id).await?;
     let row = engine.webhooks().get(&client_id, webhook_id).await?;
     http::json(200, &WebhookOne { success: Success, webhook: shown(&row, false) })
 }
@@ -92,7 +92,7 @@ pub async fn get(req: Request, env: &Env, webhook_id: &str) -> Result<Response> 
 /// `DELETE /api/orchestration/webhooks/:id`
 pub async fn delete(req: Request, env: &Env, webhook_id: &str) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &client_id).await?;
     engine.webhooks().delete(&client_id, webhook_id).await?;
     http::json(200, &json!({ "success": true, "webhook_id": webhook_id, "deleted": true }))
 }
@@ -101,7 +101,7 @@ pub async fn delete(req: Request, env: &Env, webhook_id: &str) -> Result<Respons
 /// each with every attempt.
 pub async fn deliveries(req: Request, env: &Env, webhook_id: &str) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &client_id).await?;
     let (deliveries, attempts) = engine.webhooks().deliveries(&client_id, webhook_id).await?;
     let deliveries = deliveries.iter().map(|d| shown_delivery(d, &attempts)).collect();
     http::json(200, &WebhookDeliveries { success: Success, webhook_id: webhook_id.to_string(), deliveries })
@@ -111,7 +111,7 @@ pub async fn deliveries(req: Request, env: &Env, webhook_id: &str) -> Result<Res
 /// payload again, as a new delivery.
 pub async fn replay(req: Request, env: &Env, webhook_id: &str, delivery_id: &str) -> Result<Response> {
     let client_id = auth::client_id(&req, env)?;
-    let engine = Engine::new(env).await?;
+    let engine = Engine::for_client(env, &client_id).await?;
     let replay = engine.webhooks().replay(&client_id, webhook_id, delivery_id).await?;
     http::json(202, &WebhookReplayed { success: Success, delivery: shown_delivery(&replay, &[]) })
 }

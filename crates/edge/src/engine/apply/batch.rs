@@ -10,6 +10,7 @@ use baton_core::events::{
 };
 use baton_core::ids::{EventId, ServiceSlug};
 use baton_core::lifecycle::{self, Cause, Effect, Finish, RunAction};
+use baton_core::shard::Shard;
 use baton_core::state::{RunStatus, StepStatus};
 use baton_core::synthesis::Diagnosis;
 use baton_core::time::Millis;
@@ -153,9 +154,9 @@ pub(crate) trait Fresh {
     fn event_id(&mut self, now: Millis) -> Result<EventId> {
         Ok(EventId::from_parts(now, clock::random_bytes::<8>()?))
     }
-    /// A fresh outbox for an ending at `now`.
-    fn outbox(&mut self, now: Millis) -> Result<Outbox> {
-        Outbox::fresh(now)
+    /// A fresh outbox for an ending at `now` of a run in `shard`.
+    fn outbox(&mut self, now: Millis, shard: Shard) -> Result<Outbox> {
+        Outbox::fresh(now, shard)
     }
 }
 
@@ -358,7 +359,12 @@ pub(crate) fn ending(
     let row = event(&ended, id, RUN_STATUS_EVENT_TYPE, payload, finish_dedupe_key(&run_id, round));
     writes.push(Write::EventIfVersion { event: Box::new(row), token });
     writes.push(Write::CountEnded { client_id: ended.run.client_id.clone(), token });
-    writes.push(Write::Deliveries { outbox: fresh.outbox(now)?, ended: Box::new(ended.clone()), token, now });
+    writes.push(Write::Deliveries {
+        outbox: fresh.outbox(now, Shard::of_id(&ended.run.run_id))?,
+        ended: Box::new(ended.clone()),
+        token,
+        now,
+    });
     Ok((writes, ended))
 }
 
