@@ -122,6 +122,7 @@ impl Engine<'_> {
                 .into_iter()
                 .map(|(resource, capacity, in_use)| Pool { resource, capacity, in_use })
                 .collect(),
+            archive_failures: 0,
         };
         snapshot.add_totals(&a.totals);
         Ok(snapshot)
