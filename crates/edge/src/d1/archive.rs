@@ -1,5 +1,6 @@
 //! `archived_runs`: the slim row an archived run keeps in D1 (its object is in R2), and
-//! `metric_totals`: what runs that left D1 contributed to `GET /metrics`.
+//! `metric_totals`: what ended runs (archived or not) and archive failures count in
+//! `GET /metrics`.
 
 use baton_core::retention::Pass;
 use baton_core::state::{RunKind, RunStatus};
@@ -87,9 +88,10 @@ pub fn delete(db: &Db, run_id: &str) -> Result<Stmt> {
 /// Totals one statement adds at most (3 bound values each, D1 binds at most 100).
 pub const TOTALS_PER_STATEMENT: usize = 32;
 
-/// Adds `totals` (`(metric, label, value)`, at most [`TOTALS_PER_STATEMENT`]) to the metric
-/// totals, only if the run as read (`version`) is still in D1: the statement goes in the batch
-/// that deletes the run, so only the batch that deletes it counts it.
+/// Adds `totals` (`(metric, label, value)`, at most [`TOTALS_PER_STATEMENT`]; a value may be
+/// negative) to the metric totals, only if the run carries `version`: the statement goes in the
+/// batch that ends the run (or retries it) after the write that gives it that version, so only
+/// a batch that stands counts.
 pub fn add_totals_if_run_version(
     db: &Db,
     run_id: &str,

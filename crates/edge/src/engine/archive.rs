@@ -205,7 +205,7 @@ impl Engine<'_> {
         let size = archive.put_verified(&key, bytes).await?;
         let summary = summary_of(&loaded)?;
         let row = slim_row(&loaded.run, &summary, now, size);
-        let moved = self.write_leaving(&loaded, &attempts, Some(row)).await?;
+        let moved = self.write_leaving(&loaded, Some(row)).await?;
         Ok(moved.then_some(size))
     }
 
@@ -265,14 +265,13 @@ impl Engine<'_> {
         }
     }
 
-    /// Deletes an ended run for good: its rows in D1 (what it counted kept as metric totals),
+    /// Deletes an ended run for good: its rows in D1 (what it counted stays in the metric totals),
     /// its slim row and its archive object, its KV summary. `false`: it changed meanwhile (try
     /// again). A run that has not ended is refused by the caller.
     pub async fn delete_run(&self, kept: &Kept) -> Result<bool> {
         let (run_id, client_id, created_at) = match kept {
             Kept::Live(loaded) => {
-                let attempts = views::attempts_of_run(&self.db, &loaded.run.run_id).await?;
-                if !self.write_leaving(loaded, &attempts, None).await? {
+                if !self.write_leaving(loaded, None).await? {
                     return Ok(false);
                 }
                 (loaded.run.run_id.clone(), loaded.run.client_id.clone(), loaded.run.created_at)

@@ -99,7 +99,8 @@ impl Engine<'_> {
         Ok(by_step)
     }
 
-    /// The aggregates of `GET /metrics`, read from D1 (one round trip).
+    /// The aggregates of `GET /metrics`, read from D1 (one round trip): the live runs' rows and
+    /// the totals.
     pub async fn metrics(&self) -> Result<Snapshot> {
         let a = views::aggregates(
             &self.db,
