@@ -304,3 +304,24 @@ fn counters_kept_as_runs_end_and_are_retried_match_a_scan_of_every_row_and_a_scr
     let expected = scanned(&stack);
     assert_eq!(scraped(&scrape(&stack), &expected), expected, "after more runs");
 }
+
+#[test]
+fn an_archive_pass_that_cannot_write_to_r2_counts_the_failure_and_keeps_the_run() {
+    let stack = Stack::start(StackOptions {
+        poller_vars: vec![
+            ("RETENTION_DAYS".into(), "0.000025".into()), // about 2 seconds
+            ("BATON_FAULT_INJECTION".into(), "r2".into()),
+        ],
+        ..StackOptions::default()
+    });
+    assert_eq!(number(&scrape(&stack), "orchestrator_archive_failures_total", &[]), 0.0);
+    let run_id = start_run(&stack, &json!({"website_id": "metrics-r2", "domain": "r2.example", "plan_id": "quick-v1"}));
+    wait_terminal(&stack, &run_id);
+    std::thread::sleep(Duration::from_secs(3));
+    let r = stack.admin_post("/admin/poller/tick", &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["last_run"]["archive"]["failed"].as_u64().unwrap_or(0) >= 1, "{}", r.text());
+    assert!(number(&scrape(&stack), "orchestrator_archive_failures_total", &[]) >= 1.0);
+    let kept = stack.sql("SELECT COUNT(*) AS n FROM runs WHERE run_id = ?1", &[json!(run_id)]).0;
+    assert_eq!(kept[0]["n"], 1, "the run stays in D1");
+}

@@ -122,6 +122,32 @@ pub fn add_totals_if_run_version(
     )
 }
 
+/// Adds `totals` (`(metric, label, value)`, at most [`TOTALS_PER_STATEMENT`]) to the metric
+/// totals, unconditionally (counters of events that belong to no run, as an archive failure).
+pub fn add_totals(db: &Db, totals: &[(String, String, i64)]) -> Result<Stmt> {
+    if totals.is_empty() || totals.len() > TOTALS_PER_STATEMENT {
+        return Err(crate::Error::Internal(format!("{} metric totals in one statement", totals.len())));
+    }
+    let mut args = Vec::new();
+    let rows: Vec<String> = totals
+        .iter()
+        .map(|(metric, label, value)| {
+            args.push(Arg::from(metric.as_str()));
+            args.push(Arg::from(label.as_str()));
+            args.push(Arg::Int(*value));
+            format!("(?{}, ?{}, ?{})", args.len() - 2, args.len() - 1, args.len())
+        })
+        .collect();
+    db.stmt(
+        &format!(
+            "INSERT INTO metric_totals (metric, label, value) SELECT column1, column2, column3 FROM (VALUES {}) \
+             WHERE true ON CONFLICT (metric, label) DO UPDATE SET value = value + excluded.value",
+            rows.join(", ")
+        ),
+        &args,
+    )
+}
+
 /// A run due for the archive: enough to load it and check it is still due.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DueForArchive {
