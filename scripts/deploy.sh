@@ -2,6 +2,7 @@
 # The deploy command (`make deploy ENV=production|staging [ARGS=--with-samples]`): deploys the
 # suite to the Cloudflare account wrangler is logged in to, as one named environment
 # ([env.<name>] in every wrangler.toml).
+#   0. checks the workers' variables with Baton's own parsers (`baton check-config`);
 #   1. checks the login (`wrangler whoami`);
 #   2. creates what is missing, found by name: the D1 databases (one per shard: DB_0..DB_{N-1},
 #      N = the environment's D1_SHARDS), the KV namespace (titled like the first database),
@@ -20,6 +21,7 @@
 #                      it the environment's KAM and SERVICES must name your own services
 #   --secrets FILE     the secrets file (default .secrets.<env>; format in .secrets.example)
 #   BATON_WRANGLER     the wrangler to run (default: the one pinned in package-lock.json)
+#   BATON_CLI          a built `baton` CLI for the variables' check (default: cargo run)
 set -euo pipefail
 source "$(dirname "$0")/toolchain.sh"
 cd "$BATON_ROOT"
@@ -41,6 +43,14 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$env_name" ] || { log "name the environment: make deploy ENV=production (or staging)"; usage; }
 secrets_file="${secrets_file:-.secrets.$env_name}"
+
+# The workers' variables ([env.<name>.vars]: RETENTION_DAYS and every other one Baton
+# validates), checked by Baton's own parsers before anything is created.
+if [ -n "${BATON_CLI:-}" ]; then
+  "$BATON_CLI" check-config --root . --env "$env_name"
+else
+  ensure_toolchain && cargo run --quiet -p baton-cli -- check-config --root . --env "$env_name"
+fi || fail "a variable in [env.$env_name.vars] is invalid (see above); nothing was deployed"
 
 if [ -n "${BATON_WRANGLER:-}" ]; then
   wrangler=$BATON_WRANGLER

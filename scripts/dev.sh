@@ -16,6 +16,10 @@ cron_every="${BATON_CRON:-60}"
 
 ensure_toolchain
 ensure_dev_vars
+# The workers' variables (wrangler.toml [vars], .dev.vars: RETENTION_DAYS and every other one
+# Baton validates), checked by Baton's own parsers before anything starts.
+cargo run --quiet -p baton-cli -- check-config --root . ||
+  { log "error: a variable is invalid (see above); fix it in wrangler.toml or .dev.vars"; exit 1; }
 for w in "${BATON_WORKERS[@]}"; do
   if worker_is_stale "$w"; then build_worker "$w"; else log "worker $w is up to date"; fi
 done

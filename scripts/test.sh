@@ -86,12 +86,12 @@ log "wasm32 builds"
 cargo build --quiet -p baton-core --target wasm32-unknown-unknown
 build_all_workers
 
-log "deploy: dry runs of every worker and environment, and the deploy script"
-bash tests/deploy/test.sh
-
-log "the baton CLI (native), for the end-to-end tests"
+log "the baton CLI (native), for the deploy script's and the end-to-end tests"
 cargo build --quiet -p baton-cli
 export BATON_CLI="${CARGO_TARGET_DIR:-$BATON_ROOT/target}/debug/baton"
+
+log "deploy: dry runs of every worker and environment, and the deploy script"
+bash tests/deploy/test.sh
 
 log "end-to-end tests (wrangler dev)"
 BATON_SKIP_BUILD=1 cargo test --quiet -p baton-e2e --features e2e -- --test-threads "${BATON_E2E_THREADS:-4}"

@@ -54,6 +54,8 @@ for w in "${BATON_WORKERS[@]}"; do
   [ "$w" = orchestrator ] || { mkdir -p "$root/crates/$w" && cp "crates/$w/wrangler.toml" "$root/crates/$w/"; }
 done
 export FAKE_ACCOUNT="$scratch/account" BATON_WRANGLER="$BATON_ROOT/tests/deploy/fake-wrangler"
+# The variables' check runs the built CLI (scripts/test.sh builds it).
+export BATON_CLI="${BATON_CLI:-${CARGO_TARGET_DIR:-$BATON_ROOT/target}/debug/baton}"
 secret_values=(api-token-s3cr3t-1 admin-s3cr3t-2 worker-s3cr3t-3 llm-s3cr3t-4 internal-s3cr3t-5)
 cat > "$root/.secrets.staging" <<SECRETS
 # test secrets
@@ -159,6 +161,17 @@ run_deploy "$scratch/llm.log" --env production --with-samples && status=0 || sta
 check "LLM settings that differ between the workers are refused" grep -q 'LLM_API_URL in \[env.production.vars\]' "$scratch/llm.log"
 check "... before anything is created" test "$(count_calls create)" = 0
 cp "$scratch/consumer.toml.orig" "$root/crates/consumer/wrangler.toml"
+
+# A bad RETENTION_DAYS is refused, naming the variable, before anything is created.
+cp "$root/crates/poller/wrangler.toml" "$scratch/poller.toml.orig"
+sed -i 's/^\[env.production.vars\]$/[env.production.vars]\nRETENTION_DAYS = "a month"/' "$root/crates/poller/wrangler.toml"
+: > "$FAKE_ACCOUNT/calls.log"
+run_deploy "$scratch/retention.log" --env production --with-samples && status=0 || status=$?
+check "a bad RETENTION_DAYS is refused" test "$status" -ne 0
+check "... naming the variable and its config" \
+  grep -q 'crates/poller/wrangler.toml \[env.production.vars\]: RETENTION_DAYS: .*number of days' "$scratch/retention.log"
+check "... before anything is created" test "$(count_calls create)" = 0
+cp "$scratch/poller.toml.orig" "$root/crates/poller/wrangler.toml"
 
 # An incomplete or development secrets file is refused before anything is created.
 sed -i.bak 's/^WORKER_SECRET=.*/WORKER_SECRET=dev-worker-secret/' "$root/.secrets.production"

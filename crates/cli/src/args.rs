@@ -59,6 +59,16 @@ pub enum Command {
         #[command(subcommand)]
         command: ExecutionsCommand,
     },
+    /// Check the workers' variables (every wrangler.toml's vars, with .dev.vars for local
+    /// development) with Baton's own parsers; exits 1 naming each bad one. No API call.
+    CheckConfig {
+        /// The environment to deploy (`[env.NAME.vars]`); without it, local development.
+        #[arg(long)]
+        env: Option<String>,
+        /// The repository's root.
+        #[arg(long, default_value = ".")]
+        root: std::path::PathBuf,
+    },
 }
 
 /// `baton run`

@@ -100,6 +100,8 @@ pub fn execute(api: &Api, out: &Out, command: Command) -> Result<Exit, Failure> 
             out.show(&api.get(&format!("/executions/{}", segment(&execution_id, "execution id")?))?, render::execution);
             Ok(Exit::Success)
         }
+        // Checked before any API is set up (main).
+        Command::CheckConfig { .. } => Err(Failure::Usage("check-config takes no API".into())),
     }
 }
 

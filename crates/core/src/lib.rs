@@ -26,10 +26,12 @@
 //! - [`messages`]: queue message shapes; when timers are sent and what they do on firing.
 //! - [`quota`]: per-client quotas.
 //! - [`retention`]: how long finished runs stay in D1, and where an archived one is kept.
+//! - [`vars`]: every worker variable core validates, checked at once (`baton check-config`).
 //! - [`progress`]: what a service's progress answer means for its attempt.
 //! - [`request`]: run and execution request validation.
 //! - [`listing`]: run listing queries and page cursors.
-//! - [`metrics`]: the operator's metrics in the Prometheus text format.
+//! - [`metrics`]: the operator's metrics in the Prometheus text format; what a run's ending
+//!   adds to the totals and its retry takes back.
 //! - [`lifecycle`]: every change to a run, decided in one place (the engine interprets it).
 //! - [`cancel`]: cancelling a run.
 //! - [`execution`]: pipeline executions: demand, admission, costs.
@@ -71,6 +73,7 @@ pub mod synthesis;
 pub mod template;
 pub mod time;
 pub mod trigger;
+pub mod vars;
 pub mod webhook;
 
 pub use error::{Error, Result};

@@ -1,11 +1,18 @@
 //! The operator's metrics (`GET /metrics`) in the Prometheus text exposition format
 //! (version 0.0.4), from a [`Snapshot`] of aggregates the edge reads out of D1.
 //!
-//! Every value is computed from the database on each scrape, not counted in memory: the
-//! counters are right across isolates, workers and restarts. They only grow: a run that leaves
-//! D1 (archived, or deleted by its client) has what it counted folded into totals in the same
-//! transaction ([`leaving_totals`], [`Snapshot::add_totals`]). Histograms are cumulative (`le`)
-//! bucket counts over [`RUN_SECONDS`], [`FAN_IN_SECONDS`] and [`TASK_SECONDS`].
+//! Every value comes from the database, not from memory: the counters are right across
+//! isolates, workers and restarts. A scrape reads two things, neither of which grows with
+//! history:
+//!
+//! - totals (`metric_totals`) that a run adds in the transaction that ends it
+//!   ([`ending_totals`]) and that a retry of the ended run takes back in the transaction that
+//!   restarts it ([`restart_totals`]): a run that ended counts only there, and keeps counting
+//!   when it leaves D1 (archived, or deleted by its client);
+//! - the rows of the runs not yet ended, read through the index of their status.
+//!
+//! [`Snapshot::add_totals`] folds the totals into what the live rows counted. Histograms are
+//! cumulative (`le`) bucket counts over [`RUN_SECONDS`], [`FAN_IN_SECONDS`] and [`TASK_SECONDS`].
 
 use std::fmt::Write;
 
@@ -64,15 +71,17 @@ pub struct Snapshot {
     pub queue_by_status: Vec<(String, u64)>,
     /// The admission pools.
     pub pools: Vec<Pool>,
+    /// Archive passes' failures to write or verify a run's object in R2.
+    pub archive_failures: u64,
 }
 
-/// What one run contributed to the metrics, for when it leaves D1 (archived or deleted): its
-/// rows stop being counted by the scan, so what they counted is kept as totals.
+/// What one ended run counts in the metrics: its rows as the transaction that ends it leaves
+/// them (or, for [`restart_totals`], as the retry finds them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leaving<'a> {
     /// Its status.
     pub status: RunStatus,
-    /// Start and end (ms), if it ended.
+    /// When it started (ms).
     pub started_at: u64,
     /// When it ended.
     pub completed_at: Option<u64>,
@@ -84,11 +93,17 @@ pub struct Leaving<'a> {
     pub attempts: &'a [(u64, u64)],
 }
 
+/// A metric total's key and how much to add: `(metric, label, value)`.
+pub type Total = (String, String, i64);
+
+/// The totals metric of archive passes' R2 failures (label empty).
+pub const ARCHIVE_FAILURES: &str = "archive_failures";
+
 /// The totals `run` adds: `(metric, label, value)`, one per distinct key, in the shape of
 /// [`Snapshot::add_totals`]: `runs`/`steps` by status, `attempts`, `retries` by service, and
 /// each histogram's bucket (`le:{bound ms}` or `le:+Inf`, the smallest bound the value is at
 /// most: not cumulative), `count` and `sum`.
-pub fn leaving_totals(run: &Leaving<'_>) -> Vec<(String, String, i64)> {
+pub fn leaving_totals(run: &Leaving<'_>) -> Vec<Total> {
     let mut totals: std::collections::BTreeMap<(String, String), i64> = std::collections::BTreeMap::new();
     let mut add = |metric: &str, label: &str, value: i64| {
         *totals.entry((metric.to_string(), label.to_string())).or_default() += value;
@@ -102,12 +117,7 @@ pub fn leaving_totals(run: &Leaving<'_>) -> Vec<(String, String, i64)> {
         }
     }
     let mut observe = |metric: &str, bounds: &[f64], ms: u64| {
-        let label = bounds
-            .iter()
-            .map(|b| (b * 1000.0).round() as u64)
-            .find(|bound| ms <= *bound)
-            .map_or_else(|| "le:+Inf".to_string(), |bound| format!("le:{bound}"));
-        add(&format!("{metric}_ms"), &label, 1);
+        add(&format!("{metric}_ms"), &bucket_label(bounds, ms), 1);
         add(&format!("{metric}_ms"), "count", 1);
         add(&format!("{metric}_ms"), "sum", ms as i64);
     };
@@ -122,6 +132,59 @@ pub fn leaving_totals(run: &Leaving<'_>) -> Vec<(String, String, i64)> {
         observe("attempt", TASK_SECONDS, ended.saturating_sub(*started));
     }
     totals.into_iter().filter(|(_, v)| *v != 0).map(|((m, l), v)| (m, l, v)).collect()
+}
+
+/// The label of the bucket `ms` falls in: `le:{the smallest bound in ms it is at most}`, or
+/// `le:+Inf`.
+pub fn bucket_label(bounds: &[f64], ms: u64) -> String {
+    bounds
+        .iter()
+        .map(|b| (b * 1000.0).round() as u64)
+        .find(|bound| ms <= *bound)
+        .map_or_else(|| "le:+Inf".to_string(), |bound| format!("le:{bound}"))
+}
+
+/// What a run adds to the totals as it ends (`ended`: its rows as the ending leaves them). From
+/// then on the scrape's read of live runs no longer sees it.
+pub fn ending_totals(ended: &Leaving<'_>) -> Vec<Total> {
+    leaving_totals(ended)
+}
+
+/// What a retry of an ended run takes back out of the totals (`previous`: its rows as its last
+/// ending left them, which is how the retry reads them): exactly what that ending added, since
+/// from the retry on the run is live and the scrape counts its rows again.
+pub fn restart_totals(previous: &Leaving<'_>) -> Vec<Total> {
+    leaving_totals(previous).into_iter().map(|(m, l, v)| (m, l, -v)).collect()
+}
+
+/// The attempt a step write ends, as the database's attempt history records it: a step that
+/// was `running` an attempt (`attempts` > 0) ends it when it leaves `running` or moves to
+/// another attempt. `(started_at, ended_at)` if a consumer ran it (it was claimed at
+/// `claimed_at`); `ended_at` is the step's `finished_at` when the attempt stays the same, else
+/// `now`.
+pub fn attempt_ended(before: StepAt, after: StepAt, now: u64) -> Option<(u64, u64)> {
+    let ends = before.status == StepStatus::Running
+        && before.attempts > 0
+        && (after.status != StepStatus::Running || after.attempts != before.attempts);
+    if !ends {
+        return None;
+    }
+    let started = before.claimed_at?;
+    let ended = if after.attempts == before.attempts { after.finished_at.unwrap_or(now) } else { now };
+    Some((started, ended))
+}
+
+/// A step as a write finds or leaves it, for [`attempt_ended`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepAt {
+    /// Its status.
+    pub status: StepStatus,
+    /// Its attempt number.
+    pub attempts: u64,
+    /// When a consumer claimed its current attempt.
+    pub claimed_at: Option<u64>,
+    /// When it settled.
+    pub finished_at: Option<u64>,
 }
 
 impl Observed {
@@ -150,13 +213,16 @@ impl Observed {
 }
 
 impl Snapshot {
-    /// Adds what runs that left D1 contributed ([`leaving_totals`], summed).
-    pub fn add_totals(&mut self, totals: &[(String, String, i64)]) {
+    /// Adds the totals of ended runs ([`ending_totals`] less [`restart_totals`], summed) and
+    /// of archive failures ([`ARCHIVE_FAILURES`]) to what the live rows counted. A key whose
+    /// total came back to 0 adds no series of its own.
+    pub fn add_totals(&mut self, totals: &[Total]) {
         fn add(counts: &mut Vec<(String, u64)>, key: &str, value: i64) {
             let value = value.max(0) as u64;
             match counts.iter_mut().find(|(k, _)| k == key) {
                 Some((_, n)) => *n += value,
-                None => counts.push((key.to_string(), value)),
+                None if value > 0 => counts.push((key.to_string(), value)),
+                None => {}
             }
         }
         let of = |metric: &str| -> Vec<(&str, i64)> {
@@ -168,6 +234,7 @@ impl Snapshot {
                 "steps" => add(&mut self.steps_by_status, label, *value),
                 "attempts" => self.attempts_total += (*value).max(0) as u64,
                 "retries" => add(&mut self.retries_by_service, label, *value),
+                ARCHIVE_FAILURES => self.archive_failures += (*value).max(0) as u64,
                 _ => {}
             }
         }
@@ -199,15 +266,29 @@ impl Snapshot {
             into.count += from.count;
             into.sum_ms += from.sum_ms;
         }
-        merge(&mut self.runs_by_status, other.runs_by_status);
-        merge(&mut self.steps_by_status, other.steps_by_status);
-        self.attempts_total += other.attempts_total;
-        merge(&mut self.retries_by_service, other.retries_by_service);
-        observed(&mut self.run_seconds, other.run_seconds);
-        observed(&mut self.fan_in_seconds, other.fan_in_seconds);
-        observed(&mut self.task_seconds, other.task_seconds);
-        merge(&mut self.queue_by_status, other.queue_by_status);
-        for pool in other.pools {
+        // Every field by name: a new one cannot be left out of the sum.
+        let Snapshot {
+            runs_by_status,
+            steps_by_status,
+            attempts_total,
+            retries_by_service,
+            run_seconds,
+            fan_in_seconds,
+            task_seconds,
+            queue_by_status,
+            pools,
+            archive_failures,
+        } = other;
+        merge(&mut self.runs_by_status, runs_by_status);
+        merge(&mut self.steps_by_status, steps_by_status);
+        self.attempts_total += attempts_total;
+        merge(&mut self.retries_by_service, retries_by_service);
+        observed(&mut self.run_seconds, run_seconds);
+        observed(&mut self.fan_in_seconds, fan_in_seconds);
+        observed(&mut self.task_seconds, task_seconds);
+        merge(&mut self.queue_by_status, queue_by_status);
+        self.archive_failures += archive_failures;
+        for pool in pools {
             match self.pools.iter_mut().find(|p| p.resource == pool.resource) {
                 Some(p) => {
                     p.capacity += pool.capacity;
@@ -309,6 +390,12 @@ pub fn render(s: &Snapshot) -> String {
         "gauge",
         "Reserved amount of each admission pool.",
         s.pools.iter().map(|p| (vec![("resource", p.resource.as_str())], p.in_use as f64)).collect(),
+    );
+    out.family(
+        "orchestrator_archive_failures_total",
+        "counter",
+        "Runs an archive pass could not write or verify in R2 (each kept in D1 and tried again).",
+        vec![(vec![], s.archive_failures as f64)],
     );
     out.text
 }
@@ -497,6 +584,211 @@ mod tests {
         assert_eq!(both.run_seconds.count, 2);
         assert_eq!(both.run_seconds.cumulative.last(), Some(&2));
     }
+
+    /// One run's rows, as the tables hold them.
+    #[derive(Debug, Clone)]
+    struct Rows {
+        status: RunStatus,
+        started_at: u64,
+        completed_at: Option<u64>,
+        claimed_at: Option<u64>,
+        steps: Vec<(String, StepStatus, u64, Option<u64>)>,
+        attempts: Vec<(u64, u64)>,
+    }
+
+    impl Rows {
+        fn counted<T>(&self, f: impl FnOnce(&Leaving<'_>) -> T) -> T {
+            let steps: Vec<(&str, StepStatus, u64, Option<u64>)> =
+                self.steps.iter().map(|(s, st, a, f)| (s.as_str(), *st, *a, *f)).collect();
+            f(&Leaving {
+                status: self.status,
+                started_at: self.started_at,
+                completed_at: self.completed_at,
+                claimed_at: self.claimed_at,
+                steps: &steps,
+                attempts: &self.attempts,
+            })
+        }
+    }
+
+    fn observed(bounds: &[f64], values: &[u64]) -> Observed {
+        Observed {
+            cumulative: bounds
+                .iter()
+                .map(|b| values.iter().filter(|v| **v <= (b * 1000.0).round() as u64).count() as u64)
+                .collect(),
+            count: values.len() as u64,
+            sum_ms: values.iter().sum(),
+        }
+    }
+
+    /// What the edge's statements count over `runs`' rows (the whole tables for the full scan,
+    /// the live runs for a scrape).
+    fn scan<'a>(runs: impl Iterator<Item = &'a Rows> + Clone) -> Snapshot {
+        let mut s = Snapshot::default();
+        let bump = |counts: &mut Vec<(String, u64)>, key: &str, n: u64| match counts.iter_mut().find(|(k, _)| k == key)
+        {
+            Some((_, v)) => *v += n,
+            None => counts.push((key.to_string(), n)),
+        };
+        let (mut run_ms, mut fan_in_ms, mut attempt_ms) = (Vec::new(), Vec::new(), Vec::new());
+        for run in runs.clone() {
+            bump(&mut s.runs_by_status, run.status.as_str(), 1);
+            for (service, status, attempts, _) in &run.steps {
+                bump(&mut s.steps_by_status, status.as_str(), 1);
+                s.attempts_total += attempts;
+                if *attempts > 1 {
+                    bump(&mut s.retries_by_service, service, attempts - 1);
+                }
+            }
+            if let Some(done) = run.completed_at {
+                run_ms.push(done.saturating_sub(run.started_at));
+            }
+            let settled = run.steps.iter().filter_map(|s| s.3).max();
+            if let (Some(claimed), Some(settled)) = (run.claimed_at, settled) {
+                fan_in_ms.push(claimed.saturating_sub(settled));
+            }
+            attempt_ms.extend(run.attempts.iter().map(|(a, b)| b.saturating_sub(*a)));
+        }
+        s.retries_by_service.sort();
+        s.run_seconds = observed(RUN_SECONDS, &run_ms);
+        s.fan_in_seconds = observed(FAN_IN_SECONDS, &fan_in_ms);
+        s.task_seconds = observed(TASK_SECONDS, &attempt_ms);
+        s
+    }
+
+    /// `metric_totals` after `writes`: summed per key.
+    fn table(writes: &[Total]) -> Vec<Total> {
+        let mut sums: std::collections::BTreeMap<(String, String), i64> = Default::default();
+        for (m, l, v) in writes {
+            *sums.entry((m.clone(), l.clone())).or_default() += v;
+        }
+        sums.into_iter().map(|((m, l), v)| (m, l, v)).collect()
+    }
+
+    fn status_of(n: u8, statuses: &[RunStatus]) -> RunStatus {
+        statuses[n as usize % statuses.len()]
+    }
+
+    proptest::proptest! {
+        /// Runs that end, are retried (their rows grow: more attempts, a new ending) and end
+        /// again, or stay live: a scrape (the live runs' rows and the totals the endings and
+        /// restarts wrote) renders what a scan of every row renders.
+        #[test]
+        fn live_rows_and_ending_totals_render_as_the_full_scan(
+            runs in proptest::collection::vec(
+                (
+                    0u8..4, 0u64..2_000_000, 0u64..5_000, proptest::option::of(0u64..400),
+                    proptest::collection::vec((0u8..3, 0u8..6, 0u64..4, proptest::option::of(0u64..3_000)), 0..4),
+                    proptest::collection::vec((0u64..1_000, 0u64..400_000), 0..4),
+                    0u8..3, 0u8..4,
+                ),
+                0..6,
+            )
+        ) {
+            let services = ["alpha", "beta", "gamma"];
+            let ended = [RunStatus::Completed, RunStatus::Failed, RunStatus::Timeout, RunStatus::Cancelled];
+            let live = [RunStatus::Started, RunStatus::Running, RunStatus::Aggregating];
+            let mut written: Vec<Total> = Vec::new();
+            let mut rows: Vec<Rows> = Vec::new();
+            for (status, duration, started, claim, steps, attempts, rounds, last) in runs {
+                let mut run = Rows {
+                    status: RunStatus::Running,
+                    started_at: started,
+                    completed_at: None,
+                    claimed_at: None,
+                    steps: Vec::new(),
+                    attempts: Vec::new(),
+                };
+                for round in 0..=rounds {
+                    // The round's rows as its ending leaves them (attempts and steps only grow).
+                    run.steps = steps
+                        .iter()
+                        .map(|(svc, st, a, f)| {
+                            let status = StepStatus::ALL[(*st as usize + round as usize) % StepStatus::ALL.len()];
+                            (services[*svc as usize].to_string(), status, a + u64::from(round), *f)
+                        })
+                        .collect();
+                    run.attempts.extend(attempts.iter().map(|(a, d)| (started + a, started + a + d + u64::from(round))));
+                    let final_round = round == rounds;
+                    if final_round && last == 3 {
+                        // Still live: never ended in its last round.
+                        run.status = status_of(status, &live);
+                        run.completed_at = None;
+                        run.claimed_at = claim.map(|c| started + c).filter(|_| run.status == RunStatus::Aggregating);
+                        break;
+                    }
+                    run.status = status_of(status + round, &ended);
+                    run.completed_at = Some(run.started_at + duration);
+                    run.claimed_at = claim.map(|c| run.started_at + c);
+                    written.extend(run.counted(ending_totals));
+                    if !final_round {
+                        // Retried: the restart takes the ending back, the run is live again.
+                        written.extend(run.counted(restart_totals));
+                        run.status = RunStatus::Running;
+                        run.started_at += duration + 1;
+                        run.completed_at = None;
+                        run.claimed_at = None;
+                    }
+                }
+                rows.push(run);
+            }
+            let mut scraped = scan(rows.iter().filter(|r| !r.status.is_terminal()));
+            scraped.add_totals(&table(&written));
+            proptest::prop_assert_eq!(render(&scraped), render(&scan(rows.iter())));
+        }
+    }
+
+    #[test]
+    fn a_restart_takes_back_exactly_what_the_ending_added() {
+        let steps = [("a", StepStatus::Failed, 3, Some(10_400))];
+        let run = Leaving {
+            status: RunStatus::Failed,
+            started_at: 10_000,
+            completed_at: Some(10_500),
+            claimed_at: Some(10_450),
+            steps: &steps,
+            attempts: &[(10_000, 10_100), (10_200, 10_300)],
+        };
+        let both: Vec<Total> = ending_totals(&run).into_iter().chain(restart_totals(&run)).collect();
+        assert!(table(&both).iter().all(|(_, _, v)| *v == 0), "{both:?}");
+        let mut scrape = Snapshot::default();
+        scrape.add_totals(&table(&both));
+        assert_eq!(render(&scrape), render(&Snapshot::default()));
+    }
+
+    #[test]
+    fn bucket_labels_name_the_smallest_bound_in_ms() {
+        assert_eq!(bucket_label(RUN_SECONDS, 0), "le:250");
+        assert_eq!(bucket_label(RUN_SECONDS, 250), "le:250");
+        assert_eq!(bucket_label(RUN_SECONDS, 251), "le:500");
+        assert_eq!(bucket_label(FAN_IN_SECONDS, 5), "le:5");
+        assert_eq!(bucket_label(TASK_SECONDS, 300_001), "le:+Inf");
+    }
+
+    #[test]
+    fn an_attempt_ends_when_its_step_leaves_running_or_moves_on() {
+        let at = |status, attempts, claimed_at, finished_at| StepAt { status, attempts, claimed_at, finished_at };
+        let running = at(StepStatus::Running, 2, Some(100), None);
+        assert_eq!(attempt_ended(running, at(StepStatus::Completed, 2, Some(100), Some(400)), 900), Some((100, 400)));
+        assert_eq!(attempt_ended(running, at(StepStatus::Cancelled, 2, Some(100), None), 900), Some((100, 900)));
+        assert_eq!(attempt_ended(running, at(StepStatus::Running, 3, None, None), 900), Some((100, 900)));
+        assert_eq!(attempt_ended(running, running, 900), None);
+        // Never claimed by a consumer: recorded, but no duration to observe.
+        assert_eq!(
+            attempt_ended(at(StepStatus::Running, 1, None, None), at(StepStatus::Timeout, 1, None, Some(5)), 9),
+            None
+        );
+        assert_eq!(attempt_ended(at(StepStatus::Pending, 0, None, None), running, 9), None);
+    }
+
+    #[test]
+    fn archive_failures_render_as_a_counter_even_at_zero() {
+        assert!(render(&Snapshot::default()).contains("\norchestrator_archive_failures_total 0\n"));
+        let mut s = Snapshot::default();
+        s.add_totals(&[(ARCHIVE_FAILURES.into(), String::new(), 2)]);
+        assert!(render(&s).contains("\norchestrator_archive_failures_total 2\n"));
+    }
 }
 
 #[cfg(test)]
@@ -517,6 +809,7 @@ mod absorb_tests {
             attempts_total: 2,
             run_seconds: Observed { cumulative: vec![0, 1], count: 1, sum_ms: 400 },
             pools: vec![Pool { resource: "tokens".into(), capacity: 10, in_use: 1 }],
+            archive_failures: 2,
             ..Snapshot::default()
         };
         let mut sum = one;
@@ -525,5 +818,6 @@ mod absorb_tests {
         assert_eq!(sum.attempts_total, 7);
         assert_eq!(sum.run_seconds, Observed { cumulative: vec![1, 3], count: 3, sum_ms: 1100 });
         assert_eq!(sum.pools, vec![Pool { resource: "tokens".into(), capacity: 20, in_use: 4 }]);
+        assert_eq!(sum.archive_failures, 2);
     }
 }

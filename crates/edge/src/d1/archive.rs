@@ -1,5 +1,6 @@
 //! `archived_runs`: the slim row an archived run keeps in D1 (its object is in R2), and
-//! `metric_totals`: what runs that left D1 contributed to `GET /metrics`.
+//! `metric_totals`: what ended runs (archived or not) and archive failures count in
+//! `GET /metrics`.
 
 use baton_core::retention::Pass;
 use baton_core::state::{RunKind, RunStatus};
@@ -87,9 +88,10 @@ pub fn delete(db: &Db, run_id: &str) -> Result<Stmt> {
 /// Totals one statement adds at most (3 bound values each, D1 binds at most 100).
 pub const TOTALS_PER_STATEMENT: usize = 32;
 
-/// Adds `totals` (`(metric, label, value)`, at most [`TOTALS_PER_STATEMENT`]) to the metric
-/// totals, only if the run as read (`version`) is still in D1: the statement goes in the batch
-/// that deletes the run, so only the batch that deletes it counts it.
+/// Adds `totals` (`(metric, label, value)`, at most [`TOTALS_PER_STATEMENT`]; a value may be
+/// negative) to the metric totals, only if the run carries `version`: the statement goes in the
+/// batch that ends the run (or retries it) after the write that gives it that version, so only
+/// a batch that stands counts.
 pub fn add_totals_if_run_version(
     db: &Db,
     run_id: &str,
@@ -114,6 +116,32 @@ pub fn add_totals_if_run_version(
             "INSERT INTO metric_totals (metric, label, value) SELECT column1, column2, column3 FROM (VALUES {}) \
              WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND version = ?2) \
              ON CONFLICT (metric, label) DO UPDATE SET value = value + excluded.value",
+            rows.join(", ")
+        ),
+        &args,
+    )
+}
+
+/// Adds `totals` (`(metric, label, value)`, at most [`TOTALS_PER_STATEMENT`]) to the metric
+/// totals, unconditionally (counters of events that belong to no run, as an archive failure).
+pub fn add_totals(db: &Db, totals: &[(String, String, i64)]) -> Result<Stmt> {
+    if totals.is_empty() || totals.len() > TOTALS_PER_STATEMENT {
+        return Err(crate::Error::Internal(format!("{} metric totals in one statement", totals.len())));
+    }
+    let mut args = Vec::new();
+    let rows: Vec<String> = totals
+        .iter()
+        .map(|(metric, label, value)| {
+            args.push(Arg::from(metric.as_str()));
+            args.push(Arg::from(label.as_str()));
+            args.push(Arg::Int(*value));
+            format!("(?{}, ?{}, ?{})", args.len() - 2, args.len() - 1, args.len())
+        })
+        .collect();
+    db.stmt(
+        &format!(
+            "INSERT INTO metric_totals (metric, label, value) SELECT column1, column2, column3 FROM (VALUES {}) \
+             WHERE true ON CONFLICT (metric, label) DO UPDATE SET value = value + excluded.value",
             rows.join(", ")
         ),
         &args,

@@ -1,6 +1,8 @@
 //! Read-only views: the attempt history of a run (`step_attempts`, written by a trigger on
 //! `steps`) and the aggregates behind `GET /metrics`. Nothing here writes.
 
+use baton_core::execution::QueueStatus;
+use baton_core::lifecycle;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -57,19 +59,34 @@ pub struct Aggregates {
     pub queue_by_status: Vec<(String, u64)>,
     /// `(resource, capacity, in_use)`.
     pub pools: Vec<(String, u64, u64)>,
-    /// What runs that left D1 counted (`metric_totals`): `(metric, label, value)`.
+    /// What ended runs and archive failures counted (`metric_totals`): `(metric, label, value)`.
     pub totals: Vec<(String, String, i64)>,
 }
 
-/// Ended runs: start to end.
-const RUN_DURATIONS: &str = "SELECT completed_at - started_at AS v FROM runs WHERE completed_at IS NOT NULL";
-/// Runs whose fan-in was claimed: from their last step settling to the claim.
-const FAN_IN_LATENCIES: &str = "SELECT MAX(0, r.claimed_at - MAX(s.finished_at)) AS v FROM runs r \
-     JOIN steps s ON s.run_id = r.run_id WHERE r.claimed_at IS NOT NULL AND s.finished_at IS NOT NULL \
-     GROUP BY r.run_id";
-/// Ended attempts a consumer ran: claim to end.
-const ATTEMPT_DURATIONS: &str =
-    "SELECT MAX(0, ended_at - started_at) AS v FROM step_attempts WHERE started_at IS NOT NULL";
+/// Runs not yet ended, through the index of their status (`runs_by_status_deadline`): what a
+/// scrape reads of runs, steps and attempts grows with the runs in progress, never with history.
+fn live_runs() -> String {
+    format!("SELECT run_id, claimed_at FROM runs WHERE status IN ({})", super::runs::status_list(lifecycle::UNFINISHED))
+}
+
+/// Live runs whose fan-in was claimed: from their last step settling to the claim.
+fn fan_in_latencies() -> String {
+    format!(
+        "SELECT MAX(0, r.claimed_at - MAX(s.finished_at)) AS v FROM ({}) r \
+         JOIN steps s ON s.run_id = r.run_id WHERE r.claimed_at IS NOT NULL AND s.finished_at IS NOT NULL \
+         GROUP BY r.run_id",
+        live_runs()
+    )
+}
+
+/// Ended attempts of live runs that a consumer ran: claim to end.
+fn attempt_durations() -> String {
+    format!(
+        "SELECT MAX(0, a.ended_at - a.started_at) AS v FROM ({}) r \
+         JOIN step_attempts a ON a.run_id = r.run_id WHERE a.started_at IS NOT NULL",
+        live_runs()
+    )
+}
 
 /// `SELECT COUNT(*), SUM(v), SUM(v <= bound) ...` over the values `v` of `source`; the
 /// bounds are bound parameters.
@@ -107,28 +124,54 @@ fn buckets(rows: &[Value], bounds: usize) -> Buckets {
     }
 }
 
-/// Every aggregate, in one round trip. Each statement reads its whole table: a scrape costs
-/// rows read in proportion to history (runs, steps, attempts).
+/// Every aggregate, in one round trip: the live runs' rows ([`live_runs`]) and the totals of
+/// the runs that ended (added by each ending, taken back by a retry), of archive failures, and
+/// the small tables of the execution queue and the admission pools.
 pub async fn aggregates(
     db: &Db,
     run_bounds_ms: &[u64],
     fan_in_bounds_ms: &[u64],
     attempt_bounds_ms: &[u64],
 ) -> Result<Aggregates> {
+    let live = live_runs();
     let statements = vec![
-        db.stmt("SELECT status, COUNT(*) AS n FROM runs GROUP BY status", &[])?,
         db.stmt(
-            "SELECT status, COUNT(*) AS n, COALESCE(SUM(attempts), 0) AS attempts FROM steps GROUP BY status",
+            &format!(
+                "SELECT status, COUNT(*) AS n FROM runs WHERE status IN ({}) GROUP BY status",
+                super::runs::status_list(lifecycle::UNFINISHED)
+            ),
             &[],
         )?,
         db.stmt(
-            "SELECT service, SUM(attempts - 1) AS n FROM steps WHERE attempts > 1 GROUP BY service ORDER BY service",
+            &format!(
+                "SELECT s.status, COUNT(*) AS n, COALESCE(SUM(s.attempts), 0) AS attempts FROM ({live}) r \
+                 JOIN steps s ON s.run_id = r.run_id GROUP BY s.status"
+            ),
             &[],
         )?,
-        histogram(db, RUN_DURATIONS, run_bounds_ms)?,
-        histogram(db, FAN_IN_LATENCIES, fan_in_bounds_ms)?,
-        histogram(db, ATTEMPT_DURATIONS, attempt_bounds_ms)?,
-        db.stmt("SELECT status, COUNT(*) AS n FROM execution_queue GROUP BY status", &[])?,
+        db.stmt(
+            &format!(
+                "SELECT s.service, SUM(s.attempts - 1) AS n FROM ({live}) r JOIN steps s ON s.run_id = r.run_id \
+                 WHERE s.attempts > 1 GROUP BY s.service ORDER BY s.service"
+            ),
+            &[],
+        )?,
+        // A live run has not ended: every run duration is in the totals.
+        histogram(db, "SELECT 0 AS v WHERE 0", run_bounds_ms)?,
+        histogram(db, &fan_in_latencies(), fan_in_bounds_ms)?,
+        histogram(db, &attempt_durations(), attempt_bounds_ms)?,
+        // The waiting executions only, each status through its partial index.
+        db.stmt(
+            &[QueueStatus::Queued, QueueStatus::Admitted]
+                .iter()
+                .map(|st| {
+                    let status = super::literal(st.as_str());
+                    format!("SELECT {status} AS status, COUNT(*) AS n FROM execution_queue WHERE status = {status}")
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL "),
+            &[],
+        )?,
         db.stmt("SELECT resource, capacity, in_use FROM resource_pools ORDER BY resource", &[])?,
         db.stmt("SELECT metric, label, value FROM metric_totals", &[])?,
     ];

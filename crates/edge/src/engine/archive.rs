@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use baton_core::events::diagnosis_dedupe_key;
+use baton_core::metrics::ARCHIVE_FAILURES;
 use baton_core::retention::{archive_key, Retention};
 use baton_core::summary::RunSummary;
 use baton_core::time::Millis;
@@ -28,7 +29,7 @@ use crate::d1::events::{self, EventRow};
 use crate::d1::runs::RunRow;
 use crate::d1::steps::StepRow;
 use crate::d1::views::{self, AttemptRow};
-use crate::{Error, Result};
+use crate::{faults, Error, Result};
 
 /// The format of an archive object.
 const FORMAT: u32 = 1;
@@ -202,11 +203,34 @@ impl Engine<'_> {
         };
         let bytes = compress(&document)?;
         let key = key_of(&loaded.run.client_id, loaded.run.created_at, run_id);
-        let size = archive.put_verified(&key, bytes).await?;
+        let put = if faults::injected(self.env(), "r2") {
+            Err(Error::Storage(format!("R2 put {key}: injected r2 fault")))
+        } else {
+            archive.put_verified(&key, bytes).await
+        };
+        let size = match put {
+            Ok(size) => size,
+            Err(e) => {
+                self.count_archive_failure(run_id).await;
+                return Err(e);
+            }
+        };
         let summary = summary_of(&loaded)?;
         let row = slim_row(&loaded.run, &summary, now, size);
-        let moved = self.write_leaving(&loaded, &attempts, Some(row)).await?;
+        let moved = self.write_leaving(&loaded, Some(row)).await?;
         Ok(moved.then_some(size))
+    }
+
+    /// Counts a failed write or check of `run_id`'s object in `/metrics`
+    /// (`orchestrator_archive_failures_total`). Best effort: a failure to count is logged.
+    async fn count_archive_failure(&self, run_id: &str) {
+        let counted = match rows::add_totals(&self.db, &[(ARCHIVE_FAILURES.to_string(), String::new(), 1)]) {
+            Ok(statement) => self.db.batch(vec![statement]).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = counted {
+            worker::console_error!("archive: run {run_id}: its R2 failure is not counted: {e}");
+        }
     }
 
     /// Where `run_id` is kept, if anywhere.
@@ -265,14 +289,13 @@ impl Engine<'_> {
         }
     }
 
-    /// Deletes an ended run for good: its rows in D1 (what it counted kept as metric totals),
+    /// Deletes an ended run for good: its rows in D1 (what it counted stays in the metric totals),
     /// its slim row and its archive object, its KV summary. `false`: it changed meanwhile (try
     /// again). A run that has not ended is refused by the caller.
     pub async fn delete_run(&self, kept: &Kept) -> Result<bool> {
         let (run_id, client_id, created_at) = match kept {
             Kept::Live(loaded) => {
-                let attempts = views::attempts_of_run(&self.db, &loaded.run.run_id).await?;
-                if !self.write_leaving(loaded, &attempts, None).await? {
+                if !self.write_leaving(loaded, None).await? {
                     return Ok(false);
                 }
                 (loaded.run.run_id.clone(), loaded.run.client_id.clone(), loaded.run.created_at)

@@ -99,7 +99,8 @@ impl Engine<'_> {
         Ok(by_step)
     }
 
-    /// The aggregates of `GET /metrics`, read from D1 (one round trip).
+    /// The aggregates of `GET /metrics`, read from D1 (one round trip): the live runs' rows and
+    /// the totals.
     pub async fn metrics(&self) -> Result<Snapshot> {
         let a = views::aggregates(
             &self.db,
@@ -122,6 +123,7 @@ impl Engine<'_> {
                 .into_iter()
                 .map(|(resource, capacity, in_use)| Pool { resource, capacity, in_use })
                 .collect(),
+            archive_failures: 0,
         };
         snapshot.add_totals(&a.totals);
         Ok(snapshot)

@@ -1,43 +1,22 @@
 //! A run leaving D1: archived once its retention passed (its object already stands in R2), or
 //! deleted for good by its client. One batch, every statement guarded by the run's version as
-//! read, the run's own row last: the slim row (archived), what it counted kept as metric totals
-//! ([`baton_core::metrics::leaving_totals`]), its attempts, events and steps, then the run.
-//! A run that changed meanwhile (retried) stays whole; a crash before the batch leaves the run
-//! in D1 (and its object in R2, written again by the next pass).
-
-use baton_core::metrics::{self, Leaving};
+//! read, the run's own row last: the slim row (archived), its attempts, events and steps, then
+//! the run. What it counts in `/metrics` was added to the totals when it ended ([`super::totals`])
+//! and stays there. A run that changed meanwhile (retried) stays whole; a crash before the batch
+//! leaves the run in D1 (and its object in R2, written again by the next pass).
 
 use super::super::run::{Engine, Loaded};
 use super::Write;
-use crate::d1::archive::{ArchivedRow, TOTALS_PER_STATEMENT};
-use crate::d1::views::AttemptRow;
+use crate::d1::archive::ArchivedRow;
 use crate::Result;
 
 /// The writes that move `loaded` out of D1 (`archived`: its slim row, when it is archived).
-pub(crate) fn leaving(loaded: &Loaded, attempts: &[AttemptRow], archived: Option<ArchivedRow>) -> Vec<Write> {
+pub(crate) fn leaving(loaded: &Loaded, archived: Option<ArchivedRow>) -> Vec<Write> {
     let version = loaded.run.version;
-    let steps: Vec<(&str, baton_core::state::StepStatus, u64, Option<u64>)> = loaded
-        .steps
-        .iter()
-        .map(|s| (s.service.as_str(), s.status, s.attempts.max(0) as u64, s.finished_at.map(|f| f.max(0) as u64)))
-        .collect();
-    let ran: Vec<(u64, u64)> = attempts
-        .iter()
-        .filter_map(|a| a.started_at.map(|started| (started.max(0) as u64, a.ended_at.max(0) as u64)))
-        .collect();
-    let totals = metrics::leaving_totals(&Leaving {
-        status: loaded.run.status,
-        started_at: loaded.run.started_at.max(0) as u64,
-        completed_at: loaded.run.completed_at.map(|c| c.max(0) as u64),
-        claimed_at: loaded.run.claimed_at.map(|c| c.max(0) as u64),
-        steps: &steps,
-        attempts: &ran,
-    });
     let mut writes = Vec::new();
     if let Some(row) = archived {
         writes.push(Write::Archived { row: Box::new(row), version });
     }
-    writes.extend(totals.chunks(TOTALS_PER_STATEMENT).map(|chunk| Write::Totals { totals: chunk.to_vec(), version }));
     writes.push(Write::DeleteAttempts { version });
     writes.push(Write::DeleteEvents { version });
     writes.push(Write::DeleteSteps { version });
@@ -52,10 +31,9 @@ impl Engine<'_> {
     pub(in crate::engine) async fn write_leaving(
         &self,
         loaded: &Loaded,
-        attempts: &[AttemptRow],
         archived: Option<ArchivedRow>,
     ) -> Result<bool> {
-        let writes = leaving(loaded, attempts, archived);
+        let writes = leaving(loaded, archived);
         let metas = self.write(&loaded.run.run_id, &writes).await?;
         Ok(metas.last().is_some_and(|m| m.changes > 0))
     }

@@ -10,6 +10,7 @@ use baton_core::events::{
 };
 use baton_core::ids::{EventId, ServiceSlug};
 use baton_core::lifecycle::{self, Cause, Effect, Finish, RunAction};
+use baton_core::metrics;
 use baton_core::shard::Shard;
 use baton_core::state::{RunStatus, StepStatus};
 use baton_core::synthesis::Diagnosis;
@@ -20,10 +21,12 @@ use super::super::finish::{rule_based_diagnosis, DIAGNOSIS_EVENT_TYPE};
 use super::super::rows::row_with_record;
 use super::super::run::{missing_json, Loaded, Report};
 use super::super::webhooks::Outbox;
+use super::totals;
 use crate::d1::archive::{self, ArchivedRow};
 use crate::d1::events::{self as event_rows, EventRow};
 use crate::d1::runs::{self, Ending, RunRow};
 use crate::d1::steps::{self, StepRow};
+use crate::d1::views::AttemptRow;
 use crate::d1::{service_slots, Db, Stmt};
 use crate::{clock, Error, Result};
 
@@ -80,7 +83,8 @@ pub(crate) enum Write {
     Heartbeat { service: String, attempt: i64, progress: String, at: i64 },
     /// An archived run's slim row, if the run is still the version read.
     Archived { row: Box<ArchivedRow>, version: i64 },
-    /// What a run leaving D1 counted, kept as metric totals, if it is still the version read.
+    /// What an ending adds to (or a restart takes back from) the metric totals, if the run
+    /// carries `version`.
     Totals { totals: Vec<(String, String, i64)>, version: i64 },
     /// A run's attempts' history, if it is still the version read.
     DeleteAttempts { version: i64 },
@@ -186,13 +190,25 @@ pub(crate) struct Batch {
     pub after: Loaded,
 }
 
+/// Whether the batch of `decision` (with its `effects`) ends the run: then it needs the run's
+/// attempt history as read ([`decision_batch`]), for what the run counts in the metrics.
+pub(crate) fn ends_run(decision: &lifecycle::Decision, effects: &[Effect]) -> bool {
+    match decision.run {
+        RunAction::Finish(_) => true,
+        RunAction::Claim { .. } => effects.iter().any(|e| matches!(e, Effect::AnalyseNow(_))),
+        _ => false,
+    }
+}
+
 /// The batch of `decision` on `loaded` with its `effects`; `payloads`: what the reported
-/// steps sent.
+/// steps sent; `history`: the run's ended attempts as read (needed only when the batch
+/// [`ends_run`]).
 pub(crate) fn decision_batch(
     loaded: &Loaded,
     decision: &lifecycle::Decision,
     effects: &[Effect],
     payloads: &BTreeMap<&str, &Report>,
+    history: &[AttemptRow],
     under: &Under,
     fresh: &mut dyn Fresh,
 ) -> Result<Batch> {
@@ -213,6 +229,9 @@ pub(crate) fn decision_batch(
             _ => None,
         })
         .collect();
+    // The attempts a consumer ran that have ended once this batch stands: the history as read,
+    // and those the batch's own step writes end.
+    let mut ran = totals::ran(history);
     for write in &decision.writes {
         let Some(row) = loaded.step(write.after.service.as_str()) else { continue };
         let mut new_row = row_with_record(row, &write.after);
@@ -225,6 +244,7 @@ pub(crate) fn decision_batch(
         let claim = (write.cause == Cause::Dispatched && handed_over.contains(&write.after.service)).then_some(at);
         new_row.claimed_at = claim.or(if new_row.attempts == row.attempts { row.claimed_at } else { None });
         let gate = (write.cause != Cause::Reported).then_some(token);
+        ran.extend(totals::ended_by(row, &new_row, at));
         batch.steps.push((batch.writes.len(), new_row.service.clone(), write.cause));
         batch.writes.push(Write::Step {
             read_status: row.status,
@@ -277,12 +297,12 @@ pub(crate) fn decision_batch(
             if let Some(finish) = now_analysed {
                 // The rule-based analysis is pure: the run ends in this same batch.
                 let diagnosis = rule_based_diagnosis(&batch.after, None);
-                let (writes, ended) = ending(&batch.after, finish, Some(diagnosis), Some(token), under, fresh)?;
+                let (writes, ended) = ending(&batch.after, finish, Some(diagnosis), Some(token), &ran, under, fresh)?;
                 push_ending(&mut batch, writes, ended);
             }
         }
         RunAction::Finish(finish) => {
-            let (writes, ended) = ending(&batch.after, finish, None, Some(token), under, fresh)?;
+            let (writes, ended) = ending(&batch.after, finish, None, Some(token), &ran, under, fresh)?;
             push_ending(&mut batch, writes, ended);
         }
     }
@@ -300,12 +320,14 @@ fn push_ending(batch: &mut Batch, writes: Vec<Write>, ended: Loaded) {
 }
 
 /// The writes that end `loaded` as `finish` says (under `gate`, if any), and the run as they
-/// leave it. The deliveries' write is always the last ([`Outbox`]).
+/// leave it; `ran`: its ended attempts a consumer ran, for what it adds to the metric totals.
+/// The deliveries' write is always the last ([`Outbox`]).
 pub(crate) fn ending(
     loaded: &Loaded,
     finish: &Finish,
     diagnosis: Option<Diagnosis>,
     gate: Option<i64>,
+    ran: &[(u64, u64)],
     under: &Under,
     fresh: &mut dyn Fresh,
 ) -> Result<(Vec<Write>, Loaded)> {
@@ -359,6 +381,7 @@ pub(crate) fn ending(
     let row = event(&ended, id, RUN_STATUS_EVENT_TYPE, payload, finish_dedupe_key(&run_id, round));
     writes.push(Write::EventIfVersion { event: Box::new(row), token });
     writes.push(Write::CountEnded { client_id: ended.run.client_id.clone(), token });
+    writes.extend(totals::writes(&totals::of_run(&ended, ran, metrics::ending_totals), token));
     writes.push(Write::Deliveries {
         outbox: fresh.outbox(now, Shard::of_id(&ended.run.run_id))?,
         ended: Box::new(ended.clone()),
@@ -481,7 +504,7 @@ mod tests {
         let decision = lifecycle::decide(&run, events, &rules, &mut SplitMix64::new(1));
         let carry = Carry { now: NOW, dispatch, result_recheck_ms: 15_000, analysis_timeout_ms: 30_000 };
         let effects = lifecycle::effects(&decision, &carry);
-        decision_batch(loaded, &decision, &effects, payloads, &under(), &mut Counting(0)).expect("a batch")
+        decision_batch(loaded, &decision, &effects, payloads, &[], &under(), &mut Counting(0)).expect("a batch")
     }
 
     fn kinds(batch: &Batch) -> Vec<&'static str> {
@@ -499,6 +522,7 @@ mod tests {
                 Write::Finish { .. } => "finish",
                 Write::EventIfVersion { .. } => "event",
                 Write::CountEnded { .. } => "count_ended",
+                Write::Totals { .. } => "totals",
                 Write::Deliveries { .. } => "deliveries",
                 Write::Bump(_) => "bump",
                 _ => "other",
@@ -605,12 +629,13 @@ mod tests {
                 "event",
                 "event",
                 "count_ended",
+                "totals",
                 "deliveries",
                 "bump"
             ]
         );
         let (at, ended, deliveries) = inline.ending.as_ref().expect("an ending");
-        assert_eq!((*at, *deliveries), (4, 8));
+        assert_eq!((*at, *deliveries), (4, 9));
         assert_eq!(ended.run.status, RunStatus::Completed);
         match &inline.writes[4] {
             Write::Finish { run, from, gate } => {
@@ -634,7 +659,7 @@ mod tests {
         );
         assert_eq!(
             kinds(&batch),
-            ["gate", "step", "step", "release_slot", "finish", "event", "count_ended", "deliveries"]
+            ["gate", "step", "step", "release_slot", "finish", "event", "count_ended", "totals", "deliveries"]
         );
         assert!(batch.writes[1..3]
             .iter()
@@ -676,5 +701,74 @@ mod tests {
         assert_eq!(after.run.started_at, NOW.saturating_add(5_000).as_u64() as i64);
         assert_eq!(after.run.due_at, Some(after.run.deadline_at));
         assert_eq!((after.run.completed_at, after.run.error.as_deref()), (None, None));
+    }
+
+    fn totals_of(writes: &[Write]) -> Vec<(String, String, i64)> {
+        writes
+            .iter()
+            .flat_map(|w| match w {
+                Write::Totals { totals, .. } => totals.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_ending_counts_the_run_with_the_attempts_it_ends_and_a_restart_takes_the_count_back() {
+        let mut run = loaded(RunStatus::Running, StepStatus::Running);
+        let claimed = NOW.as_u64() as i64 - 700;
+        run.steps[0].claimed_at = Some(claimed);
+        let history = [AttemptRow {
+            service: "a".into(),
+            attempt: 0,
+            started_at: Some(claimed - 1_000),
+            ended_at: claimed - 960,
+            outcome: "retrying".into(),
+            error: None,
+            error_kind: None,
+        }];
+        let records = run.records().expect("records");
+        let state = RunState { status: run.run.status, started_at: NOW, plan: &run.plan, steps: &records };
+        let rules = Rules {
+            now: NOW,
+            fan_in: FanInConfig::default(),
+            event_driven_fanin: true,
+            observer: Observer::EventDriven,
+            retry_grace_ms: 10_000,
+        };
+        let decision = lifecycle::decide(&state, &[Event::Cancel], &rules, &mut SplitMix64::new(1));
+        let carry =
+            Carry { now: NOW, dispatch: Dispatch::Queue, result_recheck_ms: 15_000, analysis_timeout_ms: 30_000 };
+        let effects = lifecycle::effects(&decision, &carry);
+        assert!(ends_run(&decision, &effects));
+        let batch = decision_batch(&run, &decision, &effects, &BTreeMap::new(), &history, &under(), &mut Counting(0))
+            .expect("a batch");
+        let (_, ended, _) = batch.ending.as_ref().expect("an ending");
+        assert!(batch
+            .writes
+            .iter()
+            .all(|w| !matches!(w, Write::Totals { version, .. } if *version != ended.run.version)));
+        let added = totals_of(&batch.writes);
+        let has = |metric: &str, label: &str, value: i64| added.contains(&(metric.into(), label.into(), value));
+        assert!(has("runs", "cancelled", 1) && has("steps", "cancelled", 2), "{added:?}");
+        // The attempt in the history (40 ms) and the one the cancel ends (700 ms).
+        assert!(has("attempt_ms", "count", 2) && has("attempt_ms", "sum", 740), "{added:?}");
+        assert!(has("attempt_ms", "le:50", 1) && has("attempt_ms", "le:1000", 1), "{added:?}");
+
+        // Retried: the restart takes back exactly what the ending added.
+        let mut history = history.to_vec();
+        history.push(AttemptRow {
+            attempt: 1,
+            started_at: Some(claimed),
+            ended_at: NOW.as_u64() as i64,
+            outcome: "cancelled".into(),
+            ..history[0].clone()
+        });
+        let back = totals_of(&super::super::rounds::taken_back(ended, &history, 9));
+        let mut sum: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for (m, l, v) in added.into_iter().chain(back) {
+            *sum.entry((m, l)).or_default() += v;
+        }
+        assert!(sum.values().all(|v| *v == 0), "{sum:?}");
     }
 }

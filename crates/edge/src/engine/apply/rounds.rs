@@ -1,9 +1,11 @@
 //! A run's rounds: the first (a new run, its first wave dispatched in the insert) and each
-//! retry of an ended run ([`lifecycle::restart`]). Core decides both; these write them.
+//! retry of an ended run ([`lifecycle::restart`]), which also takes the last ending's count out
+//! of the metric totals. Core decides both; these write them.
 
 use baton_core::events::{RunStartedPayload, RUN_STATUS_EVENT_TYPE};
 use baton_core::lifecycle::{self, Effect, Observer, Restart};
 use baton_core::messages::{TaskMessage, TasksQueueMessage};
+use baton_core::metrics;
 use baton_core::state::{RunStatus, StepStatus};
 
 use super::super::rows::row_with_record;
@@ -121,6 +123,9 @@ impl Engine<'_> {
             after.replace_step(new_row);
         }
         writes.push(Write::Restart { token, run: Box::new(after.run.clone()) });
+        // The last ending's count comes out of the totals: the run is live again.
+        let history = crate::d1::views::attempts_of_run(&self.db, &loaded.run.run_id).await?;
+        writes.extend(taken_back(loaded, &history, token));
         writes.push(Write::CountStarted { client_id: loaded.run.client_id.clone(), max: max_active });
         let now = restart.started_at;
         let payload = RunStartedPayload::new(&loaded.plan, &loaded.run.domain, now, restart.deadline_at);
@@ -148,6 +153,12 @@ impl Engine<'_> {
         let advance = self.advance(&after, Observer::EventDriven, Dispatch::Queue).await?;
         Ok(Some((after, advance)))
     }
+}
+
+/// The totals writes that take back what `loaded`'s last ending counted (`history`: its
+/// attempts as read), applied only while the run carries the restart's `token`.
+pub(crate) fn taken_back(loaded: &Loaded, history: &[crate::d1::views::AttemptRow], token: i64) -> Vec<Write> {
+    super::totals::writes(&super::totals::of_run(loaded, &super::totals::ran(history), metrics::restart_totals), token)
 }
 
 /// The run as a restart leaves it: `running` from the round's start with its deadline (also
