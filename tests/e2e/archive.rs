@@ -98,6 +98,20 @@ fn runs_past_their_retention_are_archived_and_stay_readable_until_their_client_d
     // Three runs of client 0 and one of client 1 (whose retention keeps everything) end.
     let archived_ids: Vec<String> = (0..3).map(|_| start(&stack, 0, site)).collect();
     let kept_id = start(&stack, 1, "site_kept");
+    // A pipeline execution of client 0: past its retention it leaves D1 with its run.
+    let r = stack.post_as(
+        stack.token(0),
+        "/execute",
+        &json!({ "template_name": "course_creation", "parameters": {"topic": "React", "targetAudience": "beginners"},
+                 "client_id": stack.client_id(0) }),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let execution_id = r.json()["execution_id"].as_str().expect("execution_id").to_string();
+    poll_until("the execution to end", Duration::from_secs(30), || {
+        let r = stack.get_as(stack.token(0), &format!("/executions/{execution_id}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        (r.json()["terminal"] == true).then_some(())
+    });
     for run_id in &archived_ids {
         wait_terminal(&stack, run_id);
     }
@@ -118,23 +132,35 @@ fn runs_past_their_retention_are_archived_and_stay_readable_until_their_client_d
     // log, a started schedule fire, a dead letter given up on; and a pending delivery, which stays.
     let old = baton_e2e::now_ms() as i64 - 60_000;
     for (id, status) in [("whd_prune_settled", "failed"), ("whd_prune_pending", "pending")] {
-        stack.sql(
+        stack.sql_on(
+            1,
             "INSERT INTO webhook_deliveries (delivery_id, webhook_id, client_id, event, payload, status, created_at, updated_at) \
              VALUES (?1, 'wh_gone', 'alice', 'run.finished', '{}', ?2, ?3, ?3)",
             &[json!(id), json!(status), json!(old)],
         );
-        stack.sql(
+        stack.sql_on(
+            1,
             "INSERT INTO webhook_attempts (delivery_id, attempt, at, duration_ms) VALUES (?1, 1, ?2, 5)",
             &[json!(id), json!(old)],
         );
     }
-    stack.sql(
+    stack.sql_on(
+        1,
         "INSERT INTO schedule_fires (schedule_id, slot, run_id, status, fired_at) VALUES ('sch_prune', 1, 'run_pruned', 'started', ?1)",
         &[json!(old)],
     );
-    stack.sql(
+    stack.sql_on(
+        1,
         "INSERT INTO dead_letters (queue, message_id, body, error, failures, first_failed_at, last_failed_at, given_up_at) \
          VALUES ('baton-tasks-dlq', 'm_prune', '{}', 'x', 3, ?1, ?1, ?1)",
+        &[json!(old)],
+    );
+    // An execution that failed without ever running.
+    stack.sql_on(
+        1,
+        "INSERT INTO execution_queue (run_id, client_id, template_name, website_id, domain, plan_json, priority, \
+         enqueued_at, deadline_at, status, last_error) \
+         VALUES ('exec_0000000000001_000000000000', 'alice', 't', 's', 'd.example', '{}', 1, ?1, ?1, 'failed', 'x')",
         &[json!(old)],
     );
 
@@ -170,6 +196,35 @@ fn runs_past_their_retention_are_archived_and_stay_readable_until_their_client_d
         count(&stack, "SELECT COUNT(*) AS n FROM runs WHERE run_id = ?1", &kept_id),
         1,
         "client 1 keeps its runs"
+    );
+    // The execution went with its run (no archive for executions); so did the failed one.
+    poll_until("the execution to leave D1", Duration::from_secs(30), || {
+        stack.admin_post("/admin/poller/tick", &json!({}));
+        let gone = count(&stack, "SELECT COUNT(*) AS n FROM runs WHERE run_id = ?1", &execution_id) == 0;
+        gone.then_some(())
+    });
+    for sql in [
+        "SELECT COUNT(*) AS n FROM execution_queue WHERE run_id = ?1",
+        "SELECT COUNT(*) AS n FROM steps WHERE run_id = ?1",
+        "SELECT COUNT(*) AS n FROM resource_allocations WHERE run_id = ?1",
+        "SELECT COUNT(*) AS n FROM resource_usage WHERE run_id = ?1",
+    ] {
+        assert_eq!(count(&stack, sql, &execution_id), 0, "{sql}");
+    }
+    let r = stack.get_as(stack.token(0), &format!("/executions/{execution_id}"));
+    assert_eq!(r.status, 404, "{}", r.text());
+    // The history kept beside runs: settled rows went, the pending delivery stays.
+    let left = |sql: &str, id: &str| stack.sql_on(1, sql, &[json!(id)])[0]["n"].as_i64().unwrap_or(-1);
+    let deliveries = "SELECT COUNT(*) AS n FROM webhook_deliveries WHERE delivery_id = ?1";
+    let attempts = "SELECT COUNT(*) AS n FROM webhook_attempts WHERE delivery_id = ?1";
+    assert_eq!((left(deliveries, "whd_prune_settled"), left(attempts, "whd_prune_settled")), (0, 0));
+    assert_eq!((left(deliveries, "whd_prune_pending"), left(attempts, "whd_prune_pending")), (1, 1));
+    assert_eq!(left("SELECT COUNT(*) AS n FROM schedule_fires WHERE schedule_id = ?1", "sch_prune"), 0);
+    assert_eq!(left("SELECT COUNT(*) AS n FROM dead_letters WHERE message_id = ?1", "m_prune"), 0);
+    assert_eq!(
+        left("SELECT COUNT(*) AS n FROM execution_queue WHERE run_id = ?1", "exec_0000000000001_000000000000"),
+        0,
+        "an execution that failed without a run is pruned"
     );
 
     // Read back: the same answers, `archived: true`.

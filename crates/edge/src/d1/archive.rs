@@ -156,16 +156,21 @@ pub struct DueForArchive {
     pub completed_at: i64,
 }
 
-/// Diagnostic runs of `pass` that ended before its cut-off, oldest first (index `runs_ended`).
-/// A pipeline execution's run stays with its execution (`GET /executions/:id` reads both).
-pub async fn due(db: &Db, pass: &Pass, limit: u32) -> Result<(Vec<DueForArchive>, super::Meta)> {
+/// Runs of `kind` of `pass` that ended before its cut-off, oldest first (index `runs_ended`).
+/// A pipeline run still holding a reservation is not due until the admission pass releases it.
+pub async fn due(db: &Db, pass: &Pass, kind: RunKind, limit: u32) -> Result<(Vec<DueForArchive>, super::Meta)> {
+    let held = if kind == RunKind::Pipeline {
+        " AND NOT EXISTS (SELECT 1 FROM resource_allocations a WHERE a.run_id = runs.run_id AND a.status = 'held')"
+    } else {
+        ""
+    };
     match pass {
         Pass::Client { client_id, ended_before } => {
             db.all(
                 &format!(
                     "SELECT run_id, client_id, completed_at FROM runs WHERE completed_at IS NOT NULL \
-                     AND completed_at < ?1 AND client_id = ?2 AND kind = {} ORDER BY completed_at LIMIT ?3",
-                    literal(RunKind::Diagnostic.as_str())
+                     AND completed_at < ?1 AND client_id = ?2 AND kind = {}{held} ORDER BY completed_at LIMIT ?3",
+                    literal(kind.as_str())
                 ),
                 &[Arg::Int(ended_before.as_u64() as i64), Arg::from(client_id.as_str()), Arg::from(limit)],
             )
@@ -188,8 +193,8 @@ pub async fn due(db: &Db, pass: &Pass, limit: u32) -> Result<(Vec<DueForArchive>
             db.all(
                 &format!(
                     "SELECT run_id, client_id, completed_at FROM runs WHERE completed_at IS NOT NULL \
-                     AND completed_at < ?1 AND kind = {}{excluded} ORDER BY completed_at LIMIT ?2",
-                    literal(RunKind::Diagnostic.as_str())
+                     AND completed_at < ?1 AND kind = {}{held}{excluded} ORDER BY completed_at LIMIT ?2",
+                    literal(kind.as_str())
                 ),
                 &args,
             )

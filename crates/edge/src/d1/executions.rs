@@ -190,3 +190,44 @@ pub async fn count_queued_of_client(db: &Db, client_id: &str) -> Result<u64> {
         .await?;
     Ok(row.map_or(0, |c| c.n))
 }
+
+/// The guard of an ended pipeline run's deletes: the run is still the version read.
+const ENDED_AT_VERSION: &str =
+    "EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND version = ?2 AND completed_at IS NOT NULL)";
+
+/// Deletes an ended pipeline run's execution row, if the run is still the version read.
+pub fn delete_of_run_if_version(db: &Db, run_id: &str, version: i64) -> Result<Stmt> {
+    db.stmt(
+        &format!("DELETE FROM execution_queue WHERE run_id = ?1 AND {ENDED_AT_VERSION}"),
+        &[Arg::from(run_id), Arg::Int(version)],
+    )
+}
+
+/// Deletes an ended pipeline run's released reservations and its usage samples, if the run is
+/// still the version read (what it used stays in `resource_stats`).
+pub fn delete_resources_if_version(db: &Db, run_id: &str, version: i64) -> Result<[Stmt; 2]> {
+    let args = [Arg::from(run_id), Arg::Int(version)];
+    Ok([
+        db.stmt(
+            &format!(
+                "DELETE FROM resource_allocations WHERE run_id = ?1 AND status = 'released' AND {ENDED_AT_VERSION}"
+            ),
+            &args,
+        )?,
+        db.stmt(&format!("DELETE FROM resource_usage WHERE run_id = ?1 AND {ENDED_AT_VERSION}"), &args)?,
+    ])
+}
+
+/// Deletes up to `limit` executions that failed before `before` without a run (never admitted,
+/// or never started): they hold nothing.
+pub fn prune_failed(db: &Db, before: i64, limit: u32) -> Result<Stmt> {
+    db.stmt(
+        &format!(
+            "DELETE FROM execution_queue WHERE run_id IN (SELECT q.run_id FROM execution_queue q \
+             WHERE q.status = {} AND q.enqueued_at < ?1 \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = q.run_id) ORDER BY q.enqueued_at LIMIT ?2)",
+            literal(QueueStatus::Failed.as_str())
+        ),
+        &[Arg::Int(before), Arg::from(limit)],
+    )
+}

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use baton_core::events::diagnosis_dedupe_key;
 use baton_core::metrics::ARCHIVE_FAILURES;
 use baton_core::retention::{archive_key, Retention};
+use baton_core::state::RunKind;
 use baton_core::summary::RunSummary;
 use baton_core::time::Millis;
 use serde::{Deserialize, Serialize};
@@ -96,8 +97,11 @@ pub struct ArchiveCounts {
     /// Rows the selection read.
     pub rows_read: u64,
     /// Rows of the history kept beside runs deleted (settled webhook deliveries and their
-    /// attempts, settled schedule fires, dead letters given up on).
+    /// attempts, settled schedule fires, dead letters given up on, executions that failed
+    /// without a run).
     pub pruned: u64,
+    /// Pipeline executions (their runs) deleted past their retention.
+    pub executions_pruned: u64,
 }
 
 impl Engine<'_> {
@@ -138,7 +142,7 @@ impl Engine<'_> {
             if left == 0 {
                 break;
             }
-            let due = match rows::due(&self.db, &pass, left).await {
+            let due = match rows::due(&self.db, &pass, RunKind::Diagnostic, left).await {
                 Ok((due, meta)) => {
                     counts.rows_read += meta.rows_read;
                     due
@@ -164,7 +168,50 @@ impl Engine<'_> {
                 }
             }
         }
+        // Pipeline executions past their retention leave D1 without an archive: the run with
+        // its execution row, reservations and usage (`GET /executions/:id` answers 404 after).
+        let mut left = limit;
+        for pass in retention.passes(now) {
+            if left == 0 {
+                break;
+            }
+            let due = match rows::due(&self.db, &pass, RunKind::Pipeline, left).await {
+                Ok((due, meta)) => {
+                    counts.rows_read += meta.rows_read;
+                    due
+                }
+                Err(e) => {
+                    worker::console_error!("archive: selecting executions due failed: {e}");
+                    counts.failed += 1;
+                    continue;
+                }
+            };
+            for run in due {
+                left = left.saturating_sub(1);
+                match self.prune_execution(&retention, &run.run_id, now).await {
+                    Ok(true) => counts.executions_pruned += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        counts.failed += 1;
+                        worker::console_error!("archive: execution {}: {e}; kept, tried again later", run.run_id);
+                    }
+                }
+            }
+        }
         counts
+    }
+
+    /// Deletes an ended pipeline run past its retention, with its execution: whether this call
+    /// deleted it.
+    async fn prune_execution(&self, retention: &Retention, run_id: &str, now: Millis) -> Result<bool> {
+        let Some(loaded) = self.load(run_id).await? else { return Ok(false) };
+        let completed_at = loaded.run.completed_at.map(|c| Millis::new(c.max(0) as u64));
+        if loaded.run.kind != RunKind::Pipeline
+            || !retention.due(&loaded.run.client_id, loaded.run.status, completed_at, now)
+        {
+            return Ok(false);
+        }
+        self.write_leaving(&loaded, None).await
     }
 
     /// Deletes up to `limit` rows of each kind of history kept beside runs that settled before
@@ -173,6 +220,7 @@ impl Engine<'_> {
         let mut statements = crate::d1::webhooks::prune_settled(&self.db, before, limit)?;
         statements.push(crate::d1::schedules::prune_settled(&self.db, before, limit)?);
         statements.push(crate::d1::dead_letters::prune_given_up(&self.db, before, limit)?);
+        statements.push(crate::d1::executions::prune_failed(&self.db, before, limit)?);
         Ok(self.db.batch(statements).await?.iter().map(|m| m.changes).sum())
     }
 
@@ -188,7 +236,7 @@ impl Engine<'_> {
         let Some(loaded) = self.load(run_id).await? else { return Ok(None) };
         let completed_at = loaded.run.completed_at.map(|c| Millis::new(c.max(0) as u64));
         // A pipeline execution's run stays with its execution.
-        let diagnostic = loaded.run.kind == baton_core::state::RunKind::Diagnostic;
+        let diagnostic = loaded.run.kind == RunKind::Diagnostic;
         if !diagnostic || !retention.due(&loaded.run.client_id, loaded.run.status, completed_at, now) {
             return Ok(None);
         }

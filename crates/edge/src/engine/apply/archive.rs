@@ -5,17 +5,25 @@
 //! and stays there. A run that changed meanwhile (retried) stays whole; a crash before the batch
 //! leaves the run in D1 (and its object in R2, written again by the next pass).
 
+use baton_core::state::RunKind;
+
 use super::super::run::{Engine, Loaded};
 use super::Write;
 use crate::d1::archive::ArchivedRow;
 use crate::Result;
 
 /// The writes that move `loaded` out of D1 (`archived`: its slim row, when it is archived).
+/// A pipeline run leaves with its execution row, its released reservations and its usage.
 pub(crate) fn leaving(loaded: &Loaded, archived: Option<ArchivedRow>) -> Vec<Write> {
     let version = loaded.run.version;
     let mut writes = Vec::new();
     if let Some(row) = archived {
         writes.push(Write::Archived { row: Box::new(row), version });
+    }
+    if loaded.run.kind == RunKind::Pipeline {
+        writes.push(Write::DeleteExecution { version });
+        writes.push(Write::DeleteAllocations { version });
+        writes.push(Write::DeleteUsage { version });
     }
     writes.push(Write::DeleteAttempts { version });
     writes.push(Write::DeleteEvents { version });

@@ -24,6 +24,7 @@ use super::super::webhooks::Outbox;
 use super::totals;
 use crate::d1::archive::{self, ArchivedRow};
 use crate::d1::events::{self as event_rows, EventRow};
+use crate::d1::executions;
 use crate::d1::runs::{self, Ending, RunRow};
 use crate::d1::steps::{self, StepRow};
 use crate::d1::views::AttemptRow;
@@ -92,6 +93,12 @@ pub(crate) enum Write {
     DeleteSteps { version: i64 },
     /// A run's events, if it is still the version read.
     DeleteEvents { version: i64 },
+    /// A pipeline run's execution row, if it is still the version read.
+    DeleteExecution { version: i64 },
+    /// A pipeline run's released reservations, if it is still the version read.
+    DeleteAllocations { version: i64 },
+    /// A pipeline run's usage samples, if it is still the version read.
+    DeleteUsage { version: i64 },
     /// An ended run's row, if it is still the version read: last of a batch that moves a run
     /// out of D1.
     DeleteRun { version: i64 },
@@ -139,6 +146,15 @@ impl Write {
             Write::DeleteAttempts { version } => steps::delete_attempts_if_version(db, run_id, *version),
             Write::DeleteSteps { version } => steps::delete_of_run_if_version(db, run_id, *version),
             Write::DeleteEvents { version } => event_rows::delete_of_run_if_version(db, run_id, *version),
+            Write::DeleteExecution { version } => executions::delete_of_run_if_version(db, run_id, *version),
+            Write::DeleteAllocations { version } => {
+                let [allocations, _] = executions::delete_resources_if_version(db, run_id, *version)?;
+                Ok(allocations)
+            }
+            Write::DeleteUsage { version } => {
+                let [_, usage] = executions::delete_resources_if_version(db, run_id, *version)?;
+                Ok(usage)
+            }
             Write::DeleteRun { version } => runs::delete_if_version(db, run_id, *version),
             Write::DeleteArchived => archive::delete(db, run_id),
         }
