@@ -61,6 +61,7 @@ struct History<'a> {
 
 /// The whole section's results (`results.baton.history`).
 pub fn run(o: &Options) -> Value {
+    let started = Instant::now();
     eprintln!("starting Baton for the history section (wrangler dev)");
     let secrets = baton_e2e::stack::Secrets::load(&baton_e2e::repo_root());
     let archived_client = secrets.api_tokens[1].1.clone();
@@ -101,6 +102,8 @@ pub fn run(o: &Options) -> Value {
     if !out["bytes"].is_null() {
         out["shard"] = shard(&out["bytes"]);
     }
+    out["seconds"] = json!(started.elapsed().as_secs_f64());
+    eprintln!("  history: the section took {:.0} s", started.elapsed().as_secs_f64());
     out
 }
 

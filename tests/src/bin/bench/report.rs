@@ -147,7 +147,7 @@ pub fn table(results: &Value) -> String {
 /// The history section's tables: the soak (empty against loaded), bytes and archiving, and a
 /// D1 shard on paper.
 pub fn history(h: &Value) -> String {
-    let mut t = String::new();
+    let mut t = format!("\nThe history section took {} s, on a stack of its own.\n", num(&h["seconds"], 0));
     if !h["with_history"].is_null() {
         let (e, w) = (&h["empty"], &h["with_history"]);
         t.push_str(&format!(
