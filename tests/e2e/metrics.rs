@@ -70,10 +70,7 @@ fn metrics_count_runs_tasks_retries_and_latencies_from_the_database() {
     assert_eq!(number(&empty, "orchestrator_flow_runs_processed_total", &[("status", "completed")]), 0.0);
     // Every shard has its own pools (seeded by the migrations): /metrics sums them.
     let shards = baton_e2e::stack::local_d1_bindings(&baton_e2e::repo_root()).len() as f64;
-    assert_eq!(
-        number(&empty, "orchestrator_admission_pool_capacity", &[("resource", "tokens")]),
-        1_000_000.0 * shards
-    );
+    assert_eq!(number(&empty, "orchestrator_admission_pool_capacity", &[("resource", "tokens")]), 1_000_000.0 * shards);
 
     // Three runs: one clean, one with a retry and a failed step, one cancelled.
     let clean = start_run(&stack, &json!({"website_id": "metrics", "domain": "m.example", "plan_id": "quick-v1"}));

@@ -1,6 +1,7 @@
-//! What the test-only routes need of storage (`/__test/sql`), kept here so that no worker
-//! reaches into [`crate::d1`]: raw SQL with D1's `meta`, for the e2e harness to assert on
-//! rows and rows read. The routes answer only with `BATON_TEST_HOOKS` and the admin token.
+//! What the test-only routes need of storage (`/__test/sql`, `/__test/d1-size`), kept here so
+//! that no worker reaches into [`crate::d1`]: raw SQL with D1's `meta`, for the e2e harness to
+//! assert on rows and rows read, and the database's size, for the bench to measure what runs
+//! take. The routes answer only with `BATON_TEST_HOOKS` and the admin token.
 
 use serde_json::{json, Value};
 use worker::Env;
@@ -8,7 +9,7 @@ use worker::Env;
 use baton_core::shard::Shard;
 
 use crate::d1::{Arg, Db, Meta};
-use crate::{settings, Result};
+use crate::{settings, Error, Result};
 
 /// Runs `sql` with `params` (JSON values bound in order) on the unmetered database of
 /// `shard`, or of every shard: `{"rows": [...], "meta": {...}, "shards": [{"rows", "meta"}]}`.
@@ -57,6 +58,22 @@ pub async fn sql(env: &Env, sql: &str, params: &[Value], shard: Option<u32>) -> 
     };
     let each: Vec<Value> = answers.iter().map(|(rows, meta)| json!({ "rows": rows, "meta": meta })).collect();
     Ok(json!({ "rows": rows, "meta": meta, "shards": each }))
+}
+
+/// The databases' size in bytes, as D1 reports it after a query (`meta.size_after`): the
+/// pages in use, what D1's size limit counts. `{"bytes": total, "shards": [n, ...]}` (`null`
+/// if D1 did not say).
+pub async fn database_size(env: &Env) -> Result<Value> {
+    let storage = |e: worker::Error| Error::Storage(e.to_string());
+    let mut each = Vec::new();
+    for shard in settings::shards(env)?.all() {
+        let name = shard.binding();
+        let database = env.d1(&name).map_err(|e| Error::Binding { name, cause: e.to_string() })?;
+        let result = database.prepare("SELECT 1").all().await.map_err(storage)?;
+        each.push(result.meta().map_err(storage)?.and_then(|m| m.size_after));
+    }
+    let total = each.iter().try_fold(0usize, |sum, bytes| bytes.map(|b| sum + b));
+    Ok(json!({ "bytes": total, "shards": each }))
 }
 
 fn arg_of(value: &Value) -> Arg {

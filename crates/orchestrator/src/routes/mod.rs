@@ -140,6 +140,10 @@ pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
             "POST" => return test_hooks::sql(req, env).await,
             _ => &["POST"],
         },
+        ["__test", "d1-size"] => match method.as_str() {
+            "GET" => return test_hooks::d1_size(req, env).await,
+            _ => &["GET"],
+        },
         ["__test", "queues", name] => match method.as_str() {
             "POST" => return test_hooks::queue(req, env, name).await,
             _ => &["POST"],

@@ -30,6 +30,12 @@ pub async fn sql(mut req: Request, env: &Env) -> Result<Response> {
     http::json(200, &test_hooks::sql(env, &body.sql, &body.params, body.shard).await?)
 }
 
+/// `GET /__test/d1-size`: the D1 database's size in bytes (`{"bytes": n}`).
+pub async fn d1_size(req: Request, env: &Env) -> Result<Response> {
+    guard(&req, env)?;
+    http::json(200, &test_hooks::database_size(env).await?)
+}
+
 pub async fn kv(mut req: Request, env: &Env, key: &str) -> Result<Response> {
     guard(&req, env)?;
     let kv = Kv::from_env(env)?;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::{ms, params, percentile, Bulk, Plan, System, W2Check, WAVE_ONE, WIDE_STEPS};
 
-const TERMINAL: &str = "('completed','failed','timeout','cancelled')";
+pub const TERMINAL: &str = "('completed','failed','timeout','cancelled')";
 const STEPS_PER_RUN: usize = 5;
 
 /// The custom plan W5 runs on Baton (created by [`Baton::create_wide_plan`]).

@@ -10,8 +10,12 @@
 //! W5: a wide plan, 20 independent steps then one depending on all 20: latency, and Baton's
 //!     D1 cost per run next to standard-v1's.
 //! Cost (Baton): usage per run; rows read by a poller tick before and after history.
+//! History (Baton, a stack of its own): D1 bytes per run live and archived, R2 bytes per
+//!     object, archive throughput, W1 / runs list / `/metrics` / tick with a large history,
+//!     and a D1 shard on paper.
 
 mod baton;
+mod history;
 mod options;
 mod peers;
 mod report;
@@ -389,6 +393,9 @@ fn main() {
         eprintln!("  Baton cost: {}", results["baton"]["cost"]);
     }
     drop(baton);
+    if o.history_section() {
+        results["baton"]["history"] = history::run(&o);
+    }
 
     let t = report::table(&results);
     println!("{t}");

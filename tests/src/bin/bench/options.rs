@@ -25,6 +25,14 @@ Options:
   --skip-workflows  do not start the Workflows peer
   --skip-floor      do not start the floor
   --skip-extras     skip W3 and the cost section (Baton only)
+  --history N       finished runs of history the soak loads (W1, the runs list, /metrics and a
+                    poller tick measured before and after, on a stack of its own); 0 skips the
+                    soak [default: 200000]
+  --history-chunk N history runs loaded per INSERT statement [default: 20000]
+  --archive-runs N  runs created, then archived by back-to-back poller ticks, for D1 bytes per
+                    run live and archived, R2 bytes per object and archive throughput; 0 skips
+                    them [default: 1000]
+  --skip-history    skip the whole history section (as --history 0 --archive-runs 0)
   --poll            Baton's W1 and W5 poll GET /runs/:id every 5 ms instead of ?wait=30
   --local-observability
                     keep wrangler's local trace collector on for every system (off by default:
@@ -61,10 +69,23 @@ pub struct Options {
     pub extras: bool,
     /// Baton's W1 and W5 poll the run instead of `?wait`.
     pub poll: bool,
+    /// Finished runs the history soak loads (0: no soak).
+    pub history: usize,
+    /// History runs per `INSERT` statement.
+    pub history_chunk: usize,
+    /// Runs created and archived for the bytes and the archive throughput (0: none).
+    pub archive_runs: usize,
     /// Keep wrangler's local trace collector on (`X_LOCAL_OBSERVABILITY`) for every system.
     pub local_observability: bool,
     /// The JSON results file.
     pub out: PathBuf,
+}
+
+impl Options {
+    /// Whether the history section runs at all.
+    pub fn history_section(&self) -> bool {
+        self.history > 0 || self.archive_runs > 0
+    }
 }
 
 /// The largest W2 size measured in [`Options::w2_rounds`] rounds; larger sizes (minutes per
@@ -98,6 +119,9 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>, out: PathBuf) 
         extras: true,
         poll: false,
         local_observability: false,
+        history: 200_000,
+        history_chunk: 20_000,
+        archive_runs: 1000,
         out,
     };
     let mut w5 = None;
@@ -117,12 +141,19 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>, out: PathBuf) 
             Long("skip-extras") => o.extras = false,
             Long("poll") => o.poll = true,
             Long("local-observability") => o.local_observability = true,
+            Long("history") => o.history = parser.value()?.parse()?,
+            Long("history-chunk") => o.history_chunk = parser.value()?.parse()?,
+            Long("archive-runs") => o.archive_runs = parser.value()?.parse()?,
+            Long("skip-history") => (o.history, o.archive_runs) = (0, 0),
             Long("out") => o.out = parser.value()?.into(),
             Short('h') | Long("help") => return Ok(Command::Help),
             _ => return Err(arg.unexpected()),
         }
     }
     o.w5 = w5.unwrap_or(o.runs);
+    if o.history_chunk == 0 {
+        return Err("--history-chunk must be at least 1".into());
+    }
     if o.w2_rounds == 0 {
         return Err("--w2-rounds must be at least 1 (an empty --w2 skips W2)".into());
     }
@@ -161,6 +192,7 @@ mod tests {
         assert_eq!((o.latencies, o.w2, o.w2_rounds), (vec![0, 50], vec![100, 1000, 5000], 3));
         assert_eq!((o.workflows, o.floor, o.extras, o.poll), (true, true, true, false));
         assert!(!o.local_observability);
+        assert_eq!((o.history, o.history_chunk, o.archive_runs), (200_000, 20_000, 1000));
         assert_eq!(o.out, PathBuf::from("out.json"));
     }
 
@@ -185,6 +217,12 @@ mod tests {
             "--skip-extras",
             "--poll",
             "--local-observability",
+            "--history",
+            "5000",
+            "--history-chunk",
+            "1000",
+            "--archive-runs",
+            "50",
             "--out",
             "x.json",
         ])
@@ -193,7 +231,10 @@ mod tests {
         assert_eq!((o.latencies, o.w2, o.w2_rounds), (vec![0, 20], vec![], 5));
         assert_eq!((o.workflows, o.floor, o.extras, o.poll), (false, false, false, true));
         assert!(o.local_observability);
+        assert_eq!((o.history, o.history_chunk, o.archive_runs), (5000, 1000, 50));
         assert_eq!(o.out, PathBuf::from("x.json"));
+        let skipped = run(&["--archive-runs", "7", "--skip-history"]).expect("valid");
+        assert!(!skipped.history_section(), "{skipped:?}");
         assert_eq!(run(&["--runs", "7"]).expect("valid").w5, 7, "W5 follows --runs unless given");
     }
 
@@ -211,6 +252,7 @@ mod tests {
         check(&["--w2", "100,lots"], "lots");
         check(&["--skip-floor=yes"], "--skip-floor");
         check(&["--w2-rounds", "0"], "--w2-rounds");
+        check(&["--history-chunk", "0"], "--history-chunk");
         check(&["extra"], "extra");
     }
 }

@@ -138,7 +138,127 @@ pub fn table(results: &Value) -> String {
             ));
         }
     }
+    if !b["history"].is_null() {
+        t.push_str(&history(&b["history"]));
+    }
     t
+}
+
+/// The history section's tables: the soak (empty against loaded), bytes and archiving, and a
+/// D1 shard on paper.
+pub fn history(h: &Value) -> String {
+    let mut t = format!("\nThe history section took {} s, on a stack of its own.\n", num(&h["seconds"], 0));
+    if !h["with_history"].is_null() {
+        let (e, w) = (&h["empty"], &h["with_history"]);
+        t.push_str(&format!(
+            "\n| history soak ({} finished runs loaded in {} s) | empty | with history | with / empty |\n|---|---:|---:|---:|\n",
+            h["load"]["runs"],
+            num(&h["load"]["seconds"], 1)
+        ));
+        let mb = |v: &Value| json!(v.as_f64().map(|b| b / 1e6));
+        for (metric, key, digits) in [
+            ("W1 d=0 p50 ms", "w1_p50_ms", 1),
+            ("W1 d=0 p99 ms", "w1_p99_ms", 1),
+            ("runs list, first page, p50 ms", "runs_list_p50_ms", 1),
+            ("`/metrics` scrape p50 ms", "metrics_p50_ms", 1),
+            ("rows read by one poller tick", "tick_rows_read", 0),
+            ("one poller tick ms", "tick_ms", 1),
+        ] {
+            t.push_str(&format!(
+                "| {metric} | {} | {} | {} |\n",
+                num(&e[key], digits),
+                num(&w[key], digits),
+                ratio(&w[key], &e[key])
+            ));
+        }
+        t.push_str(&format!(
+            "| D1 size MB | {} | {} | {} |\n",
+            num(&mb(&e["d1_bytes"]), 1),
+            num(&mb(&w["d1_bytes"]), 1),
+            ratio(&w["d1_bytes"], &e["d1_bytes"])
+        ));
+    }
+    let b = &h["bytes"];
+    if !b.is_null() {
+        t.push_str(&format!("\n| bytes and archiving ({} standard-v1 runs) | measured |\n|---|---:|\n", b["runs"]));
+        t.push_str(&format!("| D1 bytes per run, live | {} |\n", num(&b["d1_bytes_per_run_live"], 0)));
+        t.push_str(&format!("| D1 bytes per run, archived | {} |\n", num(&b["d1_bytes_per_run_archived"], 0)));
+        t.push_str(&format!("| R2 bytes per archive object | {} |\n", num(&b["r2_bytes_per_object"], 0)));
+        t.push_str(&format!("| runs created per s (as W2) | {} |\n", num(&b["created_per_s"], 1)));
+        for s in b["archive"].as_array().into_iter().flatten() {
+            t.push_str(&format!(
+                "| runs archived per s, ticks back to back, `POLLER_BATCH_SIZE` {} ({} ticks, {} runs) | {} |\n",
+                s["poller_batch_size"],
+                s["ticks"],
+                num(&s["archived"], 0),
+                num(&s["runs_per_s"], 1)
+            ));
+        }
+        t.push_str(&format!(
+            "| archived per s / created per s, default batch | {} |\n",
+            num(&b["archive_to_created_ratio"], 2)
+        ));
+        for c in b["archive_per_s_by_cron"].as_array().into_iter().flatten() {
+            t.push_str(&format!(
+                "| runs archived per s by the cron, `POLLER_BATCH_SIZE` {} every {} min | {} |\n",
+                c["poller_batch_size"],
+                c["polling_frequency_minutes"],
+                num(&c["runs_per_s"], 2)
+            ));
+        }
+        for (what, key) in [("created", "usage_per_run_created"), ("archived", "usage_per_run_archived")] {
+            let u = &b[key];
+            t.push_str(&format!(
+                "| D1 per run {what}: round trips / statements / rows read / rows written | {} / {} / {} / {} |\n",
+                num(&u["d1_round_trips"], 1),
+                num(&u["d1_statements"], 1),
+                num(&u["d1_rows_read"], 1),
+                num(&u["d1_rows_written"], 1)
+            ));
+        }
+    }
+    let s = &h["shard"];
+    if !s.is_null() {
+        t.push_str(&format!(
+            "\n| one D1 database | runs/s | full after, every run kept ({} B a run) | full after, retention {} days ({} B a run archived) | full after, retention 1 day |\n|---|---:|---:|---:|---:|\n",
+            num(&s["live_bytes_per_run"], 0),
+            s["retention_days"],
+            num(&s["archived_bytes_per_run"], 0)
+        ));
+        for d in s["days"].as_array().into_iter().flatten() {
+            t.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                d["shard"].as_str().unwrap_or(""),
+                d["runs_per_s"],
+                days(&d["days_every_run_kept"]),
+                days(&d["days_retention_30"]),
+                days(&d["days_retention_1"])
+            ));
+        }
+        t.push_str(&format!(
+            "\n| one D1 database on paper ({} queries/s) | runs/s |\n|---|---:|\n",
+            s["d1_queries_per_s"]
+        ));
+        for (what, key) in [
+            ("each statement a query of 1 ms", "runs_per_s_if_a_statement_takes_1ms"),
+            ("each round trip a query of 1 ms", "runs_per_s_if_a_round_trip_takes_1ms"),
+            ("each statement 1 ms, archiving included", "runs_per_s_with_archiving_if_a_statement_takes_1ms"),
+            ("each round trip 1 ms, archiving included", "runs_per_s_with_archiving_if_a_round_trip_takes_1ms"),
+        ] {
+            t.push_str(&format!("| {what} | {} |\n", num(&s[key], 0)));
+        }
+    }
+    t
+}
+
+/// A time to full: days, or hours under a day, or minutes under an hour.
+fn days(v: &Value) -> String {
+    match v.as_f64() {
+        Some(d) if d >= 1.0 => format!("{d:.1} days"),
+        Some(d) if d * 24.0 >= 1.0 => format!("{:.1} h", d * 24.0),
+        Some(d) => format!("{:.0} min", d * 24.0 * 60.0),
+        None => "–".into(),
+    }
 }
 
 pub fn machine() -> Value {
@@ -176,6 +296,28 @@ mod tests {
             t.contains("| W2 R=1000 (median of 3 rounds) | runs/s by round, Baton / Workflows each round | 80.0, 90.0, 100.0 | 50.0, 45.0, 40.0 | – | 1.60, 2.00, 2.50 (median 2.00) |"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn the_history_tables_put_the_soak_side_by_side_and_the_shard_by_rate() {
+        let h = json!({
+            "load": {"runs": 200000, "seconds": 12.34},
+            "empty": {"w1_p50_ms": 20.0, "metrics_p50_ms": 10.0, "tick_rows_read": 10, "d1_bytes": 1e6},
+            "with_history": {"w1_p50_ms": 22.0, "metrics_p50_ms": 1000.0, "tick_rows_read": 10, "d1_bytes": 6e8},
+            "bytes": {"runs": 1000, "d1_bytes_per_run_live": 13100.4, "d1_bytes_per_run_archived": 266.2,
+                      "archive": [{"poller_batch_size": 100, "ticks": 5, "archived": 500.0, "runs_per_s": 60.0}]},
+            "shard": {"live_bytes_per_run": 13100.4, "archived_bytes_per_run": 266.2, "retention_days": 30.0,
+                      "d1_queries_per_s": 1000.0,
+                      "days": [{"shard": "10 GB", "runs_per_s": 1.0, "days_every_run_kept": 8.8, "days_retention_30": 1234.5,
+                                "days_retention_1": 0.01}]},
+        });
+        let t = history(&h);
+        assert!(t.contains("| history soak (200000 finished runs loaded in 12.3 s) |"), "{t}");
+        assert!(t.contains("| `/metrics` scrape p50 ms | 10.0 | 1000.0 | 100.00 |"), "{t}");
+        assert!(t.contains("| D1 size MB | 1.0 | 600.0 | 600.00 |"), "{t}");
+        assert!(t.contains("| D1 bytes per run, archived | 266 |"), "{t}");
+        assert!(t.contains("`POLLER_BATCH_SIZE` 100 (5 ticks, 500 runs) | 60.0 |"), "{t}");
+        assert!(t.contains("| 10 GB | 1.0 | 8.8 days | 1234.5 days | 14 min |"), "{t}");
     }
 
     #[test]
