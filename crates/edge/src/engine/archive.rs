@@ -25,6 +25,7 @@ use serde_json::Value;
 use super::run::{summary_of, Engine, Loaded};
 use super::views::Attempt;
 use crate::archive::{compress, decompress, Archive};
+use crate::concurrency::join_all;
 use crate::d1::archive::{self as rows, ArchivedRow};
 use crate::d1::events::{self, EventRow};
 use crate::d1::runs::RunRow;
@@ -104,8 +105,18 @@ pub struct ArchiveCounts {
     pub executions_pruned: u64,
 }
 
+/// Runs archived at once: each is a few reads, an R2 write and its check, and one batch, so a
+/// round's time is mostly waiting.
+pub const ARCHIVE_CONCURRENCY: usize = 8;
+/// Most rounds of `POLLER_BATCH_SIZE` runs one tick archives (per shard) while a backlog lasts.
+pub const ARCHIVE_MAX_ROUNDS: u32 = 20;
+/// How long one tick keeps starting rounds (per shard), in ms.
+pub const ARCHIVE_BUDGET_MS: u64 = 10_000;
+
 impl Engine<'_> {
-    /// Archives up to `limit` runs whose retention has passed, oldest ending first.
+    /// Archives the runs whose retention has passed, oldest ending first: rounds of up to
+    /// `limit`, while rounds come back full, for at most [`ARCHIVE_MAX_ROUNDS`] rounds and
+    /// [`ARCHIVE_BUDGET_MS`]; then prunes the history kept beside runs and executions.
     pub async fn archive_due(&self, limit: u32) -> ArchiveCounts {
         let mut counts = ArchiveCounts::default();
         let retention = match crate::settings::retention(self.env()) {
@@ -137,35 +148,16 @@ impl Engine<'_> {
                 }
             }
         }
-        let mut left = limit;
-        for pass in retention.passes(now) {
-            if left == 0 {
+        // Rounds of at most `limit` runs, each archived ARCHIVE_CONCURRENCY at a time, while
+        // rounds come back full and the tick's time for it lasts.
+        let started = self.now();
+        for _ in 0..ARCHIVE_MAX_ROUNDS {
+            let (archived, failed) = (counts.archived, counts.failed);
+            let full = self.archive_round(&archive, &retention, now, limit, &mut counts).await;
+            // A round that failed anywhere (R2 down?) or archived nothing ends the pass.
+            let clean = counts.archived > archived && counts.failed == failed;
+            if !full || !clean || self.now().since(started) >= ARCHIVE_BUDGET_MS {
                 break;
-            }
-            let due = match rows::due(&self.db, &pass, RunKind::Diagnostic, left).await {
-                Ok((due, meta)) => {
-                    counts.rows_read += meta.rows_read;
-                    due
-                }
-                Err(e) => {
-                    worker::console_error!("archive: selecting runs due failed: {e}");
-                    counts.failed += 1;
-                    continue;
-                }
-            };
-            for run in due {
-                left = left.saturating_sub(1);
-                match self.archive_one(&archive, &retention, &run.run_id, now).await {
-                    Ok(Some(bytes)) => {
-                        counts.archived += 1;
-                        counts.bytes += bytes;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        counts.failed += 1;
-                        worker::console_error!("archive: run {}: {e}; kept in D1, tried again later", run.run_id);
-                    }
-                }
             }
         }
         // Pipeline executions past their retention leave D1 without an archive: the run with
@@ -199,6 +191,54 @@ impl Engine<'_> {
             }
         }
         counts
+    }
+
+    /// One round: up to `limit` runs due, over the retention's passes, archived
+    /// [`ARCHIVE_CONCURRENCY`] at a time. Whether it found `limit` runs due (more may wait).
+    async fn archive_round(
+        &self,
+        archive: &Archive,
+        retention: &Retention,
+        now: Millis,
+        limit: u32,
+        counts: &mut ArchiveCounts,
+    ) -> bool {
+        let mut left = limit;
+        for pass in retention.passes(now) {
+            if left == 0 {
+                break;
+            }
+            let due = match rows::due(&self.db, &pass, RunKind::Diagnostic, left).await {
+                Ok((due, meta)) => {
+                    counts.rows_read += meta.rows_read;
+                    due
+                }
+                Err(e) => {
+                    worker::console_error!("archive: selecting runs due failed: {e}");
+                    counts.failed += 1;
+                    continue;
+                }
+            };
+            left = left.saturating_sub(due.len() as u32);
+            for group in due.chunks(ARCHIVE_CONCURRENCY) {
+                let archived =
+                    join_all(group.iter().map(|run| self.archive_one(archive, retention, &run.run_id, now))).await;
+                for (run, outcome) in group.iter().zip(archived) {
+                    match outcome {
+                        Ok(Some(bytes)) => {
+                            counts.archived += 1;
+                            counts.bytes += bytes;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            counts.failed += 1;
+                            worker::console_error!("archive: run {}: {e}; kept in D1, tried again later", run.run_id);
+                        }
+                    }
+                }
+            }
+        }
+        left == 0
     }
 
     /// Deletes an ended pipeline run past its retention, with its execution: whether this call
