@@ -475,6 +475,28 @@ proptest! {
     }
 
     #[test]
+    fn ids_made_in_a_shard_name_it_and_keep_their_time(
+        ms in 0u64..10_000_000_000_000,
+        random in any::<[u8; 8]>(),
+        index in 0u32..baton_core::shard::MAX_SHARDS,
+    ) {
+        let shard = baton_core::shard::Shard::new(index);
+        let run = RunId::in_shard(Millis::new(ms), random, shard);
+        let parsed = run.as_str().parse::<RunId>().unwrap();
+        prop_assert_eq!((parsed.shard(), parsed.timestamp()), (shard, Millis::new(ms)));
+        let exec = ExecutionId::in_shard(Millis::new(ms), [random[0], random[1], random[2], random[3], random[4], random[5]], shard);
+        prop_assert_eq!(RunId::from_execution(&exec.as_str().parse::<ExecutionId>().unwrap()).shard(), shard);
+    }
+
+    #[test]
+    fn every_client_has_one_shard_of_the_deployment(client in "[a-z0-9_-]{1,40}", count in 1u32..=baton_core::shard::MAX_SHARDS) {
+        let shards = baton_core::shard::Shards::parse(Some(&count.to_string()), None).unwrap();
+        let shard = shards.of_client(&client);
+        prop_assert!(shards.contains(shard));
+        prop_assert_eq!(shard, shards.of_client(&client));
+    }
+
+    #[test]
     fn rfc3339_round_trips(ms in 0u64..=MAX_RFC3339_MS) {
         let text = Millis::new(ms).to_rfc3339();
         prop_assert!(text.ends_with('Z') && text.len() == 24, "{}", text);
