@@ -192,14 +192,16 @@ fn the_cron_path_honours_the_polling_frequency() {
 #[test]
 fn a_tick_reads_rows_in_proportion_to_active_jobs_not_history() {
     let (stack, _turn) = poller_stack();
-    // 10 000 finished runs in history.
+    // 10 000 runs that finished in the last hour: history within its retention (runs past it
+    // are the archive's work, not history a tick must not read).
+    let hour_ago = now_ms() as i64 - 3_600_000;
     stack.sql(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000) \
          INSERT INTO runs (run_id, kind, client_id, website_id, domain, plan_id, plan_name, plan_json, status, \
          created_at, started_at, deadline_at, completed_at) \
          SELECT printf('run_0000000000001_%016x', i), 'diagnostic', 'history', 'site_history', 'old.example', \
-         'quick-v1', 'Quick', '{}', 'completed', i, i, i + 1000, i + 10 FROM n",
-        &[],
+         'quick-v1', 'Quick', '{}', 'completed', ?1 + i, ?1 + i, ?1 + i + 1000, ?1 + i + 10 FROM n",
+        &[json!(hour_ago)],
     );
     let t = tick(stack);
     let rows_read = t["last_run"]["counts"]["rows_read"].as_i64().unwrap_or(i64::MAX);

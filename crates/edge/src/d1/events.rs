@@ -45,14 +45,16 @@ pub fn insert(db: &Db, e: &EventRow) -> Result<Stmt> {
 
 /// A run's events, oldest first.
 pub async fn of_run(db: &Db, run_id: &str) -> Result<Vec<EventRow>> {
-    let (rows, _) = db
-        .all::<EventRow>(
-            "SELECT id, website_id, run_id, service, type, payload, created_at, dedupe_key \
-             FROM kbase_events WHERE run_id = ?1 ORDER BY created_at, id",
-            &[Arg::from(run_id)],
-        )
-        .await?;
+    let (rows, _) = db.all::<EventRow>(EVENTS_OF_RUN, &[Arg::from(run_id)]).await?;
     Ok(rows)
+}
+
+const EVENTS_OF_RUN: &str = "SELECT id, website_id, run_id, service, type, payload, created_at, dedupe_key \
+     FROM kbase_events WHERE run_id = ?1 ORDER BY created_at, id";
+
+/// [`of_run`] as a statement, to batch with others.
+pub fn of_run_stmt(db: &Db, run_id: &str) -> Result<Stmt> {
+    db.stmt(EVENTS_OF_RUN, &[Arg::from(run_id)])
 }
 
 /// The event with this dedupe key, if written.

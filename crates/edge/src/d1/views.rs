@@ -23,16 +23,18 @@ pub struct AttemptRow {
     pub error_kind: Option<String>,
 }
 
+const ATTEMPTS_OF_RUN: &str = "SELECT service, attempt, started_at, ended_at, outcome, error, error_kind \
+     FROM step_attempts WHERE run_id = ?1 ORDER BY service, attempt";
+
 /// A run's ended attempts, by step and attempt.
 pub async fn attempts_of_run(db: &Db, run_id: &str) -> Result<Vec<AttemptRow>> {
-    let (rows, _) = db
-        .all::<AttemptRow>(
-            "SELECT service, attempt, started_at, ended_at, outcome, error, error_kind FROM step_attempts \
-             WHERE run_id = ?1 ORDER BY service, attempt",
-            &[Arg::from(run_id)],
-        )
-        .await?;
+    let (rows, _) = db.all::<AttemptRow>(ATTEMPTS_OF_RUN, &[Arg::from(run_id)]).await?;
     Ok(rows)
+}
+
+/// [`attempts_of_run`] as a statement, to batch with others.
+pub fn attempts_of_run_stmt(db: &Db, run_id: &str) -> Result<Stmt> {
+    db.stmt(ATTEMPTS_OF_RUN, &[Arg::from(run_id)])
 }
 
 /// Counts of a histogram as SQL computed them.

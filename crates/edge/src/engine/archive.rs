@@ -105,11 +105,12 @@ pub struct ArchiveCounts {
     pub executions_pruned: u64,
 }
 
-/// Runs archived at once: each is a few reads, an R2 write and its check, and one batch, so a
-/// round's time is mostly waiting.
-pub const ARCHIVE_CONCURRENCY: usize = 8;
-/// Most rounds of `POLLER_BATCH_SIZE` runs one tick archives (per shard) while a backlog lasts.
-pub const ARCHIVE_MAX_ROUNDS: u32 = 20;
+/// Runs archived together: one D1 read for the group, their R2 writes at once, one D1 batch.
+pub const ARCHIVE_GROUP: usize = 50;
+/// Most rounds of `POLLER_BATCH_SIZE` runs one tick archives (per shard) while a backlog lasts:
+/// with the default batch, 500 R2 writes and about 50 D1 queries, well within one
+/// invocation's limits.
+pub const ARCHIVE_MAX_ROUNDS: u32 = 5;
 /// How long one tick keeps starting rounds (per shard), in ms.
 pub const ARCHIVE_BUDGET_MS: u64 = 10_000;
 
@@ -148,8 +149,8 @@ impl Engine<'_> {
                 }
             }
         }
-        // Rounds of at most `limit` runs, each archived ARCHIVE_CONCURRENCY at a time, while
-        // rounds come back full and the tick's time for it lasts.
+        // Rounds of at most `limit` runs, in groups of ARCHIVE_GROUP, while rounds come back
+        // full and clean and the tick's time for it lasts.
         let started = self.now();
         for _ in 0..ARCHIVE_MAX_ROUNDS {
             let (archived, failed) = (counts.archived, counts.failed);
@@ -194,7 +195,7 @@ impl Engine<'_> {
     }
 
     /// One round: up to `limit` runs due, over the retention's passes, archived
-    /// [`ARCHIVE_CONCURRENCY`] at a time. Whether it found `limit` runs due (more may wait).
+    /// in groups of [`ARCHIVE_GROUP`]. Whether it found `limit` runs due (more may wait).
     async fn archive_round(
         &self,
         archive: &Archive,
@@ -220,21 +221,11 @@ impl Engine<'_> {
                 }
             };
             left = left.saturating_sub(due.len() as u32);
-            for group in due.chunks(ARCHIVE_CONCURRENCY) {
-                let archived =
-                    join_all(group.iter().map(|run| self.archive_one(archive, retention, &run.run_id, now))).await;
-                for (run, outcome) in group.iter().zip(archived) {
-                    match outcome {
-                        Ok(Some(bytes)) => {
-                            counts.archived += 1;
-                            counts.bytes += bytes;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            counts.failed += 1;
-                            worker::console_error!("archive: run {}: {e}; kept in D1, tried again later", run.run_id);
-                        }
-                    }
+            for group in due.chunks(ARCHIVE_GROUP) {
+                let run_ids: Vec<&str> = group.iter().map(|run| run.run_id.as_str()).collect();
+                if let Err(e) = self.archive_group(archive, retention, &run_ids, now, counts).await {
+                    counts.failed += 1;
+                    worker::console_error!("archive: runs {}: {e}; kept in D1, tried again later", run_ids.join(", "));
                 }
             }
         }
@@ -264,49 +255,83 @@ impl Engine<'_> {
         Ok(self.db.batch(statements).await?.iter().map(|m| m.changes).sum())
     }
 
-    /// Archives one run if it is still due: its object first, verified, then the D1 batch.
-    /// The object's size when this call archived it.
-    async fn archive_one(
+    /// Archives a group of runs if they are still due: one D1 read for all of them, their
+    /// objects written to R2 at once, each checked, then one D1 batch for those written (each
+    /// run's statements guarded by its own version). Counts what it archived and what failed.
+    async fn archive_group(
         &self,
         archive: &Archive,
         retention: &Retention,
-        run_id: &str,
+        run_ids: &[&str],
         now: Millis,
-    ) -> Result<Option<u64>> {
-        let Some(loaded) = self.load(run_id).await? else { return Ok(None) };
-        let completed_at = loaded.run.completed_at.map(|c| Millis::new(c.max(0) as u64));
-        // A pipeline execution's run stays with its execution.
-        let diagnostic = loaded.run.kind == RunKind::Diagnostic;
-        if !diagnostic || !retention.due(&loaded.run.client_id, loaded.run.status, completed_at, now) {
-            return Ok(None);
-        }
-        let attempts = views::attempts_of_run(&self.db, run_id).await?;
-        let events = events::of_run(&self.db, run_id).await?;
-        let document = ArchivedRun {
-            format: FORMAT,
-            run: loaded.run.clone(),
-            steps: loaded.steps.clone(),
-            attempts: attempts.clone(),
-            events,
-        };
-        let bytes = compress(&document)?;
-        let key = key_of(&loaded.run.client_id, loaded.run.created_at, run_id);
-        let put = if faults::injected(self.env(), "r2") {
-            Err(Error::Storage(format!("R2 put {key}: injected r2 fault")))
-        } else {
-            archive.put_verified(&key, bytes).await
-        };
-        let size = match put {
-            Ok(size) => size,
-            Err(e) => {
-                self.count_archive_failure(run_id).await;
-                return Err(e);
+        counts: &mut ArchiveCounts,
+    ) -> Result<()> {
+        let read = self
+            .load_many_with(run_ids, |id| {
+                Ok(vec![views::attempts_of_run_stmt(&self.db, id)?, events::of_run_stmt(&self.db, id)?])
+            })
+            .await?;
+        let mut due = Vec::new();
+        for (loaded, more) in read {
+            let Some(loaded) = loaded else { continue };
+            let completed_at = loaded.run.completed_at.map(|c| Millis::new(c.max(0) as u64));
+            // A pipeline execution's run is not archived (it leaves with its execution).
+            let diagnostic = loaded.run.kind == RunKind::Diagnostic;
+            if !diagnostic || !retention.due(&loaded.run.client_id, loaded.run.status, completed_at, now) {
+                continue;
             }
-        };
-        let summary = summary_of(&loaded)?;
-        let row = slim_row(&loaded.run, &summary, now, size);
-        let moved = self.write_leaving(&loaded, Some(row)).await?;
-        Ok(moved.then_some(size))
+            let run_id = loaded.run.run_id.clone();
+            let mut more = more.into_iter().map(Value::Array);
+            let decode =
+                |what: &str, e: serde_json::Error| Error::Storage(format!("run {run_id}: decoding {what}: {e}"));
+            let attempts: Vec<views::AttemptRow> =
+                serde_json::from_value(more.next().unwrap_or_default()).map_err(|e| decode("attempts", e))?;
+            let events: Vec<events::EventRow> =
+                serde_json::from_value(more.next().unwrap_or_default()).map_err(|e| decode("events", e))?;
+            let document =
+                ArchivedRun { format: FORMAT, run: loaded.run.clone(), steps: loaded.steps.clone(), attempts, events };
+            let bytes = compress(&document)?;
+            let key = key_of(&loaded.run.client_id, loaded.run.created_at, &run_id);
+            due.push((loaded, key, bytes));
+        }
+        let puts = due.iter_mut().map(|(_, key, bytes)| {
+            let bytes = std::mem::take(bytes);
+            let key = key.clone();
+            async move {
+                if faults::injected(self.env(), "r2") {
+                    Err(Error::Storage(format!("R2 put {key}: injected r2 fault")))
+                } else {
+                    archive.put_verified(&key, bytes).await
+                }
+            }
+        });
+        let puts = join_all(puts).await;
+        let mut written = Vec::new();
+        for ((loaded, _, _), put) in due.iter().zip(puts) {
+            match put {
+                Ok(size) => {
+                    let row = slim_row(&loaded.run, &summary_of(loaded)?, now, size);
+                    written.push((loaded, row, size));
+                }
+                Err(e) => {
+                    counts.failed += 1;
+                    self.count_archive_failure(&loaded.run.run_id).await;
+                    worker::console_error!("archive: run {}: {e}; kept in D1, tried again later", loaded.run.run_id);
+                }
+            }
+        }
+        if written.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(&Loaded, ArchivedRow)> = written.iter().map(|(loaded, row, _)| (*loaded, row.clone())).collect();
+        let moved = self.write_archived_many(&rows).await?;
+        for ((_, _, size), moved) in written.iter().zip(moved) {
+            if moved {
+                counts.archived += 1;
+                counts.bytes += size;
+            }
+        }
+        Ok(())
     }
 
     /// Counts a failed write or check of `run_id`'s object in `/metrics`

@@ -44,8 +44,11 @@ const SPACING_MS: u64 = 10;
 const MAX_BATCH: u64 = 1000;
 /// The default `POLLER_BATCH_SIZE`: a tick archives at most this many runs.
 const DEFAULT_BATCH: u64 = 100;
-/// The default `POLLING_FREQUENCY_MINUTES`: the cron ticks once per this interval.
-const DEFAULT_INTERVAL_MIN: u64 = 5;
+/// Most rounds of `POLLER_BATCH_SIZE` runs one cron firing archives per shard (the poller's
+/// `ARCHIVE_MAX_ROUNDS`).
+const ARCHIVE_MAX_ROUNDS: u64 = 5;
+/// How long one firing keeps archiving per shard, in seconds (the poller's `ARCHIVE_BUDGET_MS`).
+const ARCHIVE_BUDGET_S: f64 = 10.0;
 /// D1's published figures: a database runs one query at a time, ~1 ms each.
 const D1_QUERIES_PER_S: f64 = 1000.0;
 /// A D1 database's size limit, paid and Free plans, in bytes.
@@ -274,15 +277,12 @@ impl History<'_> {
         let created_per_s = runs as f64 / wall;
         let default_rate = by_setting[0]["runs_per_s"].as_f64().unwrap_or(f64::NAN);
         let max_rate = by_setting[1]["runs_per_s"].as_f64().unwrap_or(f64::NAN);
-        // What the cron sustains: a tick's batch once per polling interval, at most the rate of
-        // back-to-back ticks.
-        let cron = [(DEFAULT_BATCH, DEFAULT_INTERVAL_MIN, default_rate), (MAX_BATCH, 1, max_rate)].map(
-            |(batch, minutes, rate)| {
-                json!({"poller_batch_size": batch, "polling_frequency_minutes": minutes,
-                       "tick_s": batch as f64 / rate,
-                       "runs_per_s": (batch as f64 / (minutes * 60) as f64).min(rate)})
-            },
-        );
+        // What the cron sustains in one shard: every firing (once a minute) archives up to
+        // ARCHIVE_MAX_ROUNDS batches within ARCHIVE_BUDGET_S, at most the rate measured here.
+        let cron = [(DEFAULT_BATCH, default_rate), (MAX_BATCH, max_rate)].map(|(batch, rate)| {
+            let per_firing = ((batch * ARCHIVE_MAX_ROUNDS) as f64).min(rate * ARCHIVE_BUDGET_S);
+            json!({"poller_batch_size": batch, "per_firing": per_firing, "runs_per_s": per_firing / 60.0})
+        });
         json!({
             "runs": runs, "client_retention_s": SHORT_RETENTION_S,
             "d1_bytes_before": before, "d1_bytes_live": live, "d1_bytes_archived": archived,

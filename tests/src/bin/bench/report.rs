@@ -200,9 +200,8 @@ pub fn history(h: &Value) -> String {
         ));
         for c in b["archive_per_s_by_cron"].as_array().into_iter().flatten() {
             t.push_str(&format!(
-                "| runs archived per s by the cron, `POLLER_BATCH_SIZE` {} every {} min | {} |\n",
+                "| runs archived per s by the cron (one firing a minute, per shard), `POLLER_BATCH_SIZE` {} | {} |\n",
                 c["poller_batch_size"],
-                c["polling_frequency_minutes"],
                 num(&c["runs_per_s"], 2)
             ));
         }

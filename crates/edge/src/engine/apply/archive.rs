@@ -46,6 +46,20 @@ impl Engine<'_> {
         Ok(metas.last().is_some_and(|m| m.changes > 0))
     }
 
+    /// Moves several archived runs out of D1 in one batch (each its slim row and its deletes,
+    /// every statement guarded by its own run's version): for each, whether it moved.
+    pub(in crate::engine) async fn write_archived_many(&self, runs: &[(&Loaded, ArchivedRow)]) -> Result<Vec<bool>> {
+        let mut statements = Vec::new();
+        let mut ends = Vec::new();
+        for (loaded, row) in runs {
+            let writes = leaving(loaded, Some(row.clone()));
+            statements.extend(super::batch::statements(&self.db, &loaded.run.run_id, &writes)?);
+            ends.push(statements.len() - 1);
+        }
+        let metas = self.db.batch(statements).await?;
+        Ok(ends.iter().map(|i| metas.get(*i).is_some_and(|m| m.changes > 0)).collect())
+    }
+
     /// Deletes an archived run's slim row (its object is deleted after).
     pub(in crate::engine) async fn write_archived_deleted(&self, run_id: &str) -> Result<bool> {
         let metas = self.write(run_id, &[Write::DeleteArchived]).await?;
