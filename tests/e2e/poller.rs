@@ -194,7 +194,7 @@ fn a_tick_reads_rows_in_proportion_to_active_jobs_not_history() {
     let (stack, _turn) = poller_stack();
     // 10 000 runs that finished in the last hour: history within its retention (runs past it
     // are the archive's work, not history a tick must not read).
-    let hour_ago = now_ms() as i64 - 3_600_000;
+    let hour_ago = now_ms() - 3_600_000;
     stack.sql(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000) \
          INSERT INTO runs (run_id, kind, client_id, website_id, domain, plan_id, plan_name, plan_json, status, \
