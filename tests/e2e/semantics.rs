@@ -143,9 +143,12 @@ fn a_retried_run_completes_its_failed_step_and_keeps_both_diagnoses() {
     wait_ended(stack, &again, Duration::from_secs(30));
 }
 
+/// Each shard holds an equal share of a service's cap: one client's runs, all in its shard,
+/// have two of a cap of two a shard.
 #[test]
-fn a_service_capped_at_two_never_has_three_attempts_in_flight_under_twenty_runs() {
-    let cap = json!({"technical_seo": 2}).to_string();
+fn a_service_capped_at_two_a_shard_never_has_three_attempts_in_flight_under_twenty_runs() {
+    let shards = baton_e2e::stack::local_d1_bindings(&baton_e2e::repo_root()).len();
+    let cap = json!({"technical_seo": 2 * shards}).to_string();
     let stack = baton_e2e::Stack::start(baton_e2e::StackOptions {
         vars: vec![("SERVICE_CONCURRENCY".into(), cap.clone())],
         consumer_vars: vec![("SERVICE_CONCURRENCY".into(), cap.clone())],

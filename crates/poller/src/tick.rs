@@ -117,8 +117,8 @@ async fn tick(engine: Engine<'_>) -> Result<Value> {
     Ok(json!({ "ran": true, "last_run": last_run }))
 }
 
-/// Adds every number of `from` into `into`, field by field (objects recursively); anything
-/// else `from` has that `into` lacks is copied.
+/// Adds `from` into `into`, field by field (objects recursively): numbers are summed, lists
+/// joined, and a field `into` lacks or has as null is taken from `from`.
 fn add_numbers(into: &mut Value, from: &Value) {
     match (into, from) {
         (Value::Object(into), Value::Object(from)) => {
@@ -138,6 +138,8 @@ fn add_numbers(into: &mut Value, from: &Value) {
             };
             *into = sum;
         }
+        (Value::Array(into), Value::Array(from)) => into.extend(from.iter().cloned()),
+        (into @ Value::Null, from) => *into = from.clone(),
         _ => {}
     }
 }
@@ -234,4 +236,27 @@ async fn poll_progress(engine: &Engine<'_>, step: &PollableStep) -> Result<()> {
         return Ok(());
     }
     engine.ask_progress(loaded, &step.service, record.attempts, expires, false).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_records_add_up() {
+        let mut total = json!({});
+        add_numbers(
+            &mut total,
+            &json!({"counts": {"errors": 1, "rows_read": 10}, "admission": {"admitted": [], "waiting": null}}),
+        );
+        add_numbers(
+            &mut total,
+            &json!({"counts": {"errors": 0, "rows_read": 5}, "admission": {"admitted": ["exec_1"], "waiting": "tokens"}, "archive": {"refused": "RETENTION_DAYS: x"}}),
+        );
+        assert_eq!(
+            total,
+            json!({"counts": {"errors": 1, "rows_read": 15}, "admission": {"admitted": ["exec_1"], "waiting": "tokens"},
+                   "archive": {"refused": "RETENTION_DAYS: x"}})
+        );
+    }
 }
