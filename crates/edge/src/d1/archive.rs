@@ -98,37 +98,21 @@ pub fn add_totals_if_run_version(
     version: i64,
     totals: &[(String, String, i64)],
 ) -> Result<Stmt> {
-    if totals.is_empty() || totals.len() > TOTALS_PER_STATEMENT {
-        return Err(crate::Error::Internal(format!("{} metric totals in one statement", totals.len())));
-    }
-    let mut args = vec![Arg::from(run_id), Arg::Int(version)];
-    let rows: Vec<String> = totals
-        .iter()
-        .map(|(metric, label, value)| {
-            args.push(Arg::from(metric.as_str()));
-            args.push(Arg::from(label.as_str()));
-            args.push(Arg::Int(*value));
-            format!("(?{}, ?{}, ?{})", args.len() - 2, args.len() - 1, args.len())
-        })
-        .collect();
-    db.stmt(
-        &format!(
-            "INSERT INTO metric_totals (metric, label, value) SELECT column1, column2, column3 FROM (VALUES {}) \
-             WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND version = ?2) \
-             ON CONFLICT (metric, label) DO UPDATE SET value = value + excluded.value",
-            rows.join(", ")
-        ),
-        &args,
-    )
+    let guard = "EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND version = ?2)";
+    insert_totals(db, vec![Arg::from(run_id), Arg::Int(version)], guard, totals)
 }
 
 /// Adds `totals` (`(metric, label, value)`, at most [`TOTALS_PER_STATEMENT`]) to the metric
 /// totals, unconditionally (counters of events that belong to no run, as an archive failure).
 pub fn add_totals(db: &Db, totals: &[(String, String, i64)]) -> Result<Stmt> {
+    insert_totals(db, Vec::new(), "true", totals)
+}
+
+/// The insert of `totals` after the arguments `args` of `guard`, only where `guard` holds.
+fn insert_totals(db: &Db, mut args: Vec<Arg>, guard: &str, totals: &[(String, String, i64)]) -> Result<Stmt> {
     if totals.is_empty() || totals.len() > TOTALS_PER_STATEMENT {
         return Err(crate::Error::Internal(format!("{} metric totals in one statement", totals.len())));
     }
-    let mut args = Vec::new();
     let rows: Vec<String> = totals
         .iter()
         .map(|(metric, label, value)| {
@@ -141,7 +125,7 @@ pub fn add_totals(db: &Db, totals: &[(String, String, i64)]) -> Result<Stmt> {
     db.stmt(
         &format!(
             "INSERT INTO metric_totals (metric, label, value) SELECT column1, column2, column3 FROM (VALUES {}) \
-             WHERE true ON CONFLICT (metric, label) DO UPDATE SET value = value + excluded.value",
+             WHERE {guard} ON CONFLICT (metric, label) DO UPDATE SET value = value + excluded.value",
             rows.join(", ")
         ),
         &args,

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use baton_core::events::diagnosis_dedupe_key;
 use baton_core::metrics::ARCHIVE_FAILURES;
-use baton_core::retention::{archive_key, Retention};
+use baton_core::retention::{archive_key, Pass, Retention};
 use baton_core::state::RunKind;
 use baton_core::summary::RunSummary;
 use baton_core::time::Millis;
@@ -26,7 +26,7 @@ use super::run::{summary_of, Engine, Loaded};
 use super::views::Attempt;
 use crate::archive::{compress, decompress, Archive};
 use crate::concurrency::join_all;
-use crate::d1::archive::{self as rows, ArchivedRow};
+use crate::d1::archive::{self as rows, ArchivedRow, DueForArchive};
 use crate::d1::events::{self, EventRow};
 use crate::d1::runs::RunRow;
 use crate::d1::steps::StepRow;
@@ -168,17 +168,7 @@ impl Engine<'_> {
             if left == 0 {
                 break;
             }
-            let due = match rows::due(&self.db, &pass, RunKind::Pipeline, left).await {
-                Ok((due, meta)) => {
-                    counts.rows_read += meta.rows_read;
-                    due
-                }
-                Err(e) => {
-                    worker::console_error!("archive: selecting executions due failed: {e}");
-                    counts.failed += 1;
-                    continue;
-                }
-            };
+            let Some(due) = self.due(&pass, RunKind::Pipeline, left, &mut counts).await else { continue };
             for run in due {
                 left = left.saturating_sub(1);
                 match self.prune_execution(&retention, &run.run_id, now).await {
@@ -192,6 +182,28 @@ impl Engine<'_> {
             }
         }
         counts
+    }
+
+    /// Up to `limit` runs of `kind` due in `pass` (their rows read counted); `None` when the
+    /// selection failed (counted and logged).
+    async fn due(
+        &self,
+        pass: &Pass,
+        kind: RunKind,
+        limit: u32,
+        counts: &mut ArchiveCounts,
+    ) -> Option<Vec<DueForArchive>> {
+        match rows::due(&self.db, pass, kind, limit).await {
+            Ok((due, meta)) => {
+                counts.rows_read += meta.rows_read;
+                Some(due)
+            }
+            Err(e) => {
+                worker::console_error!("archive: selecting {} runs due failed: {e}", kind.as_str());
+                counts.failed += 1;
+                None
+            }
+        }
     }
 
     /// One round: up to `limit` runs due, over the retention's passes, archived
@@ -209,17 +221,7 @@ impl Engine<'_> {
             if left == 0 {
                 break;
             }
-            let due = match rows::due(&self.db, &pass, RunKind::Diagnostic, left).await {
-                Ok((due, meta)) => {
-                    counts.rows_read += meta.rows_read;
-                    due
-                }
-                Err(e) => {
-                    worker::console_error!("archive: selecting runs due failed: {e}");
-                    counts.failed += 1;
-                    continue;
-                }
-            };
+            let Some(due) = self.due(&pass, RunKind::Diagnostic, left, counts).await else { continue };
             left = left.saturating_sub(due.len() as u32);
             for group in due.chunks(ARCHIVE_GROUP) {
                 let run_ids: Vec<&str> = group.iter().map(|run| run.run_id.as_str()).collect();
