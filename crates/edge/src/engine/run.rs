@@ -212,21 +212,25 @@ impl<'a> Engine<'a> {
     /// resolved it moments ago), saving the KV read.
     pub fn with_config(env: &'a Env, config: Config, shard: Shard) -> Result<Engine<'a>> {
         crate::log::configure(env);
-        let shards = crate::settings::shards(env)?;
+        Engine::on(env, config, crate::settings::shards(env)?, shard)
+    }
+
+    /// The same event's engine on another shard's database (the shards and configuration as
+    /// this engine resolved them).
+    pub fn on_shard(&self, shard: Shard) -> Result<Engine<'a>> {
+        Ok(Engine {
+            rejected_override: self.rejected_override.clone(),
+            ..Engine::on(self.env, self.config, self.shards.clone(), shard)?
+        })
+    }
+
+    fn on(env: &'a Env, config: Config, shards: Shards, shard: Shard) -> Result<Engine<'a>> {
         if !shards.contains(shard) {
             return Err(Error::NotFound { what: format!("shard {shard} (D1_SHARDS is {})", shards.count()) });
         }
         let db = Db::of_shard(env, shard)?;
         let rng = RefCell::new(SplitMix64::new(clock::random_u64()?));
         Ok(Engine { env, db, shards, config, rejected_override: None, rng })
-    }
-
-    /// The same event's engine on another shard's database.
-    pub fn on_shard(&self, shard: Shard) -> Result<Engine<'a>> {
-        Ok(Engine {
-            rejected_override: self.rejected_override.clone(),
-            ..Engine::with_config(self.env, self.config, shard)?
-        })
     }
 
     /// The engine of the database holding what `id` names (a run, execution or delivery id).
