@@ -157,36 +157,6 @@ pub fn restart_totals(previous: &Leaving<'_>) -> Vec<Total> {
     leaving_totals(previous).into_iter().map(|(m, l, v)| (m, l, -v)).collect()
 }
 
-/// The attempt a step write ends, as the database's attempt history records it: a step that
-/// was `running` an attempt (`attempts` > 0) ends it when it leaves `running` or moves to
-/// another attempt. `(started_at, ended_at)` if a consumer ran it (it was claimed at
-/// `claimed_at`); `ended_at` is the step's `finished_at` when the attempt stays the same, else
-/// `now`.
-pub fn attempt_ended(before: StepAt, after: StepAt, now: u64) -> Option<(u64, u64)> {
-    let ends = before.status == StepStatus::Running
-        && before.attempts > 0
-        && (after.status != StepStatus::Running || after.attempts != before.attempts);
-    if !ends {
-        return None;
-    }
-    let started = before.claimed_at?;
-    let ended = if after.attempts == before.attempts { after.finished_at.unwrap_or(now) } else { now };
-    Some((started, ended))
-}
-
-/// A step as a write finds or leaves it, for [`attempt_ended`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepAt {
-    /// Its status.
-    pub status: StepStatus,
-    /// Its attempt number.
-    pub attempts: u64,
-    /// When a consumer claimed its current attempt.
-    pub claimed_at: Option<u64>,
-    /// When it settled.
-    pub finished_at: Option<u64>,
-}
-
 impl Observed {
     /// Adds archived observations: per-bound counts (not cumulative) by `le:{bound ms}`
     /// label, `count` and `sum`.
@@ -764,22 +734,6 @@ mod tests {
         assert_eq!(bucket_label(RUN_SECONDS, 251), "le:500");
         assert_eq!(bucket_label(FAN_IN_SECONDS, 5), "le:5");
         assert_eq!(bucket_label(TASK_SECONDS, 300_001), "le:+Inf");
-    }
-
-    #[test]
-    fn an_attempt_ends_when_its_step_leaves_running_or_moves_on() {
-        let at = |status, attempts, claimed_at, finished_at| StepAt { status, attempts, claimed_at, finished_at };
-        let running = at(StepStatus::Running, 2, Some(100), None);
-        assert_eq!(attempt_ended(running, at(StepStatus::Completed, 2, Some(100), Some(400)), 900), Some((100, 400)));
-        assert_eq!(attempt_ended(running, at(StepStatus::Cancelled, 2, Some(100), None), 900), Some((100, 900)));
-        assert_eq!(attempt_ended(running, at(StepStatus::Running, 3, None, None), 900), Some((100, 900)));
-        assert_eq!(attempt_ended(running, running, 900), None);
-        // Never claimed by a consumer: recorded, but no duration to observe.
-        assert_eq!(
-            attempt_ended(at(StepStatus::Running, 1, None, None), at(StepStatus::Timeout, 1, None, Some(5)), 9),
-            None
-        );
-        assert_eq!(attempt_ended(at(StepStatus::Pending, 0, None, None), running, 9), None);
     }
 
     #[test]

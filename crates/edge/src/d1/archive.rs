@@ -2,6 +2,7 @@
 //! `metric_totals`: what ended runs (archived or not) and archive failures count in
 //! `GET /metrics`.
 
+use baton_core::metrics;
 use baton_core::retention::Pass;
 use baton_core::state::{RunKind, RunStatus};
 use serde::{Deserialize, Serialize};
@@ -91,25 +92,57 @@ pub const TOTALS_PER_STATEMENT: usize = 32;
 /// Adds `totals` (`(metric, label, value)`, at most [`TOTALS_PER_STATEMENT`]; a value may be
 /// negative) to the metric totals, only if the run carries `version`: the statement goes in the
 /// batch that ends the run (or retries it) after the write that gives it that version, so only
-/// a batch that stands counts.
+/// a batch that stands counts. With `attempts`, the same statement also adds the run's ended
+/// attempts a consumer ran ([`attempt_totals`]) as the batch has left them.
 pub fn add_totals_if_run_version(
     db: &Db,
     run_id: &str,
     version: i64,
     totals: &[(String, String, i64)],
+    attempts: bool,
 ) -> Result<Stmt> {
     let guard = "EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND version = ?2)";
-    insert_totals(db, vec![Arg::from(run_id), Arg::Int(version)], guard, totals)
+    let extra = if attempts { attempt_totals() } else { String::new() };
+    insert_totals(db, vec![Arg::from(run_id), Arg::Int(version)], guard, totals, &extra)
 }
 
 /// Adds `totals` (`(metric, label, value)`, at most [`TOTALS_PER_STATEMENT`]) to the metric
 /// totals, unconditionally (counters of events that belong to no run, as an archive failure).
 pub fn add_totals(db: &Db, totals: &[(String, String, i64)]) -> Result<Stmt> {
-    insert_totals(db, Vec::new(), "true", totals)
+    insert_totals(db, Vec::new(), "true", totals, "")
 }
 
-/// The insert of `totals` after the arguments `args` of `guard`, only where `guard` holds.
-fn insert_totals(db: &Db, mut args: Vec<Arg>, guard: &str, totals: &[(String, String, i64)]) -> Result<Stmt> {
+/// The rows (`m`, `l`, `n`) that the ended attempts a consumer ran of the run `?1` add to
+/// `attempt_ms`, read from `step_attempts` where the statement runs: one per bucket (core's
+/// [`metrics::bucket_label`] over [`metrics::TASK_SECONDS`]), `count` and `sum`, each as
+/// [`metrics::leaving_totals`] counts them. Read inside the batch that ends the run, they
+/// include the attempts its own step writes end, and cost the ending no read of its own.
+fn attempt_totals() -> String {
+    let bounds = metrics::TASK_SECONDS;
+    let buckets: String = bounds
+        .iter()
+        .map(|b| (b * 1000.0).round() as u64)
+        .map(|ms| format!("WHEN v <= {ms} THEN '{}' ", metrics::bucket_label(bounds, ms)))
+        .collect();
+    let ran =
+        "SELECT MAX(0, ended_at - started_at) AS v FROM step_attempts WHERE run_id = ?1 AND started_at IS NOT NULL";
+    format!(
+        " UNION ALL SELECT 'attempt_ms', l, COUNT(*) FROM (SELECT CASE {buckets}ELSE {inf} END AS l FROM ({ran})) GROUP BY l \
+         UNION ALL SELECT 'attempt_ms', 'count', COUNT(*) FROM ({ran}) \
+         UNION ALL SELECT 'attempt_ms', 'sum', SUM(v) FROM ({ran})",
+        inf = literal("le:+Inf"),
+    )
+}
+
+/// The insert of `totals` and the rows of the select `extra` (`UNION ALL …`) after the
+/// arguments `args` of `guard`, only where `guard` holds; rows adding 0 are left out.
+fn insert_totals(
+    db: &Db,
+    mut args: Vec<Arg>,
+    guard: &str,
+    totals: &[(String, String, i64)],
+    extra: &str,
+) -> Result<Stmt> {
     if totals.is_empty() || totals.len() > TOTALS_PER_STATEMENT {
         return Err(crate::Error::Internal(format!("{} metric totals in one statement", totals.len())));
     }
@@ -124,8 +157,9 @@ fn insert_totals(db: &Db, mut args: Vec<Arg>, guard: &str, totals: &[(String, St
         .collect();
     db.stmt(
         &format!(
-            "INSERT INTO metric_totals (metric, label, value) SELECT column1, column2, column3 FROM (VALUES {}) \
-             WHERE {guard} ON CONFLICT (metric, label) DO UPDATE SET value = value + excluded.value",
+            "INSERT INTO metric_totals (metric, label, value) SELECT m, l, n FROM \
+             (SELECT column1 AS m, column2 AS l, column3 AS n FROM (VALUES {}){extra}) \
+             WHERE n <> 0 AND {guard} ON CONFLICT (metric, label) DO UPDATE SET value = value + excluded.value",
             rows.join(", ")
         ),
         &args,

@@ -27,7 +27,6 @@ use crate::d1::events::{self as event_rows, EventRow};
 use crate::d1::executions;
 use crate::d1::runs::{self, Ending, RunRow};
 use crate::d1::steps::{self, StepRow};
-use crate::d1::views::AttemptRow;
 use crate::d1::{service_slots, Db, Stmt};
 use crate::{clock, Error, Result};
 
@@ -85,8 +84,9 @@ pub(crate) enum Write {
     /// An archived run's slim row, if the run is still the version read.
     Archived { row: Box<ArchivedRow>, version: i64 },
     /// What an ending adds to (or a restart takes back from) the metric totals, if the run
-    /// carries `version`.
-    Totals { totals: Vec<(String, String, i64)>, version: i64 },
+    /// carries `version`; with `attempts`, also the run's ended attempts as the batch leaves
+    /// them (an ending's, read by the statement itself).
+    Totals { totals: Vec<(String, String, i64)>, version: i64, attempts: bool },
     /// A run's attempts' history, if it is still the version read.
     DeleteAttempts { version: i64 },
     /// A run's steps, if it is still the version read.
@@ -142,7 +142,9 @@ impl Write {
                 steps::record_heartbeat(db, run_id, service, *attempt, progress, *at)
             }
             Write::Archived { row, version } => archive::insert_if_run_version(db, row, *version),
-            Write::Totals { totals, version } => archive::add_totals_if_run_version(db, run_id, *version, totals),
+            Write::Totals { totals, version, attempts } => {
+                archive::add_totals_if_run_version(db, run_id, *version, totals, *attempts)
+            }
             Write::DeleteAttempts { version } => steps::delete_attempts_if_version(db, run_id, *version),
             Write::DeleteSteps { version } => steps::delete_of_run_if_version(db, run_id, *version),
             Write::DeleteEvents { version } => event_rows::delete_of_run_if_version(db, run_id, *version),
@@ -206,25 +208,13 @@ pub(crate) struct Batch {
     pub after: Loaded,
 }
 
-/// Whether the batch of `decision` (with its `effects`) ends the run: then it needs the run's
-/// attempt history as read ([`decision_batch`]), for what the run counts in the metrics.
-pub(crate) fn ends_run(decision: &lifecycle::Decision, effects: &[Effect]) -> bool {
-    match decision.run {
-        RunAction::Finish(_) => true,
-        RunAction::Claim { .. } => effects.iter().any(|e| matches!(e, Effect::AnalyseNow(_))),
-        _ => false,
-    }
-}
-
 /// The batch of `decision` on `loaded` with its `effects`; `payloads`: what the reported
-/// steps sent; `history`: the run's ended attempts as read (needed only when the batch
-/// [`ends_run`]).
+/// steps sent.
 pub(crate) fn decision_batch(
     loaded: &Loaded,
     decision: &lifecycle::Decision,
     effects: &[Effect],
     payloads: &BTreeMap<&str, &Report>,
-    history: &[AttemptRow],
     under: &Under,
     fresh: &mut dyn Fresh,
 ) -> Result<Batch> {
@@ -245,9 +235,6 @@ pub(crate) fn decision_batch(
             _ => None,
         })
         .collect();
-    // The attempts a consumer ran that have ended once this batch stands: the history as read,
-    // and those the batch's own step writes end.
-    let mut ran = totals::ran(history);
     for write in &decision.writes {
         let Some(row) = loaded.step(write.after.service.as_str()) else { continue };
         let mut new_row = row_with_record(row, &write.after);
@@ -260,7 +247,6 @@ pub(crate) fn decision_batch(
         let claim = (write.cause == Cause::Dispatched && handed_over.contains(&write.after.service)).then_some(at);
         new_row.claimed_at = claim.or(if new_row.attempts == row.attempts { row.claimed_at } else { None });
         let gate = (write.cause != Cause::Reported).then_some(token);
-        ran.extend(totals::ended_by(row, &new_row, at));
         batch.steps.push((batch.writes.len(), new_row.service.clone(), write.cause));
         batch.writes.push(Write::Step {
             read_status: row.status,
@@ -313,12 +299,12 @@ pub(crate) fn decision_batch(
             if let Some(finish) = now_analysed {
                 // The rule-based analysis is pure: the run ends in this same batch.
                 let diagnosis = rule_based_diagnosis(&batch.after, None);
-                let (writes, ended) = ending(&batch.after, finish, Some(diagnosis), Some(token), &ran, under, fresh)?;
+                let (writes, ended) = ending(&batch.after, finish, Some(diagnosis), Some(token), under, fresh)?;
                 push_ending(&mut batch, writes, ended);
             }
         }
         RunAction::Finish(finish) => {
-            let (writes, ended) = ending(&batch.after, finish, None, Some(token), &ran, under, fresh)?;
+            let (writes, ended) = ending(&batch.after, finish, None, Some(token), under, fresh)?;
             push_ending(&mut batch, writes, ended);
         }
     }
@@ -336,14 +322,13 @@ fn push_ending(batch: &mut Batch, writes: Vec<Write>, ended: Loaded) {
 }
 
 /// The writes that end `loaded` as `finish` says (under `gate`, if any), and the run as they
-/// leave it; `ran`: its ended attempts a consumer ran, for what it adds to the metric totals.
-/// The deliveries' write is always the last ([`Outbox`]).
+/// leave it; what it adds to the metric totals includes its ended attempts, counted by the
+/// totals' statement itself. The deliveries' write is always the last ([`Outbox`]).
 pub(crate) fn ending(
     loaded: &Loaded,
     finish: &Finish,
     diagnosis: Option<Diagnosis>,
     gate: Option<i64>,
-    ran: &[(u64, u64)],
     under: &Under,
     fresh: &mut dyn Fresh,
 ) -> Result<(Vec<Write>, Loaded)> {
@@ -397,7 +382,7 @@ pub(crate) fn ending(
     let row = event(&ended, id, RUN_STATUS_EVENT_TYPE, payload, finish_dedupe_key(&run_id, round));
     writes.push(Write::EventIfVersion { event: Box::new(row), token });
     writes.push(Write::CountEnded { client_id: ended.run.client_id.clone(), token });
-    writes.extend(totals::writes(&totals::of_run(&ended, ran, metrics::ending_totals), token));
+    writes.extend(totals::writes(&totals::of_run(&ended, &[], metrics::ending_totals), token, true));
     writes.push(Write::Deliveries {
         outbox: fresh.outbox(now, Shard::of_id(&ended.run.run_id))?,
         ended: Box::new(ended.clone()),
@@ -409,6 +394,7 @@ pub(crate) fn ending(
 
 #[cfg(test)]
 mod tests {
+    use crate::d1::views::AttemptRow;
     use baton_core::fanin::FanInConfig;
     use baton_core::lifecycle::{Carry, Dispatch, Event, Observer, Report as Reported, Rules, RunState};
     use baton_core::plan::{validate, Plan, PlanDraft, StepDraft};
@@ -520,7 +506,7 @@ mod tests {
         let decision = lifecycle::decide(&run, events, &rules, &mut SplitMix64::new(1));
         let carry = Carry { now: NOW, dispatch, result_recheck_ms: 15_000, analysis_timeout_ms: 30_000 };
         let effects = lifecycle::effects(&decision, &carry);
-        decision_batch(loaded, &decision, &effects, payloads, &[], &under(), &mut Counting(0)).expect("a batch")
+        decision_batch(loaded, &decision, &effects, payloads, &under(), &mut Counting(0)).expect("a batch")
     }
 
     fn kinds(batch: &Batch) -> Vec<&'static str> {
@@ -730,19 +716,10 @@ mod tests {
     }
 
     #[test]
-    fn an_ending_counts_the_run_with_the_attempts_it_ends_and_a_restart_takes_the_count_back() {
+    fn an_ending_counts_the_run_and_its_attempts_in_its_own_batch_and_a_restart_takes_the_count_back() {
         let mut run = loaded(RunStatus::Running, StepStatus::Running);
         let claimed = NOW.as_u64() as i64 - 700;
         run.steps[0].claimed_at = Some(claimed);
-        let history = [AttemptRow {
-            service: "a".into(),
-            attempt: 0,
-            started_at: Some(claimed - 1_000),
-            ended_at: claimed - 960,
-            outcome: "retrying".into(),
-            error: None,
-            error_kind: None,
-        }];
         let records = run.records().expect("records");
         let state = RunState { status: run.run.status, started_at: NOW, plan: &run.plan, steps: &records };
         let rules = Rules {
@@ -756,35 +733,46 @@ mod tests {
         let carry =
             Carry { now: NOW, dispatch: Dispatch::Queue, result_recheck_ms: 15_000, analysis_timeout_ms: 30_000 };
         let effects = lifecycle::effects(&decision, &carry);
-        assert!(ends_run(&decision, &effects));
-        let batch = decision_batch(&run, &decision, &effects, &BTreeMap::new(), &history, &under(), &mut Counting(0))
-            .expect("a batch");
+        let batch =
+            decision_batch(&run, &decision, &effects, &BTreeMap::new(), &under(), &mut Counting(0)).expect("a batch");
         let (_, ended, _) = batch.ending.as_ref().expect("an ending");
-        assert!(batch
+        let totals: Vec<(usize, i64, bool)> = batch
             .writes
             .iter()
-            .all(|w| !matches!(w, Write::Totals { version, .. } if *version != ended.run.version)));
+            .enumerate()
+            .filter_map(|(i, w)| match w {
+                Write::Totals { version, attempts, .. } => Some((i, *version, *attempts)),
+                _ => None,
+            })
+            .collect();
+        // Every totals write stands only with the ending's version, and the first counts the
+        // run's attempts after the step writes that end them (its statement reads them).
+        assert!(totals.iter().all(|(_, version, _)| *version == ended.run.version), "{totals:?}");
+        assert_eq!(totals.iter().filter(|(.., attempts)| *attempts).count(), 1, "{totals:?}");
+        let last_step = batch.steps.iter().map(|(at, ..)| *at).max().expect("step writes");
+        assert!(totals[0].2 && totals[0].0 > last_step, "{totals:?}");
         let added = totals_of(&batch.writes);
         let has = |metric: &str, label: &str, value: i64| added.contains(&(metric.into(), label.into(), value));
         assert!(has("runs", "cancelled", 1) && has("steps", "cancelled", 2), "{added:?}");
-        // The attempt in the history (40 ms) and the one the cancel ends (700 ms).
-        assert!(has("attempt_ms", "count", 2) && has("attempt_ms", "sum", 740), "{added:?}");
-        assert!(has("attempt_ms", "le:50", 1) && has("attempt_ms", "le:1000", 1), "{added:?}");
+        assert!(added.iter().all(|(m, ..)| m != "attempt_ms"), "{added:?}");
 
-        // Retried: the restart takes back exactly what the ending added.
-        let mut history = history.to_vec();
-        history.push(AttemptRow {
+        // Retried: the restart takes back what the ending added, the attempts as it reads them.
+        let history = [AttemptRow {
+            service: "a".into(),
             attempt: 1,
             started_at: Some(claimed),
             ended_at: NOW.as_u64() as i64,
             outcome: "cancelled".into(),
-            ..history[0].clone()
-        });
+            error: None,
+            error_kind: None,
+        }];
         let back = totals_of(&super::super::rounds::taken_back(ended, &history, 9));
         let mut sum: BTreeMap<(String, String), i64> = BTreeMap::new();
         for (m, l, v) in added.into_iter().chain(back) {
             *sum.entry((m, l)).or_default() += v;
         }
-        assert!(sum.values().all(|v| *v == 0), "{sum:?}");
+        let left: Vec<_> = sum.into_iter().filter(|(_, v)| *v != 0).collect();
+        let attempt = |l: &str, v: i64| (("attempt_ms".to_string(), l.to_string()), v);
+        assert_eq!(left, vec![attempt("count", -1), attempt("le:1000", -1), attempt("sum", -700)]);
     }
 }

@@ -23,8 +23,7 @@ impl Engine<'_> {
             return Ok(false);
         };
         let under = self.under(self.now());
-        let ran = super::totals::ran(&crate::d1::views::attempts_of_run(&self.db, &loaded.run.run_id).await?);
-        let (writes, ended) = batch::ending(loaded, &finish, Some(diagnosis), None, &ran, &under, &mut self.fresh())?;
+        let (writes, ended) = batch::ending(loaded, &finish, Some(diagnosis), None, &under, &mut self.fresh())?;
         let metas = self.write(&loaded.run.run_id, &writes).await?;
         let won = metas.first().is_some_and(|m| m.changes > 0);
         if won {

@@ -41,7 +41,6 @@ use super::run::{
     names, AdvanceReport, Dispatch, Engine, FanInClaim, Loaded, RecordOutcome, Report, RESULT_RECHECK_MS,
     RETRY_GRACE_MS,
 };
-use crate::d1::views;
 use crate::{faults, log, Result};
 
 /// Rounds of read-and-decide-again when racing writers keep winning the gate.
@@ -141,21 +140,8 @@ impl Engine<'_> {
                 .collect();
             let now = self.now();
             let effects = lifecycle::effects(&decision, &self.carry(now, dispatch));
-            // An ending counts the run's attempts in the metrics: their history as read.
-            let history = if batch::ends_run(&decision, &effects) {
-                views::attempts_of_run(&self.db, &loaded.run.run_id).await?
-            } else {
-                Vec::new()
-            };
-            let batch = batch::decision_batch(
-                &loaded,
-                &decision,
-                &effects,
-                &payloads,
-                &history,
-                &self.under(now),
-                &mut self.fresh(),
-            )?;
+            let batch =
+                batch::decision_batch(&loaded, &decision, &effects, &payloads, &self.under(now), &mut self.fresh())?;
             let metas = self.write(&loaded.run.run_id, &batch.writes).await?;
             let won = |i: usize| metas.get(i).is_some_and(|m| m.changes > 0);
             log_writes(&loaded, &decision, &batch.steps, &won);

@@ -158,7 +158,11 @@ impl Engine<'_> {
 /// The totals writes that take back what `loaded`'s last ending counted (`history`: its
 /// attempts as read), applied only while the run carries the restart's `token`.
 pub(crate) fn taken_back(loaded: &Loaded, history: &[crate::d1::views::AttemptRow], token: i64) -> Vec<Write> {
-    super::totals::writes(&super::totals::of_run(loaded, &super::totals::ran(history), metrics::restart_totals), token)
+    super::totals::writes(
+        &super::totals::of_run(loaded, &super::totals::ran(history), metrics::restart_totals),
+        token,
+        false,
+    )
 }
 
 /// The run as a restart leaves it: `running` from the round's start with its deadline (also

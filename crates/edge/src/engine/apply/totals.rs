@@ -3,12 +3,11 @@
 //! [`metrics::ending_totals`] and [`metrics::restart_totals`]), each statement guarded by the
 //! version that batch gives the run, so only a batch that stands counts.
 
-use baton_core::metrics::{self, Leaving, StepAt, Total};
+use baton_core::metrics::{Leaving, Total};
 
 use super::super::run::Loaded;
 use super::Write;
 use crate::d1::archive::TOTALS_PER_STATEMENT;
-use crate::d1::steps::StepRow;
 use crate::d1::views::AttemptRow;
 
 fn ms(v: i64) -> u64 {
@@ -18,18 +17,6 @@ fn ms(v: i64) -> u64 {
 /// The attempts a consumer ran, from a run's attempt history: `(started_at, ended_at)`.
 pub(crate) fn ran(history: &[AttemptRow]) -> Vec<(u64, u64)> {
     history.iter().filter_map(|a| a.started_at.map(|started| (ms(started), ms(a.ended_at)))).collect()
-}
-
-/// The attempt the write of `before` into `after` ends (the history's trigger records it in
-/// the same batch), at `now`.
-pub(crate) fn ended_by(before: &StepRow, after: &StepRow, now: i64) -> Option<(u64, u64)> {
-    let at = |row: &StepRow| StepAt {
-        status: row.status,
-        attempts: ms(row.attempts),
-        claimed_at: row.claimed_at.map(ms),
-        finished_at: row.finished_at.map(ms),
-    };
-    metrics::attempt_ended(at(before), at(after), ms(now))
 }
 
 /// `count` on `run`'s rows with the attempts `ran`.
@@ -46,7 +33,12 @@ pub(crate) fn of_run(run: &Loaded, ran: &[(u64, u64)], count: fn(&Leaving<'_>) -
     })
 }
 
-/// The writes of `totals`, each applied only while the run carries `version`.
-pub(crate) fn writes(totals: &[Total], version: i64) -> Vec<Write> {
-    totals.chunks(TOTALS_PER_STATEMENT).map(|chunk| Write::Totals { totals: chunk.to_vec(), version }).collect()
+/// The writes of `totals`, each applied only while the run carries `version`; with
+/// `attempts`, the first also adds the run's ended attempts as its batch leaves them.
+pub(crate) fn writes(totals: &[Total], version: i64, attempts: bool) -> Vec<Write> {
+    totals
+        .chunks(TOTALS_PER_STATEMENT)
+        .enumerate()
+        .map(|(i, chunk)| Write::Totals { totals: chunk.to_vec(), version, attempts: attempts && i == 0 })
+        .collect()
 }
