@@ -52,6 +52,23 @@ pub async fn of_run(db: &Db, run_id: &str) -> Result<Vec<EventRow>> {
 const EVENTS_OF_RUN: &str = "SELECT id, website_id, run_id, service, type, payload, created_at, dedupe_key \
      FROM kbase_events WHERE run_id = ?1 ORDER BY created_at, id";
 
+/// The events of several runs (at most 100), each run's in the order [`of_run`] gives.
+pub fn of_runs_stmt(db: &Db, run_ids: &[&str]) -> Result<Stmt> {
+    let (list, args) = super::id_list(run_ids)?;
+    db.stmt(
+        &format!(
+            "SELECT id, website_id, run_id, service, type, payload, created_at, dedupe_key              FROM kbase_events WHERE run_id IN ({list}) ORDER BY run_id, created_at, id"
+        ),
+        &args,
+    )
+}
+
+/// Deletes the events of several ended runs, each only as the version read (at most 100).
+pub fn delete_of_runs_if_versions(db: &Db, runs: &[(&str, i64)]) -> Result<Stmt> {
+    let (guard, args) = super::ended_as_read(runs)?;
+    db.stmt(&format!("DELETE FROM kbase_events WHERE {guard}"), &args)
+}
+
 /// [`of_run`] as a statement, to batch with others.
 pub fn of_run_stmt(db: &Db, run_id: &str) -> Result<Stmt> {
     db.stmt(EVENTS_OF_RUN, &[Arg::from(run_id)])

@@ -31,6 +31,33 @@ pub(crate) fn literal(text: &'static str) -> String {
     format!("'{text}'")
 }
 
+/// `?1, ?2, …` for `ids` and their arguments: the list of an `IN (…)` over run ids (at most
+/// 100, D1's bound-parameter limit).
+pub(crate) fn id_list(ids: &[&str]) -> Result<(String, Vec<Arg>)> {
+    if ids.is_empty() || ids.len() > 100 {
+        return Err(Error::Internal(format!("{} ids in one statement", ids.len())));
+    }
+    let list: Vec<String> = (1..=ids.len()).map(|i| format!("?{i}")).collect();
+    Ok((list.join(", "), ids.iter().map(|id| Arg::from(*id)).collect()))
+}
+
+/// The guard of a statement over several ended runs, each only as the version read:
+/// `run_id IN (the ended runs among (run_id, version) = …)`, and its arguments (the ids; the
+/// versions are integers written into the text). At most 100 runs.
+pub(crate) fn ended_as_read(runs: &[(&str, i64)]) -> Result<(String, Vec<Arg>)> {
+    if runs.is_empty() || runs.len() > 100 {
+        return Err(Error::Internal(format!("{} runs in one statement", runs.len())));
+    }
+    let pairs: Vec<String> =
+        runs.iter().enumerate().map(|(i, (_, version))| format!("(?{}, {version})", i + 1)).collect();
+    let guard = format!(
+        "run_id IN (SELECT r.run_id FROM (VALUES {}) AS g JOIN runs r ON r.run_id = g.column1 \
+         AND r.version = g.column2 WHERE r.completed_at IS NOT NULL)",
+        pairs.join(", ")
+    );
+    Ok((guard, runs.iter().map(|(id, _)| Arg::from(*id)).collect()))
+}
+
 /// A bound SQL argument.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arg {
@@ -203,6 +230,16 @@ impl Db {
         Ok(metas)
     }
 
+    /// Runs a batch; each statement's rows are decoded on demand, into its own type.
+    pub async fn batch_results(&self, stmts: Vec<Stmt>) -> Result<Results> {
+        if stmts.is_empty() {
+            return Ok(Results(Vec::new()));
+        }
+        let results = self.database.batch(stmts.into_iter().map(|s| s.0).collect()).await.map_err(storage_error)?;
+        self.count(&results.iter().map(meta_of).collect::<Vec<_>>());
+        Ok(Results(results))
+    }
+
     /// Runs a batch and decodes the rows of each statement as JSON values.
     pub async fn batch_rows(&self, stmts: Vec<Stmt>) -> Result<Vec<(Vec<serde_json::Value>, Meta)>> {
         if stmts.is_empty() {
@@ -218,6 +255,19 @@ impl Db {
                 Ok((rows, meta_of(r)))
             })
             .collect()
+    }
+}
+
+/// The results of a batch ([`Db::batch_results`]), by statement.
+pub struct Results(Vec<D1Result>);
+
+impl Results {
+    /// The rows of statement `i` as `T` (none if there is no such statement).
+    pub fn rows<T: DeserializeOwned>(&self, i: usize) -> Result<Vec<T>> {
+        match self.0.get(i) {
+            Some(result) => result.results::<T>().map_err(|e| Error::Storage(format!("decoding rows: {e}"))),
+            None => Ok(Vec::new()),
+        }
     }
 }
 

@@ -261,6 +261,18 @@ pub fn select(db: &Db, run_id: &str) -> Result<Stmt> {
     db.stmt(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = ?1"), &[Arg::from(run_id)])
 }
 
+/// Several runs by id (at most 100), in no particular order.
+pub fn select_many(db: &Db, run_ids: &[&str]) -> Result<Stmt> {
+    let (list, args) = super::id_list(run_ids)?;
+    db.stmt(&format!("SELECT {COLUMNS} FROM runs WHERE run_id IN ({list})"), &args)
+}
+
+/// Deletes several ended runs, each only as the version read (at most 100).
+pub fn delete_many_if_versions(db: &Db, runs: &[(&str, i64)]) -> Result<Stmt> {
+    let (guard, args) = super::ended_as_read(runs)?;
+    db.stmt(&format!("DELETE FROM runs WHERE {guard}"), &args)
+}
+
 /// Active runs and those overdue (`due_at` passed), counted through the `runs_due` index.
 pub async fn count_active(db: &Db, now: i64) -> Result<(u64, u64)> {
     #[derive(Deserialize)]

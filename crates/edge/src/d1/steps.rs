@@ -208,6 +208,22 @@ pub fn select_of_run(db: &Db, run_id: &str) -> Result<Stmt> {
     db.stmt(&format!("SELECT {COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY position"), &[Arg::from(run_id)])
 }
 
+/// The steps of several runs (at most 100), by run and position.
+pub fn select_of_runs(db: &Db, run_ids: &[&str]) -> Result<Stmt> {
+    let (list, args) = super::id_list(run_ids)?;
+    db.stmt(&format!("SELECT {COLUMNS} FROM steps WHERE run_id IN ({list}) ORDER BY run_id, position"), &args)
+}
+
+/// Deletes the steps and the attempts' history of several ended runs, each only as the version
+/// read (in the batch that then deletes the runs; at most 100).
+pub fn delete_of_runs_if_versions(db: &Db, runs: &[(&str, i64)]) -> Result<Vec<Stmt>> {
+    let (guard, args) = super::ended_as_read(runs)?;
+    Ok(vec![
+        db.stmt(&format!("DELETE FROM step_attempts WHERE {guard}"), &args)?,
+        db.stmt(&format!("DELETE FROM steps WHERE {guard}"), &args)?,
+    ])
+}
+
 /// The scheduling columns of the steps of several runs (payload columns read as NULL), at
 /// most 100 runs per statement (D1's bound-parameter limit).
 pub async fn scheduling_of_runs(db: &Db, run_ids: &[&str]) -> Result<Vec<StepRow>> {

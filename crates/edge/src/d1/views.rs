@@ -26,6 +26,39 @@ pub struct AttemptRow {
 const ATTEMPTS_OF_RUN: &str = "SELECT service, attempt, started_at, ended_at, outcome, error, error_kind \
      FROM step_attempts WHERE run_id = ?1 ORDER BY service, attempt";
 
+/// An ended attempt with its run ([`attempts_of_runs_stmt`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunAttemptRow {
+    pub run_id: String,
+    pub service: String,
+    pub attempt: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: i64,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub error_kind: Option<String>,
+}
+
+impl RunAttemptRow {
+    /// Its run, and the attempt as [`AttemptRow`].
+    pub fn split(self) -> (String, AttemptRow) {
+        let RunAttemptRow { run_id, service, attempt, started_at, ended_at, outcome, error, error_kind } = self;
+        (run_id, AttemptRow { service, attempt, started_at, ended_at, outcome, error, error_kind })
+    }
+}
+
+/// The ended attempts of several runs (at most 100), with their `run_id`, by run, step and
+/// attempt.
+pub fn attempts_of_runs_stmt(db: &Db, run_ids: &[&str]) -> Result<Stmt> {
+    let (list, args) = super::id_list(run_ids)?;
+    db.stmt(
+        &format!(
+            "SELECT run_id, service, attempt, started_at, ended_at, outcome, error, error_kind              FROM step_attempts WHERE run_id IN ({list}) ORDER BY run_id, service, attempt"
+        ),
+        &args,
+    )
+}
+
 /// A run's ended attempts, by step and attempt.
 pub async fn attempts_of_run(db: &Db, run_id: &str) -> Result<Vec<AttemptRow>> {
     let (rows, _) = db.all::<AttemptRow>(ATTEMPTS_OF_RUN, &[Arg::from(run_id)]).await?;

@@ -107,6 +107,8 @@ pub struct ArchiveCounts {
 
 /// Runs archived together: one D1 read for the group, their R2 writes at once, one D1 batch.
 pub const ARCHIVE_GROUP: usize = 50;
+/// Groups archived at once.
+pub const ARCHIVE_GROUPS_AT_ONCE: usize = 2;
 /// Most rounds of `POLLER_BATCH_SIZE` runs one tick archives (per shard) while a backlog lasts:
 /// with the default batch, 500 R2 writes and about 50 D1 queries, well within one
 /// invocation's limits.
@@ -223,11 +225,25 @@ impl Engine<'_> {
             }
             let Some(due) = self.due(&pass, RunKind::Diagnostic, left, counts).await else { continue };
             left = left.saturating_sub(due.len() as u32);
-            for group in due.chunks(ARCHIVE_GROUP) {
-                let run_ids: Vec<&str> = group.iter().map(|run| run.run_id.as_str()).collect();
-                if let Err(e) = self.archive_group(archive, retention, &run_ids, now, counts).await {
-                    counts.failed += 1;
-                    worker::console_error!("archive: runs {}: {e}; kept in D1, tried again later", run_ids.join(", "));
+            // Groups go in pairs: one group's D1 and R2 work overlaps the other's encoding.
+            for pair in due.chunks(ARCHIVE_GROUP * ARCHIVE_GROUPS_AT_ONCE) {
+                let groups = pair.chunks(ARCHIVE_GROUP).map(|group| async move {
+                    let run_ids: Vec<&str> = group.iter().map(|run| run.run_id.as_str()).collect();
+                    let mut counted = ArchiveCounts::default();
+                    let outcome = self.archive_group(archive, retention, &run_ids, now, &mut counted).await;
+                    if let Err(e) = outcome {
+                        counted.failed += 1;
+                        worker::console_error!(
+                            "archive: runs {}: {e}; kept in D1, tried again later",
+                            run_ids.join(", ")
+                        );
+                    }
+                    counted
+                });
+                for counted in join_all(groups).await {
+                    counts.archived += counted.archived;
+                    counts.bytes += counted.bytes;
+                    counts.failed += counted.failed;
                 }
             }
         }
@@ -268,14 +284,8 @@ impl Engine<'_> {
         now: Millis,
         counts: &mut ArchiveCounts,
     ) -> Result<()> {
-        let read = self
-            .load_many_with(run_ids, |id| {
-                Ok(vec![views::attempts_of_run_stmt(&self.db, id)?, events::of_run_stmt(&self.db, id)?])
-            })
-            .await?;
         let mut due = Vec::new();
-        for (loaded, more) in read {
-            let Some(loaded) = loaded else { continue };
+        for (loaded, attempts, events) in self.read_group(run_ids).await? {
             let completed_at = loaded.run.completed_at.map(|c| Millis::new(c.max(0) as u64));
             // A pipeline execution's run is not archived (it leaves with its execution).
             let diagnostic = loaded.run.kind == RunKind::Diagnostic;
@@ -283,13 +293,6 @@ impl Engine<'_> {
                 continue;
             }
             let run_id = loaded.run.run_id.clone();
-            let mut more = more.into_iter().map(Value::Array);
-            let decode =
-                |what: &str, e: serde_json::Error| Error::Storage(format!("run {run_id}: decoding {what}: {e}"));
-            let attempts: Vec<views::AttemptRow> =
-                serde_json::from_value(more.next().unwrap_or_default()).map_err(|e| decode("attempts", e))?;
-            let events: Vec<events::EventRow> =
-                serde_json::from_value(more.next().unwrap_or_default()).map_err(|e| decode("events", e))?;
             let document =
                 ArchivedRun { format: FORMAT, run: loaded.run.clone(), steps: loaded.steps.clone(), attempts, events };
             let bytes = compress(&document)?;
@@ -334,6 +337,42 @@ impl Engine<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Reads a group of runs whole (each with its steps, attempts and events) in one round
+    /// trip of four statements; runs not found are left out.
+    async fn read_group(&self, run_ids: &[&str]) -> Result<Vec<(Loaded, Vec<AttemptRow>, Vec<EventRow>)>> {
+        let results = self
+            .db
+            .batch_results(vec![
+                crate::d1::runs::select_many(&self.db, run_ids)?,
+                crate::d1::steps::select_of_runs(&self.db, run_ids)?,
+                views::attempts_of_runs_stmt(&self.db, run_ids)?,
+                events::of_runs_stmt(&self.db, run_ids)?,
+            ])
+            .await?;
+        let mut steps: BTreeMap<String, Vec<StepRow>> = BTreeMap::new();
+        for step in results.rows::<StepRow>(1)? {
+            steps.entry(step.run_id.clone()).or_default().push(step);
+        }
+        let mut attempts: BTreeMap<String, Vec<AttemptRow>> = BTreeMap::new();
+        for attempt in results.rows::<views::RunAttemptRow>(2)? {
+            let (run_id, attempt) = attempt.split();
+            attempts.entry(run_id).or_default().push(attempt);
+        }
+        let mut events: BTreeMap<String, Vec<EventRow>> = BTreeMap::new();
+        for event in results.rows::<EventRow>(3)? {
+            events.entry(event.run_id.clone()).or_default().push(event);
+        }
+        results
+            .rows::<RunRow>(0)?
+            .into_iter()
+            .map(|run| {
+                let id = run.run_id.clone();
+                let loaded = Loaded::from_rows(run, steps.remove(&id).unwrap_or_default())?;
+                Ok((loaded, attempts.remove(&id).unwrap_or_default(), events.remove(&id).unwrap_or_default()))
+            })
+            .collect()
     }
 
     /// Counts a failed write or check of `run_id`'s object in `/metrics`

@@ -305,41 +305,6 @@ impl<'a> Engine<'a> {
         Ok((Some(Loaded::from_rows(run, decode_steps(step_rows)?)?), changes))
     }
 
-    /// Reads several runs, each with its plan, its steps and the rows of the statements `more`
-    /// makes for it, in one round trip.
-    pub(super) async fn load_many_with(
-        &self,
-        run_ids: &[&str],
-        more: impl Fn(&str) -> Result<Vec<Stmt>>,
-    ) -> Result<Vec<(Option<Loaded>, Vec<Vec<Value>>)>> {
-        let mut statements = Vec::new();
-        let mut counts = Vec::new();
-        for run_id in run_ids {
-            let extra = more(run_id)?;
-            counts.push(extra.len());
-            statements.push(runs::select(&self.db, run_id)?);
-            statements.push(steps::select_of_run(&self.db, run_id)?);
-            statements.extend(extra);
-        }
-        let mut results = self.db.batch_rows(statements).await?.into_iter().map(|(rows, _)| rows);
-        let mut loaded = Vec::new();
-        for count in counts {
-            let run_rows = results.next().unwrap_or_default();
-            let step_rows = results.next().unwrap_or_default();
-            let more_rows: Vec<Vec<Value>> = results.by_ref().take(count).collect();
-            let run = match run_rows.into_iter().next() {
-                Some(run) => {
-                    let run: RunRow =
-                        serde_json::from_value(run).map_err(|e| Error::Storage(format!("decoding run: {e}")))?;
-                    Some(Loaded::from_rows(run, decode_steps(step_rows)?)?)
-                }
-                None => None,
-            };
-            loaded.push((run, more_rows));
-        }
-        Ok(loaded)
-    }
-
     /// Mirrors the run's summary into KV (`job:{traceId}`) for fast reads. Best effort: KV
     /// never decides anything, so a failure is logged, not raised.
     pub(crate) async fn write_snapshot(&self, loaded: &Loaded) {

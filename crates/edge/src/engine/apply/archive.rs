@@ -10,6 +10,7 @@ use baton_core::state::RunKind;
 use super::super::run::{Engine, Loaded};
 use super::Write;
 use crate::d1::archive::ArchivedRow;
+use crate::d1::{events, runs, steps};
 use crate::Result;
 
 /// The writes that move `loaded` out of D1 (`archived`: its slim row, when it is archived).
@@ -46,18 +47,25 @@ impl Engine<'_> {
         Ok(metas.last().is_some_and(|m| m.changes > 0))
     }
 
-    /// Moves several archived runs out of D1 in one batch (each its slim row and its deletes,
-    /// every statement guarded by its own run's version): for each, whether it moved.
+    /// Moves several archived (diagnostic) runs out of D1 in one batch: each run's slim row,
+    /// written only while the run is the version read (its `changes` says whether it moved),
+    /// then, for all of them at once, their attempts, events, steps and runs, each deleted only
+    /// while its run is the version read. For each, whether it moved.
     pub(in crate::engine) async fn write_archived_many(&self, runs: &[(&Loaded, ArchivedRow)]) -> Result<Vec<bool>> {
-        let mut statements = Vec::new();
-        let mut ends = Vec::new();
-        for (loaded, row) in runs {
-            let writes = leaving(loaded, Some(row.clone()));
-            statements.extend(super::batch::statements(&self.db, &loaded.run.run_id, &writes)?);
-            ends.push(statements.len() - 1);
+        if runs.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut statements = Vec::new();
+        for (loaded, row) in runs {
+            let slim = [Write::Archived { row: Box::new(row.clone()), version: loaded.run.version }];
+            statements.extend(super::batch::statements(&self.db, &loaded.run.run_id, &slim)?);
+        }
+        let as_read: Vec<(&str, i64)> = runs.iter().map(|(l, _)| (l.run.run_id.as_str(), l.run.version)).collect();
+        statements.extend(steps::delete_of_runs_if_versions(&self.db, &as_read)?);
+        statements.push(events::delete_of_runs_if_versions(&self.db, &as_read)?);
+        statements.push(runs::delete_many_if_versions(&self.db, &as_read)?);
         let metas = self.db.batch(statements).await?;
-        Ok(ends.iter().map(|i| metas.get(*i).is_some_and(|m| m.changes > 0)).collect())
+        Ok((0..runs.len()).map(|i| metas.get(i).is_some_and(|m| m.changes > 0)).collect())
     }
 
     /// Deletes an archived run's slim row (its object is deleted after).
