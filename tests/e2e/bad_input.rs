@@ -66,8 +66,14 @@ impl Case {
     /// past).
     fn signed(mut self, key: &str, at_ms: u64) -> Self {
         let body = self.body.clone().unwrap_or_default();
-        let request =
-            Signed { purpose: Purpose::Result, method: self.method, path: &self.path, attempt: Some(1), body: &body };
+        let request = Signed {
+            purpose: Purpose::Result,
+            method: self.method,
+            path: &self.path,
+            attempt: Some(1),
+            body: &body,
+            trace: None,
+        };
         for (name, value) in signature::headers(key, &request, Millis::new(at_ms)) {
             self.headers.push((name.into(), value));
         }

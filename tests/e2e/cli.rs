@@ -60,6 +60,8 @@ fn run_wait_follows_every_step_and_exits_by_how_the_run_ended() {
     let shown = cli::run(stack, token, &["show", &run_id]);
     assert_eq!(shown.code, 0, "{}", shown.stderr);
     assert!(shown.stdout.starts_with("timeline: "), "{}", shown.stdout);
+    let trace_id = body["trace_id"].as_str().expect("the run's trace id");
+    assert!(shown.stdout.contains(&format!("\n  trace {trace_id}\n")), "{}", shown.stdout);
     assert!(services.iter().all(|s| shown.stdout.contains(s.as_str())), "{}", shown.stdout);
     let events = cli::run(stack, token, &["events", &run_id]);
     assert_eq!(events.code, 0, "{}", events.stderr);

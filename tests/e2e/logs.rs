@@ -52,11 +52,34 @@ fn every_transition_of_a_run_is_one_json_line_in_order() {
         let keys: Vec<&str> = line.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
         assert_eq!(
             keys,
-            ["attempt", "duration_ms", "error", "event", "level", "run_id", "service", "ts", "worker"],
+            [
+                "attempt",
+                "duration_ms",
+                "error",
+                "event",
+                "level",
+                "run_id",
+                "service",
+                "span_id",
+                "trace_id",
+                "ts",
+                "worker"
+            ],
             "one schema: {line}"
         );
         assert!(line["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
     }
+    // Every line carries the run's trace id, and the span it is about.
+    let run = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{run_id}")).json();
+    let trace_id = run["trace_id"].as_str().expect("the run's trace id").to_string();
+    assert!(trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()), "{trace_id}");
+    assert!(lines.iter().all(|l| l["trace_id"] == trace_id.as_str()), "{lines:#?}");
+    assert!(lines.iter().all(|l| l["span_id"].as_str().is_some_and(|s| s.len() == 16)), "{lines:#?}");
+    let span_of = |event: &str, attempt: u32| {
+        lines[position(&lines, event, Some("technical-seo"), Some(attempt))]["span_id"].clone()
+    };
+    assert_eq!(span_of("step_dispatched", 2), span_of("step_completed", 2), "one attempt, one span");
+    assert_ne!(span_of("step_dispatched", 1), span_of("step_dispatched", 2), "each attempt its own span");
     assert_eq!(lines.first().map(|l| &l["event"]), Some(&json!("run_started")), "{lines:#?}");
     assert_eq!(lines.last().map(|l| &l["event"]), Some(&json!("run_finished")), "{lines:#?}");
     for service in ["technical-seo", "serp-intelligence", "vitals-monitor"] {

@@ -20,6 +20,7 @@ mod runs;
 mod schedules;
 mod semantics;
 mod shards;
+mod trace;
 mod trust;
 mod ui;
 mod webhooks;

@@ -11,7 +11,28 @@ use crate::http::respond_json;
 /// A running fake service; its thread ends with the test process.
 pub struct FakeService {
     port: u16,
-    received: Arc<Mutex<Vec<(String, Value)>>>,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+/// A request as the fake service received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The method.
+    pub method: String,
+    /// The path (with its query, if any).
+    pub path: String,
+    /// The headers, names in lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The body as sent.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The value of header `name` (any case), if sent.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+    }
 }
 
 /// How the fake service works.
@@ -54,17 +75,27 @@ impl FakeService {
 
     /// `(path, body)` of every request so far.
     pub fn received(&self) -> Vec<(String, Value)> {
+        self.requests().into_iter().map(|r| (r.path, serde_json::from_slice(&r.body).unwrap_or(Value::Null))).collect()
+    }
+
+    /// Every request so far, whole.
+    pub fn requests(&self) -> Vec<Received> {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 
-fn answer(mut request: Request, log: &Mutex<Vec<(String, Value)>>, mode: Mode) {
+fn answer(mut request: Request, log: &Mutex<Vec<Received>>, mode: Mode) {
     let path = request.url().to_string();
-    let mut body = Vec::new();
-    let _ = request.as_reader().read_to_end(&mut body);
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut raw = Vec::new();
+    let _ = request.as_reader().read_to_end(&mut raw);
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let headers = request
+        .headers()
+        .iter()
+        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
+        .collect();
     if let Ok(mut log) = log.lock() {
-        log.push((path.clone(), body.clone()));
+        log.push(Received { method: request.method().as_str().to_string(), path: path.clone(), headers, body: raw });
     }
     let long_running = mode == Mode::LongRunning;
     let (status, payload) = if path.ends_with("/api/handshake") {

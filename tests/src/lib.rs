@@ -31,7 +31,8 @@ pub fn result_headers(
 ) -> Vec<(&'static str, String)> {
     use baton_core::signature::{headers, Purpose, Signed};
     let path = format!("/api/jobs/{run_id}/results/{service}");
-    let request = Signed { purpose: Purpose::Result, method: "POST", path: &path, attempt: Some(attempt), body };
+    let request =
+        Signed { purpose: Purpose::Result, method: "POST", path: &path, attempt: Some(attempt), body, trace: None };
     let mut out = headers(key, &request, baton_core::time::Millis::new(at_ms));
     out.push(("Content-Type", "application/json".to_string()));
     out

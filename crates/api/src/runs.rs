@@ -75,6 +75,9 @@ pub struct RunDetail {
     pub client_id: String,
     /// Who started it for that client, when another did (`API_DELEGATIONS`).
     pub acted_by: Option<String>,
+    /// Its W3C trace id (32 hex): the caller's when the run was started with a `traceparent`
+    /// header, else one of its own. Every call Baton makes for the run carries it.
+    pub trace_id: String,
     /// Whether it ended with part of its results; null before it is fanned in.
     pub partial: Option<bool>,
     pub service_results: Vec<StepResult>,

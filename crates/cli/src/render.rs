@@ -152,6 +152,9 @@ pub fn run_report(run: &Value) -> String {
     if let Some(by) = run["acted_by"].as_str() {
         out.push_str(&format!("  started for {} by {by}\n", text(&run["client_id"])));
     }
+    if let Some(trace_id) = run["trace_id"].as_str() {
+        out.push_str(&format!("  trace {trace_id}\n"));
+    }
     out.push_str(&format!(
         "  {} services: {} completed, {} failed, {} timed out, {} skipped\n",
         summary["servicesTotal"].as_u64().unwrap_or(0),
@@ -437,6 +440,7 @@ mod tests {
             "status": status,
             "client_id": "alice",
             "acted_by": "key-accounts",
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
             "summary": {
                 "runId": "run_1", "planId": "quick-v1", "domain": "example.com", "status": status,
                 "startedAt": "2026-01-01T00:00:00.000Z", "completedAt": completed,
@@ -473,6 +477,7 @@ mod tests {
         assert!(report.starts_with("run run_1 completed in 4.0 s (plan quick-v1, example.com)\n"), "{report}");
         for expected in [
             "  started for alice by key-accounts\n",
+            "  trace 4bf92f3577b34da6a3ce929d0e0e4736\n",
             "  2 services: 1 completed, 1 failed, 0 timed out, 0 skipped\n",
             "  wave 1  serp                         completed  attempt 1  1.5 s\n          output {\"keywords\":[\"a\",\"b\"],\"rank\":3}\n",
             "  wave 2  seo                          failed     attempt 3  2.0 s  (Worker config invalid)\n",

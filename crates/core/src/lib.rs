@@ -36,6 +36,7 @@
 //! - [`cancel`]: cancelling a run.
 //! - [`execution`]: pipeline executions: demand, admission, costs.
 //! - [`signature`]: signed result callbacks (HMAC-SHA256).
+//! - [`trace`]: W3C trace context: a run's trace, its spans' ids, `traceparent` headers.
 //! - [`delegation`]: which clients may act for which others.
 //! - [`rate_limit`]: per-client rate limits and the fixed-window decision.
 //! - [`synthesis`]: the rule-based analysis (signals, rules, findings, recommendations).
@@ -72,6 +73,7 @@ pub mod summary;
 pub mod synthesis;
 pub mod template;
 pub mod time;
+pub mod trace;
 pub mod trigger;
 pub mod vars;
 pub mod webhook;

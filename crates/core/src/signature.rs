@@ -10,6 +10,13 @@
 //! v2\n{purpose}\n{METHOD}\n{path}\n{attempt or -}\n{timestamp}\n{body}
 //! ```
 //!
+//! A request that carries a W3C `traceparent` header ([`crate::trace`]) signs it too, and its
+//! `tracestate` (empty when absent), on two more lines before the body:
+//!
+//! ```text
+//! v2\n{purpose}\n{METHOD}\n{path}\n{attempt or -}\n{timestamp}\ntraceparent={traceparent}\ntracestate={tracestate}\n{body}
+//! ```
+//!
 //! where `purpose` is `result` (a service reports a result), `call` (Baton calls a service) or
 //! `hand-over` (the orchestrator hands a run to the consumer), and `path` is the request's path
 //! without its query. So a signature made for one run, step, attempt or purpose is refused for
@@ -81,6 +88,8 @@ pub struct Signed<'a> {
     pub attempt: Option<u32>,
     /// The body (empty for a `GET`).
     pub body: &'a [u8],
+    /// Its trace context, if it carries one: `traceparent` and `tracestate`.
+    pub trace: Option<(&'a str, Option<&'a str>)>,
 }
 
 /// Why a signed request was refused.
@@ -159,6 +168,12 @@ pub fn headers(key: &str, request: &Signed<'_>, timestamp: Millis) -> Vec<(&'sta
     if let Some(attempt) = request.attempt {
         headers.push((ATTEMPT_HEADER, attempt.to_string()));
     }
+    if let Some((traceparent, state)) = request.trace {
+        headers.push((crate::trace::TRACEPARENT, traceparent.to_string()));
+        if let Some(state) = state {
+            headers.push((crate::trace::TRACESTATE, state.to_string()));
+        }
+    }
     headers
 }
 
@@ -216,7 +231,8 @@ pub fn verify(
 }
 
 /// Checks a received request, signed for `purpose` with any of `keys`, at `now`: its method,
-/// path and body, and its headers as `header` finds them (by name). Returns the attempt it is
+/// path and body, and its headers as `header` finds them (by name), its trace context
+/// included when it carries one. Returns the attempt it is
 /// about.
 pub fn verify_received(
     keys: &[String],
@@ -229,7 +245,9 @@ pub fn verify_received(
     if attempt.is_none() && purpose.requires_attempt() {
         return Err(SignatureError::MissingHeader { header: ATTEMPT_HEADER });
     }
-    let request = Signed { purpose, method, path, attempt, body };
+    let (traceparent, state) = (header(crate::trace::TRACEPARENT), header(crate::trace::TRACESTATE));
+    let trace = traceparent.as_deref().map(|tp| (tp, state.as_deref()));
+    let request = Signed { purpose, method, path, attempt, body, trace };
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let (timestamp, signature) = (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER));
     verify(&keys, &request, timestamp.as_deref(), signature.as_deref(), now, DEFAULT_MAX_SKEW_MS)?;
@@ -250,6 +268,9 @@ fn mac_of(key: &str, request: &Signed<'_>, timestamp: Millis) -> HmacSha256 {
         )
         .as_bytes(),
     );
+    if let Some((traceparent, state)) = request.trace {
+        mac.update(format!("traceparent={traceparent}\ntracestate={}\n", state.unwrap_or("")).as_bytes());
+    }
     mac.update(request.body);
     mac
 }
@@ -289,6 +310,7 @@ mod tests {
             path: "/api/jobs/run_1732350000000_a1b2c3d4e5f60718/results/technical-seo",
             attempt: Some(2),
             body,
+            trace: None,
         }
     }
 
@@ -348,6 +370,35 @@ mod tests {
             verify(&["s3cret"], &request, Some("soon"), Some(&signature), NOW, DEFAULT_MAX_SKEW_MS),
             Err(SignatureError::InvalidTimestamp { .. })
         ));
+    }
+
+    #[test]
+    fn a_request_with_trace_context_signs_it_and_one_without_signs_as_before() {
+        let body = br#"{"status":"completed","attempt":2,"output":{"a":1}}"#;
+        let plain = result_callback(body);
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let traced = Signed { trace: Some((traceparent, Some("k=v"))), ..plain };
+        // The documented vector's signature is unchanged without trace context.
+        assert_eq!(sign("s3cret", &plain, NOW), "v2=b60e63f0577f23291db087ca0ee86dd987d76f013e97ed46ed3aa7338c9d112d");
+        let sent = headers("s3cret", &traced, NOW);
+        let received = |drop: &'static str, swap: Option<(&'static str, &'static str)>| {
+            let sent = sent.clone();
+            move |name: &str| match swap {
+                Some((n, v)) if n == name => Some(v.to_string()),
+                _ => sent.iter().find(|(n, _)| *n == name && *n != drop).map(|(_, v)| v.clone()),
+            }
+        };
+        let http = (traced.method, traced.path, traced.body);
+        let keys = ["s3cret".to_string()];
+        assert_eq!(verify_received(&keys, Purpose::Result, http, received("", None), NOW), Ok(Some(2)));
+        for tampered in [
+            received(crate::trace::TRACEPARENT, None),
+            received(crate::trace::TRACESTATE, None),
+            received("", Some((crate::trace::TRACEPARENT, "00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-01"))),
+            received("", Some((crate::trace::TRACESTATE, "k=w"))),
+        ] {
+            assert_eq!(verify_received(&keys, Purpose::Result, http, tampered, NOW), Err(SignatureError::Mismatch));
+        }
     }
 
     #[test]

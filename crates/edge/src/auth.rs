@@ -110,6 +110,7 @@ pub fn internal_headers(env: &Env, method: &str, path: &str, body: &[u8]) -> Res
     let key = keys
         .first()
         .ok_or_else(|| Error::Binding { name: settings::INTERNAL_KEY.into(), cause: "secret not set".into() })?;
-    let request = signature::Signed { purpose: signature::Purpose::HandOver, method, path, attempt: None, body };
+    let request =
+        signature::Signed { purpose: signature::Purpose::HandOver, method, path, attempt: None, body, trace: None };
     Ok(signature::headers(key, &request, Millis::new(clock::now_ms())))
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::settings::{self, LlmSettings};
 use baton_core::retry::{RandomSource, RetryPolicy, SplitMix64};
 use baton_core::synthesis::Diagnosis;
+use baton_core::trace::{RunTrace, SpanOf};
 use serde_json::{json, Value};
 use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
 
@@ -47,12 +48,13 @@ struct AttemptError {
     retryable: bool,
 }
 
-/// The narrative, or the last error after every attempt failed.
-pub async fn narrative(config: &LlmConfig, diagnosis: &Diagnosis) -> Result<String, String> {
+/// The narrative, or the last error after every attempt failed. Each call carries the run's
+/// trace (`trace`), from the analysis's span.
+pub async fn narrative(config: &LlmConfig, diagnosis: &Diagnosis, trace: &RunTrace) -> Result<String, String> {
     let mut rng = SplitMix64::new(crate::clock::random_u64().unwrap_or(7));
     let mut attempt = 1;
     loop {
-        match call(config, diagnosis).await {
+        match call(config, diagnosis, trace).await {
             Ok(text) => return Ok(text),
             Err(e) if !e.retryable => return Err(format!("LLM call failed: {}", e.message)),
             Err(e) => match config.policy.next_delay(attempt, &mut rng as &mut dyn RandomSource) {
@@ -66,7 +68,7 @@ pub async fn narrative(config: &LlmConfig, diagnosis: &Diagnosis) -> Result<Stri
     }
 }
 
-async fn call(config: &LlmConfig, diagnosis: &Diagnosis) -> Result<String, AttemptError> {
+async fn call(config: &LlmConfig, diagnosis: &Diagnosis, trace: &RunTrace) -> Result<String, AttemptError> {
     let retryable = |message: String| AttemptError { message, retryable: true };
     let body = json!({
         "model": config.model,
@@ -87,6 +89,9 @@ async fn call(config: &LlmConfig, diagnosis: &Diagnosis) -> Result<String, Attem
     let _ = headers.set("Content-Type", "application/json");
     if let Some(key) = &config.key {
         let _ = headers.set("Authorization", &format!("Bearer {key}"));
+    }
+    for (name, value) in trace.headers(SpanOf::Analysis) {
+        let _ = headers.set(name, &value);
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.to_string().into()));

@@ -4,8 +4,13 @@
 //! ```json
 //! {"ts": "2026-11-30T16:00:00.000Z", "level": "info", "event": "step_completed",
 //!  "run_id": "run_…", "service": "technical-seo", "attempt": 1, "worker": "technical_seo",
-//!  "duration_ms": 412, "error": null}
+//!  "duration_ms": 412, "error": null,
+//!  "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}
 //! ```
+//!
+//! `trace_id` is the run's W3C trace id and `span_id` the span the line is about (the
+//! attempt's, the step's, the fan-in's, the analysis's or the run's), the same ids the run's
+//! calls carry in `traceparent` ([`baton_core::trace`]), so a service's own logs join Baton's.
 //!
 //! `event` is one of [`Event`]'s names; `worker` is the worker key of the service the step
 //! calls. Workers Logs (`[observability]`) index every field.
@@ -25,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use baton_core::time::Millis;
+use baton_core::trace::{self, RunTrace, SpanId, SpanOf, TraceId};
 use serde_json::json;
 use worker::Env;
 
@@ -188,6 +194,41 @@ struct Held {
 thread_local! {
     /// Held runs, by run id.
     static HELD: RefCell<HashMap<String, Held>> = RefCell::new(HashMap::new());
+    /// The traces of runs that joined their caller's (read in this isolate), by run id; any
+    /// other run's trace is derived from its id.
+    static JOINED: RefCell<HashMap<String, TraceId>> = RefCell::new(HashMap::new());
+}
+
+/// Most joined traces remembered per isolate (the oldest are forgotten all at once).
+const JOINED_KEPT: usize = 4096;
+
+/// Notes the trace of a run read in this isolate, for its lines' `trace_id`.
+pub fn note_trace(trace: &RunTrace) {
+    if trace.parent.is_none() {
+        return;
+    }
+    JOINED.with(|joined| {
+        let mut joined = joined.borrow_mut();
+        if joined.len() >= JOINED_KEPT {
+            joined.clear();
+        }
+        joined.insert(trace.run_id.clone(), trace.trace_id);
+    });
+}
+
+/// The trace id and span id of `line` (about `event`).
+fn trace_of(event: Event, line: &Line<'_>) -> (TraceId, SpanId) {
+    let trace_id = JOINED
+        .with(|joined| joined.borrow().get(line.run_id).copied())
+        .unwrap_or_else(|| trace::trace_of_run(line.run_id));
+    let span = match (line.service, line.attempt, event) {
+        (Some(service), Some(attempt), _) => SpanOf::Attempt(service, attempt),
+        (Some(service), None, _) => SpanOf::Step(service),
+        (None, _, Event::FanInClaimed) => SpanOf::FanIn,
+        (None, _, Event::AnalysisStarted | Event::AnalysisFinished) => SpanOf::Analysis,
+        _ => SpanOf::Run,
+    };
+    (trace_id, span.id(trace_id, line.run_id))
 }
 
 /// Holds `run_id`'s lines until the returned guard, and every other guard of that run, is
@@ -259,6 +300,7 @@ fn keep_or_write(event: Event, at: Millis, line: &Line<'_>) {
 }
 
 fn write(event: Event, at: Millis, line: &Line<'_>) {
+    let (trace_id, span_id) = trace_of(event, line);
     let text = json!({
         "ts": at.to_rfc3339(),
         "level": event.level().as_str(),
@@ -269,6 +311,8 @@ fn write(event: Event, at: Millis, line: &Line<'_>) {
         "worker": line.worker,
         "duration_ms": line.duration_ms,
         "error": line.error,
+        "trace_id": trace_id.to_string(),
+        "span_id": span_id.to_string(),
     })
     .to_string();
     sink(&text);
@@ -322,8 +366,22 @@ mod tests {
             ]
         );
         assert_eq!(later[1]["service"], "serp");
+        let own = trace::trace_of_run("run_a");
+        assert_eq!(later[0]["trace_id"], own.to_string());
+        assert_eq!(later[0]["span_id"], SpanOf::Run.id(own, "run_a").to_string());
+        assert_eq!(later[1]["span_id"], SpanOf::Attempt("serp", 1).id(own, "run_a").to_string());
         keep_or_write(Event::RunFinished, Millis::new(1_020), &Line::run("run_a"));
         assert_eq!(written().len(), 1, "no longer held");
+    }
+
+    #[test]
+    fn a_run_that_joined_a_trace_logs_with_its_callers_trace_id() {
+        let joined = RunTrace::of("run_j", Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), None);
+        note_trace(&joined);
+        keep_or_write(Event::FanInClaimed, Millis::new(1), &Line::run("run_j"));
+        let line = written().remove(0);
+        assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(line["span_id"], joined.span(SpanOf::FanIn).to_string());
     }
 
     #[test]

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use crate::services::{endpoint, CallError, Endpoint};
+use crate::services::{endpoint, Call, CallError, Endpoint};
 use baton_core::state::{ErrorKind, StepError};
 use baton_core::time::Millis;
+use baton_core::trace::{RunTrace, SpanOf};
 use serde_json::{json, Value};
 use worker::{Env, Method};
 
@@ -44,6 +45,8 @@ pub struct Attempt<'a> {
     /// When this invocation must stop waiting (at most `expires_at`). A process call cut
     /// here leaves the work with the service, as if it had accepted it (202).
     pub call_until: Millis,
+    /// The run's trace: each call carries its own span of the attempt.
+    pub trace: &'a RunTrace,
 }
 
 /// Why a call did not get an answer to read.
@@ -54,28 +57,35 @@ enum Unanswered {
     Failed(StepError),
 }
 
+/// Posts `body` to `path` (the call `what`) for `attempt`, within `expires_at`.
 async fn post(
     env: &Env,
     endpoint: &Endpoint,
-    path: &str,
+    (what, path): (&str, &str),
     body: &Value,
-    attempt: u32,
+    attempt: &Attempt<'_>,
     expires_at: Millis,
 ) -> Result<(u16, Value), Unanswered> {
     let left = expires_at.since(Millis::new(crate::clock::now_ms()));
     if left == 0 {
         return Err(Unanswered::TimedOut);
     }
-    let answer = endpoint
-        .call(env, Method::Post, path, Some(attempt), Some(&body.to_string()), Duration::from_millis(left))
-        .await
-        .map_err(|e| match e {
-            CallError::TimedOut { .. } => Unanswered::TimedOut,
-            CallError::InvalidUrl { .. } => Unanswered::Failed(StepError::new(ErrorKind::Permanent, e.to_string())),
-            CallError::NoBinding { .. } | CallError::Network { .. } => {
-                Unanswered::Failed(StepError::new(ErrorKind::Transient, e.to_string()))
-            }
-        })?;
+    let body = body.to_string();
+    let call = Call {
+        method: Method::Post,
+        path,
+        attempt: Some(attempt.attempt),
+        body: Some(&body),
+        trace: attempt.trace,
+        span: SpanOf::Call(attempt.service, attempt.attempt, what),
+    };
+    let answer = endpoint.call(env, call, Duration::from_millis(left)).await.map_err(|e| match e {
+        CallError::TimedOut { .. } => Unanswered::TimedOut,
+        CallError::InvalidUrl { .. } => Unanswered::Failed(StepError::new(ErrorKind::Permanent, e.to_string())),
+        CallError::NoBinding { .. } | CallError::Network { .. } => {
+            Unanswered::Failed(StepError::new(ErrorKind::Transient, e.to_string()))
+        }
+    })?;
     Ok((answer.status, serde_json::from_str(&answer.body).unwrap_or(Value::String(answer.body))))
 }
 
@@ -124,7 +134,7 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
         Unanswered::Failed(error) => ServiceOutcome::Failed(error),
     };
     let progress_capable;
-    match post(env, &endpoint, "/api/handshake", &handshake, attempt.attempt, until).await {
+    match post(env, &endpoint, ("handshake", "/api/handshake"), &handshake, attempt, until).await {
         Err(Unanswered::TimedOut) if cut() => return ServiceOutcome::NotStarted,
         Err(why) => return unanswered(why),
         Ok((200..=299, body)) => {
@@ -140,7 +150,7 @@ pub async fn run_attempt(env: &Env, attempt: &Attempt<'_>) -> ServiceOutcome {
         }
         Ok((status, body)) => return ServiceOutcome::Failed(failure("handshake", status, &body)),
     }
-    match post(env, &endpoint, "/api/process", &common, attempt.attempt, until).await {
+    match post(env, &endpoint, ("process", "/api/process"), &common, attempt, until).await {
         Err(Unanswered::TimedOut) if cut() => ServiceOutcome::Accepted { progress: progress_capable },
         Err(why) => unanswered(why),
         Ok((202, _)) => ServiceOutcome::Accepted { progress: progress_capable },

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use baton_core::signature;
 use baton_core::time::Millis;
+use baton_core::trace::{RunTrace, SpanOf};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{web_sys, Env, Fetcher, Headers, Method};
@@ -61,6 +62,29 @@ pub enum CallError {
     TimedOut { worker: String, limit_ms: u64 },
 }
 
+/// A call to a service.
+pub struct Call<'a> {
+    /// Its method.
+    pub method: Method,
+    /// Its path, below the service's base.
+    pub path: &'a str,
+    /// The attempt it is about.
+    pub attempt: Option<u32>,
+    /// Its JSON body (`None`: no body).
+    pub body: Option<&'a str>,
+    /// The run's trace, which it carries (`traceparent`, `tracestate`) ...
+    pub trace: &'a RunTrace,
+    /// ... from this span of the run.
+    pub span: SpanOf<'a>,
+}
+
+impl<'a> Call<'a> {
+    /// A `GET` of `path` about `attempt`, from `span` of `trace`.
+    pub fn get(path: &'a str, attempt: u32, trace: &'a RunTrace, span: SpanOf<'a>) -> Call<'a> {
+        Call { method: Method::Get, path, attempt: Some(attempt), body: None, trace, span }
+    }
+}
+
 /// A service's whole answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
@@ -95,18 +119,12 @@ impl Endpoint {
         }
     }
 
-    /// Calls `path` with `method` and a JSON `body` (`None`: no body) about `attempt`, signed
-    /// with the service's key, and reads the whole answer within `limit`; past it the request
-    /// is aborted.
-    pub async fn call(
-        &self,
-        env: &Env,
-        method: Method,
-        path: &str,
-        attempt: Option<u32>,
-        body: Option<&str>,
-        limit: Duration,
-    ) -> Result<Answer, CallError> {
+    /// Makes `call`, signed with the service's key (its trace context included), and reads
+    /// the whole answer within `limit`; past it the request is aborted.
+    pub async fn call(&self, env: &Env, call: Call<'_>, limit: Duration) -> Result<Answer, CallError> {
+        let Call { method, path, attempt, body, trace, span } = call;
+        let traceparent = trace.traceparent(span);
+        let trace = (traceparent.as_str(), trace.state.as_deref());
         let headers = Headers::new();
         let payload = body.unwrap_or("");
         if body.is_some() {
@@ -128,9 +146,15 @@ impl Endpoint {
                 path: &signed_path,
                 attempt,
                 body: payload.as_bytes(),
+                trace: Some(trace),
             };
             for (name, value) in signature::headers(key, &request, Millis::new(clock::now_ms())) {
                 let _ = headers.set(name, &value);
+            }
+        } else {
+            let _ = headers.set(baton_core::trace::TRACEPARENT, trace.0);
+            if let Some(state) = trace.1 {
+                let _ = headers.set(baton_core::trace::TRACESTATE, state);
             }
         }
         // The platform's own request and response objects, end to end: no copy of either on

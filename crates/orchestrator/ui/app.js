@@ -262,6 +262,7 @@ function drawRun(run, events) {
       ["Deadline", fmtTime(run.deadline_at)], ["Fan-in", run.fan_in_at ? fmtTime(run.fan_in_at) : "—"],
       ["Steps", `${s.servicesCompleted} completed, ${s.servicesFailed} failed, ${s.servicesTimeout} timed out, ${s.servicesSkipped} skipped / ${s.servicesTotal}`],
       ["Partial", run.partial === null || run.partial === undefined ? "—" : String(run.partial)],
+      ["Trace", run.trace_id ? h("span", { class: "mono", id: "run-trace" }, run.trace_id) : "—"],
     ].concat(s.error ? [["Error", h("span", { class: "error" }, s.error)]] : []))),
     h("h2", {}, "Timeline"),
     h("div", { class: "card" }, timeline(run)),

@@ -150,6 +150,8 @@ pub async fn handshake(req: Request, env: &Env, service: &str) -> worker::Result
 /// `POST /{service}/api/process`
 pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> worker::Result<Response> {
     let worker = worker_of(&req);
+    // The caller's trace context, carried back on the result callback.
+    let traceparent = req.headers().get(baton_core::trace::TRACEPARENT).ok().flatten();
     let stage = match read_stage(req, &env).await {
         Ok(stage) => stage,
         Err(answer) => return answer,
@@ -220,7 +222,8 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
         let attempt = stage.attempt;
         ctx.wait_until(async move {
             Delay::from(Duration::from_millis(latency)).await;
-            if let Err(e) = send_callback(&env, &worker, &trace_id, &service, attempt, &result).await {
+            let sent = send_callback(&env, &worker, (&trace_id, &service, attempt), &result, traceparent.as_deref());
+            if let Err(e) = sent.await {
                 worker::console_error!("sample {service}: callback for {trace_id} failed: {e}");
             }
         });
@@ -234,21 +237,22 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
     }
     if behaviour.record_calls {
         let key = format!("sample:call:{}:{service}:{}", stage.execution_id, stage.attempt);
-        if let Err(e) = put_kv(&env, &key, &json!({ "start": began, "end": js_now() })).await {
+        let call = json!({ "start": began, "end": js_now(), "traceparent": traceparent });
+        if let Err(e) = put_kv(&env, &key, &call).await {
             return error(503, "temporarily_unavailable", &e);
         }
     }
     Response::from_json(&result)
 }
 
-/// Reports a result to the orchestrator, signed (purpose `result`) with this service's key.
+/// Reports a result to the orchestrator, signed (purpose `result`) with this service's key,
+/// with the trace context the work was asked for with (`traceparent`), if any.
 async fn send_callback(
     env: &Env,
     worker: &str,
-    trace_id: &str,
-    service: &str,
-    attempt: u32,
+    (trace_id, service, attempt): (&str, &str, u32),
     result: &Value,
+    traceparent: Option<&str>,
 ) -> Result<(), String> {
     let key = keys_for(env, worker).into_iter().next().ok_or("no key to sign with (SERVICE_KEYS, WORKER_SECRET)")?;
     let body = serde_json::to_string(result).map_err(|e| e.to_string())?;
@@ -259,6 +263,7 @@ async fn send_callback(
         path: &path,
         attempt: Some(attempt),
         body: body.as_bytes(),
+        trace: traceparent.map(|tp| (tp, None)),
     };
     let headers = Headers::new();
     headers.set("Content-Type", "application/json").map_err(|e| e.to_string())?;

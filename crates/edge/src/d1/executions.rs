@@ -29,15 +29,22 @@ pub struct ExecutionRow {
     /// client submitted it itself.
     #[serde(default)]
     pub acted_by: Option<String>,
+    /// The `traceparent` it was submitted with, which its run joins.
+    #[serde(default)]
+    pub traceparent: Option<String>,
+    /// The caller's `tracestate`.
+    #[serde(default)]
+    pub tracestate: Option<String>,
 }
 
 const COLUMNS: &str = "run_id, client_id, request_id, template_name, website_id, domain, plan_json, parameters, \
-    priority, enqueued_at, deadline_at, status, attempts, admitted_at, admission_token, last_error, acted_by";
+    priority, enqueued_at, deadline_at, status, attempts, admitted_at, admission_token, last_error, acted_by, \
+    traceparent, tracestate";
 
 /// Inserts an execution. Fails on a second row with the same `(client_id, request_id)`.
 pub fn insert(db: &Db, e: &ExecutionRow) -> Result<Stmt> {
     db.stmt(
-        &format!("INSERT INTO execution_queue ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+        &format!("INSERT INTO execution_queue ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
         &[
             Arg::from(&e.run_id),
             Arg::from(&e.client_id),
@@ -56,6 +63,8 @@ pub fn insert(db: &Db, e: &ExecutionRow) -> Result<Stmt> {
             Arg::from(e.admission_token.clone()),
             Arg::from(e.last_error.clone()),
             Arg::from(e.acted_by.clone()),
+            Arg::from(e.traceparent.clone()),
+            Arg::from(e.tracestate.clone()),
         ],
     )
 }

@@ -46,11 +46,26 @@ pub struct RunRow {
     /// How many times it was retried after it ended.
     #[serde(default)]
     pub retries: i64,
+    /// The `traceparent` it was started with, if it joined its caller's trace (`None`: a
+    /// trace of its own, derived from its id).
+    #[serde(default)]
+    pub traceparent: Option<String>,
+    /// The caller's `tracestate`, passed on with the trace.
+    #[serde(default)]
+    pub tracestate: Option<String>,
+}
+
+impl RunRow {
+    /// The run's place in its trace.
+    pub fn trace(&self) -> baton_core::trace::RunTrace {
+        baton_core::trace::RunTrace::of(&self.run_id, self.traceparent.as_deref(), self.tracestate.as_deref())
+    }
 }
 
 const COLUMNS: &str = "run_id, kind, client_id, website_id, domain, plan_id, plan_name, plan_json, parameters, \
     idempotency_key, status, priority, created_at, started_at, deadline_at, due_at, claimed_at, completed_at, \
-    partial, missing, diagnosis_event_id, synthesis_error, error, version, events_service, acted_by, retries";
+    partial, missing, diagnosis_event_id, synthesis_error, error, version, events_service, acted_by, retries, \
+    traceparent, tracestate";
 
 /// `'started', 'running'`: a list of core's statuses for an `IN (...)` guard. The texts are
 /// core's constants, never input.
@@ -63,7 +78,7 @@ pub fn insert(db: &Db, r: &RunRow) -> Result<Stmt> {
     db.stmt(
         &format!(
             "INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-             ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
+             ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)"
         ),
         &[
             Arg::from(&r.run_id),
@@ -93,6 +108,8 @@ pub fn insert(db: &Db, r: &RunRow) -> Result<Stmt> {
             Arg::from(r.events_service.clone()),
             Arg::from(r.acted_by.clone()),
             Arg::Int(r.retries),
+            Arg::from(r.traceparent.clone()),
+            Arg::from(r.tracestate.clone()),
         ],
     )
 }

@@ -257,6 +257,10 @@ async fn start(engine: &Engine<'_>, row: &ExecutionRow) -> Result<()> {
                 idempotency_key: row.request_id.clone(),
                 priority: row.priority,
                 acted_by: row.acted_by.clone(),
+                trace: row
+                    .traceparent
+                    .as_deref()
+                    .and_then(|tp| baton_core::trace::parse(tp, row.tracestate.as_deref()).ok()),
             })
             .await?;
     }

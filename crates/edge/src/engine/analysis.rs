@@ -49,7 +49,7 @@ impl Engine<'_> {
         };
         let mut diagnosis = rule_based_diagnosis(&loaded, synthesis_error);
         if let (Analysis::Full, Some(llm)) = (analysis, LlmConfig::from_env(self.env())) {
-            match narrative(&llm, &diagnosis).await {
+            match narrative(&llm, &diagnosis, &loaded.run.trace()).await {
                 Ok(text) => {
                     diagnosis.narrative = Some(text);
                     diagnosis.synthesis = "rules+llm".to_string();

@@ -353,6 +353,7 @@ async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, att
     let run_id = copy.run.run_id.clone();
     let run_id = run_id.as_str();
     let input = build_input(engine, &copy, service, attempt).await?;
+    let trace = copy.run.trace();
     let outcome = run_attempt(
         engine.env(),
         &Attempt {
@@ -366,6 +367,7 @@ async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, att
             input,
             expires_at,
             call_until,
+            trace: &trace,
         },
     )
     .await;

@@ -43,6 +43,8 @@ pub struct NewExecution {
     pub parameters: Value,
     /// The domain the pipeline works on.
     pub domain: String,
+    /// The caller's trace, which the execution's run joins.
+    pub trace: Option<baton_core::trace::Parent>,
 }
 
 /// A submitted execution, as it stands after the request's admission pass.
@@ -209,6 +211,8 @@ impl Executions<'_> {
             admission_token: None,
             last_error: None,
             acted_by: new.acted_by,
+            traceparent: new.trace.as_ref().map(|p| baton_core::trace::traceparent(p.trace_id, p.span_id, p.sampled)),
+            tracestate: new.trace.as_ref().and_then(|p| p.state.clone()),
         })
     }
 

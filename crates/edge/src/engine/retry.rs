@@ -71,6 +71,7 @@ impl Engine<'_> {
             idempotency_key: None,
             priority: loaded.run.priority,
             acted_by,
+            trace: None,
         };
         self.start_run(new).await
     }

@@ -48,6 +48,9 @@ impl Loaded {
     pub fn from_rows(run: RunRow, steps: Vec<StepRow>) -> Result<Loaded> {
         let plan: Plan = serde_json::from_str(&run.plan_json)
             .map_err(|e| Error::Storage(format!("run {} has an unreadable plan: {e}", run.run_id)))?;
+        if run.traceparent.is_some() {
+            crate::log::note_trace(&run.trace());
+        }
         Ok(Loaded { run, plan, steps })
     }
 

@@ -181,6 +181,7 @@ impl Schedules<'_> {
             idempotency_key: Some(format!("schedule:{}:{}", row.schedule_id, fire.slot)),
             priority: 1,
             acted_by: None,
+            trace: None,
         };
         self.engine.start_run(new).await.map(|_| ())
     }

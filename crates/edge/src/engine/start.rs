@@ -43,6 +43,8 @@ pub struct NewRun {
     /// The delegate that starts it for `client_id` (`API_DELEGATIONS`); `None` when the
     /// client starts it itself.
     pub acted_by: Option<String>,
+    /// The caller's trace, which the run joins (`None`: a trace of its own).
+    pub trace: Option<baton_core::trace::Parent>,
 }
 
 /// The run that a start request resolved to.
@@ -112,7 +114,10 @@ impl Engine<'_> {
             events_service: Some(self.orchestrator_service_name()),
             acted_by: new.acted_by.clone(),
             retries: 0,
+            traceparent: new.trace.as_ref().map(|p| baton_core::trace::traceparent(p.trace_id, p.span_id, p.sampled)),
+            tracestate: new.trace.as_ref().and_then(|p| p.state.clone()),
         };
+        crate::log::note_trace(&run.trace());
         let pending_rows: Vec<StepRow> = plan
             .steps()
             .iter()

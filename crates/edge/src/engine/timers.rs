@@ -26,12 +26,13 @@ use baton_core::messages::{
 use baton_core::progress::{self, Verdict};
 use baton_core::state::{StepError, StepStatus};
 use baton_core::time::Millis;
+use baton_core::trace::SpanOf;
 use serde_json::{json, Value};
 use worker::Method;
 
 use super::rows::record_of;
 use super::run::{Dispatch, Engine, Loaded, Report};
-use crate::services::endpoint;
+use crate::services::{endpoint, Call};
 use crate::{Error, Result};
 
 /// The longest one progress question may take.
@@ -196,7 +197,9 @@ impl Engine<'_> {
         let endpoint = endpoint(self.env(), &worker);
         let limit = Duration::from_millis(expires.since(self.now()).max(1)).min(PROGRESS_CALL_LIMIT);
         let path = format!("/api/progress/{run_id}");
-        let verdict = match endpoint.call(self.env(), Method::Get, &path, Some(attempt), None, limit).await {
+        let trace = loaded.run.trace();
+        let asked = Call::get(&path, attempt, &trace, SpanOf::Call(service, attempt, "progress"));
+        let verdict = match endpoint.call(self.env(), asked, limit).await {
             Ok(answer) => {
                 let body = serde_json::from_str(&answer.body).unwrap_or(Value::String(answer.body.clone()));
                 progress::read(answer.status, &body)
@@ -210,7 +213,8 @@ impl Engine<'_> {
             Verdict::Completed { output: None, usage } => {
                 let limit = Duration::from_millis(expires.since(self.now()).max(1)).min(PROGRESS_CALL_LIMIT);
                 let path = format!("/api/result/{run_id}");
-                match endpoint.call(self.env(), Method::Get, &path, Some(attempt), None, limit).await {
+                let fetch = Call::get(&path, attempt, &trace, SpanOf::Call(service, attempt, "result"));
+                match endpoint.call(self.env(), fetch, limit).await {
                     Ok(answer) if (200..300).contains(&answer.status) => {
                         let body: Value = serde_json::from_str(&answer.body).unwrap_or(Value::String(answer.body));
                         let output = body.get("output").cloned().unwrap_or(body);
@@ -271,15 +275,24 @@ impl Engine<'_> {
     /// (`POST /api/cancel/{executionId}`), concurrently, each bounded; best effort.
     async fn tell_cancelled(&self, loaded: &Loaded, cancelled: &[(String, u32)]) {
         let run_id = loaded.run.run_id.as_str();
+        let trace = loaded.run.trace();
+        let trace = &trace;
         let calls = cancelled.iter().filter_map(|(service, attempt)| {
             let spec = loaded.plan.step(service)?;
             let worker = spec.worker_key.as_str().to_string();
             let body = json!({ "executionId": run_id, "stageId": format!("{run_id}:{service}"), "attempt": attempt });
             Some(async move {
                 let path = format!("/api/cancel/{run_id}");
-                let answer = endpoint(self.env(), &worker)
-                    .call(self.env(), Method::Post, &path, Some(*attempt), Some(&body.to_string()), CANCEL_CALL_LIMIT)
-                    .await;
+                let body = body.to_string();
+                let call = Call {
+                    method: Method::Post,
+                    path: &path,
+                    attempt: Some(*attempt),
+                    body: Some(&body),
+                    trace,
+                    span: SpanOf::Call(service, *attempt, "cancel"),
+                };
+                let answer = endpoint(self.env(), &worker).call(self.env(), call, CANCEL_CALL_LIMIT).await;
                 if let Err(e) = answer {
                     worker::console_warn!("run {run_id}: telling {service} of the cancel failed: {e}");
                 }

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use baton_core::shard::Shard;
 use baton_core::time::Millis;
+use baton_core::trace::{self, SpanOf};
 use baton_core::webhook::{self, DeliveryMessage, DeliveryStatus, Event};
-use serde_json::json;
+use serde_json::{json, Value};
 use worker::{Fetch, Headers, Method, Request, RequestInit};
 
 use super::run::{summary_of, Engine, Loaded};
@@ -202,6 +203,24 @@ impl Webhooks<'_> {
     }
 }
 
+/// The trace context a delivery carries: its own span in its run's trace, whose position the
+/// (signed) payload gives (`data.traceparent`, `data.tracestate`). None for a payload
+/// without it.
+fn delivery_trace(delivery: &DeliveryRow) -> Vec<(&'static str, String)> {
+    let payload: Value = serde_json::from_str(&delivery.payload).unwrap_or(Value::Null);
+    let data = &payload["data"];
+    let Some(run) = data["traceparent"].as_str().and_then(|tp| trace::parse(tp, data["tracestate"].as_str()).ok())
+    else {
+        return Vec::new();
+    };
+    let span = SpanOf::Delivery(&delivery.delivery_id).id(run.trace_id, delivery.run_id.as_deref().unwrap_or(""));
+    let mut headers = vec![(trace::TRACEPARENT, trace::traceparent(run.trace_id, span, run.sampled))];
+    if let Some(state) = run.state {
+        headers.push((trace::TRACESTATE, state));
+    }
+    headers
+}
+
 /// Posts a delivery's payload to its webhook, signed at `now`; the answer's status, or why
 /// there was none. Bounded by [`webhook::ATTEMPT_TIMEOUT_MS`]: past it the request is aborted.
 async fn post_signed(hook: &WebhookRow, delivery: &DeliveryRow, now: Millis) -> Result<u16, String> {
@@ -214,6 +233,9 @@ async fn post_signed(hook: &WebhookRow, delivery: &DeliveryRow, now: Millis) -> 
     set(webhook::EVENT_HEADER, &delivery.event)?;
     set(webhook::TIMESTAMP_HEADER, &now.as_u64().to_string())?;
     set(webhook::SIGNATURE_HEADER, &webhook::sign(&hook.secret, now, body.as_bytes()))?;
+    for (name, value) in delivery_trace(delivery) {
+        set(name, &value)?;
+    }
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
     let controller = worker::AbortController::default();
@@ -296,8 +318,10 @@ impl Outbox {
     ) -> Result<crate::d1::Stmt> {
         let event = Event::of_run_kind(ended.run.kind);
         let summary = serde_json::to_value(summary_of(ended)?).map_err(|e| Error::Internal(e.to_string()))?;
+        let trace = ended.run.trace();
         let data = json!({ "run_id": ended.run.run_id, "kind": ended.run.kind, "status": ended.run.status,
-                           "summary": summary });
+                           "summary": summary, "traceparent": trace.traceparent(SpanOf::Run),
+                           "tracestate": trace.state });
         rows::insert_ending_deliveries(
             db,
             &rows::EndingDeliveries {

@@ -41,7 +41,8 @@ pub(super) fn rfc3339(ms: Option<i64>) -> Value {
 pub async fn execute(mut req: Request, env: &Env) -> Result<Response> {
     let caller = auth::caller(&req, env)?;
     let body: Value = http::read_json(&mut req).await?;
-    let new = decode(body, &caller)?;
+    let mut new = decode(body, &caller)?;
+    new.trace = super::runs::caller_trace(&req);
     let quota = settings::quotas(env).of(&new.client_id);
     quota.allows_priority(new.priority).map_err(Error::Quota)?;
     let engine = Engine::for_client(env, &new.client_id).await?;
@@ -77,6 +78,7 @@ fn decode(body: Value, caller: &Caller) -> Result<NewExecution> {
         priority: request.priority,
         domain: domain_of(&parameters)?,
         parameters,
+        trace: None,
     })
 }
 

@@ -36,7 +36,8 @@ pub async fn start(mut req: Request, env: &Env, ctx: &Context) -> Result<Respons
     let plan = resolve_plan(&engine, request.plan_id.as_str(), &acting.client_id).await?;
     let wait = request::wait_seconds(asked, settings::run_wait_default_seconds(env), &plan);
     let wait = Some(wait).filter(|seconds| *seconds > 0);
-    let new = new_run(engine.new_run_id()?, acting, request, plan, parameters)?;
+    let mut new = new_run(engine.new_run_id()?, acting, request, plan, parameters)?;
+    new.trace = caller_trace(&req);
     // The run's log lines wait until a waiting client has its answer.
     let held = wait.map(|_| log::hold(new.run_id.as_str()));
     let answered = |response| {
@@ -89,7 +90,23 @@ fn new_run(
         parameters: Value::Object(parameters),
         idempotency_key: request.idempotency_key,
         priority: 1,
+        trace: None,
     })
+}
+
+/// The caller's trace (`traceparent`, `tracestate`) a new run joins. A header that does not
+/// parse is treated as absent, as W3C Trace Context requires (the run starts a trace of its
+/// own), and logged.
+pub(crate) fn caller_trace(req: &Request) -> Option<baton_core::trace::Parent> {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let traceparent = header(baton_core::trace::TRACEPARENT)?;
+    match baton_core::trace::parse(&traceparent, header(baton_core::trace::TRACESTATE).as_deref()) {
+        Ok(parent) => Some(parent),
+        Err(e) => {
+            worker::console_warn!("{e}; the run starts a trace of its own");
+            None
+        }
+    }
 }
 
 /// A run request's outcome: the run, whether it already existed, and its summary if it ended
@@ -238,6 +255,7 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
         status: loaded.run.status,
         client_id: loaded.run.client_id.clone(),
         acted_by: loaded.run.acted_by.clone(),
+        trace_id: loaded.run.trace().trace_id.to_string(),
         partial: loaded.run.partial.map(|p| p != 0),
         service_results,
         diagnosis: record.diagnosis.clone(),

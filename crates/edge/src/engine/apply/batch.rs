@@ -462,6 +462,8 @@ mod tests {
             events_service: None,
             acted_by: None,
             retries: 0,
+            traceparent: None,
+            tracestate: None,
         };
         let row = |service: &str, position: i64, status: StepStatus, attempts: i64| StepRow {
             run_id: "run_1800000000000_0123456789abcdef".into(),
