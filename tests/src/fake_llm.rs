@@ -19,6 +19,11 @@ pub enum LlmMode {
     Garbage,
 }
 
+/// The tokens each answer says it read.
+pub const INPUT_TOKENS: u64 = 1_200;
+/// The tokens each answer says it wrote.
+pub const OUTPUT_TOKENS: u64 = 150;
+
 /// The narrative the server returns.
 pub const NARRATIVE: &str = "The site is mostly healthy; fix the slow pages first.";
 
@@ -78,8 +83,9 @@ fn answer(mut request: Request, mode: LlmMode, n: usize) {
         LlmMode::Garbage => (200, "{\"unexpected\": \"shape\"}".to_string()),
         _ => (
             200,
-            json!({"id": "chatcmpl-1", "object": "chat.completion",
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": NARRATIVE}, "finish_reason": "stop"}]})
+            json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "fake-model",
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": NARRATIVE}, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": INPUT_TOKENS, "completion_tokens": OUTPUT_TOKENS}})
             .to_string(),
         ),
     };

@@ -206,6 +206,20 @@ pub fn diagnosis(diagnosis: &Value) -> String {
     if let Some(narrative) = diagnosis["narrative"].as_str() {
         out.push_str(&format!("  {narrative}\n"));
     }
+    let llm = &diagnosis["llm"];
+    if llm.is_object() {
+        let cost = llm["cost_usd"].as_f64().map(|c| format!(", ${c:.6}")).unwrap_or_default();
+        out.push_str(&format!(
+            "  llm: {} at {}, {} in / {} out tokens{cost}, {} ms, {} attempt(s){}\n",
+            text(&llm["model"]),
+            text(&llm["provider"]),
+            text(&llm["input_tokens"]),
+            text(&llm["output_tokens"]),
+            text(&llm["latency_ms"]),
+            text(&llm["attempts"]),
+            if llm["cached"] == Value::Bool(true) { ", from the cache" } else { "" },
+        ));
+    }
     out
 }
 
@@ -459,7 +473,9 @@ mod tests {
                 "overall_status": "needs_attention", "overall_score": 61, "confidence": 0.5,
                 "missing_services": ["seo"],
                 "findings": [{"severity": "high", "title": "Slow LCP", "detail": "LCP 4.1 s"}],
-                "recommendations": [{"priority": 1, "action": "Compress images"}]
+                "recommendations": [{"priority": 1, "action": "Compress images"}],
+                "llm": {"provider": "api.openai.com", "model": "gpt-4o-mini", "input_tokens": 1200, "output_tokens": 150,
+                        "latency_ms": 850, "attempts": 1, "cost_usd": 0.00027, "cached": false}
             }
         })
     }
@@ -485,6 +501,7 @@ mod tests {
             "  missing: seo\n",
             "  [high] Slow LCP: LCP 4.1 s\n",
             "  1. Compress images\n",
+            "  llm: gpt-4o-mini at api.openai.com, 1200 in / 150 out tokens, $0.000270, 850 ms, 1 attempt(s)\n",
         ] {
             assert!(report.contains(expected), "missing {expected:?} in\n{report}");
         }

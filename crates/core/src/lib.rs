@@ -30,6 +30,7 @@
 //! - [`progress`]: what a service's progress answer means for its attempt.
 //! - [`request`]: run and execution request validation.
 //! - [`listing`]: run listing queries and page cursors.
+//! - [`llm`]: the analysis's LLM prompt template and its hash, usage, prices, cache keys.
 //! - [`metrics`]: the operator's metrics in the Prometheus text format; what a run's ending
 //!   adds to the totals and its retry takes back.
 //! - [`lifecycle`]: every change to a run, decided in one place (the engine interprets it).
@@ -55,6 +56,7 @@ pub mod ids;
 pub mod json;
 pub mod lifecycle;
 pub mod listing;
+pub mod llm;
 pub mod messages;
 pub mod metrics;
 pub mod plan;

@@ -95,6 +95,9 @@ pub struct Diagnosis {
     pub narrative: Option<String>,
     /// Why the LLM narrative is missing although one was configured.
     pub synthesis_error: Option<String>,
+    /// What the LLM was asked and what it used, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<crate::llm::Usage>,
 }
 
 fn num(output: &Value, key: &str) -> Option<f64> {
@@ -385,6 +388,7 @@ pub fn diagnose(domain: &str, outputs: &[(String, Value)], missing: &[String], c
         synthesis: "rules".to_string(),
         narrative: None,
         synthesis_error: None,
+        llm: None,
     }
 }
 

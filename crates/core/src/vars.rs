@@ -6,6 +6,7 @@
 //! A new validated variable is one more entry of [`CHECKS`].
 
 use crate::config::{self, Config, ConfigError};
+use crate::llm;
 use crate::retention::{self, Retention};
 use crate::shard::{self, Shards};
 
@@ -35,6 +36,7 @@ pub const CHECKS: &[Check] = &[
     Check { variables: &config::KEYS, run: orchestration },
     Check { variables: &[retention::RETENTION_DAYS, retention::RETENTION_DAYS_BY_CLIENT], run: retention },
     Check { variables: &[shard::D1_SHARDS, shard::SHARD_BY_CLIENT], run: shards },
+    Check { variables: &[llm::PRICES_VAR], run: llm_prices },
 ];
 
 /// Every problem of the variables `lookup` gives, by every check.
@@ -84,6 +86,17 @@ fn shards(lookup: Lookup<'_>) -> Vec<VarProblem> {
     match Shards::parse(count.as_deref(), by_client.as_deref()) {
         Ok(_) => Vec::new(),
         Err(e) => vec![VarProblem { variable: e.variable.to_string(), problem: e.problem }],
+    }
+}
+
+/// `LLM_PRICES` ([`llm::Prices::parse`]): its message names the variable.
+fn llm_prices(lookup: Lookup<'_>) -> Vec<VarProblem> {
+    match llm::Prices::parse(&lookup(llm::PRICES_VAR).unwrap_or_default()) {
+        Ok(_) => Vec::new(),
+        Err(problem) => {
+            let problem = problem.strip_prefix(llm::PRICES_VAR).unwrap_or(&problem).trim_start_matches([':', ' ']);
+            vec![VarProblem { variable: llm::PRICES_VAR.to_string(), problem: problem.to_string() }]
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::settings::{self, LlmSettings};
+use baton_core::llm::{self, Prices, Usage};
 use baton_core::retry::{RandomSource, RetryPolicy, SplitMix64};
 use baton_core::synthesis::Diagnosis;
 use baton_core::trace::{RunTrace, SpanOf};
@@ -20,12 +21,17 @@ pub struct LlmConfig {
     model: String,
     timeout_ms: u64,
     policy: RetryPolicy,
+    prices: Prices,
 }
 
 impl LlmConfig {
     /// `None` when no `LLM_API_URL` is configured: the rule-based diagnosis stands alone.
     pub fn from_env(env: &Env) -> Option<LlmConfig> {
         let LlmSettings { url, key, model, timeout_ms } = settings::llm(env)?;
+        let prices = settings::llm_prices(env).unwrap_or_else(|e| {
+            worker::console_error!("{e}; no LLM cost is estimated until it is fixed");
+            Prices::default()
+        });
         Some(LlmConfig {
             url,
             key,
@@ -38,6 +44,7 @@ impl LlmConfig {
                 max_attempts: 3,
                 non_retryable_error_kinds: Vec::new(),
             },
+            prices,
         })
     }
 }
@@ -48,41 +55,83 @@ struct AttemptError {
     retryable: bool,
 }
 
-/// The narrative, or the last error after every attempt failed. Each call carries the run's
-/// trace (`trace`), from the analysis's span.
-pub async fn narrative(config: &LlmConfig, diagnosis: &Diagnosis, trace: &RunTrace) -> Result<String, String> {
+/// What one attempt got.
+struct Answer {
+    text: String,
+    /// `(input, output)` tokens, as the provider counted them.
+    tokens: (u64, u64),
+    /// The model the provider says answered.
+    model: Option<String>,
+}
+
+/// What an analysis got from the LLM: the narrative, or why there is none (the last error
+/// after every attempt failed), and what it used.
+pub struct Asked {
+    pub narrative: Result<String, String>,
+    pub usage: Usage,
+}
+
+/// The user message of `diagnosis`'s request: its signals and findings.
+pub fn user_message(diagnosis: &Diagnosis) -> String {
+    json!({
+        "domain": diagnosis.domain,
+        "overall_score": diagnosis.overall_score,
+        "findings": diagnosis.findings,
+        "signals": diagnosis.signals,
+        "missing_services": diagnosis.missing_services,
+    })
+    .to_string()
+}
+
+/// Asks for the narrative of `diagnosis`, retrying what may succeed. Each call carries the
+/// run's trace (`trace`), from the analysis's span.
+pub async fn narrative(config: &LlmConfig, diagnosis: &Diagnosis, trace: &RunTrace) -> Asked {
+    let started = crate::clock::now_ms();
+    let message = user_message(diagnosis);
+    let usage = |attempts: u32, (input, output): (u64, u64), model: Option<String>, fallback: Option<String>| {
+        let model = model.unwrap_or_else(|| config.model.clone());
+        Usage {
+            provider: llm::provider_of(&config.url),
+            cost_usd: config.prices.cost(&model, input, output),
+            model,
+            prompt_hash: llm::prompt_hash(),
+            input_tokens: input,
+            output_tokens: output,
+            latency_ms: crate::clock::now_ms().saturating_sub(started),
+            attempts,
+            cached: false,
+            fallback_reason: fallback,
+        }
+    };
     let mut rng = SplitMix64::new(crate::clock::random_u64().unwrap_or(7));
     let mut attempt = 1;
     loop {
-        match call(config, diagnosis, trace).await {
-            Ok(text) => return Ok(text),
-            Err(e) if !e.retryable => return Err(format!("LLM call failed: {}", e.message)),
+        let failed = match call(config, &message, trace).await {
+            Ok(answer) => {
+                return Asked { usage: usage(attempt, answer.tokens, answer.model, None), narrative: Ok(answer.text) }
+            }
+            Err(e) if !e.retryable => format!("LLM call failed: {}", e.message),
             Err(e) => match config.policy.next_delay(attempt, &mut rng as &mut dyn RandomSource) {
                 Some(delay) => {
                     Delay::from(Duration::from_millis(delay)).await;
                     attempt += 1;
+                    continue;
                 }
-                None => return Err(format!("LLM call failed after {attempt} attempts: {}", e.message)),
+                None => format!("LLM call failed after {attempt} attempts: {}", e.message),
             },
-        }
+        };
+        return Asked { usage: usage(attempt, (0, 0), None, Some(failed.clone())), narrative: Err(failed) };
     }
 }
 
-async fn call(config: &LlmConfig, diagnosis: &Diagnosis, trace: &RunTrace) -> Result<String, AttemptError> {
+async fn call(config: &LlmConfig, message: &str, trace: &RunTrace) -> Result<Answer, AttemptError> {
     let retryable = |message: String| AttemptError { message, retryable: true };
     let body = json!({
         "model": config.model,
-        "temperature": 0.2,
+        "temperature": llm::TEMPERATURE,
         "messages": [
-            {"role": "system", "content": "You are an SEO analyst. Write a short diagnosis (at most 150 words) \
-              for the site owner from these normalised signals and findings. Mention missing data if any."},
-            {"role": "user", "content": json!({
-                "domain": diagnosis.domain,
-                "overall_score": diagnosis.overall_score,
-                "findings": diagnosis.findings,
-                "signals": diagnosis.signals,
-                "missing_services": diagnosis.missing_services,
-            }).to_string()},
+            {"role": "system", "content": llm::SYSTEM_PROMPT},
+            {"role": "user", "content": message},
         ],
     });
     let headers = Headers::new();
@@ -132,10 +181,11 @@ async fn call(config: &LlmConfig, diagnosis: &Diagnosis, trace: &RunTrace) -> Re
         }
     }
     let answer: Value = serde_json::from_str(&text).map_err(|_| retryable("malformed answer: not JSON".to_string()))?;
-    answer["choices"][0]["message"]["content"]
+    let text = answer["choices"][0]["message"]["content"]
         .as_str()
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .map(str::to_string)
-        .ok_or_else(|| retryable("malformed answer: no choices[0].message.content".to_string()))
+        .ok_or_else(|| retryable("malformed answer: no choices[0].message.content".to_string()))?;
+    Ok(Answer { text, tokens: llm::tokens_of(&answer), model: answer["model"].as_str().map(str::to_string) })
 }

@@ -284,6 +284,12 @@ pub fn llm(env: &Env) -> Option<LlmSettings> {
     })
 }
 
+/// `LLM_PRICES` ([`baton_core::llm::Prices`]): USD per million tokens by model. An invalid
+/// setting is an error naming the variable.
+pub fn llm_prices(env: &Env) -> std::result::Result<baton_core::llm::Prices, String> {
+    baton_core::llm::Prices::parse(&var(env, baton_core::llm::PRICES_VAR).unwrap_or_default())
+}
+
 /// `RETENTION_DAYS` and `RETENTION_DAYS_BY_CLIENT` ([`baton_core::retention`]). An invalid
 /// setting is an error naming the variable: nothing is archived under it.
 pub fn retention(

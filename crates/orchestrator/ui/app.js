@@ -391,11 +391,19 @@ function diagnosisCard(run) {
     d.synthesis ? h("p", {}, d.synthesis) : null,
     d.narrative ? h("p", {}, d.narrative) : null,
     d.synthesis_error ? h("p", { class: "error" }, `Narrative unavailable: ${d.synthesis_error}`) : null,
+    d.llm ? h("p", { class: "muted", id: "llm-usage" }, llmUsage(d.llm)) : null,
     h("h3", {}, `Findings (${findings.length})`),
     findings.length ? findings.map((f) => h("div", { class: `finding sev-${f.severity}`, "data-finding": f.id },
       h("strong", {}, f.title || f.id), " ", h("span", { class: "muted" }, `${f.severity || ""}${(f.services || []).length ? " · " + f.services.join(", ") : ""}`),
       f.detail ? h("div", {}, f.detail) : null)) : h("p", { class: "muted" }, "No findings."),
     (d.recommendations || []).length ? [h("h3", {}, "Recommendations"), h("ol", {}, d.recommendations.map((r) => h("li", {}, r.action)))] : null);
+}
+
+// What the analysis asked of the LLM, on one line.
+function llmUsage(u) {
+  const cost = typeof u.cost_usd === "number" ? ` · $${u.cost_usd.toFixed(6)}` : "";
+  const attempts = `${u.attempts} attempt${u.attempts === 1 ? "" : "s"}`;
+  return `LLM: ${u.model} at ${u.provider} · ${u.input_tokens} in / ${u.output_tokens} out tokens${cost} · ${u.latency_ms} ms · ${attempts}${u.cached ? " · from the cache" : ""}`;
 }
 
 function eventsTable(events) {

@@ -49,13 +49,15 @@ impl Engine<'_> {
         };
         let mut diagnosis = rule_based_diagnosis(&loaded, synthesis_error);
         if let (Analysis::Full, Some(llm)) = (analysis, LlmConfig::from_env(self.env())) {
-            match narrative(&llm, &diagnosis, &loaded.run.trace()).await {
+            let asked = narrative(&llm, &diagnosis, &loaded.run.trace()).await;
+            match asked.narrative {
                 Ok(text) => {
                     diagnosis.narrative = Some(text);
                     diagnosis.synthesis = "rules+llm".to_string();
                 }
                 Err(error) => diagnosis.synthesis_error = Some(error),
             }
+            diagnosis.llm = Some(asked.usage);
         }
         self.finish_analysed(&loaded, diagnosis).await?;
         Ok(())
