@@ -61,6 +61,57 @@ pub struct Usage {
     pub fallback_reason: Option<String>,
 }
 
+/// The variable that sets how long an answer is reused: seconds, `0` turns the cache off.
+pub const CACHE_SECONDS_VAR: &str = "LLM_CACHE_SECONDS";
+
+/// How long an answer is reused when [`CACHE_SECONDS_VAR`] is unset: an hour.
+pub const DEFAULT_CACHE_SECONDS: u64 = 3_600;
+
+/// KV's shortest expiry: a shorter cache time (other than 0) is refused.
+pub const MIN_CACHE_SECONDS: u64 = 60;
+
+/// Reads [`CACHE_SECONDS_VAR`]: unset or blank is [`DEFAULT_CACHE_SECONDS`], `0` is off;
+/// every problem names the variable.
+pub fn parse_cache_seconds(text: Option<&str>) -> Result<u64, String> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(DEFAULT_CACHE_SECONDS) };
+    match text.parse::<u64>() {
+        Ok(0) => Ok(0),
+        Ok(seconds) if seconds >= MIN_CACHE_SECONDS => Ok(seconds),
+        Ok(seconds) => Err(format!(
+            "{CACHE_SECONDS_VAR} must be 0 (no cache) or at least {MIN_CACHE_SECONDS} seconds (KV's shortest expiry), got {seconds}"
+        )),
+        Err(_) => Err(format!("{CACHE_SECONDS_VAR} must be a whole number of seconds, got {text:?}")),
+    }
+}
+
+/// An answer kept under its request's [`cache_key`]: the narrative and the model that wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cached {
+    /// The narrative.
+    pub narrative: String,
+    /// The model that wrote it.
+    pub model: String,
+}
+
+impl Usage {
+    /// The usage of an analysis the cache answered: nothing was sent, nothing paid
+    /// (`cost_usd` is 0 for a priced model), `latency_ms` is the cache read's.
+    pub fn from_cache(provider: String, cached: &Cached, latency_ms: u64, prices: &Prices) -> Usage {
+        Usage {
+            provider,
+            model: cached.model.clone(),
+            prompt_hash: prompt_hash(),
+            input_tokens: 0,
+            output_tokens: 0,
+            latency_ms,
+            attempts: 0,
+            cost_usd: prices.cost(&cached.model, 0, 0),
+            cached: true,
+            fallback_reason: None,
+        }
+    }
+}
+
 /// The price of a model, USD per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +197,28 @@ mod tests {
         assert_eq!(provider_of("http://127.0.0.1:9999/v1"), "127.0.0.1");
         assert_eq!(tokens_of(&json!({"usage": {"prompt_tokens": 120, "completion_tokens": 40}})), (120, 40));
         assert_eq!(tokens_of(&json!({})), (0, 0));
+    }
+
+    #[test]
+    fn the_cache_time_defaults_to_an_hour_and_bad_ones_name_the_variable() {
+        assert_eq!(parse_cache_seconds(None), Ok(DEFAULT_CACHE_SECONDS));
+        assert_eq!(parse_cache_seconds(Some(" ")), Ok(DEFAULT_CACHE_SECONDS));
+        assert_eq!(parse_cache_seconds(Some("0")), Ok(0));
+        assert_eq!(parse_cache_seconds(Some("60")), Ok(60));
+        for bad in ["59", "-1", "1h", "1.5"] {
+            assert!(parse_cache_seconds(Some(bad)).unwrap_err().starts_with(CACHE_SECONDS_VAR), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cached_answer_costs_nothing_and_says_so() {
+        let prices = Prices::parse(r#"{"m": {"input": 1, "output": 2}}"#).unwrap();
+        let cached = Cached { narrative: "n".into(), model: "m".into() };
+        let usage = Usage::from_cache("host".into(), &cached, 3, &prices);
+        assert_eq!((usage.cached, usage.attempts, usage.input_tokens, usage.output_tokens), (true, 0, 0, 0));
+        assert_eq!((usage.cost_usd, usage.latency_ms, usage.model.as_str()), (Some(0.0), 3, "m"));
+        let other = Cached { model: "unpriced".into(), ..cached };
+        assert_eq!(Usage::from_cache("host".into(), &other, 3, &prices).cost_usd, None);
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //! [`Snapshot::add_totals`] folds the totals into what the live rows counted. Histograms are
 //! cumulative (`le`) bucket counts over [`RUN_SECONDS`], [`FAN_IN_SECONDS`] and [`TASK_SECONDS`].
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+
+use crate::llm::Usage;
 
 use crate::execution::QueueStatus;
 use crate::state::{RunStatus, StepStatus};
@@ -73,6 +76,27 @@ pub struct Snapshot {
     pub pools: Vec<Pool>,
     /// Archive passes' failures to write or verify a run's object in R2.
     pub archive_failures: u64,
+    /// What analyses asked of the LLM, by model.
+    pub llm: BTreeMap<String, LlmTotals>,
+}
+
+/// What analyses asked of one model, summed ([`llm_totals`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LlmTotals {
+    /// Analyses that stood.
+    pub analyses: u64,
+    /// Calls made to the model.
+    pub calls: u64,
+    /// Analyses the cache answered.
+    pub cache_hits: u64,
+    /// Analyses whose narrative is missing (the rules' diagnosis stood alone).
+    pub fallbacks: u64,
+    /// Tokens read.
+    pub input_tokens: u64,
+    /// Tokens written.
+    pub output_tokens: u64,
+    /// The estimated cost at `LLM_PRICES`, in billionths of a USD.
+    pub cost_nano_usd: u64,
 }
 
 /// What one ended run counts in the metrics: its rows as the transaction that ends it leaves
@@ -132,6 +156,35 @@ pub fn leaving_totals(run: &Leaving<'_>) -> Vec<Total> {
         observe("attempt", TASK_SECONDS, ended.saturating_sub(*started));
     }
     totals.into_iter().filter(|(_, v)| *v != 0).map(|((m, l), v)| (m, l, v)).collect()
+}
+
+/// The totals metric of the LLM's usage: label `{model}\u{1f}{what}` ([`LLM_WHAT`]).
+pub const LLM: &str = "llm";
+
+/// What [`LLM`] totals count, in [`LlmTotals`]' order.
+pub const LLM_WHAT: [&str; 7] =
+    ["analyses", "calls", "cache_hits", "fallbacks", "input_tokens", "output_tokens", "cost_nano_usd"];
+
+/// What an analysis's LLM usage adds to the totals, by model. Added by the batch that ends the
+/// run with that diagnosis and never taken back (a retry's new analysis adds its own): they
+/// count what was asked and paid.
+pub fn llm_totals(usage: &Usage) -> Vec<Total> {
+    let cost = usage.cost_usd.map_or(0, |usd| (usd * 1e9).round().max(0.0) as i64);
+    let values = [
+        1,
+        i64::from(usage.attempts),
+        i64::from(usage.cached),
+        i64::from(usage.fallback_reason.is_some()),
+        usage.input_tokens as i64,
+        usage.output_tokens as i64,
+        cost,
+    ];
+    LLM_WHAT
+        .iter()
+        .zip(values)
+        .filter(|(_, v)| *v != 0)
+        .map(|(what, v)| (LLM.to_string(), format!("{}\u{1f}{what}", usage.model), v))
+        .collect()
 }
 
 /// The label of the bucket `ms` falls in: `le:{the smallest bound in ms it is at most}`, or
@@ -205,6 +258,21 @@ impl Snapshot {
                 "attempts" => self.attempts_total += (*value).max(0) as u64,
                 "retries" => add(&mut self.retries_by_service, label, *value),
                 ARCHIVE_FAILURES => self.archive_failures += (*value).max(0) as u64,
+                LLM => {
+                    let Some((model, what)) = label.rsplit_once('\u{1f}') else { continue };
+                    let totals = self.llm.entry(model.to_string()).or_default();
+                    let value = (*value).max(0) as u64;
+                    match what {
+                        "analyses" => totals.analyses += value,
+                        "calls" => totals.calls += value,
+                        "cache_hits" => totals.cache_hits += value,
+                        "fallbacks" => totals.fallbacks += value,
+                        "input_tokens" => totals.input_tokens += value,
+                        "output_tokens" => totals.output_tokens += value,
+                        "cost_nano_usd" => totals.cost_nano_usd += value,
+                        _ => {}
+                    }
+                }
                 _ => {}
             }
         }
@@ -248,6 +316,7 @@ impl Snapshot {
             queue_by_status,
             pools,
             archive_failures,
+            llm,
         } = other;
         merge(&mut self.runs_by_status, runs_by_status);
         merge(&mut self.steps_by_status, steps_by_status);
@@ -258,6 +327,16 @@ impl Snapshot {
         observed(&mut self.task_seconds, task_seconds);
         merge(&mut self.queue_by_status, queue_by_status);
         self.archive_failures += archive_failures;
+        for (model, from) in llm {
+            let into = self.llm.entry(model).or_default();
+            into.analyses += from.analyses;
+            into.calls += from.calls;
+            into.cache_hits += from.cache_hits;
+            into.fallbacks += from.fallbacks;
+            into.input_tokens += from.input_tokens;
+            into.output_tokens += from.output_tokens;
+            into.cost_nano_usd += from.cost_nano_usd;
+        }
         for pool in pools {
             match self.pools.iter_mut().find(|p| p.resource == pool.resource) {
                 Some(p) => {
@@ -366,6 +445,53 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Runs an archive pass could not write or verify in R2 (each kept in D1 and tried again).",
         vec![(vec![], s.archive_failures as f64)],
+    );
+    let by_model = |value: fn(&LlmTotals) -> u64| -> Vec<Sample<'_>> {
+        s.llm.iter().map(|(model, t)| (vec![("model", model.as_str())], value(t) as f64)).collect()
+    };
+    out.family(
+        "orchestrator_llm_analyses_total",
+        "counter",
+        "Analyses that asked the LLM (or its cache) for a narrative, by model.",
+        by_model(|t| t.analyses),
+    );
+    out.family(
+        "orchestrator_llm_calls_total",
+        "counter",
+        "Calls made to the LLM, retries included, by model.",
+        by_model(|t| t.calls),
+    );
+    out.family(
+        "orchestrator_llm_cache_hits_total",
+        "counter",
+        "Analyses answered from the cache (LLM_CACHE_SECONDS), by model.",
+        by_model(|t| t.cache_hits),
+    );
+    out.family(
+        "orchestrator_llm_fallbacks_total",
+        "counter",
+        "Analyses whose LLM call failed, leaving the rules' diagnosis alone, by model.",
+        by_model(|t| t.fallbacks),
+    );
+    out.family(
+        "orchestrator_llm_tokens_total",
+        "counter",
+        "Tokens the LLM read (type=input) and wrote (type=output), as the provider counted them, by model.",
+        s.llm
+            .iter()
+            .flat_map(|(model, t)| {
+                [
+                    (vec![("model", model.as_str()), ("type", "input")], t.input_tokens as f64),
+                    (vec![("model", model.as_str()), ("type", "output")], t.output_tokens as f64),
+                ]
+            })
+            .collect(),
+    );
+    out.family(
+        "orchestrator_llm_cost_usd_total",
+        "counter",
+        "The LLM's estimated cost at LLM_PRICES, in USD, by model.",
+        by_model(|t| t.cost_nano_usd).into_iter().map(|(labels, nano)| (labels, nano / 1e9)).collect(),
     );
     out.text
 }
@@ -742,6 +868,58 @@ mod tests {
         let mut s = Snapshot::default();
         s.add_totals(&[(ARCHIVE_FAILURES.into(), String::new(), 2)]);
         assert!(render(&s).contains("\norchestrator_archive_failures_total 2\n"));
+    }
+
+    fn usage(model: &str, attempts: u32, tokens: (u64, u64), cost: Option<f64>, cached: bool) -> Usage {
+        Usage {
+            provider: "api.example".into(),
+            model: model.into(),
+            prompt_hash: "h".into(),
+            input_tokens: tokens.0,
+            output_tokens: tokens.1,
+            latency_ms: 10,
+            attempts,
+            cost_usd: cost,
+            cached,
+            fallback_reason: None,
+        }
+    }
+
+    #[test]
+    fn the_llms_usage_sums_by_model_across_shards() {
+        let mut one = Snapshot::default();
+        one.add_totals(&llm_totals(&usage("m-1", 2, (1_000, 200), Some(0.00027), false)));
+        one.add_totals(&llm_totals(&usage("m-1", 0, (0, 0), Some(0.0), true)));
+        let mut two = Snapshot::default();
+        let failed = Usage { fallback_reason: Some("HTTP 500".into()), ..usage("m-2", 3, (0, 0), None, false) };
+        two.add_totals(&llm_totals(&failed));
+        one.absorb(two);
+        let m1 = &one.llm["m-1"];
+        assert_eq!((m1.analyses, m1.calls, m1.cache_hits, m1.input_tokens, m1.output_tokens), (2, 2, 1, 1_000, 200));
+        assert_eq!(m1.cost_nano_usd, 270_000);
+        assert_eq!((one.llm["m-2"].fallbacks, one.llm["m-2"].calls), (1, 3));
+        let text = render(&one);
+        for line in [
+            "orchestrator_llm_tokens_total{model=\"m-1\",type=\"input\"} 1000",
+            "orchestrator_llm_tokens_total{model=\"m-1\",type=\"output\"} 200",
+            "orchestrator_llm_cost_usd_total{model=\"m-1\"} 0.00027",
+            "orchestrator_llm_cache_hits_total{model=\"m-1\"} 1",
+            "orchestrator_llm_fallbacks_total{model=\"m-2\"} 1",
+            "orchestrator_llm_calls_total{model=\"m-2\"} 3",
+        ] {
+            assert!(text.contains(&format!("\n{line}\n")), "{line} in\n{text}");
+        }
+        // A retry takes back what the ending counted, never what was asked of the LLM.
+        assert!(restart_totals(&Leaving {
+            status: RunStatus::Completed,
+            started_at: 0,
+            completed_at: Some(1),
+            claimed_at: None,
+            steps: &[],
+            attempts: &[],
+        })
+        .iter()
+        .all(|(m, _, _)| m != LLM));
     }
 }
 

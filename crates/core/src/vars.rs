@@ -37,6 +37,7 @@ pub const CHECKS: &[Check] = &[
     Check { variables: &[retention::RETENTION_DAYS, retention::RETENTION_DAYS_BY_CLIENT], run: retention },
     Check { variables: &[shard::D1_SHARDS, shard::SHARD_BY_CLIENT], run: shards },
     Check { variables: &[llm::PRICES_VAR], run: llm_prices },
+    Check { variables: &[llm::CACHE_SECONDS_VAR], run: llm_cache_seconds },
 ];
 
 /// Every problem of the variables `lookup` gives, by every check.
@@ -100,6 +101,17 @@ fn llm_prices(lookup: Lookup<'_>) -> Vec<VarProblem> {
     }
 }
 
+/// `LLM_CACHE_SECONDS` ([`llm::parse_cache_seconds`]).
+fn llm_cache_seconds(lookup: Lookup<'_>) -> Vec<VarProblem> {
+    match llm::parse_cache_seconds(lookup(llm::CACHE_SECONDS_VAR).as_deref()) {
+        Ok(_) => Vec::new(),
+        Err(problem) => {
+            let problem = problem.strip_prefix(llm::CACHE_SECONDS_VAR).unwrap_or(&problem).trim_start();
+            vec![VarProblem { variable: llm::CACHE_SECONDS_VAR.to_string(), problem: problem.to_string() }]
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -120,6 +132,8 @@ mod tests {
         assert_eq!(problems(&[("D1_SHARDS", "0")]), ["D1_SHARDS"]);
         assert_eq!(problems(&[("D1_SHARDS", "2"), ("SHARD_BY_CLIENT", r#"{"acme": 2}"#)]), ["SHARD_BY_CLIENT"]);
         assert!(problems(&[("D1_SHARDS", "2"), ("SHARD_BY_CLIENT", r#"{"acme": 1}"#)]).is_empty());
+        assert_eq!(problems(&[("LLM_CACHE_SECONDS", "5")]), ["LLM_CACHE_SECONDS"]);
+        assert!(problems(&[("LLM_CACHE_SECONDS", "0")]).is_empty());
         assert_eq!(
             problems(&[("POLLER_BATCH_SIZE", "0"), ("JOB_TIMEOUT_MINUTES", "x"), ("RETENTION_DAYS", "-1")]),
             ["JOB_TIMEOUT_MINUTES", "POLLER_BATCH_SIZE", "RETENTION_DAYS"]

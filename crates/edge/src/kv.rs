@@ -46,6 +46,19 @@ impl Kv {
             .map_err(|e| Error::Kv(format!("put {key}: {e}")))
     }
 
+    /// Writes a text value that KV forgets after `ttl_seconds` (at least 60).
+    pub async fn put_text_expiring(&self, key: &str, value: &str, ttl_seconds: u64) -> Result<()> {
+        self.check("put", key)?;
+        crate::meter::add(|u| u.kv_writes += 1);
+        self.store
+            .put(key, value)
+            .map_err(|e| Error::Kv(format!("put {key}: {e}")))?
+            .expiration_ttl(ttl_seconds)
+            .execute()
+            .await
+            .map_err(|e| Error::Kv(format!("put {key}: {e}")))
+    }
+
     /// Writes a JSON value.
     pub async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         let text = serde_json::to_string(value).map_err(|e| Error::Internal(e.to_string()))?;

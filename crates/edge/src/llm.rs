@@ -3,11 +3,15 @@
 //! `https://api.openai.com/v1`), `LLM_API_KEY` (secret) and `LLM_MODEL`; unset URL = off.
 //! Timeouts, 429, 5xx and malformed answers are retried with backoff within the analysis;
 //! after the last attempt the caller keeps the rule-based diagnosis and records the error.
+//! An answer is kept in KV under its request's key ([`llm::cache_key`]: the prompt template,
+//! the model, the run's signals and findings) for `LLM_CACHE_SECONDS`: an identical request
+//! meanwhile is answered from there, and its usage says so.
 
 use std::time::Duration;
 
+use crate::kv::Kv;
 use crate::settings::{self, LlmSettings};
-use baton_core::llm::{self, Prices, Usage};
+use baton_core::llm::{self, Cached, Prices, Usage};
 use baton_core::retry::{RandomSource, RetryPolicy, SplitMix64};
 use baton_core::synthesis::Diagnosis;
 use baton_core::trace::{RunTrace, SpanOf};
@@ -22,6 +26,8 @@ pub struct LlmConfig {
     timeout_ms: u64,
     policy: RetryPolicy,
     prices: Prices,
+    /// How long an answer is reused (0: never).
+    cache_seconds: u64,
 }
 
 impl LlmConfig {
@@ -31,6 +37,10 @@ impl LlmConfig {
         let prices = settings::llm_prices(env).unwrap_or_else(|e| {
             worker::console_error!("{e}; no LLM cost is estimated until it is fixed");
             Prices::default()
+        });
+        let cache_seconds = settings::llm_cache_seconds(env).unwrap_or_else(|e| {
+            worker::console_error!("{e}; answers are not cached until it is fixed");
+            0
         });
         Some(LlmConfig {
             url,
@@ -45,6 +55,7 @@ impl LlmConfig {
                 non_retryable_error_kinds: Vec::new(),
             },
             prices,
+            cache_seconds,
         })
     }
 }
@@ -83,11 +94,41 @@ pub fn user_message(diagnosis: &Diagnosis) -> String {
     .to_string()
 }
 
-/// Asks for the narrative of `diagnosis`, retrying what may succeed. Each call carries the
-/// run's trace (`trace`), from the analysis's span.
-pub async fn narrative(config: &LlmConfig, diagnosis: &Diagnosis, trace: &RunTrace) -> Asked {
+/// Asks for the narrative of `diagnosis`: from the cache (`kv`) when an identical request was
+/// answered within `LLM_CACHE_SECONDS`, else from the model, retrying what may succeed (and
+/// keeping its answer in the cache). Each call carries the run's trace (`trace`), from the
+/// analysis's span. The cache is best effort: a KV failure only means the model is asked.
+pub async fn narrative(config: &LlmConfig, diagnosis: &Diagnosis, trace: &RunTrace, kv: Option<&Kv>) -> Asked {
     let started = crate::clock::now_ms();
     let message = user_message(diagnosis);
+    let cache = kv.filter(|_| config.cache_seconds > 0).map(|kv| (kv, llm::cache_key(&config.model, &message)));
+    if let Some((kv, key)) = &cache {
+        match kv.get_text(key).await {
+            Ok(Some(text)) => match serde_json::from_str::<Cached>(&text) {
+                Ok(cached) => {
+                    let took = crate::clock::now_ms().saturating_sub(started);
+                    let usage = Usage::from_cache(llm::provider_of(&config.url), &cached, took, &config.prices);
+                    return Asked { narrative: Ok(cached.narrative), usage };
+                }
+                Err(e) => worker::console_warn!("LLM cache {key}: unreadable ({e}); asking the model"),
+            },
+            Ok(None) => {}
+            Err(e) => worker::console_warn!("LLM cache: {e}; asking the model"),
+        }
+    }
+    let asked = ask(config, &message, trace, started).await;
+    if let (Some((kv, key)), Ok(narrative)) = (&cache, &asked.narrative) {
+        let cached = Cached { narrative: narrative.clone(), model: asked.usage.model.clone() };
+        let text = serde_json::to_string(&cached).unwrap_or_default();
+        if let Err(e) = kv.put_text_expiring(key, &text, config.cache_seconds).await {
+            worker::console_warn!("LLM cache: {e}; the answer is not kept");
+        }
+    }
+    asked
+}
+
+/// Asks the model for the narrative of `message`, retrying what may succeed.
+async fn ask(config: &LlmConfig, message: &str, trace: &RunTrace, started: u64) -> Asked {
     let usage = |attempts: u32, (input, output): (u64, u64), model: Option<String>, fallback: Option<String>| {
         let model = model.unwrap_or_else(|| config.model.clone());
         Usage {
@@ -106,7 +147,7 @@ pub async fn narrative(config: &LlmConfig, diagnosis: &Diagnosis, trace: &RunTra
     let mut rng = SplitMix64::new(crate::clock::random_u64().unwrap_or(7));
     let mut attempt = 1;
     loop {
-        let failed = match call(config, &message, trace).await {
+        let failed = match call(config, message, trace).await {
             Ok(answer) => {
                 return Asked { usage: usage(attempt, answer.tokens, answer.model, None), narrative: Ok(answer.text) }
             }

@@ -290,6 +290,12 @@ pub fn llm_prices(env: &Env) -> std::result::Result<baton_core::llm::Prices, Str
     baton_core::llm::Prices::parse(&var(env, baton_core::llm::PRICES_VAR).unwrap_or_default())
 }
 
+/// `LLM_CACHE_SECONDS` ([`baton_core::llm::parse_cache_seconds`]): how long an answer is
+/// reused, 0 for never. An invalid setting is an error naming the variable.
+pub fn llm_cache_seconds(env: &Env) -> std::result::Result<u64, String> {
+    baton_core::llm::parse_cache_seconds(var(env, baton_core::llm::CACHE_SECONDS_VAR).as_deref())
+}
+
 /// `RETENTION_DAYS` and `RETENTION_DAYS_BY_CLIENT` ([`baton_core::retention`]). An invalid
 /// setting is an error naming the variable: nothing is archived under it.
 pub fn retention(

@@ -49,7 +49,8 @@ impl Engine<'_> {
         };
         let mut diagnosis = rule_based_diagnosis(&loaded, synthesis_error);
         if let (Analysis::Full, Some(llm)) = (analysis, LlmConfig::from_env(self.env())) {
-            let asked = narrative(&llm, &diagnosis, &loaded.run.trace()).await;
+            let kv = crate::kv::Kv::from_env(self.env()).ok();
+            let asked = narrative(&llm, &diagnosis, &loaded.run.trace(), kv.as_ref()).await;
             match asked.narrative {
                 Ok(text) => {
                     diagnosis.narrative = Some(text);

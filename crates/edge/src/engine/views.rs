@@ -124,6 +124,7 @@ impl Engine<'_> {
                 .map(|(resource, capacity, in_use)| Pool { resource, capacity, in_use })
                 .collect(),
             archive_failures: 0,
+            llm: Default::default(),
         };
         snapshot.add_totals(&a.totals);
         Ok(snapshot)

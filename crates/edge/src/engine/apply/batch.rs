@@ -382,7 +382,11 @@ pub(crate) fn ending(
     let row = event(&ended, id, RUN_STATUS_EVENT_TYPE, payload, finish_dedupe_key(&run_id, round));
     writes.push(Write::EventIfVersion { event: Box::new(row), token });
     writes.push(Write::CountEnded { client_id: ended.run.client_id.clone(), token });
-    writes.extend(totals::writes(&totals::of_run(&ended, &[], metrics::ending_totals), token, true));
+    let mut counted = totals::of_run(&ended, &[], metrics::ending_totals);
+    if let Some(usage) = diagnosis.as_ref().and_then(|d| d.llm.as_ref()) {
+        counted.extend(metrics::llm_totals(usage));
+    }
+    writes.extend(totals::writes(&counted, token, true));
     writes.push(Write::Deliveries {
         outbox: fresh.outbox(now, Shard::of_id(&ended.run.run_id))?,
         ended: Box::new(ended.clone()),
