@@ -7,6 +7,7 @@ mod archive;
 mod bad_input;
 mod cli;
 mod consumer;
+mod cost;
 mod deadlines;
 mod foundation;
 mod in_place;

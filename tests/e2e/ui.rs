@@ -141,7 +141,7 @@ fn the_ui_shows_a_run_filling_in_live_with_every_step_and_the_diagnosis_and_only
                   failed: text(\"#steps tr[data-service='domain-authority']\"), \
                   output: document.querySelector(\"#steps tr[data-service='vitals-monitor'] details.output pre\")?.textContent ?? null, \
                   fanIn: document.getElementById('fan-in') !== null, \
-                  trace: text('#run-trace'), \
+                  trace: text('#run-trace'), cost: text('#run-cost'), \
                   confidence: text('#confidence'), missing: text('#missing'), \
                   findings: document.querySelectorAll('#diagnosis [data-finding]').length, \
                   events: [...document.querySelectorAll('#events tr[data-event]')].map(r => r.dataset.event) }",
@@ -150,6 +150,11 @@ fn the_ui_shows_a_run_filling_in_live_with_every_step_and_the_diagnosis_and_only
     let api = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{run_id}")).json();
     assert!(api["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{api}");
     assert_eq!(details["trace"], api["trace_id"], "the page shows the run's trace id");
+    let cost = details["cost"].as_str().unwrap_or("");
+    assert!(
+        cost.starts_with('$') && cost.contains(" subrequests") && cost.contains("D1 "),
+        "the page shows its cost: {cost}"
+    );
     let retried = details["retried"].as_str().unwrap_or("");
     assert!(retried.contains("attempt 1: retrying") && retried.contains("attempt 2: completed"), "{retried}");
     assert!(details["failed"].as_str().unwrap_or("").contains("failed"), "{details}");

@@ -100,6 +100,31 @@ pub struct RunDetail {
     /// Whether the run is read from the archive (it ended longer ago than its client's
     /// retention, `RETENTION_DAYS`): the same answer, read from R2.
     pub archived: bool,
+    /// What the run cost so far.
+    pub cost: RunCost,
+}
+
+/// What a run cost: the units Cloudflare bills for that Baton's workers used on its behalf,
+/// recorded as each piece of its work ends (so a run in progress shows what is done), and
+/// their price at `COST_PRICES`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunCost {
+    /// Units by name: `d1_round_trips`, `d1_statements`, `d1_rows_read`, `d1_rows_written`,
+    /// `kv_reads`, `kv_writes`, `queue_messages`, `subrequests`, `r2_reads`, `r2_writes`.
+    pub units: std::collections::BTreeMap<String, u64>,
+    /// Their cost at `COST_PRICES` (USD per million of each unit).
+    pub usd: f64,
+}
+
+impl RunCost {
+    /// The cost of `units` at `prices`.
+    pub fn of(units: &baton_core::cost::Units, prices: &baton_core::cost::UnitPrices) -> RunCost {
+        let names = baton_core::cost::UNIT_NAMES;
+        RunCost {
+            units: names.iter().zip(units.values()).map(|(n, v)| (n.to_string(), v)).collect(),
+            usd: prices.cost_usd(units),
+        }
+    }
 }
 
 /// One step of a run, with its attempts.

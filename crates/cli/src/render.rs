@@ -155,6 +155,9 @@ pub fn run_report(run: &Value) -> String {
     if let Some(trace_id) = run["trace_id"].as_str() {
         out.push_str(&format!("  trace {trace_id}\n"));
     }
+    if let Some(usd) = run["cost"]["usd"].as_f64() {
+        out.push_str(&format!("  cost ${usd:.6}: {}\n", units(&run["cost"]["units"])));
+    }
     out.push_str(&format!(
         "  {} services: {} completed, {} failed, {} timed out, {} skipped\n",
         summary["servicesTotal"].as_u64().unwrap_or(0),
@@ -444,6 +447,23 @@ pub fn execution(body: &Value) -> String {
     out
 }
 
+/// A run's billed units on one line: `31 D1 rows read, 25 written (8 statements), 1 KV read, ...`.
+fn units(units: &Value) -> String {
+    let n = |name: &str| units[name].as_u64().unwrap_or(0);
+    format!(
+        "{} D1 rows read, {} written ({} statements), {} KV reads, {} KV writes, {} queue messages, {} subrequests, {} R2 reads, {} R2 writes",
+        n("d1_rows_read"),
+        n("d1_rows_written"),
+        n("d1_statements"),
+        n("kv_reads"),
+        n("kv_writes"),
+        n("queue_messages"),
+        n("subrequests"),
+        n("r2_reads"),
+        n("r2_writes"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,6 +475,8 @@ mod tests {
             "client_id": "alice",
             "acted_by": "key-accounts",
             "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "cost": {"usd": 0.0000251, "units": {"d1_rows_read": 40, "d1_rows_written": 25, "d1_statements": 23,
+                     "kv_reads": 0, "kv_writes": 1, "queue_messages": 0, "subrequests": 6}},
             "summary": {
                 "runId": "run_1", "planId": "quick-v1", "domain": "example.com", "status": status,
                 "startedAt": "2026-01-01T00:00:00.000Z", "completedAt": completed,
@@ -494,6 +516,7 @@ mod tests {
         for expected in [
             "  started for alice by key-accounts\n",
             "  trace 4bf92f3577b34da6a3ce929d0e0e4736\n",
+            "  cost $0.000025: 40 D1 rows read, 25 written (23 statements), 0 KV reads, 1 KV writes, 0 queue messages, 6 subrequests, 0 R2 reads, 0 R2 writes\n",
             "  2 services: 1 completed, 1 failed, 0 timed out, 0 skipped\n",
             "  wave 1  serp                         completed  attempt 1  1.5 s\n          output {\"keywords\":[\"a\",\"b\"],\"rank\":3}\n",
             "  wave 2  seo                          failed     attempt 3  2.0 s  (Worker config invalid)\n",

@@ -56,12 +56,15 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> worker::R
     if queue == queue_names::TASKS {
         // Grouped by run: one read and one claim transaction per run.
         tasks::handle_batch(&engine, &messages).await;
-        return Ok(());
+    } else {
+        // Locally one batch per queue is in flight at a time, and in production a batch's
+        // messages are independent: handle them concurrently (each decides and acks on its
+        // own, and what it does is its run's).
+        let handlers: Vec<_> =
+            messages.iter().map(|message| baton_edge::meter::for_request(handle(&engine, queue, message))).collect();
+        join_all(handlers).await;
     }
-    // Locally one batch per queue is in flight at a time, and in production a batch's
-    // messages are independent: handle them concurrently (each decides and acks on its own).
-    let handlers: Vec<_> = messages.iter().map(|message| handle(&engine, queue, message)).collect();
-    join_all(handlers).await;
+    baton_edge::meter::flush(&env).await;
     Ok(())
 }
 

@@ -49,7 +49,9 @@ pub async fn handle_batch(engine: &Engine<'_>, messages: &[RawMessage]) {
         }
     }
     let ran = groups.iter().map(|(on_shard, tasks)| run_tasks(on_shard, tasks));
-    let fired = timers.iter().map(|(message, timer)| fire(engine, message, timer));
+    let fired = timers
+        .iter()
+        .map(|(message, timer)| baton_edge::meter::for_run(timer.run_id.as_str(), fire(engine, message, timer)));
     join(join_all(ran), join_all(fired)).await;
 }
 

@@ -46,6 +46,7 @@
 
 pub mod cancel;
 pub mod config;
+pub mod cost;
 pub mod delegation;
 pub mod error;
 pub mod events;

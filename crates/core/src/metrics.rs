@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use crate::cost::{self, UnitPrices, Units, UNIT_NAMES};
 use crate::llm::Usage;
 
 use crate::execution::QueueStatus;
@@ -54,7 +55,7 @@ pub struct Pool {
 }
 
 /// The aggregates every metric is computed from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// Runs per status (statuses absent count 0).
     pub runs_by_status: Vec<(String, u64)>,
@@ -78,6 +79,10 @@ pub struct Snapshot {
     pub archive_failures: u64,
     /// What analyses asked of the LLM, by model.
     pub llm: BTreeMap<String, LlmTotals>,
+    /// The units runs used, by client and plan.
+    pub run_units: BTreeMap<(String, String), Units>,
+    /// The units' prices (`COST_PRICES`), for the cost series.
+    pub unit_prices: UnitPrices,
 }
 
 /// What analyses asked of one model, summed ([`llm_totals`]).
@@ -258,6 +263,15 @@ impl Snapshot {
                 "attempts" => self.attempts_total += (*value).max(0) as u64,
                 "retries" => add(&mut self.retries_by_service, label, *value),
                 ARCHIVE_FAILURES => self.archive_failures += (*value).max(0) as u64,
+                cost::UNITS_METRIC => {
+                    let Some((client, plan, unit)) = cost::units_label(label) else { continue };
+                    let units = self.run_units.entry((client.to_string(), plan.to_string())).or_default();
+                    let mut values = units.values();
+                    if let Some(i) = UNIT_NAMES.iter().position(|n| *n == unit) {
+                        values[i] += (*value).max(0) as u64;
+                    }
+                    *units = Units::from_values(values);
+                }
                 LLM => {
                     let Some((model, what)) = label.rsplit_once('\u{1f}') else { continue };
                     let totals = self.llm.entry(model.to_string()).or_default();
@@ -317,6 +331,8 @@ impl Snapshot {
             pools,
             archive_failures,
             llm,
+            run_units,
+            unit_prices: _,
         } = other;
         merge(&mut self.runs_by_status, runs_by_status);
         merge(&mut self.steps_by_status, steps_by_status);
@@ -327,6 +343,9 @@ impl Snapshot {
         observed(&mut self.task_seconds, task_seconds);
         merge(&mut self.queue_by_status, queue_by_status);
         self.archive_failures += archive_failures;
+        for (key, from) in run_units {
+            *self.run_units.entry(key).or_default() += from;
+        }
         for (model, from) in llm {
             let into = self.llm.entry(model).or_default();
             into.analyses += from.analyses;
@@ -492,6 +511,30 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "The LLM's estimated cost at LLM_PRICES, in USD, by model.",
         by_model(|t| t.cost_nano_usd).into_iter().map(|(labels, nano)| (labels, nano / 1e9)).collect(),
+    );
+    out.family(
+        "orchestrator_run_units_total",
+        "counter",
+        "Billed units runs used (D1 rows, KV operations, queue messages, subrequests, R2 operations), by client and plan.",
+        s.run_units
+            .iter()
+            .flat_map(|((client, plan), units)| {
+                UNIT_NAMES.iter().zip(units.values()).filter(|(_, n)| *n > 0).map(move |(unit, n)| {
+                    (vec![("client", client.as_str()), ("plan", plan.as_str()), ("unit", *unit)], n as f64)
+                })
+            })
+            .collect(),
+    );
+    out.family(
+        "orchestrator_run_cost_usd_total",
+        "counter",
+        "What runs' units cost at COST_PRICES, USD, by client and plan.",
+        s.run_units
+            .iter()
+            .map(|((client, plan), units)| {
+                (vec![("client", client.as_str()), ("plan", plan.as_str())], s.unit_prices.cost_usd(units))
+            })
+            .collect(),
     );
     out.text
 }

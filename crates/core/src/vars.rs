@@ -6,6 +6,7 @@
 //! A new validated variable is one more entry of [`CHECKS`].
 
 use crate::config::{self, Config, ConfigError};
+use crate::cost;
 use crate::llm;
 use crate::retention::{self, Retention};
 use crate::shard::{self, Shards};
@@ -38,6 +39,7 @@ pub const CHECKS: &[Check] = &[
     Check { variables: &[shard::D1_SHARDS, shard::SHARD_BY_CLIENT], run: shards },
     Check { variables: &[llm::PRICES_VAR], run: llm_prices },
     Check { variables: &[llm::CACHE_SECONDS_VAR], run: llm_cache_seconds },
+    Check { variables: &[cost::PRICES_VAR], run: cost_prices },
 ];
 
 /// Every problem of the variables `lookup` gives, by every check.
@@ -112,6 +114,17 @@ fn llm_cache_seconds(lookup: Lookup<'_>) -> Vec<VarProblem> {
     }
 }
 
+/// `COST_PRICES` ([`cost::UnitPrices::parse`]).
+fn cost_prices(lookup: Lookup<'_>) -> Vec<VarProblem> {
+    match cost::UnitPrices::parse(lookup(cost::PRICES_VAR).as_deref()) {
+        Ok(_) => Vec::new(),
+        Err(problem) => {
+            let problem = problem.strip_prefix(cost::PRICES_VAR).unwrap_or(&problem).trim_start();
+            vec![VarProblem { variable: cost::PRICES_VAR.to_string(), problem: problem.to_string() }]
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -134,6 +147,7 @@ mod tests {
         assert!(problems(&[("D1_SHARDS", "2"), ("SHARD_BY_CLIENT", r#"{"acme": 1}"#)]).is_empty());
         assert_eq!(problems(&[("LLM_CACHE_SECONDS", "5")]), ["LLM_CACHE_SECONDS"]);
         assert!(problems(&[("LLM_CACHE_SECONDS", "0")]).is_empty());
+        assert_eq!(problems(&[("COST_PRICES", r#"{"kv": 1}"#)]), ["COST_PRICES"]);
         assert_eq!(
             problems(&[("POLLER_BATCH_SIZE", "0"), ("JOB_TIMEOUT_MINUTES", "x"), ("RETENTION_DAYS", "-1")]),
             ["JOB_TIMEOUT_MINUTES", "POLLER_BATCH_SIZE", "RETENTION_DAYS"]

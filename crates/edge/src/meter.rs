@@ -1,47 +1,160 @@
 //! Usage counters in the units Cloudflare bills (D1 statements and rows, KV reads and
-//! writes, queue messages, subrequests), per isolate, for the benchmark's cost table. Counting
-//! is a few integer additions; the counters are read (and reset) only through the test hooks
-//! (`GET /__test/meter`), which exist only when `BATON_TEST_HOOKS` is "true".
+//! writes, queue messages, subrequests, R2 operations), counted where each call is made.
+//!
+//! Two views of the same counts:
+//! - **per run**: work done for a run runs inside that run's scope ([`for_run`], or a scope
+//!   named later with [`attribute`]); what is counted while a scope's future is polled is that
+//!   run's. Futures interleave only at their awaits, and a scope is current only while its own
+//!   future is polled, so concurrent work for other runs (or for none) is never counted to it.
+//!   A scope's units wait in this isolate when its future ends and are added to the run's row
+//!   by [`flush`], which every worker calls when its work is done: one batch per shard. The
+//!   write that records them is not counted (it is for many runs at once);
+//! - **per isolate**, for the benchmark's cost table and the test hooks (`GET /__test/meter`,
+//!   only when `BATON_TEST_HOOKS` is "true").
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 
-use serde::Serialize;
+pub use baton_core::cost::Units as Usage;
 use worker::{Env, Request, Response};
 
 use crate::{auth, http, settings, Error, Result};
 
-/// What this isolate used since the last reset.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Usage {
-    /// D1 calls (a batch is one).
-    pub d1_round_trips: u64,
-    /// D1 statements (billed as queries).
-    pub d1_statements: u64,
-    /// D1 `meta.rows_read`.
-    pub d1_rows_read: u64,
-    /// D1 `meta.rows_written`.
-    pub d1_rows_written: u64,
-    /// KV reads.
-    pub kv_reads: u64,
-    /// KV writes and deletes.
-    pub kv_writes: u64,
-    /// Queue messages sent.
-    pub queue_messages: u64,
-    /// Outgoing requests (services, service bindings, the LLM).
-    pub subrequests: u64,
-    /// R2 reads (class B operations: get, head).
-    pub r2_reads: u64,
-    /// R2 writes (class A operations: put, delete).
-    pub r2_writes: u64,
+/// The units of work for one run (or, until it is named, for a request that may start one).
+#[derive(Default)]
+struct Scope {
+    run: RefCell<Option<String>>,
+    usage: Cell<Usage>,
 }
 
 thread_local! {
     static USAGE: RefCell<Usage> = RefCell::new(Usage::default());
+    /// The scope whose future is being polled, if any.
+    static CURRENT: RefCell<Option<Rc<Scope>>> = const { RefCell::new(None) };
+    /// Units of ended scopes, by run, not yet written.
+    static PENDING: RefCell<BTreeMap<String, Usage>> = const { RefCell::new(BTreeMap::new()) };
 }
 
-/// Adds to this isolate's counters.
-pub fn add(update: impl FnOnce(&mut Usage)) {
+/// Adds to this isolate's counters, and to the current run's.
+pub fn add(update: impl Fn(&mut Usage)) {
     USAGE.with(|usage| update(&mut usage.borrow_mut()));
+    CURRENT.with(|current| {
+        if let Some(scope) = current.borrow().as_ref() {
+            let mut usage = scope.usage.get();
+            update(&mut usage);
+            scope.usage.set(usage);
+        }
+    });
+}
+
+/// `future`, with what it uses counted to run `run_id`.
+pub fn for_run<F: Future>(run_id: &str, future: F) -> Metered<F> {
+    let scope = Scope { run: RefCell::new(Some(run_id.to_string())), usage: Cell::default() };
+    Metered { scope: Rc::new(scope), inner: Box::pin(future), closed: false }
+}
+
+/// `future` (a request that may start or act on a run), with what it uses counted to the run
+/// it names with [`attribute`]; nothing, if it names none.
+pub fn for_request<F: Future>(future: F) -> Metered<F> {
+    Metered { scope: Rc::new(Scope::default()), inner: Box::pin(future), closed: false }
+}
+
+/// Names the run the current [`for_request`] scope works for (the first name stands).
+pub fn attribute(run_id: &str) {
+    CURRENT.with(|current| {
+        if let Some(scope) = current.borrow().as_ref() {
+            scope.run.borrow_mut().get_or_insert_with(|| run_id.to_string());
+        }
+    });
+}
+
+/// A future whose usage is counted to its scope's run.
+pub struct Metered<F: Future> {
+    scope: Rc<Scope>,
+    inner: Pin<Box<F>>,
+    closed: bool,
+}
+
+impl<F: Future> Metered<F> {
+    /// Moves the scope's units to the pending ones of its run (once).
+    fn close(&mut self) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        let usage = self.scope.usage.take();
+        if let (Some(run), false) = (self.scope.run.borrow().clone(), usage.is_empty()) {
+            PENDING.with(|pending| *pending.borrow_mut().entry(run).or_default() += usage);
+        }
+    }
+}
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let previous = CURRENT.with(|current| current.replace(Some(this.scope.clone())));
+        let polled = this.inner.as_mut().poll(cx);
+        CURRENT.with(|current| *current.borrow_mut() = previous);
+        if polled.is_ready() {
+            this.close();
+        }
+        polled
+    }
+}
+
+impl<F: Future> Drop for Metered<F> {
+    /// A future dropped before its end (a timeout) still used what it used.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The units of ended scopes not yet written, by run; taken.
+pub fn take_pending() -> Vec<(String, Usage)> {
+    PENDING.with(|pending| std::mem::take(&mut *pending.borrow_mut()).into_iter().collect())
+}
+
+/// Puts back units that could not be written (they go with the next flush).
+fn put_back(units: Vec<(String, Usage)>) {
+    PENDING.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        for (run, usage) in units {
+            *pending.entry(run).or_default() += usage;
+        }
+    });
+}
+
+/// Adds the pending units to their runs' rows (and to `/metrics`' totals by client and plan):
+/// one D1 batch per shard, outside any run's scope. Best effort: a batch that fails keeps its
+/// units for the next flush in this isolate.
+pub async fn flush(env: &Env) {
+    let pending = take_pending();
+    if pending.is_empty() {
+        return;
+    }
+    let mut by_shard: BTreeMap<baton_core::shard::Shard, Vec<(String, Usage)>> = BTreeMap::new();
+    for (run, usage) in pending {
+        by_shard.entry(baton_core::shard::Shard::of_id(&run)).or_default().push((run, usage));
+    }
+    for (shard, units) in by_shard {
+        let written = async {
+            let db = crate::d1::Db::of_shard(env, shard)?;
+            let mut stmts = Vec::with_capacity(units.len() * 2);
+            for (run, usage) in &units {
+                stmts.extend(crate::d1::runs::add_usage(&db, run, usage)?);
+            }
+            db.batch(stmts).await
+        };
+        if let Err(e) = written.await {
+            worker::console_warn!("usage of {} runs not recorded yet: {e}", units.len());
+            put_back(units);
+        }
+    }
 }
 
 /// Counts one outgoing request.

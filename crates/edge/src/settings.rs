@@ -296,6 +296,12 @@ pub fn llm_cache_seconds(env: &Env) -> std::result::Result<u64, String> {
     baton_core::llm::parse_cache_seconds(var(env, baton_core::llm::CACHE_SECONDS_VAR).as_deref())
 }
 
+/// `COST_PRICES` ([`baton_core::cost::UnitPrices`]): the billed units' prices over the defaults.
+/// An invalid setting is an error naming the variable.
+pub fn cost_prices(env: &Env) -> std::result::Result<baton_core::cost::UnitPrices, String> {
+    baton_core::cost::UnitPrices::parse(var(env, baton_core::cost::PRICES_VAR).as_deref())
+}
+
 /// `RETENTION_DAYS` and `RETENTION_DAYS_BY_CLIENT` ([`baton_core::retention`]). An invalid
 /// setting is an error naming the variable: nothing is archived under it.
 pub fn retention(

@@ -8,7 +8,10 @@ use worker::{event, Context, Env, Request, Response};
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    match routes::route(req, &env, &ctx).await {
+    // What a request does for a run (starting it, a service's report, a cancel) is the run's.
+    let answer = baton_edge::meter::for_request(routes::route(req, &env, &ctx)).await;
+    ctx.wait_until(async move { baton_edge::meter::flush(&env).await });
+    match answer {
         Ok(response) => Ok(response),
         Err(error) => error.to_response(),
     }

@@ -263,6 +263,7 @@ function drawRun(run, events) {
       ["Steps", `${s.servicesCompleted} completed, ${s.servicesFailed} failed, ${s.servicesTimeout} timed out, ${s.servicesSkipped} skipped / ${s.servicesTotal}`],
       ["Partial", run.partial === null || run.partial === undefined ? "—" : String(run.partial)],
       ["Trace", run.trace_id ? h("span", { class: "mono", id: "run-trace" }, run.trace_id) : "—"],
+      ["Cost", run.cost ? h("span", { id: "run-cost", title: "What the platform bills for the work Baton did for this run, at COST_PRICES" }, runCost(run.cost)) : "—"],
     ].concat(s.error ? [["Error", h("span", { class: "error" }, s.error)]] : []))),
     h("h2", {}, "Timeline"),
     h("div", { class: "card" }, timeline(run)),
@@ -397,6 +398,13 @@ function diagnosisCard(run) {
       h("strong", {}, f.title || f.id), " ", h("span", { class: "muted" }, `${f.severity || ""}${(f.services || []).length ? " · " + f.services.join(", ") : ""}`),
       f.detail ? h("div", {}, f.detail) : null)) : h("p", { class: "muted" }, "No findings."),
     (d.recommendations || []).length ? [h("h3", {}, "Recommendations"), h("ol", {}, d.recommendations.map((r) => h("li", {}, r.action)))] : null);
+}
+
+// A run's cost and its billed units, on one line.
+function runCost(c) {
+  const u = c.units || {};
+  const n = (k) => u[k] || 0;
+  return `$${c.usd.toFixed(6)} · D1 ${n("d1_rows_read")} rows read, ${n("d1_rows_written")} written · KV ${n("kv_reads")} reads, ${n("kv_writes")} writes · ${n("queue_messages")} queue messages · ${n("subrequests")} subrequests · R2 ${n("r2_reads")} reads, ${n("r2_writes")} writes`;
 }
 
 // What the analysis asked of the LLM, on one line.

@@ -17,6 +17,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     if let Err(e) = tick::cron(&env).await {
         worker::console_error!("poller: tick failed: {e}");
     }
+    baton_edge::meter::flush(&env).await;
 }
 
 #[event(fetch)]
@@ -34,6 +35,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
         },
         (_, path) => Err(Error::NotFound { what: format!("route {path}") }),
     };
+    // What a tick did for each run is that run's: recorded before answering.
+    baton_edge::meter::flush(&env).await;
     result.or_else(|e| e.to_response())
 }
 

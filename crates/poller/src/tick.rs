@@ -155,7 +155,7 @@ async fn tick_shard(mut engine: Engine<'_>) -> Result<Value> {
     let due = engine.due_work(now, limit).await?;
     for run in &due.runs {
         if run.aggregating {
-            match engine.resend_analysis(run).await {
+            match baton_edge::meter::for_run(&run.run_id, engine.resend_analysis(run)).await {
                 Ok(()) => counts.analysis_resent += 1,
                 Err(e) => {
                     counts.errors += 1;
@@ -171,7 +171,7 @@ async fn tick_shard(mut engine: Engine<'_>) -> Result<Value> {
     }
     // 4. Long-running steps whose service reports progress.
     for step in &due.pollable {
-        match poll_progress(&engine, step).await {
+        match baton_edge::meter::for_run(&step.run_id, poll_progress(&engine, step)).await {
             Ok(()) => counts.progress_polled += 1,
             Err(e) => {
                 counts.errors += 1;
@@ -202,7 +202,7 @@ async fn tick_shard(mut engine: Engine<'_>) -> Result<Value> {
 /// at its deadline (`due_deadline`), or in a minute.
 async fn advance(engine: &mut Engine<'_>, run_id: &str, counts: &mut TickCounts, due_deadline: Option<i64>) {
     counts.runs_checked += 1;
-    let outcome = async {
+    let outcome = baton_edge::meter::for_run(run_id, async {
         let Some(loaded) = engine.load(run_id).await? else { return Ok(()) };
         let report = engine.advance(&loaded, Observer::Poller, Dispatch::Queue).await?;
         counts.steps_timed_out += report.timed_out.len() as u32;
@@ -217,7 +217,7 @@ async fn advance(engine: &mut Engine<'_>, run_id: &str, counts: &mut TickCounts,
             engine.look_again_at(run_id, next).await?;
         }
         Ok::<(), baton_edge::Error>(())
-    }
+    })
     .await;
     if let Err(e) = outcome {
         counts.errors += 1;

@@ -53,9 +53,47 @@ pub struct RunRow {
     /// The caller's `tracestate`, passed on with the trace.
     #[serde(default)]
     pub tracestate: Option<String>,
+    // The units the run used so far ([`RunRow::usage`]), added by `meter::flush`.
+    #[serde(default)]
+    pub usage_d1_round_trips: i64,
+    #[serde(default)]
+    pub usage_d1_statements: i64,
+    #[serde(default)]
+    pub usage_d1_rows_read: i64,
+    #[serde(default)]
+    pub usage_d1_rows_written: i64,
+    #[serde(default)]
+    pub usage_kv_reads: i64,
+    #[serde(default)]
+    pub usage_kv_writes: i64,
+    #[serde(default)]
+    pub usage_queue_messages: i64,
+    #[serde(default)]
+    pub usage_subrequests: i64,
+    #[serde(default)]
+    pub usage_r2_reads: i64,
+    #[serde(default)]
+    pub usage_r2_writes: i64,
 }
 
 impl RunRow {
+    /// The units the run used, as recorded so far.
+    pub fn usage(&self) -> baton_core::cost::Units {
+        let n = |v: i64| v.max(0) as u64;
+        baton_core::cost::Units::from_values([
+            n(self.usage_d1_round_trips),
+            n(self.usage_d1_statements),
+            n(self.usage_d1_rows_read),
+            n(self.usage_d1_rows_written),
+            n(self.usage_kv_reads),
+            n(self.usage_kv_writes),
+            n(self.usage_queue_messages),
+            n(self.usage_subrequests),
+            n(self.usage_r2_reads),
+            n(self.usage_r2_writes),
+        ])
+    }
+
     /// The run's place in its trace.
     pub fn trace(&self) -> baton_core::trace::RunTrace {
         baton_core::trace::RunTrace::of(&self.run_id, self.traceparent.as_deref(), self.tracestate.as_deref())
@@ -66,6 +104,42 @@ const COLUMNS: &str = "run_id, kind, client_id, website_id, domain, plan_id, pla
     idempotency_key, status, priority, created_at, started_at, deadline_at, due_at, claimed_at, completed_at, \
     partial, missing, diagnosis_event_id, synthesis_error, error, version, events_service, acted_by, retries, \
     traceparent, tracestate";
+
+/// [`COLUMNS`] and the units the run used: what a read selects (a new run has none yet).
+const SELECTED: &str = "run_id, kind, client_id, website_id, domain, plan_id, plan_name, plan_json, parameters, \
+    idempotency_key, status, priority, created_at, started_at, deadline_at, due_at, claimed_at, completed_at, \
+    partial, missing, diagnosis_event_id, synthesis_error, error, version, events_service, acted_by, retries, \
+    traceparent, tracestate, usage_d1_round_trips, usage_d1_statements, usage_d1_rows_read, usage_d1_rows_written, \
+    usage_kv_reads, usage_kv_writes, usage_queue_messages, usage_subrequests, usage_r2_reads, usage_r2_writes";
+
+/// Adds `usage` to run `run_id`'s units, and to `/metrics`' totals by its client and plan. A run
+/// no longer in D1 (archived, deleted) takes nothing.
+pub fn add_usage(db: &Db, run_id: &str, usage: &baton_core::cost::Units) -> Result<Vec<Stmt>> {
+    let names = baton_core::cost::UNIT_NAMES;
+    let values = usage.values();
+    let set: Vec<String> =
+        names.iter().enumerate().map(|(i, n)| format!("usage_{n} = usage_{n} + ?{}", i + 2)).collect();
+    let mut args = vec![Arg::from(run_id)];
+    args.extend(values.iter().map(|v| Arg::Int(*v as i64)));
+    let update = db.stmt(&format!("UPDATE runs SET {} WHERE run_id = ?1", set.join(", ")), &args)?;
+    let rows: Vec<String> =
+        names.iter().zip(values).filter(|(_, v)| *v > 0).map(|(n, v)| format!("('{n}', {v})")).collect();
+    if rows.is_empty() {
+        return Ok(vec![update]);
+    }
+    let totals = db.stmt(
+        &format!(
+            "INSERT INTO metric_totals (metric, label, value) \
+                 SELECT '{metric}', r.client_id || char(31) || r.plan_id || char(31) || u.column1, u.column2 \
+                 FROM runs r, (VALUES {}) u WHERE r.run_id = ?1 \
+                 ON CONFLICT (metric, label) DO UPDATE SET value = value + excluded.value",
+            rows.join(", "),
+            metric = baton_core::cost::UNITS_METRIC,
+        ),
+        &[Arg::from(run_id)],
+    )?;
+    Ok(vec![update, totals])
+}
 
 /// `'started', 'running'`: a list of core's statuses for an `IN (...)` guard. The texts are
 /// core's constants, never input.
@@ -116,13 +190,13 @@ pub fn insert(db: &Db, r: &RunRow) -> Result<Stmt> {
 
 /// A run by id.
 pub async fn get(db: &Db, run_id: &str) -> Result<Option<RunRow>> {
-    db.first(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = ?1"), &[Arg::from(run_id)]).await
+    db.first(&format!("SELECT {SELECTED} FROM runs WHERE run_id = ?1"), &[Arg::from(run_id)]).await
 }
 
 /// The run a client already started with this idempotency key, if any.
 pub async fn by_idempotency_key(db: &Db, client_id: &str, kind: RunKind, key: &str) -> Result<Option<RunRow>> {
     db.first(
-        &format!("SELECT {COLUMNS} FROM runs WHERE client_id = ?1 AND kind = ?2 AND idempotency_key = ?3"),
+        &format!("SELECT {SELECTED} FROM runs WHERE client_id = ?1 AND kind = ?2 AND idempotency_key = ?3"),
         &[Arg::from(client_id), Arg::from(kind.as_str()), Arg::from(key)],
     )
     .await
@@ -132,7 +206,7 @@ pub async fn by_idempotency_key(db: &Db, client_id: &str, kind: RunKind, key: &s
 /// (an index range over active runs; finished runs have `due_at` NULL and are never read).
 pub async fn due(db: &Db, now: i64, limit: u32) -> Result<(Vec<RunRow>, Meta)> {
     db.all(
-        &format!("SELECT {COLUMNS} FROM runs WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2"),
+        &format!("SELECT {SELECTED} FROM runs WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2"),
         &[Arg::Int(now), Arg::from(limit)],
     )
     .await
@@ -275,13 +349,13 @@ pub fn due_no_later_than(db: &Db, run_id: &str, at: i64) -> Result<Stmt> {
 
 /// `SELECT` of one run, for batching with other reads.
 pub fn select(db: &Db, run_id: &str) -> Result<Stmt> {
-    db.stmt(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = ?1"), &[Arg::from(run_id)])
+    db.stmt(&format!("SELECT {SELECTED} FROM runs WHERE run_id = ?1"), &[Arg::from(run_id)])
 }
 
 /// Several runs by id (at most 100), in no particular order.
 pub fn select_many(db: &Db, run_ids: &[&str]) -> Result<Stmt> {
     let (list, args) = super::id_list(run_ids)?;
-    db.stmt(&format!("SELECT {COLUMNS} FROM runs WHERE run_id IN ({list})"), &args)
+    db.stmt(&format!("SELECT {SELECTED} FROM runs WHERE run_id IN ({list})"), &args)
 }
 
 /// Deletes several ended runs, each only as the version read (at most 100).

@@ -28,6 +28,7 @@ pub enum Analysis<'a> {
 impl Engine<'_> {
     /// Writes the diagnosis of `run_id` and ends it, once.
     pub async fn finalize(&self, run_id: &str, analysis: Analysis<'_>) -> Result<()> {
+        crate::meter::attribute(run_id);
         let Some(loaded) = self.load(run_id).await? else { return Ok(()) };
         self.finalize_loaded(loaded, analysis).await
     }

@@ -219,7 +219,8 @@ pub async fn run_batch(
         .map(|indices| {
             let group: Vec<TaskMessage> = indices.iter().map(|&i| tasks[i].clone()).collect();
             let known = known.filter(|k| group.first().is_some_and(|t| t.run_id.as_str() == k.run.run_id));
-            async move { run_tasks_of_run(engine, &group, known, on_end, until).await }
+            let run_id = group.first().map(|t| t.run_id.as_str().to_string()).unwrap_or_default();
+            crate::meter::for_run(&run_id, async move { run_tasks_of_run(engine, &group, known, on_end, until).await })
         })
         .collect();
     let mut outcomes: Vec<Option<Result<Disposition>>> = tasks.iter().map(|_| None).collect();
@@ -499,7 +500,12 @@ pub fn run_first_wave(
 ) -> crate::concurrency::Receiver<Option<Loaded>> {
     let (done, finished) = crate::concurrency::oneshot();
     let env = env.clone();
-    ctx.wait_until(async move {
+    let run_id = match &run {
+        FirstWaveRun::Written(written) => written.run.run_id.clone(),
+        FirstWaveRun::Read(run_id) => run_id.clone(),
+    };
+    let flushing = env.clone();
+    let wave = async move {
         let signal = EndSignal::new(done);
         let shard = baton_core::shard::Shard::of_id(match &run {
             FirstWaveRun::Written(written) => &written.run.run_id,
@@ -544,6 +550,11 @@ pub fn run_first_wave(
             }
         }
         signal.fire(None);
+    };
+    // What the wave uses is the run's; recorded once it is done.
+    ctx.wait_until(async move {
+        crate::meter::for_run(&run_id, wave).await;
+        crate::meter::flush(&flushing).await;
     });
     finished
 }

@@ -21,6 +21,7 @@ pub enum CancelOutcome {
 impl Engine<'_> {
     /// Cancels `loaded`'s run (see the module docs).
     pub async fn cancel(&self, loaded: Loaded) -> Result<CancelOutcome> {
+        crate::meter::attribute(&loaded.run.run_id);
         let run_id = loaded.run.run_id.clone();
         let (_, report) =
             self.carry_out(loaded, Vec::new(), Event::Cancel, Observer::EventDriven, Dispatch::Queue).await?;

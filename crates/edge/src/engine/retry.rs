@@ -29,6 +29,7 @@ pub enum RetryOutcome {
 impl Engine<'_> {
     /// Retries the ended run `loaded` in place.
     pub async fn retry_run(&self, loaded: Loaded) -> Result<RetryOutcome> {
+        crate::meter::attribute(&loaded.run.run_id);
         let restart = match lifecycle::restart(
             loaded.status()?,
             &loaded.plan,

@@ -74,9 +74,11 @@ impl Engine<'_> {
     async fn start_with(&self, new: NewRun, dispatch: Dispatch) -> Result<(Started, Vec<TaskMessage>)> {
         if let Some(key) = &new.idempotency_key {
             if let Some(existing) = runs::by_idempotency_key(&self.db, &new.client_id, new.kind, key).await? {
+                crate::meter::attribute(&existing.run_id);
                 return Ok((Started::Existing(Box::new(existing)), Vec::new()));
             }
         }
+        crate::meter::attribute(new.run_id.as_str());
         let now = self.now();
         let plan = &new.plan;
         let deadline = fanin::run_deadline(plan, now, &self.config.fan_in());
@@ -116,6 +118,16 @@ impl Engine<'_> {
             retries: 0,
             traceparent: new.trace.as_ref().map(|p| baton_core::trace::traceparent(p.trace_id, p.span_id, p.sampled)),
             tracestate: new.trace.as_ref().and_then(|p| p.state.clone()),
+            usage_d1_round_trips: 0,
+            usage_d1_statements: 0,
+            usage_d1_rows_read: 0,
+            usage_d1_rows_written: 0,
+            usage_kv_reads: 0,
+            usage_kv_writes: 0,
+            usage_queue_messages: 0,
+            usage_subrequests: 0,
+            usage_r2_reads: 0,
+            usage_r2_writes: 0,
         };
         crate::log::note_trace(&run.trace());
         let pending_rows: Vec<StepRow> = plan

@@ -125,6 +125,8 @@ impl Engine<'_> {
                 .collect(),
             archive_failures: 0,
             llm: Default::default(),
+            run_units: Default::default(),
+            unit_prices: crate::settings::cost_prices(self.env()).unwrap_or_default(),
         };
         snapshot.add_totals(&a.totals);
         Ok(snapshot)

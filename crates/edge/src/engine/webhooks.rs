@@ -157,6 +157,9 @@ impl Webhooks<'_> {
         let Some((delivery, hook)) = rows::delivery_with_target(&self.engine.db, delivery_id).await? else {
             return Ok(DeliveryOutcome::Done);
         };
+        if let Some(run_id) = &delivery.run_id {
+            crate::meter::attribute(run_id);
+        }
         if delivery.status != DeliveryStatus::Pending {
             return Ok(DeliveryOutcome::Done);
         }

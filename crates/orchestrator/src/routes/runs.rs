@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use baton_api::runs::{Attempt, RunDetail, RunEvents, RunStarted, RunWaited, StartRun, StepResult};
+use baton_api::runs::{Attempt, RunCost, RunDetail, RunEvents, RunStarted, RunWaited, StartRun, StepResult};
 use baton_api::{Instant, Success};
 use baton_core::delegation::Acting;
 use baton_core::ids::RunId;
@@ -269,6 +269,7 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
         schedule_id: fire.as_ref().map(|f| f.schedule_id.clone()),
         schedule_slot: Instant::of(fire.as_ref().map(|f| f.slot)),
         archived: record.archived,
+        cost: RunCost::of(&loaded.run.usage(), &baton_edge::settings::cost_prices(env).unwrap_or_default()),
     };
     http::json(200, &detail)
 }

@@ -1,7 +1,7 @@
 //! Baton as the bench drives it: runs through the API, checks and costs through the test hooks
 //! (`/__test/sql`, `/__test/meter`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use baton_e2e::http::request;
@@ -382,9 +382,12 @@ impl Baton {
         r.json()
     }
 
-    /// Billed units per run, from the workers' own counters over `runs` sequential runs:
-    /// `waited` runs are started with `?wait=30`, the others with a plain 202 (completion seen
-    /// through the unmetered test SQL hook); both run their first wave in the orchestrator.
+    /// Billed units per run over `runs` sequential runs, as Baton records them with each run
+    /// (`cost` of `GET /runs/:id`), beside the workers' own counters over the same time
+    /// (`isolate_per_run`: also what no run is charged for, such as recording the units and this
+    /// bench's reads). `waited` runs are started with `?wait=30`, the others with a plain 202
+    /// (completion seen through the unmetered test SQL hook); both run their first wave in the
+    /// orchestrator.
     pub fn usage_per_run(&self, plan: &str, runs: usize, waited: bool) -> Value {
         let site = format!("bench-usage-{plan}-{}", if waited { "wait" } else { "202" });
         self.run_and_wait(&site, plan, json!({}));
@@ -415,6 +418,35 @@ impl Baton {
         std::thread::sleep(Duration::from_millis(300));
         let usage = self.meter();
         let c = self.check(&site, &ids);
+        // Each run's units as recorded with it, once they stop changing (recorded after the
+        // answer).
+        let recorded = || -> (BTreeMap<String, f64>, f64) {
+            let mut sum = BTreeMap::new();
+            let mut usd = 0.0;
+            for id in &ids {
+                let r = self.stack.get_as(&self.token, &format!("/api/orchestration/runs/{id}"));
+                let cost = &r.json()["cost"];
+                usd += cost["usd"].as_f64().unwrap_or(0.0);
+                for (unit, n) in cost["units"].as_object().cloned().unwrap_or_default() {
+                    *sum.entry(unit).or_insert(0.0) += n.as_f64().unwrap_or(0.0);
+                }
+            }
+            (sum, usd)
+        };
+        let mut last = recorded();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = recorded();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        let round = |v: f64| (v / runs as f64 * 10.0).round() / 10.0;
+        let per_run: serde_json::Map<String, Value> =
+            last.0.iter().map(|(u, n)| (u.clone(), json!(round(*n)))).collect();
+        let usd_per_run = last.1 / runs as f64;
         let units = [
             "d1_round_trips",
             "d1_statements",
@@ -425,18 +457,19 @@ impl Baton {
             "queue_messages",
             "subrequests",
         ];
-        let mut total = serde_json::Map::new();
+        let mut isolate = serde_json::Map::new();
         for unit in units {
             let sum: f64 =
                 ["orchestrator", "consumer", "poller"].iter().map(|w| usage[w][unit].as_f64().unwrap_or(0.0)).sum();
-            total.insert(unit.to_string(), json!((sum / runs as f64 * 10.0).round() / 10.0));
+            isolate.insert(unit.to_string(), json!(round(sum)));
         }
         // Rows read per step shows how the cost grows with the width of a plan (W5).
         let steps = c.steps as f64 / runs as f64;
         let rows_read_per_step =
-            total.get("d1_rows_read").and_then(Value::as_f64).map(|r| (r / steps * 10.0).round() / 10.0);
+            per_run.get("d1_rows_read").and_then(Value::as_f64).map(|r| (r / steps * 10.0).round() / 10.0);
         json!({"plan": plan, "started_with": if waited { "?wait=30" } else { "202" }, "runs": runs,
-               "steps": steps, "per_run": total, "d1_rows_read_per_step": rows_read_per_step,
+               "steps": steps, "per_run": per_run, "usd_per_run": usd_per_run, "isolate_per_run": isolate,
+               "d1_rows_read_per_step": rows_read_per_step,
                "by_worker_total": usage, "lost": c.lost, "duplicated": c.duplicated, "completed": c.completed})
     }
 

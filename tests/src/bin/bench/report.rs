@@ -100,11 +100,11 @@ pub fn table(results: &Value) -> String {
     }
     let by_width = b["w5_cost"].as_array().cloned().unwrap_or_default();
     if !by_width.is_empty() {
-        t.push_str("\n| Baton cost per run by width (`?wait=30`) | steps | D1 round trips | D1 statements | D1 rows read | D1 rows read per step | D1 rows written | KV reads | KV writes | subrequests |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        t.push_str("\n| Baton cost per run by width (`?wait=30`, as recorded with each run) | steps | D1 round trips | D1 statements | D1 rows read | D1 rows read per step | D1 rows written | KV reads | KV writes | subrequests | USD at COST_PRICES |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for u in by_width {
             let p = &u["per_run"];
             t.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.7} |\n",
                 u["plan"].as_str().unwrap_or(""),
                 num(&u["steps"], 0),
                 p["d1_round_trips"],
@@ -114,17 +114,18 @@ pub fn table(results: &Value) -> String {
                 p["d1_rows_written"],
                 p["kv_reads"],
                 p["kv_writes"],
-                p["subrequests"]
+                p["subrequests"],
+                u["usd_per_run"].as_f64().unwrap_or(f64::NAN)
             ));
         }
     }
     let usage = b["cost"]["usage_per_run"].as_array().cloned().unwrap_or_default();
     if !usage.is_empty() {
-        t.push_str("\n| Baton cost per run | D1 round trips | D1 statements | D1 rows read | D1 rows written | KV reads | KV writes | queue messages | subrequests |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        t.push_str("\n| Baton cost per run (as recorded with each run) | D1 round trips | D1 statements | D1 rows read | D1 rows written | KV reads | KV writes | queue messages | subrequests | USD at COST_PRICES |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for u in usage {
             let p = &u["per_run"];
             t.push_str(&format!(
-                "| {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {:.7} |\n",
                 u["plan"].as_str().unwrap_or(""),
                 u["started_with"].as_str().unwrap_or(""),
                 p["d1_round_trips"],
@@ -134,7 +135,8 @@ pub fn table(results: &Value) -> String {
                 p["kv_reads"],
                 p["kv_writes"],
                 p["queue_messages"],
-                p["subrequests"]
+                p["subrequests"],
+                u["usd_per_run"].as_f64().unwrap_or(f64::NAN)
             ));
         }
     }

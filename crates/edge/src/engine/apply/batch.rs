@@ -468,6 +468,16 @@ mod tests {
             retries: 0,
             traceparent: None,
             tracestate: None,
+            usage_d1_round_trips: 0,
+            usage_d1_statements: 0,
+            usage_d1_rows_read: 0,
+            usage_d1_rows_written: 0,
+            usage_kv_reads: 0,
+            usage_kv_writes: 0,
+            usage_queue_messages: 0,
+            usage_subrequests: 0,
+            usage_r2_reads: 0,
+            usage_r2_writes: 0,
         };
         let row = |service: &str, position: i64, status: StepStatus, attempts: i64| StepRow {
             run_id: "run_1800000000000_0123456789abcdef".into(),

@@ -67,6 +67,7 @@ impl Engine<'_> {
         attempt: Option<u32>,
         report: Report,
     ) -> Result<RecordOutcome> {
+        crate::meter::attribute(run_id);
         let Some(loaded) = self.load(run_id).await? else { return Ok(RecordOutcome::NotFound) };
         self.record_loaded(loaded, service, attempt, report, Dispatch::Queue).await
     }
