@@ -194,8 +194,8 @@ struct Held {
 thread_local! {
     /// Held runs, by run id.
     static HELD: RefCell<HashMap<String, Held>> = RefCell::new(HashMap::new());
-    /// The traces of runs that joined their caller's (read in this isolate), by run id; any
-    /// other run's trace is derived from its id.
+    /// The traces of runs logged or read in this isolate, by run id: a run that joined its
+    /// caller's trace has it noted when read; any other run's is derived from its id once.
     static JOINED: RefCell<HashMap<String, TraceId>> = RefCell::new(HashMap::new());
 }
 
@@ -207,20 +207,26 @@ pub fn note_trace(trace: &RunTrace) {
     if trace.parent.is_none() {
         return;
     }
+    remember(&trace.run_id, trace.trace_id);
+}
+
+fn remember(run_id: &str, trace_id: TraceId) {
     JOINED.with(|joined| {
         let mut joined = joined.borrow_mut();
         if joined.len() >= JOINED_KEPT {
             joined.clear();
         }
-        joined.insert(trace.run_id.clone(), trace.trace_id);
+        joined.insert(run_id.to_string(), trace_id);
     });
 }
 
 /// The trace id and span id of `line` (about `event`).
 fn trace_of(event: Event, line: &Line<'_>) -> (TraceId, SpanId) {
-    let trace_id = JOINED
-        .with(|joined| joined.borrow().get(line.run_id).copied())
-        .unwrap_or_else(|| trace::trace_of_run(line.run_id));
+    let trace_id = JOINED.with(|joined| joined.borrow().get(line.run_id).copied()).unwrap_or_else(|| {
+        let derived = trace::trace_of_run(line.run_id);
+        remember(line.run_id, derived);
+        derived
+    });
     let span = match (line.service, line.attempt, event) {
         (Some(service), Some(attempt), _) => SpanOf::Attempt(service, attempt),
         (Some(service), None, _) => SpanOf::Step(service),

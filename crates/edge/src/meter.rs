@@ -7,8 +7,8 @@
 //!   run's. Futures interleave only at their awaits, and a scope is current only while its own
 //!   future is polled, so concurrent work for other runs (or for none) is never counted to it.
 //!   A scope's units wait in this isolate when its future ends and are added to the run's row
-//!   by [`flush`], which every worker calls when its work is done: one batch per shard. The
-//!   write that records them is not counted (it is for many runs at once);
+//!   by [`flush`] (the engine's write), which every worker calls when its work is done: one
+//!   batch per shard. The write that records them is not counted (it is for many runs at once);
 //! - **per isolate**, for the benchmark's cost table and the test hooks (`GET /__test/meter`,
 //!   only when `BATON_TEST_HOOKS` is "true").
 
@@ -120,7 +120,7 @@ pub fn take_pending() -> Vec<(String, Usage)> {
 }
 
 /// Puts back units that could not be written (they go with the next flush).
-fn put_back(units: Vec<(String, Usage)>) {
+pub fn put_back(units: Vec<(String, Usage)>) {
     PENDING.with(|pending| {
         let mut pending = pending.borrow_mut();
         for (run, usage) in units {
@@ -129,32 +129,10 @@ fn put_back(units: Vec<(String, Usage)>) {
     });
 }
 
-/// Adds the pending units to their runs' rows (and to `/metrics`' totals by client and plan):
-/// one D1 batch per shard, outside any run's scope. Best effort: a batch that fails keeps its
-/// units for the next flush in this isolate.
+/// Adds the pending units to their runs' rows: the engine's [`crate::engine::record_usage`],
+/// which every worker calls when its work is done.
 pub async fn flush(env: &Env) {
-    let pending = take_pending();
-    if pending.is_empty() {
-        return;
-    }
-    let mut by_shard: BTreeMap<baton_core::shard::Shard, Vec<(String, Usage)>> = BTreeMap::new();
-    for (run, usage) in pending {
-        by_shard.entry(baton_core::shard::Shard::of_id(&run)).or_default().push((run, usage));
-    }
-    for (shard, units) in by_shard {
-        let written = async {
-            let db = crate::d1::Db::of_shard(env, shard)?;
-            let mut stmts = Vec::with_capacity(units.len() * 2);
-            for (run, usage) in &units {
-                stmts.extend(crate::d1::runs::add_usage(&db, run, usage)?);
-            }
-            db.batch(stmts).await
-        };
-        if let Err(e) = written.await {
-            worker::console_warn!("usage of {} runs not recorded yet: {e}", units.len());
-            put_back(units);
-        }
-    }
+    crate::engine::record_usage(env).await;
 }
 
 /// Counts one outgoing request.

@@ -122,9 +122,9 @@ impl Endpoint {
     /// Makes `call`, signed with the service's key (its trace context included), and reads
     /// the whole answer within `limit`; past it the request is aborted.
     pub async fn call(&self, env: &Env, call: Call<'_>, limit: Duration) -> Result<Answer, CallError> {
-        let Call { method, path, attempt, body, trace, span } = call;
-        let traceparent = trace.traceparent(span);
-        let trace = (traceparent.as_str(), trace.state.as_deref());
+        let Call { method, path, attempt, body, trace: run_trace, span } = call;
+        let traceparent = run_trace.traceparent(span);
+        let trace = (traceparent.as_str(), run_trace.state.as_deref());
         let headers = Headers::new();
         let payload = body.unwrap_or("");
         if body.is_some() {
@@ -152,9 +152,8 @@ impl Endpoint {
                 let _ = headers.set(name, &value);
             }
         } else {
-            let _ = headers.set(baton_core::trace::TRACEPARENT, trace.0);
-            if let Some(state) = trace.1 {
-                let _ = headers.set(baton_core::trace::TRACESTATE, state);
+            for (name, value) in run_trace.headers(span) {
+                let _ = headers.set(name, &value);
             }
         }
         // The platform's own request and response objects, end to end: no copy of either on

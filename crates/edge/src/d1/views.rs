@@ -21,31 +21,14 @@ pub struct AttemptRow {
     pub outcome: String,
     pub error: Option<String>,
     pub error_kind: Option<String>,
+    /// Its run, when several runs' attempts are read at once ([`attempts_of_runs_stmt`]);
+    /// never written into a run's own history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 const ATTEMPTS_OF_RUN: &str = "SELECT service, attempt, started_at, ended_at, outcome, error, error_kind \
      FROM step_attempts WHERE run_id = ?1 ORDER BY service, attempt";
-
-/// An ended attempt with its run ([`attempts_of_runs_stmt`]).
-#[derive(Debug, Clone, Deserialize)]
-pub struct RunAttemptRow {
-    pub run_id: String,
-    pub service: String,
-    pub attempt: i64,
-    pub started_at: Option<i64>,
-    pub ended_at: i64,
-    pub outcome: String,
-    pub error: Option<String>,
-    pub error_kind: Option<String>,
-}
-
-impl RunAttemptRow {
-    /// Its run, and the attempt as [`AttemptRow`].
-    pub fn split(self) -> (String, AttemptRow) {
-        let RunAttemptRow { run_id, service, attempt, started_at, ended_at, outcome, error, error_kind } = self;
-        (run_id, AttemptRow { service, attempt, started_at, ended_at, outcome, error, error_kind })
-    }
-}
 
 /// The ended attempts of several runs (at most 100), with their `run_id`, by run, step and
 /// attempt.

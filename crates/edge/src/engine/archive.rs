@@ -356,8 +356,8 @@ impl Engine<'_> {
             steps.entry(step.run_id.clone()).or_default().push(step);
         }
         let mut attempts: BTreeMap<String, Vec<AttemptRow>> = BTreeMap::new();
-        for attempt in results.rows::<views::RunAttemptRow>(2)? {
-            let (run_id, attempt) = attempt.split();
+        for mut attempt in results.rows::<AttemptRow>(2)? {
+            let run_id = attempt.run_id.take().unwrap_or_default();
             attempts.entry(run_id).or_default().push(attempt);
         }
         let mut events: BTreeMap<String, Vec<EventRow>> = BTreeMap::new();

@@ -34,7 +34,7 @@ mod webhooks;
 
 pub use crate::d1::schedules::{FireRow as ScheduleFire, ScheduleRow as Schedule};
 pub use analysis::Analysis;
-pub use apply::{Reported, MAX_ROUNDS};
+pub use apply::{record_usage, Reported, MAX_ROUNDS};
 pub use archive::{summary_of_archived, ArchiveCounts, ArchivedRun, Kept, RunRecord};
 pub use cancel::CancelOutcome;
 pub use claim::{seconds_until, AttemptClaim};

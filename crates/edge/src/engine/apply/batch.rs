@@ -781,6 +781,7 @@ mod tests {
             outcome: "cancelled".into(),
             error: None,
             error_kind: None,
+            run_id: None,
         }];
         let back = totals_of(&super::super::rounds::taken_back(ended, &history, 9));
         let mut sum: BTreeMap<(String, String), i64> = BTreeMap::new();

@@ -25,6 +25,7 @@ mod claims;
 mod marks;
 mod rounds;
 mod totals;
+mod usage;
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,7 @@ use baton_core::state::{RunStatus, StepStatus};
 use baton_core::time::Millis;
 
 pub(crate) use batch::{Fresh, Under, Write};
+pub use usage::record_usage;
 
 use super::claim::seconds_until;
 use super::rows::row_with_record;
