@@ -73,6 +73,10 @@ pub struct Snapshot {
     pub pools: Vec<Pool>,
     /// Archive passes' failures to write or verify a run's object in R2.
     pub archive_failures: u64,
+    /// Spans an OpenTelemetry collector accepted.
+    pub otlp_spans_exported: u64,
+    /// Spans not delivered to the collector (it failed, refused them or did not answer in time).
+    pub otlp_spans_dropped: u64,
 }
 
 /// What one ended run counts in the metrics: its rows as the transaction that ends it leaves
@@ -98,6 +102,10 @@ pub type Total = (String, String, i64);
 
 /// The totals metric of archive passes' R2 failures (label empty).
 pub const ARCHIVE_FAILURES: &str = "archive_failures";
+/// The totals metric of spans an OpenTelemetry collector accepted (label empty).
+pub const OTLP_SPANS_EXPORTED: &str = "otlp_spans_exported";
+/// The totals metric of spans not delivered to the collector (label empty).
+pub const OTLP_SPANS_DROPPED: &str = "otlp_spans_dropped";
 
 /// The totals `run` adds: `(metric, label, value)`, one per distinct key, in the shape of
 /// [`Snapshot::add_totals`]: `runs`/`steps` by status, `attempts`, `retries` by service, and
@@ -205,6 +213,8 @@ impl Snapshot {
                 "attempts" => self.attempts_total += (*value).max(0) as u64,
                 "retries" => add(&mut self.retries_by_service, label, *value),
                 ARCHIVE_FAILURES => self.archive_failures += (*value).max(0) as u64,
+                OTLP_SPANS_EXPORTED => self.otlp_spans_exported += (*value).max(0) as u64,
+                OTLP_SPANS_DROPPED => self.otlp_spans_dropped += (*value).max(0) as u64,
                 _ => {}
             }
         }
@@ -248,6 +258,8 @@ impl Snapshot {
             queue_by_status,
             pools,
             archive_failures,
+            otlp_spans_exported,
+            otlp_spans_dropped,
         } = other;
         merge(&mut self.runs_by_status, runs_by_status);
         merge(&mut self.steps_by_status, steps_by_status);
@@ -258,6 +270,8 @@ impl Snapshot {
         observed(&mut self.task_seconds, task_seconds);
         merge(&mut self.queue_by_status, queue_by_status);
         self.archive_failures += archive_failures;
+        self.otlp_spans_exported += otlp_spans_exported;
+        self.otlp_spans_dropped += otlp_spans_dropped;
         for pool in pools {
             match self.pools.iter_mut().find(|p| p.resource == pool.resource) {
                 Some(p) => {
@@ -366,6 +380,18 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Runs an archive pass could not write or verify in R2 (each kept in D1 and tried again).",
         vec![(vec![], s.archive_failures as f64)],
+    );
+    out.family(
+        "orchestrator_otlp_spans_exported_total",
+        "counter",
+        "Spans of ended runs an OpenTelemetry collector accepted (OTEL_EXPORTER_OTLP_ENDPOINT).",
+        vec![(vec![], s.otlp_spans_exported as f64)],
+    );
+    out.family(
+        "orchestrator_otlp_spans_dropped_total",
+        "counter",
+        "Spans of ended runs not delivered: the collector failed, refused them or did not answer in time.",
+        vec![(vec![], s.otlp_spans_dropped as f64)],
     );
     out.text
 }
@@ -742,6 +768,20 @@ mod tests {
         let mut s = Snapshot::default();
         s.add_totals(&[(ARCHIVE_FAILURES.into(), String::new(), 2)]);
         assert!(render(&s).contains("\norchestrator_archive_failures_total 2\n"));
+    }
+
+    #[test]
+    fn span_export_counters_render_even_at_zero_and_add_up() {
+        let zero = render(&Snapshot::default());
+        assert!(zero.contains("\norchestrator_otlp_spans_exported_total 0\n"), "{zero}");
+        assert!(zero.contains("\norchestrator_otlp_spans_dropped_total 0\n"), "{zero}");
+        let mut s = Snapshot::default();
+        s.add_totals(&[(OTLP_SPANS_EXPORTED.into(), String::new(), 13), (OTLP_SPANS_DROPPED.into(), String::new(), 4)]);
+        let mut other = Snapshot::default();
+        other.add_totals(&[(OTLP_SPANS_EXPORTED.into(), String::new(), 1)]);
+        s.absorb(other);
+        assert!(render(&s).contains("\norchestrator_otlp_spans_exported_total 14\n"));
+        assert!(render(&s).contains("\norchestrator_otlp_spans_dropped_total 4\n"));
     }
 }
 

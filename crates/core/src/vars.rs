@@ -7,6 +7,7 @@
 
 use crate::config::{self, Config, ConfigError};
 use crate::llm;
+use crate::otlp;
 use crate::retention::{self, Retention};
 use crate::shard::{self, Shards};
 
@@ -37,6 +38,10 @@ pub const CHECKS: &[Check] = &[
     Check { variables: &[retention::RETENTION_DAYS, retention::RETENTION_DAYS_BY_CLIENT], run: retention },
     Check { variables: &[shard::D1_SHARDS, shard::SHARD_BY_CLIENT], run: shards },
     Check { variables: &[llm::PRICES_VAR], run: llm_prices },
+    Check {
+        variables: &[otlp::ENDPOINT_VAR, otlp::TRACES_ENDPOINT_VAR, otlp::HEADERS_VAR, otlp::TIMEOUT_VAR],
+        run: otlp_exporter,
+    },
 ];
 
 /// Every problem of the variables `lookup` gives, by every check.
@@ -100,6 +105,14 @@ fn llm_prices(lookup: Lookup<'_>) -> Vec<VarProblem> {
     }
 }
 
+/// The span exporter ([`otlp::Exporter::from_lookup`]).
+fn otlp_exporter(lookup: Lookup<'_>) -> Vec<VarProblem> {
+    match otlp::Exporter::from_lookup(lookup) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![VarProblem { variable: e.variable.to_string(), problem: e.problem }],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -120,6 +133,13 @@ mod tests {
         assert_eq!(problems(&[("D1_SHARDS", "0")]), ["D1_SHARDS"]);
         assert_eq!(problems(&[("D1_SHARDS", "2"), ("SHARD_BY_CLIENT", r#"{"acme": 2}"#)]), ["SHARD_BY_CLIENT"]);
         assert!(problems(&[("D1_SHARDS", "2"), ("SHARD_BY_CLIENT", r#"{"acme": 1}"#)]).is_empty());
+        assert_eq!(problems(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")]), ["OTEL_EXPORTER_OTLP_ENDPOINT"]);
+        assert_eq!(problems(&[("OTEL_EXPORTER_OTLP_HEADERS", "key")]), ["OTEL_EXPORTER_OTLP_HEADERS"]);
+        assert!(problems(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=b")
+        ])
+        .is_empty());
         assert_eq!(
             problems(&[("POLLER_BATCH_SIZE", "0"), ("JOB_TIMEOUT_MINUTES", "x"), ("RETENTION_DAYS", "-1")]),
             ["JOB_TIMEOUT_MINUTES", "POLLER_BATCH_SIZE", "RETENTION_DAYS"]

@@ -124,6 +124,8 @@ impl Engine<'_> {
                 .map(|(resource, capacity, in_use)| Pool { resource, capacity, in_use })
                 .collect(),
             archive_failures: 0,
+            otlp_spans_exported: 0,
+            otlp_spans_dropped: 0,
         };
         snapshot.add_totals(&a.totals);
         Ok(snapshot)
