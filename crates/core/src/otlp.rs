@@ -42,6 +42,10 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
 /// The longest [`TIMEOUT_VAR`] allowed: an export runs after the run's answer, within the
 /// 30 s a worker may go on working after a response.
 pub const MAX_TIMEOUT_MS: u64 = 10_000;
+/// After an export runs out of time, how long the exports of the same isolate are dropped
+/// without a request: a collector that does not answer costs one timeout per this period, not
+/// one per ended run (a poller tick that ends many runs is not held up by each).
+pub const COOL_OFF_MS: u64 = 30_000;
 /// The resource's `service.name`.
 pub const SERVICE_NAME: &str = "baton";
 /// The instrumentation scope's name.
