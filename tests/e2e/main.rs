@@ -14,6 +14,7 @@ mod llm;
 mod logs;
 mod metrics;
 mod openapi;
+mod otlp;
 mod poller;
 mod resilience;
 mod runs;
