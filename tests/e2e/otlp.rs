@@ -28,7 +28,8 @@ struct Fixture {
 }
 
 /// A stack whose every worker that ends runs exports to the collector; vitals-monitor is the
-/// fake service at its base URL.
+/// fake service at its base URL. A run nobody waits for goes through the task queue (and ends
+/// in the consumer); one a client waits for runs in place (and ends in the orchestrator).
 fn fixture() -> Fixture {
     let collector = FakeCollector::start(CollectorMode::Accept);
     let service = FakeService::start();
@@ -38,8 +39,10 @@ fn fixture() -> Fixture {
         ("OTEL_EXPORTER_OTLP_HEADERS".to_string(), "x-collector-key=key%20one".to_string()),
         ("OTEL_EXPORTER_OTLP_TIMEOUT".to_string(), EXPORT_TIMEOUT_MS.to_string()),
     ];
+    let mut orchestrator = vars.clone();
+    orchestrator.push(("IN_PLACE_SECONDS".to_string(), "0".to_string()));
     let stack = Stack::start(StackOptions {
-        vars: vars.clone(),
+        vars: orchestrator,
         consumer_vars: vars.clone(),
         poller_vars: vars,
         ..StackOptions::default()
@@ -83,7 +86,8 @@ fn counter(stack: &Stack, name: &str) -> f64 {
     number(&scrape(stack), name, &[])
 }
 
-/// The spans of a run that joined a caller's trace reach the collector as one tree.
+/// The spans of a run that joined a caller's trace (and went through the task queue) reach the
+/// collector as one tree.
 fn spans_arrive_as_one_tree(f: &Fixture) {
     let exported_before = counter(&f.stack, "orchestrator_otlp_spans_exported_total");
     let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
