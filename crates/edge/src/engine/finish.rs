@@ -51,7 +51,7 @@ impl Engine<'_> {
     /// the collector is slower than they are, and then at most `OTEL_EXPORTER_OTLP_TIMEOUT`.
     /// It is not handed to `ctx.wait_until` here because the engine has no `Context`: where a
     /// waiting client is answered (a first wave run in place, a hand-over), this whole tail
-    /// already runs after the answer, inside the `wait_until` of `attempts::run_waited`; on
+    /// already runs after the answer, inside the `wait_until` of `attempts::run_first_wave`; on
     /// the other paths (a service's callback, a queue message, a poller tick) nobody waits for
     /// the run, and the ending is written before the tail starts, so a slow collector can hold
     /// up only the acknowledgement of the event that ended the run, never the run.
