@@ -553,7 +553,8 @@ pub fn spans_of(run: &EndedRun<'_>, version: &str) -> ExportTraceServiceRequest 
     }
     if let Some(claimed) = run.claimed_at {
         let claimed = claimed.clamp(whole.0, whole.1);
-        let settled = run.steps.iter().filter_map(|s| s.finished_at).filter(|f| *f <= claimed).max().unwrap_or(whole.0);
+        // From the last step settling before the claim (none: the claim alone).
+        let settled = run.steps.iter().filter_map(|s| s.finished_at).filter(|f| *f <= claimed).max().unwrap_or(claimed);
         let fan_in = Interval::new(settled, claimed).within(whole);
         builder.push(SpanOf::FanIn, Some(SpanOf::Run), ("fan-in".to_string(), kind::INTERNAL), fan_in, vec![], ok());
         let analysis = Interval::new(claimed, whole.1).within(whole);
