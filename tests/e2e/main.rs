@@ -15,6 +15,7 @@ mod llm;
 mod logs;
 mod metrics;
 mod openapi;
+mod otlp;
 mod poller;
 mod resilience;
 mod runs;

@@ -22,7 +22,7 @@ fn wait_terminal(stack: &Stack, run_id: &str) -> Value {
     })
 }
 
-fn scrape(stack: &Stack) -> Scrape {
+pub(crate) fn scrape(stack: &Stack) -> Scrape {
     let r = stack.get_as(&stack.secrets().admin_token, "/metrics");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
@@ -38,7 +38,7 @@ fn find<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> &'a Samp
         .unwrap_or_else(|| panic!("no sample {name}{labels:?} in {:#?}", scrape.samples))
 }
 
-fn number(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn number(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     match &find(scrape, name, labels).value {
         Metric::Counter(v) | Metric::Gauge(v) | Metric::Untyped(v) => *v,
         other => panic!("{name} is not a number: {other:?}"),

@@ -2,6 +2,7 @@
 
 pub mod browser;
 pub mod cli;
+pub mod fake_collector;
 pub mod fake_llm;
 pub mod fake_service;
 pub mod http;

@@ -163,6 +163,26 @@ mod tests {
     }
 
     #[test]
+    fn the_span_exporters_variables_are_checked_in_every_config() {
+        let root = tree(&[
+            ("wrangler.toml", "name = \"o\"\n[vars]\nOTEL_EXPORTER_OTLP_ENDPOINT = \"collector:4318\"\n"),
+            (
+                "crates/consumer/wrangler.toml",
+                "name = \"c\"\n[vars]\nOTEL_EXPORTER_OTLP_ENDPOINT = \"https://otel.example.com\"\n",
+            ),
+            ("crates/consumer/.dev.vars", "OTEL_EXPORTER_OTLP_HEADERS=api-key\n"),
+        ]);
+        assert_eq!(
+            named(&root, None),
+            [
+                "wrangler.toml [vars]: OTEL_EXPORTER_OTLP_ENDPOINT",
+                "crates/consumer/wrangler.toml [vars] + crates/consumer/.dev.vars: OTEL_EXPORTER_OTLP_HEADERS"
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
     fn dev_vars_lines_are_read_as_wrangler_reads_them() {
         assert_eq!(
             dotenv("# c\nA=1\n\nB=\"x y\"\nC='{\"a\": 1}'\n"),

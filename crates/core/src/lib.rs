@@ -38,6 +38,7 @@
 //! - [`execution`]: pipeline executions: demand, admission, costs.
 //! - [`signature`]: signed result callbacks (HMAC-SHA256).
 //! - [`trace`]: W3C trace context: a run's trace, its spans' ids, `traceparent` headers.
+//! - [`otlp`]: an ended run as OpenTelemetry spans (OTLP/HTTP JSON), and the exporter's variables.
 //! - [`delegation`]: which clients may act for which others.
 //! - [`rate_limit`]: per-client rate limits and the fixed-window decision.
 //! - [`synthesis`]: the rule-based analysis (signals, rules, findings, recommendations).
@@ -60,6 +61,7 @@ pub mod listing;
 pub mod llm;
 pub mod messages;
 pub mod metrics;
+pub mod otlp;
 pub mod plan;
 pub mod progress;
 pub mod quota;

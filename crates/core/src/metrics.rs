@@ -83,6 +83,10 @@ pub struct Snapshot {
     pub run_units: BTreeMap<(String, String), Units>,
     /// The units' prices (`COST_PRICES`), for the cost series.
     pub unit_prices: UnitPrices,
+    /// Spans an OpenTelemetry collector accepted.
+    pub otlp_spans_exported: u64,
+    /// Spans not delivered to the collector (it failed, refused them or did not answer in time).
+    pub otlp_spans_dropped: u64,
 }
 
 /// What analyses asked of one model, summed ([`llm_totals`]).
@@ -127,6 +131,10 @@ pub type Total = (String, String, i64);
 
 /// The totals metric of archive passes' R2 failures (label empty).
 pub const ARCHIVE_FAILURES: &str = "archive_failures";
+/// The totals metric of spans an OpenTelemetry collector accepted (label empty).
+pub const OTLP_SPANS_EXPORTED: &str = "otlp_spans_exported";
+/// The totals metric of spans not delivered to the collector (label empty).
+pub const OTLP_SPANS_DROPPED: &str = "otlp_spans_dropped";
 
 /// The totals `run` adds: `(metric, label, value)`, one per distinct key, in the shape of
 /// [`Snapshot::add_totals`]: `runs`/`steps` by status, `attempts`, `retries` by service, and
@@ -287,6 +295,8 @@ impl Snapshot {
                         _ => {}
                     }
                 }
+                OTLP_SPANS_EXPORTED => self.otlp_spans_exported += (*value).max(0) as u64,
+                OTLP_SPANS_DROPPED => self.otlp_spans_dropped += (*value).max(0) as u64,
                 _ => {}
             }
         }
@@ -333,6 +343,8 @@ impl Snapshot {
             llm,
             run_units,
             unit_prices: _,
+            otlp_spans_exported,
+            otlp_spans_dropped,
         } = other;
         merge(&mut self.runs_by_status, runs_by_status);
         merge(&mut self.steps_by_status, steps_by_status);
@@ -356,6 +368,8 @@ impl Snapshot {
             into.output_tokens += from.output_tokens;
             into.cost_nano_usd += from.cost_nano_usd;
         }
+        self.otlp_spans_exported += otlp_spans_exported;
+        self.otlp_spans_dropped += otlp_spans_dropped;
         for pool in pools {
             match self.pools.iter_mut().find(|p| p.resource == pool.resource) {
                 Some(p) => {
@@ -535,6 +549,18 @@ pub fn render(s: &Snapshot) -> String {
                 (vec![("client", client.as_str()), ("plan", plan.as_str())], s.unit_prices.cost_usd(units))
             })
             .collect(),
+    );
+    out.family(
+        "orchestrator_otlp_spans_exported_total",
+        "counter",
+        "Spans of ended runs an OpenTelemetry collector accepted (OTEL_EXPORTER_OTLP_ENDPOINT).",
+        vec![(vec![], s.otlp_spans_exported as f64)],
+    );
+    out.family(
+        "orchestrator_otlp_spans_dropped_total",
+        "counter",
+        "Spans of ended runs not delivered: the collector failed, refused them or did not answer in time.",
+        vec![(vec![], s.otlp_spans_dropped as f64)],
     );
     out.text
 }
@@ -963,6 +989,20 @@ mod tests {
         })
         .iter()
         .all(|(m, _, _)| m != LLM));
+    }
+
+    #[test]
+    fn span_export_counters_render_even_at_zero_and_add_up() {
+        let zero = render(&Snapshot::default());
+        assert!(zero.contains("\norchestrator_otlp_spans_exported_total 0\n"), "{zero}");
+        assert!(zero.contains("\norchestrator_otlp_spans_dropped_total 0\n"), "{zero}");
+        let mut s = Snapshot::default();
+        s.add_totals(&[(OTLP_SPANS_EXPORTED.into(), String::new(), 13), (OTLP_SPANS_DROPPED.into(), String::new(), 4)]);
+        let mut other = Snapshot::default();
+        other.add_totals(&[(OTLP_SPANS_EXPORTED.into(), String::new(), 1)]);
+        s.absorb(other);
+        assert!(render(&s).contains("\norchestrator_otlp_spans_exported_total 14\n"));
+        assert!(render(&s).contains("\norchestrator_otlp_spans_dropped_total 4\n"));
     }
 }
 

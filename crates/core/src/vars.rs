@@ -8,6 +8,7 @@
 use crate::config::{self, Config, ConfigError};
 use crate::cost;
 use crate::llm;
+use crate::otlp;
 use crate::retention::{self, Retention};
 use crate::shard::{self, Shards};
 
@@ -40,6 +41,10 @@ pub const CHECKS: &[Check] = &[
     Check { variables: &[llm::PRICES_VAR], run: llm_prices },
     Check { variables: &[llm::CACHE_SECONDS_VAR], run: llm_cache_seconds },
     Check { variables: &[cost::PRICES_VAR], run: cost_prices },
+    Check {
+        variables: &[otlp::ENDPOINT_VAR, otlp::TRACES_ENDPOINT_VAR, otlp::HEADERS_VAR, otlp::TIMEOUT_VAR],
+        run: otlp_exporter,
+    },
 ];
 
 /// Every problem of the variables `lookup` gives, by every check.
@@ -125,6 +130,14 @@ fn cost_prices(lookup: Lookup<'_>) -> Vec<VarProblem> {
     }
 }
 
+/// The span exporter ([`otlp::Exporter::from_lookup`]).
+fn otlp_exporter(lookup: Lookup<'_>) -> Vec<VarProblem> {
+    match otlp::Exporter::from_lookup(lookup) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![VarProblem { variable: e.variable.to_string(), problem: e.problem }],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -148,6 +161,13 @@ mod tests {
         assert_eq!(problems(&[("LLM_CACHE_SECONDS", "5")]), ["LLM_CACHE_SECONDS"]);
         assert!(problems(&[("LLM_CACHE_SECONDS", "0")]).is_empty());
         assert_eq!(problems(&[("COST_PRICES", r#"{"kv": 1}"#)]), ["COST_PRICES"]);
+        assert_eq!(problems(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")]), ["OTEL_EXPORTER_OTLP_ENDPOINT"]);
+        assert_eq!(problems(&[("OTEL_EXPORTER_OTLP_HEADERS", "key")]), ["OTEL_EXPORTER_OTLP_HEADERS"]);
+        assert!(problems(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=b")
+        ])
+        .is_empty());
         assert_eq!(
             problems(&[("POLLER_BATCH_SIZE", "0"), ("JOB_TIMEOUT_MINUTES", "x"), ("RETENTION_DAYS", "-1")]),
             ["JOB_TIMEOUT_MINUTES", "POLLER_BATCH_SIZE", "RETENTION_DAYS"]

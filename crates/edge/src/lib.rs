@@ -21,6 +21,7 @@ pub mod kv;
 pub mod llm;
 pub mod log;
 pub mod meter;
+pub mod otlp;
 pub mod protocol;
 pub mod queues;
 pub mod rate_limit;

@@ -311,6 +311,16 @@ pub fn retention(
     Retention::parse(var(env, RETENTION_DAYS).as_deref(), var(env, RETENTION_DAYS_BY_CLIENT).as_deref())
 }
 
+/// The span exporter (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+/// `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`: [`baton_core::otlp`]); each may
+/// be a secret or a variable (the headers often hold a key). `Ok(None)`: export is off. An
+/// invalid setting is an error naming the variable.
+pub fn otlp_exporter(
+    env: &Env,
+) -> std::result::Result<Option<baton_core::otlp::Exporter>, baton_core::otlp::ExporterError> {
+    baton_core::otlp::Exporter::from_lookup(|name| secret_or_var(env, name))
+}
+
 /// `D1_SHARDS` and `SHARD_BY_CLIENT` ([`baton_core::shard`]): which database holds whose data.
 /// An invalid setting is an error naming the variable: nothing can be routed under it.
 pub fn shards(env: &Env) -> crate::Result<baton_core::shard::Shards> {

@@ -40,17 +40,31 @@ pub fn rule_based_diagnosis(loaded: &Loaded, synthesis_error: Option<&str>) -> D
 }
 
 impl Engine<'_> {
-    /// What follows an ending: the KV mirror of the run as it ended (no read), and for a
-    /// pipeline, whose reservation is free now, the admission of what waits (the poller would,
-    /// later). Best effort: neither decides anything.
+    /// What follows an ending: the KV mirror of the run as it ended (no read), the webhook
+    /// messages, the run's spans to an OpenTelemetry collector (when one is configured), and
+    /// for a pipeline, whose reservation is free now, the admission of what waits (the poller
+    /// would, later). Best effort: none decides anything.
     /// `deliveries`: the webhook deliveries the ending wrote ([`Outbox::written`]), to queue.
+    ///
+    /// The span export runs alongside the KV mirror and the webhook messages, under its own
+    /// timeout ([`crate::otlp::export`]), not after them: it adds nothing to this tail unless
+    /// the collector is slower than they are, and then at most `OTEL_EXPORTER_OTLP_TIMEOUT`.
+    /// It is not handed to `ctx.wait_until` here because the engine has no `Context`: where a
+    /// waiting client is answered (a first wave run in place, a hand-over), this whole tail
+    /// already runs after the answer, inside the `wait_until` of `attempts::run_first_wave`; on
+    /// the other paths (a service's callback, a queue message, a poller tick) nobody waits for
+    /// the run, and the ending is written before the tail starts, so a slow collector can hold
+    /// up only the acknowledgement of the event that ended the run, never the run.
     pub(crate) async fn after_ending(&self, ended: &Loaded, deliveries: &[String]) {
         let took = ended.run.completed_at.map(|at| (at - ended.run.started_at).max(0) as u64);
         let line =
             log::Line { duration_ms: took, error: ended.run.error.as_deref(), ..log::Line::run(&ended.run.run_id) };
         log::emit(log::Event::RunFinished, &line);
-        self.write_snapshot(ended).await;
-        self.queue_deliveries(&ended.run.run_id, deliveries).await;
+        let mirrors = async {
+            self.write_snapshot(ended).await;
+            self.queue_deliveries(&ended.run.run_id, deliveries).await;
+        };
+        crate::concurrency::join(mirrors, crate::otlp::export(self.env(), &self.db, ended)).await;
         if ended.run.kind == RunKind::Pipeline {
             if let Err(e) = Box::pin(super::admission::admit_queued(self, 10)).await {
                 worker::console_warn!("admission after run {} ended: {e}", ended.run.run_id);

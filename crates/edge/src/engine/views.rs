@@ -127,6 +127,8 @@ impl Engine<'_> {
             llm: Default::default(),
             run_units: Default::default(),
             unit_prices: crate::settings::cost_prices(self.env()).unwrap_or_default(),
+            otlp_spans_exported: 0,
+            otlp_spans_dropped: 0,
         };
         snapshot.add_totals(&a.totals);
         Ok(snapshot)
