@@ -129,6 +129,11 @@ pub fn put_back(units: Vec<(String, Usage)>) {
     });
 }
 
+/// How long a request waits before recording the units it leaves pending, so that work for
+/// the same runs ending meanwhile (a first wave run in place, ending just after the answer)
+/// records them together, in one write.
+pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Adds the pending units to their runs' rows: the engine's [`crate::engine::record_usage`],
 /// which every worker calls when its work is done.
 pub async fn flush(env: &Env) {
