@@ -447,18 +447,8 @@ impl Baton {
         let per_run: serde_json::Map<String, Value> =
             last.0.iter().map(|(u, n)| (u.clone(), json!(round(*n)))).collect();
         let usd_per_run = last.1 / runs as f64;
-        let units = [
-            "d1_round_trips",
-            "d1_statements",
-            "d1_rows_read",
-            "d1_rows_written",
-            "kv_reads",
-            "kv_writes",
-            "queue_messages",
-            "subrequests",
-        ];
         let mut isolate = serde_json::Map::new();
-        for unit in units {
+        for unit in baton_core::cost::UNIT_NAMES {
             let sum: f64 =
                 ["orchestrator", "consumer", "poller"].iter().map(|w| usage[w][unit].as_f64().unwrap_or(0.0)).sum();
             isolate.insert(unit.to_string(), json!(round(sum)));
