@@ -213,6 +213,34 @@ pub struct RunCancelled {
     pub summary: RunSummary,
 }
 
+/// `POST /runs/{run_id}/pause`'s answer: the run dispatches nothing new until it is resumed.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunPaused {
+    pub success: Success,
+    pub run_id: String,
+    /// `paused`.
+    pub status: RunStatus,
+    /// Whether this call paused it (`false`: it was already paused).
+    pub changed: bool,
+    pub summary: RunSummary,
+}
+
+/// `POST /runs/{run_id}/resume`'s answer: the run runs again, and what became ready while it
+/// was paused is dispatched.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunResumed {
+    pub success: Success,
+    pub run_id: String,
+    /// `running`, or where the resume's look took it (`aggregating` once every step has
+    /// ended, `failed`, `timeout`).
+    pub status: RunStatus,
+    /// Whether this call resumed it (`false`: it was not paused).
+    pub changed: bool,
+    /// The steps the resume dispatched.
+    pub dispatched: Vec<String>,
+    pub summary: RunSummary,
+}
+
 /// `POST /runs/{run_id}/retry`'s answer: the run runs again, in place.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct RunRetried {

@@ -47,6 +47,17 @@ pub enum Command {
         /// The run id.
         run_id: String,
     },
+    /// Pause a run: nothing new is dispatched until it is resumed (attempts in flight finish;
+    /// the run's deadline keeps running).
+    Pause {
+        /// The run id.
+        run_id: String,
+    },
+    /// Resume a paused run: what became ready while it was paused is dispatched now.
+    Resume {
+        /// The run id.
+        run_id: String,
+    },
     /// The plans you can run (without a subcommand: list them).
     Plans {
         #[command(subcommand)]
@@ -107,7 +118,7 @@ pub struct RunsArgs {
     /// Only runs of this website id.
     #[arg(long)]
     pub site: Option<String>,
-    /// Only runs with this status (started, running, aggregating, completed, failed, timeout, cancelled).
+    /// Only runs with this status (started, running, paused, aggregating, completed, failed, timeout, cancelled).
     #[arg(long)]
     pub status: Option<String>,
     /// Only runs of this plan.

@@ -76,6 +76,14 @@ pub fn execute(api: &Api, out: &Out, command: Command) -> Result<Exit, Failure> 
             out.show(&api.post(&format!("{}/cancel", run_path(&run_id)?), &json!({}))?, render::cancelled);
             Ok(Exit::Success)
         }
+        Command::Pause { run_id } => {
+            out.show(&api.post(&format!("{}/pause", run_path(&run_id)?), &json!({}))?, render::held);
+            Ok(Exit::Success)
+        }
+        Command::Resume { run_id } => {
+            out.show(&api.post(&format!("{}/resume", run_path(&run_id)?), &json!({}))?, render::held);
+            Ok(Exit::Success)
+        }
         Command::Plans { command: None } => {
             out.show(&api.get("/api/orchestration/plans")?, render::plans);
             Ok(Exit::Success)

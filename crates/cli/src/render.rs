@@ -334,6 +334,18 @@ pub fn cancelled(body: &Value) -> String {
     format!("run {} {}; {} steps cancelled{which}\n", text(&body["run_id"]), text(&body["status"]), steps.len())
 }
 
+/// The answer to a pause or a resume.
+pub fn held(body: &Value) -> String {
+    let run = text(&body["run_id"]);
+    let status = text(&body["status"]);
+    if body["changed"] == Value::Bool(false) {
+        return format!("run {run} {status}; nothing changed\n");
+    }
+    let dispatched: Vec<String> = body["dispatched"].as_array().into_iter().flatten().map(text).collect();
+    let which = if dispatched.is_empty() { String::new() } else { format!("; dispatched {}", dispatched.join(", ")) };
+    format!("run {run} {status}{which}\n")
+}
+
 /// Plans as a table.
 pub fn plans(body: &Value) -> String {
     let rows: Vec<Vec<String>> = body["plans"]
@@ -582,6 +594,15 @@ mod tests {
         let cancelled_text =
             cancelled(&json!({"run_id": "run_1", "status": "cancelled", "cancelled_steps": ["a", "b"]}));
         assert_eq!(cancelled_text, "run run_1 cancelled; 2 steps cancelled: a, b\n");
+        assert_eq!(held(&json!({"run_id": "run_1", "status": "paused", "changed": true})), "run run_1 paused\n");
+        assert_eq!(
+            held(&json!({"run_id": "run_1", "status": "running", "changed": true, "dispatched": ["b", "c"]})),
+            "run run_1 running; dispatched b, c\n"
+        );
+        assert_eq!(
+            held(&json!({"run_id": "run_1", "status": "running", "changed": false, "dispatched": []})),
+            "run run_1 running; nothing changed\n"
+        );
         let submitted = execution_submitted(&json!({"execution_id": "exec_1", "status": "queued", "priority": "high",
             "client_id": "alice", "acted_by": "kam", "reason": "waiting for tokens", "estimated_completion_ms": 1200}));
         assert!(submitted

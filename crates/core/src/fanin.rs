@@ -172,7 +172,7 @@ pub fn decide(
     config: &FanInConfig,
     rng: &mut dyn RandomSource,
 ) -> FanIn {
-    if !matches!(run.status, RunStatus::Started | RunStatus::Running) {
+    if !matches!(run.status, RunStatus::Started | RunStatus::Running | RunStatus::Paused) {
         return FanIn { step_updates: Vec::new(), decision: FanInDecision::Wait };
     }
     let at_deadline = now >= run_deadline(plan, run.started_at, config);

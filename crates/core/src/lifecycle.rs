@@ -13,7 +13,14 @@
 //!                                    │ Aggregate ─▶ Claim (or DeferFanIn: the poller claims)
 //!                                    └ Fail ─▶ Finish(failed)
 //!  cancel ─▶ every open step cancelled ─▶ Finish(cancelled)
+//!  pause  ─▶ Pause (started|running → paused): no look
+//!  resume ─▶ paused → running, then a look (backoffs that ended while paused dispatched now)
 //! ```
+//!
+//! A paused run is still looked at: reports are recorded, attempts time out, a step whose
+//! threshold is out of reach fails the run, and its deadline keeps running (at the deadline it
+//! is claimed and analysed with what it has, as any run). It only starts nothing new: no
+//! dispatch, no skip, no fan-in claim before its deadline.
 //!
 //! Repeated events are normal: a report for a step that has ended is
 //! [`ReportOutcome::AlreadyTerminal`], one for another attempt is [`ReportOutcome::Stale`], and
@@ -67,6 +74,10 @@ pub enum Event {
     Look,
     /// A client cancels the run.
     Cancel,
+    /// A client pauses the run: nothing new is dispatched until it is resumed.
+    Pause,
+    /// A client resumes the paused run; it is looked at at once.
+    Resume,
 }
 
 /// Who is looking at the run.
@@ -165,6 +176,8 @@ pub enum RunAction {
     },
     /// End it now, without analysis.
     Finish(Finish),
+    /// Pause it: `started|running → paused`.
+    Pause,
 }
 
 /// What to do, as data.
@@ -178,12 +191,14 @@ pub struct Decision {
     pub run: RunAction,
     /// Every step after the writes, in plan order.
     pub steps: Vec<StepRecord>,
+    /// The paused run is resumed (`paused → running`), before [`Decision::run`] is carried out.
+    pub resume: bool,
 }
 
 impl Decision {
     /// Nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.run == RunAction::Keep
+        self.writes.is_empty() && self.run == RunAction::Keep && !self.resume
     }
 
     /// The steps this decision dispatches (a new attempt each), in plan order.
@@ -200,10 +215,16 @@ impl Decision {
     }
 }
 
-/// Statuses a run can be failed or claimed from.
+/// Statuses a run dispatches in (and can be paused from).
 pub const ACTIVE: &[RunStatus] = &[RunStatus::Started, RunStatus::Running];
+/// Statuses a run is looked at in (reports, time-outs, its deadline) and can be failed or
+/// claimed from: the active ones and `paused`.
+pub const OPEN: &[RunStatus] = &[RunStatus::Started, RunStatus::Running, RunStatus::Paused];
+/// The status a run is resumed from.
+pub const PAUSED: &[RunStatus] = &[RunStatus::Paused];
 /// Statuses a run can be cancelled from.
-pub const UNFINISHED: &[RunStatus] = &[RunStatus::Started, RunStatus::Running, RunStatus::Aggregating];
+pub const UNFINISHED: &[RunStatus] =
+    &[RunStatus::Started, RunStatus::Running, RunStatus::Paused, RunStatus::Aggregating];
 /// The status an analysed run is finished from.
 pub const CLAIMED: &[RunStatus] = &[RunStatus::Aggregating];
 /// Statuses of a run that has ended: a retry starts from one, and what an ended run held
@@ -221,6 +242,8 @@ pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn
     let mut reported = Vec::new();
     let mut look = false;
     let mut cancel = false;
+    let mut pause = false;
+    let mut resume = false;
     for event in events {
         match event {
             Event::Reported { service, attempt, report } => {
@@ -233,15 +256,21 @@ pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn
             }
             Event::Look => look = true,
             Event::Cancel => cancel = true,
+            Event::Pause => pause = true,
+            Event::Resume => resume = true,
         }
     }
-    let active = ACTIVE.contains(&run.status);
     let cancellation = if cancel { cancel::cancel(run.status, plan, &records, rules.now).ok() } else { None };
+    // A resumed run is looked at as running: what is ready is dispatched in the same write.
+    let resumed = resume && !cancel && run.status == RunStatus::Paused;
+    let status = if resumed { RunStatus::Running } else { run.status };
     let action = if let Some(cancellation) = cancellation {
         take_cancellation(plan, cancellation, &mut records, &mut causes);
         RunAction::Finish(Finish { status: RunStatus::Cancelled, from: UNFINISHED, error: None })
-    } else if look && active {
-        look_at(run, &mut records, &mut causes, rules, rng)
+    } else if pause && ACTIVE.contains(&run.status) {
+        RunAction::Pause
+    } else if (look || resumed) && OPEN.contains(&status) {
+        look_at(&RunState { status, ..*run }, &mut records, &mut causes, rules, resumed, rng)
     } else {
         RunAction::Keep
     };
@@ -256,7 +285,8 @@ pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn
             cause: cause.unwrap_or(Cause::Settled),
         })
         .collect();
-    Decision { reported, writes, run: action, steps: records }
+    let resume = resumed && !matches!(action, RunAction::Finish(_));
+    Decision { reported, writes, run: action, steps: records, resume }
 }
 
 /// How a claimed run (`aggregating`) ends once its analysis is written; `None` if it is not
@@ -492,7 +522,7 @@ pub fn claim_attempt(
     now: Millis,
     rng: &mut dyn RandomSource,
 ) -> AttemptClaim {
-    if !ACTIVE.contains(&run.status) {
+    if !OPEN.contains(&run.status) {
         return AttemptClaim::Nothing; // cancelled, claimed for analysis or ended
     }
     let (Some(position), Some(record)) =
@@ -509,6 +539,8 @@ pub fn claim_attempt(
             Some(_) => AttemptClaim::Expired,
             None => AttemptClaim::Nothing,
         },
+        // A paused run dispatches nothing: its resume dispatches a step whose backoff ended.
+        StepStatus::Retrying if run.status == RunStatus::Paused => AttemptClaim::Nothing,
         // A retried message keeps its body (the first attempt's number), so while the step
         // backs off any delivery of it may dispatch the next attempt.
         StepStatus::Retrying if attempt <= record.attempts => {
@@ -589,12 +621,15 @@ fn record_report(
 }
 
 /// Time-outs and skips (fan-in's settling), then either the fan-in decision or the ready
-/// steps.
+/// steps. A paused run starts nothing: no dispatch, and no fan-in claim before its deadline.
+/// `resumed`: the run was paused until this decision, so a step whose backoff ended meanwhile
+/// (its own message found the run paused) is dispatched now.
 fn look_at(
     run: &RunState<'_>,
     records: &mut [StepRecord],
     causes: &mut [Option<Cause>],
     rules: &Rules,
+    resumed: bool,
     rng: &mut dyn RandomSource,
 ) -> RunAction {
     let plan = run.plan;
@@ -607,8 +642,15 @@ fn look_at(
         }
     }
     let then = fan_in.decision.final_status();
+    let paused = run.status == RunStatus::Paused;
     match fan_in.decision {
-        FanInDecision::Wait => dispatch_ready(run, records, causes, rules, rng),
+        FanInDecision::Wait if paused => RunAction::Keep,
+        FanInDecision::Wait => dispatch_ready(run, records, causes, rules, resumed, rng),
+        FanInDecision::Aggregate { .. }
+            if paused && rules.now < fanin::run_deadline(plan, run.started_at, &rules.fan_in) =>
+        {
+            RunAction::Keep
+        }
         FanInDecision::Aggregate { partial, missing, .. } => {
             if rules.observer == Observer::Poller || rules.event_driven_fanin {
                 RunAction::Claim { partial, missing, then: then.unwrap_or(RunStatus::Completed) }
@@ -619,7 +661,7 @@ fn look_at(
         FanInDecision::Fail { reason } => {
             // A run that fails early (its threshold out of reach) cancels what still runs.
             take_cancellation(plan, cancel::cancel_steps(plan, records, rules.now), records, causes);
-            RunAction::Finish(Finish { status: RunStatus::Failed, from: ACTIVE, error: Some(reason.to_string()) })
+            RunAction::Finish(Finish { status: RunStatus::Failed, from: OPEN, error: Some(reason.to_string()) })
         }
     }
 }
@@ -644,6 +686,7 @@ fn dispatch_ready(
     records: &mut [StepRecord],
     causes: &mut [Option<Cause>],
     rules: &Rules,
+    resumed: bool,
     rng: &mut dyn RandomSource,
 ) -> RunAction {
     let plan = run.plan;
@@ -653,9 +696,12 @@ fn dispatch_ready(
         let Some(position) = plan.position(service.as_str()) else { continue };
         let record = &records[position];
         // A backing-off step comes back through its own task message (a queue retry with
-        // delay). Only the poller dispatches it, and only once that message is overdue (lost).
+        // delay). Only the poller dispatches it, and only once that message is overdue (lost);
+        // or a resume, once its backoff has ended (its message found the run paused).
         let overdue = record.next_attempt_at.is_none_or(|at| at.saturating_add(rules.retry_grace_ms) <= rules.now);
-        if record.status == StepStatus::Retrying && !(rules.observer == Observer::Poller && overdue) {
+        let ended = record.next_attempt_at.is_none_or(|at| at <= rules.now);
+        let lost = (rules.observer == Observer::Poller && overdue) || (resumed && ended);
+        if record.status == StepStatus::Retrying && !lost {
             continue;
         }
         let dispatch = ready.dispatch.contains(service);
@@ -734,7 +780,9 @@ mod tests {
             assert_eq!(ENDED.contains(&status), status.is_terminal(), "{status:?}");
             assert_eq!(UNFINISHED.contains(&status), !status.is_terminal(), "{status:?}");
             assert_eq!(CLAIMED.contains(&status), status == RunStatus::Aggregating, "{status:?}");
-            assert!(!ACTIVE.contains(&status) || UNFINISHED.contains(&status), "{status:?}");
+            assert!(!ACTIVE.contains(&status) || OPEN.contains(&status), "{status:?}");
+            assert!(!OPEN.contains(&status) || UNFINISHED.contains(&status), "{status:?}");
+            assert_eq!(PAUSED.contains(&status), status == RunStatus::Paused, "{status:?}");
         }
         for status in StepStatus::ALL {
             assert_eq!(OPEN_STEPS.contains(&status), !status.is_terminal(), "{status:?}");
@@ -892,7 +940,7 @@ mod tests {
         };
         let d = decide_on(&p, RunStatus::Running, &[running("a")], &[failed], Observer::EventDriven);
         assert_eq!(d.settled_as(StepStatus::Skipped).map(ServiceSlug::as_str).collect::<Vec<_>>(), ["b"]);
-        assert!(matches!(&d.run, RunAction::Finish(f) if f.status == RunStatus::Failed && f.from == ACTIVE));
+        assert!(matches!(&d.run, RunAction::Finish(f) if f.status == RunStatus::Failed && f.from == OPEN));
     }
 
     #[test]
@@ -1050,5 +1098,75 @@ mod tests {
         let run = RunState { status: RunStatus::Aggregating, started_at: NOW, plan: &p, steps: &a };
         let none = claim_attempt(&run, "a", 1, false, false, deadline, NOW, &mut SplitMix64::new(3));
         assert_eq!(none, AttemptClaim::Nothing, "a run that is not active runs nothing");
+    }
+
+    #[test]
+    fn a_pause_writes_only_the_status_and_only_from_an_active_run() {
+        let p = plan(&[("a", &[]), ("b", &["a"])]);
+        let d = decide_on(&p, RunStatus::Running, &[running("a")], &[Event::Pause], Observer::EventDriven);
+        assert_eq!((d.run.clone(), d.writes.len(), d.resume), (RunAction::Pause, 0, false));
+        for status in [RunStatus::Paused, RunStatus::Aggregating, RunStatus::Completed, RunStatus::Cancelled] {
+            let d = decide_on(&p, status, &[running("a")], &[Event::Pause], Observer::EventDriven);
+            assert!(d.is_empty(), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn a_paused_run_records_results_but_dispatches_nothing_and_claims_nothing_before_its_deadline() {
+        let p = plan(&[("a", &[]), ("b", &["a"]), ("c", &[])]);
+        let d = decide_on(&p, RunStatus::Paused, &[running("a"), running("c")], &[succeeded("a")], Observer::Poller);
+        assert_eq!(d.writes.len(), 1, "only the result: {d:?}");
+        assert_eq!(d.writes[0].after.status, StepStatus::Completed);
+        assert_eq!((d.run.clone(), d.dispatched().count()), (RunAction::Keep, 0));
+        // Every step ended while paused: the fan-in waits for the resume, or the deadline.
+        let ended = [completed("a"), completed("b"), completed("c")];
+        let d = decide_on(&p, RunStatus::Paused, &ended, &[Event::Look], Observer::Poller);
+        assert!(d.is_empty(), "{d:?}");
+        let at_deadline = Rules { now: NOW.saturating_add(p.max_run_duration_ms()), ..rules(Observer::Poller) };
+        let steps = [running("a"), completed("c")];
+        let run = RunState { status: RunStatus::Paused, started_at: NOW, plan: &p, steps: &steps };
+        let d = decide(&run, &[Event::Look], &at_deadline, &mut SplitMix64::new(7));
+        assert!(matches!(&d.run, RunAction::Claim { then: RunStatus::Timeout, .. }), "{d:?}");
+    }
+
+    #[test]
+    fn a_resume_runs_again_and_dispatches_what_became_ready_and_backoffs_that_ended() {
+        let p = plan(&[("a", &[]), ("b", &["a"]), ("c", &[])]);
+        let backed_off = StepRecord {
+            status: StepStatus::Retrying,
+            next_attempt_at: Some(NOW.saturating_sub(1_000)),
+            deadline_at: None,
+            ..running("c")
+        };
+        let steps = [completed("a"), backed_off];
+        let d = decide_on(&p, RunStatus::Paused, &steps, &[Event::Resume], Observer::EventDriven);
+        assert!(d.resume);
+        let dispatched: Vec<(&str, u32)> = d.dispatched().map(|r| (r.service.as_str(), r.attempts)).collect();
+        assert_eq!(dispatched, [("b", 1), ("c", 2)]);
+        assert_eq!(d.run, RunAction::Keep);
+        // Resuming a run that is not paused changes nothing.
+        let d = decide_on(&p, RunStatus::Running, &steps, &[Event::Resume], Observer::EventDriven);
+        assert!(d.is_empty(), "{d:?}");
+        // A resume whose look ends the run claims it (from `paused`, in the same write).
+        let ended = [completed("a"), completed("b"), completed("c")];
+        let d = decide_on(&p, RunStatus::Paused, &ended, &[Event::Resume], Observer::EventDriven);
+        assert!(d.resume && matches!(d.run, RunAction::Claim { then: RunStatus::Completed, .. }), "{d:?}");
+    }
+
+    #[test]
+    fn a_paused_runs_task_messages_run_attempts_in_flight_but_no_new_attempt() {
+        let p = plan(&[("a", &[])]);
+        let deadline = NOW.saturating_add(600_000);
+        let backing_off = [StepRecord {
+            status: StepStatus::Retrying,
+            next_attempt_at: Some(NOW),
+            deadline_at: None,
+            ..running("a")
+        }];
+        for (steps, expected) in [(&[running("a")], AttemptClaim::Claim(1)), (&backing_off, AttemptClaim::Nothing)] {
+            let run = RunState { status: RunStatus::Paused, started_at: NOW, plan: &p, steps };
+            let claim = claim_attempt(&run, "a", 1, false, false, deadline, NOW, &mut SplitMix64::new(3));
+            assert_eq!(claim, expected);
+        }
     }
 }

@@ -20,7 +20,7 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 
 const CURSOR_SHAPE: &str = "a next_cursor from a previous page";
 const LIMIT_SHAPE: &str = "an integer from 1 to 100";
-const STATUS_SHAPE: &str = "one of started, running, aggregating, completed, failed, timeout, cancelled";
+const STATUS_SHAPE: &str = "one of started, running, paused, aggregating, completed, failed, timeout, cancelled";
 
 /// Where a page starts: just after the run `(created_at, run_id)` in newest-first order.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -77,6 +77,9 @@ pub enum RunStatus {
     Started,
     /// At least one step dispatched.
     Running,
+    /// Paused by a client: nothing new is dispatched (attempts in flight finish and are
+    /// recorded; time-outs and the run's deadline still apply) until it is resumed.
+    Paused,
     /// Fan-in claimed (`running → aggregating`); analysis in progress. Internal, non-terminal.
     Aggregating,
     /// Analysed before the deadline (possibly with partial data).
@@ -91,9 +94,10 @@ pub enum RunStatus {
 
 impl RunStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [RunStatus; 7] = [
+    pub const ALL: [RunStatus; 8] = [
         RunStatus::Started,
         RunStatus::Running,
+        RunStatus::Paused,
         RunStatus::Aggregating,
         RunStatus::Completed,
         RunStatus::Failed,
@@ -106,6 +110,7 @@ impl RunStatus {
         match self {
             RunStatus::Started => "started",
             RunStatus::Running => "running",
+            RunStatus::Paused => "paused",
             RunStatus::Aggregating => "aggregating",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
@@ -125,18 +130,20 @@ impl RunStatus {
         let illegal = || IllegalTransition::Run { from: self, event: event.name() };
         if self.is_terminal() {
             return match event {
-                RunEvent::Dispatched | RunEvent::Claimed => Err(illegal()),
+                RunEvent::Dispatched | RunEvent::Claimed | RunEvent::Paused | RunEvent::Resumed => Err(illegal()),
                 RunEvent::Finalized { .. } | RunEvent::Failed | RunEvent::Cancelled => Ok(RunOutcome::AlreadyTerminal),
             };
         }
         let next = match (self, event) {
             (Started | Running, RunEvent::Dispatched) => Running,
-            (Running, RunEvent::Claimed) => Aggregating,
+            (Running | Paused, RunEvent::Claimed) => Aggregating,
+            (Started | Running, RunEvent::Paused) => Paused,
+            (Paused, RunEvent::Resumed) => Running,
             (Aggregating, RunEvent::Finalized { status }) => match status {
                 Completed | Timeout | Failed => status,
                 _ => return Err(IllegalTransition::NotFinal { status }),
             },
-            (Started | Running | Aggregating, RunEvent::Failed) => Failed,
+            (Started | Running | Paused | Aggregating, RunEvent::Failed) => Failed,
             (_, RunEvent::Cancelled) => Cancelled,
             _ => return Err(illegal()),
         };
@@ -160,6 +167,10 @@ pub enum RunEvent {
     Failed,
     /// A client cancelled the run.
     Cancelled,
+    /// A client paused the run (`started|running → paused`).
+    Paused,
+    /// A client resumed the paused run (`paused → running`).
+    Resumed,
 }
 
 impl RunEvent {
@@ -171,6 +182,8 @@ impl RunEvent {
             RunEvent::Finalized { .. } => "finalized",
             RunEvent::Failed => "failed",
             RunEvent::Cancelled => "cancelled",
+            RunEvent::Paused => "paused",
+            RunEvent::Resumed => "resumed",
         }
     }
 }
@@ -780,10 +793,21 @@ mod tests {
         check_run(Started, RunEvent::Failed, Ok(Some(Failed)));
         check_run(Running, RunEvent::Failed, Ok(Some(Failed)));
         check_run(Aggregating, RunEvent::Failed, Ok(Some(Failed)));
-        for from in [Started, Running, Aggregating] {
+        for from in [Started, Running, Paused, Aggregating] {
             check_run(from, RunEvent::Cancelled, Ok(Some(Cancelled)));
         }
+        check_run(Started, RunEvent::Paused, Ok(Some(Paused)));
+        check_run(Running, RunEvent::Paused, Ok(Some(Paused)));
+        check_run(Paused, RunEvent::Paused, Err(()));
+        check_run(Aggregating, RunEvent::Paused, Err(()));
+        check_run(Paused, RunEvent::Resumed, Ok(Some(Running)));
+        check_run(Running, RunEvent::Resumed, Err(()));
+        check_run(Paused, RunEvent::Dispatched, Err(()));
+        check_run(Paused, RunEvent::Claimed, Ok(Some(Aggregating)));
+        check_run(Paused, RunEvent::Failed, Ok(Some(Failed)));
         for terminal in [Completed, Failed, Timeout, Cancelled] {
+            check_run(terminal, RunEvent::Paused, Err(()));
+            check_run(terminal, RunEvent::Resumed, Err(()));
             check_run(terminal, RunEvent::Dispatched, Err(()));
             check_run(terminal, RunEvent::Claimed, Err(()));
             check_run(terminal, finalize(Completed), Ok(None));

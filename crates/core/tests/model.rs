@@ -32,7 +32,10 @@
 //!   (202), the run's own timer (`Engine::on_timer`, re-armed by `run_timer_due` when it fired
 //!   before the deadline), the poller's tick (`engine::due_work`: due runs, overdue attempts,
 //!   lost retries; `resend_analysis`; `look_again_at`), the analysis consumer
-//!   (`Engine::finalize` → `finish_analysed`) and a client's cancel (`Engine::cancel`).
+//!   (`Engine::finalize` → `finish_analysed`), a client's cancel (`Engine::cancel`), and a
+//!   client's pause and resume (`Engine::pause`, `Engine::resume`: the status written under the
+//!   gate, `paused` only from `started|running`, back to `running` before anything the
+//!   resume's look dispatches).
 //! - **Faults**: a message delivered twice; a task, timer, callback or analysis delivered
 //!   late (any time after it is due); an invocation that dies after its batch and before the
 //!   messages it implies (they are lost; a task message it had not acknowledged comes back);
@@ -42,8 +45,9 @@
 //! Properties ([`RunModel::properties`]): at most one fan-in claim, exactly one for a run that
 //! ends `completed` or `timeout`; at most one finish, exactly one once the run has ended; a
 //! terminal step never changes; no attempt is dispatched, run or ended twice, and no step
-//! makes more attempts than its policy allows; and once the run's deadline has passed and
-//! nothing is left in flight, the run has ended.
+//! makes more attempts than its policy allows; nothing is dispatched and no fan-in claimed
+//! before the deadline while the run is paused; and once the run's deadline has passed and
+//! nothing is left in flight, the run has ended (paused or not).
 //!
 //! Bounds ([`Bounds`]): a plan of two steps, `b` after `a`; two attempts per step, attempts of
 //! a minute, a run of two; at most two invocations deciding at once; one duplicate delivery,
@@ -107,6 +111,8 @@ pub struct Bounds {
     pub crashes: u8,
     /// Cancels a client may send.
     pub cancels: u8,
+    /// Pauses a client may send, each followed by at most one resume.
+    pub pauses: u8,
     /// Whether a service may answer later by callback (202), besides answering the call.
     pub callbacks: bool,
     /// Whether the first wave may also run in place (a second initial state).
@@ -138,6 +144,7 @@ impl Default for Bounds {
             duplicates: 0,
             crashes: 0,
             cancels: 0,
+            pauses: 0,
             callbacks: false,
             in_place_start: false,
             invocations: 2,
@@ -235,6 +242,10 @@ pub enum Job {
     Look { poller: bool, due: bool, inline: bool, rearm: bool },
     /// A client's cancel.
     Cancel,
+    /// A client's pause.
+    Pause,
+    /// A client's resume.
+    Resume,
     /// The analysis consumer.
     Finalize,
 }
@@ -260,6 +271,11 @@ pub struct Ghost {
     runs: Vec<Vec<u8>>,
     ended: Vec<Vec<u8>>,
     gate_lost: bool,
+    /// A step was dispatched, or the fan-in claimed before the deadline, while the run was paused.
+    started_while_paused: bool,
+    /// The run was paused at some point, and resumed.
+    paused: bool,
+    resumed: bool,
 }
 
 /// One state of the system.
@@ -276,6 +292,8 @@ pub struct State {
     duplicates: u8,
     crashes: u8,
     cancels: u8,
+    pauses: u8,
+    resumes: u8,
     ghost: Ghost,
 }
 
@@ -296,6 +314,10 @@ pub enum Action {
     Write { worker: usize, crash: bool },
     /// A client cancels the run.
     Cancel,
+    /// A client pauses the run.
+    Pause,
+    /// A client resumes the run.
+    Resume,
 }
 
 /// The model: a plan, the configuration, the bounds.
@@ -432,6 +454,8 @@ impl RunModel {
             duplicates: self.bounds.duplicates,
             crashes: self.bounds.crashes,
             cancels: self.bounds.cancels,
+            pauses: self.bounds.pauses,
+            resumes: 0,
             ghost,
         }
     }
@@ -478,6 +502,7 @@ impl RunModel {
         }
         if now.attempts > was.attempts {
             bump(&mut ghost.dispatched[position], now.attempts);
+            ghost.started_while_paused |= state.db.run.status == RunStatus::Paused;
         }
         if claim.is_some() {
             bump(&mut ghost.runs[position], now.attempts);
@@ -520,7 +545,7 @@ impl RunModel {
             return;
         }
         if let (Job::Look { poller: false, inline: false, .. }, false) =
-            (&worker.job, lifecycle::ACTIVE.contains(&copy.run.status))
+            (&worker.job, lifecycle::OPEN.contains(&copy.run.status))
         {
             return; // `on_timer`: the run has moved on
         }
@@ -538,7 +563,12 @@ impl RunModel {
             let service = self.plan.steps()[*step].service.clone();
             events.push(Event::Reported { service, attempt: Some(*attempt), report });
         }
-        events.push(if worker.job == Job::Cancel { Event::Cancel } else { Event::Look });
+        events.push(match worker.job {
+            Job::Cancel => Event::Cancel,
+            Job::Pause => Event::Pause,
+            Job::Resume => Event::Resume,
+            _ => Event::Look,
+        });
         let decision = self.decide(&copy, &events, now, poller);
         let mut recorded = None;
         if let Job::Record { pending, .. } = &mut worker.job {
@@ -564,6 +594,14 @@ impl RunModel {
         let gate_holds = |state: &State| self.without(Guard::RunVersion) || state.db.run.version == token;
         let mut after = copy.clone();
         after.run.version = token;
+        if decision.resume {
+            // `paused → running` under the gate, before the steps the resume dispatches.
+            after.run.status = RunStatus::Running;
+            if state.db.run.status == RunStatus::Paused && gate_holds(state) {
+                state.db.run.status = RunStatus::Running;
+                state.ghost.resumed = true;
+            }
+        }
         for write in &decision.writes {
             let position = self.plan.position(write.after.service.as_str()).unwrap();
             let claim = (inline && write.cause == Cause::Dispatched).then_some(now);
@@ -598,8 +636,9 @@ impl RunModel {
                 }
             }
             RunAction::Claim { partial, then, .. } => {
-                let status_ok = self.without(Guard::ClaimStatus) || lifecycle::ACTIVE.contains(&state.db.run.status);
+                let status_ok = self.without(Guard::ClaimStatus) || lifecycle::OPEN.contains(&state.db.run.status);
                 if gate_holds(state) && status_ok {
+                    state.ghost.started_while_paused |= state.db.run.status == RunStatus::Paused && now < self.deadline;
                     let run = &mut state.db.run;
                     run.status = RunStatus::Aggregating;
                     run.claimed_at = Some(now);
@@ -626,6 +665,14 @@ impl RunModel {
                 won.ending = self.finish(state, finish, Some(token));
                 after.run.status = finish.status;
                 after.run.due_at = None;
+            }
+            RunAction::Pause => {
+                after.run.status = RunStatus::Paused;
+                if lifecycle::ACTIVE.contains(&state.db.run.status) && gate_holds(state) {
+                    state.db.run.status = RunStatus::Paused;
+                    state.ghost.paused = true;
+                    state.resumes += 1;
+                }
             }
         }
         if reported && state.db.run.version != token {
@@ -698,7 +745,7 @@ impl RunModel {
             Job::Look { due: true, .. }
                 if !(won.claim || won.ending)
                     && state.db.run.due_at.is_some()
-                    && (self.without(Guard::LookAgainStatus) || lifecycle::ACTIVE.contains(&state.db.run.status)) =>
+                    && (self.without(Guard::LookAgainStatus) || lifecycle::OPEN.contains(&state.db.run.status)) =>
             {
                 state.db.run.due_at = Some(self.deadline.max(now.saturating_add(LOOK_AGAIN_MS)));
             }
@@ -821,6 +868,8 @@ impl RunModel {
                 Job::Look { inline: true, .. } => "look (expired attempt)".to_string(),
                 Job::Look { .. } => "timer look".to_string(),
                 Job::Cancel => "cancel".to_string(),
+                Job::Pause => "pause".to_string(),
+                Job::Resume => "resume".to_string(),
                 Job::Finalize => "analysis".to_string(),
             })
             .collect();
@@ -933,6 +982,12 @@ impl Model for RunModel {
         if state.cancels > 0 && room {
             actions.push(Action::Cancel);
         }
+        if state.pauses > 0 && room {
+            actions.push(Action::Pause);
+        }
+        if state.resumes > 0 && room {
+            actions.push(Action::Resume);
+        }
     }
 
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
@@ -1008,6 +1063,14 @@ impl Model for RunModel {
                 state.cancels -= 1;
                 state.workers.push(Worker { job: Job::Cancel, copy: state.db.clone(), round: 0, retrying: false });
             }
+            Action::Pause => {
+                state.pauses -= 1;
+                state.workers.push(Worker { job: Job::Pause, copy: state.db.clone(), round: 0, retrying: false });
+            }
+            Action::Resume => {
+                state.resumes -= 1;
+                state.workers.push(Worker { job: Job::Resume, copy: state.db.clone(), round: 0, retrying: false });
+            }
         }
         canonical(&mut state);
         Some(state)
@@ -1042,6 +1105,18 @@ impl Model for RunModel {
             }),
             Property::sometimes("a gate is lost", |_: &RunModel, s: &State| s.ghost.gate_lost),
         ];
+        properties.push(Property::always(
+            "a paused run dispatches nothing and claims no fan-in before its deadline",
+            |_: &RunModel, s: &State| !s.ghost.started_while_paused,
+        ));
+        if self.bounds.pauses > 0 {
+            properties.push(Property::sometimes("a run ends while paused", |_: &RunModel, s: &State| {
+                s.db.run.status.is_terminal() && s.ghost.paused && !s.ghost.resumed
+            }));
+            properties.push(Property::sometimes("a resumed run completes", |_: &RunModel, s: &State| {
+                s.db.run.status == RunStatus::Completed && s.ghost.resumed
+            }));
+        }
         if self.bounds.cancels > 0 {
             properties.push(Property::sometimes("a run is cancelled", |_: &RunModel, s: &State| {
                 s.db.run.status == RunStatus::Cancelled
@@ -1109,6 +1184,14 @@ fn duplicate_and_late_deliveries_change_nothing() {
 #[test]
 fn a_cancel_racing_results_ends_the_run_once() {
     check("cancel", Bounds { cancels: 1, callbacks: true, ..Bounds::default() });
+}
+
+/// A client's pause and resume racing results, retries, looks and the fan-in: nothing is
+/// dispatched while the run is paused, a resume picks up what became ready, and a run paused
+/// past its deadline still ends.
+#[test]
+fn a_pause_racing_results_starts_nothing_until_resumed() {
+    check("pause", Bounds { pauses: 1, callbacks: true, ..Bounds::default() });
 }
 
 /// An invocation that dies after its batch (its messages lost) or while its service works

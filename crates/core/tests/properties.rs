@@ -72,6 +72,9 @@ struct Scenario {
     seed: u64,
     /// Deliver each result twice (a duplicate callback / redelivered message).
     duplicate_results: bool,
+    /// A client pauses the run at this round of the drive, and resumes it at the second
+    /// (never, if `None`).
+    pause: Option<(usize, Option<usize>)>,
 }
 
 /// A random valid plan: step `i` of a hidden topological order may depend on any earlier one;
@@ -130,16 +133,18 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             10_000u64..150_000,
             any::<u64>(),
             any::<bool>(),
+            prop::option::weighted(0.5, (0usize..6, prop::option::weighted(0.7, 1usize..6))),
         )
-            .prop_map(|(plan, scripts, enable_partial_data, job_timeout_ms, seed, duplicate_results)| {
-                Scenario {
+            .prop_map(
+                |(plan, scripts, enable_partial_data, job_timeout_ms, seed, duplicate_results, pause)| Scenario {
                     plan,
                     scripts,
                     config: FanInConfig { enable_partial_data, job_timeout_ms },
                     seed,
                     duplicate_results,
-                }
-            })
+                    pause: pause.map(|(at, resume)| (at, resume.map(|r| at + r))),
+                },
+            )
     })
 }
 
@@ -160,7 +165,10 @@ fn next_moment(
     deadline: Millis,
     in_flight: &BTreeMap<usize, (u32, Outcome, Millis)>,
     steps: &[StepRecord],
+    paused: bool,
 ) -> Millis {
+    // A moment already passed changes nothing more (e.g. a backoff that ended while the run
+    // is paused): the next one after it counts.
     let mut next = deadline;
     for (_, _, at) in in_flight.values() {
         next = next.min(*at);
@@ -173,7 +181,17 @@ fn next_moment(
     if next > now {
         next
     } else {
-        now.saturating_add(1)
+        let later = in_flight
+            .values()
+            .map(|(_, _, at)| *at)
+            .chain(steps.iter().flat_map(|r| [r.deadline_at, r.next_attempt_at]).flatten())
+            .filter(|at| *at > now)
+            .fold(deadline, |a, b| a.min(b));
+        if paused {
+            later.max(now.saturating_add(1))
+        } else {
+            now.saturating_add(1)
+        }
     }
 }
 
@@ -312,7 +330,7 @@ fn drive(s: &Scenario) -> Result<Trace, TestCaseError> {
 
         // 4. Advance the clock to the next thing that can happen.
         prop_assert!(now <= deadline, "the clock passed the run deadline without ending the run");
-        now = next_moment(now, deadline, &in_flight, &steps);
+        now = next_moment(now, deadline, &in_flight, &steps, false);
     }
 
     prop_assert!(run.is_terminal(), "run never ended: {:?}", run);
@@ -518,9 +536,18 @@ fn drive_lifecycle(s: &Scenario) -> Result<(RunStatus, Vec<StepRecord>, usize), 
     let mut dispatched: BTreeSet<(usize, u32)> = BTreeSet::new();
     let mut in_flight: BTreeMap<usize, (u32, Outcome, Millis)> = BTreeMap::new();
     let mut endings = 0;
-    for _ in 0..10_000 {
+    for round in 0..10_000 {
         let mut events = Vec::new();
-        let due: Vec<usize> = in_flight.iter().filter(|(_, (_, _, at))| *at <= now).map(|(p, _)| *p).collect();
+        let client = match s.pause {
+            Some((at, _)) if at == round => Some(Event::Pause),
+            Some((_, Some(at))) if at == round => Some(Event::Resume),
+            _ => None,
+        };
+        // A client's pause or resume is decided alone, as the engine does.
+        let due: Vec<usize> = match client {
+            Some(_) => Vec::new(),
+            None => in_flight.iter().filter(|(_, (_, _, at))| *at <= now).map(|(p, _)| *p).collect(),
+        };
         for position in due {
             let Some((attempt, outcome, _)) = in_flight.remove(&position) else { continue };
             let report = match outcome {
@@ -536,12 +563,18 @@ fn drive_lifecycle(s: &Scenario) -> Result<(RunStatus, Vec<StepRecord>, usize), 
             }
             events.push(event);
         }
-        events.push(Event::Look);
+        events.push(client.unwrap_or(Event::Look));
         // The poller's rules: a retry is dispatched once its backoff ends (its message arrives).
         let rules =
             Rules { now, fan_in: s.config, event_driven_fanin: true, observer: Observer::Poller, retry_grace_ms: 0 };
         let state = RunState { status: run, started_at: START, plan, steps: &steps };
         let decision = lifecycle::decide(&state, &events, &rules, &mut rng);
+        if decision.resume {
+            prop_assert_eq!(run, RunStatus::Paused, "resumed a run that was not paused");
+            run = RunStatus::Running;
+        }
+        let paused = run == RunStatus::Paused;
+        prop_assert!(!paused || decision.dispatched().next().is_none(), "a paused run dispatched");
         for write in &decision.writes {
             let position = plan.position(write.after.service.as_str()).expect("planned");
             prop_assert_eq!(&write.before, &steps[position], "a write not based on the record read");
@@ -564,7 +597,12 @@ fn drive_lifecycle(s: &Scenario) -> Result<(RunStatus, Vec<StepRecord>, usize), 
         match &decision.run {
             RunAction::Keep | RunAction::DeferFanIn => {}
             RunAction::Start => run = RunStatus::Running,
+            RunAction::Pause => {
+                prop_assert!(lifecycle::ACTIVE.contains(&run), "paused from {:?}", run);
+                run = RunStatus::Paused;
+            }
             RunAction::Claim { partial, then, .. } => {
+                prop_assert!(!paused || now >= deadline, "a paused run claimed before its deadline");
                 endings += 1;
                 prop_assert!(steps.iter().all(|r| r.status.is_terminal()), "claimed with steps in flight");
                 let finish = lifecycle::analysed(RunStatus::Aggregating, *partial, now, deadline).expect("claimed");
@@ -587,7 +625,7 @@ fn drive_lifecycle(s: &Scenario) -> Result<(RunStatus, Vec<StepRecord>, usize), 
             prop_assert!(again.is_empty(), "an ended run was decided on again");
             break;
         }
-        now = next_moment(now, deadline, &in_flight, &steps);
+        now = next_moment(now, deadline, &in_flight, &steps, run == RunStatus::Paused);
     }
     prop_assert!(run.is_terminal(), "run never ended: {:?}", run);
     Ok((run, steps, endings))

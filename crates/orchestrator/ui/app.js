@@ -7,11 +7,12 @@ const TOKEN_KEY = "baton.token";
 const LIST_REFRESH_MS = 3000;
 const RUN_REFRESH_MS = 1000;
 const TERMINAL_RUN = new Set(["completed", "failed", "timeout", "cancelled"]);
-const STATUSES = ["started", "running", "aggregating", "completed", "failed", "timeout", "cancelled"];
+const STATUSES = ["started", "running", "paused", "aggregating", "completed", "failed", "timeout", "cancelled"];
 const STEP_STATUSES = ["pending", "running", "retrying", "completed", "failed", "timeout", "skipped", "cancelled"];
 
 let refreshTimer = null;
 let generation = 0; // bumps on every navigation, so a late answer for an old page is dropped
+let actionNote = null; // { runId, text, error }: what the last action on a run page did
 
 // ---------------------------------------------------------------- DOM helpers
 
@@ -77,8 +78,8 @@ class ApiError extends Error {
   }
 }
 
-async function api(path) {
-  const response = await fetch(path, { headers: { Authorization: `Bearer ${token()}` }, cache: "no-store" });
+async function api(path, method = "GET") {
+  const response = await fetch(path, { method, headers: { Authorization: `Bearer ${token()}` }, cache: "no-store" });
   let body = null;
   try { body = await response.json(); } catch (_) { body = null; }
   if (response.status === 401) {
@@ -240,13 +241,48 @@ async function runPage(runId, gen) {
       return;
     }
     if (gen !== generation) return;
-    drawRun(run, events.events || []);
+    drawRun(run, events.events || [], (action) => act(action, runId, path, refresh));
     if (!run.terminal) schedule(refresh, RUN_REFRESH_MS);
   };
   refresh();
 }
 
-function drawRun(run, events) {
+/** Pauses, resumes or cancels the run (`POST {path}/{action}`), notes what it did, redraws. */
+async function act(action, runId, path, refresh) {
+  stopRefresh();
+  try {
+    const answer = await api(`${path}/${action}`, "POST");
+    const done = { pause: "Paused", resume: "Resumed", cancel: "Cancelled" }[action];
+    let text = answer.changed === false ? `Already ${answer.status}: nothing changed.` : `${done}: the run is ${answer.status}.`;
+    if (action === "resume" && answer.dispatched && answer.dispatched.length) text += ` Dispatched ${answer.dispatched.join(", ")}.`;
+    actionNote = { runId, text, error: false };
+  } catch (error) {
+    actionNote = { runId, text: error.message, error: true };
+  }
+  refresh();
+}
+
+/** The actions a run in `status` offers. */
+function runActions(run, onAction) {
+  if (run.terminal || run.archived) return null;
+  const button = (action, label, title) => h("button", { type: "button", id: `run-${action}`, title, onclick: (e) => {
+    e.target.disabled = true;
+    if (action !== "cancel" || confirm("Cancel this run? Its unfinished steps end cancelled.")) onAction(action);
+    else e.target.disabled = false;
+  } }, label);
+  const note = actionNote && actionNote.runId === run.summary.runId
+    ? h("span", { id: "run-action-note", class: actionNote.error ? "error" : "muted" }, actionNote.text) : null;
+  return h("div", { class: "card actions", id: "run-actions" },
+    run.status === "paused"
+      ? button("resume", "Resume", "Run again: what became ready while paused is dispatched now")
+      : (run.status === "started" || run.status === "running")
+        ? button("pause", "Pause", "Dispatch nothing new until resumed; attempts in flight finish. The deadline keeps running.")
+        : null,
+    button("cancel", "Cancel run", "End the run now: its unfinished steps end cancelled"),
+    note);
+}
+
+function drawRun(run, events, onAction) {
   const s = run.summary;
   const live = run.archived
     ? h("span", { class: "muted", id: "run-archived" }, "· ended · archived")
@@ -265,6 +301,9 @@ function drawRun(run, events) {
       ["Trace", run.trace_id ? h("span", { class: "mono", id: "run-trace" }, run.trace_id) : "—"],
       ["Cost", run.cost ? h("span", { id: "run-cost", title: "What the platform bills for the work Baton did for this run, at COST_PRICES" }, runCost(run.cost)) : "—"],
     ].concat(s.error ? [["Error", h("span", { class: "error" }, s.error)]] : []))),
+    run.status === "paused" ? h("div", { class: "notice", id: "run-paused" },
+      "Paused: nothing new is dispatched until the run is resumed. Attempts in flight finish and are recorded; the deadline keeps running.") : null,
+    runActions(run, onAction),
     h("h2", {}, "Timeline"),
     h("div", { class: "card" }, timeline(run)),
     h("h2", {}, "Steps"),

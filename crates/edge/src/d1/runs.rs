@@ -1,6 +1,6 @@
 //! `runs`: one row per run (diagnostic runs and pipeline executions).
 
-use baton_core::lifecycle::{self, ACTIVE};
+use baton_core::lifecycle::{self, ACTIVE, OPEN};
 use baton_core::state::{RunKind, RunStatus};
 use serde::{Deserialize, Serialize};
 
@@ -241,7 +241,31 @@ pub fn mark_running(db: &Db, run_id: &str, token: i64) -> Result<Stmt> {
     )
 }
 
-/// The fan-in claim, `started|running → aggregating`, under the gate `token`: the decision
+/// `started|running → paused` (a client's pause), under the gate `token`.
+pub fn pause(db: &Db, run_id: &str, token: i64) -> Result<Stmt> {
+    db.stmt(
+        &format!(
+            "UPDATE runs SET status = {} WHERE run_id = ?1 AND version = ?2 AND status IN ({})",
+            literal(RunStatus::Paused.as_str()),
+            status_list(ACTIVE)
+        ),
+        &[Arg::from(run_id), Arg::Int(token)],
+    )
+}
+
+/// `paused → running` (a client's resume), under the gate `token`.
+pub fn resume(db: &Db, run_id: &str, token: i64) -> Result<Stmt> {
+    db.stmt(
+        &format!(
+            "UPDATE runs SET status = {} WHERE run_id = ?1 AND version = ?2 AND status IN ({})",
+            literal(RunStatus::Running.as_str()),
+            status_list(lifecycle::PAUSED)
+        ),
+        &[Arg::from(run_id), Arg::Int(token)],
+    )
+}
+
+/// The fan-in claim, `started|running|paused → aggregating`, under the gate `token`: the decision
 /// that every step has settled was taken on the run as it is, so exactly one caller (the one
 /// whose gate won) sees `changes` = 1. Writes `run`'s claim columns (status, `claimed_at`,
 /// `partial`, `missing`, and `due_at`: when the poller resends the analysis).
@@ -250,7 +274,7 @@ pub fn claim_fan_in(db: &Db, run: &RunRow, token: i64) -> Result<Stmt> {
         &format!(
             "UPDATE runs SET status = ?3, claimed_at = ?4, partial = ?5, missing = ?6, due_at = ?7 \
              WHERE run_id = ?1 AND version = ?2 AND status IN ({})",
-            status_list(ACTIVE)
+            status_list(OPEN)
         ),
         &[
             Arg::from(&run.run_id),

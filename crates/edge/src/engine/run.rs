@@ -149,6 +149,10 @@ pub struct AdvanceReport {
     pub finished: Option<RunStatus>,
     /// Steps cancelled.
     pub cancelled: Vec<String>,
+    /// The run was paused by this change.
+    pub paused: bool,
+    /// The run was resumed by this change.
+    pub resumed: bool,
     /// [`Dispatch::Inline`]: the run ended in this change and the ending's tail (KV snapshot,
     /// admission) is the caller's to run (`Engine::after_ending`), once it has told whoever
     /// waits for the run.

@@ -132,7 +132,7 @@ impl Engine<'_> {
             self.tell_cancelled(&loaded, &[(service.as_str().to_string(), attempt)]).await;
             return Ok(TimerOutcome::Acted);
         }
-        if !lifecycle::ACTIVE.contains(&loaded.status()?) {
+        if !lifecycle::OPEN.contains(&loaded.status()?) {
             return Ok(TimerOutcome::MovedOn);
         }
         let attempt = match &timer.service {

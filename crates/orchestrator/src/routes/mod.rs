@@ -9,6 +9,7 @@ mod input;
 mod listing;
 mod metrics;
 mod openapi;
+mod pause;
 mod plans;
 mod retry;
 mod runs;
@@ -71,6 +72,14 @@ pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
         },
         ["api", "orchestration", "runs", run_id, "cancel"] => match method.as_str() {
             "POST" => return cancel::cancel(req, env, run_id).await,
+            _ => &["POST"],
+        },
+        ["api", "orchestration", "runs", run_id, "pause"] => match method.as_str() {
+            "POST" => return pause::pause(req, env, run_id).await,
+            _ => &["POST"],
+        },
+        ["api", "orchestration", "runs", run_id, "resume"] => match method.as_str() {
+            "POST" => return pause::resume(req, env, run_id).await,
             _ => &["POST"],
         },
         ["api", "orchestration", "schedules"] => match method.as_str() {

@@ -53,6 +53,10 @@ pub(crate) enum Write {
     DueWhile { at: i64, statuses: &'static [RunStatus] },
     /// `started → running`, under the gate `token`.
     Running { token: i64 },
+    /// `started|running → paused`, under the gate `token`.
+    Pause { token: i64 },
+    /// `paused → running`, under the gate `token`.
+    Resume { token: i64 },
     /// The fan-in claim, under the gate `token`: the run as it leaves it.
     ClaimFanIn { token: i64, run: Box<RunRow> },
     /// A fan-in claim given back (its analysis could not be sent).
@@ -123,6 +127,8 @@ impl Write {
             Write::Due(at) => runs::set_due(db, run_id, *at),
             Write::DueWhile { at, statuses } => runs::set_due_while(db, run_id, *at, statuses),
             Write::Running { token } => runs::mark_running(db, run_id, *token),
+            Write::Pause { token } => runs::pause(db, run_id, *token),
+            Write::Resume { token } => runs::resume(db, run_id, *token),
             Write::ClaimFanIn { token, run } => runs::claim_fan_in(db, run, *token),
             Write::ReleaseFanIn { at, token } => runs::release_fan_in(db, run_id, *at, *token),
             Write::Finish { run, from, gate } => runs::finish(db, &Ending { run, from, gate: *gate }),
@@ -228,6 +234,13 @@ pub(crate) fn decision_batch(
         after: loaded.clone(),
     };
     batch.after.run.version = token;
+    if decision.resume {
+        // Running again before anything the resume dispatches (and before a claim from it).
+        batch.after.run.status = RunStatus::Running;
+        batch.writes.push(Write::Resume { token });
+        let event = held_event(loaded, RunStatus::Running, under, fresh)?;
+        batch.writes.push(Write::EventIfVersion { event: Box::new(event), token });
+    }
     let handed_over: BTreeSet<&ServiceSlug> = effects
         .iter()
         .filter_map(|e| match e {
@@ -279,6 +292,12 @@ pub(crate) fn decision_batch(
             batch.writes.push(Write::Running { token });
         }
         RunAction::DeferFanIn => batch.writes.push(Write::Due(at)),
+        RunAction::Pause => {
+            batch.after.run.status = RunStatus::Paused;
+            batch.writes.push(Write::Pause { token });
+            let event = held_event(loaded, RunStatus::Paused, under, fresh)?;
+            batch.writes.push(Write::EventIfVersion { event: Box::new(event), token });
+        }
         RunAction::Claim { partial, missing, .. } => {
             let resend_at = effects.iter().find_map(|e| match e {
                 Effect::AwaitAnalysis { resend_at } => Some(resend_at.as_u64() as i64),
@@ -313,6 +332,22 @@ pub(crate) fn decision_batch(
         batch.writes.push(Write::Bump(token));
     }
     Ok(batch)
+}
+
+/// The lifecycle event of a pause (`status: paused`) or a resume (`status: running`).
+fn held_event(loaded: &Loaded, status: RunStatus, under: &Under, fresh: &mut dyn Fresh) -> Result<EventRow> {
+    let now = under.now;
+    let payload = serde_json::json!({ "status": status, "at": now.to_rfc3339() });
+    Ok(EventRow {
+        id: fresh.event_id(now)?.as_str().to_string(),
+        website_id: loaded.run.website_id.clone(),
+        run_id: loaded.run.run_id.clone(),
+        service: loaded.run.events_service.clone().unwrap_or_else(|| under.events_service.to_string()),
+        kind: RUN_STATUS_EVENT_TYPE.to_string(),
+        payload: payload.to_string(),
+        created_at: now.as_u64() as i64,
+        dedupe_key: None,
+    })
 }
 
 fn push_ending(batch: &mut Batch, writes: Vec<Write>, ended: Loaded) {
@@ -536,6 +571,8 @@ mod tests {
                 Write::DueNoLaterThan(_) => "due_no_later_than",
                 Write::Due(_) => "due",
                 Write::Running { .. } => "running",
+                Write::Pause { .. } => "pause",
+                Write::Resume { .. } => "resume",
                 Write::ClaimFanIn { .. } => "claim_fan_in",
                 Write::Finish { .. } => "finish",
                 Write::EventIfVersion { .. } => "event",
@@ -586,6 +623,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_pause_writes_the_status_and_its_event_and_a_resume_runs_again_before_its_dispatches() {
+        let none = BTreeMap::new();
+        let batch = decided(&loaded(RunStatus::Running, StepStatus::Running), &[Event::Pause], &none, Dispatch::Queue);
+        assert_eq!(kinds(&batch), ["gate", "pause", "event"]);
+        assert_eq!(batch.after.run.status, RunStatus::Paused);
+        match &batch.writes[2] {
+            Write::EventIfVersion { event, token: 1 } => {
+                let payload: Value = serde_json::from_str(&event.payload).expect("json");
+                assert_eq!((event.kind.as_str(), &payload["status"]), ("run_status", &json!("paused")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let batch =
+            decided(&loaded(RunStatus::Paused, StepStatus::Completed), &[Event::Resume], &none, Dispatch::Queue);
+        assert_eq!(kinds(&batch), ["gate", "resume", "event", "step"]);
+        assert!(matches!(&batch.writes[3], Write::Step { row, gate: Some(1), .. } if row.service == "b"));
+        assert_eq!(batch.after.run.status, RunStatus::Running);
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl Engine<'_> {
     ) -> Result<(Option<Loaded>, Vec<AttemptClaim>)> {
         let mut claims = vec![AttemptClaim::Done; tasks.len()];
         let Some(mut loaded) = loaded else { return Ok((None, claims)) };
-        if !lifecycle::ACTIVE.contains(&loaded.status()?) {
+        if !lifecycle::OPEN.contains(&loaded.status()?) {
             return Ok((None, claims)); // cancelled, aggregating or finished
         }
         let now = self.now();

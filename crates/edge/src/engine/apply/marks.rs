@@ -41,7 +41,7 @@ impl Engine<'_> {
     /// Sets when the poller looks at an active run next (a run claimed or ended meanwhile keeps
     /// its own due time).
     pub async fn look_again_at(&self, run_id: &str, at: i64) -> Result<()> {
-        self.write(run_id, &[Write::DueWhile { at, statuses: lifecycle::ACTIVE }]).await.map(|_| ())
+        self.write(run_id, &[Write::DueWhile { at, statuses: lifecycle::OPEN }]).await.map(|_| ())
     }
 
     /// Sends a claimed run's analysis again (its message was lost or its consumer died), and

@@ -245,6 +245,8 @@ impl Engine<'_> {
         report.retrying = names(decision.settled_as(StepStatus::Retrying));
         report.skipped = names(decision.settled_as(StepStatus::Skipped));
         report.deferred = decision.run == RunAction::DeferFanIn;
+        report.paused = decision.run == RunAction::Pause;
+        report.resumed = decision.resume;
     }
 
     /// The effects of a won decision: dispatches, retries, cancel notices, the analysis, the
