@@ -16,6 +16,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod otlp;
+mod pause;
 mod poller;
 mod resilience;
 mod runs;

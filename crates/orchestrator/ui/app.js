@@ -270,16 +270,19 @@ function runActions(run, onAction) {
     if (action !== "cancel" || confirm("Cancel this run? Its unfinished steps end cancelled.")) onAction(action);
     else e.target.disabled = false;
   } }, label);
-  const note = actionNote && actionNote.runId === run.summary.runId
-    ? h("span", { id: "run-action-note", class: actionNote.error ? "error" : "muted" }, actionNote.text) : null;
   return h("div", { class: "card actions", id: "run-actions" },
     run.status === "paused"
       ? button("resume", "Resume", "Run again: what became ready while paused is dispatched now")
       : (run.status === "started" || run.status === "running")
         ? button("pause", "Pause", "Dispatch nothing new until resumed; attempts in flight finish. The deadline keeps running.")
         : null,
-    button("cancel", "Cancel run", "End the run now: its unfinished steps end cancelled"),
-    note);
+    button("cancel", "Cancel run", "End the run now: its unfinished steps end cancelled"));
+}
+
+/** What the last action on this run page did (it stays once the run has ended). */
+function actionNoteFor(run) {
+  if (!actionNote || actionNote.runId !== run.summary.runId) return null;
+  return h("p", { id: "run-action-note", class: actionNote.error ? "error" : "muted" }, actionNote.text);
 }
 
 function drawRun(run, events, onAction) {
@@ -304,6 +307,7 @@ function drawRun(run, events, onAction) {
     run.status === "paused" ? h("div", { class: "notice", id: "run-paused" },
       "Paused: nothing new is dispatched until the run is resumed. Attempts in flight finish and are recorded; the deadline keeps running.") : null,
     runActions(run, onAction),
+    actionNoteFor(run),
     h("h2", {}, "Timeline"),
     h("div", { class: "card" }, timeline(run)),
     h("h2", {}, "Steps"),
