@@ -42,10 +42,14 @@ impl Engine<'_> {
             _ => self.load(&run_id).await?.ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?,
         };
         let status = after.status()?;
-        let as_asked = if pause { status == RunStatus::Paused } else { status != RunStatus::Paused };
-        let refused = status.is_terminal() || (pause && !lifecycle::OPEN.contains(&status));
-        if refused || !as_asked {
+        if status.is_terminal() || (pause && !lifecycle::OPEN.contains(&status)) {
             return Ok(HoldOutcome::Refused { status });
+        }
+        let as_asked = if pause { status == RunStatus::Paused } else { status != RunStatus::Paused };
+        if !as_asked {
+            // Racing writers won every round: nothing was decided.
+            let what = if pause { "paused" } else { "resumed" };
+            return Err(Error::Conflict(format!("run {run_id} kept changing while it was being {what}: try again")));
         }
         Ok(HoldOutcome::Done { loaded: Box::new(after), changed, report: Box::new(report) })
     }
