@@ -45,6 +45,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bulk;
 pub mod cancel;
 pub mod config;
 pub mod cost;
