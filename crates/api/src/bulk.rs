@@ -48,12 +48,10 @@ pub struct RunsFilter {
 }
 
 /// The body of `POST /runs/cancel` and `POST /runs/retry`.
-// `filter` is required, but defaults to empty when decoded: core refuses an empty filter
-// naming it, with the request's other problems.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(extend("required" = ["filter"]))]
 pub struct BulkRuns {
+    /// Required, with at least one field (core refuses an empty one naming `filter`).
     pub filter: RunsFilter,
     /// Matching runs taken by this request, 1–100 (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::whole_number")]
@@ -132,6 +130,8 @@ mod tests {
 
     #[test]
     fn a_filter_field_may_be_absent_not_null() {
+        let e = decode::<BulkRuns>(json!({"limit": 5})).unwrap_err();
+        assert_eq!((e.code, e.field.as_str()), ("missing_field", "filter"));
         let body: BulkRuns = decode(json!({"filter": {"status": "failed"}, "cursor": null})).unwrap();
         assert_eq!(body.filter.status, Some(RunStatus::Failed));
         let e = decode::<BulkRuns>(json!({"filter": {"plan_id": null}})).unwrap_err();

@@ -330,7 +330,10 @@ mod tests {
     fn skips_have_codes_and_reasons() {
         assert_eq!(Skipped::from(RetryRefused::NothingToRetry).code(), "nothing_to_retry");
         let ended = Skipped::Ended(RunStatus::Completed);
-        assert_eq!((ended.code(), ended.to_string().as_str()), ("already_ended", "it has already ended: it is completed"));
+        assert_eq!(
+            (ended.code(), ended.to_string().as_str()),
+            ("already_ended", "it has already ended: it is completed")
+        );
     }
 
     fn text() -> impl Strategy<Value = Option<String>> {
@@ -358,15 +361,8 @@ mod tests {
             proptest::option::of(-5i64..200),
             text(),
         )
-            .prop_map(|(status, plan_id, website_id, created_after, created_before, all, limit, cursor)| BulkDraft {
-                status,
-                plan_id,
-                website_id,
-                created_after,
-                created_before,
-                all,
-                limit,
-                cursor,
+            .prop_map(|(status, plan_id, website_id, created_after, created_before, all, limit, cursor)| {
+                BulkDraft { status, plan_id, website_id, created_after, created_before, all, limit, cursor }
             })
     }
 
