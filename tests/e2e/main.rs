@@ -5,6 +5,7 @@ mod accounts;
 mod api;
 mod archive;
 mod bad_input;
+mod bulk;
 mod cli;
 mod consumer;
 mod cost;

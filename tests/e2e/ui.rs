@@ -213,6 +213,45 @@ fn the_ui_shows_a_run_filling_in_live_with_every_step_and_the_diagnosis_and_only
         json!([]),
     );
 
+    // Bulk actions on the filtered runs: without a filter they are off; with one, after a
+    // confirm, every matching run is cancelled and the count shown.
+    browser.goto(&format!("{base}/ui/runs"));
+    let off = browser.wait_for(
+        "the bulk buttons",
+        Duration::from_secs(15),
+        "const b = document.getElementById('bulk-cancel'); return b ? b.disabled : null",
+        json!([]),
+    );
+    assert_eq!(off, json!(true), "no bulk action without a filter");
+    let stuck = start_run(
+        stack,
+        0,
+        &json!({"website_id": site, "domain": "ui.example", "plan_id": "quick-v1",
+                "parameters": {"sample_behaviour": {"*": {"never_answer": true}}}}),
+    );
+    browser.goto(&format!("{base}/ui/runs?website_id={site}&plan_id=quick-v1"));
+    browser.wait_for(
+        "the run to cancel in the filtered list",
+        Duration::from_secs(15),
+        "return document.querySelector(`#runs tr[data-run-id='${arguments[0]}']`) !== null",
+        json!([stuck]),
+    );
+    browser.eval(
+        "window.confirmed = []; window.confirm = (m) => { window.confirmed.push(m); return true; };          document.getElementById('bulk-cancel').click(); return true",
+        json!([]),
+    );
+    let shown = browser.wait_for(
+        "the bulk cancel's result",
+        Duration::from_secs(15),
+        "const r = document.getElementById('bulk-result');          return r && r.dataset.acted ? { acted: r.dataset.acted, text: r.innerText, asked: window.confirmed } : null",
+        json!([]),
+    );
+    assert_eq!(shown["acted"], "1", "{shown}");
+    assert!(shown["text"].as_str().is_some_and(|t| t.contains("Cancelled 1 run")), "{shown}");
+    assert!(shown["asked"][0].as_str().is_some_and(|m| m.contains(&site)), "confirmed first: {shown}");
+    let api = stack.get_as(stack.token(0), &format!("/api/orchestration/runs/{stuck}")).json();
+    assert_eq!(api["status"], "cancelled", "{api}");
+
     // Another client's token: none of the first client's runs, and their pages are not found.
     sign_in(&browser, &base, stack.token(1));
     browser.goto(&format!("{base}/ui/runs?website_id={site}"));

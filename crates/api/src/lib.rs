@@ -10,6 +10,7 @@ use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
+pub mod bulk;
 pub mod callbacks;
 pub mod decode;
 pub mod error;
@@ -76,6 +77,8 @@ pub fn schemas() -> Map<String, Value> {
     add(runs::RunResumed::json_schema(&mut answers), runs::RunResumed::schema_name());
     add(runs::RunRetried::json_schema(&mut answers), runs::RunRetried::schema_name());
     add(runs::RunRerun::json_schema(&mut answers), runs::RunRerun::schema_name());
+    add(bulk::BulkRuns::json_schema(&mut requests), bulk::BulkRuns::schema_name());
+    add(bulk::RunsActed::json_schema(&mut answers), bulk::RunsActed::schema_name());
     for (name, schema) in requests.take_definitions(true).into_iter().chain(answers.take_definitions(true)) {
         named.entry(name).or_insert(schema);
     }

@@ -42,11 +42,12 @@ pub enum Command {
         /// The run id.
         run_id: String,
     },
-    /// Cancel a run in progress.
-    Cancel {
-        /// The run id.
-        run_id: String,
-    },
+    /// Cancel a run in progress; without a run id, every run of yours in progress that the
+    /// filter matches.
+    Cancel(ActArgs),
+    /// Retry an ended run in place; without a run id, every ended run of yours that the
+    /// filter matches.
+    Retry(ActArgs),
     /// Pause a run: nothing new is dispatched until it is resumed (attempts in flight finish;
     /// the run's deadline keeps running).
     Pause {
@@ -127,6 +128,64 @@ pub struct RunsArgs {
     /// At most this many runs (1–100).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub limit: u32,
+}
+
+/// `baton cancel` and `baton retry`: one run, or every run a filter matches.
+#[derive(Debug, Args)]
+pub struct ActArgs {
+    /// The run id (without it: the runs the filter matches).
+    #[arg(conflicts_with_all = ["status", "plan", "site", "since", "until", "all", "limit", "cursor", "all_pages"])]
+    pub run_id: Option<String>,
+    /// Only runs with this status.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only runs of this plan.
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Only runs of this website id.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Only runs created at this instant or later (RFC 3339, `2026-12-06T08:00:00Z`).
+    #[arg(long, value_name = "INSTANT")]
+    pub since: Option<String>,
+    /// Only runs created before this instant (RFC 3339).
+    #[arg(long, value_name = "INSTANT")]
+    pub until: Option<String>,
+    /// Every run of yours the action applies to (a filter is required otherwise).
+    #[arg(long)]
+    pub all: bool,
+    /// Matching runs taken per request (1–100).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub limit: u32,
+    /// Continue after a previous answer (its `next_cursor`).
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow the cursor until no matching run is left, then print the total.
+    #[arg(long)]
+    pub all_pages: bool,
+}
+
+impl ActArgs {
+    /// The filter of a bulk action, as the API takes it; `None` when no field is given.
+    pub fn filter(&self) -> Option<Map<String, Value>> {
+        let mut filter = Map::new();
+        let fields = [
+            ("status", &self.status),
+            ("plan_id", &self.plan),
+            ("website_id", &self.site),
+            ("created_after", &self.since),
+            ("created_before", &self.until),
+        ];
+        for (name, value) in fields {
+            if let Some(value) = value {
+                filter.insert(name.to_string(), Value::String(value.clone()));
+            }
+        }
+        if self.all {
+            filter.insert("all".to_string(), Value::Bool(true));
+        }
+        (!filter.is_empty()).then_some(filter)
+    }
 }
 
 /// `baton plans ...`
@@ -235,5 +294,29 @@ mod tests {
         assert!(Cli::try_parse_from(["baton", "runs", "--limit", "0"]).is_err());
         assert!(Cli::try_parse_from(["baton", "run", "--site", "s"]).is_err(), "--domain is required");
         assert!(Cli::try_parse_from(["baton", "execute", "t", "--priority", "urgent"]).is_err());
+    }
+
+    fn act_args(args: &[&str]) -> ActArgs {
+        match Cli::try_parse_from(args).map(|cli| cli.command) {
+            Ok(Command::Cancel(a) | Command::Retry(a)) => a,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cancel_and_retry_take_a_run_or_a_filter() {
+        let one = act_args(&["baton", "cancel", "run_1"]);
+        assert_eq!((one.run_id.as_deref(), one.filter()), (Some("run_1"), None));
+        let bulk =
+            act_args(&["baton", "retry", "--status", "failed", "--site", "s", "--since", "2026-12-06T08:00:00Z"]);
+        assert_eq!(bulk.run_id, None);
+        assert_eq!(
+            bulk.filter().map(Value::Object),
+            Some(json!({"status": "failed", "website_id": "s", "created_after": "2026-12-06T08:00:00Z"}))
+        );
+        assert_eq!(act_args(&["baton", "cancel"]).filter(), None, "no filter");
+        assert_eq!(act_args(&["baton", "cancel", "--all"]).filter().map(Value::Object), Some(json!({"all": true})));
+        assert!(Cli::try_parse_from(["baton", "cancel", "run_1", "--status", "running"]).is_err());
+        assert!(Cli::try_parse_from(["baton", "retry", "--plan", "p", "--limit", "101"]).is_err());
     }
 }

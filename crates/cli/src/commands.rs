@@ -9,7 +9,7 @@ use baton_core::time::Millis;
 use serde_json::{json, Value};
 
 use crate::api::{Api, ApiError};
-use crate::args::{parameters, Command, ExecuteArgs, ExecutionsCommand, PlansCommand, RunArgs, RunsArgs};
+use crate::args::{parameters, ActArgs, Command, ExecuteArgs, ExecutionsCommand, PlansCommand, RunArgs, RunsArgs};
 use crate::render;
 use crate::watch::Watch;
 
@@ -72,7 +72,7 @@ pub fn execute(api: &Api, out: &Out, command: Command) -> Result<Exit, Failure> 
             out.show(&api.get(&format!("{}/events", run_path(&run_id)?))?, render::events);
             Ok(Exit::Success)
         }
-        Command::Cancel { run_id } => {
+        Command::Cancel(ActArgs { run_id: Some(run_id), .. }) => {
             out.show(&api.post(&format!("{}/cancel", run_path(&run_id)?), &json!({}))?, render::cancelled);
             Ok(Exit::Success)
         }
@@ -84,6 +84,12 @@ pub fn execute(api: &Api, out: &Out, command: Command) -> Result<Exit, Failure> 
             out.show(&api.post(&format!("{}/resume", run_path(&run_id)?), &json!({}))?, render::held);
             Ok(Exit::Success)
         }
+        Command::Retry(ActArgs { run_id: Some(run_id), .. }) => {
+            out.show(&api.post(&format!("{}/retry", run_path(&run_id)?), &json!({}))?, render::retried);
+            Ok(Exit::Success)
+        }
+        Command::Cancel(args) => bulk(api, out, "cancel", &args),
+        Command::Retry(args) => bulk(api, out, "retry", &args),
         Command::Plans { command: None } => {
             out.show(&api.get("/api/orchestration/plans")?, render::plans);
             Ok(Exit::Success)
@@ -111,6 +117,44 @@ pub fn execute(api: &Api, out: &Out, command: Command) -> Result<Exit, Failure> 
         // Checked before any API is set up (main).
         Command::CheckConfig { .. } => Err(Failure::Usage("check-config takes no API".into())),
     }
+}
+
+/// `baton cancel` / `baton retry` with a filter: a page of matching runs (every page with
+/// `--all-pages`), each acted on by the API; prints what became of each run and the totals.
+fn bulk(api: &Api, out: &Out, action: &str, args: &ActArgs) -> Result<Exit, Failure> {
+    let filter = args.filter().ok_or_else(|| {
+        Failure::Usage(format!(
+            "{action} needs a run id or a filter: --status, --plan, --site, --since or --until \
+             (or --all for every run of yours)"
+        ))
+    })?;
+    let path = format!("/api/orchestration/runs/{action}");
+    let mut cursor = args.cursor.clone().filter(|c| !c.is_empty());
+    let mut total = json!({ "success": true, "action": action, "acted": 0, "run_ids": [], "skipped": [] });
+    loop {
+        let mut body = json!({ "filter": filter, "limit": args.limit });
+        if let Some(cursor) = &cursor {
+            body["cursor"] = json!(cursor);
+        }
+        let page = api.post(&path, &body)?;
+        if !out.json {
+            print!("{}", render::bulk_page(&page));
+        }
+        total["acted"] = json!(total["acted"].as_u64().unwrap_or(0) + page["acted"].as_u64().unwrap_or(0));
+        for key in ["run_ids", "skipped"] {
+            let more = page[key].as_array().cloned().unwrap_or_default();
+            if let Some(list) = total[key].as_array_mut() {
+                list.extend(more);
+            }
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() || !args.all_pages {
+            break;
+        }
+    }
+    total["next_cursor"] = json!(cursor);
+    out.show(&total, render::bulk_total);
+    Ok(Exit::Success)
 }
 
 /// Why a command stopped early.

@@ -346,6 +346,49 @@ pub fn held(body: &Value) -> String {
     format!("run {run} {status}{which}\n")
 }
 
+/// The answer to a retry of one run.
+pub fn retried(body: &Value) -> String {
+    let steps: Vec<String> = body["retried_steps"].as_array().into_iter().flatten().map(text).collect();
+    format!(
+        "run {} {} again; {} steps start over: {}\n",
+        text(&body["run_id"]),
+        text(&body["status"]),
+        steps.len(),
+        steps.join(", ")
+    )
+}
+
+/// A page of a bulk action: each run acted on, each skipped with its reason.
+pub fn bulk_page(page: &Value) -> String {
+    let done = if page["action"] == "retry" { "retried" } else { "cancelled" };
+    let mut out = String::new();
+    for run_id in page["run_ids"].as_array().into_iter().flatten() {
+        out.push_str(&format!("{done} {}\n", text(run_id)));
+    }
+    for skipped in page["skipped"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "skipped {}: {} ({})\n",
+            text(&skipped["run_id"]),
+            text(&skipped["reason"]),
+            text(&skipped["code"])
+        ));
+    }
+    out
+}
+
+/// The totals of a bulk action, and how to go on when runs are left.
+pub fn bulk_total(total: &Value) -> String {
+    let done = if total["action"] == "retry" { "retried" } else { "cancelled" };
+    let acted = total["acted"].as_u64().unwrap_or(0);
+    let skipped = total["skipped"].as_array().map(Vec::len).unwrap_or(0);
+    let runs = if acted == 1 { "run" } else { "runs" };
+    let mut out = format!("{done} {acted} {runs}, {skipped} skipped\n");
+    if let Some(cursor) = total["next_cursor"].as_str() {
+        out.push_str(&format!("more runs may match: continue with --cursor {cursor} (or use --all-pages)\n"));
+    }
+    out
+}
+
 /// Plans as a table.
 pub fn plans(body: &Value) -> String {
     let rows: Vec<Vec<String>> = body["plans"]

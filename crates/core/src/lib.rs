@@ -35,6 +35,8 @@
 //!   adds to the totals and its retry takes back.
 //! - [`lifecycle`]: every change to a run, decided in one place (the engine interprets it).
 //! - [`cancel`]: cancelling a run.
+//! - [`bulk`]: cancelling or retrying every run a filter matches: the filter's validation, the
+//!   statuses each action takes, why a run is skipped.
 //! - [`execution`]: pipeline executions: demand, admission, costs.
 //! - [`signature`]: signed result callbacks (HMAC-SHA256).
 //! - [`trace`]: W3C trace context: a run's trace, its spans' ids, `traceparent` headers.
@@ -45,6 +47,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bulk;
 pub mod cancel;
 pub mod config;
 pub mod cost;

@@ -152,6 +152,12 @@ pub enum RequestProblem {
         /// What was given (JSON-encoded or quoted, cut to 100 characters).
         value: String,
     },
+    /// A filter that names no runs, where acting on every run must be asked for explicitly.
+    #[error("{field} names no runs: give at least one of status, plan_id, website_id, created_after, created_before, or \"all\": true to act on every run")]
+    EmptyFilter {
+        /// The filter.
+        field: &'static str,
+    },
 }
 
 impl RequestProblem {
@@ -163,6 +169,7 @@ impl RequestProblem {
             RequestProblem::InvalidDomain { .. } => "invalid_domain",
             RequestProblem::TooLong { .. } => "too_long",
             RequestProblem::InvalidValue { .. } => "invalid_value",
+            RequestProblem::EmptyFilter { .. } => "empty_filter",
         }
     }
 
@@ -172,7 +179,8 @@ impl RequestProblem {
             RequestProblem::Missing { field }
             | RequestProblem::InvalidId { field, .. }
             | RequestProblem::TooLong { field, .. }
-            | RequestProblem::InvalidValue { field, .. } => field,
+            | RequestProblem::InvalidValue { field, .. }
+            | RequestProblem::EmptyFilter { field } => field,
             RequestProblem::InvalidDomain { .. } => "domain",
         }
     }

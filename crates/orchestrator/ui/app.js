@@ -78,8 +78,14 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, method = "GET") {
-  const response = await fetch(path, { method, headers: { Authorization: `Bearer ${token()}` }, cache: "no-store" });
+async function api(path, post) {
+  const headers = { Authorization: `Bearer ${token()}` };
+  const init = { headers, cache: "no-store" };
+  if (post !== undefined) {
+    headers["Content-Type"] = "application/json";
+    Object.assign(init, { method: "POST", body: JSON.stringify(post) });
+  }
+  const response = await fetch(path, init);
   let body = null;
   try { body = await response.json(); } catch (_) { body = null; }
   if (response.status === 401) {
@@ -172,7 +178,17 @@ async function runsPage(gen) {
   const table = h("tbody", { id: "runs" });
   const pager = h("div", { class: "pager" });
   const live = h("span", { class: "live", id: "live" });
-  setPage(h("h1", {}, "Runs ", live), h("div", { class: "card" }, form),
+  // Bulk actions on every run the current filter matches (not just this page).
+  const filter = {};
+  for (const key of ["website_id", "status", "plan_id"]) if (params.get(key)) filter[key] = params.get(key);
+  const bulkResult = h("span", { id: "bulk-result", class: "muted" });
+  const filtered = Object.keys(filter).length > 0;
+  const bulkButton = (action, label) => h("button", { type: "button", id: `bulk-${action}`, disabled: !filtered,
+    title: filtered ? `${label}: every run of yours this filter matches` : "Filter first: bulk actions need a filter",
+    onclick: () => bulkAct(action, label, filter, bulkResult) }, label);
+  const bulk = h("div", { class: "inline", id: "bulk" }, bulkButton("cancel", "Cancel matching"), " ",
+    bulkButton("retry", "Retry matching"), " ", bulkResult);
+  setPage(h("h1", {}, "Runs ", live), h("div", { class: "card" }, form, bulk),
     h("table", {}, h("thead", {}, h("tr", {}, ["Run", "Site", "Domain", "Plan", "Status", "Started", "Duration", "Steps"].map((t) => h("th", {}, t)))), table),
     pager);
 
@@ -207,6 +223,30 @@ async function runsPage(gen) {
     if (gen === generation) schedule(refresh, LIST_REFRESH_MS);
   };
   refresh();
+}
+
+// Cancels or retries every run matching `filter`, a page of 100 at a time, after a confirm;
+// shows how many were acted on and skipped.
+async function bulkAct(action, label, filter, out) {
+  const what = Object.entries(filter).map(([k, v]) => `${k} ${v}`).join(", ");
+  const verb = action === "cancel" ? "Cancel" : "Retry";
+  if (!confirm(`${verb} every run of yours matching ${what}?`)) return;
+  out.textContent = `${label}…`;
+  let acted = 0, skipped = 0, cursor = null;
+  try {
+    do {
+      const body = await api(`/api/orchestration/runs/${action}`, cursor ? { filter, limit: 100, cursor } : { filter, limit: 100 });
+      acted += body.acted;
+      skipped += body.skipped.length;
+      cursor = body.next_cursor;
+    } while (cursor);
+    const done = action === "cancel" ? "Cancelled" : "Retried";
+    out.textContent = `${done} ${acted} run${acted === 1 ? "" : "s"}` + (skipped ? `, ${skipped} skipped` : "");
+    out.dataset.acted = String(acted);
+    out.dataset.skipped = String(skipped);
+  } catch (error) {
+    out.replaceChildren(showError(error));
+  }
 }
 
 function runRow(run) {
@@ -251,7 +291,7 @@ async function runPage(runId, gen) {
 async function act(action, runId, path, refresh) {
   stopRefresh();
   try {
-    const answer = await api(`${path}/${action}`, "POST");
+    const answer = await api(`${path}/${action}`, {});
     const done = { pause: "Paused", resume: "Resumed", cancel: "Cancelled" }[action];
     let text = answer.changed === false ? `Already ${answer.status}: nothing changed.` : `${done}: the run is ${answer.status}.`;
     if (action === "resume" && answer.dispatched && answer.dispatched.length) text += ` Dispatched ${answer.dispatched.join(", ")}.`;

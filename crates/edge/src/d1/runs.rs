@@ -427,6 +427,12 @@ pub struct RunFilter<'a> {
     pub website_id: Option<&'a str>,
     pub status: Option<&'a str>,
     pub plan_id: Option<&'a str>,
+    /// Only runs in one of these statuses (core's constants); empty: any.
+    pub among: &'a [RunStatus],
+    /// Only runs created at this time or later.
+    pub created_from: Option<i64>,
+    /// Only runs created before this time.
+    pub created_before: Option<i64>,
     /// Only runs after `(created_at, run_id)` in newest-first order.
     pub after: Option<(i64, &'a str)>,
     pub limit: u32,
@@ -438,6 +444,21 @@ pub async fn page(db: &Db, filter: &RunFilter<'_>) -> Result<Vec<ListedRun>> {
     let select = "SELECT run_id, website_id, domain, plan_json, status, created_at, started_at, completed_at, \
          diagnosis_event_id, error FROM runs";
     let (sql, args) = page_query(select, filter);
+    let (rows, _) = db.all(&sql, &args).await?;
+    Ok(rows)
+}
+
+/// A run a bulk action may take: its place in the listing order.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Candidate {
+    pub run_id: String,
+    pub created_at: i64,
+}
+
+/// A page of a client's runs in D1 matching `filter` (ids and creation times only), newest
+/// first, as [`page`] orders them.
+pub async fn candidates(db: &Db, filter: &RunFilter<'_>) -> Result<Vec<Candidate>> {
+    let (sql, args) = page_query("SELECT run_id, created_at FROM runs", filter);
     let (rows, _) = db.all(&sql, &args).await?;
     Ok(rows)
 }
@@ -459,6 +480,17 @@ pub(crate) fn page_query(select: &str, filter: &RunFilter<'_>) -> (String, Vec<A
     if let Some(plan_id) = filter.plan_id {
         args.push(Arg::from(plan_id));
         sql.push_str(&format!(" AND plan_id = ?{}", args.len()));
+    }
+    if !filter.among.is_empty() {
+        sql.push_str(&format!(" AND status IN ({})", status_list(filter.among)));
+    }
+    if let Some(from) = filter.created_from {
+        args.push(Arg::Int(from));
+        sql.push_str(&format!(" AND created_at >= ?{}", args.len()));
+    }
+    if let Some(before) = filter.created_before {
+        args.push(Arg::Int(before));
+        sql.push_str(&format!(" AND created_at < ?{}", args.len()));
     }
     if let Some((created_at, run_id)) = filter.after {
         args.push(Arg::Int(created_at));

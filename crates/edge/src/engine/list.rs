@@ -37,6 +37,9 @@ impl Engine<'_> {
             website_id: query.website_id.as_ref().map(WebsiteId::as_str),
             status: query.status.map(RunStatus::as_str),
             plan_id: query.plan_id.as_ref().map(PlanId::as_str),
+            among: &[],
+            created_from: None,
+            created_before: None,
             after: query.after.as_ref().map(|c| (c.created_at.as_u64() as i64, c.run_id.as_str())),
             limit: query.limit + 1,
         };

@@ -14,6 +14,7 @@ mod analysis;
 mod apply;
 mod archive;
 pub mod attempts;
+mod bulk;
 mod cancel;
 mod claim;
 mod due;
@@ -37,6 +38,7 @@ pub use crate::d1::schedules::{FireRow as ScheduleFire, ScheduleRow as Schedule}
 pub use analysis::Analysis;
 pub use apply::{record_usage, Reported, MAX_ROUNDS};
 pub use archive::{summary_of_archived, ArchiveCounts, ArchivedRun, Kept, RunRecord};
+pub use bulk::BulkReport;
 pub use cancel::CancelOutcome;
 pub use claim::{seconds_until, AttemptClaim};
 pub use due::{DueRun, DueWork, PollableStep};

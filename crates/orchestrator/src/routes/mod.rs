@@ -1,6 +1,7 @@
 //! The route table.
 
 mod admin;
+mod bulk;
 mod callbacks;
 mod cancel;
 mod executions;
@@ -52,6 +53,15 @@ pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
         ["api", "orchestration", "runs"] => match method.as_str() {
             "GET" => return listing::list(req, env).await,
             _ => &["GET"],
+        },
+        // Before `runs/{run_id}`: these two names are never run ids.
+        ["api", "orchestration", "runs", "cancel"] => match method.as_str() {
+            "POST" => return bulk::act(req, env, baton_core::bulk::BulkAction::Cancel).await,
+            _ => &["POST"],
+        },
+        ["api", "orchestration", "runs", "retry"] => match method.as_str() {
+            "POST" => return bulk::act(req, env, baton_core::bulk::BulkAction::Retry).await,
+            _ => &["POST"],
         },
         ["api", "orchestration", "runs", run_id] => match method.as_str() {
             "GET" => return runs::get(req, env, run_id).await,
