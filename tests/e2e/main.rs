@@ -27,4 +27,5 @@ mod shards;
 mod trace;
 mod trust;
 mod ui;
+mod waits;
 mod webhooks;

@@ -73,6 +73,7 @@ pub fn schemas() -> Map<String, Value> {
     add(runs::RunList::json_schema(&mut answers), runs::RunList::schema_name());
     add(runs::RunEvents::json_schema(&mut answers), runs::RunEvents::schema_name());
     add(runs::RunCancelled::json_schema(&mut answers), runs::RunCancelled::schema_name());
+    add(runs::EventDelivered::json_schema(&mut answers), runs::EventDelivered::schema_name());
     add(runs::RunPaused::json_schema(&mut answers), runs::RunPaused::schema_name());
     add(runs::RunResumed::json_schema(&mut answers), runs::RunResumed::schema_name());
     add(runs::RunRetried::json_schema(&mut answers), runs::RunRetried::schema_name());

@@ -152,6 +152,9 @@ pub struct StepResult {
     /// For a skipped step: its dependencies that did not complete.
     pub skipped_because: Vec<String>,
     pub attempt_history: Vec<Attempt>,
+    /// For a wait step: the event it waits for (`POST /runs/{run_id}/events/{name}`); its
+    /// output is the event's payload. Null for a step that calls a service.
+    pub waits_for: Option<String>,
 }
 
 /// One attempt of a step.
@@ -211,6 +214,24 @@ pub struct RunCancelled {
     /// The steps that were cancelled.
     pub cancelled_steps: Vec<String>,
     pub summary: RunSummary,
+}
+
+/// `POST /runs/{run_id}/events/{name}`'s answer: the event is kept for the wait step that
+/// waits for it, which takes it now if it waits, or the moment it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct EventDelivered {
+    pub success: Success,
+    pub run_id: String,
+    /// The event's name.
+    pub event: String,
+    /// `delivered`, or `already_delivered` (an event of this name was delivered before: this
+    /// one is not kept).
+    pub status: String,
+    /// The wait step that takes it.
+    pub step: String,
+    /// That step's status now: `completed` once it took the event, `pending` while it has
+    /// not started (it takes the event when it starts).
+    pub step_status: StepStatus,
 }
 
 /// `POST /runs/{run_id}/pause`'s answer: the run dispatches nothing new until it is resumed.

@@ -48,6 +48,16 @@ pub enum Command {
     /// Retry an ended run in place; without a run id, every ended run of yours that the
     /// filter matches.
     Retry(ActArgs),
+    /// Deliver an event to a run's wait step (its payload becomes the step's output).
+    Signal {
+        /// The run id.
+        run_id: String,
+        /// The event's name (one a wait step of the run's plan waits for).
+        name: String,
+        /// The payload, as JSON (default null).
+        #[arg(long)]
+        data: Option<String>,
+    },
     /// Pause a run: nothing new is dispatched until it is resumed (attempts in flight finish;
     /// the run's deadline keeps running).
     Pause {

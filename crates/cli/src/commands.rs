@@ -76,6 +76,16 @@ pub fn execute(api: &Api, out: &Out, command: Command) -> Result<Exit, Failure> 
             out.show(&api.post(&format!("{}/cancel", run_path(&run_id)?), &json!({}))?, render::cancelled);
             Ok(Exit::Success)
         }
+        Command::Signal { run_id, name, data } => {
+            let payload: Value = match data.as_deref() {
+                None => Value::Null,
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|e| Failure::Usage(format!("--data is not JSON ({e}): {text}")))?,
+            };
+            let path = format!("{}/events/{}", run_path(&run_id)?, segment(&name, "event name")?);
+            out.show(&api.post(&path, &payload)?, render::signalled);
+            Ok(Exit::Success)
+        }
         Command::Pause { run_id } => {
             out.show(&api.post(&format!("{}/pause", run_path(&run_id)?), &json!({}))?, render::held);
             Ok(Exit::Success)

@@ -334,6 +334,18 @@ pub fn cancelled(body: &Value) -> String {
     format!("run {} {}; {} steps cancelled{which}\n", text(&body["run_id"]), text(&body["status"]), steps.len())
 }
 
+/// The answer to an event delivered to a run.
+pub fn signalled(body: &Value) -> String {
+    format!(
+        "event {} {} to run {}: step {} is {}\n",
+        text(&body["event"]),
+        text(&body["status"]).replace('_', " "),
+        text(&body["run_id"]),
+        text(&body["step"]),
+        text(&body["step_status"])
+    )
+}
+
 /// The answer to a pause or a resume.
 pub fn held(body: &Value) -> String {
     let run = text(&body["run_id"]);

@@ -75,6 +75,7 @@ pub mod retry;
 pub mod schedule;
 pub mod scheduler;
 pub mod shard;
+pub mod signal;
 pub mod signature;
 pub mod state;
 pub mod summary;

@@ -78,6 +78,12 @@ pub enum Event {
     Pause,
     /// A client resumes the paused run; it is looked at at once.
     Resume,
+    /// An event was delivered to the run: the wait step waiting for it completes (now, or the
+    /// moment it starts). The run is looked at afterwards.
+    Arrived {
+        /// The event's name.
+        event: String,
+    },
 }
 
 /// Who is looking at the run.
@@ -130,6 +136,10 @@ pub enum Cause {
     Settled,
     /// The run was cancelled.
     Cancelled,
+    /// A wait step starts waiting for its event (no service is called).
+    Awaited,
+    /// A wait step's event arrived: it completes, with the event's payload as its output.
+    Arrived,
 }
 
 /// One step write: `after` replaces `before` only if the step is still as it was read
@@ -193,6 +203,8 @@ pub struct Decision {
     pub steps: Vec<StepRecord>,
     /// The paused run is resumed (`paused → running`), before [`Decision::run`] is carried out.
     pub resume: bool,
+    /// The plan's wait steps: no service is called for them.
+    pub waits: Vec<ServiceSlug>,
 }
 
 impl Decision {
@@ -258,8 +270,17 @@ pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn
             Event::Cancel => cancel = true,
             Event::Pause => pause = true,
             Event::Resume => resume = true,
+            Event::Arrived { .. } => look = true,
         }
     }
+    let arrived: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Arrived { event } => Some(event.as_str()),
+            _ => None,
+        })
+        .collect();
+    complete_arrived(plan, &mut records, &mut causes, &arrived, rules.now, rng);
     let cancellation = if cancel { cancel::cancel(run.status, plan, &records, rules.now).ok() } else { None };
     // A resumed run is looked at as running: what is ready is dispatched in the same write.
     let resumed = resume && !cancel && run.status == RunStatus::Paused;
@@ -270,7 +291,17 @@ pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn
     } else if pause && ACTIVE.contains(&run.status) {
         RunAction::Pause
     } else if (look || resumed) && OPEN.contains(&status) {
-        look_at(&RunState { status, ..*run }, &mut records, &mut causes, rules, resumed, rng)
+        let state = RunState { status, ..*run };
+        let mut action = look_at(&state, &mut records, &mut causes, rules, resumed, rng);
+        // A wait started here whose event had arrived completes at once; what that makes
+        // ready is looked at again, in the same decision.
+        while matches!(action, RunAction::Keep | RunAction::Start)
+            && complete_arrived(plan, &mut records, &mut causes, &arrived, rules.now, rng)
+        {
+            let again = look_at(&state, &mut records, &mut causes, rules, resumed, rng);
+            action = if again == RunAction::Keep { action } else { again };
+        }
+        action
     } else {
         RunAction::Keep
     };
@@ -286,7 +317,8 @@ pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn
         })
         .collect();
     let resume = resumed && !matches!(action, RunAction::Finish(_));
-    Decision { reported, writes, run: action, steps: records, resume }
+    let waits = plan.steps().iter().filter(|s| s.is_wait()).map(|s| s.service.clone()).collect();
+    Decision { reported, writes, run: action, steps: records, resume, waits }
 }
 
 /// How a claimed run (`aggregating`) ends once its analysis is written; `None` if it is not
@@ -404,6 +436,16 @@ pub enum Effect {
         /// When its backoff ends.
         at: Millis,
     },
+    /// A wait step started waiting: look at the run when its wait times out (`until`), so the
+    /// timeout is kept to the second.
+    AwaitEvent {
+        /// The step.
+        service: ServiceSlug,
+        /// Its attempt (always 1).
+        attempt: u32,
+        /// When the wait times out.
+        until: Millis,
+    },
     /// Tell the service of an attempt in flight that the run was cancelled (best effort).
     TellCancelled {
         /// The step.
@@ -446,7 +488,8 @@ pub enum Effect {
 pub fn effects(decision: &Decision, carry: &Carry) -> Vec<Effect> {
     let inline = matches!(carry.dispatch, Dispatch::Inline { .. });
     let mut effects = Vec::new();
-    for write in &decision.writes {
+    let called = |w: &&StepWrite| !decision.waits.contains(&w.after.service);
+    for write in decision.writes.iter().filter(called) {
         if write.before.status == StepStatus::Running && write.after.status != StepStatus::Running {
             effects.push(Effect::ReleaseSlot { service: write.after.service.clone(), attempt: write.before.attempts });
         }
@@ -472,7 +515,16 @@ pub fn effects(decision: &Decision, carry: &Carry) -> Vec<Effect> {
             effects.push(Effect::Retry { service: write.after.service.clone(), attempt: write.after.attempts, at });
         }
     }
-    for write in &decision.writes {
+    for write in decision.writes.iter().filter(|w| w.cause == Cause::Awaited) {
+        if let Some(until) = write.after.deadline_at {
+            effects.push(Effect::AwaitEvent {
+                service: write.after.service.clone(),
+                attempt: write.after.attempts,
+                until,
+            });
+        }
+    }
+    for write in decision.writes.iter().filter(called) {
         if write.cause == Cause::Cancelled && write.before.status == StepStatus::Running {
             let (service, attempt) = (write.after.service.clone(), write.before.attempts);
             effects.push(Effect::TellCancelled { service, attempt });
@@ -531,6 +583,9 @@ pub fn claim_attempt(
         return AttemptClaim::Nothing;
     };
     let spec = &run.plan.steps()[position];
+    if spec.is_wait() {
+        return AttemptClaim::Nothing; // no service to call: a wait has no task message
+    }
     match record.status {
         StepStatus::Running if record.attempts == attempt && claimed && handed_over => AttemptClaim::Held(attempt),
         StepStatus::Running if record.attempts == attempt && !claimed => AttemptClaim::Claim(attempt),
@@ -666,6 +721,31 @@ fn look_at(
     }
 }
 
+/// Completes each waiting step whose event is in `arrived` (the payload is the edge's to
+/// write); whether any did.
+fn complete_arrived(
+    plan: &Plan,
+    records: &mut [StepRecord],
+    causes: &mut [Option<Cause>],
+    arrived: &[&str],
+    now: Millis,
+    rng: &mut dyn RandomSource,
+) -> bool {
+    let mut completed = false;
+    for (position, spec) in plan.steps().iter().enumerate() {
+        let Some(wait) = &spec.wait else { continue };
+        if records[position].status != StepStatus::Running || !arrived.contains(&wait.event.as_str()) {
+            continue;
+        }
+        if let Ok(StepOutcome::Applied(next)) = apply(&records[position], StepEvent::Succeeded, now, spec, rng) {
+            records[position] = next;
+            causes[position] = Some(Cause::Arrived);
+            completed = true;
+        }
+    }
+    completed
+}
+
 /// Takes the steps a cancellation ends into `records`, each with its cause.
 fn take_cancellation(
     plan: &Plan,
@@ -706,9 +786,11 @@ fn dispatch_ready(
         }
         let dispatch = ready.dispatch.contains(service);
         let event = if dispatch { StepEvent::Dispatched } else { StepEvent::Skipped };
-        if let Ok(StepOutcome::Applied(next)) = apply(record, event, rules.now, &plan.steps()[position], rng) {
+        let spec = &plan.steps()[position];
+        if let Ok(StepOutcome::Applied(next)) = apply(record, event, rules.now, spec, rng) {
             records[position] = next;
-            causes[position] = Some(if dispatch { Cause::Dispatched } else { Cause::Settled });
+            let started = if spec.is_wait() { Cause::Awaited } else { Cause::Dispatched };
+            causes[position] = Some(if dispatch { started } else { Cause::Settled });
             dispatched |= dispatch;
         }
     }
@@ -1098,6 +1180,100 @@ mod tests {
         let run = RunState { status: RunStatus::Aggregating, started_at: NOW, plan: &p, steps: &a };
         let none = claim_attempt(&run, "a", 1, false, false, deadline, NOW, &mut SplitMix64::new(3));
         assert_eq!(none, AttemptClaim::Nothing, "a run that is not active runs nothing");
+    }
+
+    /// `approve` (a wait for `approval`) after `a`, then `b` after `approve`.
+    fn wait_plan() -> Plan {
+        let step = |service: &str, deps: &[&str]| StepDraft {
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..StepDraft::new(service)
+        };
+        let wait = StepDraft {
+            kind: Some("wait".into()),
+            event: Some("approval".into()),
+            timeout_ms: Some(60_000),
+            ..step("approve", &["a"])
+        };
+        validate(&PlanDraft {
+            plan_id: "w".into(),
+            name: "W".into(),
+            description: String::new(),
+            max_run_duration_ms: 600_000,
+            services: vec![step("a", &[]), wait, step("b", &["approve"])],
+            min_completed: None,
+        })
+        .expect("a valid plan")
+    }
+
+    fn arrived(event: &str) -> Event {
+        Event::Arrived { event: event.into() }
+    }
+
+    #[test]
+    fn a_wait_starts_without_a_message_and_its_event_completes_it_and_runs_its_dependents() {
+        let p = wait_plan();
+        let d = decide_on(&p, RunStatus::Running, &[running("a")], &[succeeded("a")], Observer::EventDriven);
+        let approve = d.writes.iter().find(|w| w.after.service.as_str() == "approve").expect("the wait starts");
+        assert_eq!((approve.cause, approve.after.status), (Cause::Awaited, StepStatus::Running));
+        assert_eq!(d.dispatched().count(), 0, "no service is called for a wait");
+        let until = approve.after.deadline_at.expect("its timeout");
+        assert_eq!(until, NOW.saturating_add(60_000));
+        let e = effects(&d, &carry(Dispatch::Queue));
+        assert!(e.contains(&Effect::AwaitEvent { service: slug("approve"), attempt: 1, until }), "{e:?}");
+        assert!(!e.iter().any(|e| matches!(e, Effect::Send { .. } | Effect::HandOver { .. })), "{e:?}");
+
+        let waiting = [completed("a"), approve.after.clone()];
+        let d = decide_on(&p, RunStatus::Running, &waiting, &[arrived("approval"), Event::Look], Observer::EventDriven);
+        let completed_wait = &d.writes[0];
+        assert_eq!((completed_wait.cause, completed_wait.after.status), (Cause::Arrived, StepStatus::Completed));
+        let dispatched: Vec<&str> = d.dispatched().map(|r| r.service.as_str()).collect();
+        assert_eq!(dispatched, ["b"], "its dependent runs in the same decision");
+        let e = effects(&d, &carry(Dispatch::Queue));
+        assert!(!e.iter().any(|e| matches!(e, Effect::ReleaseSlot { service, .. } if service.as_str() == "approve")));
+    }
+
+    #[test]
+    fn an_event_that_arrives_before_its_wait_is_consumed_when_the_wait_starts() {
+        let p = wait_plan();
+        // Arrived while `a` still runs: nothing changes for the wait yet.
+        let d = decide_on(&p, RunStatus::Running, &[running("a")], &[arrived("approval")], Observer::EventDriven);
+        assert!(d.is_empty(), "{d:?}");
+        // `a` completes: the wait starts and completes in the same write, and `b` is dispatched.
+        let d = decide_on(
+            &p,
+            RunStatus::Running,
+            &[running("a")],
+            &[succeeded("a"), arrived("approval"), Event::Look],
+            Observer::EventDriven,
+        );
+        let approve = d.writes.iter().find(|w| w.after.service.as_str() == "approve").expect("written");
+        assert_eq!((approve.before.status, approve.after.status), (StepStatus::Pending, StepStatus::Completed));
+        assert_eq!(approve.cause, Cause::Arrived);
+        assert_eq!(d.dispatched().map(|r| r.service.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert!(!effects(&d, &carry(Dispatch::Queue)).iter().any(|e| matches!(e, Effect::AwaitEvent { .. })));
+        // Another event, or the same one again on a completed wait, changes nothing.
+        let done = [completed("a"), completed("approve"), running("b")];
+        let d = decide_on(&p, RunStatus::Running, &done, &[arrived("approval"), arrived("other")], Observer::Poller);
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn a_wait_whose_event_never_comes_times_out_and_the_trigger_rules_decide_the_rest() {
+        let p = wait_plan();
+        let waiting = StepRecord {
+            status: StepStatus::Running,
+            attempts: 1,
+            started_at: Some(NOW),
+            deadline_at: Some(NOW.saturating_add(60_000)),
+            ..StepRecord::pending(slug("approve"))
+        };
+        let later = Rules { now: NOW.saturating_add(60_000), ..rules(Observer::Poller) };
+        let steps = [completed("a"), waiting];
+        let run = RunState { status: RunStatus::Running, started_at: NOW, plan: &p, steps: &steps };
+        let d = decide(&run, &[Event::Look], &later, &mut SplitMix64::new(7));
+        let status = |s: &str| d.steps.iter().find(|r| r.service.as_str() == s).map(|r| r.status);
+        assert_eq!((status("approve"), status("b")), (Some(StepStatus::Timeout), Some(StepStatus::Skipped)));
+        assert!(matches!(d.run, RunAction::Claim { partial: true, .. }), "{d:?}");
     }
 
     #[test]

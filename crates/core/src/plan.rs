@@ -66,6 +66,33 @@ pub struct StepSpec {
     /// When it runs, given its dependencies (default `all_success`).
     #[serde(default, skip_serializing_if = "TriggerRule::is_default")]
     pub trigger_rule: TriggerRule,
+    /// A wait step: no service is called; it waits for an event delivered to the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitSpec>,
+}
+
+/// What a wait step waits for: an event of this name delivered to its run
+/// (`POST /api/orchestration/runs/:run_id/events/:name`) whose payload holds every field of
+/// `matches` with the same value. The payload becomes the step's output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaitSpec {
+    /// The event's name, `[a-z0-9_.-]{1,64}`, unique among the plan's waits.
+    pub event: String,
+    /// Top-level fields the payload must hold, with these values (empty: any payload).
+    pub matches: serde_json::Map<String, serde_json::Value>,
+}
+
+impl WaitSpec {
+    /// The first field of `matches` that `payload` lacks or holds with another value.
+    pub fn mismatch<'a>(&'a self, payload: &serde_json::Value) -> Option<(&'a str, &'a serde_json::Value)> {
+        self.matches.iter().find(|(k, v)| payload.get(k.as_str()) != Some(*v)).map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// An event name: `[a-z0-9_.-]{1,64}`.
+pub fn is_event_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 impl StepSpec {
@@ -83,7 +110,13 @@ impl StepSpec {
             action: None,
             heartbeat_timeout_ms: None,
             trigger_rule: TriggerRule::AllSuccess,
+            wait: None,
         }
+    }
+
+    /// Whether this step waits for an event instead of calling a service.
+    pub fn is_wait(&self) -> bool {
+        self.wait.is_some()
     }
 }
 
@@ -106,7 +139,7 @@ pub fn display_name_from_slug(slug: &ServiceSlug) -> String {
 /// A validated plan. Serialises as the API shows it (snake_case); deserialises through
 /// [`PlanDraft`] and [`validate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "PlanDraft")]
+#[serde(try_from = "PlanDraft", into = "PlanDraft")]
 pub struct Plan {
     plan_id: PlanId,
     name: String,
@@ -206,14 +239,17 @@ impl Plan {
                 .map(|s| StepDraft {
                     service: s.service.to_string(),
                     display_name: Some(s.display_name.clone()),
-                    worker_key: Some(s.worker_key.to_string()),
+                    worker_key: Some(s.worker_key.to_string()).filter(|_| !s.is_wait()),
                     depends_on: s.depends_on.iter().map(ToString::to_string).collect(),
                     required: s.required,
                     timeout_ms: Some(s.timeout_ms),
-                    retry: Some(s.retry.clone()),
+                    retry: Some(s.retry.clone()).filter(|_| !s.is_wait()),
                     action: s.action.clone(),
                     heartbeat_timeout_ms: s.heartbeat_timeout_ms,
                     trigger_rule: Some(s.trigger_rule).filter(|r| !r.is_default()),
+                    kind: s.wait.as_ref().map(|_| WAIT_KIND.to_string()),
+                    event: s.wait.as_ref().map(|w| w.event.clone()),
+                    matches: s.wait.as_ref().map(|w| w.matches.clone()).filter(|m| !m.is_empty()),
                 })
                 .collect(),
             min_completed: Some(self.min_completed).filter(|t| !t.is_default()),
@@ -232,6 +268,9 @@ impl Plan {
             .enumerate()
             .filter(|(_, s)| {
                 let key = s.worker_key.as_str();
+                if s.is_wait() {
+                    return false; // no service is called
+                }
                 !builtin.iter().chain(allowed).any(|k| k == key)
             })
             .map(|(index, s)| PlanProblem::UnknownWorker {
@@ -240,6 +279,24 @@ impl Plan {
                 worker_key: s.worker_key.to_string(),
             })
             .collect()
+    }
+}
+
+impl From<Plan> for PlanDraft {
+    fn from(plan: Plan) -> Self {
+        plan.to_draft()
+    }
+}
+
+impl Plan {
+    /// Whether any step waits for an event.
+    pub fn has_waits(&self) -> bool {
+        self.services.iter().any(StepSpec::is_wait)
+    }
+
+    /// The wait step waiting for `event`, if any.
+    pub fn wait_for(&self, event: &str) -> Option<&StepSpec> {
+        self.services.iter().find(|s| s.wait.as_ref().is_some_and(|w| w.event == event))
     }
 }
 
@@ -368,7 +425,25 @@ pub struct StepDraft {
     /// When it runs, given its dependencies (default `all_success`).
     #[serde(default, alias = "triggerRule", skip_serializing_if = "Option::is_none")]
     pub trigger_rule: Option<TriggerRule>,
+    /// `service` (the default: call the worker) or `wait`: wait for an event delivered to the
+    /// run (`event`), up to `timeout_ms` (default: the run's duration). A wait takes no
+    /// `worker_key`, `retry`, `action` or `heartbeat_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["service", "wait", null])))]
+    pub kind: Option<String>,
+    /// A wait's event name, `[a-z0-9_.-]{1,64}`, unique among the plan's waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = "^[a-z0-9_.-]{1,64}$")))]
+    pub event: Option<String>,
+    /// A wait's condition: top-level fields the event's payload must hold with these values.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<serde_json::Map<String, serde_json::Value>>,
 }
+
+/// The `kind` of a wait step.
+pub const WAIT_KIND: &str = "wait";
+/// The `kind` of a step that calls a service (the default).
+pub const SERVICE_KIND: &str = "service";
 
 impl StepDraft {
     /// A draft step with only its slug (every other field defaulted).
@@ -527,6 +602,39 @@ pub enum PlanProblem {
         /// The slugs along the cycle, first repeated at the end: `a -> b -> c -> a`.
         path: Vec<String>,
     },
+    /// A `kind` that is neither `service` nor `wait`.
+    #[error("service {service}: kind {kind:?} is not one of service, wait")]
+    UnknownKind {
+        /// Step position.
+        index: usize,
+        /// The step.
+        service: String,
+        /// The kind given.
+        kind: String,
+    },
+    /// A field a wait step does not take (`worker_key`, `retry`, `action`,
+    /// `heartbeat_timeout_ms`), or one only a wait takes (`event`, `match`) on a service step.
+    #[error("service {service}: {field} {why}")]
+    NotForKind {
+        /// Step position.
+        index: usize,
+        /// The step.
+        service: String,
+        /// The field.
+        field: &'static str,
+        /// Why not.
+        why: &'static str,
+    },
+    /// A wait step without a valid event name, or with one another wait already has.
+    #[error("service {service}: {why}")]
+    InvalidEvent {
+        /// Step position.
+        index: usize,
+        /// The step.
+        service: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A bad retry policy field.
     #[error("service {service}: {error}")]
     InvalidRetry {
@@ -560,6 +668,9 @@ impl PlanProblem {
             PlanProblem::DuplicateDependency { .. } => "duplicate_dependency",
             PlanProblem::DependencyCycle { .. } => "dependency_cycle",
             PlanProblem::InvalidRetry { .. } => "invalid_retry",
+            PlanProblem::UnknownKind { .. } => "unknown_kind",
+            PlanProblem::NotForKind { .. } => "not_for_kind",
+            PlanProblem::InvalidEvent { .. } => "invalid_event",
         }
     }
 
@@ -584,6 +695,9 @@ impl PlanProblem {
                 format!("services[{index}].depends_on[{dependency_index}]")
             }
             PlanProblem::InvalidRetry { index, error, .. } => format!("services[{index}].retry.{}", error.field()),
+            PlanProblem::UnknownKind { index, .. } => format!("services[{index}].kind"),
+            PlanProblem::NotForKind { index, field, .. } => format!("services[{index}].{field}"),
+            PlanProblem::InvalidEvent { index, .. } => format!("services[{index}].event"),
         }
     }
 }
@@ -705,6 +819,59 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                 .ok(),
             None => slugs[i].as_ref().map(WorkerKey::from_slug),
         };
+        let wait = match step.kind.as_deref() {
+            None | Some(SERVICE_KIND) => {
+                let not = |field| PlanProblem::NotForKind {
+                    index: i,
+                    service: label.to_string(),
+                    field,
+                    why: "is for wait steps only (kind: wait)",
+                };
+                if step.event.is_some() {
+                    problems.push(not("event"));
+                }
+                if step.matches.is_some() {
+                    problems.push(not("match"));
+                }
+                false
+            }
+            Some(WAIT_KIND) => {
+                let not = |field| PlanProblem::NotForKind {
+                    index: i,
+                    service: label.to_string(),
+                    field,
+                    why: "is not for a wait step: it calls no service",
+                };
+                let given = [
+                    ("worker_key", step.worker_key.is_some()),
+                    ("retry", step.retry.is_some()),
+                    ("action", step.action.is_some()),
+                    ("heartbeat_timeout_ms", step.heartbeat_timeout_ms.is_some()),
+                ];
+                problems.extend(given.into_iter().filter(|(_, g)| *g).map(|(field, _)| not(field)));
+                let invalid = |why: String| PlanProblem::InvalidEvent { index: i, service: label.to_string(), why };
+                match step.event.as_deref() {
+                    None => problems.push(invalid("a wait step needs an event name".into())),
+                    Some(name) if !is_event_name(name) => {
+                        problems.push(invalid(format!("event {name:?} is not [a-z0-9_.-]{{1,64}}")))
+                    }
+                    Some(name) => {
+                        let first = draft.services[..i]
+                            .iter()
+                            .position(|s| s.kind.as_deref() == Some(WAIT_KIND) && s.event.as_deref() == Some(name));
+                        if let Some(first) = first {
+                            problems.push(invalid(format!("event {name:?} is waited for at services[{first}] too")));
+                        }
+                    }
+                }
+                true
+            }
+            Some(other) => {
+                problems.push(PlanProblem::UnknownKind { index: i, service: label.to_string(), kind: other.into() });
+                false
+            }
+        };
+        let default_timeout = if wait && max_run > 0 { max_run } else { default_timeout };
         let timeout_ms = step.timeout_ms.unwrap_or(default_timeout);
         if timeout_ms == 0 {
             problems.push(PlanProblem::ZeroDuration { field: format!("services[{i}].timeout_ms") });
@@ -716,7 +883,12 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                 max_run_duration_ms: max_run,
             });
         }
-        let retry = step.retry.clone().unwrap_or_default();
+        // A wait has one attempt: its timeout ends it.
+        let retry = if wait {
+            RetryPolicy { max_attempts: 1, ..RetryPolicy::default() }
+        } else {
+            step.retry.clone().unwrap_or_default()
+        };
         for error in retry.problems() {
             problems.push(PlanProblem::InvalidRetry { index: i, service: label.to_string(), error });
         }
@@ -789,6 +961,10 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                 action: step.action.clone(),
                 heartbeat_timeout_ms: step.heartbeat_timeout_ms,
                 trigger_rule: step.trigger_rule.unwrap_or_default(),
+                wait: wait.then(|| WaitSpec {
+                    event: step.event.clone().unwrap_or_default(),
+                    matches: step.matches.clone().unwrap_or_default(),
+                }),
             });
         }
     }
@@ -1321,5 +1497,57 @@ mod tests {
         assert_eq!(plan.topological_order(), [2, 3, 1, 0]);
         assert_eq!(plan.wave("d"), Some(3));
         assert_eq!(plan.dependency_positions(0), [2, 1]);
+    }
+
+    #[test]
+    fn a_wait_step_names_its_event_takes_no_service_fields_and_round_trips() {
+        let wait = |event: Option<&str>| StepDraft {
+            kind: Some(WAIT_KIND.into()),
+            event: event.map(Into::into),
+            ..StepDraft::new("approve")
+        };
+        let matched = StepDraft {
+            matches: Some(serde_json::json!({"approved": true}).as_object().cloned().unwrap_or_default()),
+            ..wait(Some("approval"))
+        };
+        let plan = validate(&draft(vec![step("a", &[]), StepDraft { depends_on: vec!["a".into()], ..matched }]))
+            .expect("valid");
+        let spec = plan.step("approve").expect("the wait");
+        let w = spec.wait.as_ref().expect("a wait");
+        assert_eq!((w.event.as_str(), spec.timeout_ms, spec.retry.max_attempts), ("approval", 180_000, 1));
+        assert_eq!(w.mismatch(&serde_json::json!({"approved": true, "by": "x"})), None);
+        assert_eq!(w.mismatch(&serde_json::json!({"approved": false})).map(|(k, _)| k), Some("approved"));
+        assert!(plan.has_waits() && plan.wait_for("approval").is_some() && plan.wait_for("other").is_none());
+        assert!(plan.unknown_workers(&[]).iter().all(|p| p.field() != "services[1].worker_key"));
+        let json = serde_json::to_value(&plan).expect("json");
+        assert_eq!(json["services"][1]["kind"], "wait");
+        assert!(json["services"][1].get("worker_key").is_none() && json["services"][1].get("retry").is_none());
+        assert!(json["services"][0].get("kind").is_none(), "a service step stays as it was: {json}");
+        let back: Plan = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back, plan);
+
+        let problems = |steps: Vec<StepDraft>| -> Vec<(String, String)> {
+            validate(&draft(steps))
+                .err()
+                .map(|p| p.0.iter().map(|p| (p.code().to_string(), p.field())).collect())
+                .unwrap_or_default()
+        };
+        let with_worker =
+            StepDraft { worker_key: Some("w".into()), retry: Some(RetryPolicy::default()), ..wait(Some("e")) };
+        assert_eq!(
+            problems(vec![with_worker]),
+            [
+                ("not_for_kind".into(), "services[0].worker_key".into()),
+                ("not_for_kind".into(), "services[0].retry".into())
+            ]
+        );
+        assert_eq!(problems(vec![wait(None)]), [("invalid_event".into(), "services[0].event".into())]);
+        assert_eq!(problems(vec![wait(Some("Bad Name"))]), [("invalid_event".into(), "services[0].event".into())]);
+        let second = StepDraft { service: "again".into(), ..wait(Some("e")) };
+        assert_eq!(problems(vec![wait(Some("e")), second]), [("invalid_event".into(), "services[1].event".into())]);
+        let service_with_event = StepDraft { event: Some("e".into()), ..step("s", &[]) };
+        assert_eq!(problems(vec![service_with_event]), [("not_for_kind".into(), "services[0].event".into())]);
+        let odd = StepDraft { kind: Some("sleep".into()), ..step("s", &[]) };
+        assert_eq!(problems(vec![odd]), [("unknown_kind".into(), "services[0].kind".into())]);
     }
 }

@@ -314,6 +314,7 @@ pub fn compile(template: &MasterTemplate, options: &CompileOptions) -> Result<Pl
             action: stage.template_ref.clone(),
             heartbeat_timeout_ms: None,
             trigger_rule: None,
+            ..StepDraft::default()
         });
         current_stage.push(slug.clone());
     }

@@ -666,3 +666,130 @@ proptest! {
         }
     }
 }
+
+/// `a`, then `approve` (a wait for `approval`, up to `wait_ms`), then `b`.
+fn wait_plan(wait_ms: u64) -> Plan {
+    let step = |service: &str, deps: &[&str]| StepDraft {
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        timeout_ms: Some(30_000),
+        ..StepDraft::new(service)
+    };
+    let wait = StepDraft {
+        kind: Some("wait".into()),
+        event: Some("approval".into()),
+        timeout_ms: Some(wait_ms),
+        ..StepDraft::new("approve")
+    };
+    let wait = StepDraft { depends_on: vec!["a".into()], ..wait };
+    validate(&PlanDraft {
+        plan_id: "waits".into(),
+        name: "Waits".into(),
+        description: String::new(),
+        max_run_duration_ms: 120_000,
+        services: vec![step("a", &[]), wait, step("b", &["approve"])],
+        min_completed: None,
+    })
+    .expect("a valid plan")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A wait's event, delivered at any moment (before the wait starts, while it waits, after
+    /// it timed out, or never; once or twice, as every later decision sees it again): the wait
+    /// completes exactly when the event came before its timeout, at the later of its start and
+    /// the event, once; its dependent runs only after it completed; the run ends once.
+    #[test]
+    fn a_wait_takes_its_event_once_whenever_it_arrives_and_times_out_without_it(
+        a_ms in 0u64..20_000,
+        wait_ms in 1_000u64..30_000,
+        arrival in prop::option::of(0u64..60_000),
+        twice in any::<bool>(),
+    ) {
+        use baton_core::lifecycle::{self, Cause, Event, Observer, Report, Rules, RunAction, RunState};
+        let plan = wait_plan(wait_ms);
+        let config = FanInConfig::default();
+        let mut rng = SplitMix64::new(1);
+        let mut steps: Vec<StepRecord> = plan.service_slugs().into_iter().map(StepRecord::pending).collect();
+        let mut run = RunStatus::Started;
+        let mut now = START;
+        let (a_done, arrives) = (START.saturating_add(a_ms), arrival.map(|ms| START.saturating_add(ms)));
+        let mut b_done: Option<Millis> = None;
+        let (mut completions, mut endings) = (0, 0);
+        for _ in 0..200 {
+            let mut events = Vec::new();
+            let running = |s: &[StepRecord], name: &str| s.iter().any(|r| r.service.as_str() == name && r.status == StepStatus::Running);
+            if now >= a_done && running(&steps, "a") {
+                events.push(Event::Reported { service: "a".parse().unwrap(), attempt: Some(1), report: Report::Succeeded });
+            }
+            if b_done.is_some_and(|at| now >= at) && running(&steps, "b") {
+                events.push(Event::Reported { service: "b".parse().unwrap(), attempt: Some(1), report: Report::Succeeded });
+            }
+            if arrives.is_some_and(|at| now >= at) {
+                events.push(Event::Arrived { event: "approval".into() });
+                if twice {
+                    events.push(Event::Arrived { event: "approval".into() });
+                }
+            }
+            events.push(Event::Look);
+            let rules = Rules { now, fan_in: config, event_driven_fanin: true, observer: Observer::Poller, retry_grace_ms: 0 };
+            let state = RunState { status: run, started_at: START, plan: &plan, steps: &steps };
+            let decision = lifecycle::decide(&state, &events, &rules, &mut rng);
+            for write in &decision.writes {
+                let service = write.after.service.as_str();
+                if service == "approve" && write.cause == Cause::Arrived {
+                    completions += 1;
+                }
+                if service == "b" && write.cause == Cause::Dispatched {
+                    let approve = decision.steps.iter().find(|r| r.service.as_str() == "approve").unwrap();
+                    prop_assert_eq!(approve.status, StepStatus::Completed, "b dispatched before the wait completed");
+                    b_done = Some(now.saturating_add(1_000));
+                }
+                prop_assert!(!(service == "approve" && write.cause == Cause::Dispatched), "a wait is never sent");
+            }
+            steps = decision.steps.clone();
+            match &decision.run {
+                RunAction::Start => run = RunStatus::Running,
+                RunAction::Claim { partial, .. } => {
+                    endings += 1;
+                    run = lifecycle::analysed(RunStatus::Aggregating, *partial, now, run_deadline(&plan, START, &config))
+                        .expect("claimed")
+                        .status;
+                }
+                RunAction::Finish(finish) => {
+                    endings += 1;
+                    run = finish.status;
+                }
+                _ => {}
+            }
+            if run.is_terminal() {
+                break;
+            }
+            // The next moment anything can happen.
+            let mut next = [Some(a_done), arrives, b_done]
+                .into_iter()
+                .flatten()
+                .chain(steps.iter().filter_map(|r| r.deadline_at))
+                .filter(|at| *at > now)
+                .fold(run_deadline(&plan, START, &config), |a, b| a.min(b));
+            if next <= now {
+                next = now.saturating_add(1);
+            }
+            now = next;
+        }
+        prop_assert!(run.is_terminal(), "the run never ended: {:?}", steps);
+        prop_assert_eq!(endings, 1);
+        let approve = steps.iter().find(|r| r.service.as_str() == "approve").unwrap();
+        let waited_from = a_done;
+        let in_time = arrives.is_some_and(|at| at <= waited_from.saturating_add(wait_ms));
+        if in_time {
+            prop_assert_eq!(approve.status, StepStatus::Completed);
+            prop_assert_eq!(completions, 1);
+            prop_assert_eq!(approve.finished_at, Some(waited_from.max(arrives.unwrap())));
+        } else {
+            prop_assert_eq!(approve.status, StepStatus::Timeout);
+            prop_assert_eq!(completions, 0);
+            prop_assert_eq!(steps.iter().find(|r| r.service.as_str() == "b").map(|r| r.status), Some(StepStatus::Skipped));
+        }
+    }
+}

@@ -428,6 +428,7 @@ function attemptText(a) {
 
 function stepTitle(step) {
   const lines = [`${step.service}: ${step.status}`, `attempts: ${step.attempts}`];
+  if (step.waits_for) lines.push(`waits for event ${step.waits_for}`);
   if (step.duration_ms !== null && step.duration_ms !== undefined) lines.push(`duration: ${fmtMs(step.duration_ms)}`);
   if (step.error) lines.push(`error: ${step.error}`);
   if ((step.skipped_because || []).length) lines.push(`skipped because ${step.skipped_because.join(", ")} did not complete`);
@@ -442,7 +443,9 @@ function stepsTable(steps) {
     const attempts = (step.attempt_history || []).map((a) => h("li", { "data-attempt": a.attempt }, attemptText(a)));
     if (step.status === "retrying" && step.next_attempt_at) attempts.push(h("li", { class: "muted" }, `next attempt at ${fmtTime(step.next_attempt_at)}`));
     return h("tr", { "data-service": step.service },
-      h("td", {}, h("span", { class: "mono" }, step.service), (step.depends_on || []).length ? h("div", { class: "muted" }, `after ${step.depends_on.join(", ")}`) : null),
+      h("td", {}, h("span", { class: "mono" }, step.service), (step.depends_on || []).length ? h("div", { class: "muted" }, `after ${step.depends_on.join(", ")}`) : null,
+        step.waits_for ? h("div", { class: step.status === "running" ? "live waiting" : "muted", "data-waits-for": step.waits_for },
+          step.status === "running" ? `waiting for event ${step.waits_for} (until ${fmtTime(step.deadline_at)})` : `waits for event ${step.waits_for}`) : null),
       h("td", { class: "num" }, step.wave), h("td", {}, badge(step.status)),
       h("td", {}, attempts.length ? h("ol", { class: "attempts" }, attempts) : h("span", { class: "muted" }, String(step.attempts || 0))),
       h("td", { class: "num" }, fmtMs(step.duration_ms)),

@@ -5,6 +5,7 @@ pub mod archive;
 pub mod dead_letters;
 pub mod events;
 pub mod executions;
+pub mod inbox;
 pub mod plans;
 pub mod rate_limits;
 pub mod resources;

@@ -36,7 +36,7 @@ mod webhooks;
 
 pub use crate::d1::schedules::{FireRow as ScheduleFire, ScheduleRow as Schedule};
 pub use analysis::Analysis;
-pub use apply::{record_usage, Reported, MAX_ROUNDS};
+pub use apply::{record_usage, Delivered, Reported, MAX_ROUNDS};
 pub use archive::{summary_of_archived, ArchiveCounts, ArchivedRun, Kept, RunRecord};
 pub use bulk::BulkReport;
 pub use cancel::CancelOutcome;

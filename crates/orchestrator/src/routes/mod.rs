@@ -15,6 +15,7 @@ mod plans;
 mod retry;
 mod runs;
 mod schedules;
+mod signal;
 mod test_hooks;
 mod ui;
 mod webhooks;
@@ -82,6 +83,10 @@ pub async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response> {
         },
         ["api", "orchestration", "runs", run_id, "cancel"] => match method.as_str() {
             "POST" => return cancel::cancel(req, env, run_id).await,
+            _ => &["POST"],
+        },
+        ["api", "orchestration", "runs", run_id, "events", name] => match method.as_str() {
+            "POST" => return signal::deliver(req, env, run_id, name).await,
             _ => &["POST"],
         },
         ["api", "orchestration", "runs", run_id, "pause"] => match method.as_str() {

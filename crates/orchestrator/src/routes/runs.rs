@@ -326,6 +326,7 @@ fn step_views(loaded: &Loaded, mut history: BTreeMap<String, Vec<baton_edge::eng
             error_kind: s.error_kind.clone(),
             skipped_because: blocked_by(loaded, &s.service),
             attempt_history: history.remove(&s.service).unwrap_or_default().into_iter().map(attempt).collect(),
+            waits_for: loaded.plan.step(&s.service).and_then(|spec| spec.wait.as_ref()).map(|w| w.event.clone()),
         })
         .collect()
 }

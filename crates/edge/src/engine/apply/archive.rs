@@ -28,6 +28,7 @@ pub(crate) fn leaving(loaded: &Loaded, archived: Option<ArchivedRow>) -> Vec<Wri
     }
     writes.push(Write::DeleteAttempts { version });
     writes.push(Write::DeleteEvents { version });
+    writes.push(Write::DeleteInbox { version });
     writes.push(Write::DeleteSteps { version });
     writes.push(Write::DeleteRun { version });
     writes

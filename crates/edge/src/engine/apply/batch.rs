@@ -97,6 +97,10 @@ pub(crate) enum Write {
     DeleteSteps { version: i64 },
     /// A run's events, if it is still the version read.
     DeleteEvents { version: i64 },
+    /// An event delivered to the run, kept for its wait step (`changes` = 0: delivered before).
+    Inbox(Box<crate::d1::inbox::InboxRow>),
+    /// A run's delivered events, if it is still the version read.
+    DeleteInbox { version: i64 },
     /// A pipeline run's execution row, if it is still the version read.
     DeleteExecution { version: i64 },
     /// A pipeline run's released reservations, if it is still the version read.
@@ -154,6 +158,8 @@ impl Write {
             Write::DeleteAttempts { version } => steps::delete_attempts_if_version(db, run_id, *version),
             Write::DeleteSteps { version } => steps::delete_of_run_if_version(db, run_id, *version),
             Write::DeleteEvents { version } => event_rows::delete_of_run_if_version(db, run_id, *version),
+            Write::Inbox(row) => crate::d1::inbox::insert(db, run_id, row),
+            Write::DeleteInbox { version } => crate::d1::inbox::delete_of_run_if_version(db, run_id, *version),
             Write::DeleteExecution { version } => executions::delete_of_run_if_version(db, run_id, *version),
             Write::DeleteAllocations { version } => {
                 let [allocations, _] = executions::delete_resources_if_version(db, run_id, *version)?;

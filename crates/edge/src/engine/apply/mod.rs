@@ -22,6 +22,7 @@
 mod archive;
 mod batch;
 mod claims;
+mod deliver;
 mod marks;
 mod rounds;
 mod totals;
@@ -35,6 +36,7 @@ use baton_core::state::{RunStatus, StepStatus};
 use baton_core::time::Millis;
 
 pub(crate) use batch::{Fresh, Under, Write};
+pub use deliver::Delivered;
 pub use usage::record_usage;
 
 use super::claim::seconds_until;
@@ -125,6 +127,24 @@ impl Engine<'_> {
                 }
             }
             events.push(then.clone());
+            // Events delivered to the run, for its wait steps (read only for a plan with waits).
+            let inbox = if loaded.plan.has_waits() {
+                crate::d1::inbox::of_run(&self.db, &loaded.run.run_id).await?
+            } else {
+                Vec::new()
+            };
+            let arrived: Vec<(String, Report)> = inbox
+                .iter()
+                .filter_map(|row| {
+                    let spec = loaded.plan.wait_for(&row.name)?;
+                    let output = serde_json::from_str(&row.payload).unwrap_or(serde_json::Value::Null);
+                    Some((
+                        spec.service.as_str().to_string(),
+                        Report::Succeeded { output, usage: None, duration_ms: None },
+                    ))
+                })
+                .collect();
+            events.extend(inbox.iter().map(|row| Event::Arrived { event: row.name.clone() }));
             let decision = self.decide(&loaded, &events, caller)?;
             for (&i, outcome) in open.iter().zip(&decision.reported) {
                 if !matches!(outcome, ReportOutcome::Recorded(_)) {
@@ -140,6 +160,7 @@ impl Engine<'_> {
                 .zip(&decision.reported)
                 .filter(|(_, o)| matches!(o, ReportOutcome::Recorded(_)))
                 .map(|(&i, _)| (reports[i].service.as_str(), &reports[i].report))
+                .chain(arrived.iter().map(|(service, report)| (service.as_str(), report)))
                 .collect();
             let now = self.now();
             let effects = lifecycle::effects(&decision, &self.carry(now, dispatch));
@@ -296,6 +317,15 @@ impl Engine<'_> {
                         now,
                     ));
                 }
+                Effect::AwaitEvent { service, attempt, until } => {
+                    notices.push(TimerMessage::attempt(
+                        TimerKind::AttemptDeadline,
+                        run_id.clone(),
+                        service.clone(),
+                        *attempt,
+                        *until,
+                    ));
+                }
                 Effect::Analyse { partial, missing } => {
                     analysis = Some(AnalysisMessage::new(run_id.clone(), *partial, missing.clone()));
                 }
@@ -317,7 +347,9 @@ impl Engine<'_> {
         // The services of attempts in flight are told of a cancel by the consumer (which
         // reaches them), at once, through the task queue.
         if let Err(e) = self.send_timers(notices).await {
-            worker::console_warn!("run {run_id}: cancel notices not sent ({e}); the services are not told");
+            worker::console_warn!(
+                "run {run_id}: timers not sent ({e}); cancel notices are lost, the poller keeps waits' timeouts"
+            );
         }
         if let Some((ended, deliveries)) = ended {
             if claimed && analysed_now {
@@ -429,7 +461,7 @@ fn log_writes(
         let Some(write) = decision.writes.iter().find(|w| w.after.service.as_str() == service) else { continue };
         let after = &write.after;
         let event = match (cause, after.status) {
-            (Cause::Dispatched, _) => log::Event::StepDispatched,
+            (Cause::Dispatched | Cause::Awaited, _) => log::Event::StepDispatched,
             (_, StepStatus::Completed) => log::Event::StepCompleted,
             (_, StepStatus::Failed) => log::Event::StepFailed,
             (_, StepStatus::Retrying) => log::Event::StepRetrying,
@@ -439,8 +471,12 @@ fn log_writes(
             _ => continue,
         };
         let worker = loaded.plan.step(service).map(|spec| spec.worker_key.as_str());
-        let attempt =
-            Some(if *cause == Cause::Dispatched { after.attempts } else { write.before.attempts }).filter(|a| *a > 0);
+        let attempt = Some(if matches!(cause, Cause::Dispatched | Cause::Awaited) {
+            after.attempts
+        } else {
+            write.before.attempts
+        })
+        .filter(|a| *a > 0);
         log::emit(
             event,
             &log::Line {

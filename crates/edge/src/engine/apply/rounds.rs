@@ -4,7 +4,7 @@
 
 use baton_core::events::{RunStartedPayload, RUN_STATUS_EVENT_TYPE};
 use baton_core::lifecycle::{self, Effect, Observer, Restart};
-use baton_core::messages::{TaskMessage, TasksQueueMessage};
+use baton_core::messages::{TaskMessage, TasksQueueMessage, TimerKind, TimerMessage};
 use baton_core::metrics;
 use baton_core::state::{RunStatus, StepStatus};
 
@@ -83,11 +83,25 @@ impl Engine<'_> {
         }
         let messages: Vec<TaskMessage> =
             first_wave.dispatched().map(|r| TaskMessage::new(run_id.clone(), r.service.clone(), r.attempts)).collect();
+        // A wait of the first wave: its timeout's timer.
+        let waits: Vec<TimerMessage> = lifecycle::effects(first_wave, &self.carry(self.now(), dispatch))
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::AwaitEvent { service, attempt, until } => {
+                    Some(TimerMessage::attempt(TimerKind::AttemptDeadline, run_id.clone(), service, attempt, until))
+                }
+                _ => None,
+            })
+            .collect();
         if inline {
+            if let Err(e) = self.send_timers(waits).await {
+                worker::console_warn!("run {run_id}: wait timers not sent ({e}); the poller keeps their timeouts");
+            }
             return Ok(messages);
         }
         let mut queued: Vec<(TasksQueueMessage, u32)> = messages.into_iter().map(|m| (m.into(), 0)).collect();
         queued.extend(self.with_delays(vec![self.run_deadline_timer(written)?]));
+        queued.extend(self.with_delays(waits));
         if let Err(e) = self.send_task_queue(&queued).await {
             worker::console_error!("run {run_id}: first wave not sent ({e}); leaving it to the poller");
             self.undo_dispatch(written, first_wave).await?;
