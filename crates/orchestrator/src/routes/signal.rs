@@ -1,9 +1,9 @@
 //! `POST /api/orchestration/runs/:run_id/events/:name`: an event for a run's wait step, from
 //! the run's client (another client's run is 404). The body is the payload (any JSON; empty:
 //! `null`). Refused, keeping nothing, when the name is malformed (400 `invalid_event`), no wait
-//! step of the plan waits for it (400 `no_such_wait`), the payload does not hold the wait's
-//! `match` (400 `payload_mismatch`, naming the field) or is too large (413), or the run has
-//! ended (409). A second delivery of the same event is `already_delivered`.
+//! step of the plan waits for it (404), the payload does not hold the wait's `match` (409,
+//! naming the field) or is too large (413), or the run has ended (409). A second delivery of
+//! the same event is `already_delivered`.
 
 use baton_api::runs::EventDelivered;
 use baton_api::Success;
@@ -53,9 +53,11 @@ pub async fn deliver(mut req: Request, env: &Env, run_id: &str, name: &str) -> R
 fn refusal(run_id: &str, refused: EventRefused) -> Error {
     let message = format!("run {run_id}: {refused}");
     match &refused {
-        EventRefused::Closed(_) => Error::Conflict(message),
+        EventRefused::Closed(_) | EventRefused::Mismatch { .. } => Error::Conflict(message),
         EventRefused::TooLarge(_) => Error::PayloadTooLarge { limit: MAX_PAYLOAD_BYTES },
-        EventRefused::Mismatch { field, .. } => Error::bad_request(refused.code(), &format!("body.{field}"), message),
-        EventRefused::BadName(_) | EventRefused::NoWait { .. } => Error::bad_request(refused.code(), "name", message),
+        EventRefused::NoWait { event, waits, .. } => {
+            Error::NotFound { what: format!("a wait step for event {event:?} in run {run_id} (it waits for: {waits})") }
+        }
+        EventRefused::BadName(_) => Error::bad_request(refused.code(), "name", message),
     }
 }
