@@ -7,7 +7,7 @@ use baton_api::Success;
 use baton_core::bulk::{validate_bulk, BulkAction};
 use baton_edge::engine::Engine;
 use baton_edge::{auth, http, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 use worker::{Env, Request, Response};
 
 use super::input;
@@ -17,14 +17,7 @@ pub async fn act(mut req: Request, env: &Env, action: BulkAction) -> Result<Resp
     let client_id = auth::client_id(&req, env)?;
     let body: Value = http::read_json(&mut req).await?;
     let body: BulkRuns = input::decode(body)?;
-    let query = validate_bulk(&body.draft()).map_err(|problems| {
-        let list = problems
-            .0
-            .iter()
-            .map(|p| json!({ "field": p.field(), "code": p.code(), "message": p.to_string() }))
-            .collect();
-        input::problems("invalid_request", &problems.to_string(), list)
-    })?;
+    let query = validate_bulk(&body.draft()).map_err(|found| input::request_problems("invalid_request", &found))?;
     let engine = Engine::for_client(env, &client_id).await?;
     let report = engine.bulk(&client_id, action, &query).await?;
     let skipped = report

@@ -61,14 +61,8 @@ fn decode(body: Value, caller: &Caller) -> Result<NewExecution> {
         request_id: body.request_id,
         priority: body.priority,
     };
-    let request = validate_execute_request(&draft).map_err(|problems| {
-        let list = problems
-            .0
-            .iter()
-            .map(|p| json!({ "field": p.field(), "code": p.code(), "message": p.to_string() }))
-            .collect();
-        input::problems("invalid_request", &problems.to_string(), list)
-    })?;
+    let request =
+        validate_execute_request(&draft).map_err(|found| input::request_problems("invalid_request", &found))?;
     let parameters = sized(Value::Object(request.parameters))?;
     Ok(NewExecution {
         client_id: acting.client_id,

@@ -31,6 +31,14 @@ pub fn at_most(field: &str, object: &Map<String, Value>, max_bytes: usize) -> Re
     Ok(())
 }
 
+/// A 400 listing every problem core found in a request: `details.problems[] = {field, code,
+/// message}`.
+pub fn request_problems(code: &'static str, found: &baton_core::request::RequestProblems) -> Error {
+    let list =
+        found.0.iter().map(|p| json!({ "field": p.field(), "code": p.code(), "message": p.to_string() })).collect();
+    problems(code, &found.to_string(), list)
+}
+
 /// A 400 listing every problem: `details.problems[] = {field, code, message}`.
 pub fn problems(code: &'static str, message: &str, problems: Vec<Value>) -> Error {
     let field = problems.first().and_then(|p| p["field"].as_str()).unwrap_or("body").to_string();

@@ -6,7 +6,6 @@ use baton_api::Success;
 use baton_core::listing::{validate_run_list, RunListDraft};
 use baton_edge::engine::Engine;
 use baton_edge::{auth, http, Result};
-use serde_json::json;
 use worker::{Env, Request, Response};
 
 use super::input;
@@ -20,14 +19,7 @@ pub async fn list(req: Request, env: &Env) -> Result<Response> {
         limit: http::query_param(&req, "limit")?,
         cursor: http::query_param(&req, "cursor")?,
     };
-    let query = validate_run_list(&draft).map_err(|problems| {
-        let list = problems
-            .0
-            .iter()
-            .map(|p| json!({ "field": p.field(), "code": p.code(), "message": p.to_string() }))
-            .collect();
-        input::problems("invalid_query", &problems.to_string(), list)
-    })?;
+    let query = validate_run_list(&draft).map_err(|found| input::request_problems("invalid_query", &found))?;
     let engine = Engine::for_client(env, &client_id).await?;
     let (runs, next) = engine.list_runs(&client_id, &query).await?;
     http::json(200, &RunList { success: Success, runs, next_cursor: next.map(|c| c.to_string()) })

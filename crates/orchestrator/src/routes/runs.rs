@@ -183,14 +183,7 @@ fn decode_run_request(body: Value) -> Result<(RunRequest, Map<String, Value>, Op
         plan_id: body.plan_id,
         idempotency_key: body.idempotency_key,
     };
-    let request = validate_run_request(&draft).map_err(|problems| {
-        let list = problems
-            .0
-            .iter()
-            .map(|p| json!({ "field": p.field(), "code": p.code(), "message": p.to_string() }))
-            .collect();
-        input::problems("invalid_request", &problems.to_string(), list)
-    })?;
+    let request = validate_run_request(&draft).map_err(|found| input::request_problems("invalid_request", &found))?;
     Ok((request, parameters, body.client_id))
 }
 
