@@ -14,6 +14,7 @@ mod foundation;
 mod in_place;
 mod llm;
 mod logs;
+mod maps;
 mod metrics;
 mod openapi;
 mod otlp;

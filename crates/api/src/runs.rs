@@ -155,6 +155,12 @@ pub struct StepResult {
     /// For a wait step: the event it waits for (`POST /runs/{run_id}/events/{name}`); its
     /// output is the event's payload. Null for a step that calls a service.
     pub waits_for: Option<String>,
+    /// For a map step: the list it maps over (`<upstream step>.<path>`); null otherwise.
+    pub for_each: Option<String>,
+    /// For a map step: its items, in order (`<step>.<index>`, each called with its element of
+    /// the list); its `output` is their outputs in order (null for an item that did not
+    /// complete). Empty for other steps, and until the map step starts.
+    pub items: Vec<StepResult>,
 }
 
 /// One attempt of a step.

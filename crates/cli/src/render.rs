@@ -46,11 +46,13 @@ fn instant(value: &Value) -> Option<Millis> {
     value.as_str().and_then(|t| Millis::parse_rfc3339(t).ok())
 }
 
-/// The steps of a run's JSON (`service_results`), in plan order.
+/// The steps of a run's JSON (`service_results`), in plan order, each map step followed by
+/// its items (`audit.0`, `audit.1`, ...).
 pub fn steps_of(run: &Value) -> Vec<StepView> {
     let Some(results) = run["service_results"].as_array() else { return Vec::new() };
     results
         .iter()
+        .flat_map(|s| std::iter::once(s).chain(s["items"].as_array().into_iter().flatten()))
         .map(|s| StepView {
             service: text(&s["service"]),
             wave: s["wave"].as_i64().unwrap_or(0),

@@ -96,7 +96,7 @@ mod tests {
         assert_eq!(error.code(), "invalid_id");
         assert_eq!(
             error.to_string(),
-            "invalid service slug \"Nope\": contains 'N' at position 0; allowed: a-z 0-9 _ -"
+            "invalid service slug \"Nope\": contains 'N' at position 0; allowed: a-z 0-9 _ - ."
         );
     }
 }

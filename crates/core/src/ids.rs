@@ -104,11 +104,18 @@ impl IdError {
 }
 
 const SLUG_ALPHABET: &str = "a-z 0-9 _ -";
+const STEP_ALPHABET: &str = "a-z 0-9 _ - .";
 const WEBSITE_ALPHABET: &str = "A-Z a-z 0-9 _ . : -";
 const WORKER_KEY_ALPHABET: &str = "a-z 0-9 _ -";
 
 fn is_slug_char(ch: char) -> bool {
     ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-'
+}
+
+/// A step's slug may hold a `.`: a map step's items are `<step>.<index>` (a plan's own steps
+/// never hold one: [`ServiceSlug::of_plan_step`]).
+fn is_step_char(ch: char) -> bool {
+    is_slug_char(ch) || ch == '.'
 }
 
 fn is_website_char(ch: char) -> bool {
@@ -243,9 +250,28 @@ macro_rules! text_id {
 }
 
 text_id!(
-    /// A service (step) slug: 1..=64 characters of `[a-z0-9_-]`, e.g. `serp-intelligence`.
-    ServiceSlug, IdKind::ServiceSlug, 64, is_slug_char, SLUG_ALPHABET
+    /// A service (step) slug: 1..=72 characters of `[a-z0-9_.-]`, e.g. `serp-intelligence`. A
+    /// plan's own step is 1..=64 characters of `[a-z0-9_-]` ([`ServiceSlug::of_plan_step`]);
+    /// `audit.3` is item 3 of map step `audit` ([`crate::map`]).
+    ServiceSlug, IdKind::ServiceSlug, 72, is_step_char, STEP_ALPHABET
 );
+
+impl ServiceSlug {
+    /// The longest slug of a plan's own step.
+    pub const MAX_STEP_LEN: usize = 64;
+
+    /// The slug of item `index` of this (map) step: `audit` → `audit.3`. Infallible: a plan's
+    /// step has at most 64 characters and an index at most 7 more.
+    pub fn item(&self, index: u32) -> ServiceSlug {
+        ServiceSlug(format!("{}.{index}", self.0))
+    }
+
+    /// Validates the slug of a plan's own step: 1..=64 characters of `[a-z0-9_-]`.
+    pub fn of_plan_step(value: &str) -> Result<Self, IdError> {
+        check_text(IdKind::ServiceSlug, value, Self::MAX_STEP_LEN, is_slug_char, SLUG_ALPHABET)?;
+        Ok(ServiceSlug(value.to_string()))
+    }
+}
 text_id!(
     /// A plan id: 1..=64 characters of `[a-z0-9_-]`, e.g. `standard-v1`.
     PlanId, IdKind::PlanId, 64, is_slug_char, SLUG_ALPHABET
@@ -519,9 +545,14 @@ mod tests {
         check::<ServiceSlug>("a_1", Ok(()));
         check::<ServiceSlug>(&"a".repeat(64), Ok(()));
         check::<ServiceSlug>("", Err(IdProblem::Empty));
-        check::<ServiceSlug>(&"a".repeat(65), Err(IdProblem::TooLong { len: 65, max: 64 }));
-        check::<ServiceSlug>("Serp", Err(IdProblem::InvalidChar { ch: 'S', index: 0, allowed: SLUG_ALPHABET }));
-        check::<ServiceSlug>("a b", Err(IdProblem::InvalidChar { ch: ' ', index: 1, allowed: SLUG_ALPHABET }));
+        check::<ServiceSlug>("audit.12", Ok(()));
+        check::<ServiceSlug>(&"a".repeat(73), Err(IdProblem::TooLong { len: 73, max: 72 }));
+        check::<ServiceSlug>("Serp", Err(IdProblem::InvalidChar { ch: 'S', index: 0, allowed: STEP_ALPHABET }));
+        check::<ServiceSlug>("a b", Err(IdProblem::InvalidChar { ch: ' ', index: 1, allowed: STEP_ALPHABET }));
+        let plan_step = |text: &str| ServiceSlug::of_plan_step(text).map(|_| ()).map_err(|e| e.problem);
+        assert_eq!(plan_step("a_1"), Ok(()));
+        assert_eq!(plan_step(&"a".repeat(65)), Err(IdProblem::TooLong { len: 65, max: 64 }));
+        assert_eq!(plan_step("audit.1"), Err(IdProblem::InvalidChar { ch: '.', index: 5, allowed: SLUG_ALPHABET }));
         check::<PlanId>("standard-v1", Ok(()));
         check::<PlanId>("standard.v1", Err(IdProblem::InvalidChar { ch: '.', index: 8, allowed: SLUG_ALPHABET }));
     }

@@ -62,6 +62,7 @@ pub mod json;
 pub mod lifecycle;
 pub mod listing;
 pub mod llm;
+pub mod map;
 pub mod messages;
 pub mod metrics;
 pub mod otlp;

@@ -12,6 +12,9 @@
 //!  look / after a report ───┘        │ Wait ─▶ scheduler::schedule ─▶ dispatch, skip
 //!                                    │ Aggregate ─▶ Claim (or DeferFanIn: the poller claims)
 //!                                    └ Fail ─▶ Finish(failed)
+//!  map steps: a ready one is expanded into its items (`audit.0`, `audit.1`, ...), which are
+//!  dispatched at most `max_parallel` at a time, time out and retry as steps do; the map step
+//!  ends when they have (`items`)
 //!  cancel ─▶ every open step cancelled ─▶ Finish(cancelled)
 //!  pause  ─▶ Pause (started|running → paused): no look
 //!  resume ─▶ paused → running, then a look (backoffs that ended while paused dispatched now)
@@ -35,6 +38,9 @@ use crate::scheduler::{records_by_position, schedule};
 use crate::state::{apply, RunStatus, StepError, StepEvent, StepOutcome, StepRecord, StepStatus};
 use crate::time::Millis;
 
+mod items;
+use items::Items;
+
 /// A run as read: its status, when it started, its plan, its steps.
 #[derive(Debug, Clone, Copy)]
 pub struct RunState<'a> {
@@ -44,8 +50,12 @@ pub struct RunState<'a> {
     pub started_at: Millis,
     /// Its plan.
     pub plan: &'a Plan,
-    /// Its step records (any order; steps without a record are pending).
+    /// Its step records (any order; steps without a record are pending), its map steps'
+    /// items among them.
     pub steps: &'a [StepRecord],
+    /// For each map step that is ready, how many items its list has, or why it has none
+    /// ([`crate::map::size`] over its upstream step's output): what the engine read.
+    pub sizes: &'a [(ServiceSlug, Result<u32, String>)],
 }
 
 /// What a service reported on an attempt.
@@ -140,6 +150,8 @@ pub enum Cause {
     Awaited,
     /// A wait step's event arrived: it completes, with the event's payload as its output.
     Arrived,
+    /// A map step starts: its items are created (no service is called for the step itself).
+    Expanded,
 }
 
 /// One step write: `after` replaces `before` only if the step is still as it was read
@@ -195,16 +207,18 @@ pub enum RunAction {
 pub struct Decision {
     /// One outcome per [`Event::Reported`], in order.
     pub reported: Vec<ReportOutcome>,
-    /// Step writes, in plan order.
+    /// Step writes: map items first (by step and index), then the plan's steps in plan order.
     pub writes: Vec<StepWrite>,
+    /// Map items this decision creates: their rows are inserted, `pending`, before the writes.
+    pub created: Vec<StepRecord>,
     /// What happens to the run.
     pub run: RunAction,
-    /// Every step after the writes, in plan order.
+    /// Every step after the writes, in plan order, then the map items.
     pub steps: Vec<StepRecord>,
     /// The paused run is resumed (`paused → running`), before [`Decision::run`] is carried out.
     pub resume: bool,
-    /// The plan's wait steps: no service is called for them.
-    pub waits: Vec<ServiceSlug>,
+    /// The plan's wait and map steps: no service is called for them (a map's items are called).
+    pub uncalled: Vec<ServiceSlug>,
 }
 
 impl Decision {
@@ -251,6 +265,7 @@ pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn
     let original = records_by_position(plan, run.steps);
     let mut records = original.clone();
     let mut causes: Vec<Option<Cause>> = vec![None; records.len()];
+    let mut items = Items::of(plan, run.steps);
     let mut reported = Vec::new();
     let mut look = false;
     let mut cancel = false;
@@ -259,7 +274,13 @@ pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn
     for event in events {
         match event {
             Event::Reported { service, attempt, report } => {
-                let outcome = record_report(plan, &mut records, service, *attempt, report, rules.now, rng);
+                let outcome = match items.record_report(plan, service, *attempt, report, rules.now, rng) {
+                    Some(outcome) => {
+                        look |= matches!(outcome, ReportOutcome::Recorded(_));
+                        outcome
+                    }
+                    None => record_report(plan, &mut records, service, *attempt, report, rules.now, rng),
+                };
                 if let (ReportOutcome::Recorded(_), Some(position)) = (&outcome, plan.position(service.as_str())) {
                     causes[position] = Some(Cause::Reported);
                     look = true;
@@ -287,38 +308,42 @@ pub fn decide(run: &RunState<'_>, events: &[Event], rules: &Rules, rng: &mut dyn
     let status = if resumed { RunStatus::Running } else { run.status };
     let action = if let Some(cancellation) = cancellation {
         take_cancellation(plan, cancellation, &mut records, &mut causes);
+        items.cancel(plan, rules.now);
         RunAction::Finish(Finish { status: RunStatus::Cancelled, from: UNFINISHED, error: None })
     } else if pause && ACTIVE.contains(&run.status) {
         RunAction::Pause
     } else if (look || resumed) && OPEN.contains(&status) {
         let state = RunState { status, ..*run };
-        let mut action = look_at(&state, &mut records, &mut causes, rules, resumed, rng);
-        // A wait started here whose event had arrived completes at once; what that makes
-        // ready is looked at again, in the same decision.
+        let mut action = look_at(&state, &mut records, &mut causes, &mut items, rules, resumed, rng);
+        // A wait started here whose event had arrived completes at once, and so does a map
+        // over an empty list; what that makes ready is looked at again, in the same decision.
         while matches!(action, RunAction::Keep | RunAction::Start)
-            && complete_arrived(plan, &mut records, &mut causes, &arrived, rules.now, rng)
+            && (complete_arrived(plan, &mut records, &mut causes, &arrived, rules.now, rng)
+                | items.end_maps(plan, &mut records, &mut causes, rules.now, rng)
+                | items.take_ended())
         {
-            let again = look_at(&state, &mut records, &mut causes, rules, resumed, rng);
+            let again = look_at(&state, &mut records, &mut causes, &mut items, rules, resumed, rng);
             action = if again == RunAction::Keep { action } else { again };
         }
         action
     } else {
         RunAction::Keep
     };
-    let writes = original
-        .into_iter()
-        .zip(records.iter())
-        .zip(causes)
-        .filter(|((before, after), _)| before != *after)
-        .map(|((before, after), cause)| StepWrite {
-            before,
-            after: after.clone(),
-            cause: cause.unwrap_or(Cause::Settled),
-        })
-        .collect();
+    let items = items.finish();
+    let mut writes = items.writes;
+    writes.extend(
+        original.into_iter().zip(records.iter()).zip(causes).filter(|((before, after), _)| before != *after).map(
+            |((before, after), cause)| StepWrite {
+                before,
+                after: after.clone(),
+                cause: cause.unwrap_or(Cause::Settled),
+            },
+        ),
+    );
     let resume = resumed && !matches!(action, RunAction::Finish(_));
-    let waits = plan.steps().iter().filter(|s| s.is_wait()).map(|s| s.service.clone()).collect();
-    Decision { reported, writes, run: action, steps: records, resume, waits }
+    let uncalled = plan.steps().iter().filter(|s| s.is_wait() || s.is_map()).map(|s| s.service.clone()).collect();
+    records.extend(items.records);
+    Decision { reported, writes, created: items.created, run: action, steps: records, resume, uncalled }
 }
 
 /// How a claimed run (`aggregating`) ends once its analysis is written; `None` if it is not
@@ -352,8 +377,16 @@ pub fn retry(status: RunStatus, plan: &Plan, steps: &[StepRecord]) -> Result<Vec
     if !status.is_terminal() {
         return Err(RetryRefused::InProgress(status));
     }
-    let writes: Vec<StepWrite> = records_by_position(plan, steps)
-        .into_iter()
+    let records = records_by_position(plan, steps);
+    // The items of a map step that starts over start over too, but for those that completed.
+    let items = steps.iter().filter(|item| {
+        crate::map::item_of(item.service.as_str())
+            .and_then(|(step, _)| plan.position(step))
+            .is_some_and(|position| plan.steps()[position].is_map() && records[position].status.is_missing())
+    });
+    let writes: Vec<StepWrite> = items
+        .cloned()
+        .chain(records.iter().cloned())
         .filter(|r| r.status.is_terminal() && r.status != StepStatus::Completed)
         .map(|before| {
             let after = StepRecord {
@@ -488,7 +521,7 @@ pub enum Effect {
 pub fn effects(decision: &Decision, carry: &Carry) -> Vec<Effect> {
     let inline = matches!(carry.dispatch, Dispatch::Inline { .. });
     let mut effects = Vec::new();
-    let called = |w: &&StepWrite| !decision.waits.contains(&w.after.service);
+    let called = |w: &&StepWrite| !decision.uncalled.contains(&w.after.service);
     for write in decision.writes.iter().filter(called) {
         if write.before.status == StepStatus::Running && write.after.status != StepStatus::Running {
             effects.push(Effect::ReleaseSlot { service: write.after.service.clone(), attempt: write.before.attempts });
@@ -577,14 +610,12 @@ pub fn claim_attempt(
     if !OPEN.contains(&run.status) {
         return AttemptClaim::Nothing; // cancelled, claimed for analysis or ended
     }
-    let (Some(position), Some(record)) =
-        (run.plan.position(service), run.steps.iter().find(|r| r.service.as_str() == service))
+    let (Some(spec), Some(record)) = (run.plan.step(service), run.steps.iter().find(|r| r.service.as_str() == service))
     else {
         return AttemptClaim::Nothing;
     };
-    let spec = &run.plan.steps()[position];
-    if spec.is_wait() {
-        return AttemptClaim::Nothing; // no service to call: a wait has no task message
+    if spec.is_wait() || spec.service == service && spec.is_map() {
+        return AttemptClaim::Nothing; // no service to call: a wait or a map step has no task message
     }
     match record.status {
         StepStatus::Running if record.attempts == attempt && claimed && handed_over => AttemptClaim::Held(attempt),
@@ -679,15 +710,19 @@ fn record_report(
 /// steps. A paused run starts nothing: no dispatch, and no fan-in claim before its deadline.
 /// `resumed`: the run was paused until this decision, so a step whose backoff ended meanwhile
 /// (its own message found the run paused) is dispatched now.
+#[allow(clippy::too_many_arguments)]
 fn look_at(
     run: &RunState<'_>,
     records: &mut [StepRecord],
     causes: &mut [Option<Cause>],
+    items: &mut Items,
     rules: &Rules,
     resumed: bool,
     rng: &mut dyn RandomSource,
 ) -> RunAction {
     let plan = run.plan;
+    items.settle(plan, rules.now, rng);
+    items.end_maps(plan, records, causes, rules.now, rng);
     let view = RunView { status: run.status, started_at: run.started_at };
     let fan_in = fanin::decide(plan, &view, records, rules.now, &rules.fan_in, rng);
     for update in fan_in.step_updates {
@@ -696,11 +731,12 @@ fn look_at(
             causes[position].get_or_insert(Cause::Settled);
         }
     }
+    items.end_with_maps(plan, records, rules.now);
     let then = fan_in.decision.final_status();
     let paused = run.status == RunStatus::Paused;
     match fan_in.decision {
         FanInDecision::Wait if paused => RunAction::Keep,
-        FanInDecision::Wait => dispatch_ready(run, records, causes, rules, resumed, rng),
+        FanInDecision::Wait => dispatch_ready(run, records, causes, items, rules, resumed, rng),
         FanInDecision::Aggregate { .. }
             if paused && rules.now < fanin::run_deadline(plan, run.started_at, &rules.fan_in) =>
         {
@@ -716,6 +752,7 @@ fn look_at(
         FanInDecision::Fail { reason } => {
             // A run that fails early (its threshold out of reach) cancels what still runs.
             take_cancellation(plan, cancel::cancel_steps(plan, records, rules.now), records, causes);
+            items.cancel(plan, rules.now);
             RunAction::Finish(Finish { status: RunStatus::Failed, from: OPEN, error: Some(reason.to_string()) })
         }
     }
@@ -765,6 +802,7 @@ fn dispatch_ready(
     run: &RunState<'_>,
     records: &mut [StepRecord],
     causes: &mut [Option<Cause>],
+    items: &mut Items,
     rules: &Rules,
     resumed: bool,
     rng: &mut dyn RandomSource,
@@ -785,8 +823,17 @@ fn dispatch_ready(
             continue;
         }
         let dispatch = ready.dispatch.contains(service);
-        let event = if dispatch { StepEvent::Dispatched } else { StepEvent::Skipped };
         let spec = &plan.steps()[position];
+        if dispatch && spec.is_map() {
+            let size = run.sizes.iter().find(|(s, _)| s == service).map(|(_, size)| size);
+            if let Some((next, cause)) = items.expand(spec, position, record, size, rules.now, rng) {
+                records[position] = next;
+                causes[position] = Some(cause);
+                dispatched = true;
+            }
+            continue;
+        }
+        let event = if dispatch { StepEvent::Dispatched } else { StepEvent::Skipped };
         if let Ok(StepOutcome::Applied(next)) = apply(record, event, rules.now, spec, rng) {
             records[position] = next;
             let started = if spec.is_wait() { Cause::Awaited } else { Cause::Dispatched };
@@ -794,6 +841,7 @@ fn dispatch_ready(
             dispatched |= dispatch;
         }
     }
+    dispatched |= items.dispatch(plan, records, rules, resumed, rng);
     if dispatched && run.status == RunStatus::Started {
         RunAction::Start
     } else {
@@ -848,7 +896,7 @@ mod tests {
         events: &[Event],
         observer: Observer,
     ) -> Decision {
-        let run = RunState { status, started_at: NOW, plan, steps };
+        let run = RunState { status, started_at: NOW, plan, steps, sizes: &[] };
         decide(&run, events, &rules(observer), &mut SplitMix64::new(7))
     }
 
@@ -1001,7 +1049,8 @@ mod tests {
     #[test]
     fn without_event_driven_fan_in_a_worker_defers_and_the_poller_claims() {
         let p = plan(&[("a", &[])]);
-        let run = RunState { status: RunStatus::Running, started_at: NOW, plan: &p, steps: &[running("a")] };
+        let run =
+            RunState { status: RunStatus::Running, started_at: NOW, plan: &p, steps: &[running("a")], sizes: &[] };
         let off = Rules { event_driven_fanin: false, ..rules(Observer::EventDriven) };
         let d = decide(&run, &[succeeded("a")], &off, &mut SplitMix64::new(1));
         assert_eq!(d.run, RunAction::DeferFanIn);
@@ -1153,7 +1202,7 @@ mod tests {
         let p = plan(&[("a", &[])]);
         let deadline = NOW.saturating_add(600_000);
         let claim = |steps: &[StepRecord], attempt, claimed, handed_over, now| {
-            let run = RunState { status: RunStatus::Running, started_at: NOW, plan: &p, steps };
+            let run = RunState { status: RunStatus::Running, started_at: NOW, plan: &p, steps, sizes: &[] };
             claim_attempt(&run, "a", attempt, claimed, handed_over, deadline, now, &mut SplitMix64::new(3))
         };
         let a = [running("a")];
@@ -1177,7 +1226,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let run = RunState { status: RunStatus::Aggregating, started_at: NOW, plan: &p, steps: &a };
+        let run = RunState { status: RunStatus::Aggregating, started_at: NOW, plan: &p, steps: &a, sizes: &[] };
         let none = claim_attempt(&run, "a", 1, false, false, deadline, NOW, &mut SplitMix64::new(3));
         assert_eq!(none, AttemptClaim::Nothing, "a run that is not active runs nothing");
     }
@@ -1269,7 +1318,7 @@ mod tests {
         };
         let later = Rules { now: NOW.saturating_add(60_000), ..rules(Observer::Poller) };
         let steps = [completed("a"), waiting];
-        let run = RunState { status: RunStatus::Running, started_at: NOW, plan: &p, steps: &steps };
+        let run = RunState { status: RunStatus::Running, started_at: NOW, plan: &p, steps: &steps, sizes: &[] };
         let d = decide(&run, &[Event::Look], &later, &mut SplitMix64::new(7));
         let status = |s: &str| d.steps.iter().find(|r| r.service.as_str() == s).map(|r| r.status);
         assert_eq!((status("approve"), status("b")), (Some(StepStatus::Timeout), Some(StepStatus::Skipped)));
@@ -1300,7 +1349,7 @@ mod tests {
         assert!(d.is_empty(), "{d:?}");
         let at_deadline = Rules { now: NOW.saturating_add(p.max_run_duration_ms()), ..rules(Observer::Poller) };
         let steps = [running("a"), completed("c")];
-        let run = RunState { status: RunStatus::Paused, started_at: NOW, plan: &p, steps: &steps };
+        let run = RunState { status: RunStatus::Paused, started_at: NOW, plan: &p, steps: &steps, sizes: &[] };
         let d = decide(&run, &[Event::Look], &at_deadline, &mut SplitMix64::new(7));
         assert!(matches!(&d.run, RunAction::Claim { then: RunStatus::Timeout, .. }), "{d:?}");
     }
@@ -1340,9 +1389,215 @@ mod tests {
             ..running("a")
         }];
         for (steps, expected) in [(&[running("a")], AttemptClaim::Claim(1)), (&backing_off, AttemptClaim::Nothing)] {
-            let run = RunState { status: RunStatus::Paused, started_at: NOW, plan: &p, steps };
+            let run = RunState { status: RunStatus::Paused, started_at: NOW, plan: &p, steps, sizes: &[] };
             let claim = claim_attempt(&run, "a", 1, false, false, deadline, NOW, &mut SplitMix64::new(3));
             assert_eq!(claim, expected);
         }
+    }
+
+    /// `crawl`, then `audit` over `crawl.pages` (at most 2 at a time, `min` of them needed),
+    /// then `report` after `audit`.
+    fn map_plan(min_completed: Option<Threshold>) -> Plan {
+        let step = |service: &str, deps: &[&str]| StepDraft {
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..StepDraft::new(service)
+        };
+        let audit = StepDraft {
+            for_each: Some("crawl.pages".into()),
+            max_parallel: Some(2),
+            min_completed,
+            timeout_ms: Some(10_000),
+            ..step("audit", &["crawl"])
+        };
+        validate(&PlanDraft {
+            plan_id: "m".into(),
+            name: "M".into(),
+            description: String::new(),
+            max_run_duration_ms: 600_000,
+            services: vec![step("crawl", &[]), audit, step("report", &["audit"])],
+            min_completed: None,
+        })
+        .expect("a valid plan")
+    }
+
+    fn decide_sized(p: &Plan, steps: &[StepRecord], events: &[Event], size: Result<u32, String>) -> Decision {
+        let sizes = [(slug("audit"), size)];
+        let run = RunState { status: RunStatus::Running, started_at: NOW, plan: p, steps, sizes: &sizes };
+        decide(&run, events, &rules(Observer::EventDriven), &mut SplitMix64::new(7))
+    }
+
+    fn status_of(decision: &Decision, service: &str) -> StepStatus {
+        decision.steps.iter().find(|s| s.service.as_str() == service).map_or(StepStatus::Pending, |s| s.status)
+    }
+
+    /// Carries a decision's step records forward (what its writes leave behind).
+    fn after(decision: &Decision) -> Vec<StepRecord> {
+        decision.steps.clone()
+    }
+
+    fn sent(decision: &Decision) -> Vec<String> {
+        effects(decision, &carry(Dispatch::Queue))
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Send { service, .. } => Some(service.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_ready_map_step_creates_its_items_and_dispatches_max_parallel_of_them_calling_nothing_itself() {
+        let p = map_plan(None);
+        let d = decide_sized(&p, &[running("crawl")], &[succeeded("crawl")], Ok(3));
+        assert_eq!(status_of(&d, "audit"), StepStatus::Running);
+        let created: Vec<&str> = d.created.iter().map(|r| r.service.as_str()).collect();
+        assert_eq!(created, ["audit.0", "audit.1", "audit.2"]);
+        assert_eq!(sent(&d), ["audit.0", "audit.1"], "the map step itself is never sent");
+        let map = d.writes.iter().find(|w| w.after.service.as_str() == "audit").expect("the map step is written");
+        assert_eq!(map.cause, Cause::Expanded);
+        assert_eq!(map.after.deadline_at, None, "the run's deadline bounds the map step, its items their own");
+        assert_eq!(status_of(&d, "audit.2"), StepStatus::Pending);
+
+        // Item 0 completes: item 2 takes its place; the map runs on.
+        let steps = after(&d);
+        let item = |i: u32| Event::Reported {
+            service: slug(&format!("audit.{i}")),
+            attempt: Some(1),
+            report: Report::Succeeded,
+        };
+        let d = decide_sized(&p, &steps, &[item(0)], Ok(3));
+        assert_eq!(sent(&d), ["audit.2"]);
+        assert_eq!(status_of(&d, "audit"), StepStatus::Running);
+        assert!(d.created.is_empty(), "items are created once");
+
+        // The last two: the map completes and its dependent is dispatched in the same decision.
+        let d = decide_sized(&p, &after(&d), &[item(1), item(2)], Ok(3));
+        assert_eq!(status_of(&d, "audit"), StepStatus::Completed);
+        assert_eq!(sent(&d), ["report"]);
+        let claim = claim_attempt(
+            &RunState { status: RunStatus::Running, started_at: NOW, plan: &p, steps: &after(&d), sizes: &[] },
+            "audit",
+            1,
+            false,
+            false,
+            NOW.saturating_add(600_000),
+            NOW,
+            &mut SplitMix64::new(1),
+        );
+        assert_eq!(claim, AttemptClaim::Nothing, "a map step has no task message");
+    }
+
+    #[test]
+    fn an_items_attempt_is_claimed_timed_out_and_retried_as_a_steps_is() {
+        let p = map_plan(None);
+        let d = decide_sized(&p, &[running("crawl")], &[succeeded("crawl")], Ok(1));
+        let steps = after(&d);
+        let run = RunState { status: RunStatus::Running, started_at: NOW, plan: &p, steps: &steps, sizes: &[] };
+        let deadline = NOW.saturating_add(600_000);
+        let claim = claim_attempt(&run, "audit.0", 1, false, false, deadline, NOW, &mut SplitMix64::new(1));
+        assert_eq!(claim, AttemptClaim::Claim(1));
+        let later = Rules { now: NOW.saturating_add(10_001), ..rules(Observer::Poller) };
+        let d = decide(&run, &[Event::Look], &later, &mut SplitMix64::new(7));
+        assert_eq!(status_of(&d, "audit.0"), StepStatus::Retrying, "its own timeout, retried by the step's policy");
+        assert_eq!(status_of(&d, "audit"), StepStatus::Running);
+    }
+
+    #[test]
+    fn a_map_needs_its_min_completed_and_fails_as_soon_as_it_is_out_of_reach() {
+        let failed_item = |i: u32| Event::Reported {
+            service: slug(&format!("audit.{i}")),
+            attempt: Some(1),
+            report: Report::Failed(StepError::new(ErrorKind::Permanent, "404")),
+        };
+        let ok_item = |i: u32| Event::Reported {
+            service: slug(&format!("audit.{i}")),
+            attempt: Some(1),
+            report: Report::Succeeded,
+        };
+
+        // Every item needed (the default): one failure fails the map, cancels the item still
+        // running, and skips the dependent.
+        let p = map_plan(None);
+        let d = decide_sized(&p, &[running("crawl")], &[succeeded("crawl")], Ok(3));
+        let d = decide_sized(&p, &after(&d), &[failed_item(0)], Ok(3));
+        assert_eq!(status_of(&d, "audit"), StepStatus::Failed);
+        assert_eq!(status_of(&d, "audit.1"), StepStatus::Cancelled);
+        assert_eq!(status_of(&d, "audit.2"), StepStatus::Cancelled, "a pending item never runs");
+        assert_eq!(status_of(&d, "report"), StepStatus::Skipped);
+        let told: Vec<String> = effects(&d, &carry(Dispatch::Queue))
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::TellCancelled { service, .. } => Some(service.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, ["audit.1"], "only the running item's service is told");
+        let failed = d.steps.iter().find(|s| s.service.as_str() == "audit").unwrap();
+        assert_eq!(failed.error.as_deref(), Some("0 of 3 items completed, 3 needed (min_completed)"));
+
+        // Half needed: one failure of two is enough to complete.
+        let p = map_plan(Some(Threshold::Ratio(0.5)));
+        let d = decide_sized(&p, &[running("crawl")], &[succeeded("crawl")], Ok(2));
+        let d = decide_sized(&p, &after(&d), &[failed_item(0), ok_item(1)], Ok(2));
+        assert_eq!(status_of(&d, "audit"), StepStatus::Completed);
+        assert_eq!(sent(&d), ["report"]);
+    }
+
+    #[test]
+    fn a_map_over_an_empty_list_completes_at_once_and_one_without_a_list_fails() {
+        let p = map_plan(None);
+        let d = decide_sized(&p, &[running("crawl")], &[succeeded("crawl")], Ok(0));
+        assert_eq!(status_of(&d, "audit"), StepStatus::Completed);
+        assert_eq!(sent(&d), ["report"], "its dependent runs in the same decision");
+
+        let why = "for_each crawl.pages: not a list but a number".to_string();
+        let d = decide_sized(&p, &[running("crawl")], &[succeeded("crawl")], Err(why.clone()));
+        assert_eq!(status_of(&d, "audit"), StepStatus::Failed);
+        assert_eq!(d.steps.iter().find(|s| s.service.as_str() == "audit").unwrap().error, Some(why));
+        assert_eq!(status_of(&d, "report"), StepStatus::Skipped);
+    }
+
+    #[test]
+    fn a_cancel_or_the_runs_deadline_ends_every_open_item() {
+        let p = map_plan(None);
+        let d = decide_sized(&p, &[running("crawl")], &[succeeded("crawl")], Ok(3));
+        let steps = after(&d);
+        let cancelled = decide_sized(&p, &steps, &[Event::Cancel], Ok(3));
+        for item in ["audit.0", "audit.1", "audit.2"] {
+            assert_eq!(status_of(&cancelled, item), StepStatus::Cancelled, "{item}");
+        }
+        let run = RunState { status: RunStatus::Running, started_at: NOW, plan: &p, steps: &steps, sizes: &[] };
+        let late = Rules { now: NOW.saturating_add(600_000), ..rules(Observer::Poller) };
+        let d = decide(&run, &[Event::Look], &late, &mut SplitMix64::new(7));
+        assert_eq!(status_of(&d, "audit"), StepStatus::Timeout);
+        assert_eq!(status_of(&d, "audit.0"), StepStatus::Timeout);
+        assert_eq!(status_of(&d, "audit.2"), StepStatus::Timeout);
+        assert!(matches!(d.run, RunAction::Claim { .. }), "{:?}", d.run);
+    }
+
+    #[test]
+    fn a_retried_run_restarts_the_items_that_did_not_complete_and_keeps_the_others() {
+        let p = map_plan(None);
+        let d = decide_sized(&p, &[running("crawl")], &[succeeded("crawl")], Ok(2));
+        let ok = Event::Reported { service: slug("audit.0"), attempt: Some(1), report: Report::Succeeded };
+        let bad = Event::Reported {
+            service: slug("audit.1"),
+            attempt: Some(1),
+            report: Report::Failed(StepError::new(ErrorKind::Permanent, "no")),
+        };
+        let d = decide_sized(&p, &after(&d), &[ok, bad], Ok(2));
+        assert_eq!(status_of(&d, "audit"), StepStatus::Failed);
+        let writes = retry(RunStatus::Failed, &p, &after(&d)).expect("something to retry");
+        let restarted: Vec<&str> = writes.iter().map(|w| w.after.service.as_str()).collect();
+        assert_eq!(restarted, ["audit.1", "audit", "report"]);
+        let mut steps = after(&d);
+        for write in &writes {
+            let slot = steps.iter_mut().find(|s| s.service == write.after.service).unwrap();
+            *slot = write.after.clone();
+        }
+        let d = decide_sized(&p, &steps, &[Event::Look], Ok(2));
+        assert!(d.created.is_empty(), "the items are there already");
+        assert_eq!(sent(&d), ["audit.1"], "only the item that failed runs again");
+        assert_eq!(status_of(&d, "audit.0"), StepStatus::Completed);
     }
 }

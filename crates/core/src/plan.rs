@@ -16,6 +16,7 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::ids::{IdError, PlanId, ServiceSlug, WorkerKey};
+use crate::map::{self, MapSpec};
 use crate::retry::{RetryPolicy, RetryPolicyError};
 use crate::time::MINUTE_MS;
 
@@ -69,6 +70,9 @@ pub struct StepSpec {
     /// A wait step: no service is called; it waits for an event delivered to the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<WaitSpec>,
+    /// A map step: the service is called once per element of a list in an upstream output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<MapSpec>,
 }
 
 /// What a wait step waits for: an event of this name delivered to its run
@@ -111,12 +115,18 @@ impl StepSpec {
             heartbeat_timeout_ms: None,
             trigger_rule: TriggerRule::AllSuccess,
             wait: None,
+            map: None,
         }
     }
 
     /// Whether this step waits for an event instead of calling a service.
     pub fn is_wait(&self) -> bool {
         self.wait.is_some()
+    }
+
+    /// Whether this step maps over a list (its items call the service; it calls nothing).
+    pub fn is_map(&self) -> bool {
+        self.map.is_some()
     }
 }
 
@@ -182,9 +192,13 @@ impl Plan {
         &self.services
     }
 
-    /// The step called `service`.
+    /// The step called `service`; for an item of a map step (`audit.3`), the map step, whose
+    /// spec its attempts follow.
     pub fn step(&self, service: &str) -> Option<&StepSpec> {
-        self.position(service).map(|i| &self.services[i])
+        self.position(service).map(|i| &self.services[i]).or_else(|| {
+            let (step, _) = map::item_of(service)?;
+            self.position(step).map(|i| &self.services[i]).filter(|spec| spec.is_map())
+        })
     }
 
     /// The position of step `service` in plan order.
@@ -250,6 +264,10 @@ impl Plan {
                     kind: s.wait.as_ref().map(|_| WAIT_KIND.to_string()),
                     event: s.wait.as_ref().map(|w| w.event.clone()),
                     matches: s.wait.as_ref().map(|w| w.matches.clone()).filter(|m| !m.is_empty()),
+                    for_each: s.map.as_ref().map(MapSpec::for_each),
+                    max_items: s.map.as_ref().map(|m| m.max_items),
+                    max_parallel: s.map.as_ref().map(|m| m.max_parallel),
+                    min_completed: s.map.as_ref().map(|m| m.min_completed),
                 })
                 .collect(),
             min_completed: Some(self.min_completed).filter(|t| !t.is_default()),
@@ -292,6 +310,11 @@ impl Plan {
     /// Whether any step waits for an event.
     pub fn has_waits(&self) -> bool {
         self.services.iter().any(StepSpec::is_wait)
+    }
+
+    /// Whether any step maps over a list.
+    pub fn has_maps(&self) -> bool {
+        self.services.iter().any(StepSpec::is_map)
     }
 
     /// The wait step waiting for `event`, if any.
@@ -438,6 +461,26 @@ pub struct StepDraft {
     /// A wait's condition: top-level fields the event's payload must hold with these values.
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
     pub matches: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Makes a map step: `<upstream step>.<path>` names a list in the output of one of
+    /// `depends_on` (`crawl.pages`; object keys or list indices, dot-separated; the step
+    /// alone: the output is the list). The service is called once per element (`item` and
+    /// `index` in its input), each element with its own attempts, retries and timeout.
+    #[serde(default, alias = "forEach", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = "^[a-z0-9_-]{1,64}(\\.[^.]+)*$")))]
+    pub for_each: Option<String>,
+    /// A map step's most items, 1..=1000 (default 100): a longer list fails the step.
+    #[serde(default, alias = "maxItems", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
+    pub max_items: Option<u32>,
+    /// A map step's items running at once, 1..=`max_items` (default 10).
+    #[serde(default, alias = "maxParallel", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
+    pub max_parallel: Option<u32>,
+    /// How many of a map step's items must complete for it to complete: a count (at least 1)
+    /// or a share in (0, 1]. Default: every item.
+    #[serde(default, alias = "minCompleted", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0)))]
+    pub min_completed: Option<Threshold>,
 }
 
 /// The `kind` of a wait step.
@@ -635,6 +678,18 @@ pub enum PlanProblem {
         /// What is wrong.
         why: String,
     },
+    /// A map step's `for_each`, `max_items`, `max_parallel` or `min_completed` that cannot be.
+    #[error("service {service}: {field} {why}")]
+    InvalidMap {
+        /// Step position.
+        index: usize,
+        /// The step.
+        service: String,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
     /// A bad retry policy field.
     #[error("service {service}: {error}")]
     InvalidRetry {
@@ -671,6 +726,7 @@ impl PlanProblem {
             PlanProblem::UnknownKind { .. } => "unknown_kind",
             PlanProblem::NotForKind { .. } => "not_for_kind",
             PlanProblem::InvalidEvent { .. } => "invalid_event",
+            PlanProblem::InvalidMap { .. } => "invalid_map",
         }
     }
 
@@ -698,6 +754,7 @@ impl PlanProblem {
             PlanProblem::UnknownKind { index, .. } => format!("services[{index}].kind"),
             PlanProblem::NotForKind { index, field, .. } => format!("services[{index}].{field}"),
             PlanProblem::InvalidEvent { index, .. } => format!("services[{index}].event"),
+            PlanProblem::InvalidMap { index, field, .. } => format!("services[{index}].{field}"),
         }
     }
 }
@@ -782,7 +839,7 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
         .iter()
         .enumerate()
         .map(|(i, step)| {
-            ServiceSlug::new(step.service.as_str())
+            ServiceSlug::of_plan_step(step.service.as_str())
                 .map_err(|e| problems.push(invalid_id(format!("services[{i}].service"), e)))
                 .ok()
         })
@@ -847,6 +904,7 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                     ("retry", step.retry.is_some()),
                     ("action", step.action.is_some()),
                     ("heartbeat_timeout_ms", step.heartbeat_timeout_ms.is_some()),
+                    ("for_each", step.for_each.is_some()),
                 ];
                 problems.extend(given.into_iter().filter(|(_, g)| *g).map(|(field, _)| not(field)));
                 let invalid = |why: String| PlanProblem::InvalidEvent { index: i, service: label.to_string(), why };
@@ -910,6 +968,8 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
             _ => {}
         }
 
+        let map = if wait { None } else { map_spec(i, step, &mut problems) };
+
         let mut depends_on = Vec::with_capacity(step.depends_on.len());
         let mut seen = BTreeSet::new();
         for (j, dependency) in step.depends_on.iter().enumerate() {
@@ -965,6 +1025,7 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                     event: step.event.clone().unwrap_or_default(),
                     matches: step.matches.clone().unwrap_or_default(),
                 }),
+                map,
             });
         }
     }
@@ -1005,6 +1066,57 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
         }
         _ => Err(PlanProblems(problems)),
     }
+}
+
+/// A map step's spec from its draft (`None` without `for_each`), its problems pushed: each of
+/// `max_items`, `max_parallel` and `min_completed` needs `for_each`, and `for_each` must name
+/// one of the step's dependencies.
+fn map_spec(index: usize, step: &StepDraft, problems: &mut Vec<PlanProblem>) -> Option<MapSpec> {
+    let service = step.service.as_str();
+    let invalid =
+        |field: &'static str, why: String| PlanProblem::InvalidMap { index, service: service.to_string(), field, why };
+    let Some(for_each) = &step.for_each else {
+        let given = [
+            ("max_items", step.max_items.is_some()),
+            ("max_parallel", step.max_parallel.is_some()),
+            ("min_completed", step.min_completed.is_some()),
+        ];
+        problems.extend(given.into_iter().filter(|(_, g)| *g).map(|(field, _)| PlanProblem::NotForKind {
+            index,
+            service: service.to_string(),
+            field,
+            why: "is for map steps only (for_each)",
+        }));
+        return None;
+    };
+    let before = problems.len();
+    let parsed = map::parse_for_each(for_each).map_err(|why| problems.push(invalid("for_each", why))).ok();
+    if let Some((from, _)) = &parsed {
+        if !step.depends_on.iter().any(|d| d == from.as_str()) {
+            problems.push(invalid("for_each", format!("names {from}, which is not one of its depends_on")));
+        }
+    }
+    let max_items = step.max_items.unwrap_or(map::DEFAULT_MAX_ITEMS);
+    if !(1..=map::MAX_ITEMS).contains(&max_items) {
+        problems.push(invalid("max_items", format!("is {max_items}, not 1..={}", map::MAX_ITEMS)));
+    }
+    let max_parallel = step.max_parallel.unwrap_or(map::DEFAULT_MAX_PARALLEL.min(max_items.max(1)));
+    if max_parallel == 0 || max_parallel > max_items.max(1) {
+        problems.push(invalid("max_parallel", format!("is {max_parallel}, not 1..=max_items ({max_items})")));
+    }
+    let min_completed = step.min_completed.unwrap_or(Threshold::Ratio(1.0));
+    let bad = match min_completed {
+        Threshold::Count(count) => count == 0 || count > max_items,
+        Threshold::Ratio(ratio) => !(ratio > 0.0 && ratio <= 1.0),
+    };
+    if bad {
+        problems.push(invalid(
+            "min_completed",
+            format!("must be a count from 1 to max_items ({max_items}) or a share in (0, 1]"),
+        ));
+    }
+    let (from, path) = parsed?;
+    (problems.len() == before).then_some(MapSpec { from, path, max_items, max_parallel, min_completed })
 }
 
 /// Cycles found by a depth-first search, one per back edge. Each cycle is a list of
@@ -1549,5 +1661,69 @@ mod tests {
         assert_eq!(problems(vec![service_with_event]), [("not_for_kind".into(), "services[0].event".into())]);
         let odd = StepDraft { kind: Some("sleep".into()), ..step("s", &[]) };
         assert_eq!(problems(vec![odd]), [("unknown_kind".into(), "services[0].kind".into())]);
+    }
+
+    #[test]
+    fn a_map_step_names_a_list_of_one_of_its_dependencies_and_round_trips() {
+        let audit = |for_each: &str| StepDraft { for_each: Some(for_each.into()), ..step("audit", &["crawl"]) };
+        let plan = validate(&draft(vec![step("crawl", &[]), audit("crawl.pages"), step("report", &["audit"])]))
+            .expect("valid");
+        let spec = plan.step("audit").expect("the map");
+        let map = spec.map.as_ref().expect("a map");
+        assert_eq!((map.from.as_str(), map.path.clone()), ("crawl", vec!["pages".to_string()]));
+        assert_eq!((map.max_items, map.max_parallel, map.min_completed), (100, 10, Threshold::Ratio(1.0)));
+        assert!(plan.has_maps());
+        assert_eq!(plan.step("audit.7").map(|s| s.service.as_str()), Some("audit"), "an item follows its map");
+        assert!(plan.step("crawl.7").is_none() && plan.step("audit.x").is_none());
+        let json = serde_json::to_value(&plan).expect("json");
+        assert_eq!(json["services"][1]["for_each"], "crawl.pages");
+        assert!(json["services"][0].get("for_each").is_none(), "other steps stay as they were: {json}");
+        let back: Plan = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back, plan);
+
+        let bounded = StepDraft {
+            max_items: Some(5),
+            max_parallel: Some(2),
+            min_completed: Some(Threshold::Count(3)),
+            ..audit("crawl.site.0.links")
+        };
+        let plan = validate(&draft(vec![step("crawl", &[]), bounded])).expect("valid");
+        let map = plan.step("audit").and_then(|s| s.map.clone()).expect("a map");
+        assert_eq!((map.path.len(), map.max_items, map.max_parallel, map.needed(5)), (3, 5, 2, 3));
+
+        check(
+            draft(vec![step("crawl", &[]), step("other", &[]), StepDraft { ..audit("other.pages") }]),
+            &[("invalid_map", "services[2].for_each")],
+        );
+        check(draft(vec![step("crawl", &[]), audit("crawl..x")]), &[("invalid_map", "services[1].for_each")]);
+        let wrong = StepDraft {
+            max_items: Some(1001),
+            max_parallel: Some(0),
+            min_completed: Some(Threshold::Count(0)),
+            ..audit("crawl")
+        };
+        check(
+            draft(vec![step("crawl", &[]), wrong]),
+            &[
+                ("invalid_map", "services[1].max_items"),
+                ("invalid_map", "services[1].max_parallel"),
+                ("invalid_map", "services[1].min_completed"),
+            ],
+        );
+        let too_parallel = StepDraft { max_items: Some(3), max_parallel: Some(4), ..audit("crawl") };
+        check(draft(vec![step("crawl", &[]), too_parallel]), &[("invalid_map", "services[1].max_parallel")]);
+        let no_map = StepDraft { max_parallel: Some(2), min_completed: Some(Threshold::Ratio(0.5)), ..step("s", &[]) };
+        check(
+            draft(vec![no_map]),
+            &[("not_for_kind", "services[0].max_parallel"), ("not_for_kind", "services[0].min_completed")],
+        );
+        let waiting = StepDraft {
+            kind: Some(WAIT_KIND.into()),
+            event: Some("e".into()),
+            for_each: Some("crawl".into()),
+            ..step("w", &["crawl"])
+        };
+        check(draft(vec![step("crawl", &[]), waiting]), &[("not_for_kind", "services[1].for_each")]);
+        check(draft(vec![step("a.b", &[])]), &[("invalid_id", "services[0].service")]);
     }
 }

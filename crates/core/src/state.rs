@@ -493,7 +493,9 @@ pub fn apply(
     rng: &mut dyn RandomSource,
 ) -> Result<StepOutcome, IllegalTransition> {
     use StepStatus::*;
-    if step.service != spec.service {
+    let item_of_map =
+        spec.is_map() && crate::map::item_of(step.service.as_str()).is_some_and(|(s, _)| s == spec.service.as_str());
+    if step.service != spec.service && !item_of_map {
         return Err(IllegalTransition::SpecMismatch { record: step.service.clone(), spec: spec.service.clone() });
     }
     let illegal = |event: &StepEvent| IllegalTransition::Step {

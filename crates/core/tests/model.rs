@@ -382,7 +382,7 @@ impl RunModel {
 
     fn decide(&self, copy: &Db, events: &[Event], now: Millis, poller: bool) -> lifecycle::Decision {
         let records = copy.records();
-        let run = RunState { status: copy.run.status, started_at: T0, plan: &self.plan, steps: &records };
+        let run = RunState { status: copy.run.status, started_at: T0, plan: &self.plan, steps: &records, sizes: &[] };
         lifecycle::decide(&run, events, &self.rules(now, poller), &mut FullBackoff)
     }
 
@@ -396,7 +396,8 @@ impl RunModel {
     fn start(&self, in_place: bool) -> State {
         let pending: Vec<StepRecord> =
             self.plan.steps().iter().map(|s| StepRecord::pending(s.service.clone())).collect();
-        let run = RunState { status: RunStatus::Started, started_at: T0, plan: &self.plan, steps: &pending };
+        let run =
+            RunState { status: RunStatus::Started, started_at: T0, plan: &self.plan, steps: &pending, sizes: &[] };
         let first = lifecycle::decide(&run, &[Event::Look], &self.rules(T0, false), &mut FullBackoff);
         assert_eq!(first.run, RunAction::Start);
         let claim = in_place.then_some(T0);
@@ -764,7 +765,8 @@ impl RunModel {
         let now = state.now;
         let row = state.db.steps[step].clone();
         let records = state.db.records();
-        let run = RunState { status: state.db.run.status, started_at: T0, plan: &self.plan, steps: &records };
+        let run =
+            RunState { status: state.db.run.status, started_at: T0, plan: &self.plan, steps: &records, sizes: &[] };
         let service = self.plan.steps()[step].service.as_str();
         let claimed = row.claimed_at.is_some();
         // `claim_and_load` / `claim_attempts`: core decides what the message comes to.

@@ -567,7 +567,7 @@ fn drive_lifecycle(s: &Scenario) -> Result<(RunStatus, Vec<StepRecord>, usize), 
         // The poller's rules: a retry is dispatched once its backoff ends (its message arrives).
         let rules =
             Rules { now, fan_in: s.config, event_driven_fanin: true, observer: Observer::Poller, retry_grace_ms: 0 };
-        let state = RunState { status: run, started_at: START, plan, steps: &steps };
+        let state = RunState { status: run, started_at: START, plan, steps: &steps, sizes: &[] };
         let decision = lifecycle::decide(&state, &events, &rules, &mut rng);
         if decision.resume {
             prop_assert_eq!(run, RunStatus::Paused, "resumed a run that was not paused");
@@ -617,7 +617,7 @@ fn drive_lifecycle(s: &Scenario) -> Result<(RunStatus, Vec<StepRecord>, usize), 
         }
         if run.is_terminal() {
             let again = lifecycle::decide(
-                &RunState { status: run, started_at: START, plan, steps: &steps },
+                &RunState { status: run, started_at: START, plan, steps: &steps, sizes: &[] },
                 &[Event::Look],
                 &rules,
                 &mut rng,
@@ -733,7 +733,7 @@ proptest! {
             }
             events.push(Event::Look);
             let rules = Rules { now, fan_in: config, event_driven_fanin: true, observer: Observer::Poller, retry_grace_ms: 0 };
-            let state = RunState { status: run, started_at: START, plan: &plan, steps: &steps };
+            let state = RunState { status: run, started_at: START, plan: &plan, steps: &steps, sizes: &[] };
             let decision = lifecycle::decide(&state, &events, &rules, &mut rng);
             for write in &decision.writes {
                 let service = write.after.service.as_str();

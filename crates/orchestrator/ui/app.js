@@ -435,15 +435,34 @@ function stepTitle(step) {
   return lines.join("\n");
 }
 
+/** A map step's line under its name: what it maps over and how far its items are. */
+function mapLine(step) {
+  const items = step.items || [];
+  const done = items.filter((i) => i.status === "completed").length;
+  const text = items.length ? `for each of ${step.for_each}: ${done} of ${items.length} items completed` : `for each of ${step.for_each}`;
+  return h("div", { class: "muted", "data-for-each": step.for_each }, text);
+}
+
 function stepsTable(steps) {
-  const rows = steps.map((step) => {
+  const withItems = steps.flatMap((step) => [step, ...(step.items || []).map((item) => ({ ...item, itemOf: step.service }))]);
+  const rows = withItems.map((step) => {
     const why = step.status === "skipped"
       ? ((step.skipped_because || []).length ? `skipped: ${step.skipped_because.join(", ")} did not complete` : "skipped: a dependency did not complete")
       : "";
     const attempts = (step.attempt_history || []).map((a) => h("li", { "data-attempt": a.attempt }, attemptText(a)));
     if (step.status === "retrying" && step.next_attempt_at) attempts.push(h("li", { class: "muted" }, `next attempt at ${fmtTime(step.next_attempt_at)}`));
+    if (step.itemOf) {
+      return h("tr", { "data-service": step.service, "data-item-of": step.itemOf, class: "item" },
+        h("td", {}, h("span", { class: "mono" }, `↳ ${step.service}`)),
+        h("td", { class: "num" }, step.wave), h("td", {}, badge(step.status)),
+        h("td", {}, attempts.length ? h("ol", { class: "attempts" }, attempts) : h("span", { class: "muted" }, String(step.attempts || 0))),
+        h("td", { class: "num" }, fmtMs(step.duration_ms)),
+        h("td", {}, step.error ? h("span", { class: "error" }, step.error) : ""),
+        h("td", {}, outputCell(step.output)));
+    }
     return h("tr", { "data-service": step.service },
       h("td", {}, h("span", { class: "mono" }, step.service), (step.depends_on || []).length ? h("div", { class: "muted" }, `after ${step.depends_on.join(", ")}`) : null,
+        step.for_each ? mapLine(step) : null,
         step.waits_for ? h("div", { class: step.status === "running" ? "live waiting" : "muted", "data-waits-for": step.waits_for },
           step.status === "running" ? `waiting for event ${step.waits_for} (until ${fmtTime(step.deadline_at)})` : `waits for event ${step.waits_for}`) : null),
       h("td", { class: "num" }, step.wave), h("td", {}, badge(step.status)),

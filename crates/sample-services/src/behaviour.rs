@@ -50,6 +50,9 @@ pub struct Behaviour {
     /// Process holds the connection open without answering (for this long, capped at 10
     /// minutes; `true`: 10 minutes).
     pub hold_open: Option<Value>,
+    /// The items of a map step at these indices (`index` in the input) fail with 400
+    /// (permanent), on every attempt.
+    pub fail_items: Vec<u64>,
 }
 
 /// The message of a permanent failure when none is given.

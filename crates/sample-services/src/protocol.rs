@@ -170,6 +170,9 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
     if let Some(message) = behaviour.permanent_error() {
         return error(400, "worker_config_invalid", &message);
     }
+    if input["index"].as_u64().is_some_and(|index| behaviour.fail_items.contains(&index)) {
+        return error(400, "item_refused", &format!("item {} refused", input["index"]));
+    }
     if stage.attempt <= behaviour.fail_permanent_until {
         return error(400, "worker_config_invalid", &format!("permanent failure on attempt {}", stage.attempt));
     }
@@ -185,6 +188,11 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
         );
     }
     let mut output = outputs::output(service, &input);
+    // An item of a map step says which element it worked on.
+    if let (Some(item), Value::Object(fields)) = (input.get("item"), &mut output) {
+        fields.insert("item".into(), item.clone());
+        fields.insert("index".into(), input["index"].clone());
+    }
     if input["received_by_reference"] == true {
         output["received_by_reference"] = json!(true);
     }

@@ -84,6 +84,34 @@ fn row_args(s: &StepRow) -> [Arg; COLUMN_COUNT] {
     ]
 }
 
+/// Creates items `0..count` of map step `step` (at its `position` and `wave`), `pending`, but
+/// for those that exist already (a retried run keeps its items), only under the run's gate
+/// `token`: one statement for any number of items.
+pub fn insert_items(
+    db: &Db,
+    run_id: &str,
+    step: &str,
+    position: i64,
+    wave: i64,
+    count: u32,
+    token: i64,
+) -> Result<Stmt> {
+    db.stmt(
+        "WITH RECURSIVE idx(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM idx WHERE i + 1 < ?5) \
+         INSERT OR IGNORE INTO steps (run_id, service, position, wave, status, attempts, attempt_base) \
+         SELECT ?1, ?2 || '.' || i, ?3, ?4, 'pending', 0, 0 FROM idx \
+         WHERE ?5 > 0 AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = ?1 AND runs.version = ?6)",
+        &[
+            Arg::from(run_id),
+            Arg::from(step),
+            Arg::Int(position),
+            Arg::Int(wave),
+            Arg::Int(i64::from(count)),
+            Arg::Int(token),
+        ],
+    )
+}
+
 /// A run's steps in plan order.
 pub async fn of_run(db: &Db, run_id: &str) -> Result<Vec<StepRow>> {
     let (rows, _) = db

@@ -432,7 +432,8 @@ fn retry_delay(step: &StepRecord, now: Millis) -> u32 {
     step.next_attempt_at.map(|at| seconds_until(at, now)).unwrap_or(0)
 }
 
-/// The step's input: the run's parameters and the outputs of the steps it depends on.
+/// The step's input: the run's parameters and the outputs of the steps it depends on (and,
+/// for an item of a map step, its element: `item` and `index`).
 /// Over [`INLINE_INPUT_LIMIT`] it is stored in KV and passed as a `dataReference`.
 async fn build_input(engine: &Engine<'_>, loaded: &Loaded, service: &str, attempt: u32) -> Result<Value> {
     let mut upstream = Map::new();
@@ -443,12 +444,17 @@ async fn build_input(engine: &Engine<'_>, loaded: &Loaded, service: &str, attemp
             }
         }
     }
-    let data = json!({
+    let mut data = json!({
         "website_id": loaded.run.website_id,
         "domain": loaded.run.domain,
         "parameters": serde_json::from_str::<Value>(&loaded.run.parameters).unwrap_or(Value::Null),
         "upstream": upstream,
     });
+    // An item of a map step: its element of the list, and where it is in the list.
+    if let Some((item, index)) = super::apply::maps::element(loaded, service) {
+        data["item"] = item;
+        data["index"] = json!(index);
+    }
     let text = data.to_string();
     if text.len() <= INLINE_INPUT_LIMIT {
         return Ok(json!({ "inputData": data }));

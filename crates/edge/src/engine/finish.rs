@@ -29,7 +29,8 @@ pub fn rule_based_diagnosis(loaded: &Loaded, synthesis_error: Option<&str>) -> D
     let outputs: Vec<(String, Value)> = loaded
         .steps
         .iter()
-        .filter(|s| s.status == StepStatus::Completed)
+        // A map step's items are in its own output (the list of theirs).
+        .filter(|s| s.status == StepStatus::Completed && baton_core::map::item_of(&s.service).is_none())
         .map(|s| {
             (s.service.clone(), s.output.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null))
         })

@@ -352,11 +352,13 @@ pub fn summary_of(loaded: &Loaded) -> Result<RunSummary> {
     Ok(RunSummary::new(facts, &loaded.plan, &loaded.records()?))
 }
 
-/// The `job:{traceId}` snapshot: the run's summary and its steps' statuses.
+/// The `job:{traceId}` snapshot: the run's summary and its steps' statuses (a map step's
+/// items are not listed: the run's view has them).
 pub fn snapshot_of(loaded: &Loaded) -> Result<Value> {
     let steps: Vec<Value> = loaded
         .steps
         .iter()
+        .filter(|s| baton_core::map::item_of(&s.service).is_none())
         .map(|s| serde_json::json!({ "service": s.service, "status": s.status, "attempts": s.attempts }))
         .collect();
     Ok(serde_json::json!({ "traceId": loaded.run.run_id, "summary": summary_of(loaded)?, "steps": steps }))

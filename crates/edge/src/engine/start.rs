@@ -83,7 +83,7 @@ impl Engine<'_> {
         let plan = &new.plan;
         let deadline = fanin::run_deadline(plan, now, &self.config.fan_in());
         let pending: Vec<StepRecord> = plan.steps().iter().map(|s| StepRecord::pending(s.service.clone())).collect();
-        let state = RunState { status: RunStatus::Started, started_at: now, plan, steps: &pending };
+        let state = RunState { status: RunStatus::Started, started_at: now, plan, steps: &pending, sizes: &[] };
         let first_wave =
             lifecycle::decide(&state, &[Event::Look], &self.rules(Observer::EventDriven), &mut *self.rng());
         let run_id = new.run_id.as_str().to_string();

@@ -7,6 +7,7 @@ use baton_api::runs::{Attempt, RunCost, RunDetail, RunEvents, RunStarted, RunWai
 use baton_api::{Instant, Success};
 use baton_core::delegation::Acting;
 use baton_core::ids::RunId;
+use baton_core::map;
 use baton_core::messages::TaskMessage;
 use baton_core::plan::{Plan, DEFAULT_PLAN_ID};
 use baton_core::request::{self, validate_run_request, RunRequest, RunRequestDraft};
@@ -299,10 +300,10 @@ fn step_views(loaded: &Loaded, mut history: BTreeMap<String, Vec<baton_edge::eng
         error: a.error,
         error_kind: a.error_kind,
     };
-    loaded
-        .steps
-        .iter()
-        .map(|s| StepResult {
+    let mut items: BTreeMap<String, Vec<(u32, StepResult)>> = BTreeMap::new();
+    let mut steps = Vec::new();
+    for s in &loaded.steps {
+        let view = StepResult {
             service: s.service.clone(),
             status: s.status,
             wave: s.wave,
@@ -320,8 +321,21 @@ fn step_views(loaded: &Loaded, mut history: BTreeMap<String, Vec<baton_edge::eng
             skipped_because: blocked_by(loaded, &s.service),
             attempt_history: history.remove(&s.service).unwrap_or_default().into_iter().map(attempt).collect(),
             waits_for: loaded.plan.step(&s.service).and_then(|spec| spec.wait.as_ref()).map(|w| w.event.clone()),
-        })
-        .collect()
+            for_each: loaded.plan.step(&s.service).and_then(|spec| spec.map.as_ref()).map(|m| m.for_each()),
+            items: Vec::new(),
+        };
+        match map::item_of(&s.service) {
+            Some((step, index)) => items.entry(step.to_string()).or_default().push((index, view)),
+            None => steps.push(view),
+        }
+    }
+    for step in &mut steps {
+        if let Some(mut of_step) = items.remove(&step.service) {
+            of_step.sort_by_key(|(index, _)| *index);
+            step.items = of_step.into_iter().map(|(_, item)| StepResult { for_each: None, ..item }).collect();
+        }
+    }
+    steps
 }
 
 /// `GET /api/orchestration/runs/:run_id/events`

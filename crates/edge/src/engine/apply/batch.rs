@@ -73,6 +73,9 @@ pub(crate) enum Write {
     InsertRun(Box<RunRow>),
     /// A group of a new run's steps (at most [`steps::ROWS_PER_INSERT`]).
     InsertSteps(Vec<StepRow>),
+    /// Items `0..count` of a map step, `pending` (those there already kept), under the gate
+    /// `token`.
+    InsertItems { step: String, position: i64, wave: i64, count: u32, token: i64 },
     /// A run counted against its client's quota of runs in progress (fails the batch above it).
     CountStarted { client_id: String, max: u32 },
     /// An ended run no longer counted, if the ending carrying `token` won.
@@ -141,6 +144,9 @@ impl Write {
             Write::Event(event) => event_rows::insert(db, event),
             Write::InsertRun(run) => runs::insert(db, run),
             Write::InsertSteps(rows) => steps::insert_group(db, rows),
+            Write::InsertItems { step, position, wave, count, token } => {
+                steps::insert_items(db, run_id, step, *position, *wave, *count, *token)
+            }
             Write::CountStarted { client_id, max } => runs::count_started(db, client_id, *max),
             Write::CountEnded { client_id, token } => runs::count_ended(db, run_id, client_id, *token),
             Write::Deliveries { outbox, ended, token, now } => outbox.statement(db, ended, *token, *now),
@@ -254,14 +260,25 @@ pub(crate) fn decision_batch(
             _ => None,
         })
         .collect();
+    let created = super::maps::created_rows(loaded, &decision.created);
+    for (step, position, wave, count) in super::maps::item_ranges(loaded, &decision.created) {
+        batch.writes.push(Write::InsertItems { step, position, wave, count, token });
+    }
+    batch.after.steps.extend(created.iter().cloned());
     for write in &decision.writes {
-        let Some(row) = loaded.step(write.after.service.as_str()) else { continue };
+        let service = write.after.service.as_str();
+        let Some(row) = loaded.step(service).or_else(|| created.iter().find(|r| r.service == service)) else {
+            continue;
+        };
         let mut new_row = row_with_record(row, &write.after);
         // The step's duration stays Baton's own measure (first dispatch to its end), as its
         // attempts' are: a service's `duration_ms` may leave out queueing and transport.
         if let Some(Report::Succeeded { output, usage, .. }) = payloads.get(row.service.as_str()) {
             new_row.output = Some(output.to_string());
             new_row.usage = usage.as_ref().map(Value::to_string);
+        }
+        if let Some(output) = super::maps::collected(&batch.after, &write.after) {
+            new_row.output = Some(output.to_string());
         }
         let claim = (write.cause == Cause::Dispatched && handed_over.contains(&write.after.service)).then_some(at);
         new_row.claimed_at = claim.or(if new_row.attempts == row.attempts { row.claimed_at } else { None });
@@ -552,7 +569,8 @@ mod tests {
     /// Core's decision on `loaded` with `events`, its effects under `dispatch`, and the batch.
     fn decided(loaded: &Loaded, events: &[Event], payloads: &BTreeMap<&str, &Report>, dispatch: Dispatch) -> Batch {
         let records = loaded.records().expect("records");
-        let run = RunState { status: loaded.run.status, started_at: NOW, plan: &loaded.plan, steps: &records };
+        let run =
+            RunState { status: loaded.run.status, started_at: NOW, plan: &loaded.plan, steps: &records, sizes: &[] };
         let rules = Rules {
             now: NOW,
             fan_in: FanInConfig::default(),
@@ -800,7 +818,7 @@ mod tests {
         let claimed = NOW.as_u64() as i64 - 700;
         run.steps[0].claimed_at = Some(claimed);
         let records = run.records().expect("records");
-        let state = RunState { status: run.run.status, started_at: NOW, plan: &run.plan, steps: &records };
+        let state = RunState { status: run.run.status, started_at: NOW, plan: &run.plan, steps: &records, sizes: &[] };
         let rules = Rules {
             now: NOW,
             fan_in: FanInConfig::default(),

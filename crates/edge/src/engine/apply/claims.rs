@@ -49,8 +49,13 @@ impl Engine<'_> {
         }
         let now = self.now();
         let records = loaded.records()?;
-        let state =
-            RunState { status: loaded.status()?, started_at: loaded.started_at(), plan: &loaded.plan, steps: &records };
+        let state = RunState {
+            status: loaded.status()?,
+            started_at: loaded.started_at(),
+            plan: &loaded.plan,
+            steps: &records,
+            sizes: &[],
+        };
         let mut backing_off = Vec::new();
         for (i, task) in tasks.iter().enumerate() {
             if claims[i] != AttemptClaim::Done {
@@ -119,6 +124,7 @@ impl Engine<'_> {
                 started_at: loaded.started_at(),
                 plan: &loaded.plan,
                 steps: &records,
+                sizes: &[],
             };
             for (i, task) in tasks.iter().enumerate() {
                 let service = task.service.as_str();

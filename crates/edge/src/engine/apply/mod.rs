@@ -23,6 +23,7 @@ mod archive;
 mod batch;
 mod claims;
 mod deliver;
+pub(crate) mod maps;
 mod marks;
 mod rounds;
 mod totals;
@@ -145,7 +146,9 @@ impl Engine<'_> {
                 })
                 .collect();
             events.extend(inbox.iter().map(|row| Event::Arrived { event: row.name.clone() }));
-            let decision = self.decide(&loaded, &events, caller)?;
+            let reported: Vec<(&str, &Report)> =
+                open.iter().map(|&i| (reports[i].service.as_str(), &reports[i].report)).collect();
+            let decision = self.decide(&loaded, &events, &reported, caller)?;
             for (&i, outcome) in open.iter().zip(&decision.reported) {
                 if !matches!(outcome, ReportOutcome::Recorded(_)) {
                     outcomes[i] = Some(outcome.clone());
@@ -207,10 +210,24 @@ impl Engine<'_> {
         Ok((outcomes, report))
     }
 
-    fn decide(&self, loaded: &Loaded, events: &[Event], caller: Observer) -> Result<lifecycle::Decision> {
+    /// Core's decision on `events`; `reported`: what the reports among them sent (a map
+    /// step's list may be in one).
+    fn decide(
+        &self,
+        loaded: &Loaded,
+        events: &[Event],
+        reported: &[(&str, &Report)],
+        caller: Observer,
+    ) -> Result<lifecycle::Decision> {
         let records = loaded.records()?;
-        let run =
-            RunState { status: loaded.status()?, started_at: loaded.started_at(), plan: &loaded.plan, steps: &records };
+        let sizes = if loaded.plan.has_maps() { maps::sizes(loaded, reported) } else { Vec::new() };
+        let run = RunState {
+            status: loaded.status()?,
+            started_at: loaded.started_at(),
+            plan: &loaded.plan,
+            steps: &records,
+            sizes: &sizes,
+        };
         Ok(lifecycle::decide(&run, events, &self.rules(caller), &mut *self.rng()))
     }
 
@@ -461,7 +478,7 @@ fn log_writes(
         let Some(write) = decision.writes.iter().find(|w| w.after.service.as_str() == service) else { continue };
         let after = &write.after;
         let event = match (cause, after.status) {
-            (Cause::Dispatched | Cause::Awaited, _) => log::Event::StepDispatched,
+            (Cause::Dispatched | Cause::Awaited | Cause::Expanded, _) => log::Event::StepDispatched,
             (_, StepStatus::Completed) => log::Event::StepCompleted,
             (_, StepStatus::Failed) => log::Event::StepFailed,
             (_, StepStatus::Retrying) => log::Event::StepRetrying,
@@ -471,7 +488,7 @@ fn log_writes(
             _ => continue,
         };
         let worker = loaded.plan.step(service).map(|spec| spec.worker_key.as_str());
-        let attempt = Some(if matches!(cause, Cause::Dispatched | Cause::Awaited) {
+        let attempt = Some(if matches!(cause, Cause::Dispatched | Cause::Awaited | Cause::Expanded) {
             after.attempts
         } else {
             write.before.attempts
