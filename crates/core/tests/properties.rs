@@ -793,3 +793,184 @@ proptest! {
         }
     }
 }
+
+/// `a`, then `m` mapping over `a`'s output (`max_parallel`, `min_completed`), then `b`.
+fn map_plan(max_parallel: u32, min_completed: Option<u32>) -> Plan {
+    let step = |service: &str, deps: &[&str]| StepDraft {
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        timeout_ms: Some(30_000),
+        ..StepDraft::new(service)
+    };
+    let map = StepDraft {
+        for_each: Some("a".into()),
+        max_items: Some(8),
+        max_parallel: Some(max_parallel),
+        min_completed: min_completed.map(Threshold::Count),
+        ..step("m", &["a"])
+    };
+    validate(&PlanDraft {
+        plan_id: "maps".into(),
+        name: "Maps".into(),
+        description: String::new(),
+        max_run_duration_ms: 600_000,
+        services: vec![step("a", &[]), map, step("b", &["m"])],
+        min_completed: None,
+    })
+    .expect("a valid plan")
+}
+
+/// How one item of the map behaves: its service's latency, whether it refuses the item
+/// (permanently) and whether its first attempt fails transiently.
+#[derive(Debug, Clone)]
+struct ItemScript {
+    latency_ms: u64,
+    refused: bool,
+    flaky: bool,
+}
+
+fn item_script() -> impl Strategy<Value = ItemScript> {
+    (100u64..5_000, prop::bool::weighted(0.25), any::<bool>()).prop_map(|(latency_ms, refused, flaky)| ItemScript {
+        latency_ms,
+        refused,
+        flaky,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A map over any list (empty too), whatever its items do (slow, refused, failing once):
+    /// never more than `max_parallel` of its items run or back off at once; each item is
+    /// created once, and ends once; the map step is never sent; it completes exactly when
+    /// `min_completed` of its items completed (else it fails, and its dependent is skipped);
+    /// its dependent runs only after it completed; the run ends once.
+    #[test]
+    fn a_map_runs_its_items_at_most_max_parallel_at_once_and_ends_by_min_completed(
+        items in prop::collection::vec(item_script(), 0..8),
+        max_parallel in 1u32..4,
+        min_completed in prop::option::of(1u32..9),
+    ) {
+        use baton_core::lifecycle::{self, Cause, Event, Observer, Report, Rules, RunAction, RunState};
+        use baton_core::state::{ErrorKind, StepError};
+        let min_completed = min_completed.map(|m| m.min(8));
+        let plan = map_plan(max_parallel, min_completed);
+        let config = FanInConfig::default();
+        let mut rng = SplitMix64::new(3);
+        let mut steps: Vec<StepRecord> = plan.service_slugs().into_iter().map(StepRecord::pending).collect();
+        let mut run = RunStatus::Started;
+        let mut now = START;
+        let a_done = START.saturating_add(1_000);
+        let sizes = [("m".parse().unwrap(), Ok(items.len() as u32))];
+        // item index → (attempt, when it answers)
+        let mut answers: BTreeMap<u32, (u32, Millis)> = BTreeMap::new();
+        let mut created = BTreeSet::new();
+        let mut b_done: Option<Millis> = None;
+        let mut endings = 0;
+        for _ in 0..500 {
+            let mut events = Vec::new();
+            let running = |s: &[StepRecord], name: &str| s.iter().any(|r| r.service.as_str() == name && r.status == StepStatus::Running);
+            if now >= a_done && running(&steps, "a") {
+                events.push(Event::Reported { service: "a".parse().unwrap(), attempt: Some(1), report: Report::Succeeded });
+            }
+            if b_done.is_some_and(|at| now >= at) && running(&steps, "b") {
+                events.push(Event::Reported { service: "b".parse().unwrap(), attempt: Some(1), report: Report::Succeeded });
+            }
+            for (&index, &(attempt, at)) in &answers {
+                let service = format!("m.{index}");
+                if now < at || !running(&steps, &service) {
+                    continue;
+                }
+                let script = &items[index as usize];
+                let report = if script.refused {
+                    Report::Failed(StepError::new(ErrorKind::Permanent, "refused"))
+                } else if script.flaky && attempt == 1 {
+                    Report::Failed(StepError::new(ErrorKind::Transient, "503"))
+                } else {
+                    Report::Succeeded
+                };
+                events.push(Event::Reported { service: service.parse().unwrap(), attempt: Some(attempt), report });
+            }
+            events.push(Event::Look);
+            let rules = Rules { now, fan_in: config, event_driven_fanin: true, observer: Observer::Poller, retry_grace_ms: 0 };
+            let state = RunState { status: run, started_at: START, plan: &plan, steps: &steps, sizes: &sizes };
+            let decision = lifecycle::decide(&state, &events, &rules, &mut rng);
+            for item in &decision.created {
+                prop_assert!(created.insert(item.service.clone()), "{} created twice", item.service);
+            }
+            for write in &decision.writes {
+                let service = write.after.service.as_str();
+                prop_assert!(!(service == "m" && write.cause == Cause::Dispatched), "a map step is never sent");
+                if let Some(index) = service.strip_prefix("m.").and_then(|i| i.parse::<u32>().ok()) {
+                    prop_assert!(!write.before.status.is_terminal(), "{} ended twice", service);
+                    if write.cause == Cause::Dispatched {
+                        let latency = items[index as usize].latency_ms;
+                        answers.insert(index, (write.after.attempts, now.saturating_add(latency)));
+                    }
+                }
+                if service == "b" && write.cause == Cause::Dispatched {
+                    let m = decision.steps.iter().find(|r| r.service.as_str() == "m").unwrap();
+                    prop_assert_eq!(m.status, StepStatus::Completed, "b dispatched before the map completed");
+                    b_done = Some(now.saturating_add(1_000));
+                }
+            }
+            let in_flight = decision
+                .steps
+                .iter()
+                .filter(|r| r.service.as_str().starts_with("m."))
+                .filter(|r| matches!(r.status, StepStatus::Running | StepStatus::Retrying))
+                .count() as u32;
+            prop_assert!(in_flight <= max_parallel, "{} items in flight, at most {}", in_flight, max_parallel);
+            steps = decision.steps.clone();
+            match &decision.run {
+                RunAction::Start => run = RunStatus::Running,
+                RunAction::Claim { partial, .. } => {
+                    endings += 1;
+                    run = lifecycle::analysed(RunStatus::Aggregating, *partial, now, run_deadline(&plan, START, &config))
+                        .expect("claimed")
+                        .status;
+                }
+                RunAction::Finish(finish) => {
+                    endings += 1;
+                    run = finish.status;
+                }
+                _ => {}
+            }
+            if run.is_terminal() {
+                break;
+            }
+            let mut next = [Some(a_done), b_done]
+                .into_iter()
+                .flatten()
+                .chain(answers.values().map(|(_, at)| *at))
+                .chain(steps.iter().filter_map(|r| r.deadline_at))
+                .chain(steps.iter().filter_map(|r| r.next_attempt_at))
+                .filter(|at| *at > now)
+                .fold(run_deadline(&plan, START, &config), |a, b| a.min(b));
+            if next <= now {
+                next = now.saturating_add(1);
+            }
+            now = next;
+        }
+        prop_assert!(run.is_terminal(), "the run never ended: {:?}", steps);
+        prop_assert_eq!(endings, 1);
+        prop_assert_eq!(created.len(), items.len(), "one item per element");
+        let status = |name: &str| steps.iter().find(|r| r.service.as_str() == name).map(|r| r.status);
+        let completed = items.iter().filter(|i| !i.refused).count() as u32;
+        let needed = min_completed.map_or(items.len() as u32, |m| m.min(items.len() as u32));
+        for index in 0..items.len() {
+            let item = status(&format!("m.{index}")).expect("the item");
+            prop_assert!(item.is_terminal(), "item {} left {:?}", index, item);
+        }
+        if completed >= needed {
+            prop_assert_eq!(status("m"), Some(StepStatus::Completed));
+            prop_assert_eq!(status("b"), Some(StepStatus::Completed));
+            for (index, script) in items.iter().enumerate() {
+                let expected = if script.refused { StepStatus::Failed } else { StepStatus::Completed };
+                prop_assert_eq!(status(&format!("m.{index}")), Some(expected));
+            }
+        } else {
+            prop_assert_eq!(status("m"), Some(StepStatus::Failed));
+            prop_assert_eq!(status("b"), Some(StepStatus::Skipped));
+        }
+    }
+}
