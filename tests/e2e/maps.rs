@@ -215,3 +215,28 @@ fn a_missing_list_fails_the_map_naming_it_a_bad_plan_names_its_field_and_a_cance
         "the running item is cancelled, the others never start"
     );
 }
+
+#[test]
+fn items_ending_together_in_many_runs_end_each_map_once_and_start_each_dependent_once() {
+    let stack = shared_stack();
+    let plan_id = unique("map-race");
+    // Every item at once, answering at once (in half the runs by signed callbacks on the
+    // items' own slugs): their results race to end the map.
+    map_plan(stack, &plan_id, "serp-intelligence.top_competitors", json!({"maxParallel": 3}));
+    let runs: Vec<String> = (0..8).map(|i| start(stack, &plan_id, json!({"async": i % 2 == 1}))).collect();
+    for run_id in &runs {
+        let ended = wait_terminal_within(stack, run_id, Duration::from_secs(40));
+        assert_eq!(ended["status"], "completed", "{ended}");
+        let attempts: Vec<Value> = items(&ended).iter().map(|i| i["attempts"].clone()).collect();
+        assert_eq!(attempts, [json!(1), json!(1), json!(1)], "each item ran once: {ended}");
+        assert_eq!(step(&ended, "audit")["output"].as_array().map(Vec::len), Some(3), "{ended}");
+        let dependent = step(&ended, "domain-authority");
+        assert_eq!((&dependent["status"], &dependent["attempts"]), (&json!("completed"), &json!(1)), "{dependent}");
+    }
+    let (rows, _) = stack.sql(
+        "SELECT COUNT(*) AS n FROM step_attempts WHERE service = 'domain-authority' AND run_id IN \
+         (SELECT run_id FROM runs WHERE plan_id = ?1)",
+        &[json!(plan_id)],
+    );
+    assert_eq!(rows[0]["n"], 8, "one attempt of each dependent, in all");
+}
