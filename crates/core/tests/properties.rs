@@ -843,12 +843,14 @@ proptest! {
     /// never more than `max_parallel` of its items run or back off at once; each item is
     /// created once, and ends once; the map step is never sent; it completes exactly when
     /// `min_completed` of its items completed (else it fails, and its dependent is skipped);
-    /// its dependent runs only after it completed; the run ends once.
+    /// its dependent runs only after it completed; while the run is paused no item starts;
+    /// the run ends once.
     #[test]
     fn a_map_runs_its_items_at_most_max_parallel_at_once_and_ends_by_min_completed(
         items in prop::collection::vec(item_script(), 0..8),
         max_parallel in 1u32..4,
         min_completed in prop::option::of(1u32..9),
+        pause in prop::option::of((0u64..20_000, 1u64..20_000)),
     ) {
         use baton_core::lifecycle::{self, Cause, Event, Observer, Report, Rules, RunAction, RunState};
         use baton_core::state::{ErrorKind, StepError};
@@ -866,8 +868,20 @@ proptest! {
         let mut created = BTreeSet::new();
         let mut b_done: Option<Millis> = None;
         let mut endings = 0;
+        let (pause_at, resume_at) = match pause {
+            Some((at, length)) => (Some(START.saturating_add(at)), Some(START.saturating_add(at + length))),
+            None => (None, None),
+        };
+        let (mut paused, mut resumed) = (false, false);
         for _ in 0..500 {
             let mut events = Vec::new();
+            if pause_at.is_some_and(|at| now >= at) && !paused {
+                paused = true;
+                events.push(Event::Pause);
+            } else if resume_at.is_some_and(|at| now >= at) && paused && !resumed {
+                resumed = true;
+                events.push(Event::Resume);
+            }
             let running = |s: &[StepRecord], name: &str| s.iter().any(|r| r.service.as_str() == name && r.status == StepStatus::Running);
             if now >= a_done && running(&steps, "a") {
                 events.push(Event::Reported { service: "a".parse().unwrap(), attempt: Some(1), report: Report::Succeeded });
@@ -903,6 +917,7 @@ proptest! {
                 if let Some(index) = service.strip_prefix("m.").and_then(|i| i.parse::<u32>().ok()) {
                     prop_assert!(!write.before.status.is_terminal(), "{} ended twice", service);
                     if write.cause == Cause::Dispatched {
+                        prop_assert!(run != RunStatus::Paused || decision.resume, "{} started while paused", service);
                         let latency = items[index as usize].latency_ms;
                         answers.insert(index, (write.after.attempts, now.saturating_add(latency)));
                     }
@@ -921,8 +936,12 @@ proptest! {
                 .count() as u32;
             prop_assert!(in_flight <= max_parallel, "{} items in flight, at most {}", in_flight, max_parallel);
             steps = decision.steps.clone();
+            if decision.resume {
+                run = RunStatus::Running;
+            }
             match &decision.run {
                 RunAction::Start => run = RunStatus::Running,
+                RunAction::Pause => run = RunStatus::Paused,
                 RunAction::Claim { partial, .. } => {
                     endings += 1;
                     run = lifecycle::analysed(RunStatus::Aggregating, *partial, now, run_deadline(&plan, START, &config))
@@ -938,7 +957,7 @@ proptest! {
             if run.is_terminal() {
                 break;
             }
-            let mut next = [Some(a_done), b_done]
+            let mut next = [Some(a_done), b_done, pause_at, resume_at]
                 .into_iter()
                 .flatten()
                 .chain(answers.values().map(|(_, at)| *at))
