@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use baton_e2e::browser::{self, Browser};
 use baton_e2e::{poll_until, shared_stack, Stack};
 use serde_json::{json, Value};
 
@@ -116,6 +117,57 @@ fn a_run_step_starts_a_child_whose_outcome_feeds_the_dependent_step_and_the_runs
     let call: Value = serde_json::from_str(&call).expect("json");
     assert_eq!(call["upstream"]["audit"]["run_id"], child_id.as_str(), "the child's output is upstream: {call}");
     assert_eq!(step(&ended, "technical-seo")["status"], "completed");
+
+    if browser::available() {
+        let browser = Browser::start();
+        crate::ui::sign_in(&browser, &stack.base_url(), stack.token(0));
+        browser.goto(&format!("{}/ui/runs/{run_id}", stack.base_url()));
+        let to_child = browser.wait_for(
+            "the parent's link to its child",
+            Duration::from_secs(10),
+            "const a = document.querySelector(\"#steps [data-child-run] a\"); return a ? a.getAttribute('href') : false",
+            json!([]),
+        );
+        assert_eq!(to_child, json!(format!("/ui/runs/{child_id}")));
+        browser.goto(&format!("{}/ui/runs/{child_id}", stack.base_url()));
+        let to_parent = browser.wait_for(
+            "the child's link to its parent",
+            Duration::from_secs(10),
+            "const a = document.querySelector('#run-parent a'); return a ? a.getAttribute('href') : false",
+            json!([]),
+        );
+        assert_eq!(to_parent, json!(format!("/ui/runs/{run_id}")));
+    }
+}
+
+#[test]
+fn a_plan_that_runs_itself_stops_at_the_child_depth_quota_and_each_level_fails() {
+    let stack = shared_stack();
+    let plan_id = unique("recursive");
+    create_plan(
+        stack,
+        &json!({"plan_id": plan_id, "name": "Recursive", "max_run_duration_ms": 90_000,
+                "services": [{"service": "audit", "kind": "run", "plan_id": plan_id}]}),
+    );
+    let run_id = start(stack, &plan_id, json!({}));
+    let ended = wait_terminal_within(stack, &run_id, Duration::from_secs(60));
+    assert_eq!(ended["status"], "failed", "{ended}");
+    // Depths 1, 2 and 3 start (QUOTAS' default max_child_depth is 3); the deepest's step fails.
+    let mut chain = vec![run_id.clone()];
+    let mut run = ended;
+    while let Some(child) = step(&run, "audit")["child_run_id"].as_str().map(str::to_string) {
+        run = wait_terminal_within(stack, &child, Duration::from_secs(30));
+        assert_eq!(run["parent"]["run_id"], chain.last().map(String::as_str).unwrap_or(""), "{run}");
+        assert_eq!(run["status"], "failed", "{run}");
+        chain.push(child);
+    }
+    assert_eq!(chain.len(), 4, "the run and three levels of children: {chain:?}");
+    let deepest = step(&run, "audit");
+    assert_eq!((&deepest["status"], &deepest["attempts"]), (&json!("failed"), &json!(1)), "{deepest}");
+    let error = deepest["error"].as_str().unwrap_or("");
+    assert!(error.contains("max_child_depth") && error.contains("depth 4"), "{error}");
+    let (rows, _) = stack.sql("SELECT MAX(depth) AS d FROM runs WHERE plan_id = ?1", &[json!(plan_id)]);
+    assert_eq!(rows[0]["d"], 3);
 }
 
 #[test]
