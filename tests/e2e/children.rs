@@ -285,3 +285,72 @@ fn a_cancel_racing_a_childs_completion_ends_each_parent_once_and_leaves_no_child
     }
     eprintln!("parents ended: {outcomes:?}");
 }
+
+/// A child whose deadline passes with part of its work done ends `timeout` (one that has
+/// done none ends `failed`).
+#[test]
+fn a_child_that_times_out_times_its_run_step_out() {
+    let stack = shared_stack();
+    let (child, parent) = (unique("child-slow"), unique("parent-slow"));
+    create_plan(
+        stack,
+        &json!({"plan_id": child, "name": "Slow child", "max_run_duration_ms": 3_000,
+                "services": [{"service": "technical-seo", "timeout_ms": 3_000},
+                             {"service": "bitware-content-granulator", "timeout_ms": 3_000}]}),
+    );
+    create_plan(
+        stack,
+        &json!({"plan_id": parent, "name": "Parent", "max_run_duration_ms": 60_000,
+                "services": [run_step(&child, json!({"never_answer": true}))]}),
+    );
+    let run_id = start(stack, &parent, json!({}));
+    let ended = wait_terminal_within(stack, &run_id, Duration::from_secs(30));
+    let audit = step(&ended, "audit");
+    assert_eq!((&audit["status"], &audit["attempts"]), (&json!("timeout"), &json!(1)), "not retried: {audit}");
+    let child_id = audit["child_run_id"].as_str().expect("the child").to_string();
+    assert_eq!(run_body(stack, &child_id)["status"], "timeout");
+    assert!(audit["error"].as_str().unwrap_or("").contains("timed out"), "{audit}");
+    assert_eq!(ended["status"], "failed", "no step completed: {ended}");
+}
+
+#[test]
+fn a_bad_run_step_is_refused_naming_its_field_and_an_unknown_plan_fails_the_step_naming_it() {
+    let stack = shared_stack();
+    let refused = |step: Value| -> Vec<String> {
+        let plan = json!({"plan_id": unique("bad-run"), "name": "Bad", "max_run_duration_ms": 60_000,
+                          "services": [{"service": "a"}, step]});
+        let r = stack.post_as(stack.token(0), "/api/orchestration/plans", &plan);
+        assert_eq!(r.status, 400, "{}", r.text());
+        let body = r.json();
+        body["error"]["details"]["problems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["field"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(refused(json!({"service": "audit", "kind": "run"})), ["services[1].plan_id"]);
+    assert_eq!(
+        refused(json!({"service": "audit", "kind": "run", "plan_id": "p", "worker_key": "technical-seo"})),
+        ["services[1].worker_key"]
+    );
+    assert_eq!(
+        refused(json!({"service": "audit", "kind": "run", "plan_id": "p", "parameters_from": {"x": "a.y"}})),
+        ["services[1].parameters_from.x"],
+        "a source must be one of depends_on"
+    );
+    assert_eq!(refused(json!({"service": "audit", "plan_id": "p"})), ["services[1].plan_id"]);
+
+    let parent = unique("parent-nowhere");
+    create_plan(
+        stack,
+        &json!({"plan_id": parent, "name": "Parent", "max_run_duration_ms": 60_000,
+                "services": [{"service": "audit", "kind": "run", "plan_id": "no-such-plan"}]}),
+    );
+    let run_id = start(stack, &parent, json!({}));
+    let ended = wait_terminal_within(stack, &run_id, Duration::from_secs(30));
+    let audit = step(&ended, "audit");
+    assert_eq!((&audit["status"], &audit["attempts"]), (&json!("failed"), &json!(1)), "permanent: {audit}");
+    assert!(audit["error"].as_str().unwrap_or("").contains("\"no-such-plan\""), "{audit}");
+    assert_eq!(audit["child_run_id"], Value::Null, "no child started");
+}
