@@ -8,7 +8,8 @@
 //! as a service's accepted call does (a timer at its expiry). The child, when it ends
 //! ([`Engine::after_ending`]), reports to that attempt as a service's callback does
 //! ([`Engine::record`]): a report on another attempt or an ended step is a no-op. A lost report
-//! leaves the step to its attempt deadline. A parent that ends cancels its open children.
+//! leaves the step to its attempt deadline (a retry of the step cancels the child of the
+//! attempt before). A parent that ends cancels its open children.
 
 use baton_core::plan::ChildSpec;
 use baton_core::state::{ErrorKind, RunKind, RunStatus, StepError, StepStatus};
@@ -49,6 +50,10 @@ impl Engine<'_> {
     /// failure of the attempt.
     pub async fn start_child(&self, parent: &Loaded, step: &str, attempt: u32, spec: &ChildSpec) -> Result<ChildStart> {
         let refused = |why: String| Ok(ChildStart::Report(Report::Failed(StepError::permanent(why))));
+        // The children of earlier attempts (timed out, or failed to report) are no longer wanted.
+        for earlier in 1..attempt {
+            self.cancel_child_of(parent, step, earlier).await;
+        }
         let client = parent.run.client_id.as_str();
         let depth = parent.run.depth.max(0) as u32 + 1;
         if let Err(e) = crate::settings::quotas(self.env()).of(client).allows_child_depth(depth) {
