@@ -28,6 +28,10 @@ pub const CASCADE_LIMIT: u32 = 20;
 /// says how large it was: the output lives in the parent's step row.
 const MAX_DIAGNOSIS_BYTES: usize = 32 * 1024;
 
+/// Largest parameters of a child run, as JSON: the run row must stay under D1's 100 KB
+/// statement limit (the same bound as a client's run request).
+const MAX_CHILD_PARAMETERS_BYTES: usize = 90 * 1024;
+
 /// What starting an attempt's child run did.
 #[derive(Debug)]
 pub enum ChildStart {
@@ -68,6 +72,13 @@ impl Engine<'_> {
         let parameters = spec.parameters_with(|upstream| {
             parent.step(upstream).and_then(|s| s.output.as_deref()).and_then(|o| serde_json::from_str(o).ok())
         });
+        let size = Value::Object(parameters.clone()).to_string().len();
+        if size > MAX_CHILD_PARAMETERS_BYTES {
+            return refused(format!(
+                "child run refused: its parameters are {size} bytes, over {MAX_CHILD_PARAMETERS_BYTES} \
+                 (parameters_from takes whole outputs: name a path inside them)"
+            ));
+        }
         let new = NewRun {
             run_id: self.new_run_id()?,
             kind: RunKind::Diagnostic,
