@@ -109,6 +109,7 @@ fn a_run_step_starts_a_child_whose_outcome_feeds_the_dependent_step_and_the_runs
     assert_eq!(child_run["status"], "completed", "{child_run}");
     assert_eq!(child_run["parent"], json!({"run_id": run_id, "step": "audit"}));
     assert_eq!(child_run["client_id"], ended["client_id"]);
+    assert_eq!(child_run["trace_id"], ended["trace_id"], "the child joins its parent's trace");
     assert_eq!(child_run["summary"]["domain"], "children.example");
     let granulated = step(&child_run, "bitware-content-granulator");
     assert_eq!(granulated["output"]["topic"], "children-rival.com", "parameters_from fed the child: {granulated}");

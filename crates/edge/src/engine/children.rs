@@ -79,6 +79,7 @@ impl Engine<'_> {
                  (parameters_from takes whole outputs: name a path inside them)"
             ));
         }
+        let trace = parent.run.trace();
         let new = NewRun {
             run_id: self.new_run_id()?,
             kind: RunKind::Diagnostic,
@@ -90,7 +91,13 @@ impl Engine<'_> {
             idempotency_key: Some(child_key(&parent.run.run_id, step, attempt)),
             priority: parent.run.priority,
             acted_by: parent.run.acted_by.clone(),
-            trace: None,
+            // The child joins its parent's trace, under the attempt that starts it.
+            trace: Some(baton_core::trace::Parent {
+                trace_id: trace.trace_id,
+                span_id: trace.span(baton_core::trace::SpanOf::Attempt(step, attempt)),
+                sampled: trace.sampled,
+                state: trace.state.clone(),
+            }),
             parent: Some(ParentLink { run_id: parent.run.run_id.clone(), step: step.to_string(), attempt, depth }),
         };
         let child_id = match self.start_run(new).await {
