@@ -6,6 +6,7 @@ mod api;
 mod archive;
 mod bad_input;
 mod bulk;
+mod children;
 mod cli;
 mod consumer;
 mod cost;

@@ -102,6 +102,18 @@ pub struct RunDetail {
     pub archived: bool,
     /// What the run cost so far.
     pub cost: RunCost,
+    /// For a child run (started by a `run` step of another run): that run and step; null for
+    /// a run a client started.
+    pub parent: Option<ParentRun>,
+}
+
+/// The run and `run` step that started a child run.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ParentRun {
+    /// The parent run.
+    pub run_id: String,
+    /// Its `run` step.
+    pub step: String,
 }
 
 /// What a run cost: the units Cloudflare bills for that Baton's workers used on its behalf,
@@ -161,6 +173,9 @@ pub struct StepResult {
     /// the list); its `output` is their outputs in order (null for an item that did not
     /// complete). Empty for other steps, and until the map step starts.
     pub items: Vec<StepResult>,
+    /// For a `run` step: the child run its latest attempt started, once started; null for
+    /// any other step.
+    pub child_run_id: Option<String>,
 }
 
 /// One attempt of a step.

@@ -11,6 +11,8 @@ pub struct StepView {
     pub service: String,
     /// Its wave (1 = no dependencies).
     pub wave: i64,
+    /// For a `run` step: the child run it started.
+    pub child_run_id: Option<String>,
     /// Its status.
     pub status: String,
     /// Attempts made.
@@ -56,6 +58,7 @@ pub fn steps_of(run: &Value) -> Vec<StepView> {
         .map(|s| StepView {
             service: text(&s["service"]),
             wave: s["wave"].as_i64().unwrap_or(0),
+            child_run_id: s["child_run_id"].as_str().map(str::to_string),
             status: text(&s["status"]),
             attempts: s["attempts"].as_i64().unwrap_or(0),
             duration_ms: s["duration_ms"].as_u64(),
@@ -157,6 +160,9 @@ pub fn run_report(run: &Value) -> String {
     if let Some(trace_id) = run["trace_id"].as_str() {
         out.push_str(&format!("  trace {trace_id}\n"));
     }
+    if let Some(parent) = run["parent"]["run_id"].as_str() {
+        out.push_str(&format!("  child of run {parent} (step {})\n", text(&run["parent"]["step"])));
+    }
     if let Some(usd) = run["cost"]["usd"].as_f64() {
         out.push_str(&format!("  cost ${usd:.6}: {}\n", units(&run["cost"]["units"])));
     }
@@ -174,6 +180,9 @@ pub fn run_report(run: &Value) -> String {
     out.push_str("steps:\n");
     for step in steps_of(run) {
         out.push_str(&format!("  {}\n", step_line(&step)));
+        if let Some(child) = &step.child_run_id {
+            out.push_str(&format!("          child run {child}: baton show {child}\n"));
+        }
         if let Some(output) = output_preview(&step) {
             out.push_str(&format!("          output {output}\n"));
         }
@@ -544,6 +553,7 @@ mod tests {
             "client_id": "alice",
             "acted_by": "key-accounts",
             "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "parent": {"run_id": "run_0", "step": "audit"},
             "cost": {"usd": 0.0000251, "units": {"d1_rows_read": 40, "d1_rows_written": 25, "d1_statements": 23,
                      "kv_reads": 0, "kv_writes": 1, "queue_messages": 0, "subrequests": 6}},
             "summary": {
@@ -558,7 +568,7 @@ mod tests {
                  "output": {"rank": 3, "keywords": ["a", "b"]}},
                 {"service": "seo", "wave": 2, "status": "failed", "attempts": 3, "duration_ms": 2000,
                  "started_at": "2026-01-01T00:00:02.000Z", "finished_at": "2026-01-01T00:00:04.000Z",
-                 "error": "Worker config invalid"}
+                 "error": "Worker config invalid", "child_run_id": "run_2"}
             ],
             "diagnosis": {
                 "overall_status": "needs_attention", "overall_score": 61, "confidence": 0.5,
@@ -585,10 +595,11 @@ mod tests {
         for expected in [
             "  started for alice by key-accounts\n",
             "  trace 4bf92f3577b34da6a3ce929d0e0e4736\n",
+            "  child of run run_0 (step audit)\n",
             "  cost $0.000025: 40 D1 rows read, 25 written (23 statements), 0 KV reads, 1 KV writes, 0 queue messages, 6 subrequests, 0 R2 reads, 0 R2 writes\n",
             "  2 services: 1 completed, 1 failed, 0 timed out, 0 skipped\n",
             "  wave 1  serp                         completed  attempt 1  1.5 s\n          output {\"keywords\":[\"a\",\"b\"],\"rank\":3}\n",
-            "  wave 2  seo                          failed     attempt 3  2.0 s  (Worker config invalid)\n",
+            "  wave 2  seo                          failed     attempt 3  2.0 s  (Worker config invalid)\n          child run run_2: baton show run_2\n",
             "diagnosis: needs_attention, score 61, confidence 0.50\n",
             "  missing: seo\n",
             "  [high] Slow LCP: LCP 4.1 s\n",

@@ -1189,6 +1189,45 @@ mod tests {
     }
 
     #[test]
+    fn a_run_step_is_dispatched_like_a_service_step_ends_with_its_childs_report_and_hears_a_cancel() {
+        let draft = PlanDraft {
+            plan_id: "parent".into(),
+            name: "Parent".into(),
+            description: String::new(),
+            max_run_duration_ms: 60_000,
+            services: vec![
+                StepDraft {
+                    kind: Some(crate::plan::RUN_KIND.into()),
+                    plan_id: Some("child".into()),
+                    ..StepDraft::new("audit")
+                },
+                StepDraft { depends_on: vec!["audit".into()], ..StepDraft::new("b") },
+            ],
+            min_completed: None,
+        };
+        let p = validate(&draft).expect("a valid plan");
+        let d = decide_on(&p, RunStatus::Started, &[], &[Event::Look], Observer::EventDriven);
+        assert_eq!(d.dispatched().map(|r| r.service.as_str()).collect::<Vec<_>>(), ["audit"]);
+        let sent = effects(&d, &carry(Dispatch::Queue));
+        assert!(sent.contains(&Effect::Send { service: slug("audit"), attempt: 1 }), "a task message: {sent:?}");
+        let audit = StepRecord { deadline_at: Some(NOW.saturating_add(60_000)), ..running("audit") };
+        let d = decide_on(
+            &p,
+            RunStatus::Running,
+            std::slice::from_ref(&audit),
+            &[succeeded("audit")],
+            Observer::EventDriven,
+        );
+        assert_eq!(d.dispatched().map(|r| r.service.as_str()).collect::<Vec<_>>(), ["b"], "the child's output feeds b");
+        let stale = Event::Reported { service: slug("audit"), attempt: Some(2), report: Report::Succeeded };
+        let d = decide_on(&p, RunStatus::Running, std::slice::from_ref(&audit), &[stale], Observer::EventDriven);
+        assert_eq!(d.reported, [ReportOutcome::Stale], "a report of another attempt's child is a no-op");
+        let d = decide_on(&p, RunStatus::Running, &[audit], &[Event::Cancel], Observer::EventDriven);
+        let told = effects(&d, &carry(Dispatch::Queue));
+        assert!(told.contains(&Effect::TellCancelled { service: slug("audit"), attempt: 1 }), "{told:?}");
+    }
+
+    #[test]
     fn a_cancel_tells_the_services_of_attempts_in_flight() {
         let p = plan(&[("a", &[]), ("b", &["a"])]);
         let d = decide_on(&p, RunStatus::Running, &[running("a")], &[Event::Cancel], Observer::EventDriven);

@@ -32,6 +32,8 @@ pub const MAX_ACTION_CHARS: usize = 128;
 pub const MAX_RUN_DURATION_MS: u64 = 10_080 * MINUTE_MS;
 /// A step's timeout when the draft gives none (capped at the run's duration).
 pub const DEFAULT_STEP_TIMEOUT_MS: u64 = 60_000;
+/// At most this many `run` steps (child runs) per plan.
+pub const MAX_RUN_STEPS: usize = 20;
 
 /// The plan a run uses when the request names none.
 pub const DEFAULT_PLAN_ID: &str = STANDARD_PLAN_ID;
@@ -73,6 +75,50 @@ pub struct StepSpec {
     /// A map step: the service is called once per element of a list in an upstream output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map: Option<MapSpec>,
+    /// A run step: no service is called; it starts a child run of another plan and ends
+    /// with the child's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<ChildSpec>,
+}
+
+/// What a run step starts: a run of `plan_id` for the same client, website and domain, with
+/// `parameters` and, for each name of `parameters_from`, a value taken from a completed
+/// upstream step's output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChildSpec {
+    /// The child's plan (one the parent's client may use; checked when the child starts).
+    pub plan_id: PlanId,
+    /// Static parameters.
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// Parameter name → `<upstream step>.<dotted.path>` (the step alone: its whole output).
+    pub parameters_from: BTreeMap<String, String>,
+}
+
+impl ChildSpec {
+    /// The child's parameters: the static ones, then each `parameters_from` value looked up in
+    /// `output_of(step)` (a missing step output or path gives `null`).
+    pub fn parameters_with(
+        &self,
+        output_of: impl Fn(&str) -> Option<serde_json::Value>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut parameters = self.parameters.clone();
+        for (name, source) in &self.parameters_from {
+            let (step, path) = source.split_once('.').unwrap_or((source.as_str(), ""));
+            let mut value = output_of(step).unwrap_or(serde_json::Value::Null);
+            for key in path.split('.').filter(|k| !k.is_empty()) {
+                value = match value {
+                    serde_json::Value::Object(mut map) => map.remove(key).unwrap_or(serde_json::Value::Null),
+                    serde_json::Value::Array(mut items) => match key.parse::<usize>() {
+                        Ok(i) if i < items.len() => items.swap_remove(i),
+                        _ => serde_json::Value::Null,
+                    },
+                    _ => serde_json::Value::Null,
+                };
+            }
+            parameters.insert(name.clone(), value);
+        }
+        parameters
+    }
 }
 
 /// What a wait step waits for: an event of this name delivered to its run
@@ -116,6 +162,7 @@ impl StepSpec {
             trigger_rule: TriggerRule::AllSuccess,
             wait: None,
             map: None,
+            child: None,
         }
     }
 
@@ -127,6 +174,11 @@ impl StepSpec {
     /// Whether this step maps over a list (its items call the service; it calls nothing).
     pub fn is_map(&self) -> bool {
         self.map.is_some()
+    }
+
+    /// Whether this step starts a child run instead of calling a service.
+    pub fn is_run(&self) -> bool {
+        self.child.is_some()
     }
 }
 
@@ -253,7 +305,7 @@ impl Plan {
                 .map(|s| StepDraft {
                     service: s.service.to_string(),
                     display_name: Some(s.display_name.clone()),
-                    worker_key: Some(s.worker_key.to_string()).filter(|_| !s.is_wait()),
+                    worker_key: Some(s.worker_key.to_string()).filter(|_| !s.is_wait() && !s.is_run()),
                     depends_on: s.depends_on.iter().map(ToString::to_string).collect(),
                     required: s.required,
                     timeout_ms: Some(s.timeout_ms),
@@ -261,13 +313,20 @@ impl Plan {
                     action: s.action.clone(),
                     heartbeat_timeout_ms: s.heartbeat_timeout_ms,
                     trigger_rule: Some(s.trigger_rule).filter(|r| !r.is_default()),
-                    kind: s.wait.as_ref().map(|_| WAIT_KIND.to_string()),
+                    kind: match (&s.wait, &s.child) {
+                        (Some(_), _) => Some(WAIT_KIND.to_string()),
+                        (None, Some(_)) => Some(RUN_KIND.to_string()),
+                        (None, None) => None,
+                    },
                     event: s.wait.as_ref().map(|w| w.event.clone()),
                     matches: s.wait.as_ref().map(|w| w.matches.clone()).filter(|m| !m.is_empty()),
                     for_each: s.map.as_ref().map(MapSpec::for_each),
                     max_items: s.map.as_ref().map(|m| m.max_items),
                     max_parallel: s.map.as_ref().map(|m| m.max_parallel),
                     min_completed: s.map.as_ref().map(|m| m.min_completed),
+                    plan_id: s.child.as_ref().map(|c| c.plan_id.to_string()),
+                    parameters: s.child.as_ref().map(|c| c.parameters.clone()).filter(|p| !p.is_empty()),
+                    parameters_from: s.child.as_ref().map(|c| c.parameters_from.clone()).filter(|p| !p.is_empty()),
                 })
                 .collect(),
             min_completed: Some(self.min_completed).filter(|t| !t.is_default()),
@@ -286,7 +345,7 @@ impl Plan {
             .enumerate()
             .filter(|(_, s)| {
                 let key = s.worker_key.as_str();
-                if s.is_wait() {
+                if s.is_wait() || s.is_run() {
                     return false; // no service is called
                 }
                 !builtin.iter().chain(allowed).any(|k| k == key)
@@ -315,6 +374,11 @@ impl Plan {
     /// Whether any step maps over a list.
     pub fn has_maps(&self) -> bool {
         self.services.iter().any(StepSpec::is_map)
+    }
+
+    /// Whether any step starts a child run.
+    pub fn has_runs(&self) -> bool {
+        self.services.iter().any(StepSpec::is_run)
     }
 
     /// The wait step waiting for `event`, if any.
@@ -448,11 +512,13 @@ pub struct StepDraft {
     /// When it runs, given its dependencies (default `all_success`).
     #[serde(default, alias = "triggerRule", skip_serializing_if = "Option::is_none")]
     pub trigger_rule: Option<TriggerRule>,
-    /// `service` (the default: call the worker) or `wait`: wait for an event delivered to the
-    /// run (`event`), up to `timeout_ms` (default: the run's duration). A wait takes no
-    /// `worker_key`, `retry`, `action` or `heartbeat_timeout_ms`.
+    /// `service` (the default: call the worker), `wait`: wait for an event delivered to the
+    /// run (`event`), up to `timeout_ms` (default: the run's duration), or `run`: start a
+    /// child run of `plan_id` and end with its outcome, up to `timeout_ms` (default: the run's
+    /// duration). A wait takes no `worker_key`, `retry`, `action` or `heartbeat_timeout_ms`; a
+    /// run step no `worker_key`, `action` or `heartbeat_timeout_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["service", "wait", null])))]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["service", "wait", "run", null])))]
     pub kind: Option<String>,
     /// A wait's event name, `[a-z0-9_.-]{1,64}`, unique among the plan's waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -481,10 +547,23 @@ pub struct StepDraft {
     #[serde(default, alias = "minCompleted", skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0)))]
     pub min_completed: Option<Threshold>,
+    /// A run step's plan, `[a-z0-9_-]{1,64}`: a plan the client may use.
+    #[serde(default, alias = "planId", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = "^[a-z0-9_-]{1,64}$")))]
+    pub plan_id: Option<String>,
+    /// A run step's static parameters for its child run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A run step's parameters taken from upstream outputs: name →
+    /// `<upstream step>.<dotted.path>`, the step one of `depends_on`.
+    #[serde(default, alias = "parametersFrom", skip_serializing_if = "Option::is_none")]
+    pub parameters_from: Option<BTreeMap<String, String>>,
 }
 
 /// The `kind` of a wait step.
 pub const WAIT_KIND: &str = "wait";
+/// The `kind` of a step that starts a child run.
+pub const RUN_KIND: &str = "run";
 /// The `kind` of a step that calls a service (the default).
 pub const SERVICE_KIND: &str = "service";
 
@@ -646,7 +725,7 @@ pub enum PlanProblem {
         path: Vec<String>,
     },
     /// A `kind` that is neither `service` nor `wait`.
-    #[error("service {service}: kind {kind:?} is not one of service, wait")]
+    #[error("service {service}: kind {kind:?} is not one of service, wait, run")]
     UnknownKind {
         /// Step position.
         index: usize,
@@ -690,6 +769,26 @@ pub enum PlanProblem {
         /// What is wrong.
         why: String,
     },
+    /// More than [`MAX_RUN_STEPS`] run steps.
+    #[error("the plan has {count} run steps, at most {max} allowed (MAX_RUN_STEPS)")]
+    TooManyRunSteps {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A run step without a valid `plan_id`, or a bad `parameters_from` entry.
+    #[error("service {service}: {field}: {why}")]
+    InvalidChild {
+        /// Step position.
+        index: usize,
+        /// The step.
+        service: String,
+        /// The field, under the step (`plan_id`, `parameters_from.<name>`).
+        field: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A bad retry policy field.
     #[error("service {service}: {error}")]
     InvalidRetry {
@@ -727,6 +826,8 @@ impl PlanProblem {
             PlanProblem::NotForKind { .. } => "not_for_kind",
             PlanProblem::InvalidEvent { .. } => "invalid_event",
             PlanProblem::InvalidMap { .. } => "invalid_map",
+            PlanProblem::TooManyRunSteps { .. } => "too_many_run_steps",
+            PlanProblem::InvalidChild { .. } => "invalid_child",
         }
     }
 
@@ -755,6 +856,8 @@ impl PlanProblem {
             PlanProblem::NotForKind { index, field, .. } => format!("services[{index}].{field}"),
             PlanProblem::InvalidEvent { index, .. } => format!("services[{index}].event"),
             PlanProblem::InvalidMap { index, field, .. } => format!("services[{index}].{field}"),
+            PlanProblem::TooManyRunSteps { .. } => "services".to_string(),
+            PlanProblem::InvalidChild { index, field, .. } => format!("services[{index}].{field}"),
         }
     }
 }
@@ -827,6 +930,10 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
             max_ms: MAX_RUN_DURATION_MS,
         });
     }
+    let run_steps = draft.services.iter().filter(|s| s.kind.as_deref() == Some(RUN_KIND)).count();
+    if run_steps > MAX_RUN_STEPS {
+        problems.push(PlanProblem::TooManyRunSteps { count: run_steps, max: MAX_RUN_STEPS });
+    }
     if draft.services.is_empty() {
         problems.push(PlanProblem::EmptyPlan);
     } else if draft.services.len() > MAX_STEPS {
@@ -876,8 +983,22 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                 .ok(),
             None => slugs[i].as_ref().map(WorkerKey::from_slug),
         };
+        let run = step.kind.as_deref() == Some(RUN_KIND);
+        if !run {
+            let given = [
+                ("plan_id", step.plan_id.is_some()),
+                ("parameters", step.parameters.is_some()),
+                ("parameters_from", step.parameters_from.is_some()),
+            ];
+            problems.extend(given.into_iter().filter(|(_, g)| *g).map(|(field, _)| PlanProblem::NotForKind {
+                index: i,
+                service: label.to_string(),
+                field,
+                why: "is for run steps only (kind: run)",
+            }));
+        }
         let wait = match step.kind.as_deref() {
-            None | Some(SERVICE_KIND) => {
+            None | Some(SERVICE_KIND) | Some(RUN_KIND) => {
                 let not = |field| PlanProblem::NotForKind {
                     index: i,
                     service: label.to_string(),
@@ -929,7 +1050,8 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                 false
             }
         };
-        let default_timeout = if wait && max_run > 0 { max_run } else { default_timeout };
+        let child = if run { child_of(i, label, step, &mut problems) } else { None };
+        let default_timeout = if (wait || run) && max_run > 0 { max_run } else { default_timeout };
         let timeout_ms = step.timeout_ms.unwrap_or(default_timeout);
         if timeout_ms == 0 {
             problems.push(PlanProblem::ZeroDuration { field: format!("services[{i}].timeout_ms") });
@@ -968,7 +1090,21 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
             _ => {}
         }
 
-        let map = if wait { None } else { map_spec(i, step, &mut problems) };
+        // Only a service step maps (a wait refuses `for_each` above); without `for_each`,
+        // `map_spec` refuses the map's other fields on any step.
+        let map = if step.for_each.is_some() && (wait || run) {
+            if run {
+                problems.push(PlanProblem::NotForKind {
+                    index: i,
+                    service: label.to_string(),
+                    field: "for_each",
+                    why: "is not for a run step: a map step calls a service per element",
+                });
+            }
+            None
+        } else {
+            map_spec(i, step, &mut problems)
+        };
 
         let mut depends_on = Vec::with_capacity(step.depends_on.len());
         let mut seen = BTreeSet::new();
@@ -1026,6 +1162,7 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                     matches: step.matches.clone().unwrap_or_default(),
                 }),
                 map,
+                child,
             });
         }
     }
@@ -1117,6 +1254,52 @@ fn map_spec(index: usize, step: &StepDraft, problems: &mut Vec<PlanProblem>) -> 
     }
     let (from, path) = parsed?;
     (problems.len() == before).then_some(MapSpec { from, path, max_items, max_parallel, min_completed })
+}
+
+/// A run step's child: its `plan_id` (required) and `parameters_from` (each source a step of
+/// its `depends_on`); a run step takes no `worker_key`, `action` or `heartbeat_timeout_ms`.
+/// Problems name the field; `None` when there are any.
+fn child_of(i: usize, label: &str, step: &StepDraft, problems: &mut Vec<PlanProblem>) -> Option<ChildSpec> {
+    let before = problems.len();
+    let given = [
+        ("worker_key", step.worker_key.is_some()),
+        ("action", step.action.is_some()),
+        ("heartbeat_timeout_ms", step.heartbeat_timeout_ms.is_some()),
+    ];
+    problems.extend(given.into_iter().filter(|(_, g)| *g).map(|(field, _)| PlanProblem::NotForKind {
+        index: i,
+        service: label.to_string(),
+        field,
+        why: "is not for a run step: it starts a child run, it calls no service",
+    }));
+    let invalid =
+        |field: String, why: String| PlanProblem::InvalidChild { index: i, service: label.to_string(), field, why };
+    let plan_id = match step.plan_id.as_deref() {
+        None => {
+            problems.push(invalid("plan_id".into(), "a run step needs the plan_id of its child run".into()));
+            None
+        }
+        Some(id) => PlanId::new(id).map_err(|e| problems.push(invalid("plan_id".into(), e.to_string()))).ok(),
+    };
+    let parameters_from = step.parameters_from.clone().unwrap_or_default();
+    for (name, source) in &parameters_from {
+        let field = format!("parameters_from.{name}");
+        let upstream = source.split_once('.').map_or(source.as_str(), |(step, _)| step);
+        if name.is_empty() || name.len() > 64 {
+            problems.push(invalid(field, "a parameter name is 1 to 64 characters".into()));
+        } else if !step.depends_on.iter().any(|d| d == upstream) {
+            problems.push(invalid(
+                field,
+                format!("{source:?} names step {upstream:?}, which is not in this step's depends_on"),
+            ));
+        } else if source.ends_with('.') || source.contains("..") {
+            problems.push(invalid(field, format!("{source:?} is not <step>.<dotted.path>")));
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(ChildSpec { plan_id: plan_id?, parameters: step.parameters.clone().unwrap_or_default(), parameters_from })
 }
 
 /// Cycles found by a depth-first search, one per back edge. Each cycle is a list of
@@ -1724,6 +1907,102 @@ mod tests {
             ..step("w", &["crawl"])
         };
         check(draft(vec![step("crawl", &[]), waiting]), &[("not_for_kind", "services[1].for_each")]);
+        let child = StepDraft {
+            kind: Some(RUN_KIND.into()),
+            plan_id: Some("quick-v1".into()),
+            for_each: Some("crawl".into()),
+            ..step("c", &["crawl"])
+        };
+        check(draft(vec![step("crawl", &[]), child]), &[("not_for_kind", "services[1].for_each")]);
+        let waiting_bounded = StepDraft {
+            kind: Some(WAIT_KIND.into()),
+            event: Some("e".into()),
+            max_parallel: Some(2),
+            ..step("w", &[])
+        };
+        check(draft(vec![waiting_bounded]), &[("not_for_kind", "services[0].max_parallel")]);
         check(draft(vec![step("a.b", &[])]), &[("invalid_id", "services[0].service")]);
+    }
+
+    #[test]
+    fn a_run_step_names_its_plan_takes_parameters_from_its_dependencies_and_round_trips() {
+        let run = |plan_id: Option<&str>| StepDraft {
+            kind: Some(RUN_KIND.into()),
+            plan_id: plan_id.map(Into::into),
+            depends_on: vec!["a".into()],
+            ..StepDraft::new("audit")
+        };
+        let from = |pairs: &[(&str, &str)]| Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let full = StepDraft {
+            parameters: serde_json::json!({"depth": 2}).as_object().cloned(),
+            parameters_from: from(&[("url", "a.page.url"), ("all", "a")]),
+            ..run(Some("deep-audit"))
+        };
+        let plan = validate(&draft(vec![step("a", &[]), full])).expect("valid");
+        let spec = plan.step("audit").expect("the run step");
+        let child = spec.child.as_ref().expect("a child");
+        assert_eq!((child.plan_id.as_str(), spec.timeout_ms, spec.is_wait()), ("deep-audit", 180_000, false));
+        assert!(plan.has_runs() && plan.unknown_workers(&[]).iter().all(|p| p.field() != "services[1].worker_key"));
+        let output = serde_json::json!({"page": {"url": "https://x.test"}});
+        let parameters = child.parameters_with(|s| (s == "a").then(|| output.clone()));
+        assert_eq!(
+            serde_json::Value::Object(parameters),
+            serde_json::json!({"depth": 2, "url": "https://x.test", "all": output})
+        );
+        let json = serde_json::to_value(&plan).expect("json");
+        assert_eq!(
+            (json["services"][1]["kind"].as_str(), json["services"][1]["plan_id"].as_str()),
+            (Some("run"), Some("deep-audit"))
+        );
+        assert!(json["services"][1].get("worker_key").is_none());
+        assert!(json["services"][0].get("kind").is_none() && json["services"][0].get("plan_id").is_none());
+        let back: Plan = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back, plan);
+
+        let problems = |steps: Vec<StepDraft>| -> Vec<(String, String)> {
+            validate(&draft(steps))
+                .err()
+                .map(|p| p.0.iter().map(|p| (p.code().to_string(), p.field())).collect())
+                .unwrap_or_default()
+        };
+        let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(c, f)| (c.to_string(), f.to_string())).collect()
+        };
+        assert_eq!(problems(vec![step("a", &[]), run(None)]), owned(&[("invalid_child", "services[1].plan_id")]));
+        assert_eq!(
+            problems(vec![step("a", &[]), run(Some("Bad Plan"))]),
+            owned(&[("invalid_child", "services[1].plan_id")])
+        );
+        let serviced = StepDraft {
+            worker_key: Some("w".into()),
+            action: Some("x".into()),
+            heartbeat_timeout_ms: Some(5),
+            event: Some("e".into()),
+            ..run(Some("p"))
+        };
+        assert_eq!(
+            problems(vec![step("a", &[]), serviced]),
+            owned(&[
+                ("not_for_kind", "services[1].event"),
+                ("not_for_kind", "services[1].worker_key"),
+                ("not_for_kind", "services[1].action"),
+                ("not_for_kind", "services[1].heartbeat_timeout_ms"),
+            ])
+        );
+        let undeclared = StepDraft { parameters_from: from(&[("url", "b.url")]), ..run(Some("p")) };
+        assert_eq!(
+            problems(vec![step("a", &[]), step("b", &[]), undeclared]),
+            owned(&[("invalid_child", "services[2].parameters_from.url")])
+        );
+        let service_with_plan =
+            StepDraft { plan_id: Some("p".into()), parameters: Some(Default::default()), ..step("s", &[]) };
+        assert_eq!(
+            problems(vec![service_with_plan]),
+            owned(&[("not_for_kind", "services[0].plan_id"), ("not_for_kind", "services[0].parameters")])
+        );
+        let many: Vec<StepDraft> = (0..=MAX_RUN_STEPS)
+            .map(|i| StepDraft { depends_on: Vec::new(), ..StepDraft { service: format!("r{i}"), ..run(Some("p")) } })
+            .collect();
+        assert_eq!(problems(many), owned(&[("too_many_run_steps", "services")]));
     }
 }

@@ -24,11 +24,23 @@ pub struct Quota {
     pub queued_executions: u32,
     /// The highest priority its executions may ask for.
     pub max_priority: Priority,
+    /// How deep child runs may nest: a run started by a `run` step is one deeper than its
+    /// parent; a start deeper than this is refused (default [`DEFAULT_MAX_CHILD_DEPTH`]).
+    pub max_child_depth: u32,
 }
+
+/// How deep child runs may nest by default.
+pub const DEFAULT_MAX_CHILD_DEPTH: u32 = 3;
 
 impl Default for Quota {
     fn default() -> Self {
-        Quota { active_runs: 10_000, custom_plans: 1_000, queued_executions: 1_000, max_priority: Priority::Critical }
+        Quota {
+            active_runs: 10_000,
+            custom_plans: 1_000,
+            queued_executions: 1_000,
+            max_priority: Priority::Critical,
+            max_child_depth: DEFAULT_MAX_CHILD_DEPTH,
+        }
     }
 }
 
@@ -40,6 +52,7 @@ struct QuotaDraft {
     custom_plans: Option<u32>,
     queued_executions: Option<u32>,
     max_priority: Option<Priority>,
+    max_child_depth: Option<u32>,
 }
 
 impl QuotaDraft {
@@ -49,6 +62,7 @@ impl QuotaDraft {
             custom_plans: self.custom_plans.unwrap_or(base.custom_plans),
             queued_executions: self.queued_executions.unwrap_or(base.queued_executions),
             max_priority: self.max_priority.unwrap_or(base.max_priority),
+            max_child_depth: self.max_child_depth.unwrap_or(base.max_child_depth),
         }
     }
 }
@@ -109,6 +123,14 @@ pub enum QuotaExceeded {
         /// The limit.
         limit: u32,
     },
+    /// A child run nested deeper than the client's limit.
+    #[error("quota max_child_depth: a child run at depth {depth} is deeper than this client's {limit}")]
+    ChildDepth {
+        /// The depth the child would have.
+        depth: u32,
+        /// The limit.
+        limit: u32,
+    },
     /// A priority above the client's.
     #[error("quota max_priority: priority {asked:?} is above this client's highest, {limit:?}")]
     Priority {
@@ -132,6 +154,7 @@ impl QuotaExceeded {
             QuotaExceeded::CustomPlans { .. } => "custom_plans",
             QuotaExceeded::QueuedExecutions { .. } => "queued_executions",
             QuotaExceeded::Priority { .. } => "max_priority",
+            QuotaExceeded::ChildDepth { .. } => "max_child_depth",
         }
     }
 }
@@ -149,6 +172,15 @@ impl Quota {
     pub fn allows_plan(&self, held: u64) -> Result<(), QuotaExceeded> {
         if held >= u64::from(self.custom_plans) {
             return Err(QuotaExceeded::CustomPlans { limit: self.custom_plans });
+        }
+        Ok(())
+    }
+
+    /// Whether a child run may start at `depth` (its parent's depth + 1; a run started by a
+    /// client is at depth 0).
+    pub fn allows_child_depth(&self, depth: u32) -> Result<(), QuotaExceeded> {
+        if depth > self.max_child_depth {
+            return Err(QuotaExceeded::ChildDepth { depth, limit: self.max_child_depth });
         }
         Ok(())
     }
@@ -196,5 +228,10 @@ mod tests {
         let priority = quota.allows_priority(Priority::Critical).unwrap_err();
         assert_eq!(priority.quota(), "max_priority");
         assert!(quota.allows_priority(Priority::Low).is_ok());
+        let depth = Quotas::parse(r#"{"acme": {"max_child_depth": 1}}"#).unwrap().of("acme");
+        assert_eq!((Quota::default().max_child_depth, depth.allows_child_depth(1)), (3, Ok(())));
+        let deep = depth.allows_child_depth(2).unwrap_err();
+        assert!(!deep.clears() && deep.quota() == "max_child_depth", "{deep}");
+        assert_eq!(deep.to_string(), "quota max_child_depth: a child run at depth 2 is deeper than this client's 1");
     }
 }

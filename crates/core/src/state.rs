@@ -520,6 +520,11 @@ pub fn apply(
         }
         // A late result of the previous attempt still counts while backing off.
         (Running | Retrying, StepEvent::Succeeded) => next.finish(Completed, now, None),
+        // A run step whose child run timed out times out (its child ran to its deadline; a
+        // retry would start the same work again).
+        (Running, StepEvent::Failed { error }) if spec.is_run() && error.kind == ErrorKind::Timeout => {
+            next.finish(Timeout, now, Some((error.kind, error.message)))
+        }
         (Running, StepEvent::Failed { error }) => end_attempt(&mut next, error, Failed, now, spec, rng),
         // A failure that must not be retried ends a step even while it backs off (e.g. its
         // task message was dead-lettered); a retryable one changes nothing.
@@ -602,6 +607,26 @@ mod tests {
             Err(_) => Err(()),
         };
         assert_eq!(got, expected, "{:?} + {event:?}", from.status);
+    }
+
+    #[test]
+    fn a_run_step_whose_child_timed_out_times_out_without_a_retry() {
+        let child = crate::plan::ChildSpec {
+            plan_id: "deep".parse().unwrap(),
+            parameters: Default::default(),
+            parameters_from: Default::default(),
+        };
+        let run = StepSpec { child: Some(child), ..spec() };
+        let timed_out = StepError::new(ErrorKind::Timeout, "child run r1 ended timeout");
+        let apply_to = |spec: &StepSpec| {
+            let event = StepEvent::Failed { error: timed_out.clone() };
+            match apply(&record(StepStatus::Running, 1), event, Millis::new(100), spec, &mut SplitMix64::new(7)) {
+                Ok(StepOutcome::Applied(next)) => next.status,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(apply_to(&run), StepStatus::Timeout);
+        assert_eq!(apply_to(&spec()), StepStatus::Retrying, "a service's reported timeout is retried as before");
     }
 
     #[test]

@@ -343,7 +343,8 @@ function drawRun(run, events, onAction) {
       ["Partial", run.partial === null || run.partial === undefined ? "—" : String(run.partial)],
       ["Trace", run.trace_id ? h("span", { class: "mono", id: "run-trace" }, run.trace_id) : "—"],
       ["Cost", run.cost ? h("span", { id: "run-cost", title: "What the platform bills for the work Baton did for this run, at COST_PRICES" }, runCost(run.cost)) : "—"],
-    ].concat(s.error ? [["Error", h("span", { class: "error" }, s.error)]] : []))),
+    ].concat(run.parent ? [["Parent", h("span", { id: "run-parent" }, link(`/ui/runs/${encodeURIComponent(run.parent.run_id)}`, h("span", { class: "mono" }, run.parent.run_id)), ` · step ${run.parent.step}`)]] : [])
+      .concat(s.error ? [["Error", h("span", { class: "error" }, s.error)]] : []))),
     run.status === "paused" ? h("div", { class: "notice", id: "run-paused" },
       "Paused: nothing new is dispatched until the run is resumed. Attempts in flight finish and are recorded; the deadline keeps running.") : null,
     runActions(run, onAction),
@@ -429,6 +430,7 @@ function attemptText(a) {
 function stepTitle(step) {
   const lines = [`${step.service}: ${step.status}`, `attempts: ${step.attempts}`];
   if (step.waits_for) lines.push(`waits for event ${step.waits_for}`);
+  if (step.child_run_id) lines.push(`child run ${step.child_run_id}`);
   if (step.duration_ms !== null && step.duration_ms !== undefined) lines.push(`duration: ${fmtMs(step.duration_ms)}`);
   if (step.error) lines.push(`error: ${step.error}`);
   if ((step.skipped_because || []).length) lines.push(`skipped because ${step.skipped_because.join(", ")} did not complete`);
@@ -464,7 +466,9 @@ function stepsTable(steps) {
       h("td", {}, h("span", { class: "mono" }, step.service), (step.depends_on || []).length ? h("div", { class: "muted" }, `after ${step.depends_on.join(", ")}`) : null,
         step.for_each ? mapLine(step) : null,
         step.waits_for ? h("div", { class: step.status === "running" ? "live waiting" : "muted", "data-waits-for": step.waits_for },
-          step.status === "running" ? `waiting for event ${step.waits_for} (until ${fmtTime(step.deadline_at)})` : `waits for event ${step.waits_for}`) : null),
+          step.status === "running" ? `waiting for event ${step.waits_for} (until ${fmtTime(step.deadline_at)})` : `waits for event ${step.waits_for}`) : null,
+        step.child_run_id ? h("div", { class: "muted", "data-child-run": step.child_run_id }, "child run ",
+          link(`/ui/runs/${encodeURIComponent(step.child_run_id)}`, h("span", { class: "mono" }, step.child_run_id))) : null),
       h("td", { class: "num" }, step.wave), h("td", {}, badge(step.status)),
       h("td", {}, attempts.length ? h("ol", { class: "attempts" }, attempts) : h("span", { class: "muted" }, String(step.attempts || 0))),
       h("td", { class: "num" }, fmtMs(step.duration_ms)),

@@ -25,7 +25,8 @@ pub struct Behaviour {
     pub rate_limit: u32,
     /// Every attempt fails with 400 and this message (permanent); `true` uses the default message.
     pub fail_permanent: Option<Value>,
-    /// Record when each call of process started and ended (KV `sample:call:{execution}:{service}:{attempt}`).
+    /// Record when each call of process started and ended, and the upstream outputs it was
+    /// given (KV `sample:call:{execution}:{service}:{attempt}`).
     pub record_calls: bool,
     /// Attempts up to this number fail with 400 (permanent), later ones succeed.
     pub fail_permanent_until: u32,

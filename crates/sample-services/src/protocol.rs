@@ -245,7 +245,8 @@ pub async fn process(req: Request, env: Env, ctx: Context, service: &str) -> wor
     }
     if behaviour.record_calls {
         let key = format!("sample:call:{}:{service}:{}", stage.execution_id, stage.attempt);
-        let call = json!({ "start": began, "end": js_now(), "traceparent": traceparent });
+        let call =
+            json!({ "start": began, "end": js_now(), "traceparent": traceparent, "upstream": input["upstream"] });
         if let Err(e) = put_kv(&env, &key, &call).await {
             return error(503, "temporarily_unavailable", &e);
         }

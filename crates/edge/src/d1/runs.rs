@@ -74,6 +74,18 @@ pub struct RunRow {
     pub usage_r2_reads: i64,
     #[serde(default)]
     pub usage_r2_writes: i64,
+    /// The run whose `run` step started this one (a child run), if any.
+    #[serde(default)]
+    pub parent_run_id: Option<String>,
+    /// The parent's step that started it.
+    #[serde(default)]
+    pub parent_step: Option<String>,
+    /// The parent step's attempt that started it.
+    #[serde(default)]
+    pub parent_attempt: Option<i64>,
+    /// 0 for a run a client started; a child's is its parent's + 1.
+    #[serde(default)]
+    pub depth: i64,
 }
 
 impl RunRow {
@@ -103,14 +115,15 @@ impl RunRow {
 const COLUMNS: &str = "run_id, kind, client_id, website_id, domain, plan_id, plan_name, plan_json, parameters, \
     idempotency_key, status, priority, created_at, started_at, deadline_at, due_at, claimed_at, completed_at, \
     partial, missing, diagnosis_event_id, synthesis_error, error, version, events_service, acted_by, retries, \
-    traceparent, tracestate";
+    traceparent, tracestate, parent_run_id, parent_step, parent_attempt, depth";
 
 /// [`COLUMNS`] and the units the run used: what a read selects (a new run has none yet).
 const SELECTED: &str = "run_id, kind, client_id, website_id, domain, plan_id, plan_name, plan_json, parameters, \
     idempotency_key, status, priority, created_at, started_at, deadline_at, due_at, claimed_at, completed_at, \
     partial, missing, diagnosis_event_id, synthesis_error, error, version, events_service, acted_by, retries, \
     traceparent, tracestate, usage_d1_round_trips, usage_d1_statements, usage_d1_rows_read, usage_d1_rows_written, \
-    usage_kv_reads, usage_kv_writes, usage_queue_messages, usage_subrequests, usage_r2_reads, usage_r2_writes";
+    usage_kv_reads, usage_kv_writes, usage_queue_messages, usage_subrequests, usage_r2_reads, usage_r2_writes, \
+    parent_run_id, parent_step, parent_attempt, depth";
 
 /// Adds `usage` to run `run_id`'s units, and to `/metrics`' totals by its client and plan. A run
 /// no longer in D1 (archived, deleted) takes nothing.
@@ -152,7 +165,7 @@ pub fn insert(db: &Db, r: &RunRow) -> Result<Stmt> {
     db.stmt(
         &format!(
             "INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-             ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)"
+             ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)"
         ),
         &[
             Arg::from(&r.run_id),
@@ -184,6 +197,10 @@ pub fn insert(db: &Db, r: &RunRow) -> Result<Stmt> {
             Arg::Int(r.retries),
             Arg::from(r.traceparent.clone()),
             Arg::from(r.tracestate.clone()),
+            Arg::from(r.parent_run_id.clone()),
+            Arg::from(r.parent_step.clone()),
+            Arg::from(r.parent_attempt),
+            Arg::Int(r.depth),
         ],
     )
 }
@@ -200,6 +217,31 @@ pub async fn by_idempotency_key(db: &Db, client_id: &str, kind: RunKind, key: &s
         &[Arg::from(client_id), Arg::from(kind.as_str()), Arg::from(key)],
     )
     .await
+}
+
+/// A child of `parent_run_id`: its id, the step and attempt that started it, its status.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChildRow {
+    pub run_id: String,
+    pub parent_step: String,
+    pub parent_attempt: i64,
+    pub status: RunStatus,
+}
+
+/// The children of a run (through `idx_runs_parent`), newest first, at most `limit`; `open`:
+/// only those not yet ended.
+pub async fn children(db: &Db, parent_run_id: &str, open: bool, limit: u32) -> Result<Vec<ChildRow>> {
+    let filter = if open { format!(" AND status IN ({})", status_list(OPEN)) } else { String::new() };
+    let (rows, _) = db
+        .all(
+            &format!(
+                "SELECT run_id, parent_step, parent_attempt, status FROM runs WHERE parent_run_id = ?1{filter} \
+                 ORDER BY created_at DESC LIMIT ?2"
+            ),
+            &[Arg::from(parent_run_id), Arg::from(limit)],
+        )
+        .await?;
+    Ok(rows)
 }
 
 /// Runs whose `due_at` has passed, earliest first: the poller's only way into `runs`

@@ -261,6 +261,7 @@ async fn start(engine: &Engine<'_>, row: &ExecutionRow) -> Result<()> {
                     .traceparent
                     .as_deref()
                     .and_then(|tp| baton_core::trace::parse(tp, row.tracestate.as_deref()).ok()),
+                parent: None,
             })
             .await?;
     }

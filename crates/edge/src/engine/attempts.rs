@@ -23,6 +23,7 @@ use futures_util::lock::Mutex;
 use serde_json::{json, Map, Value};
 
 use super::apply::Reported;
+use super::children::ChildStart;
 use super::claim::{seconds_until, AttemptClaim};
 use super::rows::record_of;
 use super::run::{AdvanceReport, Dispatch, Engine, Loaded, Report};
@@ -347,6 +348,18 @@ async fn run_claimed(engine: &Engine<'_>, cell: &RunCell<'_>, service: &str, att
     let call_until = cell.until.map_or(expires_at, |until| until.min(expires_at));
     if call_until <= engine.now() {
         return Ok(Disposition::Requeue(0));
+    }
+    if let Some(child) = &spec.child {
+        // A run step: its child run is its service (see `engine::children`).
+        let report = match engine.start_child(&copy, service, attempt, child).await {
+            Ok(ChildStart::Running) => {
+                engine.accepted(&cell.copy(), service, spec.worker_key.as_str(), attempt, None).await?;
+                return Ok(Disposition::Ack);
+            }
+            Ok(ChildStart::Report(report)) => report,
+            Err(e) => Report::Failed(baton_core::state::StepError::transient(format!("child run not started: {e}"))),
+        };
+        return settle(engine, cell, service, attempt, Some(report)).await;
     }
     if !engine.take_slot(&copy, service, attempt, expires_at).await? {
         return Ok(Disposition::Requeue(SLOT_WAIT_SECONDS));

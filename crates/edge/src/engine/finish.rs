@@ -66,6 +66,8 @@ impl Engine<'_> {
             self.queue_deliveries(&ended.run.run_id, deliveries).await;
         };
         crate::concurrency::join(mirrors, crate::otlp::export(self.env(), &self.db, ended)).await;
+        // A child reports to its parent's step; a parent cancels its open children.
+        Box::pin(self.after_ending_in_family(ended)).await;
         if ended.run.kind == RunKind::Pipeline {
             if let Err(e) = Box::pin(super::admission::admit_queued(self, 10)).await {
                 worker::console_warn!("admission after run {} ended: {e}", ended.run.run_id);

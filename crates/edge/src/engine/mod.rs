@@ -16,6 +16,7 @@ mod archive;
 pub mod attempts;
 mod bulk;
 mod cancel;
+mod children;
 mod claim;
 mod due;
 mod events;
@@ -52,7 +53,7 @@ pub use run::{
     snapshot_of, summary_of, AdvanceReport, Dispatch, Engine, FanInClaim, Loaded, RecordOutcome, Report, RETRY_GRACE_MS,
 };
 pub use schedules::{new_schedule_id, timing_of, ScheduleCounts, ScheduleFields, ScheduleView, Schedules};
-pub use start::{NewRun, Started};
+pub use start::{NewRun, ParentLink, Started};
 pub use timers::TimerOutcome;
 pub use views::{blocked_by, depends_on, Attempt};
 pub use wait::DRIVE_PATH;

@@ -73,6 +73,7 @@ impl Engine<'_> {
             priority: loaded.run.priority,
             acted_by,
             trace: None,
+            parent: None,
         };
         self.start_run(new).await
     }

@@ -182,6 +182,7 @@ impl Schedules<'_> {
             priority: 1,
             acted_by: None,
             trace: None,
+            parent: None,
         };
         self.engine.start_run(new).await.map(|_| ())
     }

@@ -45,6 +45,21 @@ pub struct NewRun {
     pub acted_by: Option<String>,
     /// The caller's trace, which the run joins (`None`: a trace of its own).
     pub trace: Option<baton_core::trace::Parent>,
+    /// The run step that starts it, for a child run (`None`: a client started it).
+    pub parent: Option<ParentLink>,
+}
+
+/// Where a child run comes from: its parent's run, step and attempt, and its depth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentLink {
+    /// The parent run.
+    pub run_id: String,
+    /// The parent's `run` step.
+    pub step: String,
+    /// That step's attempt.
+    pub attempt: u32,
+    /// The child's depth: the parent's + 1.
+    pub depth: u32,
 }
 
 /// The run that a start request resolved to.
@@ -128,6 +143,10 @@ impl Engine<'_> {
             usage_subrequests: 0,
             usage_r2_reads: 0,
             usage_r2_writes: 0,
+            parent_run_id: new.parent.as_ref().map(|p| p.run_id.clone()),
+            parent_step: new.parent.as_ref().map(|p| p.step.clone()),
+            parent_attempt: new.parent.as_ref().map(|p| i64::from(p.attempt)),
+            depth: new.parent.as_ref().map_or(0, |p| i64::from(p.depth)),
         };
         crate::log::note_trace(&run.trace());
         let pending_rows: Vec<StepRow> = plan

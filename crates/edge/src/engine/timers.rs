@@ -277,8 +277,13 @@ impl Engine<'_> {
         let run_id = loaded.run.run_id.as_str();
         let trace = loaded.run.trace();
         let trace = &trace;
+        // A run step's "service" is its child run: cancel it.
+        let children = cancelled.iter().filter(|(service, _)| loaded.plan.step(service).is_some_and(|s| s.is_run()));
+        for (service, attempt) in children {
+            self.cancel_child_of(loaded, service, *attempt).await;
+        }
         let calls = cancelled.iter().filter_map(|(service, attempt)| {
-            let spec = loaded.plan.step(service)?;
+            let spec = loaded.plan.step(service).filter(|s| !s.is_run())?;
             let worker = spec.worker_key.as_str().to_string();
             let body = json!({ "executionId": run_id, "stageId": format!("{run_id}:{service}"), "attempt": attempt });
             Some(async move {

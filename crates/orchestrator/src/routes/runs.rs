@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use baton_api::runs::{Attempt, RunCost, RunDetail, RunEvents, RunStarted, RunWaited, StartRun, StepResult};
+use baton_api::runs::{Attempt, ParentRun, RunCost, RunDetail, RunEvents, RunStarted, RunWaited, StartRun, StepResult};
 use baton_api::{Instant, Success};
 use baton_core::delegation::Acting;
 use baton_core::ids::RunId;
@@ -92,6 +92,7 @@ fn new_run(
         idempotency_key: request.idempotency_key,
         priority: 1,
         trace: None,
+        parent: None,
     })
 }
 
@@ -241,7 +242,13 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
     let record = engine.run_record(kept).await?;
     let loaded = &record.loaded;
     let summary = summary_of(loaded)?;
-    let service_results = step_views(loaded, record.attempts.clone());
+    let mut service_results = step_views(loaded, record.attempts.clone());
+    if loaded.plan.has_runs() {
+        let children = engine.children_of(run_id).await?;
+        for step in service_results.iter_mut() {
+            step.child_run_id = children.get(&step.service).cloned();
+        }
+    }
     let fire = engine.schedules().fire_of(run_id).await?;
     let detail = RunDetail {
         success: Success,
@@ -264,6 +271,12 @@ pub async fn get(req: Request, env: &Env, run_id: &str) -> Result<Response> {
         schedule_slot: Instant::of(fire.as_ref().map(|f| f.slot)),
         archived: record.archived,
         cost: RunCost::of(&loaded.run.usage(), &baton_edge::settings::cost_prices(env).unwrap_or_default()),
+        parent: loaded
+            .run
+            .parent_run_id
+            .clone()
+            .zip(loaded.run.parent_step.clone())
+            .map(|(run_id, step)| ParentRun { run_id, step }),
     };
     http::json(200, &detail)
 }
@@ -322,6 +335,7 @@ fn step_views(loaded: &Loaded, mut history: BTreeMap<String, Vec<baton_edge::eng
             attempt_history: history.remove(&s.service).unwrap_or_default().into_iter().map(attempt).collect(),
             waits_for: loaded.plan.step(&s.service).and_then(|spec| spec.wait.as_ref()).map(|w| w.event.clone()),
             for_each: loaded.plan.step(&s.service).and_then(|spec| spec.map.as_ref()).map(|m| m.for_each()),
+            child_run_id: None,
             items: Vec::new(),
         };
         match map::item_of(&s.service) {

@@ -536,6 +536,10 @@ mod tests {
             usage_subrequests: 0,
             usage_r2_reads: 0,
             usage_r2_writes: 0,
+            parent_run_id: None,
+            parent_step: None,
+            parent_attempt: None,
+            depth: 0,
         };
         let row = |service: &str, position: i64, status: StepStatus, attempts: i64| StepRow {
             run_id: "run_1800000000000_0123456789abcdef".into(),
