@@ -21,6 +21,7 @@ mod openapi;
 mod otlp;
 mod pause;
 mod poller;
+mod readme_example;
 mod resilience;
 mod runs;
 mod schedules;
