@@ -150,7 +150,9 @@ pub fn leaving_totals(run: &Leaving<'_>) -> Vec<Total> {
         add("steps", status.as_str(), 1);
         add("attempts", "", *attempts as i64);
         if *attempts > 1 {
-            add("retries", service, *attempts as i64 - 1);
+            // A map step's items count under their step: one series per step, not per item.
+            let step = crate::map::item_of(service).map_or(*service, |(step, _)| step);
+            add("retries", step, *attempts as i64 - 1);
         }
     }
     let mut observe = |metric: &str, bounds: &[f64], ms: u64| {
@@ -672,6 +674,27 @@ mod tests {
             lines_of(&text, "orchestrator_run_execution_seconds_count"),
             ["orchestrator_run_execution_seconds_count 3"]
         );
+    }
+
+    #[test]
+    fn the_retries_of_a_map_steps_items_count_under_the_step() {
+        use crate::state::{RunStatus, StepStatus};
+        let steps = [
+            ("crawl", StepStatus::Completed, 2, Some(10)),
+            ("audit.0", StepStatus::Completed, 2, Some(20)),
+            ("audit.1", StepStatus::Failed, 3, Some(30)),
+        ];
+        let totals = leaving_totals(&Leaving {
+            status: RunStatus::Completed,
+            started_at: 0,
+            completed_at: Some(40),
+            claimed_at: Some(35),
+            steps: &steps,
+            attempts: &[],
+        });
+        let retries: Vec<(&str, i64)> =
+            totals.iter().filter(|(m, ..)| m == "retries").map(|(_, label, v)| (label.as_str(), *v)).collect();
+        assert_eq!(retries, [("audit", 3), ("crawl", 1)]);
     }
 
     #[test]

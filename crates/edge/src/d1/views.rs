@@ -169,8 +169,10 @@ pub async fn aggregates(
         )?,
         db.stmt(
             &format!(
-                "SELECT s.service, SUM(s.attempts - 1) AS n FROM ({live}) r JOIN steps s ON s.run_id = r.run_id \
-                 WHERE s.attempts > 1 GROUP BY s.service ORDER BY s.service"
+                // A map step's items (`audit.3`) count under their step: one series per step.
+                "SELECT CASE WHEN instr(s.service, '.') > 0 THEN substr(s.service, 1, instr(s.service, '.') - 1) \
+                 ELSE s.service END AS service, SUM(s.attempts - 1) AS n FROM ({live}) r \
+                 JOIN steps s ON s.run_id = r.run_id WHERE s.attempts > 1 GROUP BY 1 ORDER BY 1"
             ),
             &[],
         )?,
