@@ -204,7 +204,7 @@ for (const p of problems) console.error(`  ${file}: ${p}`);
 if (problems.length) process.exit(1);
 const pick = (names) => Object.fromEntries(names.filter((n) => secrets[n]).map((n) => [n, secrets[n]]));
 const of = {
-  orchestrator: ["API_TOKENS", "API_DELEGATIONS", "ADMIN_TOKEN", "WORKER_SECRET", "INTERNAL_KEY", "SERVICE_KEYS", "LLM_API_KEY"],
+  orchestrator: ["API_TOKENS", "API_DELEGATIONS", "ADMIN_TOKEN", "WORKER_SECRET", "INTERNAL_KEY", "SERVICE_KEYS", "EVENT_KEYS", "LLM_API_KEY"],
   poller: ["ADMIN_TOKEN", "WORKER_SECRET", "SERVICE_KEYS"],
   consumer: ["ADMIN_TOKEN", "WORKER_SECRET", "INTERNAL_KEY", "SERVICE_KEYS", "LLM_API_KEY"],
   "sample-services": ["ADMIN_TOKEN", "WORKER_SECRET", "SERVICE_KEYS"],

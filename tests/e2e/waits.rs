@@ -190,3 +190,57 @@ fn events_racing_their_waits_start_are_taken_exactly_once() {
         assert_eq!((&dependent["status"], &dependent["attempts"]), (&json!("completed"), &json!(1)), "{dependent}");
     }
 }
+
+/// `headers` of an event delivery signed with `key` at `at_ms` (no API token).
+fn signed_event(key: &str, run_id: &str, name: &str, body: &[u8], at_ms: u64) -> Vec<(&'static str, String)> {
+    use baton_core::signature::{headers, Purpose, Signed};
+    let path = format!("/api/orchestration/runs/{run_id}/events/{name}");
+    let request = Signed { purpose: Purpose::Event, method: "POST", path: &path, attempt: None, body, trace: None };
+    let mut out = headers(key, &request, baton_core::time::Millis::new(at_ms));
+    out.push(("Content-Type", "application/json".to_string()));
+    out
+}
+
+#[test]
+fn a_sender_without_a_token_delivers_an_event_signed_with_a_key_of_the_runs_client() {
+    let stack = shared_stack();
+    let plan_id = unique("wait-signed");
+    approval_plan(stack, &plan_id, 30_000);
+    let run_id = start(stack, &plan_id, 0);
+    poll_until("the wait to start", Duration::from_secs(20), || {
+        (step(&run_body(stack, &run_id), "approve")["status"] == "running").then_some(())
+    });
+    let path = format!("/api/orchestration/runs/{run_id}/events/approval");
+    let send = |headers: &[(&'static str, String)], body: &[u8]| {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = stack.send("POST", &path, &headers, Some(body));
+        (r.status, r.text())
+    };
+    let body = br#"{"approved": true, "by": "approval-tool"}"#;
+    let now = baton_e2e::now_ms();
+
+    // Refused, keeping nothing: another client's key, a body other than the one signed, a
+    // signature for another event, and no signature and no token at all.
+    let (status, text) = send(&signed_event("dev-event-key-bob", &run_id, "approval", body, now), body);
+    assert_eq!(status, 401, "{text}");
+    let signed = signed_event("dev-event-key-alice", &run_id, "approval", body, now);
+    let (status, text) = send(&signed, br#"{"approved": true, "by": "someone else"}"#);
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = send(&signed_event("dev-event-key-alice", &run_id, "other", body, now), body);
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = send(&[("Content-Type", "application/json".to_string())], body);
+    assert_eq!(status, 401, "{text}");
+    let (rows, _) = stack.sql("SELECT COUNT(*) AS n FROM run_inbox WHERE run_id = ?1", &[json!(run_id)]);
+    assert_eq!(rows[0]["n"], 0, "nothing refused is kept");
+
+    let (status, text) = send(&signed, body);
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    assert_eq!(answer["status"], "delivered", "{answer}");
+    let (status, again) = send(&signed, body);
+    assert_eq!(status, 200, "{again}");
+    assert!(again.contains("already_delivered"), "a replay within the window is a second delivery: {again}");
+    let ended = wait_terminal_within(stack, &run_id, Duration::from_secs(30));
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(step(&ended, "approve")["output"], json!({"approved": true, "by": "approval-tool"}));
+}

@@ -56,6 +56,9 @@ pub enum Purpose {
     Call,
     /// The orchestrator hands a run over to the consumer.
     HandOver,
+    /// A sender without an API token delivers an event to a run's wait step
+    /// (`POST /api/orchestration/runs/:run/events/:name`), with a key of the run's client.
+    Event,
 }
 
 impl Purpose {
@@ -65,6 +68,7 @@ impl Purpose {
             Purpose::Result => "result",
             Purpose::Call => "call",
             Purpose::HandOver => "hand-over",
+            Purpose::Event => "event",
         }
     }
 
@@ -137,9 +141,24 @@ pub enum SignatureError {
 /// Reads `SERVICE_KEYS`: a JSON object of worker key → key, or → a list of keys (the first
 /// signs; all are accepted, for a rotation without downtime).
 pub fn parse_service_keys(text: &str) -> Result<std::collections::BTreeMap<String, Vec<String>>, String> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("SERVICE_KEYS is not JSON: {e}"))?;
+    parse_keys("SERVICE_KEYS", "worker key", text)
+}
+
+/// Reads `EVENT_KEYS`: a JSON object of client id → key, or → a list of keys, with which a
+/// sender without an API token signs an event for that client's runs.
+pub fn parse_event_keys(text: &str) -> Result<std::collections::BTreeMap<String, Vec<String>>, String> {
+    parse_keys("EVENT_KEYS", "client id", text)
+}
+
+/// Reads `variable`, a JSON object of `whose` → key or [keys] (none empty).
+fn parse_keys(
+    variable: &str,
+    whose: &str,
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("{variable} is not JSON: {e}"))?;
     let serde_json::Value::Object(entries) = value else {
-        return Err("SERVICE_KEYS must be a JSON object of worker key → key or [keys]".into());
+        return Err(format!("{variable} must be a JSON object of {whose} → key or [keys]"));
     };
     let mut keys = std::collections::BTreeMap::new();
     for (worker, entry) in entries {
@@ -149,7 +168,7 @@ pub fn parse_service_keys(text: &str) -> Result<std::collections::BTreeMap<Strin
             _ => Vec::new(),
         };
         if list.is_empty() || list.iter().any(|k| k.trim().is_empty()) {
-            return Err(format!("SERVICE_KEYS.{worker} must be a non-empty key or a list of non-empty keys"));
+            return Err(format!("{variable}.{worker} must be a non-empty key or a list of non-empty keys"));
         }
         keys.insert(worker, list);
     }
@@ -440,6 +459,16 @@ mod tests {
             "SERVICE_KEYS.x must be a non-empty key or a list of non-empty keys"
         );
         assert!(parse_service_keys("nope").unwrap_err().starts_with("SERVICE_KEYS is not JSON"));
+        let events = parse_event_keys(r#"{"acme": ["new", "old"]}"#).unwrap();
+        assert_eq!(events["acme"], vec!["new", "old"]);
+        assert_eq!(
+            parse_event_keys("[]").unwrap_err(),
+            "EVENT_KEYS must be a JSON object of client id → key or [keys]"
+        );
+        assert_eq!(
+            parse_event_keys(r#"{"acme": [""]}"#).unwrap_err(),
+            "EVENT_KEYS.acme must be a non-empty key or a list of non-empty keys"
+        );
     }
 
     fn check_sha(input: &[u8], expected: &str) {

@@ -26,6 +26,10 @@ pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
 pub const WORKER_SECRET: &str = "WORKER_SECRET";
 /// Secret: a JSON object of worker key → key (or [key, previous key]): each service's HMAC key.
 pub const SERVICE_KEYS: &str = "SERVICE_KEYS";
+/// Secret (optional): the keys with which a sender without an API token (a third party's
+/// webhook, an approval tool) signs an event for a client's runs: a JSON object of client id →
+/// key or [keys] (the first is the current one; all are accepted).
+pub const EVENT_KEYS: &str = "EVENT_KEYS";
 /// Secret: the HMAC key of calls between Baton's own workers (`key` or `key,previous key`).
 pub const INTERNAL_KEY: &str = "INTERNAL_KEY";
 /// Per-service concurrency caps: a JSON object of worker key → most attempts in flight.
@@ -130,6 +134,19 @@ pub fn service_keys(env: &Env, worker: &str) -> Vec<String> {
         None => BTreeMap::new(),
     };
     keys.remove(worker).unwrap_or_else(|| worker_secret(env).into_iter().collect())
+}
+
+/// The keys that sign events for `client`'s runs ([`EVENT_KEYS`]); none when unset or when
+/// it does not name the client (a malformed value is logged, and signs nothing).
+pub fn event_keys(env: &Env, client: &str) -> Vec<String> {
+    let Some(text) = secret_or_var(env, EVENT_KEYS).filter(|t| !t.trim().is_empty()) else { return Vec::new() };
+    match baton_core::signature::parse_event_keys(&text) {
+        Ok(mut keys) => keys.remove(client).unwrap_or_default(),
+        Err(e) => {
+            worker::console_error!("{e}; no signed event is accepted");
+            Vec::new()
+        }
+    }
 }
 
 /// The worker keys [`SERVICE_KEYS`] names.

@@ -1,5 +1,7 @@
 //! `POST /api/orchestration/runs/:run_id/events/:name`: an event for a run's wait step, from
-//! the run's client (another client's run is 404). The body is the payload (any JSON; empty:
+//! the run's client (another client's run is 404), or from a sender without an API token that
+//! signs it with one of the client's `EVENT_KEYS` (`X-Baton-Timestamp`, `X-Baton-Signature`,
+//! purpose `event`, over this path and the body). The body is the payload (any JSON; empty:
 //! `null`). Refused, keeping nothing, when the name is malformed (400 `invalid_event`), no wait
 //! step of the plan waits for it (404), the payload does not hold the wait's `match` (409,
 //! naming the field) or is too large (413), or the run has ended (409). A second delivery of
@@ -8,8 +10,9 @@
 use baton_api::runs::EventDelivered;
 use baton_api::Success;
 use baton_core::signal::{self, EventRefused, MAX_PAYLOAD_BYTES};
+use baton_core::signature::{self, Purpose};
 use baton_edge::engine::Engine;
-use baton_edge::{auth, http, Error, Result};
+use baton_edge::{auth, http, settings, Error, Result};
 use serde_json::Value;
 use worker::{Env, Request, Response};
 
@@ -17,7 +20,8 @@ use super::runs::visible_run;
 
 /// `POST /api/orchestration/runs/:run_id/events/:name`
 pub async fn deliver(mut req: Request, env: &Env, run_id: &str, name: &str) -> Result<Response> {
-    let caller = auth::caller(&req, env)?;
+    let signed = http::bearer_token(&req).is_none() && req.headers().has(signature::SIGNATURE_HEADER).unwrap_or(false);
+    let caller = if signed { None } else { Some(auth::caller(&req, env)?) };
     let body = http::read_body(&mut req).await?;
     let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
@@ -26,7 +30,17 @@ pub async fn deliver(mut req: Request, env: &Env, run_id: &str, name: &str) -> R
             .map_err(|e| Error::bad_request("invalid_json", "body", format!("the payload is not JSON: {e}")))?
     };
     let engine = Engine::for_id(env, run_id).await?;
-    let loaded = visible_run(&engine, run_id, &caller).await?;
+    let loaded = match &caller {
+        Some(caller) => visible_run(&engine, run_id, caller).await?,
+        None => {
+            // The run is read first: its client's keys check the signature (a miss is the same
+            // 404 for anyone).
+            let loaded = engine.load(run_id).await?.ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?;
+            let keys = settings::event_keys(env, &loaded.run.client_id);
+            auth::verify_request(&req, &keys, Purpose::Event, &body, "signed event")?;
+            loaded
+        }
+    };
     let step = signal::accept(&loaded.plan, loaded.status()?, name, &payload)
         .map_err(|refused| refusal(run_id, refused))?
         .service
