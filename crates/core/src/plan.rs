@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::ids::{IdError, PlanId, ServiceSlug, WorkerKey};
 use crate::map::{self, MapSpec};
 use crate::retry::{RetryPolicy, RetryPolicyError};
+use crate::state::{ErrorKind, RunStatus, StepError};
 use crate::time::MINUTE_MS;
 
 /// At most this many steps per plan.
@@ -95,6 +96,24 @@ pub struct ChildSpec {
 }
 
 impl ChildSpec {
+    /// How a child run that ended with `status` ends its run step's attempt: `None` when it
+    /// completed (its outcome is the step's output), else the failure the step records — a
+    /// timeout for a child that timed out (the step ends `timeout`, not retried: the child ran
+    /// to its deadline), a permanent failure for one that failed or was cancelled. `error`:
+    /// the child's own error, if it has one. `None` too for a child that has not ended.
+    pub fn failure_of(status: RunStatus, run_id: &str, error: Option<&str>) -> Option<StepError> {
+        let why = error.map(|e| format!(": {e}")).unwrap_or_default();
+        match status {
+            RunStatus::Timeout => {
+                Some(StepError::new(ErrorKind::Timeout, format!("child run {run_id} timed out{why}")))
+            }
+            RunStatus::Failed | RunStatus::Cancelled => {
+                Some(StepError::permanent(format!("child run {run_id} ended {status}{why}")))
+            }
+            _ => None,
+        }
+    }
+
     /// The child's parameters: the static ones, then each `parameters_from` value looked up in
     /// `output_of(step)` (a missing step output or path gives `null`).
     pub fn parameters_with(

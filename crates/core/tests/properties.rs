@@ -993,3 +993,82 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A run step's child, ending any way, ends the step's attempt once and for good: a
+    /// completed child completes it (its dependent runs), a timed-out child times it out, a
+    /// failed or cancelled one fails it — never retried, whatever the step's retry policy —
+    /// and a child of an earlier attempt changes nothing.
+    #[test]
+    fn a_child_runs_ending_ends_its_run_step_once_and_is_never_retried(
+        child in prop::sample::select(vec![RunStatus::Completed, RunStatus::Failed, RunStatus::Timeout, RunStatus::Cancelled]),
+        max_attempts in 1u32..5,
+        attempt in 1u32..4,
+        stale in any::<bool>(),
+    ) {
+        use baton_core::lifecycle::{self, Event, Observer, Report, Rules, RunState};
+        use baton_core::plan::ChildSpec;
+        let step = |service: &str, deps: &[&str]| StepDraft {
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..StepDraft::new(service)
+        };
+        let run_step = StepDraft {
+            kind: Some("run".into()),
+            plan_id: Some("quick-v1".into()),
+            retry: Some(RetryPolicy { max_attempts, ..RetryPolicy::default() }),
+            ..step("r", &[])
+        };
+        let plan = validate(&PlanDraft {
+            plan_id: "children".into(),
+            name: "Children".into(),
+            description: String::new(),
+            max_run_duration_ms: 600_000,
+            services: vec![run_step, step("b", &["r"])],
+            min_completed: None,
+        })
+        .expect("a valid plan");
+        let attempt = attempt.min(max_attempts);
+        let running = StepRecord {
+            status: StepStatus::Running,
+            attempts: attempt,
+            started_at: Some(START),
+            deadline_at: Some(START.saturating_add(600_000)),
+            ..StepRecord::pending("r".parse().unwrap())
+        };
+        let steps = vec![running.clone(), StepRecord::pending("b".parse().unwrap())];
+        let report = match ChildSpec::failure_of(child, "run_child", None) {
+            None => Report::Succeeded,
+            Some(error) => Report::Failed(error),
+        };
+        let reported_on = if stale { attempt + 1 } else { attempt };
+        let events = [Event::Reported { service: "r".parse().unwrap(), attempt: Some(reported_on), report }];
+        let rules = Rules {
+            now: START.saturating_add(1_000),
+            fan_in: FanInConfig::default(),
+            event_driven_fanin: true,
+            observer: Observer::EventDriven,
+            retry_grace_ms: 0,
+        };
+        let state = RunState { status: RunStatus::Running, started_at: START, plan: &plan, steps: &steps, sizes: &[] };
+        let decision = lifecycle::decide(&state, &events, &rules, &mut SplitMix64::new(5));
+        let after = |name: &str| decision.steps.iter().find(|r| r.service.as_str() == name).unwrap().clone();
+        if stale {
+            prop_assert_eq!(after("r"), running, "a child of another attempt changes nothing");
+            return Ok(());
+        }
+        let expected = match child {
+            RunStatus::Completed => StepStatus::Completed,
+            RunStatus::Timeout => StepStatus::Timeout,
+            _ => StepStatus::Failed,
+        };
+        prop_assert_eq!(after("r").status, expected);
+        let b = after("b").status;
+        if expected == StepStatus::Completed {
+            prop_assert_eq!(b, StepStatus::Running, "its dependent runs in the same decision");
+        } else {
+            prop_assert_eq!(b, StepStatus::Skipped);
+        }
+    }
+}

@@ -12,7 +12,7 @@
 //! attempt before). A parent that ends cancels its open children.
 
 use baton_core::plan::ChildSpec;
-use baton_core::state::{ErrorKind, RunKind, RunStatus, StepError, StepStatus};
+use baton_core::state::{RunKind, StepError, StepStatus};
 use serde_json::{json, Value};
 
 use super::run::{summary_of, Engine, Loaded, Report};
@@ -130,29 +130,23 @@ impl Engine<'_> {
     /// permanent failure; timeout → a timeout.
     pub(crate) async fn child_report(&self, child: &Loaded) -> Report {
         let run_id = child.run.run_id.as_str();
-        let why = child.run.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
-        match child.run.status {
-            RunStatus::Completed => {
-                let diagnosis = match self.diagnosis_of(child).await {
-                    Ok(Some(d)) if d.to_string().len() > MAX_DIAGNOSIS_BYTES => {
-                        json!({ "omitted": true, "bytes": d.to_string().len() })
-                    }
-                    Ok(d) => d.unwrap_or(Value::Null),
-                    Err(e) => {
-                        worker::console_warn!("child run {run_id}: diagnosis not read ({e})");
-                        Value::Null
-                    }
-                };
-                let summary = summary_of(child).ok().and_then(|s| serde_json::to_value(s).ok()).unwrap_or(Value::Null);
-                let output =
-                    json!({ "run_id": run_id, "status": child.run.status, "summary": summary, "diagnosis": diagnosis });
-                Report::Succeeded { output, usage: None, duration_ms: None }
-            }
-            RunStatus::Timeout => {
-                Report::Failed(StepError::new(ErrorKind::Timeout, format!("child run {run_id} timed out{why}")))
-            }
-            status => Report::Failed(StepError::permanent(format!("child run {run_id} ended {status}{why}"))),
+        if let Some(failure) = ChildSpec::failure_of(child.run.status, run_id, child.run.error.as_deref()) {
+            return Report::Failed(failure);
         }
+        let diagnosis = match self.diagnosis_of(child).await {
+            Ok(Some(d)) if d.to_string().len() > MAX_DIAGNOSIS_BYTES => {
+                json!({ "omitted": true, "bytes": d.to_string().len() })
+            }
+            Ok(d) => d.unwrap_or(Value::Null),
+            Err(e) => {
+                worker::console_warn!("child run {run_id}: diagnosis not read ({e})");
+                Value::Null
+            }
+        };
+        let summary = summary_of(child).ok().and_then(|s| serde_json::to_value(s).ok()).unwrap_or(Value::Null);
+        let output =
+            json!({ "run_id": run_id, "status": child.run.status, "summary": summary, "diagnosis": diagnosis });
+        Report::Succeeded { output, usage: None, duration_ms: None }
     }
 
     /// What a run's ending owes its family: a child reports to its parent's step; a parent
