@@ -566,6 +566,94 @@ mod tests {
         Loaded { run, plan, steps: vec![row("a", 0, a, attempts), row("b", 1, StepStatus::Pending, 0)] }
     }
 
+    /// `a`, then `m` over `a`'s output (`{"list": [...]}` of `items` elements), its items as
+    /// given (status, output).
+    fn map_run(items: &[(StepStatus, Option<String>)]) -> Loaded {
+        let mut run = loaded(RunStatus::Running, StepStatus::Completed);
+        let map = StepDraft {
+            depends_on: vec!["a".into()],
+            for_each: Some("a.list".into()),
+            worker_key: Some("free".into()),
+            ..StepDraft::new("m")
+        };
+        let a = StepDraft { worker_key: Some("free".into()), ..StepDraft::new("a") };
+        run.plan = validate(&PlanDraft {
+            plan_id: "p".into(),
+            name: "P".into(),
+            description: String::new(),
+            max_run_duration_ms: 600_000,
+            services: vec![a, map],
+            min_completed: None,
+        })
+        .expect("a valid plan");
+        run.run.plan_json = serde_json::to_string(&run.plan).expect("json");
+        let template = run.steps[0].clone();
+        let list: Vec<Value> = (0..items.len()).map(|i| json!(i)).collect();
+        run.steps = vec![
+            StepRow { output: Some(json!({ "list": list }).to_string()), ..template.clone() },
+            StepRow {
+                service: "m".into(),
+                position: 1,
+                status: StepStatus::Running,
+                deadline_at: None,
+                ..template.clone()
+            },
+        ];
+        for (i, (status, output)) in items.iter().enumerate() {
+            run.steps.push(StepRow {
+                service: format!("m.{i}"),
+                position: 1,
+                status: *status,
+                output: output.clone(),
+                deadline_at: (*status == StepStatus::Running).then_some(NOW.saturating_add(60_000).as_u64() as i64),
+                ..template.clone()
+            });
+        }
+        run
+    }
+
+    #[test]
+    fn the_last_items_report_completes_its_map_with_the_items_outputs_in_order() {
+        let run = map_run(&[
+            (StepStatus::Completed, Some(r#"{"n":0}"#.into())),
+            (StepStatus::Completed, Some(r#"{"n":1}"#.into())),
+            (StepStatus::Running, None),
+        ]);
+        let report = Report::Succeeded { output: json!({"n": 2}), usage: None, duration_ms: None };
+        let payloads = BTreeMap::from([("m.2", &report)]);
+        let event = Event::Reported { service: "m.2".parse().unwrap(), attempt: Some(1), report: Reported::Succeeded };
+        let batch = decided(&run, &[event], &payloads, Dispatch::Queue);
+        let written: Vec<(&str, StepStatus, Option<&str>)> = batch
+            .writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Step { row, .. } => Some((row.service.as_str(), row.status, row.output.as_deref())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            written,
+            [
+                ("m.2", StepStatus::Completed, Some(r#"{"n":2}"#)),
+                ("m", StepStatus::Completed, Some(r#"[{"n":0},{"n":1},{"n":2}]"#)),
+            ],
+            "the item, then its map with every output in order, this batch's report included"
+        );
+    }
+
+    #[test]
+    fn a_collected_output_over_the_bound_says_how_large_it_was() {
+        let big = format!("\"{}\"", "x".repeat(super::super::maps::MAX_COLLECTED_BYTES / 2));
+        let run = map_run(&[(StepStatus::Completed, Some(big.clone())), (StepStatus::Completed, Some(big))]);
+        let record = baton_core::state::StepRecord {
+            status: StepStatus::Completed,
+            ..crate::engine::rows::record_of(&run.steps[1]).expect("a record")
+        };
+        let output = super::super::maps::collected(&run, &record).expect("a map's output");
+        assert_eq!((output["omitted"].clone(), output["items"].clone()), (json!(true), json!(2)), "{output}");
+        assert!(output["bytes"].as_u64().unwrap_or(0) > super::super::maps::MAX_COLLECTED_BYTES as u64);
+    }
+
     fn under() -> Under {
         Under { now: NOW, capped: ["capped".to_string()].into(), events_service: "orchestrator".into() }
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use baton_core::ids::ServiceSlug;
 use baton_core::map;
 use baton_core::state::{StepRecord, StepStatus};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::super::run::{Loaded, Report};
 use crate::d1::steps::StepRow;
@@ -93,8 +93,14 @@ pub(crate) fn item_ranges(loaded: &Loaded, created: &[StepRecord]) -> Vec<(Strin
         .collect()
 }
 
+/// The largest output a map step collects, as JSON: over it, the step's output says how large
+/// the list was instead (`{"omitted": true, "items", "bytes"}`; each item keeps its own), so
+/// the row that completes the map stays well within what one D1 row and statement hold.
+pub(crate) const MAX_COLLECTED_BYTES: usize = 512 * 1024;
+
 /// A map step's output when `record` completes it: its items' outputs in order, as `after`
-/// holds them (this decision's own reports included). `None` for any other write.
+/// holds them (this decision's own reports included), or what stands for a list over
+/// [`MAX_COLLECTED_BYTES`]. `None` for any other write.
 pub(crate) fn collected(after: &Loaded, record: &StepRecord) -> Option<Value> {
     let spec = after.plan.steps().iter().find(|s| s.service == record.service)?;
     if !spec.is_map() || record.status != StepStatus::Completed {
@@ -113,7 +119,10 @@ pub(crate) fn collected(after: &Loaded, record: &StepRecord) -> Option<Value> {
         })
         .collect();
     items.sort_by_key(|(index, _)| *index);
-    Some(map::collect(items.into_iter().map(|(_, output)| output)))
+    let count = items.len();
+    let list = map::collect(items.into_iter().map(|(_, output)| output));
+    let bytes = list.to_string().len();
+    Some(if bytes > MAX_COLLECTED_BYTES { json!({"omitted": true, "items": count, "bytes": bytes}) } else { list })
 }
 
 /// The element item `service` is called with, and its index (`None` if it is no item).
