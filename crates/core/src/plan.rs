@@ -1009,12 +1009,7 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                 ("parameters", step.parameters.is_some()),
                 ("parameters_from", step.parameters_from.is_some()),
             ];
-            problems.extend(given.into_iter().filter(|(_, g)| *g).map(|(field, _)| PlanProblem::NotForKind {
-                index: i,
-                service: label.to_string(),
-                field,
-                why: "is for run steps only (kind: run)",
-            }));
+            refuse_given(&mut problems, i, label, "is for run steps only (kind: run)", &given);
         }
         let wait = match step.kind.as_deref() {
             None | Some(SERVICE_KIND) | Some(RUN_KIND) => {
@@ -1033,12 +1028,6 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                 false
             }
             Some(WAIT_KIND) => {
-                let not = |field| PlanProblem::NotForKind {
-                    index: i,
-                    service: label.to_string(),
-                    field,
-                    why: "is not for a wait step: it calls no service",
-                };
                 let given = [
                     ("worker_key", step.worker_key.is_some()),
                     ("retry", step.retry.is_some()),
@@ -1046,7 +1035,7 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
                     ("heartbeat_timeout_ms", step.heartbeat_timeout_ms.is_some()),
                     ("for_each", step.for_each.is_some()),
                 ];
-                problems.extend(given.into_iter().filter(|(_, g)| *g).map(|(field, _)| not(field)));
+                refuse_given(&mut problems, i, label, "is not for a wait step: it calls no service", &given);
                 let invalid = |why: String| PlanProblem::InvalidEvent { index: i, service: label.to_string(), why };
                 match step.event.as_deref() {
                     None => problems.push(invalid("a wait step needs an event name".into())),
@@ -1224,6 +1213,23 @@ pub fn validate(draft: &PlanDraft) -> Result<Plan, PlanProblems> {
     }
 }
 
+/// A `not_for_kind` problem, saying `why`, for each field of `given` that the step at `index`
+/// gave (`(field, whether it is given)`).
+fn refuse_given(
+    problems: &mut Vec<PlanProblem>,
+    index: usize,
+    service: &str,
+    why: &'static str,
+    given: &[(&'static str, bool)],
+) {
+    problems.extend(given.iter().filter(|(_, g)| *g).map(|&(field, _)| PlanProblem::NotForKind {
+        index,
+        service: service.to_string(),
+        field,
+        why,
+    }));
+}
+
 /// A map step's spec from its draft (`None` without `for_each`), its problems pushed: each of
 /// `max_items`, `max_parallel` and `min_completed` needs `for_each`, and `for_each` must name
 /// one of the step's dependencies.
@@ -1237,12 +1243,7 @@ fn map_spec(index: usize, step: &StepDraft, problems: &mut Vec<PlanProblem>) -> 
             ("max_parallel", step.max_parallel.is_some()),
             ("min_completed", step.min_completed.is_some()),
         ];
-        problems.extend(given.into_iter().filter(|(_, g)| *g).map(|(field, _)| PlanProblem::NotForKind {
-            index,
-            service: service.to_string(),
-            field,
-            why: "is for map steps only (for_each)",
-        }));
+        refuse_given(problems, index, service, "is for map steps only (for_each)", &given);
         return None;
     };
     let before = problems.len();
@@ -1285,12 +1286,7 @@ fn child_of(i: usize, label: &str, step: &StepDraft, problems: &mut Vec<PlanProb
         ("action", step.action.is_some()),
         ("heartbeat_timeout_ms", step.heartbeat_timeout_ms.is_some()),
     ];
-    problems.extend(given.into_iter().filter(|(_, g)| *g).map(|(field, _)| PlanProblem::NotForKind {
-        index: i,
-        service: label.to_string(),
-        field,
-        why: "is not for a run step: it starts a child run, it calls no service",
-    }));
+    refuse_given(problems, i, label, "is not for a run step: it starts a child run, it calls no service", &given);
     let invalid =
         |field: String, why: String| PlanProblem::InvalidChild { index: i, service: label.to_string(), field, why };
     let plan_id = match step.plan_id.as_deref() {
