@@ -32,6 +32,33 @@ pub struct StepRow {
     pub attempt_base: i64,
 }
 
+impl StepRow {
+    /// A step that has not started: `pending`, no attempt, nothing recorded.
+    pub fn pending(run_id: &str, service: &str, position: i64, wave: i64) -> StepRow {
+        StepRow {
+            run_id: run_id.to_string(),
+            service: service.to_string(),
+            position,
+            wave,
+            status: StepStatus::Pending,
+            attempts: 0,
+            started_at: None,
+            claimed_at: None,
+            finished_at: None,
+            deadline_at: None,
+            next_attempt_at: None,
+            duration_ms: None,
+            error: None,
+            error_kind: None,
+            output: None,
+            usage: None,
+            progress: None,
+            heartbeat_at: None,
+            attempt_base: 0,
+        }
+    }
+}
+
 const COLUMNS: &str =
     "run_id, service, position, wave, status, attempts, started_at, claimed_at, finished_at, deadline_at, \
     next_attempt_at, duration_ms, error, error_kind, output, usage, progress, heartbeat_at, attempt_base";

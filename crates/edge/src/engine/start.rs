@@ -10,7 +10,7 @@ use baton_core::messages::TaskMessage;
 use baton_core::plan::Plan;
 use baton_core::quota::QuotaExceeded;
 use baton_core::state::RunKind;
-use baton_core::state::{RunStatus, StepRecord, StepStatus};
+use baton_core::state::{RunStatus, StepRecord};
 use serde_json::Value;
 
 use super::run::{Dispatch, Engine, Loaded};
@@ -154,26 +154,8 @@ impl Engine<'_> {
             .iter()
             .zip(plan.waves())
             .enumerate()
-            .map(|(position, (spec, wave))| StepRow {
-                run_id: run_id.clone(),
-                service: spec.service.as_str().to_string(),
-                position: position as i64,
-                wave: i64::from(*wave),
-                status: StepStatus::Pending,
-                attempts: 0,
-                started_at: None,
-                claimed_at: None,
-                finished_at: None,
-                deadline_at: None,
-                next_attempt_at: None,
-                duration_ms: None,
-                error: None,
-                error_kind: None,
-                output: None,
-                usage: None,
-                progress: None,
-                heartbeat_at: None,
-                attempt_base: 0,
+            .map(|(position, (spec, wave))| {
+                StepRow::pending(&run_id, spec.service.as_str(), position as i64, i64::from(*wave))
             })
             .collect();
         let start_payload =

@@ -49,27 +49,12 @@ pub(crate) fn created_rows(loaded: &Loaded, created: &[StepRecord]) -> Vec<StepR
         .filter_map(|item| {
             let (step, _) = map::item_of(item.service.as_str())?;
             let position = loaded.plan.position(step)?;
-            Some(StepRow {
-                run_id: loaded.run.run_id.clone(),
-                service: item.service.as_str().to_string(),
-                position: position as i64,
-                wave: i64::from(loaded.plan.waves()[position]),
-                status: StepStatus::Pending,
-                attempts: 0,
-                started_at: None,
-                claimed_at: None,
-                finished_at: None,
-                deadline_at: None,
-                next_attempt_at: None,
-                duration_ms: None,
-                error: None,
-                error_kind: None,
-                output: None,
-                usage: None,
-                progress: None,
-                heartbeat_at: None,
-                attempt_base: 0,
-            })
+            Some(StepRow::pending(
+                &loaded.run.run_id,
+                item.service.as_str(),
+                position as i64,
+                i64::from(loaded.plan.waves()[position]),
+            ))
         })
         .collect()
 }
